@@ -1,0 +1,31 @@
+# Lifeboat: `make demo` runs the main job on a sample folder; `make test` runs every test.
+export PATH := /opt/swift/usr/bin:$(PATH)
+SHELL := /bin/bash
+BIN := .build/debug/lifeboat
+
+.PHONY: deps build test unit integration demo bench clean
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	swift build
+
+unit: build
+	swift test 2>&1 | tee .build/unit-tests.log
+	@grep -E "Executed [0-9]+ tests|Test run with [0-9]+ tests" .build/unit-tests.log | tail -2
+
+integration: build
+	bash tests/integration/run.sh $(BIN)
+
+test: unit integration
+
+demo: build
+	bash scripts/demo.sh $(BIN)
+
+bench: deps
+	swift build -c release
+	bash bench/run.sh
+
+clean:
+	rm -rf .build

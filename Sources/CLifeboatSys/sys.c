@@ -1,0 +1,10 @@
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sys/xattr.h>
+#include "lifeboat_sys.h"
+
+ssize_t lb_llistxattr(const char *path, char *list, size_t size) { return llistxattr(path, list, size); }
+ssize_t lb_lgetxattr(const char *path, const char *name, void *value, size_t size) { return lgetxattr(path, name, value, size); }
+int lb_lsetxattr(const char *path, const char *name, const void *value, size_t size) { return lsetxattr(path, name, value, size, 0); }
+int lb_fsetxattr(int fd, const char *name, const void *value, size_t size) { return fsetxattr(fd, name, value, size, 0); }
+int lb_o_noatime(void) { return O_NOATIME; }

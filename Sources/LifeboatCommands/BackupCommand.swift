@@ -1,0 +1,146 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import LifeboatCore
+import LifeboatRepository
+import LifeboatSnapshot
+
+struct BackupCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "backup", abstract: "Back up files, or standard input, into a new snapshot.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Files and directories to back up.") var paths: [String] = []
+    @Option(name: [.short, .customLong("exclude")], help: "Exclude a pattern (repeatable).") var excludes: [String] = []
+    @Option(name: .customLong("exclude-file"), help: "Read exclude patterns from a file (repeatable).") var excludeFiles: [String] = []
+    @Flag(name: .customLong("exclude-caches"), help: "Exclude directories holding a CACHEDIR.TAG file.") var excludeCaches = false
+    @Flag(name: [.customShort("x"), .customLong("one-file-system")], help: "Do not cross file-system boundaries.") var oneFileSystem = false
+    @Option(name: .customLong("tag"), help: "Add tags (a,b or repeat).") var tags: [String] = []
+    @Option(name: .customLong("host"), help: "Hostname to record (default: this host).") var host: String?
+    @Option(name: .customLong("parent"), help: "Parent snapshot (default: the latest of the same host and paths).") var parent: String?
+    @Flag(name: .customLong("force"), help: "Read every file, ignoring the parent snapshot.") var force = false
+    @Flag(name: [.short, .customLong("dry-run")], help: "Do everything but write to the repository.") var dryRun = false
+    @Flag(name: .customLong("stdin"), help: "Back up standard input as one file.") var stdin = false
+    @Option(name: .customLong("stdin-filename"), help: "File name for --stdin.") var stdinFilename = "stdin"
+    @Flag(name: .customLong("stdin-from-command"), help: "Run the command after -- and back up its output (fails if it fails).") var stdinFromCommand = false
+    @Option(name: .customLong("compression"), help: "Compression for this backup: off, fast, auto, max.") var compression: String?
+    @Option(name: .customLong("read-concurrency"), help: "Files read at once.") var readConcurrency: Int?
+
+    func validate() throws {
+        if (stdin || stdinFromCommand) == false && paths.isEmpty { throw ValidationError("give at least one path to back up, or --stdin") }
+        if stdin && !paths.isEmpty { throw ValidationError("--stdin takes no paths") }
+        if stdinFromCommand && paths.isEmpty { throw ValidationError("--stdin-from-command needs a command after --") }
+    }
+
+    func run() async throws {
+        try await runCommand(global) {
+            let out = global.output
+            let repo = try await global.open(compression: compression, dryRun: dryRun)
+            return try await withRepositoryLock(repo, .shared, "backup") {
+            try await repo.loadIndex()
+            var opts = BackupOptions()
+            opts.paths = paths
+            opts.excludes = excludes
+            for f in excludeFiles {
+                guard let d = FileManager.default.contents(atPath: f) else { throw LifeboatError.invalid("cannot read --exclude-file \(f)") }
+                opts.excludes += String(decoding: d, as: UTF8.self).split(whereSeparator: \.isNewline)
+                    .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
+            }
+            opts.excludeCaches = excludeCaches
+            opts.oneFileSystem = oneFileSystem
+            opts.tags = tags.flatMap { $0.split(separator: ",").map(String.init) }
+            if let host { opts.hostname = host }
+            if let r = readConcurrency { opts.fileReaders = max(1, r) }
+            if stdin || stdinFromCommand {
+                opts.paths = []
+            } else if let parent {
+                opts.parent = try await repo.findSnapshot(parent).id
+            } else if !force {
+                let abs = Set(paths.map { absolutePath($0).lossy })
+                opts.parent = try await repo.listSnapshots().last { $0.snapshot.hostname == opts.hostname && Set($0.snapshot.paths) == abs }?.id
+            }
+            let archiver = Archiver(repository: repo, options: opts)
+            let start = Date()
+            let ticker = Ticker(output: out) {
+                let p = archiver.progress
+                return (progressLine(start: start, files: p.filesDone, totalFiles: p.totalFiles, bytes: p.bytesDone,
+                                     totalBytes: p.totalBytes, scanDone: p.scanFinished),
+                        ["message_type": "status", "files_done": p.filesDone, "total_files": p.totalFiles,
+                         "bytes_done": p.bytesDone, "total_bytes": p.totalBytes, "seconds_elapsed": Date().timeIntervalSince(start),
+                         "percent_done": p.totalBytes > 0 ? Double(p.bytesDone) / Double(p.totalBytes) : 0, "error_count": p.errors])
+            }
+            let result: BackupResult
+            do {
+                if stdinFromCommand {
+                    result = try await backupCommandOutput(archiver)
+                } else if stdin {
+                    result = try await archiver.runStream(name: stdinFilename, read: { buf in
+                        while true {
+                            let n = Glibc.read(0, buf.baseAddress, buf.count)
+                            if n >= 0 { return n }
+                            if errno != EINTR { throw LifeboatError(.io, "cannot read standard input") }
+                        }
+                    })
+                } else {
+                    result = try await archiver.run()
+                }
+            } catch {
+                ticker.stop(out)
+                throw error
+            }
+            ticker.stop(out)
+            for e in result.errors { out.warn("error: \(e.path): \(e.message)") }
+            let s = result.snapshot.summary ?? SnapshotSummary()
+            let dur = Date().timeIntervalSince(start)
+            out.info("Files:       \(s.filesNew) new, \(s.filesChanged) changed, \(s.filesUnmodified) unmodified")
+            out.info("Dirs:        \(s.dirsNew) new, \(s.dirsChanged) changed, \(s.dirsUnmodified) unmodified")
+            out.info("Added to the repository: \(formatBytes(s.dataAdded)) (\(formatBytes(s.dataAddedPacked)) stored)")
+            out.info("processed \(s.totalFilesProcessed) files, \(formatBytes(s.totalBytesProcessed)) in \(formatDuration(dur))")
+            if let id = result.snapshotID {
+                out.line("snapshot \(id.short) saved")
+            } else {
+                out.line("dry run: no snapshot saved")
+            }
+            var summary: [String: Any] = ["message_type": "summary", "files_new": s.filesNew, "files_changed": s.filesChanged,
+                                          "files_unmodified": s.filesUnmodified, "dirs_new": s.dirsNew, "dirs_changed": s.dirsChanged,
+                                          "dirs_unmodified": s.dirsUnmodified, "data_blobs": s.dataBlobs, "tree_blobs": s.treeBlobs,
+                                          "data_added": s.dataAdded, "data_added_packed": s.dataAddedPacked,
+                                          "total_files_processed": s.totalFilesProcessed, "total_bytes_processed": s.totalBytesProcessed,
+                                          "total_duration": dur, "dry_run": dryRun, "error_count": result.errors.count]
+            if let id = result.snapshotID { summary["snapshot_id"] = id.hex }
+            out.emit(summary)
+            return result.errors.isEmpty ? 0 : ExitStatus.partial
+            }
+        }
+    }
+
+    /// Runs `paths` (the command after --) and backs up its standard output; fails if it exits non-zero.
+    func backupCommandOutput(_ archiver: Archiver) async throws -> BackupResult {
+        let p = Process()
+        let exe = paths[0]
+        p.executableURL = URL(fileURLWithPath: exe.contains("/") ? exe : (findInPath(exe) ?? exe))
+        p.arguments = Array(paths.dropFirst())
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        do { try p.run() } catch { throw LifeboatError.invalid("cannot run \(exe): \(error)") }
+        let fd = pipe.fileHandleForReading.fileDescriptor
+        return try await archiver.runStream(name: stdinFilename, read: { buf in
+            while true {
+                let n = Glibc.read(fd, buf.baseAddress, buf.count)
+                if n >= 0 { return n }
+                if errno != EINTR { throw LifeboatError(.io, "cannot read the command's output") }
+            }
+        }, finish: {
+            p.waitUntilExit()
+            if p.terminationStatus != 0 {
+                throw LifeboatError(.io, "the command \(exe) failed with exit status \(p.terminationStatus); no snapshot was saved")
+            }
+        })
+    }
+}
+
+func findInPath(_ name: String) -> String? {
+    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+        let p = "\(dir)/\(name)"
+        if access(p, X_OK) == 0 { return p }
+    }
+    return nil
+}

@@ -1,0 +1,35 @@
+import ArgumentParser
+import Foundation
+import LifeboatChunker
+import LifeboatCompression
+import LifeboatCore
+import LifeboatRepository
+
+struct InitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "init", abstract: "Create a new repository.")
+    @OptionGroup var global: GlobalOptions
+    @Option(name: .customLong("chunk-min"), help: "Minimum chunk size in bytes.") var chunkMin = ChunkerParameters.default.min
+    @Option(name: .customLong("chunk-avg"), help: "Average chunk size in bytes (a power of two).") var chunkAvg = ChunkerParameters.default.avg
+    @Option(name: .customLong("chunk-max"), help: "Maximum chunk size in bytes.") var chunkMax = ChunkerParameters.default.max
+    @Option(name: .customLong("compression"), help: "Default compression: off, fast, auto, max.") var compression = "auto"
+    @Option(name: .customLong("pack-size"), help: "Target pack size in MiB.") var packSizeMiB = 16
+
+    func run() async throws {
+        try await runCommand(global) {
+            guard let mode = CompressionMode(rawValue: compression) else {
+                throw LifeboatError.invalid("invalid --compression \"\(compression)\": use off, fast, auto or max")
+            }
+            var opts = InitOptions()
+            opts.chunker = ChunkerParameters(min: chunkMin, avg: chunkAvg, max: chunkMax)
+            opts.compression = mode
+            opts.packSize = packSizeMiB * 1024 * 1024
+            let backend = try global.backend()
+            let pw = try global.password(confirm: true, prompt: "enter password for new repository: ")
+            let repo = try await Repository.initialize(backend: backend, password: pw, options: opts)
+            global.output.line("created lifeboat repository \(repo.config.id.prefix(10)) at \(backend.location)")
+            global.output.line("Please note that knowledge of your password is required to access the repository. Losing your password means that your data is irrecoverably lost.")
+            global.output.emit(["message_type": "initialized", "id": repo.config.id, "repository": backend.location])
+            return 0
+        }
+    }
+}

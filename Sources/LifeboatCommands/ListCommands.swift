@@ -1,0 +1,187 @@
+import ArgumentParser
+import Foundation
+import LifeboatCore
+import LifeboatRepository
+import LifeboatSnapshot
+
+struct SnapshotsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "snapshots", abstract: "List snapshots.")
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var filter: FilterOptions
+    @Option(name: .customLong("latest"), help: "Only the newest N snapshots per host and paths.") var latest: Int?
+
+    func run() async throws {
+        try await runCommand(global) {
+            let repo = try await global.open()
+            var snaps = try await repo.listSnapshots().filter { filter.filter.matches($0.snapshot) }
+            if let latest {
+                var byGroup: [String: Int] = [:]
+                snaps = snaps.reversed().filter { s in
+                    let k = s.snapshot.hostname + "\0" + s.snapshot.paths.joined(separator: "\0")
+                    byGroup[k, default: 0] += 1
+                    return byGroup[k]! <= latest
+                }.reversed()
+            }
+            if global.json {
+                print(Output.encode(snaps.map { snapshotJSON($0.id, $0.snapshot) }))
+                return 0
+            }
+            print("ID        Time                 Host             Tags          Paths")
+            print(String(repeating: "-", count: 78))
+            for (id, s) in snaps {
+                let time = String(s.time.prefix(19)).replacingOccurrences(of: "T", with: " ")
+                let host = s.hostname.padding(toLength: 16, withPad: " ", startingAt: 0)
+                let tags = s.tags.joined(separator: ",").padding(toLength: 13, withPad: " ", startingAt: 0)
+                print("\(id.short)  \(time)  \(host) \(tags) \(s.paths.first ?? "")")
+                for p in s.paths.dropFirst() { print(String(repeating: " ", count: 65) + p) }
+            }
+            print(String(repeating: "-", count: 78))
+            print("\(snaps.count) snapshots")
+            return 0
+        }
+    }
+}
+
+struct LsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List files in a snapshot.")
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var filter: FilterOptions
+    @Argument(help: "Snapshot ID, prefix or latest.") var snapshot: String
+    @Argument(help: "Only this directory (or file) and below.") var dir: String?
+    @Flag(name: .shortAndLong, help: "Long listing with mode, owner, size and time.") var long = false
+    @Flag(name: .customLong("recursive"), help: "With a directory, list everything below it.") var recursive = false
+
+    func run() async throws {
+        try await runCommand(global) {
+            let repo = try await global.open()
+            try await repo.loadIndex()
+            let (id, snap) = try await repo.findSnapshot(snapshot, filter: filter.filter)
+            if global.json { print(Output.encode(snapshotJSON(id, snap).merging(["struct_type": "snapshot"]) { a, _ in a })) }
+            else if !global.quiet { print("snapshot \(id.short) of \(snap.paths) at \(snap.time) by \(snap.username)@\(snap.hostname):") }
+            let prefix = dir.map { absolutePath($0).lossy } ?? "/"
+            try await walkTree(repo, snap.tree) { path, node in
+                let inScope = prefix == "/" || path == prefix || path.hasPrefix(prefix + "/")
+                let above = prefix.hasPrefix(path + "/")
+                if inScope {
+                    let direct = recursive || dir == nil || path == prefix || path.dropFirst(prefix.count + 1).contains("/") == false
+                    if direct {
+                        if global.json { print(Output.encode(nodeJSON(path, node))) }
+                        else if long {
+                            let t = Timestamp.format(Date(timeIntervalSince1970: Double(node.mtimeNs) / 1e9)).prefix(19).replacingOccurrences(of: "T", with: " ")
+                            print("\(modeString(node)) \((node.user ?? String(node.uid)).padding(toLength: 8, withPad: " ", startingAt: 0)) \((node.group ?? String(node.gid)).padding(toLength: 8, withPad: " ", startingAt: 0)) \(String(node.size).leftPad(12)) \(t) \(path)\(node.linkTarget.map { " -> " + String(decoding: $0, as: UTF8.self) } ?? "")")
+                        } else { print(path) }
+                    }
+                    return recursive || dir == nil || path == prefix
+                }
+                return above
+            }
+            return 0
+        }
+    }
+}
+
+extension String {
+    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+}
+
+struct FindCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "find", abstract: "Find files by name pattern in snapshots.")
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var filter: FilterOptions
+    @Argument(help: "Glob patterns matched against names (or paths, if they contain /).") var patterns: [String]
+    @Option(name: .customLong("snapshot"), help: "Only these snapshots (repeatable).") var snapshots: [String] = []
+
+    func run() async throws {
+        try await runCommand(global) {
+            let repo = try await global.open()
+            try await repo.loadIndex()
+            var snaps = try await repo.listSnapshots().filter { filter.filter.matches($0.snapshot) }
+            if !snapshots.isEmpty {
+                var chosen: [(id: ID, snapshot: Snapshot)] = []
+                for s in snapshots { chosen.append(try await repo.findSnapshot(s, filter: filter.filter)) }
+                snaps = chosen
+            }
+            let pats = patterns.map(PathPattern.init)
+            var found = 0
+            for (id, snap) in snaps {
+                var hits: [(String, Node)] = []
+                try await walkTree(repo, snap.tree) { path, node in
+                    let name = node.name
+                    if pats.contains(where: { $0.text.contains("/") ? $0.matches(path) : PathPattern.glob(Array($0.text.utf8)[...], name[...]) }) {
+                        hits.append((path, node))
+                    }
+                    return true
+                }
+                found += hits.count
+                if hits.isEmpty { continue }
+                if global.json {
+                    print(Output.encode(["snapshot": id.hex, "hits": hits.count, "matches": hits.map { nodeJSON($0.0, $0.1) }]))
+                } else {
+                    print("Found matching entries in snapshot \(id.short) from \(snap.time.prefix(19))")
+                    for (p, n) in hits { print("  \(modeString(n)) \(String(n.size).leftPad(10)) \(p)") }
+                }
+            }
+            if found == 0 && !global.json { print("no matches") }
+            return 0
+        }
+    }
+}
+
+struct DiffCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "diff", abstract: "Show what changed between two snapshots.")
+    @OptionGroup var global: GlobalOptions
+    @Argument var first: String
+    @Argument var second: String
+
+    func run() async throws {
+        try await runCommand(global) {
+            let repo = try await global.open()
+            try await repo.loadIndex()
+            let a = try await repo.findSnapshot(first), b = try await repo.findSnapshot(second)
+            var added = 0, removed = 0, modified = 0
+            func emit(_ change: String, _ path: String) {
+                if global.json { print(Output.encode(["message_type": "change", "path": path, "modifier": change])) } else { print("\(change)    \(path)") }
+            }
+            func diff(_ ta: ID?, _ tb: ID?, _ path: String) async throws {
+                if ta == tb { return }
+                let na = try await ta.asyncMap { try await repo.loadTree($0).nodes } ?? []
+                let nb = try await tb.asyncMap { try await repo.loadTree($0).nodes } ?? []
+                let ma = Dictionary(na.map { ($0.name, $0) }, uniquingKeysWith: { x, _ in x })
+                let mb = Dictionary(nb.map { ($0.name, $0) }, uniquingKeysWith: { x, _ in x })
+                let names = Set(ma.keys).union(mb.keys).sorted { $0.lexicographicallyPrecedes($1) }
+                for n in names {
+                    let p = path + "/" + String(decoding: n, as: UTF8.self)
+                    switch (ma[n], mb[n]) {
+                    case (nil, let y?):
+                        added += 1; emit("+", p + (y.type == .dir ? "/" : ""))
+                        if y.type == .dir { try await diff(nil, y.subtree, p) }
+                    case (let x?, nil):
+                        removed += 1; emit("-", p + (x.type == .dir ? "/" : ""))
+                        if x.type == .dir { try await diff(x.subtree, nil, p) }
+                    case (let x?, let y?):
+                        if x.type != y.type { modified += 1; emit("T", p) }
+                        else if x.type == .dir { try await diff(x.subtree, y.subtree, p) }
+                        else if x.content != y.content || x.linkTarget != y.linkTarget { modified += 1; emit("M", p) }
+                        else if x.mode != y.mode || x.uid != y.uid || x.gid != y.gid || x.xattrs != y.xattrs { modified += 1; emit("U", p) }
+                    default: break
+                    }
+                }
+            }
+            try await diff(a.snapshot.tree, b.snapshot.tree, "")
+            if global.json {
+                print(Output.encode(["message_type": "statistics", "source_snapshot": a.id.hex, "target_snapshot": b.id.hex,
+                                     "added": added, "removed": removed, "changed": modified]))
+            } else if !global.quiet {
+                print("\nFiles: \(added) new, \(removed) removed, \(modified) changed")
+            }
+            return 0
+        }
+    }
+}
+
+extension Optional {
+    func asyncMap<T>(_ f: (Wrapped) async throws -> T) async rethrows -> T? {
+        guard let v = self else { return nil }
+        return try await f(v)
+    }
+}

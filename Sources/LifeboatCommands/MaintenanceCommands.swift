@@ -1,0 +1,318 @@
+import ArgumentParser
+import Foundation
+import LifeboatCore
+import LifeboatCrypto
+import LifeboatRepository
+import LifeboatSnapshot
+import LifeboatStorage
+
+struct CheckCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "check", abstract: "Check the repository for errors.")
+    @OptionGroup var global: GlobalOptions
+    @Flag(name: .customLong("read-data"), help: "Read all pack data and verify every blob.") var readData = false
+    @Option(name: .customLong("read-data-subset"), help: "Read a subset: N/T or P%.") var subset: String?
+
+    func run() async throws {
+        try await runCommand(global) {
+            let out = global.output
+            let repo = try await global.open()
+            return try await withRepositoryLock(repo, .shared, "check") {
+                var opts = CheckOptions()
+                if let subset { opts.readData = try ReadDataSubset(parsing: subset) } else if readData { opts.readData = .all }
+                let checker = Checker(repository: repo, options: opts)
+                let start = Date()
+                let ticker = Ticker(output: out) {
+                    let p = checker.progress
+                    return ("[\(formatDuration(Date().timeIntervalSince(start)))] \(p.done)/\(p.total) packs read",
+                            ["message_type": "status", "packs_done": p.done, "total_packs": p.total])
+                }
+                let report = try await checker.run()
+                ticker.stop(out)
+                for i in report.issues { out.warn(i.description) }
+                for (id, reasons) in report.damagedSnapshots.sorted(by: { $0.key < $1.key }) {
+                    out.warn("snapshot \(id.short) is damaged: \(reasons.prefix(10).joined(separator: "; "))\(reasons.count > 10 ? "; ..." : "")")
+                }
+                out.info("checked \(report.snapshots) snapshots, \(report.trees) trees, \(report.packs) packs, \(report.blobs) blobs\(opts.readData != nil ? "; read \(report.packsRead) packs (\(formatBytes(report.bytesRead)))" : "")")
+                out.emit(["message_type": "summary", "errors": report.errors, "warnings": report.issues.count - report.errors,
+                          "snapshots": report.snapshots, "trees": report.trees, "packs": report.packs, "packs_read": report.packsRead,
+                          "bytes_read": report.bytesRead, "issues": report.issues.map { ["severity": $0.severity.rawValue, "object": $0.object, "message": $0.message] },
+                          "damaged_snapshots": report.damagedSnapshots.map { ["id": $0.key.hex, "reasons": $0.value] }])
+                if report.errors > 0 {
+                    out.line("Fatal: repository contains errors")
+                    return ExitStatus.failure
+                }
+                out.line("no errors were found")
+                return 0
+            }
+        }
+    }
+}
+
+struct StatsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "stats", abstract: "Show sizes: restored size and deduplicated raw data.")
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var filter: FilterOptions
+    @Argument(help: "Snapshots (default: all).") var snapshots: [String] = []
+    @Option(name: .customLong("mode"), help: "restore-size, raw-data.") var mode = "restore-size"
+
+    func run() async throws {
+        try await runCommand(global) {
+            let repo = try await global.open()
+            try await repo.loadIndex()
+            var snaps = try await repo.listSnapshots().filter { filter.filter.matches($0.snapshot) }
+            if !snapshots.isEmpty {
+                snaps = []
+                for s in snapshots { snaps.append(try await repo.findSnapshot(s, filter: filter.filter)) }
+            }
+            var files = 0
+            var restoreSize: UInt64 = 0
+            var blobs = Set<ID>()
+            var seenTrees = Set<ID>()
+            for (_, s) in snaps {
+                var stack = [s.tree]
+                while let t = stack.popLast() {
+                    let tree = try await repo.loadTree(t)
+                    let firstVisit = seenTrees.insert(t).inserted
+                    for n in tree.nodes {
+                        if let st = n.subtree { stack.append(st) }
+                        if n.type == .file { files += 1; restoreSize += n.size }
+                        if firstVisit { for b in n.content ?? [] { blobs.insert(b) } }
+                    }
+                }
+            }
+            let idx = repo.index
+            var raw: UInt64 = 0, stored: UInt64 = 0
+            for b in blobs { if let l = idx.lookup(b, type: .data) { raw += UInt64(l.blob.rawLength); stored += UInt64(l.blob.length) } }
+            let packBytes = try await repo.backend.list(.data).reduce(UInt64(0)) { $0 + UInt64($1.size) }
+            if global.json {
+                print(Output.encode(["snapshots_count": snaps.count, "total_file_count": files, "total_size": restoreSize,
+                                     "total_blob_count": blobs.count, "total_uncompressed_size": raw, "total_stored_size": stored,
+                                     "repository_pack_bytes": packBytes,
+                                     "compression_ratio": stored > 0 ? Double(raw) / Double(stored) : 0,
+                                     "dedup_ratio": raw > 0 ? Double(restoreSize) / Double(raw) : 0]))
+            } else {
+                print("Snapshots processed:   \(snaps.count)")
+                print("Total file count:      \(files)")
+                print("Total restore size:    \(formatBytes(restoreSize))")
+                print("Unique data blobs:     \(blobs.count)")
+                print("Deduplicated raw size: \(formatBytes(raw))")
+                print("Stored (compressed):   \(formatBytes(stored))")
+                print("Repository packs:      \(formatBytes(packBytes))")
+                if raw > 0 { print(String(format: "Deduplication ratio:   %.2fx, compression ratio %.2fx", Double(restoreSize) / Double(raw), stored > 0 ? Double(raw) / Double(stored) : 0)) }
+            }
+            return 0
+        }
+    }
+}
+
+struct ForgetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "forget", abstract: "Remove snapshots by a retention policy (and optionally prune).")
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var filter: FilterOptions
+    @Argument(help: "Snapshot IDs to remove explicitly.") var ids: [String] = []
+    @Option(name: [.short, .customLong("keep-last")]) var keepLast = 0
+    @Option(name: [.customShort("H"), .customLong("keep-hourly")]) var keepHourly = 0
+    @Option(name: [.short, .customLong("keep-daily")]) var keepDaily = 0
+    @Option(name: [.short, .customLong("keep-weekly")]) var keepWeekly = 0
+    @Option(name: [.short, .customLong("keep-monthly")]) var keepMonthly = 0
+    @Option(name: [.short, .customLong("keep-yearly")]) var keepYearly = 0
+    @Option(name: .customLong("keep-within"), help: "Keep snapshots within this span of the newest, e.g. 1y2m3d4h.") var keepWithin: String?
+    @Option(name: .customLong("keep-tag"), help: "Keep snapshots with these tags (a,b = both).") var keepTags: [String] = []
+    @Option(name: [.short, .customLong("group-by")]) var groupBy = "host,paths"
+    @Flag(name: [.short, .customLong("dry-run")]) var dryRun = false
+    @Flag(name: .customLong("prune")) var prune = false
+    @Option(name: .customLong("max-unused")) var maxUnused = "5%"
+    @Option(name: .customLong("grace"), help: "Prune grace period before marked packs are deleted (e.g. 1h, 0s).") var grace = "1h"
+
+    func run() async throws {
+        try await runCommand(global) {
+            let out = global.output
+            let repo = try await global.open()
+            let removed: Int = try await withRepositoryLock(repo, .shared, "forget") {
+                if !ids.isEmpty {
+                    var n = 0
+                    for i in ids {
+                        let (id, _) = try await repo.findSnapshot(i)
+                        if !dryRun { try await repo.backend.delete(Handle(.snapshots, id.hex)) }
+                        out.line("removed snapshot \(id.short)\(dryRun ? " (dry run)" : "")")
+                        out.emit(["message_type": "removed", "id": id.hex, "dry_run": dryRun])
+                        n += 1
+                    }
+                    return n
+                }
+                let policy = RetentionPolicy(last: keepLast, hourly: keepHourly, daily: keepDaily, weekly: keepWeekly,
+                                             monthly: keepMonthly, yearly: keepYearly,
+                                             within: try keepWithin.map { try CalendarDuration(parsing: $0) },
+                                             tags: keepTags.map { $0.split(separator: ",").map(String.init) })
+                guard !policy.isEmpty else {
+                    throw LifeboatError.invalid("no policy given: use --keep-last, --keep-daily, ... or name snapshot IDs")
+                }
+                let snaps = try await repo.listSnapshots().filter { filter.filter.matches($0.snapshot) }
+                let groups = Forget.plan(snaps, policy: policy, groupBy: try GroupBy(parsing: groupBy))
+                var jsonGroups: [[String: Any]] = []
+                for g in groups {
+                    out.line("snapshots for \(g.key):")
+                    out.line("keep \(g.keep.count) snapshots:")
+                    for k in g.keep { out.line("  \(k.id.short)  \(k.snapshot.time.prefix(19))  \(k.reasons.joined(separator: ", "))") }
+                    if !g.remove.isEmpty {
+                        out.line("remove \(g.remove.count) snapshots\(dryRun ? " (dry run)" : ""):")
+                        for r in g.remove { out.line("  \(r.id.short)  \(r.snapshot.time.prefix(19))") }
+                    }
+                    jsonGroups.append(["group": g.key,
+                                       "keep": g.keep.map { ["id": $0.id.hex, "time": $0.snapshot.time, "reasons": $0.reasons] as [String: Any] },
+                                       "remove": g.remove.map { ["id": $0.id.hex, "time": $0.snapshot.time] }])
+                }
+                out.emit(["message_type": "forget", "dry_run": dryRun, "groups": jsonGroups])
+                return dryRun ? 0 : try await Forget.execute(groups, repo: repo)
+            }
+            if prune && !dryRun {
+                out.info("\(removed) snapshots removed; pruning")
+                try await PruneCommand.prune(repo: repo, maxUnused: maxUnused, grace: grace, dryRun: false, out: out)
+            }
+            return 0
+        }
+    }
+}
+
+struct PruneCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "prune", abstract: "Remove unreferenced data (two-phase, safe alongside backups).")
+    @OptionGroup var global: GlobalOptions
+    @Option(name: .customLong("max-unused"), help: "Tolerated unused space: a percentage (5%) or 'unlimited'.") var maxUnused = "5%"
+    @Option(name: .customLong("grace"), help: "How long marked packs wait before deletion (e.g. 1h; 0s when no backup runs).") var grace = "1h"
+    @Flag(name: [.short, .customLong("dry-run")]) var dryRun = false
+
+    func run() async throws {
+        try await runCommand(global) {
+            let repo = try await global.open()
+            try await PruneCommand.prune(repo: repo, maxUnused: maxUnused, grace: grace, dryRun: dryRun, out: global.output)
+            return 0
+        }
+    }
+
+    static func prune(repo: Repository, maxUnused: String, grace: String, dryRun: Bool, out: Output) async throws {
+        var opts = PruneOptions()
+        if maxUnused == "unlimited" { opts.maxUnused = 1 } else {
+            guard maxUnused.hasSuffix("%"), let v = Double(maxUnused.dropLast()), v >= 0, v <= 100 else {
+                throw LifeboatError.invalid("invalid --max-unused \"\(maxUnused)\": use a percentage like 5% or unlimited")
+            }
+            opts.maxUnused = v / 100
+        }
+        opts.grace = try parseSeconds(grace)
+        opts.dryRun = dryRun
+        let r = try await Pruner(repository: repo, options: opts).run()
+        out.info("\(r.snapshots) snapshots; \(formatBytes(r.unusedBytes)) unused of \(formatBytes(r.totalBytes)) in live packs")
+        out.line("\(dryRun ? "would mark" : "marked") \(r.packsMarked) packs (\(r.packsRepacked) repacked, \(formatBytes(r.bytesRepacked)) copied), unmarked \(r.packsUnmarked), \(dryRun ? "would delete" : "deleted") \(r.packsDeleted) packs (\(formatBytes(r.bytesDeleted))), \(r.packsWaiting) marked packs wait for their grace period")
+        for n in r.notes { out.warn(n) }
+        out.emit(["message_type": "prune", "dry_run": dryRun, "snapshots": r.snapshots, "packs_marked": r.packsMarked,
+                  "packs_unmarked": r.packsUnmarked, "packs_deleted": r.packsDeleted, "packs_repacked": r.packsRepacked,
+                  "packs_waiting": r.packsWaiting, "bytes_deleted": r.bytesDeleted, "bytes_repacked": r.bytesRepacked,
+                  "unused_bytes": r.unusedBytes, "total_bytes": r.totalBytes, "passes": r.passes])
+    }
+}
+
+struct UnlockCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "unlock", abstract: "Remove stale locks (or all with --remove-all).")
+    @OptionGroup var global: GlobalOptions
+    @Flag(name: .customLong("remove-all")) var removeAll = false
+
+    func run() async throws {
+        try await runCommand(global) {
+            let repo = try await global.open()
+            let locks = try await repo.listLocks()
+            for l in locks where !l.stale && !removeAll {
+                global.output.info("lock \(l.id.short) is live: \(l.info.operation) by PID \(l.info.pid) on \(l.info.hostname), refreshed \(l.info.refreshed)")
+            }
+            let removed = try await repo.removeLocks(all: removeAll)
+            global.output.line("removed \(removed.count) \(removeAll ? "" : "stale ")locks")
+            global.output.emit(["message_type": "unlock", "removed": removed.map(\.hex)])
+            return 0
+        }
+    }
+}
+
+struct KeyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "key", abstract: "Manage the repository's keys (passwords).",
+                                                    subcommands: [KeyList.self, KeyAdd.self, KeyRemove.self, KeyPasswd.self])
+}
+
+func newPassword(_ file: String?, _ global: GlobalOptions) throws -> String {
+    if let file { return try readPasswordFile(file) }
+    if let p = ProcessInfo.processInfo.environment["LIFEBOAT_NEW_PASSWORD"], !p.isEmpty { return p }
+    guard isatty(0) != 0 else { throw LifeboatError.invalid("give the new password with --new-password-file") }
+    let p = try promptPassword("enter new password: ")
+    guard try promptPassword("enter password again: ") == p, !p.isEmpty else { throw LifeboatError.invalid("passwords do not match") }
+    return p
+}
+
+import Glibc
+
+struct KeyList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List keys.")
+    @OptionGroup var global: GlobalOptions
+    func run() async throws {
+        try await runCommand(global) {
+            let repo = try await global.open()
+            let keys = try await repo.listKeys()
+            if global.json {
+                print(Output.encode(keys.map { ["id": $0.id.hex, "current": $0.id == repo.keyID, "userName": $0.key.username,
+                                                 "hostName": $0.key.hostname, "created": $0.key.created] as [String: Any] }))
+            } else {
+                print(" ID        User        Host                 Created")
+                for k in keys {
+                    print("\(k.id == repo.keyID ? "*" : " ")\(k.id.short)  \(k.key.username.padding(toLength: 10, withPad: " ", startingAt: 0))  \(k.key.hostname.padding(toLength: 20, withPad: " ", startingAt: 0)) \(k.key.created.prefix(19))")
+                }
+            }
+            return 0
+        }
+    }
+}
+
+struct KeyAdd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "add", abstract: "Add a key (a new password).")
+    @OptionGroup var global: GlobalOptions
+    @Option(name: .customLong("new-password-file")) var newPasswordFile: String?
+    func run() async throws {
+        try await runCommand(global) {
+            let repo = try await global.open()
+            let id = try await repo.addKey(password: try newPassword(newPasswordFile, global))
+            global.output.line("saved new key \(id.short)")
+            global.output.emit(["message_type": "key_added", "id": id.hex])
+            return 0
+        }
+    }
+}
+
+struct KeyRemove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "remove", abstract: "Remove a key (not the one in use).")
+    @OptionGroup var global: GlobalOptions
+    @Argument var id: String
+    func run() async throws {
+        try await runCommand(global) {
+            let repo = try await global.open()
+            let matches = try await repo.listKeys().filter { $0.id.hex.hasPrefix(id.lowercased()) }
+            guard matches.count == 1 else {
+                throw LifeboatError(matches.isEmpty ? .notFound : .invalidArgument, matches.isEmpty ? "no key \(id)" : "key prefix \(id) is ambiguous")
+            }
+            try await repo.removeKey(matches[0].id)
+            global.output.line("removed key \(matches[0].id.short)")
+            global.output.emit(["message_type": "key_removed", "id": matches[0].id.hex])
+            return 0
+        }
+    }
+}
+
+struct KeyPasswd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "passwd", abstract: "Change the password of the key in use.")
+    @OptionGroup var global: GlobalOptions
+    @Option(name: .customLong("new-password-file")) var newPasswordFile: String?
+    func run() async throws {
+        try await runCommand(global) {
+            let repo = try await global.open()
+            let id = try await repo.addKey(password: try newPassword(newPasswordFile, global))
+            try await repo.backend.delete(Handle(.keys, repo.keyID.hex))
+            global.output.line("saved new key \(id.short), removed \(repo.keyID.short)")
+            global.output.emit(["message_type": "key_changed", "id": id.hex, "removed": repo.keyID.hex])
+            return 0
+        }
+    }
+}

@@ -1,0 +1,72 @@
+import ArgumentParser
+import LifeboatCore
+
+/// The `lifeboat` command: dispatches to subcommands only.
+public struct LifeboatCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "lifeboat",
+        abstract: "Disaster recovery for self-hosted services: deduplicated, compressed, encrypted backups.",
+        discussion: """
+        Exit codes: 0 ok, 1 failure, 2 usage error, 3 backup/restore finished but some files could not be read or \
+        restored, 10 no repository at the location, 11 repository locked, 12 wrong password, 130 interrupted.
+        """,
+        version: LifeboatVersion.string,
+        subcommands: [
+            InitCommand.self, BackupCommand.self, SnapshotsCommand.self, LsCommand.self, DiffCommand.self,
+            RestoreCommand.self, DumpCommand.self, FindCommand.self, StatsCommand.self, CheckCommand.self,
+            ForgetCommand.self, PruneCommand.self, UnlockCommand.self, KeyCommand.self, VersionCommand.self,
+        ]
+    )
+    public init() {}
+}
+
+struct VersionCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "version", abstract: "Print the version.")
+    @Flag var json = false
+    func run() async throws {
+        if json {
+            print(Output.encode(["version": LifeboatVersion.string, "repository_format": 1]))
+        } else {
+            print("lifeboat \(LifeboatVersion.string) (repository format 1)")
+        }
+    }
+}
+
+extension LifeboatCommand {
+    /// Moves global options written before the subcommand to after it (and after `key`'s own subcommand).
+    public static func movingGlobalOptions(_ args: [String]) -> [String] {
+        let withValue: Set<String> = ["-r", "--repo", "--password-file"]
+        let flags: Set<String> = ["--json", "-q", "--quiet"]
+        var globals: [String] = []
+        var i = 0
+        while i < args.count {
+            let a = args[i]
+            if withValue.contains(a), i + 1 < args.count { globals += [a, args[i + 1]]; i += 2; continue }
+            if withValue.contains(where: { a.hasPrefix($0 + "=") }) || flags.contains(a) { globals.append(a); i += 1; continue }
+            break
+        }
+        guard !globals.isEmpty, i < args.count else { return args }
+        var rest = Array(args[i...])
+        var at = 1
+        if rest[0] == "key", rest.count > 1, ["list", "add", "remove", "passwd"].contains(rest[1]) { at = 2 }
+        rest.insert(contentsOf: globals, at: at)
+        return rest
+    }
+}
+
+extension LifeboatCommand {
+    /// Parses `arguments`, runs the chosen subcommand, and exits with its status.
+    public static func run(arguments: [String]) async {
+        let args = movingGlobalOptions(arguments)
+        do {
+            var command = try await asyncParseAsRoot(args)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+}

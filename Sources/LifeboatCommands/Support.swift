@@ -1,0 +1,289 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import LifeboatCompression
+import LifeboatCore
+import LifeboatRepository
+import LifeboatSnapshot
+import LifeboatStorage
+
+/// Options every repository command takes.
+public struct GlobalOptions: ParsableArguments {
+    @Option(name: [.customShort("r"), .customLong("repo")], help: "Repository location (or LIFEBOAT_REPOSITORY): a path or local:PATH.")
+    var repo: String?
+
+    @Option(name: .customLong("password-file"), help: "File holding the password (or LIFEBOAT_PASSWORD_FILE; LIFEBOAT_PASSWORD also works).")
+    var passwordFile: String?
+
+    @Flag(help: "Print one JSON object per line instead of text.")
+    var json = false
+
+    @Flag(name: .shortAndLong, help: "Print only errors and results.")
+    var quiet = false
+
+    public init() {}
+
+    var env: [String: String] { ProcessInfo.processInfo.environment }
+
+    func repositoryLocation() throws -> String {
+        guard let r = repo ?? env["LIFEBOAT_REPOSITORY"], !r.isEmpty else {
+            throw LifeboatError.invalid("no repository given: use -r/--repo or set LIFEBOAT_REPOSITORY")
+        }
+        return r
+    }
+
+    func backend() throws -> any Backend {
+        try makeBackend(try repositoryLocation())
+    }
+
+    func password(confirm: Bool = false, prompt: String = "enter password for repository: ") throws -> String {
+        if let f = passwordFile ?? env["LIFEBOAT_PASSWORD_FILE"] { return try readPasswordFile(f) }
+        if let p = env["LIFEBOAT_PASSWORD"] { return p }
+        guard isatty(0) != 0 else {
+            throw LifeboatError.invalid("no password given: use --password-file, LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD")
+        }
+        let p = try promptPassword(prompt)
+        if confirm {
+            guard try promptPassword("enter password again: ") == p else { throw LifeboatError.invalid("passwords do not match") }
+        }
+        guard !p.isEmpty else { throw LifeboatError.invalid("an empty password is not allowed") }
+        return p
+    }
+
+    /// Opens the repository named by the options.
+    func open(compression: String? = nil, dryRun: Bool = false) async throws -> Repository {
+        let b = try backend()
+        let pw = try password()
+        var mode: CompressionMode? = nil
+        if let c = compression {
+            guard let m = CompressionMode(rawValue: c) else { throw LifeboatError.invalid("invalid --compression \"\(c)\": use off, fast, auto or max") }
+            mode = m
+        }
+        return try await Repository.open(backend: b, password: pw, compression: mode, dryRun: dryRun)
+    }
+
+    var output: Output { Output(json: json, quiet: quiet) }
+}
+
+/// The backend registry: turns a repository location into a backend.
+func makeBackend(_ location: String) throws -> any Backend {
+    if location.hasPrefix("local:") { return LocalBackend(path: String(location.dropFirst(6))) }
+    if let colon = location.firstIndex(of: ":"), !location.hasPrefix("/"), !location.hasPrefix("."),
+       location[..<colon].allSatisfy({ $0.isLetter }) && location[..<colon].count > 1 {
+        throw LifeboatError.invalid("repository scheme \"\(location[..<colon]):\" is not supported by this build (local paths only)")
+    }
+    return LocalBackend(path: location)
+}
+
+func readPasswordFile(_ path: String) throws -> String {
+    guard let d = FileManager.default.contents(atPath: path) else {
+        throw LifeboatError.invalid("cannot read the password file \(path)")
+    }
+    var s = String(decoding: d, as: UTF8.self)
+    if let nl = s.firstIndex(where: { $0 == "\n" || $0 == "\r\n" }) { s = String(s[..<nl]) }
+    guard !s.isEmpty else { throw LifeboatError.invalid("the password file \(path) is empty") }
+    return s
+}
+
+func promptPassword(_ prompt: String) throws -> String {
+    FileHandle.standardError.write(Data(prompt.utf8))
+    var old = termios()
+    tcgetattr(0, &old)
+    var noecho = old
+    noecho.c_lflag &= ~tcflag_t(ECHO)
+    tcsetattr(0, TCSANOW, &noecho)
+    defer { tcsetattr(0, TCSANOW, &old); FileHandle.standardError.write(Data("\n".utf8)) }
+    guard let line = readLine(strippingNewline: true) else { throw LifeboatError.invalid("no password entered") }
+    return line
+}
+
+/// Prints results as text or JSON lines; progress goes to stderr only on a terminal.
+struct Output: Sendable {
+    var json: Bool
+    var quiet: Bool
+
+    func line(_ s: String) {
+        if !json { print(s) }
+    }
+
+    func info(_ s: String) {
+        if !json && !quiet { print(s) }
+    }
+
+    func emit(_ object: [String: Any]) {
+        guard json else { return }
+        print(Output.encode(object))
+    }
+
+    static func encode(_ object: Any) -> String {
+        guard let d = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return "{}" }
+        return String(decoding: d, as: UTF8.self)
+    }
+
+    func warn(_ s: String) {
+        if json {
+            FileHandle.standardError.write(Data((Output.encode(["message_type": "error", "message": s]) + "\n").utf8))
+        } else {
+            FileHandle.standardError.write(Data((s + "\n").utf8))
+        }
+    }
+
+    var showsProgressBar: Bool { !json && !quiet && isatty(2) != 0 }
+}
+
+/// Runs `body`, mapping errors to documented exit codes and clear messages.
+func runCommand(_ global: GlobalOptions, _ body: () async throws -> Int32) async throws {
+    let code: Int32
+    do {
+        code = try await body()
+    } catch let e as LifeboatError {
+        global.output.warn("Fatal: \(e.description)")
+        throw ArgumentParser.ExitCode(ExitStatus.forError(e))
+    } catch let e as StorageError {
+        global.output.warn("Fatal: storage: \(e.message)")
+        throw ArgumentParser.ExitCode(ExitStatus.failure)
+    } catch let e as ArgumentParser.ExitCode {
+        throw e
+    } catch {
+        global.output.warn("Fatal: \(error)")
+        throw ArgumentParser.ExitCode(ExitStatus.failure)
+    }
+    if code != 0 { throw ArgumentParser.ExitCode(code) }
+}
+
+/// Periodically renders progress on stderr (TTY) or as JSON status lines.
+final class Ticker: Sendable {
+    let task: Task<Void, Never>
+    init(output: Output, interval: Double = 0.25, render: @escaping @Sendable () -> (text: String, json: [String: Any])) {
+        let bar = output.showsProgressBar
+        let json = output.json && !output.quiet
+        task = Task {
+            var ticks = 0
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: UInt64(interval * 1e9))
+                if Task.isCancelled { break }
+                ticks += 1
+                let r = render()
+                if bar {
+                    FileHandle.standardError.write(Data(("\r\u{1B}[K" + r.text).utf8))
+                } else if json && ticks % 4 == 0 {
+                    print(Output.encode(r.json))
+                }
+            }
+        }
+    }
+    func stop(_ output: Output) {
+        task.cancel()
+        if output.showsProgressBar { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+    }
+}
+
+func formatBytes(_ b: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(b)
+    var i = 0
+    while v >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
+    return i == 0 ? "\(b) B" : String(format: "%.2f %@", v, units[i])
+}
+
+func formatDuration(_ s: Double) -> String {
+    guard s.isFinite, s >= 0 else { return "--:--" }
+    let t = Int(s)
+    return t >= 3600 ? String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : String(format: "%d:%02d", t / 60, t % 60)
+}
+
+/// A text progress line: `[0:12] 45.2% 1234/5000 files 1.2 GiB/2.7 GiB 98 MiB/s ETA 0:15`.
+func progressLine(start: Date, files: Int, totalFiles: Int, bytes: UInt64, totalBytes: UInt64, scanDone: Bool) -> String {
+    let el = Date().timeIntervalSince(start)
+    let rate = el > 0 ? Double(bytes) / el : 0
+    var s = "[\(formatDuration(el))]"
+    if totalBytes > 0 { s += String(format: " %5.1f%%", min(100, Double(bytes) * 100 / Double(totalBytes))) }
+    s += " \(files)\(totalFiles > 0 ? "/\(totalFiles)" : "") files \(formatBytes(bytes))\(totalBytes > 0 ? "/\(formatBytes(totalBytes))" : "")"
+    s += " \(formatBytes(UInt64(rate)))/s"
+    if scanDone && rate > 0 && totalBytes > bytes { s += " ETA \(formatDuration(Double(totalBytes - bytes) / rate))" }
+    return s
+}
+
+/// Snapshot filter options shared by snapshots, forget, restore's `latest`, and more.
+struct FilterOptions: ParsableArguments {
+    @Option(name: .customLong("host"), help: "Only snapshots of this host (repeatable).")
+    var hosts: [String] = []
+    @Option(name: .customLong("tag"), help: "Only snapshots with these tags (a,b = both; repeat for either).")
+    var tags: [String] = []
+    @Option(name: .customLong("path"), help: "Only snapshots with this path (repeatable).")
+    var paths: [String] = []
+
+    var filter: SnapshotFilter {
+        SnapshotFilter(hosts: hosts, tags: tags, paths: paths.map { absolutePath($0).lossy })
+    }
+}
+
+extension Array where Element == UInt8 {
+    var lossy: String { String(decoding: self, as: UTF8.self) }
+}
+
+func snapshotJSON(_ id: ID, _ s: Snapshot) -> [String: Any] {
+    var o: [String: Any] = ["id": id.hex, "short_id": id.short, "time": s.time, "tree": s.tree.hex, "paths": s.paths,
+                            "hostname": s.hostname, "username": s.username, "tags": s.tags]
+    if let p = s.parent { o["parent"] = p.hex }
+    if let sum = s.summary, let d = try? JSONEncoder().encode(sum), let obj = try? JSONSerialization.jsonObject(with: d) {
+        o["summary"] = obj
+    }
+    return o
+}
+
+/// Runs `body` while holding a repository lock; releases it on every path.
+func withRepositoryLock<T>(_ repo: Repository, _ kind: LockInfo.Kind, _ operation: String,
+                           _ body: () async throws -> T) async throws -> T {
+    let lock = try await repo.lock(kind, operation: operation)
+    do {
+        let r = try await body()
+        await lock.release()
+        return r
+    } catch {
+        await lock.release()
+        throw error
+    }
+}
+
+/// Splits `SNAPSHOT[:SUBPATH]`.
+func splitSnapshotRef(_ s: String) -> (String, String) {
+    guard let c = s.firstIndex(of: ":") else { return (s, "") }
+    return (String(s[..<c]), String(s[s.index(after: c)...]))
+}
+
+/// Walks a tree depth-first, calling `visit` with each node's path (`/a/b`) in name order.
+func walkTree(_ repo: Repository, _ tree: ID, path: String = "", _ visit: (String, Node) async throws -> Bool) async throws {
+    let t = try await repo.loadTree(tree)
+    for n in t.nodes {
+        let p = path + "/" + n.nameString
+        let descend = try await visit(p, n)
+        if descend, let s = n.subtree { try await walkTree(repo, s, path: p, visit) }
+    }
+}
+
+func nodeJSON(_ path: String, _ n: Node) -> [String: Any] {
+    var o: [String: Any] = ["path": path, "name": n.nameString, "type": n.type.rawValue, "mode": n.mode,
+                            "uid": n.uid, "gid": n.gid, "size": n.size, "mtime": Timestamp.format(Date(timeIntervalSince1970: Double(n.mtimeNs) / 1e9)),
+                            "struct_type": "node"]
+    if let u = n.user { o["user"] = u }
+    if let g = n.group { o["group"] = g }
+    if let l = n.linkTarget { o["linktarget"] = String(decoding: l, as: UTF8.self) }
+    return o
+}
+
+func modeString(_ n: Node) -> String {
+    let t: Character = switch n.type {
+    case .dir: "d"
+    case .symlink: "L"
+    case .fifo: "p"
+    case .chardev: "c"
+    case .blockdev: "b"
+    case .socket: "S"
+    case .file: "-"
+    }
+    var s = String(t)
+    let chars: [Character] = ["r", "w", "x"]
+    for i in (0..<9).reversed() { s.append(n.mode & (1 << UInt32(i)) != 0 ? chars[(8 - i) % 3] : "-") }
+    return s
+}

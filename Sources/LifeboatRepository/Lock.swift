@@ -1,0 +1,53 @@
+import Foundation
+import Glibc
+import LifeboatCore
+
+/// A lock object (`locks/<id>`): who holds the repository, since when, for what.
+///
+/// Kinds: `shared` (backup, restore, check, forget: any number at once), `prune` (one at a time;
+/// does not block shared locks: prune is two-phase and safe alongside backups), `exclusive`
+/// (blocks everything; for future format migrations).
+public struct LockInfo: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable { case shared, prune, exclusive }
+    public var kind: Kind
+    /// When the lock was first taken (stays the same across refreshes).
+    public var created: String
+    /// When the lock was last refreshed.
+    public var refreshed: String
+    public var hostname: String
+    public var username: String
+    public var pid: Int32
+    public var operation: String
+
+    public var createdDate: Date { Timestamp.parse(created) ?? .distantPast }
+    public var refreshedDate: Date { Timestamp.parse(refreshed) ?? .distantPast }
+
+    /// Stale: its process is gone on this host, or it was not refreshed for `staleAfter` seconds.
+    public func isStale(now: Date, staleAfter: TimeInterval, localHostname: String) -> Bool {
+        if now.timeIntervalSince(refreshedDate) > staleAfter { return true }
+        if hostname == localHostname && pid > 0 && kill(pid, 0) != 0 && errno == ESRCH { return true }
+        return false
+    }
+}
+
+/// How often held locks are refreshed, and when an unrefreshed lock counts as stale.
+public enum LockTiming {
+    public static var refreshInterval: TimeInterval {
+        ProcessInfo.processInfo.environment["LIFEBOAT_LOCK_REFRESH"].flatMap(Double.init) ?? 60
+    }
+    public static var staleAfter: TimeInterval {
+        ProcessInfo.processInfo.environment["LIFEBOAT_LOCK_STALE"].flatMap(Double.init) ?? 300
+    }
+}
+
+public func localHostname() -> String {
+    var buf = [CChar](repeating: 0, count: 256)
+    gethostname(&buf, 255)
+    return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+public func localUsername() -> String {
+    if let u = ProcessInfo.processInfo.environment["USER"] { return u }
+    guard let pw = getpwuid(getuid()) else { return "" }
+    return String(cString: pw.pointee.pw_name)
+}

@@ -1,0 +1,121 @@
+import Crypto
+import Foundation
+import LifeboatCore
+import LifeboatCrypto
+
+/// The type of a blob.
+public enum BlobType: UInt8, Sendable, Codable {
+    case data = 0
+    case tree = 1
+}
+
+/// Where a blob lives inside a pack, as the pack header and the index record it.
+public struct PackedBlob: Sendable, Equatable {
+    public var type: BlobType
+    public var id: ID
+    /// Offset of the sealed blob in the pack file.
+    public var offset: UInt32
+    /// Sealed length (compressed length + 16-byte tag).
+    public var length: UInt32
+    /// Plaintext length before compression.
+    public var rawLength: UInt32
+    public var compressed: Bool
+
+    public init(type: BlobType, id: ID, offset: UInt32, length: UInt32, rawLength: UInt32, compressed: Bool) {
+        self.type = type; self.id = id; self.offset = offset; self.length = length
+        self.rawLength = rawLength; self.compressed = compressed
+    }
+}
+
+/// Pack file format (see docs/FORMAT.md):
+///
+///     "LBP1" | salt (32) | blob 0 | blob 1 | ... | sealed header | header length (u32 LE)
+///
+/// Each pack has its own key, HKDF(master, salt). A blob's nonce is its offset in the pack (unique, > 0);
+/// the header's nonce is 0. The file's name is the SHA-256 of all its bytes.
+public enum PackFormat {
+    public static let magic: [UInt8] = Array("LBP1".utf8)
+    public static let headerStart = 4 + Seal.saltSize
+    static let headerEntrySize = 1 + 1 + 4 + 4 + 32
+
+    /// Encodes and seals the header for `blobs`.
+    static func sealedHeader(_ blobs: [PackedBlob], key: SymmetricKey) -> Data {
+        var w = BinaryWriter()
+        for b in blobs {
+            w.u8(b.type.rawValue)
+            w.u8(b.compressed ? 1 : 0)
+            w.u32(b.rawLength)
+            w.u32(b.length)
+            w.id(b.id)
+        }
+        return Seal.seal(w.bytes, key: key, counter: 0)
+    }
+
+    /// Parses a whole pack file's header (the pack's bytes must be complete).
+    public static func parseHeader(_ pack: Data, master: MasterKey) throws -> (salt: [UInt8], blobs: [PackedBlob]) {
+        guard pack.count >= headerStart + Seal.tagSize + 4, Array(pack.prefix(4)) == magic else {
+            throw LifeboatError.corrupt("not a pack file (bad magic or too short)")
+        }
+        let salt = Array(pack[pack.startIndex + 4..<pack.startIndex + headerStart])
+        let tail = pack.suffix(4)
+        let hlen = Int(UInt32(tail[tail.startIndex]) | UInt32(tail[tail.startIndex + 1]) << 8
+                       | UInt32(tail[tail.startIndex + 2]) << 16 | UInt32(tail[tail.startIndex + 3]) << 24)
+        let hstart = pack.count - 4 - hlen
+        guard hlen >= Seal.tagSize, hstart >= headerStart else { throw LifeboatError.corrupt("pack header length is invalid") }
+        let key = master.subkey(salt: salt)
+        let plain = try Seal.open(Data(pack[(pack.startIndex + hstart)..<(pack.startIndex + pack.count - 4)]), key: key, counter: 0)
+        var r = BinaryReader(Array(plain), what: "pack header")
+        var blobs: [PackedBlob] = []
+        var offset = headerStart
+        while !r.atEnd {
+            guard let type = BlobType(rawValue: try r.u8()) else { throw LifeboatError.corrupt("pack header has an unknown blob type") }
+            let comp = try r.u8()
+            let raw = try r.u32()
+            let len = try r.u32()
+            let id = try r.id()
+            blobs.append(PackedBlob(type: type, id: id, offset: UInt32(offset), length: len, rawLength: raw, compressed: comp == 1))
+            offset += Int(len)
+        }
+        guard offset == hstart else { throw LifeboatError.corrupt("pack header does not describe the pack's bytes") }
+        return (salt, blobs)
+    }
+}
+
+/// Accumulates sealed blobs into one pack file in memory.
+struct PackBuilder {
+    let salt: [UInt8]
+    let key: SymmetricKey
+    var data: Data
+    var blobs: [PackedBlob] = []
+
+    init(master: MasterKey, capacity: Int) {
+        salt = Seal.randomBytes(Seal.saltSize)
+        key = master.subkey(salt: salt)
+        data = Data(capacity: capacity + 64 * 1024)
+        data.append(contentsOf: PackFormat.magic)
+        data.append(contentsOf: salt)
+    }
+
+    var size: Int { data.count }
+
+    /// Seals `payload` (already compressed or not) at the end of the pack.
+    mutating func add(type: BlobType, id: ID, payload: UnsafeRawBufferPointer, rawLength: Int, compressed: Bool) -> PackedBlob {
+        let offset = data.count
+        let sealed = Seal.seal(payload, key: key, counter: UInt64(offset))
+        data.append(sealed)
+        let b = PackedBlob(type: type, id: id, offset: UInt32(offset), length: UInt32(sealed.count),
+                           rawLength: UInt32(rawLength), compressed: compressed)
+        blobs.append(b)
+        return b
+    }
+
+    /// Appends the header; returns the finished pack bytes and its ID.
+    mutating func finish() -> (id: ID, data: Data) {
+        let header = PackFormat.sealedHeader(blobs, key: key)
+        data.append(header)
+        var len = UInt32(header.count).littleEndian
+        withUnsafeBytes(of: &len) { data.append(contentsOf: $0) }
+        return (sha256ID(data), data)
+    }
+}
+

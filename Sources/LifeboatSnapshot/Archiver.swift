@@ -1,0 +1,384 @@
+import Foundation
+import CLifeboatSys
+import Glibc
+import LifeboatChunker
+import LifeboatCore
+import LifeboatRepository
+import Synchronization
+
+/// What to back up and how.
+public struct BackupOptions: Sendable {
+    public var paths: [String] = []
+    public var excludes: [String] = []
+    public var excludeCaches = false
+    public var oneFileSystem = false
+    public var tags: [String] = []
+    public var hostname: String = localHostname()
+    /// Parent snapshot: files whose size, mtime, ctime and inode are unchanged are not read again.
+    public var parent: ID? = nil
+    public var time: Date = Date()
+    /// Concurrent file readers.
+    public var fileReaders = max(2, ProcessInfo.processInfo.activeProcessorCount)
+    public init() {}
+}
+
+/// Live counters of a running backup (read by progress displays).
+public struct BackupProgress: Sendable {
+    public var filesDone = 0
+    public var dirsDone = 0
+    public var bytesDone: UInt64 = 0
+    public var totalFiles = 0
+    public var totalBytes: UInt64 = 0
+    public var scanFinished = false
+    public var errors = 0
+    public var currentFile = ""
+}
+
+/// A source file that could not be read.
+public struct SourceError: Sendable {
+    public var path: String
+    public var message: String
+}
+
+public struct BackupResult: Sendable {
+    public var snapshotID: ID?
+    public var snapshot: Snapshot
+    public var errors: [SourceError]
+}
+
+/// Bounded concurrency: at most `limit` permits out at once; waiters queue in order.
+actor AsyncSemaphore {
+    private var available: Int
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    init(_ limit: Int) { available = limit }
+    func acquire() async {
+        if available > 0 { available -= 1; return }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+    func release() {
+        if waiters.isEmpty { available += 1 } else { waiters.removeFirst().resume() }
+    }
+}
+
+/// Backs up files into a repository: walks the paths, chunks files, stores blobs and trees, and
+/// writes the snapshot only after all its data and index are durable.
+///
+/// Concurrency: the walk is depth-first in one task; file contents are read by up to `fileReaders`
+/// tasks, and within a file the next chunk is read while earlier ones are hashed, compressed and sealed.
+/// The walker waits for a free reader before starting a file (back-pressure), so memory is bounded
+/// by readers × (2 × maximum chunk size) plus the open packs.
+public final class Archiver: Sendable {
+    let repo: Repository
+    let options: BackupOptions
+    let excludes: PatternSet
+    let names = NameCache()
+    let readers: AsyncSemaphore
+    let hardlinks = Mutex<[HardlinkKey: [ID]]>([:])
+    let progressState = Mutex(BackupProgress())
+    let summaryState = Mutex(SnapshotSummary())
+    let errorList = Mutex<[SourceError]>([])
+    struct HardlinkKey: Hashable { var device: UInt64; var inode: UInt64 }
+
+    public init(repository: Repository, options: BackupOptions) {
+        repo = repository
+        self.options = options
+        excludes = PatternSet(options.excludes)
+        readers = AsyncSemaphore(max(1, options.fileReaders))
+    }
+
+    public var progress: BackupProgress { progressState.withLock { $0 } }
+
+    func recordError(_ path: BytePath, _ error: Error) {
+        errorList.withLock { $0.append(SourceError(path: path.lossyString, message: "\(error)")) }
+        progressState.withLock { $0.errors += 1 }
+    }
+
+    /// A virtual directory of the snapshot's path structure (`/home/user/x` → home → user → x).
+    final class VirtualDir {
+        var children: [BytePath: VirtualDir] = [:]
+        var isTarget = false
+    }
+
+    // MARK: - Running
+
+    public func run() async throws -> BackupResult {
+        let start = Date()
+        let targets = options.paths.map(absolutePath)
+        guard !targets.isEmpty else { throw LifeboatError.invalid("no paths to back up") }
+        for t in targets {
+            do { _ = try lstatPath(t) } catch { throw LifeboatError.invalid("cannot back up \(t.lossyString): \(error)") }
+        }
+        let root = VirtualDir()
+        for t in targets {
+            var d = root
+            for c in t.split(separator: 0x2F) {
+                if d.isTarget { break }
+                let next = d.children[Array(c)] ?? VirtualDir()
+                d.children[Array(c)] = next
+                d = next
+            }
+            d.isTarget = true
+            d.children = [:]
+        }
+
+        var parentTree: Tree? = nil
+        if let p = options.parent {
+            let snap = try await repo.loadSnapshot(p)
+            parentTree = try? await repo.loadTree(snap.tree)
+        }
+
+        let scanner = Task.detached { [self] in await self.scan(targets) }
+        defer { scanner.cancel() }
+
+        let rootTree = try await archiveVirtual(root, path: [0x2F], parent: parentTree)
+        try await repo.flush()
+
+        var summary = summaryState.withLock { $0 }
+        let stats = repo.writeStats
+        summary.backupStart = Timestamp.format(start)
+        summary.backupEnd = Timestamp.format(Date())
+        summary.dataBlobs = stats.dataBlobs
+        summary.treeBlobs = stats.treeBlobs
+        summary.dataAdded = stats.bytesAdded
+        summary.dataAddedPacked = stats.bytesPacked
+        let errors = errorList.withLock { $0 }
+        summary.errors = errors.count
+        let p = progress
+        summary.totalFilesProcessed = p.filesDone
+        summary.totalBytesProcessed = p.bytesDone
+
+        var snap = Snapshot(time: options.time, tree: rootTree, paths: targets.map(\.lossyString).sorted(),
+                            hostname: options.hostname, username: localUsername(), uid: getuid(), gid: getgid(),
+                            tags: options.tags, parent: options.parent,
+                            excludes: options.excludes.isEmpty ? nil : options.excludes, summary: summary)
+        snap.summary = summary
+        let id = repo.dryRun ? nil : try await repo.saveSnapshot(snap)
+        return BackupResult(snapshotID: id, snapshot: snap, errors: errors)
+    }
+
+    /// Backs up a stream (`--stdin`) as one file named `name` in the snapshot root.
+    public func runStream(name: String, read: @Sendable (UnsafeMutableRawBufferPointer) throws -> Int,
+                          finish: @Sendable () throws -> Void = {}) async throws -> BackupResult {
+        let start = Date()
+        guard Node.isSafeName(Array(name.utf8)) else { throw LifeboatError.invalid("invalid --stdin-filename \"\(name)\"") }
+        var chunker = StreamChunker(cdc: repo.chunker)
+        var content: [ID] = []
+        var size: UInt64 = 0
+        while let chunk = try chunker.next(read: read) {
+            content.append(try await repo.saveBlob(.data, chunk).id)
+            size += UInt64(chunk.count)
+            progressState.withLock { $0.bytesDone = size }
+        }
+        try finish()
+        var node = Node(name: Array(name.utf8), type: .file)
+        node.mode = 0o644
+        node.uid = getuid(); node.gid = getgid()
+        node.user = names.user(node.uid); node.group = names.group(node.gid)
+        let now = Int64(Date().timeIntervalSince1970 * 1e9)
+        node.mtimeNs = now; node.atimeNs = now; node.ctimeNs = now
+        node.size = size
+        node.content = content
+        let tree = try await repo.saveTree(Tree(nodes: [node]))
+        try await repo.flush()
+        var summary = SnapshotSummary()
+        let stats = repo.writeStats
+        summary.backupStart = Timestamp.format(start)
+        summary.backupEnd = Timestamp.format(Date())
+        summary.filesNew = 1
+        summary.dataBlobs = stats.dataBlobs; summary.treeBlobs = stats.treeBlobs
+        summary.dataAdded = stats.bytesAdded; summary.dataAddedPacked = stats.bytesPacked
+        summary.totalFilesProcessed = 1; summary.totalBytesProcessed = size
+        let snap = Snapshot(time: options.time, tree: tree.id, paths: ["/" + name], hostname: options.hostname,
+                            username: localUsername(), uid: getuid(), gid: getgid(), tags: options.tags, summary: summary)
+        let id = repo.dryRun ? nil : try await repo.saveSnapshot(snap)
+        return BackupResult(snapshotID: id, snapshot: snap, errors: [])
+    }
+
+    // MARK: - Scanning (totals for the progress bar)
+
+    func scan(_ targets: [BytePath]) async {
+        var files = 0
+        var bytes: UInt64 = 0
+        var stack = targets
+        while let p = stack.popLast() {
+            if Task.isCancelled { return }
+            guard let info = try? lstatPath(p) else { continue }
+            if info.type == .dir {
+                for n in (try? readDirectory(p)) ?? [] {
+                    let c = p.appendingComponent(n)
+                    if !excludes.matches(c) { stack.append(c) }
+                }
+            } else {
+                files += 1
+                if info.type == .file { bytes += info.size }
+            }
+            if files % 1000 == 0 {
+                let (f, b) = (files, bytes)
+                progressState.withLock { $0.totalFiles = f; $0.totalBytes = b }
+            }
+        }
+        let (f, b) = (files, bytes)
+        progressState.withLock { $0.totalFiles = f; $0.totalBytes = b; $0.scanFinished = true }
+    }
+
+    // MARK: - Walking
+
+    func archiveVirtual(_ dir: VirtualDir, path: BytePath, parent: Tree?) async throws -> ID {
+        var nodes: [Node] = []
+        for (name, child) in dir.children.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
+            let childPath = path.appendingComponent(name)
+            let parentNode = parent?.node(named: name)
+            if child.isTarget {
+                let info = try lstatPath(childPath)
+                let device = info.device
+                if let n = try await archiveEntry(name: name, path: childPath, info: info, parent: parentNode, device: device) {
+                    nodes.append(n)
+                }
+            } else {
+                let info = try lstatPath(childPath)
+                var node = try makeNode(name: name, path: childPath, info: info, names: names)
+                let sub = try? await parentNode?.subtree.asyncMap { try await repo.loadTree($0) }
+                node.subtree = try await archiveVirtual(child, path: childPath, parent: sub ?? nil)
+                nodes.append(node)
+            }
+        }
+        return try await repo.saveTree(Tree(nodes: nodes)).id
+    }
+
+    /// Archives one entry; nil when it is excluded or unreadable.
+    func archiveEntry(name: BytePath, path: BytePath, info: FileInfo, parent: Node?, device: UInt64) async throws -> Node? {
+        var node: Node
+        do { node = try makeNode(name: name, path: path, info: info, names: names) } catch {
+            recordError(path, error); return nil
+        }
+        switch info.type {
+        case .dir:
+            let crossing = options.oneFileSystem && info.device != device
+            let parentTree = parent?.type == .dir ? try? await parent?.subtree.asyncMap({ try await repo.loadTree($0) }) : nil
+            node.subtree = try await archiveDirectory(path: path, parent: parentTree ?? nil, device: device, skipContents: crossing)
+            let isNew = parent?.subtree == nil
+            summaryState.withLock {
+                if isNew { $0.dirsNew += 1 } else if parent?.subtree == node.subtree { $0.dirsUnmodified += 1 } else { $0.dirsChanged += 1 }
+            }
+            progressState.withLock { $0.dirsDone += 1 }
+        case .file:
+            return try await archiveFile(node: node, path: path, info: info, parent: parent)
+        default:
+            progressState.withLock { $0.filesDone += 1 }
+        }
+        return node
+    }
+
+    func archiveDirectory(path: BytePath, parent: Tree?, device: UInt64, skipContents: Bool) async throws -> ID {
+        var names: [BytePath] = []
+        if !skipContents {
+            do { names = try readDirectory(path) } catch { recordError(path, error) }
+        }
+        if options.excludeCaches, names.contains(Array("CACHEDIR.TAG".utf8)), isCacheDirTag(path.appendingComponent(Array("CACHEDIR.TAG".utf8))) {
+            names = [Array("CACHEDIR.TAG".utf8)]
+        }
+        let entries = names.filter { !excludes.matches(path.appendingComponent($0)) }
+        let nodes: [Node] = try await withThrowingTaskGroup(of: (Int, Node?).self) { g in
+            var slots = [Node?](repeating: nil, count: entries.count)
+            for (i, name) in entries.enumerated() {
+                let p = path.appendingComponent(name)
+                let info: FileInfo
+                do { info = try lstatPath(p) } catch { recordError(p, error); continue }
+                let parentNode = parent?.node(named: name)
+                if info.type == .file {
+                    await readers.acquire()
+                    g.addTask {
+                        defer { Task { await self.readers.release() } }
+                        return (i, try await self.archiveEntry(name: name, path: p, info: info, parent: parentNode, device: device))
+                    }
+                } else {
+                    slots[i] = try await archiveEntry(name: name, path: p, info: info, parent: parentNode, device: device)
+                }
+            }
+            for try await (i, n) in g { slots[i] = n }
+            return slots.compactMap { $0 }
+        }
+        return try await repo.saveTree(Tree(nodes: nodes)).id
+    }
+
+    func isCacheDirTag(_ path: BytePath) -> Bool {
+        let sig = Array("Signature: 8a477f597d28d172789f06886806bc55".utf8)
+        let fd = withCPath(path) { open($0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+        if fd < 0 { return false }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: sig.count)
+        return read(fd, &buf, sig.count) == sig.count && buf == sig
+    }
+
+    // MARK: - Files
+
+    func archiveFile(node base: Node, path: BytePath, info: FileInfo, parent: Node?) async throws -> Node? {
+        var node = base
+        progressState.withLock { $0.currentFile = path.lossyString }
+        defer { progressState.withLock { $0.filesDone += 1; $0.bytesDone += info.size } }
+        // Unchanged since the parent snapshot: reuse its content list without reading.
+        if let p = parent, p.type == .file, p.size == info.size, p.mtimeNs == info.mtimeNs, p.ctimeNs == info.ctimeNs,
+           p.inode == info.inode, let content = p.content {
+            let idx = repo.index
+            if content.allSatisfy({ idx.hasLive($0, type: .data) }) {
+                node.content = content
+                summaryState.withLock { $0.filesUnmodified += 1 }
+                return node
+            }
+        }
+        let key = HardlinkKey(device: info.device, inode: info.inode)
+        if info.st.st_nlink > 1, let content = hardlinks.withLock({ $0[key] }) {
+            node.content = content
+            summaryState.withLock { $0.filesUnmodified += 1 }
+            return node
+        }
+        let fd = withCPath(path) { open($0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | lb_o_noatime()) }
+        let realFd = fd >= 0 ? fd : withCPath(path) { open($0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+        if realFd < 0 { recordError(path, fileError("cannot open", path)); return nil }
+        defer { close(realFd) }
+        do {
+            node.content = try await readContent(fd: realFd, path: path)
+        } catch let e as FileError {
+            recordError(path, e); return nil
+        } catch {
+            throw error
+        }
+        if info.st.st_nlink > 1 { hardlinks.withLock { $0[key] = node.content } }
+        summaryState.withLock { if parent == nil { $0.filesNew += 1 } else { $0.filesChanged += 1 } }
+        return node
+    }
+
+    /// Reads a file in chunks; keeps up to two chunks in flight while reading the next.
+    func readContent(fd: Int32, path: BytePath) async throws -> [ID] {
+        var chunker = StreamChunker(cdc: repo.chunker)
+        let repo = self.repo
+        return try await withThrowingTaskGroup(of: (Int, ID).self) { g in
+            var ids: [ID] = []
+            var inflight = 0
+            var n = 0
+            while let chunk = try chunker.next(read: { buf in
+                while true {
+                    let r = Glibc.read(fd, buf.baseAddress, buf.count)
+                    if r >= 0 { return r }
+                    if errno != EINTR { throw fileError("cannot read", path) }
+                }
+            }) {
+                if inflight >= 2, let (i, id) = try await g.next() { ids[i] = id; inflight -= 1 }
+                let i = n
+                n += 1
+                ids.append(.zero)
+                g.addTask { (i, try await repo.saveBlob(.data, chunk).id) }
+                inflight += 1
+            }
+            for try await (i, id) in g { ids[i] = id }
+            return ids
+        }
+    }
+}
+
+extension Optional {
+    func asyncMap<T>(_ f: (Wrapped) async throws -> T) async rethrows -> T? {
+        guard let v = self else { return nil }
+        return try await f(v)
+    }
+}

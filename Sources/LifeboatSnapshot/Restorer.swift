@@ -1,0 +1,346 @@
+import CLifeboatSys
+import Foundation
+import Glibc
+import LifeboatCore
+import LifeboatRepository
+import Synchronization
+
+public enum OverwriteMode: String, Sendable, CaseIterable {
+    /// Replace every existing entry (the default).
+    case always
+    /// Replace an existing file only if its size or modification time differ.
+    case ifChanged = "if-changed"
+    /// Leave existing entries alone.
+    case never
+}
+
+public struct RestoreOptions: Sendable {
+    public var includes: [String] = []
+    public var excludes: [String] = []
+    public var overwrite: OverwriteMode = .always
+    /// Re-read every restored file and check it against the snapshot.
+    public var verify = false
+    /// Set owners (only possible as root; otherwise skipped silently).
+    public var restoreOwnership = getuid() == 0
+    public var fileWriters = max(2, ProcessInfo.processInfo.activeProcessorCount)
+    public init() {}
+}
+
+public struct RestoreProgress: Sendable {
+    public var filesDone = 0
+    public var bytesDone: UInt64 = 0
+    public var totalFiles = 0
+    public var totalBytes: UInt64 = 0
+    public var filesSkipped = 0
+    public var filesVerified = 0
+}
+
+/// A path that could not be restored (damaged data, a hostile name, a failed system call).
+public struct RestoreError: Sendable {
+    public var path: String
+    public var message: String
+}
+
+/// Restores a snapshot's tree into a target directory.
+///
+/// Safety: every entry is created relative to an open directory descriptor with `O_NOFOLLOW`, names
+/// are checked (no empty names, `.`, `..`, `/` or NUL), existing entries are unlinked before being
+/// replaced, so a crafted snapshot or a pre-existing symlink can never make restore write outside the target.
+/// Damaged blobs do not stop the restore: the other files are restored and the damaged ones listed.
+public final class Restorer: Sendable {
+    let repo: Repository
+    let options: RestoreOptions
+    let includes: PatternSet
+    let excludes: PatternSet
+    let writers: AsyncSemaphore
+    let state = Mutex(RestoreProgress())
+    let errorList = Mutex<[RestoreError]>([])
+    let hardlinks = Mutex<[HardlinkKey: BytePath]>([:])
+    struct HardlinkKey: Hashable { var device: UInt64; var inode: UInt64 }
+    let isRoot = getuid() == 0
+
+    public init(repository: Repository, options: RestoreOptions) {
+        repo = repository
+        self.options = options
+        includes = PatternSet(options.includes)
+        excludes = PatternSet(options.excludes)
+        writers = AsyncSemaphore(max(1, options.fileWriters))
+    }
+
+    public var progress: RestoreProgress { state.withLock { $0 } }
+    public var errors: [RestoreError] { errorList.withLock { $0 } }
+
+    func fail(_ path: BytePath, _ message: String) {
+        errorList.withLock { $0.append(RestoreError(path: path.lossyString, message: message)) }
+    }
+
+    /// Finds the node at `subpath` (`/`-separated) below `tree`. Nil subpath: the root itself.
+    public static func resolve(repo: Repository, tree: ID, subpath: String) async throws -> Node {
+        var node = Node(name: [], type: .dir)
+        node.subtree = tree
+        node.mode = 0o755
+        for comp in subpath.split(separator: "/") where comp != "." {
+            guard node.type == .dir, let sub = node.subtree else {
+                throw LifeboatError(.notFound, "\(subpath): \(node.nameString) is not a directory")
+            }
+            guard let next = try await repo.loadTree(sub).node(named: Array(comp.utf8)) else {
+                throw LifeboatError(.notFound, "\(subpath) is not in the snapshot")
+            }
+            node = next
+        }
+        return node
+    }
+
+    /// Restores `node` (a directory: its contents; a file: the file) into `target`.
+    /// `snapshotPath` is the node's path in the snapshot, for include/exclude matching.
+    public func restore(node: Node, snapshotPath: String, target: String) async throws {
+        try LocalDirs.makeAll(target)
+        let fd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw LifeboatError(.io, "cannot open the target \(target): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let base = Array(snapshotPath.utf8)
+        if node.type == .dir {
+            await countTotals(node)
+            try await restoreDirectory(tree: node.subtree, dirfd: fd, path: base.isEmpty ? [0x2F] : base)
+        } else {
+            state.withLock { $0.totalFiles = 1; $0.totalBytes = node.size }
+            try await restoreEntry(node, dirfd: fd, path: base)
+        }
+    }
+
+    func countTotals(_ node: Node) async {
+        // Counting needs the trees anyway; they are small next to the data.
+        var stack = [node.subtree].compactMap { $0 }
+        var files = 0
+        var bytes: UInt64 = 0
+        while let t = stack.popLast() {
+            guard let tree = try? await repo.loadTree(t) else { continue }
+            for n in tree.nodes {
+                if let s = n.subtree { stack.append(s) } else { files += 1; bytes += n.size }
+            }
+        }
+        let (f, b) = (files, bytes)
+        state.withLock { $0.totalFiles = f; $0.totalBytes = b }
+    }
+
+    func selected(_ path: BytePath, isDir: Bool) -> (restore: Bool, descend: Bool) {
+        if excludes.matches(path) { return (false, false) }
+        if includes.isEmpty || includes.matches(path) { return (true, true) }
+        if isDir && includes.childMayMatch(path) { return (true, true) }
+        return (false, false)
+    }
+
+    func restoreDirectory(tree: ID?, dirfd: Int32, path: BytePath) async throws {
+        guard let tree else { return }
+        let t: Tree
+        do { t = try await repo.loadTree(tree) } catch {
+            fail(path, "directory contents are damaged: \(error)"); return
+        }
+        try await withThrowingTaskGroup(of: Void.self) { g in
+            for node in t.nodes {
+                let p = path.appendingComponent(node.name)
+                guard Node.isSafeName(node.name) else {
+                    fail(p, "refusing to restore an entry with an unsafe name"); continue
+                }
+                let sel = selected(p, isDir: node.type == .dir)
+                if !sel.restore { continue }
+                if node.type == .file && node.links <= 1 {
+                    await writers.acquire()
+                    g.addTask {
+                        defer { Task { await self.writers.release() } }
+                        try await self.restoreEntry(node, dirfd: dirfd, path: p)
+                    }
+                } else {
+                    // Directories and hard-linked files inline: the first name of an inode exists before its links.
+                    try await restoreEntry(node, dirfd: dirfd, path: p)
+                }
+            }
+            try await g.waitForAll()
+        }
+    }
+
+    /// Removes whatever is at `name` (not following symlinks; directories only if empty or with `recursive`).
+    func removeExisting(dirfd: Int32, name: BytePath) {
+        withCPath(name) { n in
+            if unlinkat(dirfd, n, 0) != 0 && errno == EISDIR { _ = unlinkat(dirfd, n, AT_REMOVEDIR) }
+        }
+    }
+
+    func existing(dirfd: Int32, name: BytePath) -> stat? {
+        var st = stat()
+        let r = withCPath(name) { fstatat(dirfd, $0, &st, AT_SYMLINK_NOFOLLOW) }
+        return r == 0 ? st : nil
+    }
+
+    func restoreEntry(_ node: Node, dirfd: Int32, path: BytePath) async throws {
+        let name = node.name
+        guard Node.isSafeName(name) else { fail(path, "refusing to restore an entry with an unsafe name"); return }
+        let old = existing(dirfd: dirfd, name: name)
+        switch node.type {
+        case .dir:
+            if let old, (old.st_mode & S_IFMT) != S_IFDIR {
+                if options.overwrite == .never { state.withLock { $0.filesSkipped += 1 }; return }
+                removeExisting(dirfd: dirfd, name: name)
+            }
+            if old == nil || (old!.st_mode & S_IFMT) != S_IFDIR {
+                let r = withCPath(name) { mkdirat(dirfd, $0, 0o700) }
+                if r != 0 && errno != EEXIST { fail(path, "cannot create directory: \(String(cString: strerror(errno)))"); return }
+            }
+            let fd = withCPath(name) { openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            if fd < 0 { fail(path, "cannot open directory: \(String(cString: strerror(errno)))"); return }
+            defer { close(fd) }
+            try await restoreDirectory(tree: node.subtree, dirfd: fd, path: path)
+            applyMetadata(node, fd: fd, dirfd: dirfd, path: path)
+        case .file:
+            try await restoreFile(node, dirfd: dirfd, path: path, old: old)
+        default:
+            if old != nil {
+                if options.overwrite == .never { state.withLock { $0.filesSkipped += 1 }; return }
+                removeExisting(dirfd: dirfd, name: name)
+            }
+            let r: Int32 = withCPath(name) { n in
+                switch node.type {
+                case .symlink: return withCPath(node.linkTarget ?? []) { symlinkat($0, dirfd, n) }
+                case .fifo: return mknodat(dirfd, n, S_IFIFO | mode_t(node.mode & 0o7777), 0)
+                case .chardev: return mknodat(dirfd, n, S_IFCHR | mode_t(node.mode & 0o7777), dev_t(node.rdev ?? 0))
+                case .blockdev: return mknodat(dirfd, n, S_IFBLK | mode_t(node.mode & 0o7777), dev_t(node.rdev ?? 0))
+                default: return 0  // sockets are not restored (as restic)
+                }
+            }
+            if r != 0 { fail(path, "cannot create \(node.type.rawValue): \(String(cString: strerror(errno)))"); return }
+            if node.type != .socket { applyMetadata(node, fd: -1, dirfd: dirfd, path: path) }
+            state.withLock { $0.filesDone += 1 }
+        }
+    }
+
+    func restoreFile(_ node: Node, dirfd: Int32, path: BytePath, old: stat?) async throws {
+        let name = node.name
+        if let old {
+            switch options.overwrite {
+            case .never:
+                state.withLock { $0.filesSkipped += 1; $0.filesDone += 1; $0.bytesDone += node.size }
+                return
+            case .ifChanged:
+                let mt = Int64(old.st_mtim.tv_sec) * 1_000_000_000 + Int64(old.st_mtim.tv_nsec)
+                if (old.st_mode & S_IFMT) == S_IFREG && UInt64(old.st_size) == node.size && mt == node.mtimeNs {
+                    state.withLock { $0.filesSkipped += 1; $0.filesDone += 1; $0.bytesDone += node.size }
+                    return
+                }
+            case .always: break
+            }
+            removeExisting(dirfd: dirfd, name: name)
+        }
+        // Hard links: the second and later names of an inode link to the first restored one.
+        let key = HardlinkKey(device: node.device, inode: node.inode)
+        if node.links > 1 {
+            let first: BytePath? = hardlinks.withLock { m in
+                if let f = m[key] { return f }
+                m[key] = path
+                return nil
+            }
+            if let first, let rel = relativeToTarget(first, from: path) {
+                let r = withCPath(rel) { src in withCPath(name) { dst in linkat(dirfd, src, dirfd, dst, 0) } }
+                if r == 0 { state.withLock { $0.filesDone += 1; $0.bytesDone += node.size }; return }
+            }
+        }
+        let fd = withCPath(name) { openat(dirfd, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+        if fd < 0 { fail(path, "cannot create file: \(String(cString: strerror(errno)))"); return }
+        var damaged = false
+        defer { close(fd) }
+        var offset: off_t = 0
+        for id in node.content ?? [] {
+            let data: [UInt8]
+            do { data = try await repo.loadBlob(.data, id) } catch {
+                fail(path, "\(error)")
+                damaged = true
+                // Keep the file's length and offsets right: skip the damaged range.
+                if let loc = repo.index.lookup(id, type: .data) { offset += off_t(loc.blob.rawLength) }
+                continue
+            }
+            if node.sparse == true && data.allSatisfy({ $0 == 0 }) {
+                offset += off_t(data.count)
+                continue
+            }
+            let ok = data.withUnsafeBytes { buf -> Bool in
+                var done = 0
+                while done < buf.count {
+                    let n = pwrite(fd, buf.baseAddress! + done, buf.count - done, offset + off_t(done))
+                    if n < 0 { if errno == EINTR { continue }; return false }
+                    done += n
+                }
+                return true
+            }
+            if !ok { fail(path, "cannot write: \(String(cString: strerror(errno)))"); return }
+            offset += off_t(data.count)
+            state.withLock { $0.bytesDone += UInt64(data.count) }
+        }
+        if ftruncate(fd, off_t(node.size)) != 0 { fail(path, "cannot set the size: \(String(cString: strerror(errno)))") }
+        applyMetadata(node, fd: fd, dirfd: dirfd, path: path)
+        state.withLock { $0.filesDone += 1 }
+        if options.verify && !damaged { await verify(node, dirfd: dirfd, path: path) }
+    }
+
+    /// The path of `first` relative to the directory holding `from` (both are snapshot paths).
+    func relativeToTarget(_ first: BytePath, from: BytePath) -> BytePath? {
+        let a = first.split(separator: 0x2F).map(Array.init)
+        let b = from.split(separator: 0x2F).map(Array.init)
+        guard !a.isEmpty, !b.isEmpty else { return nil }
+        var common = 0
+        while common < a.count - 1 && common < b.count - 1 && a[common] == b[common] { common += 1 }
+        let ups = Array(repeating: [UInt8]("..".utf8), count: b.count - 1 - common)
+        return Array((ups + a[common...]).joined(separator: [0x2F]))
+    }
+
+    func applyMetadata(_ node: Node, fd: Int32, dirfd: Int32, path: BytePath) {
+        withCPath(node.name) { n in
+            if options.restoreOwnership && isRoot {
+                _ = fchownat(dirfd, n, node.uid, node.gid, AT_SYMLINK_NOFOLLOW)
+            }
+            if node.type != .symlink {
+                if fd >= 0 { _ = fchmod(fd, mode_t(node.mode)) } else { _ = fchmodat(dirfd, n, mode_t(node.mode), 0) }
+            }
+            if let xs = node.xattrs, fd >= 0 {
+                for x in xs {
+                    let r = x.value.withUnsafeBytes { lb_fsetxattr(fd, x.name, $0.baseAddress, $0.count) }
+                    if r != 0 && errno != ENOTSUP && errno != EPERM { fail(path, "cannot set xattr \(x.name): \(String(cString: strerror(errno)))") }
+                }
+            }
+            var times = [timespec(tv_sec: Int(node.atimeNs / 1_000_000_000), tv_nsec: Int(node.atimeNs % 1_000_000_000)),
+                         timespec(tv_sec: Int(node.mtimeNs / 1_000_000_000), tv_nsec: Int(node.mtimeNs % 1_000_000_000))]
+            if fd >= 0 { _ = futimens(fd, &times) } else { _ = utimensat(dirfd, n, &times, AT_SYMLINK_NOFOLLOW) }
+        }
+    }
+
+    /// Re-reads a restored file and checks every chunk's keyed hash against the snapshot.
+    func verify(_ node: Node, dirfd: Int32, path: BytePath) async {
+        let fd = withCPath(node.name) { openat(dirfd, $0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+        if fd < 0 { fail(path, "verify: cannot open: \(String(cString: strerror(errno)))"); return }
+        defer { close(fd) }
+        var offset: off_t = 0
+        let idx = repo.index
+        for id in node.content ?? [] {
+            guard let loc = idx.lookup(id, type: .data) else { fail(path, "verify: blob \(id.short) is not in the index"); return }
+            var buf = [UInt8](repeating: 0, count: Int(loc.blob.rawLength))
+            let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, offset) }
+            if n != buf.count || repo.master.blobID(buf) != id {
+                fail(path, "verify: content differs from the snapshot at offset \(offset)"); return
+            }
+            offset += off_t(n)
+        }
+        var st = stat()
+        if fstat(fd, &st) != 0 || UInt64(st.st_size) != node.size { fail(path, "verify: size differs from the snapshot"); return }
+        state.withLock { $0.filesVerified += 1 }
+    }
+}
+
+enum LocalDirs {
+    static func makeAll(_ path: String) throws {
+        var cur = path.hasPrefix("/") ? "" : "."
+        for c in path.split(separator: "/") {
+            cur += "/" + c
+            if mkdir(cur, 0o755) != 0 && errno != EEXIST {
+                throw LifeboatError(.io, "cannot create \(cur): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+}
