@@ -110,16 +110,16 @@ struct ForgetCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var filter: FilterOptions
     @Argument(help: "Snapshot IDs to remove explicitly.") var ids: [String] = []
-    @Option(name: [.short, .customLong("keep-last")]) var keepLast = 0
+    @Option(name: [.customShort("l"), .customLong("keep-last")]) var keepLast = 0
     @Option(name: [.customShort("H"), .customLong("keep-hourly")]) var keepHourly = 0
-    @Option(name: [.short, .customLong("keep-daily")]) var keepDaily = 0
-    @Option(name: [.short, .customLong("keep-weekly")]) var keepWeekly = 0
-    @Option(name: [.short, .customLong("keep-monthly")]) var keepMonthly = 0
-    @Option(name: [.short, .customLong("keep-yearly")]) var keepYearly = 0
+    @Option(name: [.customShort("d"), .customLong("keep-daily")]) var keepDaily = 0
+    @Option(name: [.customShort("w"), .customLong("keep-weekly")]) var keepWeekly = 0
+    @Option(name: [.customShort("m"), .customLong("keep-monthly")]) var keepMonthly = 0
+    @Option(name: [.customShort("y"), .customLong("keep-yearly")]) var keepYearly = 0
     @Option(name: .customLong("keep-within"), help: "Keep snapshots within this span of the newest, e.g. 1y2m3d4h.") var keepWithin: String?
     @Option(name: .customLong("keep-tag"), help: "Keep snapshots with these tags (a,b = both).") var keepTags: [String] = []
-    @Option(name: [.short, .customLong("group-by")]) var groupBy = "host,paths"
-    @Flag(name: [.short, .customLong("dry-run")]) var dryRun = false
+    @Option(name: [.customShort("g"), .customLong("group-by")]) var groupBy = "host,paths"
+    @Flag(name: [.customShort("n"), .customLong("dry-run")]) var dryRun = false
     @Flag(name: .customLong("prune")) var prune = false
     @Option(name: .customLong("max-unused")) var maxUnused = "5%"
     @Option(name: .customLong("grace"), help: "Prune grace period before marked packs are deleted (e.g. 1h, 0s).") var grace = "1h"

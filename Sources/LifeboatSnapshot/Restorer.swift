@@ -257,14 +257,17 @@ public final class Restorer: Sendable {
                 if let loc = repo.index.lookup(id, type: .data) { offset += off_t(loc.blob.rawLength) }
                 continue
             }
-            if node.sparse == true && data.allSatisfy({ $0 == 0 }) {
-                offset += off_t(data.count)
-                continue
-            }
+            // Sparse files: zero runs of whole 4 KiB blocks become holes (the final ftruncate sets the size).
             let ok = data.withUnsafeBytes { buf -> Bool in
                 var done = 0
+                let piece = node.sparse == true ? 4096 : buf.count
                 while done < buf.count {
-                    let n = pwrite(fd, buf.baseAddress! + done, buf.count - done, offset + off_t(done))
+                    let len = min(piece, buf.count - done)
+                    if node.sparse == true && UnsafeRawBufferPointer(rebasing: buf[done..<(done + len)]).allSatisfy({ $0 == 0 }) {
+                        done += len
+                        continue
+                    }
+                    let n = pwrite(fd, buf.baseAddress! + done, len, offset + off_t(done))
                     if n < 0 { if errno == EINTR { continue }; return false }
                     done += n
                 }

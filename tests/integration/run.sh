@@ -1,0 +1,304 @@
+#!/usr/bin/env bash
+# Integration tests: run the built `lifeboat` binary against real files and a real repository.
+# Usage: tests/integration/run.sh path/to/lifeboat
+set -uo pipefail
+BIN=$(cd "$(dirname "${1:?usage: run.sh BIN}")" && pwd)/$(basename "$1")
+HERE=$(cd "$(dirname "$0")" && pwd)
+WORK=$(mktemp -d /tmp/lifeboat-it.XXXXXX)
+chmod 755 "$WORK"
+trap 'pkill -9 -f "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
+export LIFEBOAT_KDF_PARAMS=1024,8,1          # cheap scrypt for tests only
+echo "secret-password" > "$WORK/pw"
+export LIFEBOAT_PASSWORD_FILE=$WORK/pw
+unset LIFEBOAT_REPOSITORY LIFEBOAT_PASSWORD
+
+PASSED=0; FAILED=0; FAILURES=()
+lb() { "$BIN" "$@"; }
+fail() { echo "    FAIL: $*"; return 1; }
+expect_code() { local want=$1 got=0; shift; "$@" >"$WORK/out" 2>"$WORK/err" || got=$?; [ "$got" -eq "$want" ] || { cat "$WORK/out" "$WORK/err" | tail -5; fail "expected exit $want, got $got: $*"; }; }
+json_field() { python3 -c "import json,sys; d=[json.loads(l) for l in open('$1') if l.strip().startswith('{')]; d=[x for x in d if x.get('message_type')=='$2'][-1]; print(d['$3'])"; }
+run_test() {
+  local name=$1
+  echo "--- $name"
+  # Not in an `if` condition: bash ignores `set -e` there, and a failed step must fail the test.
+  ( set -eE; trap 'echo "    FAIL at line $LINENO: $BASH_COMMAND"' ERR; "$name" )
+  if [ $? -eq 0 ]; then PASSED=$((PASSED+1)); echo "    ok"; else FAILED=$((FAILED+1)); FAILURES+=("$name"); fi
+}
+
+make_tree() {  # a tree with every kind of file and metadata
+  local d=$1
+  mkdir -p "$d/dir/sub" "$d/empty-dir"
+  echo "hello world" > "$d/dir/hello.txt"
+  : > "$d/empty-file"
+  head -c 3000000 /dev/urandom > "$d/dir/sub/random.bin"
+  python3 -c "import sys; sys.stdout.write(''.join('log line %d: something happened\n' % i for i in range(100000)))" > "$d/dir/log.txt"
+  ln -s hello.txt "$d/dir/link-rel"
+  ln -s /etc/hostname "$d/dir/link-abs"
+  ln "$d/dir/hello.txt" "$d/dir/hardlink.txt"
+  mkfifo "$d/fifo"
+  mknod "$d/chardev" c 1 3 2>/dev/null || true
+  chmod 4750 "$d/dir/hello.txt"
+  chmod 700 "$d/dir/sub"
+  chown 1234:5678 "$d/dir/log.txt"
+  setfattr -n user.color -v blue "$d/dir/log.txt" 2>/dev/null || true
+  setfattr -n user.bin -v 0x00ff00 "$d/empty-file" 2>/dev/null || true
+  touch -d "2001-02-03 04:05:06.123456789" "$d/dir/log.txt"
+  printf 'bytes' > "$d/$(printf 'name-\xff\xfe-latin1')"
+  printf 'spaces' > "$d/name with spaces and ünïcödé"
+  truncate -s 50M "$d/sparse.img"; printf 'data in the middle' | dd of="$d/sparse.img" bs=1 seek=20000000 conv=notrunc status=none
+  touch -d "2010-01-01" "$d/dir/sub"
+}
+
+t_init_and_errors() {
+  local R=$WORK/r-init
+  lb -r "$R" init >/dev/null
+  expect_code 1 lb -r "$R" init
+  grep -q "already exists" "$WORK/err" || fail "second init names the cause"
+  expect_code 10 lb -r "$WORK/nothing-here" snapshots
+  grep -q "no repository" "$WORK/err" || fail "clear no-repository message"
+  echo wrong > "$WORK/wrongpw"
+  expect_code 12 lb -r "$R" --password-file "$WORK/wrongpw" snapshots
+  grep -q "wrong password" "$WORK/err" || fail "clear wrong-password message"
+  local before; before=$(find "$R" -type f | wc -l)
+  expect_code 12 lb -r "$R" --password-file "$WORK/wrongpw" backup "$HERE"
+  [ "$(find "$R" -type f | wc -l)" -eq "$before" ] || fail "wrong password wrote nothing"
+  LIFEBOAT_REPOSITORY=$R lb snapshots --json | python3 -c "import json,sys; assert json.load(sys.stdin)==[]"
+  lb version | grep -q "repository format 1"
+}
+
+t_roundtrip_every_kind() {
+  local R=$WORK/r-rt S=$WORK/src-rt
+  mkdir -p "$S"; make_tree "$S"
+  lb -r "$R" init >/dev/null
+  lb -r "$R" backup "$S" --tag a,b --host testhost --json > "$WORK/b.json"
+  [ "$(json_field "$WORK/b.json" summary error_count)" = 0 ] || fail "no errors"
+  lb -r "$R" restore latest --target "$WORK/out-rt" --verify >/dev/null
+  python3 "$HERE/compare_trees.py" "$S" "$WORK/out-rt$S"
+  # Sparse file restored sparse.
+  [ "$(stat -c %b "$WORK/out-rt$S/sparse.img")" -le $(( 2 * $(stat -c %b "$S/sparse.img") + 256 )) ] || fail "sparse file restored sparse"
+  lb -r "$R" check --read-data >/dev/null
+  lb -r "$R" snapshots --tag a --host testhost --json | python3 -c "import json,sys; s=json.load(sys.stdin); assert len(s)==1 and s[0]['tags']==['a','b'], s"
+  lb -r "$R" snapshots --tag nope --json | python3 -c "import json,sys; assert json.load(sys.stdin)==[]"
+}
+
+t_incremental_and_parent() {
+  local R=$WORK/r-inc S=$WORK/src-inc
+  mkdir -p "$S"; for i in $(seq 1 50); do head -c 20000 /dev/urandom > "$S/f$i"; done
+  lb -r "$R" init >/dev/null
+  lb -r "$R" backup "$S" --json > "$WORK/1.json"
+  [ "$(json_field "$WORK/1.json" summary files_new)" = 50 ] || fail "50 new files"
+  lb -r "$R" backup "$S" --json > "$WORK/2.json"
+  [ "$(json_field "$WORK/2.json" summary files_unmodified)" = 50 ] || fail "50 unmodified files on re-backup"
+  [ "$(json_field "$WORK/2.json" summary data_blobs)" = 0 ] || fail "no new data on re-backup"
+  echo changed >> "$S/f7"; rm "$S/f8"; echo new > "$S/new"
+  lb -r "$R" backup "$S" --json > "$WORK/3.json"
+  [ "$(json_field "$WORK/3.json" summary files_changed)" = 1 ] || fail "one changed file"
+  [ "$(json_field "$WORK/3.json" summary files_new)" = 1 ] || fail "one new file"
+  local ids; ids=$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(' '.join(s['short_id'] for s in json.load(sys.stdin)))")
+  set -- $ids
+  lb -r "$R" diff "$2" "$3" > "$WORK/diff.txt"
+  grep -q "^M .*f7$" "$WORK/diff.txt" && grep -q "^- .*f8$" "$WORK/diff.txt" && grep -q "^+ .*new$" "$WORK/diff.txt" || { cat "$WORK/diff.txt"; fail "diff shows M f7, - f8, + new"; }
+  # Dry run writes nothing.
+  local before; before=$(find "$R" -type f | wc -l)
+  echo more > "$S/more"
+  lb -r "$R" backup "$S" --dry-run >/dev/null
+  [ "$(find "$R" -type f | wc -l)" -eq "$before" ] || fail "dry run wrote nothing"
+}
+
+t_excludes() {
+  local R=$WORK/r-ex S=$WORK/src-ex
+  mkdir -p "$S/keep" "$S/cache" "$S/logs" "$S/node_modules/x"
+  echo k > "$S/keep/a.txt"; echo l > "$S/logs/a.log"; echo t > "$S/keep/b.tmp"; echo n > "$S/node_modules/x/y"
+  printf 'Signature: 8a477f597d28d172789f06886806bc55\n' > "$S/cache/CACHEDIR.TAG"; echo c > "$S/cache/data"
+  printf '# comment\n*.tmp\n' > "$WORK/excl"
+  lb -r "$R" init >/dev/null
+  lb -r "$R" backup "$S" --exclude '*.log' --exclude node_modules --exclude-file "$WORK/excl" --exclude-caches >/dev/null
+  lb -r "$R" ls latest --recursive > "$WORK/ls.txt"
+  grep -q "keep/a.txt" "$WORK/ls.txt" || fail "kept file listed"
+  ! grep -qE "a.log|b.tmp|node_modules|cache/data" "$WORK/ls.txt" || { cat "$WORK/ls.txt"; fail "excluded entries absent"; }
+  grep -q "cache/CACHEDIR.TAG" "$WORK/ls.txt" || fail "CACHEDIR.TAG itself kept"
+}
+
+t_stdin_and_dump() {
+  local R=$WORK/r-in
+  lb -r "$R" init >/dev/null
+  seq 1 100000 | lb -r "$R" backup --stdin --stdin-filename numbers.txt --tag dump >/dev/null
+  lb -r "$R" dump latest numbers.txt | cmp - <(seq 1 100000)
+  lb -r "$R" backup --stdin-from-command --stdin-filename db.sql -- sh -c 'echo CREATE TABLE t; echo INSERT 1' >/dev/null
+  lb -r "$R" dump latest db.sql | grep -q "INSERT 1"
+  local n; n=$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
+  expect_code 1 lb -r "$R" backup --stdin-from-command --stdin-filename bad.sql -- sh -c 'echo partial; exit 3'
+  grep -q "failed with exit status 3" "$WORK/err" || fail "failing command named"
+  [ "$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")" = "$n" ] || fail "no snapshot from a failed command"
+  # A directory dumps as tar.
+  local S=$WORK/src-tar; mkdir -p "$S/d"; echo one > "$S/d/1"; echo two > "$S/2"
+  lb -r "$R" backup "$S" >/dev/null
+  mkdir "$WORK/untar"; lb -r "$R" dump latest "$S" | tar -x -C "$WORK/untar"
+  diff -r "$S" "$WORK/untar/$(basename "$S")"
+  lb -r "$R" find '*.sql' | grep -q db.sql
+  lb -r "$R" stats --json | python3 -c "import json,sys; d=json.load(sys.stdin); assert d['snapshots_count']==3 and d['total_file_count']>=4, d"
+}
+
+t_restore_options() {
+  local R=$WORK/r-ro S=$WORK/src-ro
+  mkdir -p "$S/a" "$S/b"; echo 1 > "$S/a/x.txt"; echo 2 > "$S/a/y.dat"; echo 3 > "$S/b/z.txt"
+  lb -r "$R" init >/dev/null; lb -r "$R" backup "$S" >/dev/null
+  lb -r "$R" restore latest --target "$WORK/o1" --include '*.txt' >/dev/null
+  [ -f "$WORK/o1$S/a/x.txt" ] && [ -f "$WORK/o1$S/b/z.txt" ] && [ ! -e "$WORK/o1$S/a/y.dat" ] || fail "--include"
+  lb -r "$R" restore latest --target "$WORK/o2" --exclude "$S/b" >/dev/null
+  [ -f "$WORK/o2$S/a/y.dat" ] && [ ! -e "$WORK/o2$S/b" ] || fail "--exclude"
+  lb -r "$R" restore "latest:$S/a" --target "$WORK/o3" >/dev/null
+  [ "$(cat "$WORK/o3/x.txt")" = 1 ] || fail "SNAPSHOT:SUBPATH"
+  echo local-change > "$WORK/o3/x.txt"
+  lb -r "$R" restore "latest:$S/a" --target "$WORK/o3" --overwrite never >/dev/null
+  [ "$(cat "$WORK/o3/x.txt")" = local-change ] || fail "--overwrite never keeps files"
+  lb -r "$R" restore "latest:$S/a" --target "$WORK/o3" --overwrite if-changed >/dev/null
+  [ "$(cat "$WORK/o3/x.txt")" = 1 ] || fail "--overwrite if-changed replaces changed files"
+  # A symlink planted in the target never redirects the restore outside it.
+  mkdir -p "$WORK/outside" "$WORK/o4"; ln -s "$WORK/outside" "$WORK/o4/a"
+  lb -r "$R" restore "latest:$S" --target "$WORK/o4" >/dev/null
+  [ -z "$(ls -A "$WORK/outside")" ] || fail "nothing written through a planted symlink"
+  [ -d "$WORK/o4/a" ] && [ ! -L "$WORK/o4/a" ] && [ -f "$WORK/o4/a/x.txt" ] || fail "the symlink was replaced by the directory"
+}
+
+t_forget_prune() {
+  local R=$WORK/r-fp S=$WORK/src-fp
+  mkdir -p "$S"; lb -r "$R" init >/dev/null
+  for i in 1 2 3 4 5; do head -c 400000 /dev/urandom > "$S/f$i"; lb -r "$R" backup "$S" --tag "n$i" >/dev/null; done
+  lb -r "$R" forget --keep-last 2 --keep-tag n1 --dry-run > "$WORK/plan.txt"
+  grep -q "last snapshot" "$WORK/plan.txt" && grep -q "has tags n1" "$WORK/plan.txt" || { cat "$WORK/plan.txt"; fail "reasons printed"; }
+  [ "$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")" = 5 ] || fail "dry run kept all"
+  lb -r "$R" forget --keep-last 2 --json > "$WORK/forget.json"
+  [ "$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")" = 2 ] || fail "two kept"
+  rm "$S/f5" "$S/f4"; lb -r "$R" backup "$S" >/dev/null
+  lb -r "$R" forget --keep-last 1 >/dev/null
+  local size_before; size_before=$(du -sb "$R/data" | cut -f1)
+  lb -r "$R" prune --grace 1h > "$WORK/p1.txt"
+  grep -q "deleted 0 packs" "$WORK/p1.txt" || { cat "$WORK/p1.txt"; fail "first pass only marks"; }
+  lb -r "$R" prune --grace 0s --max-unused 0% > "$WORK/p2.txt"
+  [ "$(du -sb "$R/data" | cut -f1)" -lt "$size_before" ] || { cat "$WORK/p2.txt"; fail "prune freed space"; }
+  lb -r "$R" check --read-data >/dev/null
+  lb -r "$R" restore latest --target "$WORK/o-fp" >/dev/null
+  diff -r "$S" "$WORK/o-fp$S"
+}
+
+t_keys_and_locks() {
+  local R=$WORK/r-key
+  lb -r "$R" init >/dev/null
+  echo second > "$WORK/pw2"; echo third > "$WORK/pw3"
+  lb -r "$R" key add --new-password-file "$WORK/pw2" >/dev/null
+  lb -r "$R" --password-file "$WORK/pw2" snapshots >/dev/null
+  [ "$(lb -r "$R" key list --json | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")" = 2 ]
+  lb -r "$R" --password-file "$WORK/pw2" key passwd --new-password-file "$WORK/pw3" >/dev/null
+  expect_code 12 lb -r "$R" --password-file "$WORK/pw2" snapshots
+  lb -r "$R" --password-file "$WORK/pw3" snapshots >/dev/null
+  local other; other=$(lb -r "$R" --password-file "$WORK/pw3" key list --json | python3 -c "import json,sys; print([k['id'] for k in json.load(sys.stdin) if not k['current']][0])")
+  expect_code 1 lb -r "$R" --password-file "$WORK/pw3" key remove "$(lb -r "$R" --password-file "$WORK/pw3" key list --json | python3 -c "import json,sys; print([k['id'] for k in json.load(sys.stdin) if k['current']][0])")"
+  lb -r "$R" --password-file "$WORK/pw3" key remove "${other:0:8}" >/dev/null
+  expect_code 12 lb -r "$R" snapshots
+  # A lock left by a killed process is stale and removed by unlock; a live exclusive lock blocks.
+  mkfifo "$WORK/never"
+  LIFEBOAT_PASSWORD_FILE=$WORK/pw3 "$BIN" -r "$R" backup --stdin <> "$WORK/never" >/dev/null &
+  local pid=$!
+  for i in $(seq 1 50); do [ -n "$(ls "$R/locks")" ] && break; sleep 0.1; done
+  [ -n "$(ls "$R/locks")" ] || fail "backup holds a lock"
+  LIFEBOAT_PASSWORD_FILE=$WORK/pw3 lb -r "$R" unlock | grep -q "removed 0 stale locks" || fail "a live lock is not stale"
+  kill -9 $pid; wait $pid 2>/dev/null || true
+  LIFEBOAT_PASSWORD_FILE=$WORK/pw3 lb -r "$R" unlock > "$WORK/unlock.txt"
+  grep -qE "removed [1-9] stale locks" "$WORK/unlock.txt" || { cat "$WORK/unlock.txt"; ls "$R/locks"; fail "stale lock removed"; }
+}
+
+t_sigkill_during_backup() {
+  local R=$WORK/r-kill S=$WORK/src-kill
+  mkdir -p "$S"; echo first > "$S/first"
+  lb -r "$R" init >/dev/null; lb -r "$R" backup "$S" >/dev/null
+  for i in $(seq 1 8); do head -c 8000000 /dev/urandom > "$S/big$i"; done
+  for delay in 0.3 0.8 1.5; do
+    "$BIN" -r "$R" backup "$S" >/dev/null 2>&1 &
+    local pid=$!; sleep $delay; kill -9 $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
+    lb -r "$R" check >/dev/null || fail "check passes after kill at ${delay}s"
+  done
+  lb -r "$R" restore "$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['id'])")" --target "$WORK/o-kill" >/dev/null
+  [ "$(cat "$WORK/o-kill$S/first")" = first ] || fail "earlier snapshot restores"
+  lb -r "$R" unlock >/dev/null
+  lb -r "$R" backup "$S" --json > "$WORK/kill.json"
+  local added; added=$(json_field "$WORK/kill.json" summary data_added)
+  [ "$added" -lt 64000000 ] || fail "next backup reuses uploaded data (added $added bytes)"
+  lb -r "$R" check --read-data >/dev/null
+  lb -r "$R" restore latest --target "$WORK/o-kill2" >/dev/null
+  diff -r "$S" "$WORK/o-kill2$S"
+}
+
+t_concurrent_backups_and_prune() {
+  local R=$WORK/r-conc A=$WORK/src-ca B=$WORK/src-cb
+  mkdir -p "$A" "$B"
+  for i in 1 2 3; do head -c 6000000 /dev/urandom > "$A/a$i"; head -c 6000000 /dev/urandom > "$B/b$i"; done
+  cp "$A/a1" "$B/shared"
+  lb -r "$R" init >/dev/null
+  lb -r "$R" backup "$A" >/dev/null; lb -r "$R" forget --keep-last 1 >/dev/null
+  head -c 100000 /dev/urandom > "$A/garbage"; lb -r "$R" backup "$A" >/dev/null
+  lb -r "$R" forget "$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(json.load(sys.stdin)[-1]['id'])")" >/dev/null
+  rm "$A/garbage"
+  lb -r "$R" backup "$A" > "$WORK/ca.txt" 2>&1 &
+  local p1=$!
+  lb -r "$R" backup "$B" > "$WORK/cb.txt" 2>&1 &
+  local p2=$!
+  lb -r "$R" prune --grace 0s --max-unused 0% > "$WORK/cp.txt" 2>&1 &
+  local p3=$!
+  wait $p1 || { cat "$WORK/ca.txt"; fail "backup A"; }
+  wait $p2 || { cat "$WORK/cb.txt"; fail "backup B"; }
+  wait $p3 || { cat "$WORK/cp.txt"; fail "prune during backups"; }
+  lb -r "$R" check --read-data >/dev/null || fail "check after concurrent backups and prune"
+  lb -r "$R" restore latest --path "$A" --target "$WORK/o-ca" >/dev/null
+  lb -r "$R" restore latest --path "$B" --target "$WORK/o-cb" >/dev/null
+  diff -r "$A" "$WORK/o-ca$A" && diff -r "$B" "$WORK/o-cb$B"
+  # A second prune while one holds the prune lock fails with the locked exit code.
+  lb -r "$R" prune --grace 0s >/dev/null
+}
+
+t_corruption() {
+  local R=$WORK/r-cor S=$WORK/src-cor
+  mkdir -p "$S"; head -c 2000000 /dev/urandom > "$S/one"; head -c 2000000 /dev/urandom > "$S/two"; echo small > "$S/small"
+  lb -r "$R" init --pack-size 1 >/dev/null; lb -r "$R" backup "$S" >/dev/null
+  local pack; pack=$(lb -r "$R" ls latest "$S/one" --json >/dev/null; find "$R/data" -type f -size +1500k | head -1)
+  python3 - "$pack" <<'PY'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read()); b[1000] ^= 0x40; open(p, "wb").write(b)
+PY
+  expect_code 1 lb -r "$R" check --read-data
+  grep -q "$(basename "$pack")" "$WORK/err" || { cat "$WORK/err"; fail "check names the damaged pack"; }
+  grep -q "snapshot .* is damaged" "$WORK/err" || fail "check names the damaged snapshot"
+  expect_code 3 lb -r "$R" restore latest --target "$WORK/o-cor"
+  grep -qE "/(one|two)" "$WORK/err" || fail "restore lists the damaged file"
+  [ "$(cat "$WORK/o-cor$S/small")" = small ] || fail "other files restored"
+  # Truncated index and snapshot files are named.
+  local idx; idx=$(ls "$R/index" | head -1)
+  truncate -s 20 "$R/index/$idx"
+  expect_code 1 lb -r "$R" check
+  grep -q "$idx" "$WORK/err" || fail "check names the damaged index"
+  local snap; snap=$(ls "$R/snapshots" | head -1)
+  truncate -s 10 "$R/snapshots/$snap"
+  expect_code 1 lb -r "$R" check
+  grep -q "$snap" "$WORK/err" || fail "check names the damaged snapshot file"
+}
+
+t_unreadable_files() {
+  id nobody >/dev/null 2>&1 || { echo "    (skipped: no user nobody)"; return 0; }
+  local D=$WORK/unread; mkdir -p "$D/src"; chmod 777 "$D"
+  echo ok > "$D/src/readable"; echo secret > "$D/src/secret"; chmod 000 "$D/src/secret"
+  cp "$WORK/pw" "$D/pw"; chmod 644 "$D/pw"
+  chown -R nobody "$D/src/readable"
+  runuser -u nobody -- env LIFEBOAT_KDF_PARAMS=1024,8,1 "$BIN" -r "$D/repo" --password-file "$D/pw" init >/dev/null
+  expect_code 3 runuser -u nobody -- env LIFEBOAT_KDF_PARAMS=1024,8,1 "$BIN" -r "$D/repo" --password-file "$D/pw" backup "$D/src"
+  grep -q "secret" "$WORK/err" || fail "the unreadable file is named"
+  runuser -u nobody -- "$BIN" -r "$D/repo" --password-file "$D/pw" ls latest --recursive | grep -q readable || fail "readable file backed up"
+}
+
+for t in t_init_and_errors t_roundtrip_every_kind t_incremental_and_parent t_excludes t_stdin_and_dump \
+         t_restore_options t_forget_prune t_keys_and_locks t_sigkill_during_backup t_concurrent_backups_and_prune \
+         t_corruption t_unreadable_files; do
+  run_test "$t"
+done
+echo "integration: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
+[ "$FAILED" -eq 0 ]
