@@ -151,7 +151,8 @@ func makeNode(name: BytePath, path: BytePath, info: FileInfo, names: NameCache) 
     n.user = names.user(n.uid)
     n.group = names.group(n.gid)
     n.mtimeNs = info.mtimeNs
-    n.atimeNs = info.atimeNs
+    // Listing a directory updates its atime: record mtime instead so unchanged directories keep their tree ID.
+    n.atimeNs = info.type == .dir ? info.mtimeNs : info.atimeNs
     n.ctimeNs = info.ctimeNs
     n.inode = info.inode
     n.device = info.device

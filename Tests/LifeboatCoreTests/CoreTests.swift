@@ -1,0 +1,108 @@
+import Foundation
+import Testing
+@testable import LifeboatCore
+
+@Suite struct IDTests {
+    @Test func hexRoundTrip() {
+        let hex = "00ff10a0b1c2d3e4f5061728394a5b6c7d8e9fa0b1c2d3e4f5061728394a5b6c"
+        let id = ID(hex: hex)!
+        #expect(id.hex == hex)
+        #expect(id.bytes.count == 32)
+        #expect(ID(bytes: id.bytes) == id)
+        #expect(ID(hex: "zz") == nil)
+        #expect(ID(hex: String(hex.dropLast())) == nil)
+    }
+}
+
+@Suite struct TreeTests {
+    @Test func deterministicAndNonUTF8Names() throws {
+        var a = Node(name: [0x66, 0xFF, 0xFE], type: .file)
+        a.content = [ID.zero]
+        a.xattrs = [ExtendedAttribute(name: "user.x", value: [0, 1, 2])]
+        var b = Node(name: Array("b".utf8), type: .symlink)
+        b.linkTarget = [0x2E, 0x2E, 0x80]
+        let t1 = Tree(nodes: [b, a]), t2 = Tree(nodes: [a, b])
+        #expect(try t1.encoded() == t2.encoded())
+        let decoded = try Tree.decode(try t1.encoded())
+        #expect(decoded == t1)
+        #expect(String(decoding: try t1.encoded(), as: UTF8.self).contains("name_b64"))
+    }
+
+    @Test func safeNames() {
+        #expect(Node.isSafeName(Array("ok".utf8)))
+        for bad in ["", ".", "..", "a/b", "/"] { #expect(!Node.isSafeName(Array(bad.utf8))) }
+        #expect(!Node.isSafeName([0x61, 0x00]))
+    }
+}
+
+@Suite struct TimestampTests {
+    @Test func roundTrip() {
+        let d = Date(timeIntervalSince1970: 1_700_000_000.5)
+        let s = Timestamp.format(d)
+        #expect(s == "2023-11-14T22:13:20.500000000Z")
+        #expect(Timestamp.parse(s)!.timeIntervalSince1970 == 1_700_000_000.5)
+        #expect(Timestamp.parse("2023-11-14T23:13:20+01:00")!.timeIntervalSince1970 == 1_700_000_000)
+        #expect(Timestamp.parse("garbage") == nil)
+    }
+}
+
+@Suite struct PatternTests {
+    @Test func globs() {
+        #expect(PathPattern("*.log").matches("/var/log/x.log"))
+        #expect(!PathPattern("*.log").matches("/var/log/x.txt"))
+        #expect(PathPattern("/var/log").matches("/var/log/x.txt"))
+        #expect(!PathPattern("/log").matches("/var/log/x.txt"))
+        #expect(PathPattern("node_modules").matches("/a/node_modules/b/c"))
+        #expect(PathPattern("/a/**/c").matches("/a/b/x/c"))
+        #expect(PathPattern("/a/**/c").matches("/a/c"))
+        #expect(PathPattern("f[0-9]?").matches("/x/f1a"))
+        #expect(!PathPattern("f[!0-9]").matches("/x/f1"))
+        #expect(PathPattern("/a/b/*.txt").childMayMatch(Array("/a".utf8)))
+        #expect(!PathPattern("/a/b/*.txt").childMayMatch(Array("/c".utf8)))
+    }
+}
+
+@Suite struct RetentionTests {
+    let utc = TimeZone(identifier: "UTC")!
+    func items(_ times: [String], tags: [[String]] = []) -> [RetentionItem] {
+        times.enumerated().map { RetentionItem(time: Timestamp.parse($1)!, tags: $0 < tags.count ? tags[$0] : []) }
+    }
+
+    /// Golden case: daily snapshots over 40 days with keep-daily 7 and keep-weekly 4.
+    @Test func dailyWeeklyGolden() {
+        var times: [String] = []
+        for d in 1...40 {
+            let date = Date(timeIntervalSince1970: 1_704_067_200 + Double(d - 1) * 86400 + 3600)  // 2024-01-01 01:00Z + d
+            times.append(Timestamp.format(date))
+        }
+        let ds = Retention.apply(items(times), policy: RetentionPolicy(daily: 7, weekly: 4), timeZone: utc)
+        let kept = ds.filter(\.keep).map { String(times[$0.index].prefix(10)) }.sorted()
+        // Last 7 days, plus the newest of each of the 4 newest weeks (Sundays close ISO weeks).
+        #expect(kept == ["2024-01-21", "2024-01-28", "2024-02-03", "2024-02-04", "2024-02-05", "2024-02-06",
+                         "2024-02-07", "2024-02-08", "2024-02-09"])
+        let newest = ds.first { times[$0.index].hasPrefix("2024-02-09") }!
+        #expect(newest.reasons == ["daily snapshot", "weekly snapshot"])
+        let sunday = ds.first { times[$0.index].hasPrefix("2024-01-28") }!
+        #expect(sunday.reasons == ["weekly snapshot"])
+    }
+
+    @Test func lastTagsWithin() {
+        let times = ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", "2024-01-03T00:00:00Z", "2024-01-04T00:00:00Z"]
+        let ds = Retention.apply(items(times, tags: [["keep", "x"], [], [], []]),
+                                 policy: RetentionPolicy(last: 1, within: CalendarDuration(days: 1), tags: [["keep"]]), timeZone: utc)
+        #expect(ds.map(\.keep) == [true, false, true, true])
+        #expect(ds[0].reasons == ["has tags keep"])
+        #expect(ds[3].reasons == ["within 1d", "last snapshot"])
+        #expect(ds[2].reasons == ["within 1d"])
+    }
+
+    @Test func unlimitedAndDurations() throws {
+        let times = (1...5).map { "2024-0\($0)-01T00:00:00Z" }
+        let ds = Retention.apply(items(times), policy: RetentionPolicy(monthly: -1), timeZone: utc)
+        #expect(ds.allSatisfy { $0.keep })
+        #expect(try CalendarDuration(parsing: "1y2m3d4h") == CalendarDuration(years: 1, months: 2, days: 3, hours: 4))
+        #expect(throws: LifeboatError.self) { try CalendarDuration(parsing: "5x") }
+        #expect(try parseSeconds("1h30m") == 5400)
+        #expect(try parseSeconds("0s") == 0)
+    }
+}
