@@ -315,7 +315,7 @@ public final class Archiver: Sendable {
     func archiveFile(node base: Node, path: BytePath, info: FileInfo, parent: Node?) async throws -> Node? {
         var node = base
         progressState.withLock { $0.currentFile = path.lossyString }
-        defer { progressState.withLock { $0.filesDone += 1; $0.bytesDone += info.size } }
+        defer { progressState.withLock { $0.filesDone += 1 } }
         // Unchanged since the parent snapshot: reuse its content list without reading.
         if let p = parent, p.type == .file, p.size == info.size, p.mtimeNs == info.mtimeNs, p.ctimeNs == info.ctimeNs,
            p.inode == info.inode, let content = p.content {
@@ -323,6 +323,7 @@ public final class Archiver: Sendable {
             if content.allSatisfy({ idx.hasLive($0, type: .data) }) {
                 node.content = content
                 summaryState.withLock { $0.filesUnmodified += 1 }
+                progressState.withLock { $0.bytesDone += info.size }
                 return node
             }
         }
@@ -330,6 +331,7 @@ public final class Archiver: Sendable {
         if info.st.st_nlink > 1, let content = hardlinks.withLock({ $0[key] }) {
             node.content = content
             summaryState.withLock { $0.filesUnmodified += 1 }
+            progressState.withLock { $0.bytesDone += info.size }
             return node
         }
         let fd = withCPath(path) { open($0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | lb_o_noatime()) }
@@ -367,6 +369,7 @@ public final class Archiver: Sendable {
                 let i = n
                 n += 1
                 ids.append(.zero)
+                progressState.withLock { $0.bytesDone += UInt64(chunk.count) }
                 g.addTask { (i, try await repo.saveBlob(.data, chunk).id) }
                 inflight += 1
             }
