@@ -1,5 +1,29 @@
 import ArgumentParser
+import Dispatch
+import Foundation
+import Glibc
 import LifeboatCore
+import LifeboatRepository
+
+nonisolated(unsafe) var signalSources: [DispatchSourceSignal] = []
+
+/// On SIGINT or SIGTERM: release the repository locks this process holds, then exit with 130.
+/// (Data already uploaded stays; the next backup reuses it.)
+func installInterruptHandlers() {
+    for sig in [SIGINT, SIGTERM] {
+        signal(sig, SIG_IGN)
+        let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        src.setEventHandler {
+            FileHandle.standardError.write(Data("\ninterrupted: releasing locks\n".utf8))
+            Task {
+                await RepositoryLock.releaseAll()
+                exit(ExitStatus.interrupted)
+            }
+        }
+        src.resume()
+        signalSources.append(src)
+    }
+}
 
 /// The `lifeboat` command: dispatches to subcommands only.
 public struct LifeboatCommand: AsyncParsableCommand {
@@ -58,6 +82,7 @@ extension LifeboatCommand {
     /// Parses `arguments`, runs the chosen subcommand, and exits with its status.
     public static func run(arguments: [String]) async {
         let args = movingGlobalOptions(arguments)
+        installInterruptHandlers()
         do {
             var command = try await asyncParseAsRoot(args)
             if var asyncCommand = command as? AsyncParsableCommand {

@@ -14,6 +14,15 @@ public final class RepositoryLock: Sendable {
         current = Mutex((id, info))
     }
 
+    /// Locks held by this process, so an interrupted process can release them before it exits.
+    static let held = Mutex<[ObjectIdentifier: RepositoryLock]>([:])
+
+    /// Releases every lock this process holds (for SIGINT/SIGTERM handlers).
+    public static func releaseAll() async {
+        let all = held.withLock { Array($0.values) }
+        for l in all { await l.release() }
+    }
+
     public var id: ID { current.withLock { $0.id } }
 
     func startRefreshing() {
@@ -27,6 +36,7 @@ public final class RepositoryLock: Sendable {
             }
         }
         refresher.withLock { $0 = task }
+        RepositoryLock.held.withLock { $0[ObjectIdentifier(self)] = self }
     }
 
     /// Writes a new lock object with a new `refreshed` time, then deletes the old one.
@@ -39,6 +49,7 @@ public final class RepositoryLock: Sendable {
     }
 
     public func release() async {
+        RepositoryLock.held.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
         refresher.withLock { $0?.cancel(); $0 = nil }
         let id = current.withLock { $0.id }
         try? await repo.backend.delete(Handle(.locks, id.hex))

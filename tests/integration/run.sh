@@ -6,7 +6,7 @@ BIN=$(cd "$(dirname "${1:?usage: run.sh BIN}")" && pwd)/$(basename "$1")
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=$(mktemp -d /tmp/lifeboat-it.XXXXXX)
 chmod 755 "$WORK"
-trap 'pkill -9 -f "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'pkill -9 -f "$WORK" 2>/dev/null; umount "$WORK"/src-xfs/mnt 2>/dev/null; rm -rf "$WORK"' EXIT
 export LIFEBOAT_KDF_PARAMS=1024,8,1          # cheap scrypt for tests only
 echo "secret-password" > "$WORK/pw"
 export LIFEBOAT_PASSWORD_FILE=$WORK/pw
@@ -77,6 +77,9 @@ t_roundtrip_every_kind() {
   # Sparse file restored sparse.
   [ "$(stat -c %b "$WORK/out-rt$S/sparse.img")" -le $(( 2 * $(stat -c %b "$S/sparse.img") + 256 )) ] || fail "sparse file restored sparse"
   lb -r "$R" check --read-data >/dev/null
+  lb -r "$R" check --read-data-subset 1/2 --json | python3 -c "import json,sys; d=[json.loads(l) for l in sys.stdin][-1]; assert d['errors']==0, d"
+  lb -r "$R" check --read-data-subset 50% >/dev/null
+  expect_code 1 lb -r "$R" check --read-data-subset 3/2
   lb -r "$R" snapshots --tag a --host testhost --json | python3 -c "import json,sys; s=json.load(sys.stdin); assert len(s)==1 and s[0]['tags']==['a','b'], s"
   lb -r "$R" snapshots --tag nope --json | python3 -c "import json,sys; assert json.load(sys.stdin)==[]"
 }
@@ -117,6 +120,19 @@ t_excludes() {
   grep -q "keep/a.txt" "$WORK/ls.txt" || fail "kept file listed"
   ! grep -qE "a.log|b.tmp|node_modules|cache/data" "$WORK/ls.txt" || { cat "$WORK/ls.txt"; fail "excluded entries absent"; }
   grep -q "cache/CACHEDIR.TAG" "$WORK/ls.txt" || fail "CACHEDIR.TAG itself kept"
+}
+
+t_one_file_system() {
+  local R=$WORK/r-xfs S=$WORK/src-xfs
+  mkdir -p "$S/mnt"; echo here > "$S/here"
+  mount -t tmpfs lifeboat-test "$S/mnt" 2>/dev/null || { echo "    (skipped: cannot mount tmpfs)"; return 0; }
+  echo other-fs > "$S/mnt/there"
+  lb -r "$R" init >/dev/null
+  local rc=0
+  lb -r "$R" backup -x "$S" >/dev/null || rc=$?
+  lb -r "$R" ls latest --recursive > "$WORK/xfs.txt" || rc=$?
+  umount "$S/mnt"
+  [ $rc -eq 0 ] && grep -q "/here$" "$WORK/xfs.txt" && grep -q "/mnt$" "$WORK/xfs.txt" && ! grep -q "there" "$WORK/xfs.txt" || { cat "$WORK/xfs.txt"; fail "--one-file-system keeps the mount point, skips its contents"; }
 }
 
 t_stdin_and_dump() {
@@ -196,7 +212,7 @@ t_keys_and_locks() {
   expect_code 1 lb -r "$R" --password-file "$WORK/pw3" key remove "$(lb -r "$R" --password-file "$WORK/pw3" key list --json | python3 -c "import json,sys; print([k['id'] for k in json.load(sys.stdin) if k['current']][0])")"
   lb -r "$R" --password-file "$WORK/pw3" key remove "${other:0:8}" >/dev/null
   expect_code 12 lb -r "$R" snapshots
-  # A lock left by a killed process is stale and removed by unlock; a live exclusive lock blocks.
+  # A live lock is not stale; a lock left by a killed process is stale and removed by unlock.
   mkfifo "$WORK/never"
   LIFEBOAT_PASSWORD_FILE=$WORK/pw3 "$BIN" -r "$R" backup --stdin <> "$WORK/never" >/dev/null &
   local pid=$!
@@ -206,6 +222,15 @@ t_keys_and_locks() {
   kill -9 $pid; wait $pid 2>/dev/null || true
   LIFEBOAT_PASSWORD_FILE=$WORK/pw3 lb -r "$R" unlock > "$WORK/unlock.txt"
   grep -qE "removed [1-9] stale locks" "$WORK/unlock.txt" || { cat "$WORK/unlock.txt"; ls "$R/locks"; fail "stale lock removed"; }
+  # SIGTERM releases the lock and exits with 130.
+  LIFEBOAT_PASSWORD_FILE=$WORK/pw3 "$BIN" -r "$R" backup --stdin <> "$WORK/never" >/dev/null 2>&1 &
+  pid=$!
+  for i in $(seq 1 50); do [ -n "$(ls "$R/locks")" ] && break; sleep 0.1; done
+  [ -n "$(ls "$R/locks")" ] || fail "backup holds a lock"
+  kill -TERM $pid
+  local code=0; wait $pid || code=$?
+  [ "$code" -eq 130 ] || fail "SIGTERM exits 130, got $code"
+  [ -z "$(ls "$R/locks")" ] || fail "SIGTERM released the lock"
 }
 
 t_sigkill_during_backup() {
@@ -295,7 +320,7 @@ t_unreadable_files() {
   runuser -u nobody -- "$BIN" -r "$D/repo" --password-file "$D/pw" ls latest --recursive | grep -q readable || fail "readable file backed up"
 }
 
-for t in t_init_and_errors t_roundtrip_every_kind t_incremental_and_parent t_excludes t_stdin_and_dump \
+for t in t_init_and_errors t_roundtrip_every_kind t_incremental_and_parent t_excludes t_one_file_system t_stdin_and_dump \
          t_restore_options t_forget_prune t_keys_and_locks t_sigkill_during_backup t_concurrent_backups_and_prune \
          t_corruption t_unreadable_files; do
   run_test "$t"
