@@ -73,8 +73,9 @@ public struct FastCDC: Sendable {
     }
 }
 
-/// Splits a byte stream into content-defined chunks with a fixed-size buffer: memory stays at
-/// about twice the maximum chunk size whatever the length of the stream.
+/// Splits a byte stream into content-defined chunks with a bounded buffer: memory stays at
+/// most twice the maximum chunk size whatever the length of the stream, and small streams
+/// (most files) get a buffer just large enough, without zero-filling it.
 public struct StreamChunker {
     let cdc: FastCDC
     var buffer: [UInt8]
@@ -82,9 +83,16 @@ public struct StreamChunker {
     var end = 0
     var eof = false
 
-    public init(cdc: FastCDC) {
+    /// - Parameter sizeHint: the expected stream length (a file's size), to size the first buffer.
+    public init(cdc: FastCDC, sizeHint: Int? = nil) {
         self.cdc = cdc
-        buffer = [UInt8](repeating: 0, count: cdc.parameters.max * 2)
+        let full = cdc.parameters.max * 2
+        let first = sizeHint.map { Swift.min(full, Swift.max(64 * 1024, $0 + 1)) } ?? full
+        buffer = StreamChunker.uninitialized(first)
+    }
+
+    static func uninitialized(_ n: Int) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: n) { _, count in count = n }
     }
 
     /// Returns the next chunk, reading more with `read` (which fills a buffer and returns the count, 0 at end).
@@ -102,7 +110,7 @@ public struct StreamChunker {
                 }
             }
             if eof { return nil }
-            // Compact and fill.
+            // Compact, grow if full (the stream is longer than the hint), and fill.
             if start > 0 {
                 if available > 0 {
                     buffer.withUnsafeMutableBytes { raw in
@@ -110,6 +118,11 @@ public struct StreamChunker {
                     }
                 }
                 end = available; start = 0
+            }
+            if end == buffer.count {
+                var bigger = StreamChunker.uninitialized(cdc.parameters.max * 2)
+                bigger.withUnsafeMutableBytes { dst in buffer.withUnsafeBytes { dst.copyMemory(from: $0) } }
+                buffer = bigger
             }
             let n = try buffer.withUnsafeMutableBytes { raw in
                 try read(UnsafeMutableRawBufferPointer(rebasing: raw[end...]))

@@ -22,31 +22,54 @@ public enum CompressionError: Error, CustomStringConvertible {
     }
 }
 
-/// zstd compression of blobs. Stateless: safe from any thread.
+/// zstd compression of blobs. Safe from any thread: compression contexts are pooled, so a blob
+/// costs no context allocation, and output buffers are not zero-filled.
 public enum Zstd {
+    final class ContextPool: @unchecked Sendable {
+        let lock = NSLock()
+        var free: [OpaquePointer] = []
+        func take() -> OpaquePointer {
+            lock.lock(); defer { lock.unlock() }
+            return free.popLast() ?? ZSTD_createCCtx()
+        }
+        func give(_ c: OpaquePointer) {
+            lock.lock(); defer { lock.unlock() }
+            if free.count < 16 { free.append(c) } else { ZSTD_freeCCtx(c) }
+        }
+    }
+    static let pool = ContextPool()
+
     /// Compresses `input`; returns nil when compression is off or would not shrink the data.
     public static func compress(_ input: UnsafeRawBufferPointer, mode: CompressionMode) -> [UInt8]? {
         guard let level = mode.zstdLevel, input.count > 0 else { return nil }
-        let bound = ZSTD_compressBound(input.count)
-        var out = [UInt8](repeating: 0, count: bound)
-        let n = out.withUnsafeMutableBytes { dst in
-            ZSTD_compress(dst.baseAddress, bound, input.baseAddress, input.count, level)
+        // Output must be smaller than the input to be worth keeping: a buffer of input.count - 1 bytes suffices;
+        // zstd reports an error when it does not fit.
+        let cap = input.count - 1
+        if cap <= 0 { return nil }
+        let ctx = pool.take()
+        defer { pool.give(ctx) }
+        var failed = false
+        let out = [UInt8](unsafeUninitializedCapacity: cap) { buf, count in
+            let n = ZSTD_compressCCtx(ctx, buf.baseAddress, cap, input.baseAddress, input.count, level)
+            if ZSTD_isError(n) != 0 { failed = true; count = 0 } else { count = n }
         }
-        if ZSTD_isError(n) != 0 || n >= input.count { return nil }
-        out.removeSubrange(n...)
-        return out
+        return failed ? nil : out
     }
 
     /// Decompresses `input` that must expand to exactly `rawLength` bytes.
     public static func decompress(_ input: UnsafeRawBufferPointer, rawLength: Int) throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: rawLength)
-        let n = out.withUnsafeMutableBytes { dst in
-            ZSTD_decompress(dst.baseAddress, rawLength, input.baseAddress, input.count)
+        var error: String? = nil
+        let out = [UInt8](unsafeUninitializedCapacity: rawLength) { buf, count in
+            let n = ZSTD_decompress(buf.baseAddress, rawLength, input.baseAddress, input.count)
+            if ZSTD_isError(n) != 0 {
+                error = String(cString: ZSTD_getErrorName(n)); count = 0
+            } else if n != rawLength {
+                error = "expected \(rawLength) bytes, got \(n)"; count = 0
+            } else {
+                count = n
+            }
         }
-        if ZSTD_isError(n) != 0 {
-            throw CompressionError.failed(String(cString: ZSTD_getErrorName(n)))
-        }
-        guard n == rawLength else { throw CompressionError.failed("expected \(rawLength) bytes, got \(n)") }
+        if let error { throw CompressionError.failed(error) }
         return out
     }
 }

@@ -339,7 +339,7 @@ public final class Archiver: Sendable {
         if realFd < 0 { recordError(path, fileError("cannot open", path)); return nil }
         defer { close(realFd) }
         do {
-            node.content = try await readContent(fd: realFd, path: path)
+            node.content = try await readContent(fd: realFd, path: path, size: Int(info.size))
         } catch let e as FileError {
             recordError(path, e); return nil
         } catch {
@@ -351,8 +351,8 @@ public final class Archiver: Sendable {
     }
 
     /// Reads a file in chunks; keeps up to two chunks in flight while reading the next.
-    func readContent(fd: Int32, path: BytePath) async throws -> [ID] {
-        var chunker = StreamChunker(cdc: repo.chunker)
+    func readContent(fd: Int32, path: BytePath, size: Int) async throws -> [ID] {
+        var chunker = StreamChunker(cdc: repo.chunker, sizeHint: size)
         let repo = self.repo
         return try await withThrowingTaskGroup(of: (Int, ID).self) { g in
             var ids: [ID] = []

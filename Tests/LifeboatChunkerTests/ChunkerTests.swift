@@ -6,8 +6,8 @@ struct SplitMix { var s: UInt64; mutating func next() -> UInt64 { s &+= 0x9E3779
 func gear(_ seed: UInt64) -> [UInt64] { var r = SplitMix(s: seed); return (0..<256).map { _ in r.next() } }
 func randomBytes(_ n: Int, seed: UInt64) -> [UInt8] { var r = SplitMix(s: seed); return (0..<n).map { _ in UInt8(truncatingIfNeeded: r.next()) } }
 
-func chunks(_ data: [UInt8], _ cdc: FastCDC) throws -> [[UInt8]] {
-    var c = StreamChunker(cdc: cdc)
+func chunks(_ data: [UInt8], _ cdc: FastCDC, sizeHint: Int? = nil) throws -> [[UInt8]] {
+    var c = StreamChunker(cdc: cdc, sizeHint: sizeHint)
     var pos = 0
     var out: [[UInt8]] = []
     while let chunk = try c.next(read: { buf in
@@ -29,6 +29,14 @@ func chunks(_ data: [UInt8], _ cdc: FastCDC) throws -> [[UInt8]] {
         for c in cs.dropLast() { #expect(c.count >= params.min && c.count <= params.max) }
         let avg = data.count / cs.count
         #expect(avg > params.avg / 2 && avg < params.avg * 2, "average \(avg)")
+    }
+
+    @Test func wrongSizeHintGrowsTheBuffer() throws {
+        let data = randomBytes(2_000_000, seed: 5)
+        let cdc = FastCDC(parameters: params, gear: gear(7))
+        let hinted = try chunks(data, cdc, sizeHint: 10)
+        #expect(hinted == (try chunks(data, cdc)), "a file that grew after stat chunks the same")
+        #expect(Array(try chunks(data, cdc, sizeHint: 5_000_000).joined()) == data)
     }
 
     @Test func boundariesStayPutAfterInsertion() throws {
