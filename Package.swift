@@ -49,6 +49,11 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swift6),
         .executableTarget(name: "lifeboat", dependencies: ["LifeboatCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swift6),
+        // Micro-benchmarks of the primitives and the per-chunk pipeline (bench/; release builds only).
+        .executableTarget(name: "lifeboat-bench", dependencies: [
+            "LifeboatChunker", "LifeboatCompression", "LifeboatCrypto",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ], swiftSettings: swift6),
 
         // Test helpers: the backend conformance suite, fixtures.
         .target(name: "LifeboatTestSupport", dependencies: ["LifeboatStorage"], swiftSettings: swift6),

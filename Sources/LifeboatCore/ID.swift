@@ -11,11 +11,20 @@ public struct ID: Hashable, Comparable, Sendable, CustomStringConvertible {
     /// Builds an ID from exactly 32 bytes.
     public init<C: Collection>(bytes: C) where C.Element == UInt8 {
         precondition(bytes.count == 32, "an ID has 32 bytes")
-        var words: [UInt64] = [0, 0, 0, 0]
-        for (i, b) in bytes.enumerated() {
-            words[i / 8] = (words[i / 8] << 8) | UInt64(b)
+        if let id = bytes.withContiguousStorageIfAvailable({ ID(raw: UnsafeRawBufferPointer($0)) }) {
+            self = id
+            return
         }
-        self.init(w0: words[0], w1: words[1], w2: words[2], w3: words[3])
+        self = Array(bytes).withUnsafeBytes { ID(raw: $0) }
+    }
+
+    /// Builds an ID from the first 32 bytes of a buffer (big-endian words).
+    public init(raw: UnsafeRawBufferPointer) {
+        precondition(raw.count >= 32, "an ID has 32 bytes")
+        self.init(w0: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+                  w1: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
+                  w2: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
+                  w3: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self)))
     }
 
     /// Parses 64 lowercase or uppercase hex digits.
@@ -42,12 +51,14 @@ public struct ID: Hashable, Comparable, Sendable, CustomStringConvertible {
     public static let zero = ID(w0: 0, w1: 0, w2: 0, w3: 0)
 
     public var bytes: [UInt8] {
-        var out = [UInt8]()
-        out.reserveCapacity(32)
-        for w in [w0, w1, w2, w3] {
-            for s in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w >> UInt64(s))) }
+        [UInt8](unsafeUninitializedCapacity: 32) { buf, n in
+            let raw = UnsafeMutableRawBufferPointer(buf)
+            raw.storeBytes(of: w0.bigEndian, toByteOffset: 0, as: UInt64.self)
+            raw.storeBytes(of: w1.bigEndian, toByteOffset: 8, as: UInt64.self)
+            raw.storeBytes(of: w2.bigEndian, toByteOffset: 16, as: UInt64.self)
+            raw.storeBytes(of: w3.bigEndian, toByteOffset: 24, as: UInt64.self)
+            n = 32
         }
-        return out
     }
 
     public var hex: String {

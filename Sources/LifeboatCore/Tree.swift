@@ -156,12 +156,6 @@ public struct Tree: Codable, Sendable, Equatable {
         self.nodes = nodes.sorted { $0.name.lexicographicallyPrecedes($1.name) }
     }
 
-    public func encoded() throws -> Data {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return try enc.encode(self)
-    }
-
     public static func decode(_ data: Data) throws -> Tree {
         do {
             return try JSONDecoder().decode(Tree.self, from: data)

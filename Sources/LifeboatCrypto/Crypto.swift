@@ -26,7 +26,7 @@ public struct MasterKey: Sendable {
     /// Keyed content ID of a blob's plaintext: HMAC-SHA-256 under the MAC key.
     public func blobID<D: DataProtocol>(_ data: D) -> ID {
         let code = HMAC<SHA256>.authenticationCode(for: data, using: mac)
-        return code.withUnsafeBytes { ID(bytes: $0) }
+        return code.withUnsafeBytes { ID(raw: $0) }
     }
 
     /// The subkey for one sealed object or pack, from the master encryption key and a random salt.
@@ -118,7 +118,7 @@ public enum Seal {
 /// SHA-256 of stored bytes: the name of every object but `config`.
 public func sha256ID<D: DataProtocol>(_ data: D) -> ID {
     let digest = SHA256.hash(data: data)
-    return digest.withUnsafeBytes { ID(bytes: $0) }
+    return digest.withUnsafeBytes { ID(raw: $0) }
 }
 
 /// scrypt parameters. N = 2^17, r = 8, p = 1 by default (about 0.5 s and 128 MiB here).

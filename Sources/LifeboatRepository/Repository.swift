@@ -388,7 +388,7 @@ public final class Repository: Sendable {
 
     /// Serializes and stores a tree; returns its ID (the same directory always gives the same ID).
     public func saveTree(_ tree: Tree) async throws -> SaveResult {
-        try await saveBlob(.tree, Array(try tree.encoded()))
+        try await saveBlob(.tree, tree.encoded())
     }
 
     // MARK: - Snapshots

@@ -47,16 +47,36 @@ public struct BackupResult: Sendable {
 }
 
 /// Bounded concurrency: at most `limit` permits out at once; waiters queue in order.
-actor AsyncSemaphore {
-    private var available: Int
-    private var waiters: [CheckedContinuation<Void, Never>] = []
-    init(_ limit: Int) { available = limit }
-    func acquire() async {
-        if available > 0 { available -= 1; return }
-        await withCheckedContinuation { waiters.append($0) }
+/// `release` is synchronous, so a finishing task frees its permit without scheduling another task.
+final class AsyncSemaphore: Sendable {
+    struct State: ~Copyable {
+        var available: Int
+        var waiters: [CheckedContinuation<Void, Never>] = []
     }
+    private let state: Mutex<State>
+    init(_ limit: Int) { state = Mutex(State(available: limit)) }
+
+    func acquire() async {
+        if state.withLock({ s -> Bool in
+            if s.available > 0 { s.available -= 1; return true }
+            return false
+        }) { return }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.available > 0 { s.available -= 1; return true }
+                s.waiters.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
     func release() {
-        if waiters.isEmpty { available += 1 } else { waiters.removeFirst().resume() }
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if s.waiters.isEmpty { s.available += 1; return nil }
+            return s.waiters.removeFirst()
+        }
+        next?.resume()
     }
 }
 
@@ -288,7 +308,7 @@ public final class Archiver: Sendable {
                 if info.type == .file {
                     await readers.acquire()
                     g.addTask {
-                        defer { Task { await self.readers.release() } }
+                        defer { self.readers.release() }
                         return (i, try await self.archiveEntry(name: name, path: p, info: info, parent: parentNode, device: device))
                     }
                 } else {
@@ -350,21 +370,31 @@ public final class Archiver: Sendable {
         return node
     }
 
-    /// Reads a file in chunks; keeps up to two chunks in flight while reading the next.
+    /// Reads a file in chunks; for large files keeps up to two chunks in flight while reading the next.
     func readContent(fd: Int32, path: BytePath, size: Int) async throws -> [ID] {
         var chunker = StreamChunker(cdc: repo.chunker, sizeHint: size)
         let repo = self.repo
+        let read: (UnsafeMutableRawBufferPointer) throws -> Int = { buf in
+            while true {
+                let r = Glibc.read(fd, buf.baseAddress, buf.count)
+                if r >= 0 { return r }
+                if errno != EINTR { throw fileError("cannot read", path) }
+            }
+        }
+        if size < 2 * repo.chunker.parameters.min {
+            // Small files (nearly all of them): one or two chunks, no child tasks.
+            var ids: [ID] = []
+            while let chunk = try chunker.next(read: read) {
+                progressState.withLock { $0.bytesDone += UInt64(chunk.count) }
+                ids.append(try await repo.saveBlob(.data, chunk).id)
+            }
+            return ids
+        }
         return try await withThrowingTaskGroup(of: (Int, ID).self) { g in
             var ids: [ID] = []
             var inflight = 0
             var n = 0
-            while let chunk = try chunker.next(read: { buf in
-                while true {
-                    let r = Glibc.read(fd, buf.baseAddress, buf.count)
-                    if r >= 0 { return r }
-                    if errno != EINTR { throw fileError("cannot read", path) }
-                }
-            }) {
+            while let chunk = try chunker.next(read: read) {
                 if inflight >= 2, let (i, id) = try await g.next() { ids[i] = id; inflight -= 1 }
                 let i = n
                 n += 1

@@ -147,7 +147,7 @@ public final class Restorer: Sendable {
                 if node.type == .file && node.links <= 1 {
                     await writers.acquire()
                     g.addTask {
-                        defer { Task { await self.writers.release() } }
+                        defer { self.writers.release() }
                         try await self.restoreEntry(node, dirfd: dirfd, path: p)
                     }
                 } else {
