@@ -203,28 +203,40 @@ public final class Repository: Sendable {
     // MARK: - Index
 
     /// Loads every index file. Damaged index files are passed to `onError` (default: thrown).
+    ///
+    /// An index file that vanishes between listing and reading was replaced by a prune, which writes
+    /// the replacement before deleting: the listing is then repeated to pick the replacement up.
     public func loadIndex(onError: ((ID, Error) throws -> Void)? = nil) async throws {
-        let files = try await backend.list(.index).compactMap { ID(hex: $0.name) }
-        var loaded: [(ID, [IndexPack])] = []
-        try await withThrowingTaskGroup(of: (ID, Result<[IndexPack], Error>).self) { g in
-            var it = files.makeIterator()
-            func next() {
-                guard let f = it.next() else { return }
-                g.addTask {
-                    do { return (f, .success(try IndexFormat.decode(try await self.loadUnpacked(.index, f)))) } catch { return (f, .failure(error)) }
-                }
-            }
-            for _ in 0..<8 { next() }
-            while let (f, r) = try await g.next() {
-                switch r {
-                case .success(let packs): loaded.append((f, packs))
-                case .failure(let e):
-                    if let onError { try onError(f, e) } else {
-                        throw LifeboatError(.corrupt, "index file \(f.short) is damaged (run `lifeboat check`)", underlying: e as? LifeboatError)
+        var loaded: [ID: [IndexPack]] = [:]
+        var vanished = Set<ID>()
+        for attempt in 0..<5 {
+            let files = try await backend.list(.index).compactMap { ID(hex: $0.name) }.filter { loaded[$0] == nil }
+            var missing = false
+            try await withThrowingTaskGroup(of: (ID, Result<[IndexPack], Error>).self) { g in
+                var it = files.makeIterator()
+                func next() {
+                    guard let f = it.next() else { return }
+                    g.addTask {
+                        do { return (f, .success(try IndexFormat.decode(try await self.loadUnpacked(.index, f)))) } catch { return (f, .failure(error)) }
                     }
                 }
-                next()
+                for _ in 0..<8 { next() }
+                while let (f, r) = try await g.next() {
+                    switch r {
+                    case .success(let packs): loaded[f] = packs
+                    case .failure(let e as LifeboatError) where e.code == .notFound:
+                        missing = true
+                        vanished.insert(f)
+                    case .failure(let e):
+                        if let onError { try onError(f, e) } else {
+                            throw LifeboatError(.corrupt, "index file \(f.short) is damaged (run `lifeboat check`)", underlying: e as? LifeboatError)
+                        }
+                    }
+                    next()
+                }
             }
+            if !missing { break }
+            if attempt == 4 { throw LifeboatError(.io, "index files keep vanishing while being read (\(vanished.count)); try again") }
         }
         state.withLock { s in
             var idx = MasterIndex()
@@ -417,6 +429,8 @@ public final class Repository: Sendable {
             while let (id, r) = try await g.next() {
                 switch r {
                 case .success(let s): out.append((id, s))
+                case .failure(let e as LifeboatError) where e.code == .notFound:
+                    break  // removed by a concurrent forget after the listing
                 case .failure(let e):
                     if let onError { onError(id, e) } else { throw e }
                 }

@@ -52,9 +52,10 @@ public final class Pruner: Sendable {
         let lock = try await repo.lock(.prune, operation: "prune")
         do {
             var report = PruneReport()
-            let marked = try await pass(&report)
+            var visible: [ID: Date] = [:]
+            let marked = try await pass(&report, visible: &visible)
             if options.grace <= 0 && marked > 0 && !options.dryRun {
-                _ = try await pass(&report)
+                _ = try await pass(&report, visible: &visible)
             }
             await lock.release()
             return report
@@ -85,7 +86,11 @@ public final class Pruner: Sendable {
     }
 
     /// One mark-and-sweep pass. Returns the number of packs newly marked.
-    func pass(_ report: inout PruneReport) async throws -> Int {
+    ///
+    /// `visible` records when this run's marks became visible (their index written): a backup whose lock
+    /// is older than that may have read the index before the marks and must hold off the sweep, even with
+    /// a zero grace period.
+    func pass(_ report: inout PruneReport, visible: inout [ID: Date]) async throws -> Int {
         report.passes += 1
         try await repo.loadIndex()
         let loadedFiles = Set(repo.loadedIndexFiles.keys)
@@ -127,7 +132,8 @@ public final class Pruner: Sendable {
                 continue
             }
             let graceOver = t.timeIntervalSince1970 - Double(m) >= options.grace
-            let safeFromLocks = !locks.contains { $0.info.createdDate.timeIntervalSince1970 < Double(m) + options.grace }
+            let cutoff = max(Double(m) + options.grace, visible[p.id]?.timeIntervalSince1970 ?? 0)
+            let safeFromLocks = !locks.contains { $0.info.createdDate.timeIntervalSince1970 < cutoff }
             if graceOver && safeFromLocks && stored[p.id.hex] != nil {
                 toDelete.append(p)
             } else if stored[p.id.hex] == nil {
@@ -208,6 +214,8 @@ public final class Pruner: Sendable {
 
         // Write the new index, then remove the index files it replaces, then the swept packs.
         let newFiles = try await repo.writeIndex(keep)
+        let writtenAt = now()
+        for p in keep where p.markedAt == nowSecs && visible[p.id] == nil { visible[p.id] = writtenAt }
         // Index files read at the start and those the repack flushed are all covered by the new index.
         for f in loadedFiles.union(writerFiles).subtracting(newFiles) {
             try? await repo.backend.delete(Handle(.index, f.hex))

@@ -281,11 +281,29 @@ t_concurrent_backups_and_prune() {
   lb -r "$R" prune --grace 0s >/dev/null
 }
 
+t_prune_stress() {  # repeated rounds of two backups racing forget + prune (grace 0): no data is ever lost
+  local R=$WORK/r-stress A=$WORK/src-sa B=$WORK/src-sb
+  mkdir -p "$A" "$B"; lb -r "$R" init >/dev/null
+  for i in 1 2 3 4 5 6; do
+    head -c 3000000 /dev/urandom > "$A/f$((i % 4))"; head -c 2000000 /dev/urandom > "$B/g$((i % 3))"
+    "$BIN" -r "$R" backup "$A" -q > "$WORK/sa" 2>&1 & local p1=$!
+    "$BIN" -r "$R" backup "$B" -q > "$WORK/sb" 2>&1 & local p2=$!
+    ( "$BIN" -r "$R" forget --keep-last 2 -q && "$BIN" -r "$R" prune --grace 0s --max-unused 0% -q ) > "$WORK/sp" 2>&1 & local p3=$!
+    wait $p1 || { cat "$WORK/sa"; fail "round $i: backup A"; }
+    wait $p2 || { cat "$WORK/sb"; fail "round $i: backup B"; }
+    wait $p3 || { cat "$WORK/sp"; fail "round $i: forget + prune"; }
+  done
+  lb -r "$R" check --read-data >/dev/null
+  lb -r "$R" restore latest --path "$A" --target "$WORK/o-sa" >/dev/null
+  lb -r "$R" restore latest --path "$B" --target "$WORK/o-sb" >/dev/null
+  diff -r "$A" "$WORK/o-sa$A" && diff -r "$B" "$WORK/o-sb$B"
+}
+
 t_corruption() {
   local R=$WORK/r-cor S=$WORK/src-cor
   mkdir -p "$S"; head -c 2000000 /dev/urandom > "$S/one"; head -c 2000000 /dev/urandom > "$S/two"; echo small > "$S/small"
   lb -r "$R" init --pack-size 1 >/dev/null; lb -r "$R" backup "$S" >/dev/null
-  local pack; pack=$(lb -r "$R" ls latest "$S/one" --json >/dev/null; find "$R/data" -type f -size +1500k | head -1)
+  local pack; pack=$(find "$R/data" -type f -printf "%s %p\n" | sort -n | tail -1 | cut -d" " -f2)  # the largest pack holds file data
   python3 - "$pack" <<'PY'
 import sys
 p = sys.argv[1]
@@ -322,7 +340,7 @@ t_unreadable_files() {
 
 for t in t_init_and_errors t_roundtrip_every_kind t_incremental_and_parent t_excludes t_one_file_system t_stdin_and_dump \
          t_restore_options t_forget_prune t_keys_and_locks t_sigkill_during_backup t_concurrent_backups_and_prune \
-         t_corruption t_unreadable_files; do
+         t_prune_stress t_corruption t_unreadable_files; do
   run_test "$t"
 done
 echo "integration: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
