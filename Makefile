@@ -3,7 +3,7 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 SHELL := /bin/bash
 BIN := .build/debug/lifeboat
 
-.PHONY: deps build test unit integration demo clean
+.PHONY: deps build test unit integration demo bench clean
 
 deps:
 	@scripts/install-deps.sh
@@ -22,6 +22,9 @@ test: unit integration
 
 demo: build
 	bash scripts/demo.sh $(BIN)
+
+bench: deps
+	bash bench/run.sh
 
 clean:
 	rm -rf .build
