@@ -156,14 +156,6 @@ public struct Tree: Codable, Sendable, Equatable {
         self.nodes = nodes.sorted { $0.name.lexicographicallyPrecedes($1.name) }
     }
 
-    public static func decode(_ data: Data) throws -> Tree {
-        do {
-            return try JSONDecoder().decode(Tree.self, from: data)
-        } catch {
-            throw LifeboatError.corrupt("tree does not decode: \(error)")
-        }
-    }
-
     public func node(named name: [UInt8]) -> Node? {
         // Nodes are sorted: binary search.
         var lo = 0, hi = nodes.count

@@ -46,6 +46,10 @@ public final class Repository: Sendable {
     }
     struct PendingKey: Hashable, Sendable { var type: BlobType; var id: ID }
     let state = Mutex(State())
+    /// Pack subkeys by salt (HKDF is too slow to run per blob) and decoded trees by ID (trees are immutable).
+    let subkeys = Mutex<[[UInt8]: SymmetricKey]>([:])
+    let trees = Mutex<[ID: Tree]>([:])
+    static let cacheLimit = 4096
 
     static let indexFlushPacks = 8
     static let indexFlushSeconds: TimeInterval = 60
@@ -375,7 +379,7 @@ public final class Repository: Sendable {
 
     /// Opens a sealed blob read from its pack.
     public func openBlob<D: DataProtocol>(_ sealed: D, location loc: BlobLocation) throws -> [UInt8] where D.Index == Int {
-        let key = master.subkey(salt: loc.salt)
+        let key = packKey(salt: loc.salt)
         let plain: Data
         do { plain = try Seal.open(sealed, key: key, counter: UInt64(loc.blob.offset)) } catch {
             throw LifeboatError.corrupt("blob \(loc.blob.id.short) in pack \(loc.pack.short) is damaged: authentication failed")
@@ -395,7 +399,23 @@ public final class Repository: Sendable {
     }
 
     public func loadTree(_ id: ID) async throws -> Tree {
-        try Tree.decode(Data(try await loadBlob(.tree, id)))
+        if let t = trees.withLock({ $0[id] }) { return t }
+        let t = try Tree.decode(try await loadBlob(.tree, id))
+        trees.withLock { c in
+            if c.count >= Repository.cacheLimit { c.removeAll(keepingCapacity: true) }
+            c[id] = t
+        }
+        return t
+    }
+
+    func packKey(salt: [UInt8]) -> SymmetricKey {
+        if let k = subkeys.withLock({ $0[salt] }) { return k }
+        let k = master.subkey(salt: salt)
+        subkeys.withLock { c in
+            if c.count >= Repository.cacheLimit { c.removeAll(keepingCapacity: true) }
+            c[salt] = k
+        }
+        return k
     }
 
     /// Serializes and stores a tree; returns its ID (the same directory always gives the same ID).

@@ -44,6 +44,16 @@ import Testing
         let foundation = try enc.encode(tree)
         #expect(String(decoding: tree.encoded(), as: UTF8.self) == String(decoding: foundation, as: UTF8.self))
         #expect(try Tree.decode(Data(tree.encoded())) == tree)
+        // The reader takes any valid JSON of the schema: pretty-printed, other key order, unknown keys.
+        enc.outputFormatting = [.prettyPrinted]
+        var pretty = String(decoding: try enc.encode(tree), as: UTF8.self)
+        pretty = pretty.replacingOccurrences(of: "\"nodes\" :", with: "\"future\" : {\"a\": [1, null, true]}, \"nodes\" :")
+        #expect(try Tree.decode(Data(pretty.utf8)) == tree)
+        let bytes = tree.encoded()
+        for cut in [1, 10, bytes.count / 2, bytes.count - 1] {
+            #expect(throws: LifeboatError.self) { _ = try Tree.decode(Array(bytes.prefix(cut))) }
+        }
+        #expect(throws: LifeboatError.self) { _ = try Tree.decode(Array("{\"nodes\":[{\"name\":\"x\"}]}".utf8)) }
     }
 
     @Test func safeNames() {
