@@ -45,7 +45,7 @@ let package = Package(
         .target(name: "LifeboatSnapshot", dependencies: ["LifeboatRepository", "CLifeboatSys"], swiftSettings: swift6),
         // The command-line interface as a library.
         .target(name: "LifeboatCommands", dependencies: [
-            "LifeboatSnapshot",
+            "LifeboatSnapshot", "CLifeboatSys",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swift6),
         .executableTarget(name: "lifeboat", dependencies: ["LifeboatCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swift6),

@@ -8,3 +8,11 @@ ssize_t lb_lgetxattr(const char *path, const char *name, void *value, size_t siz
 int lb_lsetxattr(const char *path, const char *name, const void *value, size_t size) { return lsetxattr(path, name, value, size, 0); }
 int lb_fsetxattr(int fd, const char *name, const void *value, size_t size) { return fsetxattr(fd, name, value, size, 0); }
 int lb_o_noatime(void) { return O_NOATIME; }
+
+#include <malloc.h>
+void lb_tune_malloc(void) {
+    // Large buffers (chunks, packs) go straight to mmap and back to the system when freed, instead of
+    // raising glibc's dynamic threshold and staying resident in per-thread arenas.
+    mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
+    mallopt(M_ARENA_MAX, 4);
+}

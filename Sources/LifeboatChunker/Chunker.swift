@@ -74,8 +74,8 @@ public struct FastCDC: Sendable {
 }
 
 /// Splits a byte stream into content-defined chunks with a bounded buffer: memory stays at
-/// most twice the maximum chunk size whatever the length of the stream, and small streams
-/// (most files) get a buffer just large enough, without zero-filling it.
+/// the maximum chunk size plus one read window whatever the length of the stream, and small
+/// streams (most files) get a buffer just large enough, without zero-filling it.
 public struct StreamChunker {
     let cdc: FastCDC
     var buffer: [UInt8]
@@ -86,10 +86,13 @@ public struct StreamChunker {
     /// - Parameter sizeHint: the expected stream length (a file's size), to size the first buffer.
     public init(cdc: FastCDC, sizeHint: Int? = nil) {
         self.cdc = cdc
-        let full = cdc.parameters.max * 2
+        let full = StreamChunker.fullSize(cdc)
         let first = sizeHint.map { Swift.min(full, Swift.max(64 * 1024, $0 + 1)) } ?? full
         buffer = StreamChunker.uninitialized(first)
     }
+
+    /// A boundary is always found within `max` bytes; one more read window keeps reads large.
+    static func fullSize(_ cdc: FastCDC) -> Int { cdc.parameters.max + 1 << 20 }
 
     static func uninitialized(_ n: Int) -> [UInt8] {
         [UInt8](unsafeUninitializedCapacity: n) { _, count in count = n }
@@ -120,7 +123,7 @@ public struct StreamChunker {
                 end = available; start = 0
             }
             if end == buffer.count {
-                var bigger = StreamChunker.uninitialized(cdc.parameters.max * 2)
+                var bigger = StreamChunker.uninitialized(StreamChunker.fullSize(cdc))
                 bigger.withUnsafeMutableBytes { dst in buffer.withUnsafeBytes { dst.copyMemory(from: $0) } }
                 buffer = bigger
             }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLifeboatSys
 import Dispatch
 import Foundation
 import Glibc
@@ -82,6 +83,7 @@ extension LifeboatCommand {
     /// Parses `arguments`, runs the chosen subcommand, and exits with its status.
     public static func run(arguments: [String]) async {
         let args = movingGlobalOptions(arguments)
+        lb_tune_malloc()
         installInterruptHandlers()
         do {
             var command = try await asyncParseAsRoot(args)

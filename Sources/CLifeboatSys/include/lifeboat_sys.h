@@ -8,4 +8,5 @@ ssize_t lb_lgetxattr(const char *path, const char *name, void *value, size_t siz
 int lb_lsetxattr(const char *path, const char *name, const void *value, size_t size);
 int lb_fsetxattr(int fd, const char *name, const void *value, size_t size);
 int lb_o_noatime(void);
+void lb_tune_malloc(void);
 #endif
