@@ -49,6 +49,7 @@ struct BackupCommand: AsyncParsableCommand {
             opts.tags = tags.flatMap { $0.split(separator: ",").map(String.init) }
             if let host { opts.hostname = host }
             if let r = readConcurrency { opts.fileReaders = max(1, r) }
+            opts.scanTotals = out.showsProgressBar || (out.json && !out.quiet)
             if stdin || stdinFromCommand {
                 opts.paths = []
             } else if let parent {

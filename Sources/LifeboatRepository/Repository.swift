@@ -46,6 +46,8 @@ public final class Repository: Sendable {
     }
     struct PendingKey: Hashable, Sendable { var type: BlobType; var id: ID }
     let state = Mutex(State())
+    let uploads = Mutex<[Task<Void, Error>]>([])
+    static let maxUploadsInFlight = 1
     /// Pack subkeys by salt (HKDF is too slow to run per blob) and decoded trees by ID (trees are immutable).
     let subkeys = Mutex<[[UInt8]: SymmetricKey]>([:])
     let trees = Mutex<[ID: Tree]>([:])
@@ -313,7 +315,32 @@ public final class Repository: Sendable {
         return SaveResult(id: id, isNew: true, storedLength: Int(blob.length))
     }
 
+    /// Hands a full pack to a background upload, so readers keep chunking and compressing while it is
+    /// hashed, written and fsynced. At most `maxUploadsInFlight` uploads run; the caller that would exceed
+    /// that waits for the oldest (back-pressure). Errors surface here or in `flush()`.
     func upload(_ builder: PackBuilder) async throws {
+        let task = Task { try await self.uploadNow(builder) }
+        let oldest = uploads.withLock { u -> Task<Void, Error>? in
+            u.append(task)
+            return u.count > Repository.maxUploadsInFlight ? u.removeFirst() : nil
+        }
+        if let oldest { try await oldest.value }
+    }
+
+    /// Waits for every background upload; rethrows the first failure.
+    func drainUploads() async throws {
+        while true {
+            let all = uploads.withLock { u -> [Task<Void, Error>] in defer { u = [] }; return u }
+            if all.isEmpty { return }
+            var failure: Error?
+            for t in all {
+                do { try await t.value } catch { if failure == nil { failure = error } }
+            }
+            if let failure { throw failure }
+        }
+    }
+
+    func uploadNow(_ builder: PackBuilder) async throws {
         var pb = builder
         let (id, data) = pb.finish()
         if !dryRun { try await backend.write(Handle(.data, id.hex), data: data) }
@@ -359,6 +386,7 @@ public final class Repository: Sendable {
             return Array(s.open.values)
         }
         for pb in open where !pb.blobs.isEmpty { try await upload(pb) }
+        try await drainUploads()
         try await flushIndex()
     }
 

@@ -19,6 +19,9 @@ public struct BackupOptions: Sendable {
     public var time: Date = Date()
     /// Concurrent file readers.
     public var fileReaders = max(2, ProcessInfo.processInfo.activeProcessorCount)
+    /// Count files and bytes ahead of the backup for a progress bar's percentage and ETA
+    /// (costs a second walk; off when nobody watches the progress).
+    public var scanTotals = true
     public init() {}
 }
 
@@ -71,6 +74,14 @@ final class AsyncSemaphore: Sendable {
         }
     }
 
+    /// Takes a permit only if one is free now (never waits: safe for recursive work).
+    func tryAcquire() -> Bool {
+        state.withLock { s -> Bool in
+            if s.available > 0 { s.available -= 1; return true }
+            return false
+        }
+    }
+
     func release() {
         let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
             if s.waiters.isEmpty { s.available += 1; return nil }
@@ -93,6 +104,9 @@ public final class Archiver: Sendable {
     let excludes: PatternSet
     let names = NameCache()
     let readers: AsyncSemaphore
+    /// Extra directory walkers: a subdirectory gets its own task when a permit is free, else it is
+    /// walked inline (so nested directories can never deadlock waiting for permits).
+    let walkers: AsyncSemaphore
     let hardlinks = Mutex<[HardlinkKey: [ID]]>([:])
     let progressState = Mutex(BackupProgress())
     let summaryState = Mutex(SnapshotSummary())
@@ -104,6 +118,7 @@ public final class Archiver: Sendable {
         self.options = options
         excludes = PatternSet(options.excludes)
         readers = AsyncSemaphore(max(1, options.fileReaders))
+        walkers = AsyncSemaphore(max(1, options.fileReaders / 2))
     }
 
     public var progress: BackupProgress { progressState.withLock { $0 } }
@@ -147,8 +162,8 @@ public final class Archiver: Sendable {
             parentTree = try? await repo.loadTree(snap.tree)
         }
 
-        let scanner = Task.detached { [self] in await self.scan(targets) }
-        defer { scanner.cancel() }
+        let scanner = options.scanTotals ? Task.detached { [self] in await self.scan(targets) } : nil
+        defer { scanner?.cancel() }
 
         let rootTree = try await archiveVirtual(root, path: [0x2F], parent: parentTree)
         try await repo.flush()
@@ -275,7 +290,8 @@ public final class Archiver: Sendable {
         case .dir:
             let crossing = options.oneFileSystem && info.device != device
             let parentTree = parent?.type == .dir ? try? await parent?.subtree.asyncMap({ try await repo.loadTree($0) }) : nil
-            node.subtree = try await archiveDirectory(path: path, parent: parentTree ?? nil, device: device, skipContents: crossing)
+            node.subtree = try await archiveDirectory(path: path, parent: parentTree ?? nil, parentID: parent?.subtree,
+                                                      device: device, skipContents: crossing)
             let isNew = parent?.subtree == nil
             summaryState.withLock {
                 if isNew { $0.dirsNew += 1 } else if parent?.subtree == node.subtree { $0.dirsUnmodified += 1 } else { $0.dirsChanged += 1 }
@@ -289,7 +305,7 @@ public final class Archiver: Sendable {
         return node
     }
 
-    func archiveDirectory(path: BytePath, parent: Tree?, device: UInt64, skipContents: Bool) async throws -> ID {
+    func archiveDirectory(path: BytePath, parent: Tree?, parentID: ID?, device: UInt64, skipContents: Bool) async throws -> ID {
         var names: [BytePath] = []
         if !skipContents {
             do { names = try readDirectory(path) } catch { recordError(path, error) }
@@ -311,12 +327,21 @@ public final class Archiver: Sendable {
                         defer { self.readers.release() }
                         return (i, try await self.archiveEntry(name: name, path: p, info: info, parent: parentNode, device: device))
                     }
+                } else if info.type == .dir && walkers.tryAcquire() {
+                    g.addTask {
+                        defer { self.walkers.release() }
+                        return (i, try await self.archiveEntry(name: name, path: p, info: info, parent: parentNode, device: device))
+                    }
                 } else {
                     slots[i] = try await archiveEntry(name: name, path: p, info: info, parent: parentNode, device: device)
                 }
             }
             for try await (i, n) in g { slots[i] = n }
             return slots.compactMap { $0 }
+        }
+        // Unchanged directory: the parent's tree, already stored, is this tree (no encoding or hashing).
+        if let parent, let parentID, parent.nodes == nodes, repo.index.hasLive(parentID, type: .tree) {
+            return parentID
         }
         return try await repo.saveTree(Tree(nodes: nodes)).id
     }
