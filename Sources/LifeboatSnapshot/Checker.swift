@@ -98,7 +98,13 @@ public final class Checker: Sendable {
         }
         report.packs = stored.count
 
-        // Read data.
+        // Read data, while the snapshots' trees are walked at the same time.
+        let snapIssues = Mutex<[CheckIssue]>([])
+        let snaps = try await repo.listSnapshots { id, error in
+            snapIssues.withLock { $0.append(CheckIssue(severity: .error, object: "snapshots/\(id.hex)", message: "\(error)")) }
+        }
+        let missing = missingPacks
+        async let structural = walkTrees(snaps, index: index, missingPacks: missing, badBlobs: [])
         if let subset = options.readData {
             let packs = index.allPacks().filter { stored[$0.id.hex] != nil && !missingPacks.contains($0.id) && subset.includes($0.id) }
             progressState.withLock { $0 = (0, packs.count) }
@@ -124,52 +130,57 @@ public final class Checker: Sendable {
             }
             report.packsRead = packs.count
         }
-
-        // Snapshots and trees.
-        let snaps = try await repo.listSnapshots { id, error in
-            issues.append(CheckIssue(severity: .error, object: "snapshots/\(id.hex)", message: "\(error)"))
-        }
+        var walk = try await structural
+        // Blobs found damaged by reading: walk again (trees are cached) to name the snapshots that need them.
+        if !badBlobs.isEmpty { walk = try await walkTrees(snaps, index: index, missingPacks: missingPacks, badBlobs: badBlobs) }
+        issues += snapIssues.withLock { $0 } + walk.issues
         report.snapshots = snaps.count
-        var treeState: [ID: Bool] = [:]  // tree → intact?
-        for (sid, snap) in snaps {
-            var reasons: [String] = []
-            var stack = [snap.tree]
-            var seen = Set<ID>()
-            while let t = stack.popLast() {
-                if !seen.insert(t).inserted { continue }
-                if treeState[t] == false { reasons.append("tree \(t.short) is damaged"); continue }
-                let tree: Tree
-                do { tree = try await repo.loadTree(t) } catch {
-                    if treeState[t] == nil {
-                        issues.append(CheckIssue(severity: .error, object: "tree \(t.hex)", message: "\(error)"))
-                    }
-                    treeState[t] = false
-                    reasons.append("tree \(t.short) is damaged")
-                    continue
+        report.trees = walk.trees
+        report.damagedSnapshots = walk.damaged
+        report.issues = issues
+        return report
+    }
+
+    /// Walks every snapshot's trees once (each tree is visited once, whatever the number of snapshots
+    /// sharing it): trees must decode and hold safe names; every file's blobs must be indexed in a present
+    /// pack and not be among `badBlobs`. Returns the issues and, per damaged snapshot, why.
+    func walkTrees(_ snaps: [(id: ID, snapshot: Snapshot)], index: MasterIndex, missingPacks: Set<ID>,
+                   badBlobs: Set<ID>) async throws -> (issues: [CheckIssue], damaged: [ID: [String]], trees: Int) {
+        var memo: [ID: Set<String>] = [:]
+        var issues: [CheckIssue] = []
+        func damage(_ t: ID) async -> Set<String> {
+            if let m = memo[t] { return m }
+            memo[t] = []  // a cycle in a crafted repository ends here
+            var reasons = Set<String>()
+            let tree: Tree
+            do { tree = try await repo.loadTree(t) } catch {
+                issues.append(CheckIssue(severity: .error, object: "tree \(t.hex)", message: "\(error)"))
+                reasons.insert("tree \(t.short) is damaged")
+                memo[t] = reasons
+                return reasons
+            }
+            for n in tree.nodes {
+                if !Node.isSafeName(n.name) {
+                    issues.append(CheckIssue(severity: .error, object: "tree \(t.hex)", message: "entry with an unsafe name \(String(reflecting: n.nameString))"))
                 }
-                let first = treeState[t] == nil
-                treeState[t] = true
-                for n in tree.nodes {
-                    if let s = n.subtree { stack.append(s) }
-                    if !Node.isSafeName(n.name) && first {
-                        issues.append(CheckIssue(severity: .error, object: "tree \(t.hex)", message: "entry with an unsafe name \(String(reflecting: n.nameString))"))
-                    }
-                    for b in n.content ?? [] {
-                        let locs = index.lookupAll(b).filter { $0.blob.type == .data }
-                        if locs.isEmpty || locs.allSatisfy({ missingPacks.contains($0.pack) }) || badBlobs.contains(b) {
-                            if first {
-                                issues.append(CheckIssue(severity: .error, object: "blob \(b.hex)", message: "data of \(n.nameString) is \(locs.isEmpty ? "missing from the index" : "damaged or missing")"))
-                            }
-                            reasons.append("file \(n.nameString) is damaged")
-                        }
+                if let s = n.subtree { reasons.formUnion(await damage(s)) }
+                for b in n.content ?? [] {
+                    let locs = index.lookupAll(b).filter { $0.blob.type == .data }
+                    if locs.isEmpty || locs.allSatisfy({ missingPacks.contains($0.pack) }) || badBlobs.contains(b) {
+                        issues.append(CheckIssue(severity: .error, object: "blob \(b.hex)", message: "data of \(n.nameString) is \(locs.isEmpty ? "missing from the index" : "damaged or missing")"))
+                        reasons.insert("file \(n.nameString) is damaged")
                     }
                 }
             }
-            report.trees = treeState.count
-            if !reasons.isEmpty { report.damagedSnapshots[sid] = Array(Set(reasons)).sorted() }
+            memo[t] = reasons
+            return reasons
         }
-        report.issues = issues
-        return report
+        var damaged: [ID: [String]] = [:]
+        for (sid, snap) in snaps {
+            let r = await damage(snap.tree)
+            if !r.isEmpty { damaged[sid] = r.sorted() }
+        }
+        return (issues, damaged, memo.count)
     }
 
     /// Reads a pack, verifies its hash, header, index agreement and every blob.
