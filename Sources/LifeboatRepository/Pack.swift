@@ -91,7 +91,7 @@ struct PackBuilder {
     init(master: MasterKey, capacity: Int) {
         salt = Seal.randomBytes(Seal.saltSize)
         key = master.subkey(salt: salt)
-        data = Data(capacity: capacity + 64 * 1024)
+        data = Data(capacity: capacity)
         data.append(contentsOf: PackFormat.magic)
         data.append(contentsOf: salt)
     }

@@ -298,10 +298,12 @@ public final class Repository: Sendable {
         if !isNew { return SaveResult(id: id, isNew: false, storedLength: 0) }
         let compressed = plaintext.withUnsafeBytes { Zstd.compress($0, mode: compression) }
         let packSize = config.packSize
+        // Room for the last blob that crosses the target size and a typical header, so a pack rarely reallocates.
+        let maxBlob = config.chunker.max + 256 * 1024
         let master = self.master
         let (blob, full) = state.withLock { s -> (PackedBlob, PackBuilder?) in
             let b = (compressed ?? plaintext).withUnsafeBytes { payload in
-                s.open[type, default: PackBuilder(master: master, capacity: packSize)]
+                s.open[type, default: PackBuilder(master: master, capacity: packSize + maxBlob)]
                     .add(type: type, id: id, payload: payload, rawLength: plaintext.count, compressed: compressed != nil)
             }
             s.stats.blobsAdded += 1

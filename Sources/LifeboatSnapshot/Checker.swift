@@ -71,6 +71,11 @@ public final class Checker: Sendable {
     public func run() async throws -> CheckReport {
         var report = CheckReport()
         var issues: [CheckIssue] = []
+        // Snapshots first, then the index (see Pruner): a backup finishing in between is seen consistently.
+        let snapIssues = Mutex<[CheckIssue]>([])
+        let snaps = try await repo.listSnapshots { id, error in
+            snapIssues.withLock { $0.append(CheckIssue(severity: .error, object: "snapshots/\(id.hex)", message: "\(error)")) }
+        }
         try await repo.loadIndex { id, error in
             issues.append(CheckIssue(severity: .error, object: "index/\(id.hex)", message: "\(error)"))
         }
@@ -99,14 +104,11 @@ public final class Checker: Sendable {
         report.packs = stored.count
 
         // Read data, while the snapshots' trees are walked at the same time.
-        let snapIssues = Mutex<[CheckIssue]>([])
-        let snaps = try await repo.listSnapshots { id, error in
-            snapIssues.withLock { $0.append(CheckIssue(severity: .error, object: "snapshots/\(id.hex)", message: "\(error)")) }
-        }
         let missing = missingPacks
         async let structural = walkTrees(snaps, index: index, missingPacks: missing, badBlobs: [])
         if let subset = options.readData {
-            let packs = index.allPacks().filter { stored[$0.id.hex] != nil && !missingPacks.contains($0.id) && subset.includes($0.id) }
+            // Packs marked by prune hold no data a snapshot needs (else prune unmarks them) and may vanish: skip them.
+            let packs = index.allPacks().filter { $0.markedAt == nil && stored[$0.id.hex] != nil && !missingPacks.contains($0.id) && subset.includes($0.id) }
             progressState.withLock { $0 = (0, packs.count) }
             let results = try await withThrowingTaskGroup(of: (IndexPack, [CheckIssue], Set<ID>, Int).self) { g in
                 var it = packs.makeIterator()

@@ -66,9 +66,7 @@ public final class Pruner: Sendable {
     }
 
     /// Blob IDs used by every snapshot. Fails if any tree cannot be read: pruning then could lose data.
-    func usedBlobs(_ report: inout PruneReport) async throws -> Set<ID> {
-        let snaps = try await repo.listSnapshots()
-        report.snapshots = snaps.count
+    func usedBlobs(_ snaps: [(id: ID, snapshot: Snapshot)]) async throws -> Set<ID> {
         var used = Set<ID>()
         var stack = snaps.map(\.snapshot.tree)
         while let t = stack.popLast() {
@@ -92,9 +90,13 @@ public final class Pruner: Sendable {
     /// a zero grace period.
     func pass(_ report: inout PruneReport, visible: inout [ID: Date]) async throws -> Int {
         report.passes += 1
+        // Snapshots first, then the index: a snapshot is written only after its index, so every listed
+        // snapshot's data is in the index loaded next (a backup may finish between the two).
+        let snaps = try await repo.listSnapshots()
+        report.snapshots = snaps.count
         try await repo.loadIndex()
         let loadedFiles = Set(repo.loadedIndexFiles.keys)
-        let used = try await usedBlobs(&report)
+        let used = try await usedBlobs(snaps)
         let t = now()
         let nowSecs = Int64(t.timeIntervalSince1970)
         var packs = repo.index.allPacks()
