@@ -124,6 +124,22 @@ def micro(work, data):
     res["reference"] = {k: round(v, 1) for k, v in ref.items() if v}
     return res
 
+def memory_scaling(work, pwfile):
+    """Peak RSS of Lifeboat backing up one file of growing size: it must stay flat."""
+    out = []
+    env = dict(os.environ, LIFEBOAT_PASSWORD_FILE=pwfile)
+    for mib in (64, 256, 1024):
+        d = os.path.join(work, "mem-%d" % mib); os.makedirs(d)
+        with open(os.path.join(d, "big.bin"), "wb") as f:
+            r = __import__("random").Random(mib)
+            for _ in range(mib): f.write(r.randbytes(1 << 20))
+        repo = os.path.join(work, "mem-repo-%d" % mib)
+        sh([LB, "-r", repo, "init", "-q"], env=env)
+        t = timed([LB, "-r", repo, "backup", d, "-q"], env)
+        out.append({"file_mib": mib, "rss_mib": t["rss_mib"], "wall_s": t["wall_s"]})
+        shutil.rmtree(d)
+    return out
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=float, default=1.0)
@@ -183,6 +199,8 @@ def main():
     if not a.skip_micro:
         print("micro-benchmarks ...", flush=True)
         report["micro"] = micro(a.work, data)
+        print("memory against file size ...", flush=True)
+        report["memory"] = memory_scaling(a.work, pw)
     os.makedirs(a.out, exist_ok=True)
     json.dump(report, open(os.path.join(a.out, "latest.json"), "w"), indent=2)
     md = markdown(report, [t.name for t in tools])
@@ -226,6 +244,10 @@ def markdown(r, names):
         L.append("|---|---|")
         for k, v in r["micro"]["lifeboat"].items(): L.append("| lifeboat: %s | %.0f |" % (k, v))
         for k, v in r["micro"]["reference"].items(): L.append("| reference: %s | %.0f |" % (k, v))
+    if "memory" in r:
+        L.append("")
+        L.append("Peak RSS of a Lifeboat backup of one file: " + ", ".join(
+            "%d MiB file: %.0f MiB" % (m["file_mib"], m["rss_mib"]) for m in r["memory"]) + ".")
     return "\n".join(L) + "\n"
 
 if __name__ == "__main__":
