@@ -198,6 +198,21 @@ t_forget_prune() {
   diff -r "$S" "$WORK/o-fp$S"
 }
 
+t_repack() {  # a pack left mostly unused is repacked; its live blobs survive
+  local R=$WORK/r-repack S=$WORK/src-repack
+  mkdir -p "$S"; for i in $(seq 1 40); do head -c 50000 /dev/urandom > "$S/f$i"; done
+  lb -r "$R" init >/dev/null; lb -r "$R" backup "$S" >/dev/null
+  rm "$S"/f1? "$S"/f2? "$S"/f3?
+  lb -r "$R" backup "$S" >/dev/null
+  lb -r "$R" forget --keep-last 1 >/dev/null
+  lb -r "$R" prune --grace 0s --max-unused 0% --json > "$WORK/repack.json"
+  [ "$(json_field "$WORK/repack.json" prune packs_repacked)" -ge 1 ] || { cat "$WORK/repack.json"; fail "a mostly unused pack is repacked"; }
+  [ "$(json_field "$WORK/repack.json" prune packs_deleted)" -ge 1 ] || fail "the repacked pack is deleted"
+  lb -r "$R" check --read-data >/dev/null
+  lb -r "$R" restore latest --target "$WORK/o-repack" >/dev/null
+  diff -r "$S" "$WORK/o-repack$S"
+}
+
 t_keys_and_locks() {
   local R=$WORK/r-key
   lb -r "$R" init >/dev/null
@@ -339,7 +354,7 @@ t_unreadable_files() {
 }
 
 for t in t_init_and_errors t_roundtrip_every_kind t_incremental_and_parent t_excludes t_one_file_system t_stdin_and_dump \
-         t_restore_options t_forget_prune t_keys_and_locks t_sigkill_during_backup t_concurrent_backups_and_prune \
+         t_restore_options t_forget_prune t_repack t_keys_and_locks t_sigkill_during_backup t_concurrent_backups_and_prune \
          t_prune_stress t_corruption t_unreadable_files; do
   run_test "$t"
 done
