@@ -236,6 +236,9 @@ func snapshotJSON(_ id: ID, _ s: Snapshot) -> [String: Any] {
 func withRepositoryLock<T>(_ repo: Repository, _ kind: LockInfo.Kind, _ operation: String,
                            _ body: () async throws -> T) async throws -> T {
     let lock = try await repo.lock(kind, operation: operation)
+    for l in lock.staleLocks.withLock({ $0 }) {
+        FileHandle.standardError.write(Data("warning: stale lock \(l.id.short) of \(l.info.operation) by PID \(l.info.pid) on \(l.info.hostname) (refreshed \(l.info.refreshed)) is ignored; `lifeboat unlock` removes it\n".utf8))
+    }
     do {
         let r = try await body()
         await lock.release()

@@ -80,8 +80,24 @@ struct TreeReader {
 
     mutating func int64() throws -> Int64 {
         ws()
-        var neg = false
-        if i < b.count, b[i] == 0x2D { neg = true; i += 1 }
+        let neg = i < b.count && b[i] == 0x2D
+        if neg { i += 1 }
+        let v = try digits()
+        if neg {
+            guard v <= UInt64(Int64.max) + 1 else { throw fail("number too small") }
+            return v == UInt64(Int64.max) + 1 ? .min : -Int64(v)
+        }
+        guard v <= UInt64(Int64.max) else { throw fail("number too large") }
+        return Int64(v)
+    }
+
+    mutating func uint64() throws -> UInt64 {
+        ws()
+        return try digits()
+    }
+
+    /// One or more decimal digits, without overflow.
+    mutating func digits() throws -> UInt64 {
         var v: UInt64 = 0
         let start = i
         while i < b.count, b[i] >= 0x30, b[i] <= 0x39 {
@@ -91,22 +107,6 @@ struct TreeReader {
             v = a; i += 1
         }
         guard i > start else { throw fail("expected a number") }
-        if neg { guard v <= UInt64(Int64.max) + 1 else { throw fail("number too small") }; return v == UInt64(Int64.max) + 1 ? .min : -Int64(v) }
-        guard v <= UInt64(Int64.max) else { throw fail("number too large") }
-        return Int64(v)
-    }
-
-    mutating func uint64() throws -> UInt64 {
-        ws()
-        var v: UInt64 = 0
-        let start = i
-        while i < b.count, b[i] >= 0x30, b[i] <= 0x39 {
-            let (m, o1) = v.multipliedReportingOverflow(by: 10)
-            let (a, o2) = m.addingReportingOverflow(UInt64(b[i] - 0x30))
-            if o1 || o2 { throw fail("number too large") }
-            v = a; i += 1
-        }
-        guard i > start else { throw fail("expected an unsigned number") }
         return v
     }
 

@@ -8,6 +8,8 @@ public final class RepositoryLock: Sendable {
     let repo: Repository
     let current: Mutex<(id: ID, info: LockInfo)>
     let refresher: Mutex<Task<Void, Never>?> = Mutex(nil)
+    /// Stale locks seen when this lock was taken (ignored; `unlock` removes them).
+    public let staleLocks: Mutex<[LockEntry]> = Mutex([])
 
     init(repo: Repository, id: ID, info: LockInfo) {
         self.repo = repo
@@ -87,7 +89,9 @@ extension Repository {
         let id = try await saveUnpacked(.locks, Array(try JSONEncoder().encode(info)))
         let held = RepositoryLock(repo: self, id: id, info: info)
         do {
-            for other in try await listLocks() where other.id != id && !other.stale {
+            let others = try await listLocks().filter { $0.id != id }
+            held.staleLocks.withLock { $0 = others.filter(\.stale) }
+            for other in others where !other.stale {
                 let conflict: Bool
                 switch kind {
                 case .shared: conflict = other.info.kind == .exclusive

@@ -235,6 +235,8 @@ t_keys_and_locks() {
   [ -n "$(ls "$R/locks")" ] || fail "backup holds a lock"
   LIFEBOAT_PASSWORD_FILE=$WORK/pw3 lb -r "$R" unlock | grep -q "removed 0 stale locks" || fail "a live lock is not stale"
   kill -9 $pid; wait $pid 2>/dev/null || true
+  LIFEBOAT_PASSWORD_FILE=$WORK/pw3 lb -r "$R" check 2> "$WORK/stale.txt" >/dev/null
+  grep -q "stale lock .* is ignored" "$WORK/stale.txt" || { cat "$WORK/stale.txt"; fail "a stale lock is reported"; }
   LIFEBOAT_PASSWORD_FILE=$WORK/pw3 lb -r "$R" unlock > "$WORK/unlock.txt"
   grep -qE "removed [1-9] stale locks" "$WORK/unlock.txt" || { cat "$WORK/unlock.txt"; ls "$R/locks"; fail "stale lock removed"; }
   # SIGTERM releases the lock and exits with 130.
