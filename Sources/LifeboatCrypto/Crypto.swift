@@ -73,11 +73,16 @@ public enum Seal {
 
     /// Seals `plaintext` with `key` and nonce `counter`: returns ciphertext followed by the 16-byte tag.
     public static func seal<D: DataProtocol>(_ plaintext: D, key: SymmetricKey, counter: UInt64) -> Data {
+        var out = Data(capacity: plaintext.count + tagSize)
+        seal(plaintext, key: key, counter: counter, appendingTo: &out)
+        return out
+    }
+
+    /// Seals and appends ciphertext and tag to `out` (packs: no intermediate buffer per blob).
+    public static func seal<D: DataProtocol>(_ plaintext: D, key: SymmetricKey, counter: UInt64, appendingTo out: inout Data) {
         let box = try! AES.GCM.seal(plaintext, using: key, nonce: nonce(counter))
-        var out = Data(capacity: box.ciphertext.count + tagSize)
         out.append(box.ciphertext)
         out.append(box.tag)
-        return out
     }
 
     /// Opens ciphertext+tag; throws a corrupt error when authentication fails.

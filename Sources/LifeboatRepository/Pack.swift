@@ -101,9 +101,8 @@ struct PackBuilder {
     /// Seals `payload` (already compressed or not) at the end of the pack.
     mutating func add(type: BlobType, id: ID, payload: UnsafeRawBufferPointer, rawLength: Int, compressed: Bool) -> PackedBlob {
         let offset = data.count
-        let sealed = Seal.seal(payload, key: key, counter: UInt64(offset))
-        data.append(sealed)
-        let b = PackedBlob(type: type, id: id, offset: UInt32(offset), length: UInt32(sealed.count),
+        Seal.seal(payload, key: key, counter: UInt64(offset), appendingTo: &data)
+        let b = PackedBlob(type: type, id: id, offset: UInt32(offset), length: UInt32(data.count - offset),
                            rawLength: UInt32(rawLength), compressed: compressed)
         blobs.append(b)
         return b
