@@ -32,7 +32,7 @@ public struct LifeboatCommand: AsyncParsableCommand {
         commandName: "lifeboat",
         abstract: "Disaster recovery for self-hosted services: deduplicated, compressed, encrypted backups.",
         discussion: """
-        Exit codes: 0 ok, 1 failure, 2 usage error, 3 backup/restore finished but some files could not be read or \
+        Exit codes: 0 ok, 1 failure, 64 usage error, 3 backup/restore finished but some files could not be read or \
         restored, 10 no repository at the location, 11 repository locked, 12 wrong password, 130 interrupted.
         """,
         version: LifeboatVersion.string,

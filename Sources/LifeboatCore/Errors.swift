@@ -49,7 +49,7 @@ public struct LifeboatError: Error, Sendable, CustomStringConvertible {
 public enum ExitStatus {
     public static let ok: Int32 = 0
     public static let failure: Int32 = 1
-    public static let usage: Int32 = 2
+    public static let usage: Int32 = 64  // EX_USAGE, as swift-argument-parser reports bad flags
     /// Backup finished, but some source files could not be read; or restore finished with damaged files.
     public static let partial: Int32 = 3
     public static let noRepository: Int32 = 10

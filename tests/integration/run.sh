@@ -64,6 +64,7 @@ t_init_and_errors() {
   [ "$(find "$R" -type f | wc -l)" -eq "$before" ] || fail "wrong password wrote nothing"
   LIFEBOAT_REPOSITORY=$R lb snapshots --json | python3 -c "import json,sys; assert json.load(sys.stdin)==[]"
   lb version | grep -q "repository format 1"
+  expect_code 64 lb -r "$R" snapshots --no-such-flag
 }
 
 t_roundtrip_every_kind() {
