@@ -12,7 +12,7 @@ struct InitCommand: AsyncParsableCommand {
     @Option(name: .customLong("chunk-avg"), help: "Average chunk size in bytes (a power of two).") var chunkAvg = ChunkerParameters.default.avg
     @Option(name: .customLong("chunk-max"), help: "Maximum chunk size in bytes.") var chunkMax = ChunkerParameters.default.max
     @Option(name: .customLong("compression"), help: "Default compression: off, fast, auto, max.") var compression = "auto"
-    @Option(name: .customLong("pack-size"), help: "Target pack size in MiB.") var packSizeMiB = 16
+    @Option(name: .customLong("pack-size"), help: "Target pack size in MiB.") var packSizeMiB = RepositoryConfig.defaultPackSize >> 20
 
     func run() async throws {
         try await runCommand(global) {

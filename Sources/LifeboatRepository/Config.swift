@@ -23,7 +23,8 @@ public struct RepositoryConfig: Codable, Sendable, Equatable {
         case version, id, chunker, chunkerSeed = "chunker_seed", compression, packSize = "pack_size"
     }
 
-    public static let defaultPackSize = 16 * 1024 * 1024
+    /// 8 MiB: as fast as 16 MiB here, and three packs in flight cost 24 MiB less peak memory.
+    public static let defaultPackSize = 8 * 1024 * 1024
 }
 
 /// Options for `init`.
