@@ -52,6 +52,7 @@ def ensure_tools(tools):
     missing = [pkg for tool, pkg in (("restic", "restic"), ("borg", "borgbackup")) if tool in tools and not shutil.which(tool)]
     for c, pkg in (("zstd", "zstd"), ("openssl", "openssl")):
         if not shutil.which(c): missing.append(pkg)
+    if not os.path.exists("/usr/bin/time"): missing.append("time")
     if missing:
         subprocess.run(["apt-get", "update"], check=True)
         subprocess.run(["apt-get", "install", "-y"] + missing, check=True)
