@@ -178,10 +178,3 @@ struct DiffCommand: AsyncParsableCommand {
         }
     }
 }
-
-extension Optional {
-    func asyncMap<T>(_ f: (Wrapped) async throws -> T) async rethrows -> T? {
-        guard let v = self else { return nil }
-        return try await f(v)
-    }
-}

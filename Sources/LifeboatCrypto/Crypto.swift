@@ -63,7 +63,6 @@ public struct MasterKey: Sendable {
 public enum Seal {
     public static let saltSize = 32
     public static let tagSize = 16
-    public static let overhead = tagSize
 
     static func nonce(_ counter: UInt64) -> AES.GCM.Nonce {
         var bytes = [UInt8](repeating: 0, count: 12)

@@ -201,7 +201,6 @@ public struct MasterIndex: Sendable {
 
     public func contains(pack: ID) -> Bool { packNumber[pack] != nil }
 
-    public func mark(pack: ID) -> Int64? { packNumber[pack].flatMap { packMarks[Int($0)] } }
 }
 
 extension Int {

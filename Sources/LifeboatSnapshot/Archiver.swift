@@ -435,7 +435,8 @@ public final class Archiver: Sendable {
 }
 
 extension Optional {
-    func asyncMap<T>(_ f: (Wrapped) async throws -> T) async rethrows -> T? {
+    /// `map` with an async transform.
+    public func asyncMap<T>(_ f: (Wrapped) async throws -> T) async rethrows -> T? {
         guard let v = self else { return nil }
         return try await f(v)
     }
