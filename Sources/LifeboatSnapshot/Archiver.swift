@@ -165,7 +165,16 @@ public final class Archiver: Sendable {
         let scanner = options.scanTotals ? Task.detached { [self] in await self.scan(targets) } : nil
         defer { scanner?.cancel() }
 
-        let rootTree = try await archiveVirtual(root, path: [0x2F], parent: parentTree)
+        let rootTree: ID
+        if root.isTarget {
+            // Backing up "/" itself: the root tree is the real root directory's listing.
+            let device = try lstatPath([0x2F]).device
+            let parentRoot = try await options.parent.asyncMap { try await repo.loadSnapshot($0).tree }
+            rootTree = try await archiveDirectory(path: [0x2F], parent: parentTree, parentID: parentRoot,
+                                                  device: device, skipContents: false)
+        } else {
+            rootTree = try await archiveVirtual(root, path: [0x2F], parent: parentTree)
+        }
         try await repo.flush()
 
         var summary = summaryState.withLock { $0 }

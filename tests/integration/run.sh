@@ -109,6 +109,16 @@ t_incremental_and_parent() {
   [ "$(find "$R" -type f | wc -l)" -eq "$before" ] || fail "dry run wrote nothing"
 }
 
+t_backup_root() {  # "/" itself as the backup path (system directories excluded to keep it small)
+  local R=$WORK/r-root ex=() d code=0
+  for d in usr opt root tmp var work proc sys home dev run srv mnt media snap boot lib lib64 lib32 libx32 bin sbin; do ex+=(--exclude "/$d"); done
+  lb -r "$R" init >/dev/null
+  lb -r "$R" backup / -x "${ex[@]}" >/dev/null 2>&1 || code=$?
+  [ "$code" -eq 0 ] || [ "$code" -eq 3 ] || fail "backup of / exits 0 (or 3 for a file that vanished), got $code"
+  lb -r "$R" snapshots --json | python3 -c "import json,sys; s=json.load(sys.stdin); assert s[0]['paths']==['/'], s"
+  lb -r "$R" dump latest /etc/passwd | cmp - /etc/passwd
+}
+
 t_excludes() {
   local R=$WORK/r-ex S=$WORK/src-ex
   mkdir -p "$S/keep" "$S/cache" "$S/logs" "$S/node_modules/x"
@@ -356,7 +366,7 @@ t_unreadable_files() {
   runuser -u nobody -- "$BIN" -r "$D/repo" --password-file "$D/pw" ls latest --recursive | grep -q readable || fail "readable file backed up"
 }
 
-for t in t_init_and_errors t_roundtrip_every_kind t_incremental_and_parent t_excludes t_one_file_system t_stdin_and_dump \
+for t in t_init_and_errors t_roundtrip_every_kind t_incremental_and_parent t_backup_root t_excludes t_one_file_system t_stdin_and_dump \
          t_restore_options t_forget_prune t_repack t_keys_and_locks t_sigkill_during_backup t_concurrent_backups_and_prune \
          t_prune_stress t_corruption t_unreadable_files; do
   run_test "$t"
