@@ -60,10 +60,7 @@ final class AsyncSemaphore: Sendable {
     init(_ limit: Int) { state = Mutex(State(available: limit)) }
 
     func acquire() async {
-        if state.withLock({ s -> Bool in
-            if s.available > 0 { s.available -= 1; return true }
-            return false
-        }) { return }
+        if tryAcquire() { return }
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = state.withLock { s -> Bool in
                 if s.available > 0 { s.available -= 1; return true }
