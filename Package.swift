@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 import PackageDescription
 
 let swift6: [SwiftSetting] = [.swiftLanguageMode(.v6)]
@@ -14,6 +14,13 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // Networking, only in the remote-site modules (never in the core).
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
     ],
     targets: [
         // C shim for the system libzstd (Debian: libzstd-dev).
@@ -43,9 +50,36 @@ let package = Package(
         ], swiftSettings: swift6),
         // Use cases: archiver, restorer, checker, pruner, forget.
         .target(name: "LifeboatSnapshot", dependencies: ["LifeboatRepository", "CLifeboatSys"], swiftSettings: swift6),
+        // HTTP transports for remote backends: AsyncHTTPClient (HTTP/1.1, TLS) and HTTP/2 over a
+        // child process's pipes (rclone). Maps network failures to StorageError kinds.
+        .target(name: "LifeboatHTTP", dependencies: [
+            "LifeboatStorage",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        ], swiftSettings: swift6),
+        // Client backends that speak the restic REST protocol v2 (rest: and rclone:).
+        .target(name: "LifeboatREST", dependencies: ["LifeboatHTTP", "LifeboatStorage"], swiftSettings: swift6),
+        // The S3 backend: AWS Signature Version 4, listing, ranged reads, object lock.
+        .target(name: "LifeboatS3", dependencies: [
+            "LifeboatHTTP", "LifeboatStorage",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ], swiftSettings: swift6),
+        // `lifeboat serve`: the REST-protocol repository server (Hummingbird).
+        .target(name: "LifeboatServer", dependencies: [
+            "LifeboatStorage",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTLS", package: "hummingbird"),
+            .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ], swiftSettings: swift6),
         // The command-line interface as a library.
         .target(name: "LifeboatCommands", dependencies: [
-            "LifeboatSnapshot", "CLifeboatSys",
+            "LifeboatSnapshot", "CLifeboatSys", "LifeboatREST", "LifeboatS3", "LifeboatServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swift6),
         .executableTarget(name: "lifeboat", dependencies: ["LifeboatCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swift6),
@@ -63,6 +97,9 @@ let package = Package(
         .testTarget(name: "LifeboatCryptoTests", dependencies: ["LifeboatCrypto"], swiftSettings: swift6),
         .testTarget(name: "LifeboatStorageTests", dependencies: ["LifeboatStorage", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatRepositoryTests", dependencies: ["LifeboatRepository", "LifeboatTestSupport"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatRemoteTests", dependencies: [
+            "LifeboatREST", "LifeboatS3", "LifeboatServer", "LifeboatHTTP", "LifeboatTestSupport",
+        ], swiftSettings: swift6),
         .testTarget(name: "LifeboatSnapshotTests", dependencies: ["LifeboatSnapshot", "LifeboatTestSupport"], swiftSettings: swift6),
     ]
 )

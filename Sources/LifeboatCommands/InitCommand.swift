@@ -23,7 +23,7 @@ struct InitCommand: AsyncParsableCommand {
             opts.chunker = ChunkerParameters(min: chunkMin, avg: chunkAvg, max: chunkMax)
             opts.compression = mode
             opts.packSize = packSizeMiB * 1024 * 1024
-            let backend = try global.backend()
+            let backend = try await global.backend()
             let pw = try global.password(confirm: true, prompt: "enter password for new repository: ")
             let repo = try await Repository.initialize(backend: backend, password: pw, options: opts)
             global.output.line("created lifeboat repository \(repo.config.id.prefix(10)) at \(backend.location)")

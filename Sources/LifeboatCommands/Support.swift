@@ -3,14 +3,29 @@ import Foundation
 import Glibc
 import LifeboatCompression
 import LifeboatCore
+import LifeboatHTTP
+import LifeboatREST
 import LifeboatRepository
+import LifeboatS3
 import LifeboatSnapshot
 import LifeboatStorage
 
 /// Options every repository command takes.
 public struct GlobalOptions: ParsableArguments {
-    @Option(name: [.customShort("r"), .customLong("repo")], help: "Repository location (or LIFEBOAT_REPOSITORY): a path or local:PATH.")
+    @Option(name: [.customShort("r"), .customLong("repo")], help: "Repository location (or LIFEBOAT_REPOSITORY): PATH, local:PATH, s3:https://HOST/BUCKET/PREFIX, s3:BUCKET/PREFIX, rest:https://USER:PASS@HOST:PORT/PATH or rclone:REMOTE:PATH.")
     var repo: String?
+
+    @Option(name: .customLong("cacert"), help: "PEM file of extra CA certificates to trust for HTTPS (or LIFEBOAT_CACERT).")
+    var cacert: String?
+
+    @Option(name: .customLong("timeout"), help: "Seconds without data from a remote site before a request fails and is retried (default 60, or LIFEBOAT_TIMEOUT).")
+    var timeout: Double?
+
+    @Option(name: .customLong("s3-object-lock-days"), help: "S3: protect written objects (not locks) with Object Lock for N days.")
+    var objectLockDays: Int?
+
+    @Option(name: .customLong("s3-object-lock-mode"), help: "S3 Object Lock mode: governance (default) or compliance.")
+    var objectLockMode: String = "governance"
 
     @Option(name: .customLong("password-file"), help: "File holding the password (or LIFEBOAT_PASSWORD_FILE; LIFEBOAT_PASSWORD also works).")
     var passwordFile: String?
@@ -32,8 +47,22 @@ public struct GlobalOptions: ParsableArguments {
         return r
     }
 
-    func backend() throws -> any Backend {
-        try makeBackend(try repositoryLocation())
+    func backend() async throws -> any Backend {
+        var http = HTTPOptions.fromEnvironment()
+        if let cacert { http.caCertFile = cacert }
+        if let timeout, timeout > 0 { http.readTimeout = timeout }
+        var lock: ObjectLock? = nil
+        if let days = objectLockDays {
+            guard days > 0 else { throw LifeboatError.invalid("--s3-object-lock-days must be at least 1") }
+            guard let mode = ObjectLock.Mode(rawValue: objectLockMode.uppercased()) else {
+                throw LifeboatError.invalid("invalid --s3-object-lock-mode \"\(objectLockMode)\": use governance or compliance")
+            }
+            lock = ObjectLock(days: days, mode: mode)
+        }
+        let out = output
+        return RetryingBackend(try await makeBackend(try repositoryLocation(), http: http, objectLock: lock)) { what, attempt, error in
+            out.warn("\(what) failed (attempt \(attempt)): \(error.message); retrying")
+        }
     }
 
     func password(confirm: Bool = false, prompt: String = "enter password for repository: ") throws -> String {
@@ -52,7 +81,7 @@ public struct GlobalOptions: ParsableArguments {
 
     /// Opens the repository named by the options.
     func open(compression: String? = nil, dryRun: Bool = false) async throws -> Repository {
-        let b = try backend()
+        let b = try await backend()
         let pw = try password()
         var mode: CompressionMode? = nil
         if let c = compression {
@@ -66,11 +95,22 @@ public struct GlobalOptions: ParsableArguments {
 }
 
 /// The backend registry: turns a repository location into a backend.
-func makeBackend(_ location: String) throws -> any Backend {
-    if location.hasPrefix("local:") { return LocalBackend(path: String(location.dropFirst(6))) }
+func makeBackend(_ location: String, http: HTTPOptions = .fromEnvironment(), objectLock: ObjectLock? = nil) async throws -> any Backend {
+    func rest(_ prefix: String) -> String? { location.hasPrefix(prefix) ? String(location.dropFirst(prefix.count)) : nil }
+    if objectLock != nil && !location.hasPrefix("s3:") {
+        throw LifeboatError.invalid("--s3-object-lock-days applies to s3: repositories only")
+    }
+    do {
+        if let p = rest("local:") { return LocalBackend(path: p) }
+        if let s = rest("s3:") { return try S3Backend.make(s, options: http, objectLock: objectLock) }
+        if let u = rest("rest:") { return try RESTBackend.make(url: u, options: http) }
+        if let r = rest("rclone:") { return try await RcloneBackend.make(r, options: http) }
+    } catch let e as S3Error {
+        throw LifeboatError.invalid(e.description)
+    }
     if let colon = location.firstIndex(of: ":"), !location.hasPrefix("/"), !location.hasPrefix("."),
        location[..<colon].allSatisfy({ $0.isLetter }) && location[..<colon].count > 1 {
-        throw LifeboatError.invalid("repository scheme \"\(location[..<colon]):\" is not supported by this build (local paths only)")
+        throw LifeboatError.invalid("unknown repository scheme \"\(location[..<colon]):\": use a path, local:, s3:, rest: or rclone:")
     }
     return LocalBackend(path: location)
 }

@@ -88,7 +88,7 @@ public final class Repository: Sendable {
         guard options.packSize >= 1 << 20, options.packSize <= 512 << 20 else {
             throw LifeboatError.invalid("the pack size must be between 1 MiB and 512 MiB")
         }
-        if let local = backend as? LocalBackend { try local.createLayout() }
+        try await backend.create()
         let master = MasterKey.random()
         let config = RepositoryConfig(version: RepositoryConfig.currentVersion, id: ID(bytes: Seal.randomBytes(32)).hex,
                                       chunker: options.chunker,

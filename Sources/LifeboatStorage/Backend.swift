@@ -55,6 +55,8 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
 public protocol Backend: Sendable {
     /// A human-readable location, without credentials (for messages).
     var location: String { get }
+    /// Prepares an empty repository location (folders, bucket); idempotent. Called by `init` only.
+    func create() async throws
     func list(_ type: ObjectType) async throws -> [ObjectInfo]
     func stat(_ handle: Handle) async throws -> ObjectInfo
     func read(_ handle: Handle, range: Range<Int>?) async throws -> Data
@@ -63,6 +65,8 @@ public protocol Backend: Sendable {
 }
 
 extension Backend {
+    public func create() async throws {}
+
     public func read(_ handle: Handle) async throws -> Data { try await read(handle, range: nil) }
 
     public func exists(_ handle: Handle) async throws -> Bool {

@@ -16,6 +16,8 @@ public struct LocalBackend: Backend {
         root = p
     }
 
+    public func create() async throws { try createLayout() }
+
     /// Creates the folder layout (idempotent).
     public func createLayout() throws {
         for dir in [root] + ObjectType.allCases.filter({ $0 != .config }).map({ "\(root)/\($0.rawValue)" }) {
@@ -129,6 +131,34 @@ public struct LocalBackend: Backend {
     }
 
     public func write(_ handle: Handle, data: Data) async throws {
+        try await write(handle, replace: true) { sink in
+            try data.withUnsafeBytes { try sink.write($0) }
+        }
+    }
+
+    /// Where a streaming write puts its bytes.
+    public final class Sink {
+        let fd: Int32
+        let path: String
+        public private(set) var count = 0
+        init(fd: Int32, path: String) { self.fd = fd; self.path = path }
+
+        public func write(_ bytes: UnsafeRawBufferPointer) throws {
+            var done = 0
+            while done < bytes.count {
+                let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+                if n < 0 { if errno == EINTR { continue }; throw LocalBackend.error("cannot write", path, errno) }
+                done += n
+            }
+            count += bytes.count
+        }
+    }
+
+    /// Writes an object from bytes that `produce` passes to the sink, with the same guarantees as
+    /// `write(_:data:)`: a temporary file, fsync, rename, fsync of the folder. If `produce` throws,
+    /// nothing is stored. With `replace == false` an existing object is kept and `.alreadyExists`-like
+    /// `.permanent` error is thrown (the link is atomic, so two writers cannot both win).
+    public func write(_ handle: Handle, replace: Bool, _ produce: (Sink) async throws -> Void) async throws {
         guard LocalBackend.validName(handle) else { throw StorageError(.permanent, "invalid object name \(handle)") }
         let d = dir(handle.type, handle.name)
         let final = path(handle)
@@ -139,20 +169,19 @@ public struct LocalBackend: Backend {
             fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         }
         if fd < 0 { throw LocalBackend.error("cannot create", tmp, errno) }
-        var ok = false
-        defer { if !ok { close(fd); unlink(tmp) } }
-        try data.withUnsafeBytes { buf in
-            var done = 0
-            while done < buf.count {
-                let n = Glibc.write(fd, buf.baseAddress! + done, buf.count - done)
-                if n < 0 { if errno == EINTR { continue }; throw LocalBackend.error("cannot write", tmp, errno) }
-                done += n
-            }
-        }
+        var open = true
+        defer { if open { close(fd) }; unlink(tmp) }
+        try await produce(Sink(fd: fd, path: tmp))
         if fsync(fd) != 0 { throw LocalBackend.error("cannot fsync", tmp, errno) }
-        if close(fd) != 0 { ok = true; unlink(tmp); throw LocalBackend.error("cannot close", tmp, errno) }
-        ok = true
-        if rename(tmp, final) != 0 { let e = errno; unlink(tmp); throw LocalBackend.error("cannot rename into", final, e) }
+        open = false
+        if close(fd) != 0 { throw LocalBackend.error("cannot close", tmp, errno) }
+        if replace {
+            if rename(tmp, final) != 0 { throw LocalBackend.error("cannot rename into", final, errno) }
+        } else if link(tmp, final) != 0 {
+            let e = errno
+            if e == EEXIST { throw StorageError(.permanent, "\(handle) already exists") }
+            throw LocalBackend.error("cannot link into", final, e)
+        }
         try LocalBackend.syncDir(d)
     }
 

@@ -1,0 +1,316 @@
+import Crypto
+import Foundation
+import LifeboatHTTP
+import LifeboatStorage
+
+/// Errors found before any request is sent.
+public enum S3Error: Error, CustomStringConvertible {
+    case noCredentials(profile: String, file: String)
+    case invalidURL(String)
+
+    public var description: String {
+        switch self {
+        case .noCredentials(let profile, let file):
+            return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add profile [\(profile)] to \(file)"
+        case .invalidURL(let u):
+            return "invalid S3 location \"\(u)\": use s3:https://HOST[:PORT]/BUCKET[/PREFIX] or s3:BUCKET[/PREFIX] (AWS)"
+        }
+    }
+}
+
+/// S3 Object Lock retention for written objects (all but lock files).
+public struct ObjectLock: Sendable {
+    public enum Mode: String, Sendable { case governance = "GOVERNANCE", compliance = "COMPLIANCE" }
+    public var days: Int
+    public var mode: Mode
+    public init(days: Int, mode: Mode) { self.days = days; self.mode = mode }
+}
+
+/// A repository in an S3 bucket (AWS, MinIO, Ceph, Wasabi, B2's S3 API, …).
+///
+/// Layout under the prefix, as for a local folder: `config`, `keys/ID`, `index/ID`, `snapshots/ID`,
+/// `locks/ID`, `data/XX/ID`. Objects are written with one PUT carrying `Content-MD5` and the signed
+/// SHA-256 of the body, so S3 rejects anything damaged in transit; packs are at most 512 MiB (the
+/// repository's limit), far below the 5 GiB a single PUT allows.
+public struct S3Backend: Backend {
+    public let transport: any HTTPTransport
+    public let bucket: String
+    /// Empty or ending with `/`.
+    public let prefix: String
+    public let pathStyle: Bool
+    public let host: String
+    public let signer: SigV4Signer
+    public let objectLock: ObjectLock?
+    public let location: String
+
+    public init(transport: any HTTPTransport, host: String, bucket: String, prefix: String, pathStyle: Bool,
+                signer: SigV4Signer, objectLock: ObjectLock? = nil) {
+        self.transport = transport
+        self.host = host
+        self.bucket = bucket
+        var p = prefix
+        while p.hasPrefix("/") { p.removeFirst() }
+        while p.hasSuffix("/") { p.removeLast() }
+        self.prefix = p.isEmpty ? "" : p + "/"
+        self.pathStyle = pathStyle
+        self.signer = signer
+        self.objectLock = objectLock
+        location = "s3:\(transport.origin)/\(bucket)/\(p)"
+    }
+
+    /// Parses a location (after `s3:`): `https://HOST[:PORT]/BUCKET[/PREFIX]` (path-style requests,
+    /// unless `LIFEBOAT_S3_BUCKET_LOOKUP=dns`), `HOST/BUCKET[/PREFIX]` when the first part has a dot
+    /// (HTTPS), or `BUCKET[/PREFIX]` for AWS in the configured region (virtual-host-style).
+    public static func make(_ spec: String, options: HTTPOptions = .fromEnvironment(), objectLock: ObjectLock? = nil,
+                            environment env: [String: String] = ProcessInfo.processInfo.environment) throws -> S3Backend {
+        let credentials = try AWSConfig.credentials(environment: env)
+        let region = AWSConfig.region(environment: env)
+        var rest = spec
+        var scheme = "https"
+        var hostPort: String
+        var pathStyle = true
+        if let r = rest.range(of: "://") {
+            scheme = String(rest[..<r.lowerBound])
+            guard scheme == "http" || scheme == "https" else { throw S3Error.invalidURL(spec) }
+            rest = String(rest[r.upperBound...])
+            guard let slash = rest.firstIndex(of: "/") else { throw S3Error.invalidURL(spec) }
+            hostPort = String(rest[..<slash])
+            rest = String(rest[rest.index(after: slash)...])
+        } else if let slash = rest.firstIndex(of: "/"), rest[..<slash].contains(".") || rest[..<slash].contains(":") {
+            hostPort = String(rest[..<slash])
+            rest = String(rest[rest.index(after: slash)...])
+        } else {
+            hostPort = region == "us-east-1" ? "s3.amazonaws.com" : "s3.\(region).amazonaws.com"
+            pathStyle = false
+        }
+        if let lookup = env["LIFEBOAT_S3_BUCKET_LOOKUP"] { pathStyle = lookup != "dns" }
+        let parts = rest.split(separator: "/", maxSplits: 1)
+        guard let b = parts.first, !b.isEmpty, !hostPort.isEmpty else { throw S3Error.invalidURL(spec) }
+        let bucket = String(b)
+        let prefix = parts.count > 1 ? String(parts[1]) : ""
+        let host = pathStyle ? hostPort : "\(bucket).\(hostPort)"
+        let transport = try AsyncHTTPTransport(origin: "\(scheme)://\(host)", options: options)
+        return S3Backend(transport: transport, host: host, bucket: bucket, prefix: prefix, pathStyle: pathStyle,
+                         signer: SigV4Signer(credentials: credentials, region: region), objectLock: objectLock)
+    }
+
+    // MARK: requests
+
+    func key(_ h: Handle) -> String {
+        switch h.type {
+        case .config: return prefix + "config"
+        case .data: return prefix + "data/\(h.name.prefix(2))/\(h.name)"
+        default: return prefix + "\(h.type.rawValue)/\(h.name)"
+        }
+    }
+
+    /// The request target for a key (nil: the bucket itself) and a query.
+    func target(_ key: String?, query: String = "") -> String {
+        var path = pathStyle ? "/\(percentEncode(bucket))" : ""
+        if let key { path += "/" + percentEncode(key, keepSlash: true) } else if !pathStyle || path.isEmpty { path += "/" }
+        return query.isEmpty ? path : "\(path)?\(query)"
+    }
+
+    func send(_ method: String, _ target: String, headers: [(String, String)] = [], body: Data? = nil) async throws -> HTTPResponseSpec {
+        let signed = signer.sign(method: method, host: host, target: target, headers: headers, body: body)
+        return try await transport.send(HTTPRequestSpec(method: method, target: target, headers: signed, body: body))
+    }
+
+    /// Turns an S3 error response into a storage error with a message that names the cause.
+    func failure(_ r: HTTPResponseSpec, _ what: String) -> StorageError {
+        let text = String(decoding: r.body, as: UTF8.self)
+        let code = XML.values("Code", in: text).first ?? ""
+        let message = XML.values("Message", in: text).first ?? ""
+        switch code {
+        case "NoSuchBucket":
+            return StorageError(.permanent, "\(what): the bucket \"\(bucket)\" does not exist on \(transport.origin) (create it, or run `lifeboat init`)")
+        case "InvalidAccessKeyId":
+            return StorageError(.permanent, "\(what): the access key \(signer.credentials.accessKeyID) is not known to \(transport.origin): check AWS_ACCESS_KEY_ID")
+        case "SignatureDoesNotMatch":
+            return StorageError(.permanent, "\(what): the signature was rejected: check AWS_SECRET_ACCESS_KEY")
+        case "AccessDenied":
+            return StorageError(.permanent, "\(what): access denied by \(transport.origin)\(message.isEmpty ? "" : " (\(message))"): check the credentials and the bucket policy")
+        case "RequestTimeTooSkewed":
+            return StorageError(.permanent, "\(what): this machine's clock differs too much from the server's: fix the clock (NTP)")
+        case "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout":
+            return StorageError(.transient, "\(what): \(transport.origin) answered \(r.status) \(code)")
+        case "InvalidRange":
+            return StorageError(.invalidRange, "\(what): range not satisfiable")
+        case "NoSuchKey":
+            return StorageError(.notFound, "\(what): not found")
+        default:
+            if r.status == 403 {
+                return StorageError(.permanent, "\(what): access denied by \(transport.origin) (403 \(code)): check the credentials")
+            }
+            var e = StorageError.fromHTTP(r, what, server: transport.origin)
+            if !code.isEmpty { e.message = "\(what): \(transport.origin) answered \(r.status) \(code)\(message.isEmpty ? "" : ": \(message)")" }
+            return e
+        }
+    }
+
+    // MARK: Backend
+
+    /// Creates the bucket if it does not exist (with Object Lock enabled when retention is asked for).
+    public func create() async throws {
+        let head = try await send("HEAD", target(nil))
+        if (200...299).contains(head.status) { return }
+        if head.status != 404 {
+            if head.status == 403 { throw StorageError(.permanent, "access to the bucket \"\(bucket)\" was denied: check the credentials") }
+            throw StorageError.fromHTTP(head, "check bucket \(bucket)", server: transport.origin)
+        }
+        var headers: [(String, String)] = []
+        if objectLock != nil { headers.append(("x-amz-bucket-object-lock-enabled", "true")) }
+        var body: Data? = nil
+        if signer.region != "us-east-1" {
+            body = Data("<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>\(signer.region)</LocationConstraint></CreateBucketConfiguration>".utf8)
+        }
+        let r = try await send("PUT", target(nil), headers: headers, body: body)
+        if !(200...299).contains(r.status) {
+            let e = failure(r, "create bucket \(bucket)")
+            if e.message.contains("BucketAlreadyOwnedByYou") { return }
+            throw e
+        }
+    }
+
+    public func list(_ type: ObjectType) async throws -> [ObjectInfo] {
+        if type == .config {
+            return (try? await stat(.config)).map { [$0] } ?? []
+        }
+        let listPrefix = prefix + type.rawValue + "/"
+        var out: [ObjectInfo] = []
+        var token: String? = nil
+        repeat {
+            var query = "list-type=2&prefix=\(percentEncode(listPrefix))"
+            if let token { query += "&continuation-token=\(percentEncode(token))" }
+            let r = try await send("GET", target(nil, query: query))
+            guard r.status == 200 else { throw failure(r, "list \(type.rawValue)") }
+            let text = String(decoding: r.body, as: UTF8.self)
+            for item in XML.elements("Contents", in: text) {
+                guard let key = XML.values("Key", in: item).first, let size = XML.values("Size", in: item).first.flatMap(Int.init) else { continue }
+                let name = key.split(separator: "/").last.map(String.init) ?? key
+                if name.hasPrefix(".") { continue }
+                out.append(ObjectInfo(name: name, size: size))
+            }
+            let truncated = XML.values("IsTruncated", in: text).first == "true"
+            token = truncated ? XML.values("NextContinuationToken", in: text).first : nil
+            if truncated && token == nil { throw StorageError(.transient, "list \(type.rawValue): truncated listing without a continuation token") }
+        } while token != nil
+        return out
+    }
+
+    public func stat(_ handle: Handle) async throws -> ObjectInfo {
+        let r = try await send("HEAD", target(key(handle)))
+        if r.status == 404 && handle.type == .config {
+            // A HEAD answer has no body to tell a missing key from a missing bucket: ask about the bucket.
+            let b = try await send("HEAD", target(nil))
+            if b.status == 404 {
+                throw StorageError(.permanent, "the bucket \"\(bucket)\" does not exist on \(transport.origin) (create it, or run `lifeboat init`)")
+            }
+        }
+        guard r.status == 200 else { throw failure(r, "stat \(handle)") }
+        guard let size = r.header("Content-Length").flatMap(Int.init) else {
+            throw StorageError(.transient, "stat \(handle): no Content-Length")
+        }
+        return ObjectInfo(name: handle.name, size: size)
+    }
+
+    public func read(_ handle: Handle, range: Range<Int>?) async throws -> Data {
+        var headers: [(String, String)] = []
+        if let range {
+            if range.isEmpty {
+                _ = try await stat(handle)
+                return Data()
+            }
+            headers.append(("Range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)"))
+        }
+        let r = try await send("GET", target(key(handle)), headers: headers)
+        guard r.status == 200 || r.status == 206 else { throw failure(r, "read \(handle)") }
+        guard let range else { return r.body }
+        if r.status == 200 {
+            guard range.upperBound <= r.body.count else {
+                throw StorageError(.invalidRange, "\(handle): range \(range) is outside its \(r.body.count) bytes")
+            }
+            return r.body.subdata(in: range)
+        }
+        if r.body.count != range.count {
+            if let total = contentRangeTotal(r.header("Content-Range")), range.upperBound > total {
+                throw StorageError(.invalidRange, "\(handle): range \(range) is outside its \(total) bytes")
+            }
+            throw StorageError(.transient, "read \(handle): got \(r.body.count) of \(range.count) bytes")
+        }
+        return r.body
+    }
+
+    public func write(_ handle: Handle, data: Data) async throws {
+        var headers: [(String, String)] = [
+            ("Content-Type", "application/octet-stream"),
+            ("Content-MD5", Data(Insecure.MD5.hash(data: data)).base64EncodedString()),
+        ]
+        if let lock = objectLock, handle.type != .locks {
+            let until = Date().addingTimeInterval(Double(lock.days) * 86400)
+            let f = ISO8601DateFormatter()
+            f.formatOptions = [.withInternetDateTime]
+            headers.append(("x-amz-object-lock-mode", lock.mode.rawValue))
+            headers.append(("x-amz-object-lock-retain-until-date", f.string(from: until)))
+        }
+        let r = try await send("PUT", target(key(handle)), headers: headers, body: data)
+        guard (200...299).contains(r.status) else { throw failure(r, "write \(handle)") }
+    }
+
+    /// S3 answers a DELETE of a missing key with success, so the key is looked up first to keep the
+    /// contract (`notFound`).
+    public func delete(_ handle: Handle) async throws {
+        _ = try await stat(handle)
+        let r = try await send("DELETE", target(key(handle)))
+        guard (200...299).contains(r.status) else { throw failure(r, "delete \(handle)") }
+    }
+}
+
+/// Just enough XML for S3's answers: the text of simple elements, entities decoded.
+enum XML {
+    /// The inner text of every `<tag>…</tag>` (no attributes, no nesting of the same tag).
+    static func elements(_ tag: String, in text: String) -> [Substring] {
+        var out: [Substring] = []
+        let open = "<\(tag)>", close = "</\(tag)>"
+        var rest = text[...]
+        while let a = rest.range(of: open), let b = rest.range(of: close, range: a.upperBound..<rest.endIndex) {
+            out.append(rest[a.upperBound..<b.lowerBound])
+            rest = rest[b.upperBound...]
+        }
+        return out
+    }
+
+    static func values(_ tag: String, in text: some StringProtocol) -> [String] {
+        elements(tag, in: String(text)).map { unescape(String($0)) }
+    }
+
+    static func unescape(_ s: String) -> String {
+        guard s.contains("&") else { return s }
+        var out = ""
+        var i = s.startIndex
+        while i < s.endIndex {
+            if s[i] == "&", let semi = s[i...].firstIndex(of: ";") {
+                let entity = s[s.index(after: i)..<semi]
+                var replacement: String?
+                switch entity {
+                case "amp": replacement = "&"
+                case "lt": replacement = "<"
+                case "gt": replacement = ">"
+                case "quot": replacement = "\""
+                case "apos": replacement = "'"
+                default:
+                    if entity.hasPrefix("#x"), let v = UInt32(entity.dropFirst(2), radix: 16), let u = Unicode.Scalar(v) { replacement = String(u) }
+                    else if entity.hasPrefix("#"), let v = UInt32(entity.dropFirst()), let u = Unicode.Scalar(v) { replacement = String(u) }
+                }
+                if let replacement {
+                    out += replacement
+                    i = s.index(after: semi)
+                    continue
+                }
+            }
+            out.append(s[i])
+            i = s.index(after: i)
+        }
+        return out
+    }
+}

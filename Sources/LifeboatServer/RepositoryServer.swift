@@ -1,0 +1,390 @@
+import Crypto
+import Foundation
+import Glibc
+import Hummingbird
+import LifeboatStorage
+import Logging
+import NIOCore
+import Synchronization
+
+/// Settings of `lifeboat serve`; the names follow restic's rest-server.
+public struct ServeOptions: Sendable {
+    /// The folder that holds the repositories.
+    public var path: String
+    /// Users and passwords; nil only with `noAuth`.
+    public var htpasswd: Htpasswd?
+    /// Each user may use only repositories under `/USER/`.
+    public var privateRepos = false
+    /// No deletes or overwrites, except of lock files.
+    public var appendOnly = false
+    /// Refuse writes once the folder holds this many bytes.
+    public var maxSize: Int? = nil
+    /// Serve `/metrics`.
+    public var prometheus = false
+    /// `/metrics` without credentials.
+    public var prometheusNoAuth = false
+    /// Check that each upload's SHA-256 matches its name (all objects but `config`).
+    public var verifyUploads = true
+
+    public init(path: String) {
+        var p = path
+        while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+        self.path = p
+    }
+}
+
+/// The restic REST protocol (v1 and v2) over a folder of repositories, as a Hummingbird responder.
+///
+/// Every request is authenticated first (HTTP Basic against the htpasswd file), then its path is
+/// split into a repository path and an object; names are checked before any file is touched:
+/// repository path segments are `[A-Za-z0-9_-][A-Za-z0-9._-]*` and object names are 64 lowercase hex
+/// digits, so no request can reach outside the folder. Uploads stream to a temporary file, are
+/// checked against their name (SHA-256 of the content) and become visible only once durable.
+public struct RepositoryServer: HTTPResponder {
+    public typealias Context = BasicRequestContext
+    public let options: ServeOptions
+    public let metrics = ServerMetrics()
+    let used = UsageCounter()
+
+    public init(options: ServeOptions) {
+        self.options = options
+    }
+
+    struct Reply: Error {
+        var status: HTTPResponse.Status
+        var message: String
+        init(_ status: HTTPResponse.Status, _ message: String) { self.status = status; self.message = message }
+    }
+
+    enum Target {
+        case repository(String)
+        case config(String)
+        case list(String, ObjectType)
+        case object(String, Handle)
+        case metrics
+    }
+
+    public func respond(to request: Request, context: Context) async throws -> Response {
+        var repoLabel = ""
+        var typeLabel = ""
+        do {
+            let user = try authenticate(request)
+            let target = try parse(request.uri.path)
+            switch target {
+            case .metrics:
+                guard options.prometheus else { throw Reply(.notFound, "not found") }
+                if !options.prometheusNoAuth && options.htpasswd != nil && user == nil { throw Reply(.unauthorized, "credentials required") }
+                return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                                body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
+            case .repository(let r), .config(let r), .list(let r, _), .object(let r, _):
+                repoLabel = r.isEmpty ? "/" : r
+                try authorize(user: user, repo: r)
+            }
+            if case .list(_, let t) = target { typeLabel = t.rawValue }
+            if case .object(_, let h) = target { typeLabel = h.type.rawValue }
+            if case .config = target { typeLabel = "config" }
+            let response = try await handle(request, target)
+            metrics.count(repo: repoLabel, method: request.method.rawValue, type: typeLabel, status: Int(response.status.code))
+            return response
+        } catch let r as Reply {
+            metrics.count(repo: repoLabel, method: request.method.rawValue, type: typeLabel, status: Int(r.status.code))
+            var headers: HTTPFields = [.contentType: "text/plain; charset=utf-8"]
+            if r.status == .unauthorized { headers[.wwwAuthenticate] = "Basic realm=\"lifeboat\"" }
+            return Response(status: r.status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: r.message + "\n")))
+        } catch let e as StorageError {
+            let status: HTTPResponse.Status = e.kind == .notFound ? .notFound : (e.kind == .invalidRange ? .rangeNotSatisfiable : .internalServerError)
+            metrics.count(repo: repoLabel, method: request.method.rawValue, type: typeLabel, status: Int(status.code))
+            if status == .internalServerError { context.logger.error("\(request.method) \(request.uri.path): \(e.message)") }
+            return Response(status: status, headers: [.contentType: "text/plain; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(string: (status == .internalServerError ? "storage error" : e.message) + "\n")))
+        }
+    }
+
+    // MARK: authentication and paths
+
+    func authenticate(_ request: Request) throws -> String? {
+        guard let htpasswd = options.htpasswd else { return nil }
+        guard let header = request.headers[.authorization], header.hasPrefix("Basic "),
+              let decoded = Data(base64Encoded: String(header.dropFirst(6))),
+              let text = String(data: decoded, encoding: .utf8), let colon = text.firstIndex(of: ":") else {
+            throw Reply(.unauthorized, "credentials required")
+        }
+        let user = String(text[..<colon])
+        guard htpasswd.verify(user: user, password: String(text[text.index(after: colon)...])) else {
+            throw Reply(.unauthorized, "wrong user or password")
+        }
+        return user
+    }
+
+    func authorize(user: String?, repo: String) throws {
+        guard options.privateRepos else { return }
+        guard let user else { throw Reply(.forbidden, "private repositories need credentials") }
+        let first = repo.split(separator: "/").first.map(String.init)
+        guard first == user else { throw Reply(.forbidden, "user \(user) may only use repositories under /\(user)/") }
+    }
+
+    static func validSegment(_ s: Substring) -> Bool {
+        guard let f = s.utf8.first, f != UInt8(ascii: "."), s.utf8.count <= 255 else { return false }
+        return s.utf8.allSatisfy { c in
+            (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 45 || c == 95 || c == 46
+        }
+    }
+
+    static func validObjectName(_ s: Substring) -> Bool {
+        s.utf8.count == 64 && s.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
+    }
+
+    func parse(_ path: String) throws -> Target {
+        if path == "/metrics" { return .metrics }
+        guard path.hasPrefix("/") else { throw Reply(.badRequest, "bad path") }
+        let trailingSlash = path.hasSuffix("/")
+        var segs = path.split(separator: "/", omittingEmptySubsequences: true)
+        if path.contains("//") { throw Reply(.badRequest, "bad path") }
+        let typeNames = Set(ObjectType.allCases.map(\.rawValue))
+        func repoPath(_ s: ArraySlice<Substring>) throws -> String {
+            for seg in s where !RepositoryServer.validSegment(seg) || typeNames.contains(String(seg)) {
+                throw Reply(.badRequest, "invalid repository path")
+            }
+            return s.joined(separator: "/")
+        }
+        if let last = segs.last, last == "config", !trailingSlash {
+            return .config(try repoPath(segs.dropLast()[...]))
+        }
+        if trailingSlash, let last = segs.last, let t = ObjectType(rawValue: String(last)), t != .config {
+            return .list(try repoPath(segs.dropLast()[...]), t)
+        }
+        if !trailingSlash, segs.count >= 2, let t = ObjectType(rawValue: String(segs[segs.count - 2])), t != .config {
+            let name = segs.removeLast()
+            segs.removeLast()
+            guard RepositoryServer.validObjectName(name) else { throw Reply(.badRequest, "invalid object name") }
+            return .object(try repoPath(segs[...]), Handle(t, String(name)))
+        }
+        return .repository(try repoPath(segs[...]))
+    }
+
+    // MARK: operations
+
+    func backend(_ repo: String) -> LocalBackend {
+        LocalBackend(path: repo.isEmpty ? options.path : "\(options.path)/\(repo)")
+    }
+
+    func repositoryExists(_ repo: String) -> Bool {
+        var isDir: ObjCBool = false
+        return FileManager.default.fileExists(atPath: backend(repo).root, isDirectory: &isDir) && isDir.boolValue
+    }
+
+    func handle(_ request: Request, _ target: Target) async throws -> Response {
+        let method = request.method
+        switch target {
+        case .metrics:
+            throw Reply(.notFound, "not found")
+        case .repository(let repo):
+            guard method == .post, request.uri.queryParameters["create"] == "true" else {
+                throw Reply(.methodNotAllowed, "only POST ?create=true is allowed on a repository")
+            }
+            do { try backend(repo).createLayout() } catch let e as StorageError {
+                throw Reply(.internalServerError, "cannot create the repository: \(e.message)")
+            }
+            return Response(status: .ok)
+        case .list(let repo, let type):
+            guard method == .get else { throw Reply(.methodNotAllowed, "only GET lists") }
+            guard repositoryExists(repo) else { throw Reply(.notFound, "no such repository") }
+            let items = try await backend(repo).list(type).filter { RepositoryServer.validObjectName(Substring($0.name)) }
+            let accept = request.headers[.accept] ?? ""
+            if accept.contains("application/vnd.x.restic.rest.v2") {
+                let body = "[" + items.map { "{\"name\":\"\($0.name)\",\"size\":\($0.size)}" }.joined(separator: ",") + "]"
+                return Response(status: .ok, headers: [.contentType: "application/vnd.x.restic.rest.v2"],
+                                body: .init(byteBuffer: ByteBuffer(string: body)))
+            }
+            let body = "[" + items.map { "\"\($0.name)\"" }.joined(separator: ",") + "]"
+            return Response(status: .ok, headers: [.contentType: "application/vnd.x.restic.rest.v1"],
+                            body: .init(byteBuffer: ByteBuffer(string: body)))
+        case .config(let repo):
+            return try await object(request, repo, .config)
+        case .object(let repo, let handle):
+            return try await object(request, repo, handle)
+        }
+    }
+
+    func object(_ request: Request, _ repo: String, _ handle: Handle) async throws -> Response {
+        guard repositoryExists(repo) else { throw Reply(.notFound, "no such repository") }
+        let b = backend(repo)
+        switch request.method {
+        case .head:
+            let info = try await b.stat(handle)
+            var r = Response(status: .ok, headers: [.contentLength: "\(info.size)"])
+            r.headers[.contentLength] = "\(info.size)"
+            return r
+        case .get:
+            return try await get(request, b, handle, repo)
+        case .post:
+            return try await post(request, b, handle, repo)
+        case .delete:
+            if options.appendOnly && handle.type != .locks {
+                throw Reply(.forbidden, "the server is append-only: deleting \(handle.type.rawValue) is not allowed")
+            }
+            let size = (try? await b.stat(handle))?.size ?? 0
+            try await b.delete(handle)
+            used.value.withLock { u in if let v = u { u = max(0, v - size) } }
+            return Response(status: .ok)
+        default:
+            throw Reply(.methodNotAllowed, "method not allowed")
+        }
+    }
+
+    func get(_ request: Request, _ b: LocalBackend, _ handle: Handle, _ repo: String) async throws -> Response {
+        let size = try await b.stat(handle).size
+        var range = 0..<size
+        var status = HTTPResponse.Status.ok
+        var headers: HTTPFields = [.contentType: "application/octet-stream"]
+        if let spec = request.headers[.range] {
+            guard let r = RepositoryServer.parseRange(spec, size: size) else {
+                return Response(status: .rangeNotSatisfiable, headers: [.contentRange: "bytes */\(size)"])
+            }
+            range = r
+            status = .partialContent
+            headers[.contentRange] = "bytes \(r.lowerBound)-\(r.upperBound - 1)/\(size)"
+        }
+        headers[.contentLength] = "\(range.count)"
+        metrics.addRead(repo: repo.isEmpty ? "/" : repo, type: handle.type.rawValue, bytes: range.count)
+        let chunk = 1 << 20
+        let range0 = range
+        let body = ResponseBody(contentLength: range.count) { writer in
+            let range = range0
+            var offset = range.lowerBound
+            while offset < range.upperBound {
+                let n = min(chunk, range.upperBound - offset)
+                let data = try await b.read(handle, range: offset..<(offset + n))
+                try await writer.write(ByteBuffer(data: data))
+                offset += n
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: status, headers: headers, body: body)
+    }
+
+    /// `bytes=A-B`, `bytes=A-` or `bytes=-N` (one range only), clamped to the object.
+    static func parseRange(_ spec: String, size: Int) -> Range<Int>? {
+        guard spec.hasPrefix("bytes="), !spec.contains(",") else { return nil }
+        let parts = spec.dropFirst(6).split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2 else { return nil }
+        if parts[0].isEmpty {
+            guard let n = Int(parts[1]), n > 0 else { return nil }
+            return max(0, size - n)..<size
+        }
+        guard let a = Int(parts[0]), a >= 0, a < size else { return nil }
+        let last = parts[1].isEmpty ? size - 1 : (Int(parts[1]) ?? -1)
+        guard last >= a else { return nil }
+        return a..<min(size, last + 1)
+    }
+
+    func currentUsage() -> Int {
+        if let u = used.value.withLock({ $0 }) { return u }
+        let total = RepositoryServer.diskUsage(options.path)
+        used.value.withLock { if $0 == nil { $0 = total } }
+        return used.value.withLock { $0 ?? total }
+    }
+
+    static func diskUsage(_ path: String) -> Int {
+        guard let e = FileManager.default.enumerator(atPath: path) else { return 0 }
+        var total = 0
+        while let name = e.nextObject() as? String {
+            if let a = e.fileAttributes, a[.type] as? FileAttributeType == .typeRegular {
+                total += (a[.size] as? Int) ?? 0
+            }
+            _ = name
+        }
+        return total
+    }
+
+    func post(_ request: Request, _ b: LocalBackend, _ handle: Handle, _ repo: String) async throws -> Response {
+        let replace = !(options.appendOnly && handle.type != .locks)
+        if !replace, (try? await b.stat(handle)) != nil {
+            throw Reply(.forbidden, "the server is append-only: \(handle) exists and cannot be overwritten")
+        }
+        let declared = request.headers[.contentLength].flatMap(Int.init)
+        if let max = options.maxSize {
+            let now = currentUsage()
+            if now + (declared ?? 0) > max {
+                throw Reply(.contentTooLarge, "the server's size limit (\(max) bytes) would be exceeded")
+            }
+        }
+        var hasher = SHA256()
+        let limit = options.maxSize.map { $0 - currentUsage() }
+        var written = 0
+        do {
+            try await b.write(handle, replace: replace) { sink in
+                for try await buffer in request.body {
+                    try buffer.withUnsafeReadableBytes { raw in
+                        hasher.update(bufferPointer: raw)
+                        try sink.write(raw)
+                    }
+                    if let limit, sink.count > limit { throw Reply(.contentTooLarge, "the server's size limit would be exceeded") }
+                }
+                written = sink.count
+                if let declared, declared != written { throw Reply(.badRequest, "the body is shorter than its Content-Length") }
+                if handle.type != .config && options.verifyUploads {
+                    let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+                    guard digest == handle.name else {
+                        throw Reply(.badRequest, "the content does not match its name (SHA-256 \(digest))")
+                    }
+                }
+            }
+        } catch let e as StorageError where !replace && e.kind == .permanent && e.message.hasSuffix("already exists") {
+            throw Reply(.forbidden, "the server is append-only: \(handle) exists and cannot be overwritten")
+        }
+        used.value.withLock { u in if let v = u { u = v + written } }
+        metrics.addWritten(repo: repo.isEmpty ? "/" : repo, type: handle.type.rawValue, bytes: written)
+        return Response(status: .ok)
+    }
+}
+
+/// Prometheus counters of the server (text exposition format).
+public final class ServerMetrics: Sendable {
+    struct Key: Hashable { var repo: String; var method: String; var type: String; var status: Int }
+    struct State {
+        var requests: [Key: Int] = [:]
+        var read: [[String]: Int] = [:]
+        var written: [[String]: Int] = [:]
+    }
+    let state = Mutex(State())
+
+    func count(repo: String, method: String, type: String, status: Int) {
+        state.withLock { $0.requests[Key(repo: repo, method: method, type: type, status: status), default: 0] += 1 }
+    }
+    func addRead(repo: String, type: String, bytes: Int) { state.withLock { $0.read[[repo, type], default: 0] += bytes } }
+    func addWritten(repo: String, type: String, bytes: Int) { state.withLock { $0.written[[repo, type], default: 0] += bytes } }
+
+    static func label(_ s: String) -> String {
+        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+    }
+
+    public func render() -> String {
+        let s = state.withLock { $0 }
+        var out = "# HELP lifeboat_serve_requests_total Requests served, by repository, method, object type and status.\n"
+        out += "# TYPE lifeboat_serve_requests_total counter\n"
+        for (k, v) in s.requests.sorted(by: { "\($0.key)" < "\($1.key)" }) {
+            out += "lifeboat_serve_requests_total{repo=\"\(ServerMetrics.label(k.repo))\",method=\"\(k.method)\",type=\"\(k.type)\",code=\"\(k.status)\"} \(v)\n"
+        }
+        out += "# HELP lifeboat_serve_errors_total Requests answered with a status of 400 or more, by repository.\n"
+        out += "# TYPE lifeboat_serve_errors_total counter\n"
+        var errors: [String: Int] = [:]
+        for (k, v) in s.requests where k.status >= 400 { errors[k.repo, default: 0] += v }
+        for (repo, v) in errors.sorted(by: { $0.key < $1.key }) {
+            out += "lifeboat_serve_errors_total{repo=\"\(ServerMetrics.label(repo))\"} \(v)\n"
+        }
+        for (name, help, dict) in [("lifeboat_serve_read_bytes_total", "Object bytes sent", s.read),
+                                   ("lifeboat_serve_written_bytes_total", "Object bytes stored", s.written)] {
+            out += "# HELP \(name) \(help), by repository and object type.\n# TYPE \(name) counter\n"
+            for (k, v) in dict.sorted(by: { $0.key.joined() < $1.key.joined() }) {
+                out += "\(name){repo=\"\(ServerMetrics.label(k[0]))\",type=\"\(k[1])\"} \(v)\n"
+            }
+        }
+        return out
+    }
+}
+
+/// Bytes stored under the served folder (computed on first need, then kept up to date).
+final class UsageCounter: Sendable {
+    let value = Mutex<Int?>(nil)
+}
