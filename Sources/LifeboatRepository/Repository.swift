@@ -81,14 +81,15 @@ public final class Repository: Sendable {
     /// Creates a new repository. Fails with `.alreadyExists` if one is there.
     public static func initialize(backend: any Backend, password: String, options: InitOptions = InitOptions(),
                                   kdf: ScryptParameters = .fromEnvironment(), now: Date = Date()) async throws -> Repository {
-        if try await backend.exists(.config) {
-            throw LifeboatError(.alreadyExists, "a repository already exists at \(backend.location)")
-        }
         if let problem = options.chunker.problem { throw LifeboatError.invalid(problem) }
         guard options.packSize >= 1 << 20, options.packSize <= 512 << 20 else {
             throw LifeboatError.invalid("the pack size must be between 1 MiB and 512 MiB")
         }
+        // Folders, bucket: idempotent, so it may come before the check for an existing repository.
         try await backend.create()
+        if try await backend.exists(.config) {
+            throw LifeboatError(.alreadyExists, "a repository already exists at \(backend.location)")
+        }
         let master = MasterKey.random()
         let config = RepositoryConfig(version: RepositoryConfig.currentVersion, id: ID(bytes: Seal.randomBytes(32)).hex,
                                       chunker: options.chunker,

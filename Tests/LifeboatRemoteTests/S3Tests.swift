@@ -1,0 +1,152 @@
+import Foundation
+import LifeboatHTTP
+import LifeboatS3
+import LifeboatStorage
+import LifeboatTestSupport
+import Testing
+
+@Suite struct SigV4Tests {
+    let signer = SigV4Signer(credentials: AWSCredentials(accessKeyID: "AKIAIOSFODNN7EXAMPLE",
+                                                         secretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+                             region: "us-east-1")
+    let date = Date(timeIntervalSince1970: 1_369_353_600)  // 2013-05-24T00:00:00Z
+
+    func signature(_ headers: [(String, String)]) -> String {
+        let auth = headers.first { $0.0 == "Authorization" }!.1
+        return String(auth[auth.range(of: "Signature=")!.upperBound...])
+    }
+
+    /// The examples of AWS's "Signature Calculations for the Authorization Header" page.
+    @Test func getObjectExample() {
+        let h = signer.sign(method: "GET", host: "examplebucket.s3.amazonaws.com", target: "/test.txt",
+                            headers: [("Range", "bytes=0-9")], body: nil, date: date)
+        #expect(signature(h) == "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
+        #expect(h.first { $0.0 == "Authorization" }!.1.contains("SignedHeaders=host;range;x-amz-content-sha256;x-amz-date"))
+    }
+
+    @Test func putObjectExample() {
+        let h = signer.sign(method: "PUT", host: "examplebucket.s3.amazonaws.com", target: "/test%24file.text",
+                            headers: [("Date", "Fri, 24 May 2013 00:00:00 GMT"), ("x-amz-storage-class", "REDUCED_REDUNDANCY")],
+                            body: Data("Welcome to Amazon S3.".utf8), date: date)
+        #expect(signature(h) == "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd")
+    }
+
+    @Test func listObjectsExample() {
+        let h = signer.sign(method: "GET", host: "examplebucket.s3.amazonaws.com", target: "/?max-keys=2&prefix=J",
+                            headers: [], body: nil, date: date)
+        #expect(signature(h) == "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7")
+    }
+
+    @Test func getLifecycleExample() {
+        let h = signer.sign(method: "GET", host: "examplebucket.s3.amazonaws.com", target: "/?lifecycle",
+                            headers: [], body: nil, date: date)
+        #expect(signature(h) == "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543")
+    }
+
+    @Test func credentialsFromProfile() throws {
+        let dir = tempDir("aws")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "[default]\naws_access_key_id = A\naws_secret_access_key = B\n\n[backup]\naws_access_key_id=C\naws_secret_access_key=D\naws_session_token=T\n"
+            .write(toFile: "\(dir)/credentials", atomically: true, encoding: .utf8)
+        try "[profile backup]\nregion = eu-west-3\n".write(toFile: "\(dir)/config", atomically: true, encoding: .utf8)
+        let env = ["AWS_SHARED_CREDENTIALS_FILE": "\(dir)/credentials", "AWS_CONFIG_FILE": "\(dir)/config", "AWS_PROFILE": "backup"]
+        let c = try AWSConfig.credentials(environment: env)
+        #expect(c.accessKeyID == "C" && c.secretAccessKey == "D" && c.sessionToken == "T")
+        #expect(AWSConfig.region(environment: env) == "eu-west-3")
+        #expect(AWSConfig.region(environment: env.merging(["AWS_REGION": "us-west-2"]) { $1 }) == "us-west-2")
+        #expect(throws: S3Error.self) { _ = try AWSConfig.credentials(environment: ["AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"]) }
+    }
+}
+
+/// A moto S3 server on a free loopback port, for the duration of a test.
+final class MotoServer {
+    let process = Process()
+    let port: Int
+
+    init() throws {
+        port = Int.random(in: 20000...40000)
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["moto_server", "-H", "127.0.0.1", "-p", "\(port)"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = in_port_t(UInt16(port).bigEndian)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+            close(fd)
+            if ok { return }
+            guard process.isRunning else { break }
+            usleep(100_000)
+        }
+        process.terminate()
+        throw StorageError(.permanent, "moto_server did not start: install it with pip install 'moto[server]'")
+    }
+
+    deinit { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+
+    var env: [String: String] { ["AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"] }
+}
+
+@Suite(.serialized) struct S3BackendTests {
+    @Test func conformanceAgainstMoto() async throws {
+        let moto = try MotoServer()
+        let b = try S3Backend.make("http://127.0.0.1:\(moto.port)/conformance/some/prefix", environment: moto.env)
+        try await b.create()
+        try await BackendConformance.run(b)
+        // More than one page of listing (S3 returns 1000 keys per page).
+        let many = (0..<1100).map { String(format: "%064x", $0) }
+        try await withThrowingTaskGroup(of: Void.self) { g in
+            for chunk in stride(from: 0, to: many.count, by: 100) {
+                g.addTask { for n in many[chunk..<min(chunk + 100, many.count)] { try await b.write(Handle(.index, n), data: Data([1])) } }
+            }
+            try await g.waitForAll()
+        }
+        #expect(Set(try await b.list(.index).map(\.name)) == Set(many))
+    }
+
+    @Test func clearErrors() async throws {
+        let moto = try MotoServer()
+        let missing = try S3Backend.make("http://127.0.0.1:\(moto.port)/no-such-bucket/x", environment: moto.env)
+        do {
+            _ = try await missing.stat(.config)
+            Issue.record("expected an error")
+        } catch let e as StorageError {
+            #expect(e.message.contains("does not exist"))
+        }
+        // Nothing listens on port 1: a transient error that names the cause.
+        let down = try S3Backend.make("http://127.0.0.1:1/b/x", environment: moto.env)
+        do {
+            _ = try await down.list(.snapshots)
+            Issue.record("expected an error")
+        } catch let e as StorageError {
+            #expect(e.kind == .transient)
+            #expect(e.message.contains("connect"))
+        }
+    }
+
+    @Test func objectLock() async throws {
+        let moto = try MotoServer()
+        let b = try S3Backend.make("http://127.0.0.1:\(moto.port)/locked/repo", objectLock: ObjectLock(days: 1, mode: .compliance), environment: moto.env)
+        try await b.create()
+        let data = Data("snapshot".utf8)
+        let h = Handle(.snapshots, SigV4Signer.sha256Hex(data))
+        try await b.write(h, data: data)
+        // The object carries its retention.
+        let t = try AsyncHTTPTransport(origin: "http://127.0.0.1:\(moto.port)")
+        let signer = SigV4Signer(credentials: AWSCredentials(accessKeyID: "test", secretAccessKey: "test"), region: "us-east-1")
+        let target = "/locked/repo/snapshots/\(h.name)"
+        let head = try await t.send(HTTPRequestSpec(method: "HEAD", target: target,
+                                                    headers: signer.sign(method: "HEAD", host: "127.0.0.1:\(moto.port)", target: target, headers: [], body: nil)))
+        #expect(head.header("x-amz-object-lock-mode") == "COMPLIANCE")
+        #expect(head.header("x-amz-object-lock-retain-until-date") != nil)
+        // Lock files are not retained, so they can be removed.
+        try await b.write(Handle(.locks, h.name), data: data)
+        try await b.delete(Handle(.locks, h.name))
+        await t.shutdown()
+    }
+}
