@@ -17,6 +17,7 @@ unit: build
 
 integration: build
 	bash tests/integration/run.sh $(BIN)
+	bash tests/integration/remote.sh $(BIN)
 
 test: unit integration
 

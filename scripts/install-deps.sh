@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Lifeboat needs to build and test, if any are missing.
+# Installs what Lifeboat needs to build and test on Debian, if anything is missing:
+# libzstd (build), attr (xattr tests), and for the remote-site tests openssl, htpasswd (apache2-utils),
+# curl, restic, rclone and moto_server (PyPI: moto[server]).
 set -euo pipefail
 need=()
-for pkg in libzstd-dev pkg-config attr; do
+for pkg in libzstd-dev pkg-config attr openssl apache2-utils curl restic rclone; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 if [ "${#need[@]}" -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update
   $SUDO apt-get install -y "${need[@]}"
+fi
+if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import flask, boto3" >/dev/null 2>&1; then
+  python3 -m pip install --quiet 'moto[server]'
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 fi
 command -v swift >/dev/null 2>&1 || { echo "swift not found: install Swift 6 (expected at /opt/swift/usr/bin)" >&2; exit 1; }

@@ -16,6 +16,9 @@ public enum RcloneBackend {
         guard let program else {
             throw StorageError(.permanent, "rclone is not installed (Debian: apt-get install rclone), or set LIFEBOAT_RCLONE_PROGRAM")
         }
+        guard FileManager.default.isExecutableFile(atPath: program) else {
+            throw StorageError(.permanent, "the rclone program \(program) does not exist or is not executable (LIFEBOAT_RCLONE_PROGRAM)")
+        }
         let extra = (env["LIFEBOAT_RCLONE_ARGS"] ?? "").split(separator: " ").map(String.init)
         let transport = try await PipeHTTP2Transport(executable: program, arguments: extra + ["serve", "restic", "--stdio", remote],
                                                      name: "rclone", options: options)

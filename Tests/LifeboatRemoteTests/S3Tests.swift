@@ -87,7 +87,18 @@ final class MotoServer {
         throw StorageError(.permanent, "moto_server did not start: install it with pip install 'moto[server]'")
     }
 
-    deinit { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+    /// moto ignores SIGTERM when started from a test process, so it is killed.
+    func stop() {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+        // The pyenv shim may have forked the real server: kill whatever serves our port.
+        let pkill = Process()
+        pkill.executableURL = URL(fileURLWithPath: "/usr/bin/pkill")
+        pkill.arguments = ["-9", "-f", "moto_server -H 127.0.0.1 -p \(port)$"]
+        try? pkill.run()
+        pkill.waitUntilExit()
+    }
+
+    deinit { stop() }
 
     var env: [String: String] { ["AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"] }
 }
@@ -95,6 +106,7 @@ final class MotoServer {
 @Suite(.serialized) struct S3BackendTests {
     @Test func conformanceAgainstMoto() async throws {
         let moto = try MotoServer()
+        defer { moto.stop() }
         let b = try S3Backend.make("http://127.0.0.1:\(moto.port)/conformance/some/prefix", environment: moto.env)
         try await b.create()
         try await BackendConformance.run(b)
@@ -111,6 +123,7 @@ final class MotoServer {
 
     @Test func clearErrors() async throws {
         let moto = try MotoServer()
+        defer { moto.stop() }
         let missing = try S3Backend.make("http://127.0.0.1:\(moto.port)/no-such-bucket/x", environment: moto.env)
         do {
             _ = try await missing.stat(.config)
@@ -131,6 +144,7 @@ final class MotoServer {
 
     @Test func objectLock() async throws {
         let moto = try MotoServer()
+        defer { moto.stop() }
         let b = try S3Backend.make("http://127.0.0.1:\(moto.port)/locked/repo", objectLock: ObjectLock(days: 1, mode: .compliance), environment: moto.env)
         try await b.create()
         let data = Data("snapshot".utf8)

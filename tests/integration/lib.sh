@@ -1,0 +1,43 @@
+# Shared set-up and helpers of the integration suites (sourced; BIN, HERE and WORK are set by the caller).
+export LIFEBOAT_KDF_PARAMS=1024,8,1          # cheap scrypt for tests only
+echo "secret-password" > "$WORK/pw"
+export LIFEBOAT_PASSWORD_FILE=$WORK/pw
+unset LIFEBOAT_REPOSITORY LIFEBOAT_PASSWORD
+
+PASSED=0; FAILED=0; FAILURES=()
+lb() { "$BIN" "$@"; }
+fail() { echo "    FAIL: $*"; return 1; }
+expect_code() { local want=$1 got=0; shift; "$@" >"$WORK/out" 2>"$WORK/err" || got=$?; [ "$got" -eq "$want" ] || { cat "$WORK/out" "$WORK/err" | tail -5; fail "expected exit $want, got $got: $*"; }; }
+json_field() { python3 -c "import json,sys; d=[json.loads(l) for l in open('$1') if l.strip().startswith('{')]; d=[x for x in d if x.get('message_type')=='$2'][-1]; print(d['$3'])"; }
+run_test() {
+  local name=$1
+  echo "--- $name"
+  # Not in an `if` condition: bash ignores `set -e` there, and a failed step must fail the test.
+  ( set -eE; trap 'echo "    FAIL at line $LINENO: $BASH_COMMAND"' ERR; "$name" )
+  if [ $? -eq 0 ]; then PASSED=$((PASSED+1)); echo "    ok"; else FAILED=$((FAILED+1)); FAILURES+=("$name"); fi
+}
+
+make_tree() {  # a tree with every kind of file and metadata
+  local d=$1
+  mkdir -p "$d/dir/sub" "$d/empty-dir"
+  echo "hello world" > "$d/dir/hello.txt"
+  : > "$d/empty-file"
+  head -c 3000000 /dev/urandom > "$d/dir/sub/random.bin"
+  python3 -c "import sys; sys.stdout.write(''.join('log line %d: something happened\n' % i for i in range(100000)))" > "$d/dir/log.txt"
+  ln -s hello.txt "$d/dir/link-rel"
+  ln -s /etc/hostname "$d/dir/link-abs"
+  ln "$d/dir/hello.txt" "$d/dir/hardlink.txt"
+  mkfifo "$d/fifo"
+  mknod "$d/chardev" c 1 3 2>/dev/null || true
+  chmod 4750 "$d/dir/hello.txt"
+  chmod 700 "$d/dir/sub"
+  chown 1234:5678 "$d/dir/log.txt"
+  setfattr -n user.color -v blue "$d/dir/log.txt" 2>/dev/null || true
+  setfattr -n user.bin -v 0x00ff00 "$d/empty-file" 2>/dev/null || true
+  touch -d "2001-02-03 04:05:06.123456789" "$d/dir/log.txt"
+  printf 'bytes' > "$d/$(printf 'name-\xff\xfe-latin1')"
+  printf 'spaces' > "$d/name with spaces and ünïcödé"
+  truncate -s 50M "$d/sparse.img"; printf 'data in the middle' | dd of="$d/sparse.img" bs=1 seek=20000000 conv=notrunc status=none
+  touch -d "2010-01-01" "$d/dir/sub"
+}
+

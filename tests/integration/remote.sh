@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# Integration tests of remote sites: `lifeboat serve` (TLS, htpasswd, append-only), restic against it,
+# S3 on a real moto server, rclone, and random faults injected by a proxy.
+# Usage: tests/integration/remote.sh path/to/lifeboat
+# Needs: openssl, htpasswd (apache2-utils), restic, rclone, moto_server (pip install 'moto[server]').
+set -uo pipefail
+BIN=$(cd "$(dirname "${1:?usage: remote.sh BIN}")" && pwd)/$(basename "$1")
+HERE=$(cd "$(dirname "$0")" && pwd)
+WORK=$(mktemp -d /tmp/lifeboat-remote.XXXXXX)
+chmod 755 "$WORK"
+trap 'pkill -9 -f "$WORK" 2>/dev/null; pkill -9 -P $$ 2>/dev/null; rm -rf "$WORK"' EXIT
+source "$HERE/lib.sh"
+# Short retries and timeouts so that fault tests stay bounded.
+export LIFEBOAT_RETRY=8,0.05,0.5 LIFEBOAT_TIMEOUT=3 LIFEBOAT_CONNECT_TIMEOUT=3
+
+for tool in openssl htpasswd restic rclone moto_server; do
+  command -v "$tool" >/dev/null || { echo "remote.sh needs $tool (make deps installs it)"; exit 1; }
+done
+
+free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
+wait_port() { for _ in $(seq 1 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; fail "port $1 did not open"; }
+
+# start_serve NAME ARGS…: runs `lifeboat serve` in the background; sets SERVE_URL (http(s)://host:port/).
+start_serve() {
+  local name=$1; shift
+  "$BIN" serve --json --listen 127.0.0.1:0 "$@" > "$WORK/serve-$name.out" 2> "$WORK/serve-$name.err" &
+  for _ in $(seq 1 100); do
+    SERVE_URL=$(python3 -c "import json; print(json.loads(open('$WORK/serve-$name.out').readline())['url'])" 2>/dev/null) && return 0
+    sleep 0.1
+  done
+  cat "$WORK/serve-$name.err"; fail "serve $name did not start"
+}
+
+start_moto() {
+  MOTO_PORT=$(free_port)
+  moto_server -H 127.0.0.1 -p "$MOTO_PORT" > "$WORK/moto.log" 2>&1 &
+  wait_port "$MOTO_PORT"
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+}
+
+make_cert() {  # a self-signed certificate for the name localhost only
+  [ -f "$WORK/cert.pem" ] && return 0
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 \
+    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost" 2>/dev/null
+}
+
+# cycle REPO SRC: init, backup, second backup, restore (exact), check --read-data, forget --prune, check.
+cycle() {
+  local R=$1 S=$2 out=$WORK/out-$RANDOM
+  lb -r "$R" init >/dev/null
+  lb -r "$R" backup "$S" -q
+  echo "more" > "$S/dir/added.txt"
+  lb -r "$R" backup "$S" -q
+  [ "$(lb -r "$R" snapshots --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 2 ] || fail "two snapshots"
+  lb -r "$R" restore latest --target "$out" -q
+  python3 "$HERE/compare_trees.py" "$S" "$out$S"
+  lb -r "$R" check --read-data >/dev/null
+  lb -r "$R" forget --keep-last 1 --prune >/dev/null
+  [ "$(lb -r "$R" snapshots --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 1 ] || fail "one snapshot left"
+  lb -r "$R" check --read-data >/dev/null
+  rm -f "$S/dir/added.txt"
+}
+
+small_tree() {
+  local d=$1
+  mkdir -p "$d/dir/sub"
+  echo "hello" > "$d/dir/hello.txt"
+  head -c 2000000 /dev/urandom > "$d/dir/sub/random.bin"
+  python3 -c "import sys; sys.stdout.write(''.join('line %d\n' % i for i in range(50000)))" > "$d/dir/log.txt"
+  ln -s hello.txt "$d/dir/link"
+}
+
+t_serve_tls_htpasswd() {
+  local D=$WORK/serve-tls S=$WORK/src-tls
+  mkdir -p "$D" "$S"; make_tree "$S"; make_cert
+  # Without an htpasswd file the server refuses to start.
+  expect_code 1 lb serve --path "$D" --listen 127.0.0.1:0
+  grep -q "htpasswd" "$WORK/err" || fail "serve names the missing htpasswd file"
+  htpasswd -B -b -c "$D/.htpasswd" alice 's3cret pass' 2>/dev/null
+  start_serve tls --path "$D" --tls --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" --prometheus
+  local port=${SERVE_URL##*:}; port=${port%/}
+  export LIFEBOAT_CACERT=$WORK/cert.pem LIFEBOAT_REST_PASSWORD='s3cret pass'
+  cycle "rest:https://alice@localhost:$port/alice-repo" "$S"
+  # The password never needs to be in argv; in the URL it also works and is never printed.
+  LIFEBOAT_REST_PASSWORD= lb -r "rest:https://alice:s3cret%20pass@localhost:$port/alice-repo" snapshots > "$WORK/snaps.txt"
+  ! grep -q "s3cret" "$WORK/snaps.txt" || fail "password printed"
+  # Wrong password, no CA, wrong name: clear errors, quickly.
+  expect_code 1 env LIFEBOAT_REST_PASSWORD=wrong "$BIN" -r "rest:https://alice@localhost:$port/alice-repo" snapshots
+  grep -qi "401\|password" "$WORK/err" || fail "wrong password is named"
+  local t0=$SECONDS
+  expect_code 1 env -u LIFEBOAT_CACERT "$BIN" -r "rest:https://alice@localhost:$port/alice-repo" snapshots
+  grep -qi "TLS\|certificate" "$WORK/err" || fail "untrusted certificate is named"
+  expect_code 1 "$BIN" -r "rest:https://alice@127.0.0.1:$port/alice-repo" snapshots
+  grep -qi "TLS\|certificate" "$WORK/err" || fail "name mismatch is named"
+  [ $((SECONDS - t0)) -lt 20 ] || fail "TLS errors are reported quickly"
+  # Unreachable host: named, within the timeouts.
+  t0=$SECONDS
+  expect_code 1 "$BIN" -r "rest:https://alice@localhost:$(free_port)/alice-repo" snapshots
+  grep -qi "connect" "$WORK/err" || fail "refused connection is named"
+  [ $((SECONDS - t0)) -lt 30 ] || fail "unreachable host is reported within the retry budget"
+  # Metrics need credentials and count by repository.
+  [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$WORK/cert.pem" "https://localhost:$port/metrics")" = 401 ] || fail "metrics need auth"
+  curl -s --cacert "$WORK/cert.pem" -u 'alice:s3cret pass' "https://localhost:$port/metrics" > "$WORK/metrics.txt"
+  grep -q 'lifeboat_serve_requests_total{repo="alice-repo",method="POST",type="data",code="200"}' "$WORK/metrics.txt" || fail "request metrics"
+  grep -q 'lifeboat_serve_written_bytes_total{repo="alice-repo",type="data"}' "$WORK/metrics.txt" || fail "byte metrics"
+  unset LIFEBOAT_CACERT LIFEBOAT_REST_PASSWORD
+}
+
+t_restic_against_serve() {
+  local D=$WORK/serve-restic S=$WORK/src-restic
+  mkdir -p "$D" "$S"; small_tree "$S"; make_cert
+  htpasswd -B -b -c "$D/.htpasswd" bob pw 2>/dev/null
+  start_serve restic --path "$D" --tls --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" --private-repos
+  local port=${SERVE_URL##*:}; port=${port%/}
+  export RESTIC_PASSWORD=restic-pw
+  local R="rest:https://bob:pw@localhost:$port/bob/restic"
+  restic -q --cacert "$WORK/cert.pem" -r "$R" init >/dev/null
+  restic -q --cacert "$WORK/cert.pem" -r "$R" backup "$S" >/dev/null
+  restic -q --cacert "$WORK/cert.pem" -r "$R" check --read-data >/dev/null
+  restic -q --cacert "$WORK/cert.pem" -r "$R" restore latest --target "$WORK/restic-out" >/dev/null
+  python3 "$HERE/compare_trees.py" "$S" "$WORK/restic-out$S"
+  restic -q --cacert "$WORK/cert.pem" -r "$R" forget --keep-last 1 --prune >/dev/null
+  # Private repositories: bob cannot create one outside /bob/.
+  ! restic -q --cacert "$WORK/cert.pem" -r "rest:https://bob:pw@localhost:$port/alice/x" init >/dev/null 2>&1 || fail "private repos"
+  unset RESTIC_PASSWORD
+}
+
+t_append_only() {
+  local D=$WORK/serve-ao S=$WORK/src-ao
+  mkdir -p "$D" "$S"; small_tree "$S"
+  start_serve ao --path "$D" --no-auth --append-only
+  local R="rest:${SERVE_URL}repo"
+  lb -r "$R" init >/dev/null
+  lb -r "$R" backup "$S" -q
+  echo change >> "$S/dir/hello.txt"
+  lb -r "$R" backup "$S" -q
+  find "$D/repo" -type f ! -path "*/locks/*" | sort > "$WORK/ao-before"
+  expect_code 1 lb -r "$R" forget --keep-last 1 --prune
+  grep -qi "append-only\|403" "$WORK/err" || fail "the refusal is named"
+  find "$D/repo" -type f ! -path "*/locks/*" | sort > "$WORK/ao-after"
+  diff "$WORK/ao-before" "$WORK/ao-after" || fail "nothing was deleted"
+  [ -z "$(ls "$D/repo/locks")" ] || fail "no lock left behind"
+  lb -r "$R" backup "$S" -q
+  lb -r "$R" check --read-data >/dev/null
+}
+
+t_s3_moto() {
+  local S=$WORK/src-s3
+  mkdir -p "$S"; make_tree "$S"
+  start_moto
+  cycle "s3:http://127.0.0.1:$MOTO_PORT/lifeboat-bucket/some/prefix" "$S"
+  # A second repository in the same bucket does not see the first.
+  lb -r "s3:http://127.0.0.1:$MOTO_PORT/lifeboat-bucket/other" init >/dev/null
+  [ "$(lb -r "s3:http://127.0.0.1:$MOTO_PORT/lifeboat-bucket/other" snapshots --json)" = "[]" ] || fail "prefixes are separate"
+  # Missing bucket and missing repository.
+  expect_code 1 lb -r "s3:http://127.0.0.1:$MOTO_PORT/no-such-bucket/x" snapshots
+  grep -q "does not exist" "$WORK/err" || fail "missing bucket is named"
+  expect_code 10 lb -r "s3:http://127.0.0.1:$MOTO_PORT/lifeboat-bucket/nothing" snapshots
+  # No credentials.
+  expect_code 1 env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY HOME=$WORK "$BIN" -r "s3:http://127.0.0.1:$MOTO_PORT/b/x" snapshots
+  grep -q "AWS_ACCESS_KEY_ID" "$WORK/err" || fail "missing credentials are named"
+  # Object Lock: written objects carry a retention date (not lock files).
+  local R="s3:http://127.0.0.1:$MOTO_PORT/locked-bucket/repo"
+  lb -r "$R" --s3-object-lock-days 3 --s3-object-lock-mode compliance init >/dev/null
+  lb -r "$R" --s3-object-lock-days 3 --s3-object-lock-mode compliance backup "$S" -q
+  python3 - "$MOTO_PORT" <<'EOF'
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}", region_name="us-east-1")
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket="locked-bucket", Prefix="repo/")["Contents"]]
+assert any(k.startswith("repo/data/") for k in keys), keys
+for k in keys:
+    h = s3.head_object(Bucket="locked-bucket", Key=k)
+    assert h.get("ObjectLockMode") == "COMPLIANCE", (k, h.get("ObjectLockMode"))
+    assert h.get("ObjectLockRetainUntilDate") is not None, k
+EOF
+}
+
+t_rclone() {
+  local S=$WORK/src-rclone
+  mkdir -p "$S"; make_tree "$S"
+  cycle "rclone:$WORK/rclone-remote/repo" "$S"
+  # The same repository read directly from the folder: the layouts agree.
+  lb -r "$WORK/rclone-remote/repo" check >/dev/null
+  expect_code 1 env LIFEBOAT_RCLONE_PROGRAM=/nonexistent "$BIN" -r "rclone:$WORK/x" snapshots
+  grep -q "rclone" "$WORK/err" || fail "missing rclone is named"
+}
+
+# fault_run NAME REPO: backups through a proxy that injects faults. Each attempt either succeeds or
+# fails with a clear message; after every attempt the repository (read without faults) passes check.
+fault_backups() {
+  local via=$1 direct=$2 S=$3
+  local ok=0
+  for attempt in 1 2 3 4; do
+    if timeout 300 "$BIN" -r "$via" backup "$S" -q > "$WORK/fault-out" 2> "$WORK/fault-err"; then ok=1; else
+      tail -1 "$WORK/fault-err" | grep -q "Fatal:" || { cat "$WORK/fault-err" | tail -5; fail "a failed backup says why"; }
+    fi
+    lb -r "$direct" check >/dev/null || fail "repository consistent after attempt $attempt"
+    [ $ok = 1 ] && break
+  done
+  [ $ok = 1 ] || fail "a rerun completes"
+  lb -r "$direct" check --read-data >/dev/null
+  timeout 300 "$BIN" -r "$via" check --read-data >/dev/null || fail "check --read-data through the faults"
+  timeout 300 "$BIN" -r "$via" restore latest --target "$WORK/fault-restore-$RANDOM" -q || fail "restore through the faults"
+}
+
+t_faults_rest() {
+  local D=$WORK/serve-fault S=$WORK/src-fault
+  mkdir -p "$D" "$S"; make_tree "$S"; small_tree "$S/more"
+  start_serve fault --path "$D" --no-auth
+  local up=${SERVE_URL#http://}; up=${up%/}
+  local pport; pport=$(free_port)
+  python3 "$HERE/faultproxy.py" "$pport" "$up" --rate 0.15 --seed 7 --stall 6 --max-seconds 900 --log "$WORK/faults-rest.log" >/dev/null &
+  wait_port "$pport"
+  lb -r "rest:${SERVE_URL}repo" init --pack-size 1 >/dev/null
+  fault_backups "rest:http://127.0.0.1:$pport/repo" "rest:${SERVE_URL}repo" "$S"
+  echo "    faults injected: $(sort "$WORK/faults-rest.log" | cut -d' ' -f1 | uniq -c | tr '\n' ' ')"
+  [ "$(wc -l < "$WORK/faults-rest.log")" -gt 5 ] || fail "faults were injected"
+}
+
+t_faults_s3() {
+  local S=$WORK/src-fault-s3
+  mkdir -p "$S"; make_tree "$S"
+  start_moto
+  local pport; pport=$(free_port)
+  python3 "$HERE/faultproxy.py" "$pport" "127.0.0.1:$MOTO_PORT" --rate 0.15 --seed 11 --stall 6 --max-seconds 900 --log "$WORK/faults-s3.log" >/dev/null &
+  wait_port "$pport"
+  lb -r "s3:http://127.0.0.1:$MOTO_PORT/faulty/repo" init --pack-size 1 >/dev/null
+  fault_backups "s3:http://127.0.0.1:$pport/faulty/repo" "s3:http://127.0.0.1:$MOTO_PORT/faulty/repo" "$S"
+  echo "    faults injected: $(sort "$WORK/faults-s3.log" | cut -d' ' -f1 | uniq -c | tr '\n' ' ')"
+  [ "$(wc -l < "$WORK/faults-s3.log")" -gt 5 ] || fail "faults were injected"
+}
+
+for t in ${REMOTE_TESTS:-t_serve_tls_htpasswd t_restic_against_serve t_append_only t_s3_moto t_rclone t_faults_rest t_faults_s3}; do
+  run_test "$t"
+done
+echo "remote: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
+[ "$FAILED" -eq 0 ]
