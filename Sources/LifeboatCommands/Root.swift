@@ -60,8 +60,8 @@ struct VersionCommand: AsyncParsableCommand {
 extension LifeboatCommand {
     /// Moves global options written before the subcommand to after it (and after `key`'s own subcommand).
     public static func movingGlobalOptions(_ args: [String]) -> [String] {
-        let withValue: Set<String> = ["-r", "--repo", "--password-file", "--cacert", "--timeout", "--s3-object-lock-days", "--s3-object-lock-mode"]
-        let flags: Set<String> = ["--json", "-q", "--quiet"]
+        let withValue: Set<String> = ["-r", "--repo", "--password-file", "--cacert", "--timeout", "--s3-object-lock-days", "--s3-object-lock-mode", "--cache-dir"]
+        let flags: Set<String> = ["--json", "-q", "--quiet", "--no-cache"]
         var globals: [String] = []
         var i = 0
         while i < args.count {

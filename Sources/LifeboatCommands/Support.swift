@@ -21,6 +21,12 @@ public struct GlobalOptions: ParsableArguments {
     @Option(name: .customLong("timeout"), help: "Seconds without data from a remote site before a request fails and is retried (default 60, or LIFEBOAT_TIMEOUT).")
     var timeout: Double?
 
+    @Flag(name: .customLong("no-cache"), help: "Do not use the local metadata cache of remote repositories.")
+    var noCache = false
+
+    @Option(name: .customLong("cache-dir"), help: "Folder of the metadata cache (or LIFEBOAT_CACHE_DIR; default ~/.cache/lifeboat).")
+    var cacheDir: String?
+
     @Option(name: .customLong("s3-object-lock-days"), help: "S3: protect written objects (not locks) with Object Lock for N days.")
     var objectLockDays: Int?
 
@@ -60,9 +66,12 @@ public struct GlobalOptions: ParsableArguments {
             lock = ObjectLock(days: days, mode: mode)
         }
         let out = output
-        return RetryingBackend(try await makeBackend(try repositoryLocation(), http: http, objectLock: lock)) { what, attempt, error in
+        let remote = try await makeBackend(try repositoryLocation(), http: http, objectLock: lock)
+        let retrying = RetryingBackend(remote) { what, attempt, error in
             out.warn("\(what) failed (attempt \(attempt)): \(error.message); retrying")
         }
+        if remote is LocalBackend || noCache { return retrying }
+        return CachingBackend(retrying, cacheRoot: cacheDir ?? CachingBackend.defaultRoot())
     }
 
     func password(confirm: Bool = false, prompt: String = "enter password for repository: ") throws -> String {

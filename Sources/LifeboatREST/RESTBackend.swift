@@ -19,6 +19,8 @@ public struct RESTBackend: Backend {
     public let basePath: String
     let authorization: String?
     public let location: String
+    /// Uploads in flight (`LIFEBOAT_CONNECTIONS`, default 4).
+    public var writeConcurrency: Int = max(1, HTTPOptions.fromEnvironment().connections - 1)
 
     static let v2 = "application/vnd.x.restic.rest.v2"
 

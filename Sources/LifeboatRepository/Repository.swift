@@ -47,7 +47,6 @@ public final class Repository: Sendable {
     struct PendingKey: Hashable, Sendable { var type: BlobType; var id: ID }
     let state = Mutex(State())
     let uploads = Mutex<[Task<Void, Error>]>([])
-    static let maxUploadsInFlight = 1
     /// Pack subkeys by salt (HKDF is too slow to run per blob) and decoded trees by ID (trees are immutable).
     let subkeys = Mutex<[[UInt8]: SymmetricKey]>([:])
     let trees = Mutex<[ID: Tree]>([:])
@@ -256,6 +255,14 @@ public final class Repository: Sendable {
             idx.rebuild()
             s.index = idx
         }
+        if let cache = backend as? CachingBackend {
+            // Tree packs are what `ls`, `diff`, backups (parent trees) and `check` read again and again.
+            var treePacks = Set<String>()
+            for packs in loaded.values {
+                for p in packs where p.blobs.contains(where: { $0.type == .tree }) { treePacks.insert(p.id.hex) }
+            }
+            cache.setCachedPacks(treePacks)
+        }
     }
 
     /// A copy of the in-memory index.
@@ -319,13 +326,13 @@ public final class Repository: Sendable {
     }
 
     /// Hands a full pack to a background upload, so readers keep chunking and compressing while it is
-    /// hashed, written and fsynced. At most `maxUploadsInFlight` uploads run; the caller that would exceed
+    /// hashed, written and fsynced. At most `backend.writeConcurrency` uploads run; the caller that would exceed
     /// that waits for the oldest (back-pressure). Errors surface here or in `flush()`.
     func upload(_ builder: PackBuilder) async throws {
         let task = Task { try await self.uploadNow(builder) }
         let oldest = uploads.withLock { u -> Task<Void, Error>? in
             u.append(task)
-            return u.count > Repository.maxUploadsInFlight ? u.removeFirst() : nil
+            return u.count > backend.writeConcurrency ? u.removeFirst() : nil
         }
         if let oldest { try await oldest.value }
     }
@@ -347,6 +354,9 @@ public final class Repository: Sendable {
         var pb = builder
         let (id, data) = pb.finish()
         if !dryRun { try await backend.write(Handle(.data, id.hex), data: data) }
+        if !dryRun, let cache = backend as? CachingBackend, pb.blobs.contains(where: { $0.type == .tree }) {
+            cache.storeTreePack(id.hex, data)
+        }
         let ip = IndexPack(id: id, salt: pb.salt, blobs: pb.blobs)
         let flush = state.withLock { s -> Bool in
             s.index.add(ip)

@@ -42,6 +42,8 @@ public struct S3Backend: Backend {
     public let signer: SigV4Signer
     public let objectLock: ObjectLock?
     public let location: String
+    /// Uploads in flight (`LIFEBOAT_CONNECTIONS`, default 4).
+    public var writeConcurrency: Int = max(1, HTTPOptions.fromEnvironment().connections - 1)
 
     public init(transport: any HTTPTransport, host: String, bucket: String, prefix: String, pathStyle: Bool,
                 signer: SigV4Signer, objectLock: ObjectLock? = nil) {

@@ -57,6 +57,9 @@ public protocol Backend: Sendable {
     var location: String { get }
     /// Prepares an empty repository location (folders, bucket); idempotent. Called by `init` only.
     func create() async throws
+    /// How many pack uploads may usefully run at once: 1 for a local disk (parallel fsyncs only
+    /// contend), more for network sites where each request waits on round trips.
+    var writeConcurrency: Int { get }
     func list(_ type: ObjectType) async throws -> [ObjectInfo]
     func stat(_ handle: Handle) async throws -> ObjectInfo
     func read(_ handle: Handle, range: Range<Int>?) async throws -> Data
@@ -66,6 +69,7 @@ public protocol Backend: Sendable {
 
 extension Backend {
     public func create() async throws {}
+    public var writeConcurrency: Int { 1 }
 
     public func read(_ handle: Handle) async throws -> Data { try await read(handle, range: nil) }
 

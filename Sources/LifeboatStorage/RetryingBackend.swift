@@ -51,6 +51,7 @@ public struct RetryingBackend: Backend {
     }
 
     public var location: String { inner.location }
+    public var writeConcurrency: Int { inner.writeConcurrency }
 
     func retrying<T: Sendable>(_ what: String, _ body: (_ attempt: Int) async throws -> T) async throws -> T {
         var attempt = 1

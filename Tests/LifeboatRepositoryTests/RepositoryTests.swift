@@ -130,3 +130,67 @@ func blobData(_ i: Int) -> [UInt8] {
         await #expect(throws: LifeboatError.self) { try await Repository.open(backend: b, password: "pw") }
     }
 }
+
+/// Counts the reads that reach the wrapped backend, by object type.
+final class CountingBackend: Backend, @unchecked Sendable {
+    let inner: any Backend
+    let lock = NSLock()
+    var reads: [ObjectType: Int] = [:]
+    init(_ inner: any Backend) { self.inner = inner }
+    var location: String { inner.location }
+    func list(_ type: ObjectType) async throws -> [ObjectInfo] { try await inner.list(type) }
+    func stat(_ h: Handle) async throws -> ObjectInfo { try await inner.stat(h) }
+    func read(_ h: Handle, range: Range<Int>?) async throws -> Data {
+        lock.withLock { reads[h.type, default: 0] += 1 }
+        return try await inner.read(h, range: range)
+    }
+    func write(_ h: Handle, data: Data) async throws { try await inner.write(h, data: data) }
+    func delete(_ h: Handle) async throws { try await inner.delete(h) }
+    func count(_ t: ObjectType) -> Int { lock.withLock { reads[t, default: 0] } }
+}
+
+@Suite struct MetadataCacheTests {
+    @Test func secondRunReadsIndexSnapshotsAndTreesFromTheCache() async throws {
+        let cacheRoot = FileManager.default.temporaryDirectory.appendingPathComponent("lb-cache-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: cacheRoot) }
+        let memory = MemoryBackend()
+        let repo = try await newRepo(CachingBackend(memory, cacheRoot: cacheRoot))
+        let blob = try await repo.saveBlob(.data, blobData(1))
+        var node = Node(name: Array("f".utf8), type: .file)
+        node.content = [blob.id]
+        let tree = Tree(nodes: [node])
+        let treeID = try await repo.saveTree(tree).id
+        try await repo.flush()
+        _ = try await repo.saveSnapshot(Snapshot(time: Date(), tree: treeID, paths: ["/x"], hostname: "h", username: "u"))
+
+        func run() async throws -> CountingBackend {
+            let counting = CountingBackend(memory)
+            let cached = CachingBackend(counting, cacheRoot: cacheRoot)
+            let r = try await Repository.open(backend: cached, password: "pw")
+            try await r.loadIndex()
+            let snaps = try await r.listSnapshots()
+            #expect(snaps.count == 1)
+            #expect(try await r.loadTree(snaps[0].snapshot.tree) == tree)
+            return counting
+        }
+        let first = try await run()
+        #expect(first.count(.index) == 0, "index files written through the cache are cached")
+        #expect(first.count(.snapshots) == 0)
+        #expect(first.count(.data) == 0, "tree packs written through the cache are cached")
+        let second = try await run()
+        #expect(second.count(.index) == 0 && second.count(.snapshots) == 0 && second.count(.data) == 0)
+
+        // A damaged cached copy is detected, dropped and fetched again.
+        let dir = "\(CachingBackend(memory, cacheRoot: cacheRoot).directory)/data"
+        for f in try FileManager.default.contentsOfDirectory(atPath: dir) {
+            try Data("garbage".utf8).write(to: URL(fileURLWithPath: "\(dir)/\(f)"))
+        }
+        let third = try await run()
+        #expect(third.count(.data) == 1)
+        // A listing evicts what is gone.
+        let snapFile = try await memory.list(.snapshots)[0].name
+        try await memory.delete(Handle(.snapshots, snapFile))
+        _ = try await CachingBackend(memory, cacheRoot: cacheRoot).list(.snapshots)
+        #expect(!FileManager.default.fileExists(atPath: "\(CachingBackend(memory, cacheRoot: cacheRoot).directory)/snapshots/\(snapFile)"))
+    }
+}

@@ -185,6 +185,27 @@ t_rclone() {
   grep -q "rclone" "$WORK/err" || fail "missing rclone is named"
 }
 
+t_metadata_cache() {
+  local D=$WORK/serve-cache S=$WORK/src-cache
+  mkdir -p "$D" "$S"; small_tree "$S"
+  start_serve cache --path "$D" --no-auth --prometheus
+  local R="rest:${SERVE_URL}repo"
+  export LIFEBOAT_CACHE_DIR=$WORK/cache
+  reads() { curl -s "${SERVE_URL}metrics" | awk -F'[{}" ]' '/^lifeboat_serve_read_bytes_total/ && /type="(data|index|snapshots)"/ {sum += $NF} END {print sum+0}'; }
+  lb -r "$R" init >/dev/null
+  lb -r "$R" backup "$S" -q >/dev/null
+  lb -r "$R" ls latest --recursive >/dev/null   # fetches each tree pack once
+  local before; before=$(reads)
+  lb -r "$R" snapshots >/dev/null
+  lb -r "$R" ls latest --recursive >/dev/null
+  lb -r "$R" backup "$S" -q >/dev/null     # unchanged: parent trees from the cache
+  lb -r "$R" check >/dev/null
+  [ "$(reads)" = "$before" ] || { curl -s "${SERVE_URL}metrics" | grep read_bytes; fail "no index, snapshot or tree downloads with a warm cache ($before -> $(reads))"; }
+  lb -r "$R" --no-cache ls latest >/dev/null
+  [ "$(reads)" -gt "$before" ] || fail "--no-cache downloads"
+  unset LIFEBOAT_CACHE_DIR
+}
+
 # fault_run NAME REPO: backups through a proxy that injects faults. Each attempt either succeeds or
 # fails with a clear message; after every attempt the repository (read without faults) passes check.
 fault_backups() {
@@ -230,7 +251,7 @@ t_faults_s3() {
   [ "$(wc -l < "$WORK/faults-s3.log")" -gt 5 ] || fail "faults were injected"
 }
 
-for t in ${REMOTE_TESTS:-t_serve_tls_htpasswd t_restic_against_serve t_append_only t_s3_moto t_rclone t_faults_rest t_faults_s3}; do
+for t in ${REMOTE_TESTS:-t_serve_tls_htpasswd t_restic_against_serve t_append_only t_s3_moto t_rclone t_metadata_cache t_faults_rest t_faults_s3}; do
   run_test "$t"
 done
 echo "remote: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
