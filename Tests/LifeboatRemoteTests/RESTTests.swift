@@ -112,3 +112,18 @@ func sha256Hex(_ d: Data) -> String { SigV4Signer.sha256Hex(d) }
         try await b.write(Handle(.data, sha256Hex(more)), data: more)
     }
 }
+
+@Suite struct RcloneTests {
+    @Test func conformanceThroughRclone() async throws {
+        let dir = tempDir("rclone")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let b = try await RcloneBackend.make("\(dir)/repo")
+        try await b.create()
+        try await BackendConformance.run(b)
+        // The objects land in the same layout as a local repository.
+        let data = Data("x".utf8)
+        try await b.write(Handle(.data, sha256Hex(data)), data: data)
+        #expect(FileManager.default.fileExists(atPath: "\(dir)/repo/data/\(sha256Hex(data).prefix(2))/\(sha256Hex(data))"))
+        await b.transport.shutdown()
+    }
+}
