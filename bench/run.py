@@ -10,7 +10,7 @@ Usage: bench/run.py [--scale 1.0] [--work DIR] [--tools lifeboat,restic,borg] [-
 Needs a release build (.build/release/lifeboat and lifeboat-bench): `make bench` does everything.
 Page cache: warm for every tool (the data is read once before the first step).
 """
-import argparse, datetime, json, os, platform, re, shutil, subprocess, sys, time
+import argparse, datetime, json, os, platform, re, shutil, socket, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -89,11 +89,32 @@ class Tool:
         if self.name == "restic": return timed(["restic", "-r", self.repo, "restore", "latest", "--target", target, "-q"], self.env)
         return timed(["borg", "extract", "%s::s%d" % (self.repo, self.n)], self.env, cwd=target)
 
+    def s3_backup(self, data, endpoint):
+        """init + first backup of `data` into a fresh prefix of a moto S3 server (timed: the backup)."""
+        env = dict(self.env, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+        repo = "s3:%s/bench/%s" % (endpoint, self.name)
+        if self.name == "lifeboat":
+            sh([LB, "-r", repo, "init", "-q"], env=env)
+            return timed([LB, "-r", repo, "backup", data, "-q"], env)
+        sh(["restic", "-r", repo, "init", "--repository-version", "2", "-q"], env=env)
+        return timed(["restic", "-r", repo, "backup", data, "-q"], env)
+
     def check(self):
         c = {"lifeboat": [LB, "-r", self.repo, "check", "--read-data", "-q"],
              "restic": ["restic", "-r", self.repo, "check", "--read-data", "-q"],
              "borg": ["borg", "check", "--verify-data", self.repo]}[self.name]
         return timed(c, self.env)
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+def wait_port(port):
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close(); return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("moto_server did not start")
 
 def verify_restore(data, target):
     restored = os.path.join(target, data.lstrip("/"))
@@ -147,6 +168,7 @@ def main():
     ap.add_argument("--work", default="/tmp/lifeboat-bench")
     ap.add_argument("--tools", default="lifeboat,restic,borg")
     ap.add_argument("--skip-micro", action="store_true")
+    ap.add_argument("--skip-s3", action="store_true")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     a = ap.parse_args()
     tools_wanted = a.tools.split(",")
@@ -164,8 +186,9 @@ def main():
     tools = [Tool(t, a.work, pw) for t in tools_wanted]
     results = {t.name: {"version": t.version()} for t in tools}
 
-    def step(name, fn, bytes_=None):
+    def step(name, fn, bytes_=None, only=None):
         for t in tools:
+            if only and t.name not in only: continue
             print("%-9s %-22s" % (t.name, name), end=" ", flush=True)
             r = fn(t)
             if bytes_: r["mb_s"] = round(bytes_ / r["wall_s"] / 1e6, 1) if r["wall_s"] > 0 else None
@@ -192,6 +215,15 @@ def main():
     step("check all data", lambda t: t.check(), nbytes2)
     for t in tools:
         results[t.name]["repository size"] = {"bytes": du(t.repo)}
+    if not a.skip_s3 and shutil.which("moto_server"):
+        # Both tools upload the same data to the same S3 server (moto on loopback), one after the other.
+        port = free_port()
+        moto = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(port)
+            step("backup to S3 (moto)", lambda t: t.s3_backup(data, "http://127.0.0.1:%d" % port), nbytes2, only=("lifeboat", "restic"))
+        finally:
+            moto.kill(); subprocess.run(["pkill", "-9", "-f", "moto_server -H 127.0.0.1 -p %d" % port])
 
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     report = {"date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"), "machine": {"cpu": cpu, "cores": os.cpu_count(),
@@ -224,8 +256,9 @@ def markdown(r, names):
         s += "<br>CPU %.1f s, RSS %.0f MiB" % (x["cpu_s"], x["rss_mib"])
         if x.get("exact") is False: s += "<br>**NOT EXACT**"
         return s
-    for step in ("init", "first backup", "second backup", "backup after mutation", "full restore", "check all data"):
-        row = "| %s | " % step + " | ".join(cell(r["tools"][n][step]) for n in names)
+    for step in ("init", "first backup", "second backup", "backup after mutation", "full restore", "check all data", "backup to S3 (moto)"):
+        if not all(step in r["tools"][n] for n in names if n != "borg"): continue
+        row = "| %s | " % step + " | ".join(cell(r["tools"][n][step]) if step in r["tools"][n] else "n/a" for n in names)
         if "restic" in names and "lifeboat" in names:
             row += " | %.2fx |" % (r["tools"]["restic"][step]["wall_s"] / max(r["tools"]["lifeboat"][step]["wall_s"], 0.001))
         else:
