@@ -182,7 +182,9 @@ public struct S3Backend: Backend {
         var out: [ObjectInfo] = []
         var token: String? = nil
         repeat {
-            var query = "list-type=2&prefix=\(percentEncode(listPrefix))"
+            // Slashes stay literal in the URL (the signature's canonical form encodes them either way);
+            // some S3 implementations (moto) mis-verify signatures when the URL carries %2F.
+            var query = "list-type=2&prefix=\(percentEncode(listPrefix, keepSlash: true))"
             if let token { query += "&continuation-token=\(percentEncode(token))" }
             let r = try await send("GET", target(nil, query: query))
             guard r.status == 200 else { throw failure(r, "list \(type.rawValue)") }
