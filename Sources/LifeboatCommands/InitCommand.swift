@@ -13,6 +13,10 @@ struct InitCommand: AsyncParsableCommand {
     @Option(name: .customLong("chunk-max"), help: "Maximum chunk size in bytes.") var chunkMax = ChunkerParameters.default.max
     @Option(name: .customLong("compression"), help: "Default compression: off, fast, auto, max.") var compression = "auto"
     @Option(name: .customLong("pack-size"), help: "Target pack size in MiB.") var packSizeMiB = RepositoryConfig.defaultPackSize >> 20
+    @Option(name: .customLong("copy-chunker-params-from"), help: "Chunk and name data like this repository (for replicas: copies then skip what is present).")
+    var copyChunkerParamsFrom: String?
+    @Option(name: .customLong("from-password-file"), help: "Password file of --copy-chunker-params-from (default: the new repository's).")
+    var fromPasswordFile: String?
 
     func run() async throws {
         try await runCommand(global) {
@@ -23,6 +27,12 @@ struct InitCommand: AsyncParsableCommand {
             opts.chunker = ChunkerParameters(min: chunkMin, avg: chunkAvg, max: chunkMax)
             opts.compression = mode
             opts.packSize = packSizeMiB * 1024 * 1024
+            if let from = copyChunkerParamsFrom {
+                let src = try await SourceRepositoryOptions.open(global, location: from, passwordFile: fromPasswordFile)
+                opts.chunker = src.config.chunker
+                opts.chunkerSeed = Data(base64Encoded: src.config.chunkerSeed).map { Array($0) }
+                opts.blobIDKey = src.master.mac
+            }
             let backend = try await global.backend()
             let pw = try global.password(confirm: true, prompt: "enter password for new repository: ")
             let repo = try await Repository.initialize(backend: backend, password: pw, options: opts)

@@ -5,8 +5,16 @@ import Foundation
 import Glibc
 import LifeboatCore
 import LifeboatRepository
+import Synchronization
 
 nonisolated(unsafe) var signalSources: [DispatchSourceSignal] = []
+/// Signals received; commands that stop gracefully (copy, replicate) poll it.
+let stopSignals = Atomic<Int>(0)
+/// Set by commands that finish the current object on the first SIGINT/SIGTERM instead of exiting.
+nonisolated(unsafe) var gracefulStop = false
+
+/// Whether a graceful stop was asked for.
+func stopRequested() -> Bool { stopSignals.load(ordering: .relaxed) > 0 }
 
 /// On SIGINT or SIGTERM: release the repository locks this process holds, then exit with 130.
 /// (Data already uploaded stays; the next backup reuses it.)
@@ -15,6 +23,10 @@ func installInterruptHandlers() {
         signal(sig, SIG_IGN)
         let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
         src.setEventHandler {
+            if gracefulStop && stopSignals.add(1, ordering: .relaxed).newValue == 1 {
+                FileHandle.standardError.write(Data("\nstopping after the current object (signal again to stop at once)\n".utf8))
+                return
+            }
             FileHandle.standardError.write(Data("\ninterrupted: releasing locks\n".utf8))
             Task {
                 await RepositoryLock.releaseAll()
@@ -39,7 +51,7 @@ public struct LifeboatCommand: AsyncParsableCommand {
         subcommands: [
             InitCommand.self, BackupCommand.self, SnapshotsCommand.self, LsCommand.self, DiffCommand.self,
             RestoreCommand.self, DumpCommand.self, FindCommand.self, StatsCommand.self, CheckCommand.self,
-            ForgetCommand.self, PruneCommand.self, UnlockCommand.self, KeyCommand.self, ServeCommand.self, VersionCommand.self,
+            ForgetCommand.self, PruneCommand.self, UnlockCommand.self, KeyCommand.self, CopyCommand.self, ServeCommand.self, VersionCommand.self,
         ]
     )
     public init() {}

@@ -53,7 +53,9 @@ public struct GlobalOptions: ParsableArguments {
         return r
     }
 
-    func backend() async throws -> any Backend {
+    /// The backend for `location` (default: the repository option), wrapped in the retry decorator and,
+    /// for remote sites, the metadata cache. `environment` supplies credentials (default: the process's).
+    func backend(location: String? = nil, environment: [String: String]? = nil) async throws -> any Backend {
         var http = HTTPOptions.fromEnvironment()
         if let cacert { http.caCertFile = cacert }
         if let timeout, timeout > 0 { http.readTimeout = timeout }
@@ -66,7 +68,8 @@ public struct GlobalOptions: ParsableArguments {
             lock = ObjectLock(days: days, mode: mode)
         }
         let out = output
-        let remote = try await makeBackend(try repositoryLocation(), http: http, objectLock: lock)
+        let remote = try await makeBackend(try location ?? repositoryLocation(), http: http, objectLock: lock,
+                                           environment: environment ?? env)
         let retrying = RetryingBackend(remote) { what, attempt, error in
             out.warn("\(what) failed (attempt \(attempt)): \(error.message); retrying")
         }
@@ -104,16 +107,17 @@ public struct GlobalOptions: ParsableArguments {
 }
 
 /// The backend registry: turns a repository location into a backend.
-func makeBackend(_ location: String, http: HTTPOptions = .fromEnvironment(), objectLock: ObjectLock? = nil) async throws -> any Backend {
+func makeBackend(_ location: String, http: HTTPOptions = .fromEnvironment(), objectLock: ObjectLock? = nil,
+                 environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> any Backend {
     func rest(_ prefix: String) -> String? { location.hasPrefix(prefix) ? String(location.dropFirst(prefix.count)) : nil }
     if objectLock != nil && !location.hasPrefix("s3:") {
         throw LifeboatError.invalid("--s3-object-lock-days applies to s3: repositories only")
     }
     do {
         if let p = rest("local:") { return LocalBackend(path: p) }
-        if let s = rest("s3:") { return try S3Backend.make(s, options: http, objectLock: objectLock) }
-        if let u = rest("rest:") { return try RESTBackend.make(url: u, options: http) }
-        if let r = rest("rclone:") { return try await RcloneBackend.make(r, options: http) }
+        if let s = rest("s3:") { return try S3Backend.make(s, options: http, objectLock: objectLock, environment: environment) }
+        if let u = rest("rest:") { return try RESTBackend.make(url: u, options: http, environment: environment) }
+        if let r = rest("rclone:") { return try await RcloneBackend.make(r, options: http, environment: environment) }
     } catch let e as S3Error {
         throw LifeboatError.invalid(e.description)
     }

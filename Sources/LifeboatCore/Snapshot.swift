@@ -39,6 +39,8 @@ public struct Snapshot: Codable, Sendable, Equatable {
     public var excludes: [String]?
     public var programVersion: String
     public var summary: SnapshotSummary?
+    /// For a copy made by `lifeboat copy`: the ID of the snapshot it was first copied from.
+    public var original: ID? = nil
 
     public init(time: Date, tree: ID, paths: [String], hostname: String, username: String = "",
                 uid: UInt32 = 0, gid: UInt32 = 0, tags: [String] = [], parent: ID? = nil,
@@ -62,7 +64,7 @@ public struct Snapshot: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case time, tree, paths, hostname, username, uid, gid, tags, parent, excludes
-        case programVersion = "program_version", summary
+        case programVersion = "program_version", summary, original
     }
 
     public func encoded() throws -> Data {

@@ -20,7 +20,8 @@ public final class PipeHTTP2Transport: HTTPTransport {
     let readTimeout: Double
 
     /// Starts `executable arguments…` and speaks HTTP/2 to it.
-    public init(executable: String, arguments: [String], name: String, options: HTTPOptions = .fromEnvironment()) async throws {
+    public init(executable: String, arguments: [String], name: String, options: HTTPOptions = .fromEnvironment(),
+                environment: [String: String]? = nil) async throws {
         origin = name
         readTimeout = options.readTimeout
         var toChild: [Int32] = [0, 0], fromChild: [Int32] = [0, 0]
@@ -33,6 +34,7 @@ public final class PipeHTTP2Transport: HTTPTransport {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = arguments
+        if let environment { p.environment = environment }
         p.standardInput = FileHandle(fileDescriptor: toChild[0], closeOnDealloc: false)
         p.standardOutput = FileHandle(fileDescriptor: fromChild[1], closeOnDealloc: false)
         let errPipe = Pipe()

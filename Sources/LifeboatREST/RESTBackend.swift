@@ -40,7 +40,8 @@ public struct RESTBackend: Backend {
 
     /// Parses `rest:http(s)://[user[:password]@]host[:port][/path]` (after the `rest:` prefix).
     /// The password may also come from `LIFEBOAT_REST_PASSWORD`, to keep it out of argv.
-    public static func make(url: String, options: HTTPOptions = .fromEnvironment()) throws -> RESTBackend {
+    public static func make(url: String, options: HTTPOptions = .fromEnvironment(),
+                            environment: [String: String] = ProcessInfo.processInfo.environment) throws -> RESTBackend {
         guard let c = URLComponents(string: url), let scheme = c.scheme, scheme == "http" || scheme == "https",
               let host = c.host, !host.isEmpty else {
             throw StorageError(.permanent, "invalid REST URL \"\(redact(url))\": expected rest:http(s)://[user:password@]host[:port]/path")
@@ -48,7 +49,7 @@ public struct RESTBackend: Backend {
         let hostPart = host.contains(":") ? "[\(host)]" : host
         let origin = "\(scheme)://\(hostPart)" + (c.port.map { ":\($0)" } ?? "")
         let transport = try AsyncHTTPTransport(origin: origin, options: options)
-        let password = c.password ?? ProcessInfo.processInfo.environment["LIFEBOAT_REST_PASSWORD"]
+        let password = c.password ?? environment["LIFEBOAT_REST_PASSWORD"]
         return RESTBackend(transport: transport, basePath: c.percentEncodedPath, user: c.user, password: password,
                            location: "rest:\(origin)\(c.percentEncodedPath)")
     }

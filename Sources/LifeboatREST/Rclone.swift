@@ -21,7 +21,7 @@ public enum RcloneBackend {
         }
         let extra = (env["LIFEBOAT_RCLONE_ARGS"] ?? "").split(separator: " ").map(String.init)
         let transport = try await PipeHTTP2Transport(executable: program, arguments: extra + ["serve", "restic", "--stdio", remote],
-                                                     name: "rclone", options: options)
+                                                     name: "rclone", options: options, environment: env)
         return RESTBackend(transport: transport, basePath: "", location: "rclone:\(remote)")
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import LifeboatChunker
 import LifeboatCompression
 import LifeboatCore
+import Crypto
 
 /// The repository config (`config`), sealed with the master key.
 public struct RepositoryConfig: Codable, Sendable, Equatable {
@@ -34,5 +35,8 @@ public struct InitOptions: Sendable {
     public var packSize: Int = RepositoryConfig.defaultPackSize
     /// Reuse another repository's chunker secret and sizes so that both chunk data identically.
     public var chunkerSeed: [UInt8]? = nil
+    /// Reuse another repository's blob-ID (MAC) key so that both name blobs and trees identically:
+    /// copies between them skip what is present by ID and keep trees unchanged. Encryption keys stay separate.
+    public var blobIDKey: SymmetricKey? = nil
     public init() {}
 }

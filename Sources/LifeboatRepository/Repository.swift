@@ -43,6 +43,7 @@ public final class Repository: Sendable {
         var stats = WriteStats()
         var indexFiles: [ID: [ID]] = [:]
         var written: [ID] = []
+        var uploaded: [IndexPack] = []
     }
     struct PendingKey: Hashable, Sendable { var type: BlobType; var id: ID }
     let state = Mutex(State())
@@ -89,7 +90,7 @@ public final class Repository: Sendable {
         if try await backend.exists(.config) {
             throw LifeboatError(.alreadyExists, "a repository already exists at \(backend.location)")
         }
-        let master = MasterKey.random()
+        let master = options.blobIDKey.map { MasterKey(encryption: SymmetricKey(size: .bits256), mac: $0) } ?? MasterKey.random()
         let config = RepositoryConfig(version: RepositoryConfig.currentVersion, id: ID(bytes: Seal.randomBytes(32)).hex,
                                       chunker: options.chunker,
                                       chunkerSeed: Data(options.chunkerSeed ?? Seal.randomBytes(32)).base64EncodedString(),
@@ -362,6 +363,7 @@ public final class Repository: Sendable {
             s.index.add(ip)
             for b in pb.blobs { s.pending.remove(PendingKey(type: b.type, id: b.id)) }
             s.unindexed.append(ip)
+            s.uploaded.append(ip)
             s.stats.packsWritten += 1
             return s.unindexed.count >= Repository.indexFlushPacks
                 || Date().timeIntervalSince(s.lastIndexFlush) > Repository.indexFlushSeconds
@@ -378,6 +380,11 @@ public final class Repository: Sendable {
             let ids = try await writeIndex(packs)
             state.withLock { $0.written += ids }
         }
+    }
+
+    /// The packs this handle uploaded since the last call (for read-back verification).
+    public func takeUploadedPacks() -> [IndexPack] {
+        state.withLock { s in defer { s.uploaded = [] }; return s.uploaded }
     }
 
     /// Index files this handle wrote while flushing packs.

@@ -1,0 +1,102 @@
+import ArgumentParser
+import Foundation
+import LifeboatCore
+import LifeboatRepository
+import LifeboatSnapshot
+
+/// Where a second repository (the source of `copy`, `init --copy-chunker-params-from`) is and how to open it.
+struct SourceRepositoryOptions: ParsableArguments {
+    @Option(name: .customLong("from-repo"), help: "Source repository (or LIFEBOAT_FROM_REPOSITORY).")
+    var fromRepo: String?
+    @Option(name: .customLong("from-password-file"), help: "Password file of the source (or LIFEBOAT_FROM_PASSWORD_FILE; default: the destination's).")
+    var fromPasswordFile: String?
+
+    var env: [String: String] { ProcessInfo.processInfo.environment }
+
+    func location() throws -> String {
+        guard let r = fromRepo ?? env["LIFEBOAT_FROM_REPOSITORY"], !r.isEmpty else {
+            throw LifeboatError.invalid("no source repository: use --from-repo or LIFEBOAT_FROM_REPOSITORY")
+        }
+        return r
+    }
+
+    func open(_ global: GlobalOptions) async throws -> Repository {
+        try await SourceRepositoryOptions.open(global, location: try location(), passwordFile: fromPasswordFile)
+    }
+
+    static func open(_ global: GlobalOptions, location: String, passwordFile: String?) async throws -> Repository {
+        let env = ProcessInfo.processInfo.environment
+        let backend = try await global.backend(location: location)
+        let password: String
+        if let f = passwordFile ?? env["LIFEBOAT_FROM_PASSWORD_FILE"] {
+            password = try readPasswordFile(f)
+        } else if let p = env["LIFEBOAT_FROM_PASSWORD"] {
+            password = p
+        } else {
+            password = try global.password(prompt: "enter password for the source repository: ")
+        }
+        return try await Repository.open(backend: backend, password: password)
+    }
+}
+
+struct CopyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "copy",
+        abstract: "Copy snapshots and the data they need from another repository into this one.",
+        discussion: """
+        Snapshots the destination already has (copied before, recognised by their original ID) are skipped, and so \
+        are blobs it already has. Repositories created with `init --copy-chunker-params-from` name data alike, so \
+        nothing present is read twice; otherwise data is re-identified (and re-chunked if the chunker parameters \
+        differ). Each snapshot is written only after its data and index are durable at the destination and every \
+        pack uploaded for it was read back and verified. An interrupted copy resumes where it stopped.
+        """)
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var source: SourceRepositoryOptions
+    @OptionGroup var filter: FilterOptions
+    @Argument(help: "Snapshots to copy (IDs or latest; default: all that match the filter).") var snapshots: [String] = []
+
+    func run() async throws {
+        gracefulStop = true
+        try await runCommand(global) {
+            let out = global.output
+            let src = try await source.open(global)
+            let dst = try await global.open()
+            let report = try await withRepositoryLock(src, .shared, "copy (source)") {
+                try await withRepositoryLock(dst, .shared, "copy") {
+                    try await copySnapshots(from: src, to: dst, refs: snapshots, filter: filter.filter, output: out,
+                                            shouldStop: { stopRequested() })
+                }
+            }
+            return report.stopped ? ExitStatus.interrupted : 0
+        }
+    }
+}
+
+/// Loads both indexes, picks the source snapshots and copies them, printing one line per snapshot.
+func copySnapshots(from src: Repository, to dst: Repository, refs: [String], filter: SnapshotFilter, output out: Output,
+                   shouldStop: @escaping @Sendable () -> Bool) async throws -> CopyReport {
+    try await src.loadIndex()
+    try await dst.loadIndex()
+    var chosen: [(id: ID, snapshot: Snapshot)] = []
+    if refs.isEmpty {
+        chosen = try await src.listSnapshots().filter { filter.matches($0.snapshot) }
+    } else {
+        for r in refs { chosen.append(try await src.findSnapshot(r, filter: filter)) }
+    }
+    let copier = Copier(source: src, destination: dst)
+    let start = Date()
+    let report = try await copier.copy(chosen, shouldStop: shouldStop) { from, to in
+        out.info("snapshot \(from.short) copied to \(dst.backend.location) as \(to.short)")
+        out.emit(["message_type": "snapshot_copied", "source": from.hex, "destination": to.hex])
+    }
+    let elapsed = Date().timeIntervalSince(start)
+    out.info("\(report.copied.count) snapshots copied, \(report.alreadyPresent) already present; \(report.blobsSent) blobs sent "
+             + "(\(formatBytes(report.bytesSent))), \(report.blobsSkipped) already there; \(report.packsVerified) packs verified"
+             + (report.reencoded ? "; data re-identified\(report.rechunked ? " and re-chunked" : "") (different keys)" : "")
+             + (report.stopped ? "; stopped before the end" : ""))
+    out.emit(["message_type": "summary", "snapshots_copied": report.copied.count, "snapshots_present": report.alreadyPresent,
+              "blobs_sent": report.blobsSent, "bytes_sent": report.bytesSent, "blobs_skipped": report.blobsSkipped,
+              "packs_verified": report.packsVerified, "stopped": report.stopped, "reencoded": report.reencoded,
+              "seconds": (elapsed * 1000).rounded() / 1000])
+    return report
+}

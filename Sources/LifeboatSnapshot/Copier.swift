@@ -1,0 +1,248 @@
+import Foundation
+import LifeboatChunker
+import LifeboatCore
+import LifeboatCrypto
+import LifeboatRepository
+import LifeboatStorage
+import Synchronization
+
+/// What a copy did.
+public struct CopyReport: Sendable {
+    /// (source snapshot, new snapshot at the destination).
+    public var copied: [(source: ID, destination: ID)] = []
+    /// Source snapshots the destination already had.
+    public var alreadyPresent = 0
+    /// Blobs stored at the destination, and their bytes before compression.
+    public var blobsSent = 0
+    public var bytesSent: UInt64 = 0
+    /// Blobs the destination already had.
+    public var blobsSkipped = 0
+    /// Packs read back from the destination and verified.
+    public var packsVerified = 0
+    /// A stop was asked for; what was copied so far is durable and indexed, the snapshot in progress is not written.
+    public var stopped = false
+    /// Blobs were re-identified (keys differ) and, if the chunker parameters differ, file contents re-chunked.
+    public var reencoded = false
+    public var rechunked = false
+}
+
+/// Copies snapshots, with all the data they need, from one repository into another.
+///
+/// Two repositories that share the blob-ID key and chunker parameters (`init --copy-chunker-params-from`)
+/// name every blob and tree alike: blobs the destination has are skipped by ID without being read, and
+/// trees are copied unchanged. Otherwise each blob is read, re-identified under the destination's key
+/// (re-chunked with its chunker when the parameters differ) and trees are rewritten. Either way blobs are
+/// decrypted from the source and sealed under the destination's keys; source files are never read.
+///
+/// A snapshot is written at the destination only after its data and index are durable there and every
+/// pack uploaded for it has been read back and verified (SHA-256 of the pack, MAC of every blob). An
+/// interrupted copy leaves indexed packs behind; the next copy finds those blobs and does not send them again.
+public final class Copier: Sendable {
+    public let source: Repository
+    public let destination: Repository
+    /// Blob copies in flight.
+    public let parallelism: Int
+    let sameIDs: Bool
+    let sameChunker: Bool
+    let treeMap = Mutex<[ID: ID]>([:])
+    let blobMap = Mutex<[ID: ID]>([:])
+    let counters = Mutex(CopyReport())
+
+    public init(source: Repository, destination: Repository, parallelism: Int = 4) {
+        self.source = source
+        self.destination = destination
+        self.parallelism = max(1, parallelism)
+        sameChunker = source.config.chunker == destination.config.chunker && source.config.chunkerSeed == destination.config.chunkerSeed
+        let macA = source.master.mac.withUnsafeBytes { Data($0) }
+        let macB = destination.master.mac.withUnsafeBytes { Data($0) }
+        sameIDs = macA == macB && sameChunker
+    }
+
+    /// Progress so far (blobs sent and skipped, bytes).
+    public var progress: CopyReport { counters.withLock { $0 } }
+
+    /// Which of `snapshots` (from the source) the destination lacks, oldest first. A copy is recognised by
+    /// its `original` field, so copies of copies are recognised too.
+    public static func missing(_ snapshots: [(id: ID, snapshot: Snapshot)], at destination: [(id: ID, snapshot: Snapshot)])
+        -> [(id: ID, snapshot: Snapshot)] {
+        var present = Set<ID>()
+        for (id, s) in destination { present.insert(id); if let o = s.original { present.insert(o) } }
+        return snapshots.filter { !present.contains($0.id) && !present.contains($0.snapshot.original ?? $0.id) }
+            .sorted { $0.snapshot.time < $1.snapshot.time }
+    }
+
+    /// Copies `snapshots` (indexes of both repositories must be loaded). `shouldStop` is polled between
+    /// blobs: when it turns true, the blobs copied so far are flushed and the copy returns with `stopped`.
+    public func copy(_ snapshots: [(id: ID, snapshot: Snapshot)], shouldStop: @escaping @Sendable () -> Bool = { false },
+                     onSnapshot: @Sendable (ID, ID) -> Void = { _, _ in }) async throws -> CopyReport {
+        let existing = try await destination.listSnapshots()
+        let todo = Copier.missing(snapshots, at: existing)
+        counters.withLock { $0.alreadyPresent = snapshots.count - todo.count; $0.reencoded = !sameIDs; $0.rechunked = !sameChunker }
+        var copiedIDs: [ID: ID] = [:]
+        for (id, snap) in todo {
+            let tree: ID
+            do {
+                tree = try await copyTree(snap.tree, shouldStop: shouldStop)
+            } catch is CopyStopped {
+                try await destination.flush()
+                _ = destination.takeUploadedPacks()
+                counters.withLock { $0.stopped = true }
+                return counters.withLock { $0 }
+            }
+            try await destination.flush()
+            try await verifyUploads()
+            var copy = snap
+            copy.tree = tree
+            copy.original = snap.original ?? id
+            copy.parent = snap.parent.flatMap { copiedIDs[$0] }
+            let newID = try await destination.saveSnapshot(copy)
+            copiedIDs[id] = newID
+            counters.withLock { $0.copied.append((id, newID)) }
+            onSnapshot(id, newID)
+            if shouldStop() {
+                counters.withLock { $0.stopped = true }
+                break
+            }
+        }
+        return counters.withLock { $0 }
+    }
+
+    struct CopyStopped: Error {}
+
+    /// Reads back every pack uploaded since the last call and checks it: its SHA-256 must be its name and
+    /// every blob must open and match its ID.
+    func verifyUploads() async throws {
+        let packs = destination.takeUploadedPacks()
+        try await asyncForEach(packs, parallelism: parallelism) { p in
+            let data = try await self.destination.backend.read(Handle(.data, p.id.hex))
+            guard sha256ID(data) == p.id else {
+                throw LifeboatError.corrupt("pack \(p.id.short) reads back from \(self.destination.backend.location) with a different SHA-256")
+            }
+            for b in p.blobs {
+                let start = Int(b.offset), end = start + Int(b.length)
+                guard end <= data.count else { throw LifeboatError.corrupt("pack \(p.id.short) reads back truncated") }
+                _ = try self.destination.openBlob(data[start..<end], location: BlobLocation(pack: p.id, salt: p.salt, blob: b))
+            }
+            self.counters.withLock { $0.packsVerified += 1 }
+        }
+    }
+
+    func copyTree(_ id: ID, shouldStop: @escaping @Sendable () -> Bool) async throws -> ID {
+        if let done = treeMap.withLock({ $0[id] }) { return done }
+        if shouldStop() { throw CopyStopped() }
+        let tree = try await source.loadTree(id)
+        var nodes = tree.nodes
+        // Subtrees first (depth-first), then this tree's files in parallel.
+        for i in nodes.indices where nodes[i].type == .dir {
+            if let sub = nodes[i].subtree { nodes[i].subtree = try await copyTree(sub, shouldStop: shouldStop) }
+        }
+        if sameIDs {
+            var blobs: [ID] = []
+            for n in nodes { blobs += n.content ?? [] }
+            try await asyncForEach(blobs, parallelism: parallelism) { b in
+                if shouldStop() { throw CopyStopped() }
+                try await self.copyBlobKeepingID(b)
+            }
+            if !destination.index.hasLive(id, type: .tree) {
+                let raw = try await source.loadBlob(.tree, id)
+                let r = try await destination.saveBlob(.tree, raw, id: id)
+                counters.withLock { if r.isNew { $0.blobsSent += 1; $0.bytesSent += UInt64(raw.count) } }
+            }
+            treeMap.withLock { $0[id] = id }
+            return id
+        }
+        for i in nodes.indices {
+            guard let content = nodes[i].content, !content.isEmpty else { continue }
+            if shouldStop() { throw CopyStopped() }
+            nodes[i].content = sameChunker ? try await reidentify(content) : try await rechunk(content)
+        }
+        let newID = try await destination.saveTree(Tree(nodes: nodes)).id
+        treeMap.withLock { $0[id] = newID }
+        return newID
+    }
+
+    func copyBlobKeepingID(_ id: ID) async throws {
+        if destination.index.hasLive(id, type: .data) {
+            counters.withLock { $0.blobsSkipped += 1 }
+            return
+        }
+        let data = try await source.loadBlob(.data, id)
+        let r = try await destination.saveBlob(.data, data, id: id)
+        counters.withLock {
+            if r.isNew { $0.blobsSent += 1; $0.bytesSent += UInt64(data.count) } else { $0.blobsSkipped += 1 }
+        }
+    }
+
+    /// Same chunks, new IDs (different blob-ID keys).
+    func reidentify(_ content: [ID]) async throws -> [ID] {
+        try await asyncMap(content, parallelism: parallelism) { b in
+            if let known = self.blobMap.withLock({ $0[b] }) { return known }
+            let data = try await self.source.loadBlob(.data, b)
+            let r = try await self.destination.saveBlob(.data, data)
+            self.blobMap.withLock { $0[b] = r.id }
+            self.counters.withLock {
+                if r.isNew { $0.blobsSent += 1; $0.bytesSent += UInt64(data.count) } else { $0.blobsSkipped += 1 }
+            }
+            return r.id
+        }
+    }
+
+    /// The file's bytes cut again with the destination's chunker (memory: one chunk plus one blob).
+    func rechunk(_ content: [ID]) async throws -> [ID] {
+        var out: [ID] = []
+        var buffer: [UInt8] = []
+        let cdc = destination.chunker
+        func emit(_ n: Int) async throws {
+            let chunk = Array(buffer[0..<n])
+            buffer.removeFirst(n)
+            let r = try await destination.saveBlob(.data, chunk)
+            counters.withLock {
+                if r.isNew { $0.blobsSent += 1; $0.bytesSent += UInt64(chunk.count) } else { $0.blobsSkipped += 1 }
+            }
+            out.append(r.id)
+        }
+        for b in content {
+            buffer += try await source.loadBlob(.data, b)
+            while let cut = buffer.withUnsafeBytes({ cdc.boundary($0, final: false) }), cut > 0 { try await emit(cut) }
+        }
+        while !buffer.isEmpty {
+            let cut = buffer.withUnsafeBytes { cdc.boundary($0, final: true) } ?? buffer.count
+            try await emit(max(1, min(cut, buffer.count)))
+        }
+        return out
+    }
+}
+
+/// Runs `body` for every element with at most `parallelism` at once; rethrows the first error.
+func asyncForEach<T: Sendable>(_ items: [T], parallelism: Int, _ body: @escaping @Sendable (T) async throws -> Void) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { g in
+        var it = items.makeIterator()
+        for _ in 0..<parallelism {
+            guard let x = it.next() else { break }
+            g.addTask { try await body(x) }
+        }
+        while try await g.next() != nil {
+            if let x = it.next() { g.addTask { try await body(x) } }
+        }
+    }
+}
+
+/// Maps every element with at most `parallelism` at once, keeping the order; rethrows the first error.
+func asyncMap<T: Sendable, R: Sendable>(_ items: [T], parallelism: Int, _ body: @escaping @Sendable (T) async throws -> R) async throws -> [R] {
+    var out = [R?](repeating: nil, count: items.count)
+    try await withThrowingTaskGroup(of: (Int, R).self) { g in
+        var next = 0
+        func add() {
+            guard next < items.count else { return }
+            let i = next, x = items[i]
+            next += 1
+            g.addTask { (i, try await body(x)) }
+        }
+        for _ in 0..<parallelism { add() }
+        while let (i, r) = try await g.next() {
+            out[i] = r
+            add()
+        }
+    }
+    return out.map { $0! }
+}
