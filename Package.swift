@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // C shim for the system libzstd (Debian: libzstd-dev).
@@ -77,9 +78,11 @@ let package = Package(
             .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
             .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: swift6),
+        // Sites (sites.yaml), replication state and lag: what replicate and sites status share.
+        .target(name: "LifeboatSites", dependencies: ["LifeboatCore", .product(name: "Yams", package: "Yams")], swiftSettings: swift6),
         // The command-line interface as a library.
         .target(name: "LifeboatCommands", dependencies: [
-            "LifeboatSnapshot", "CLifeboatSys", "LifeboatREST", "LifeboatS3", "LifeboatServer",
+            "LifeboatSnapshot", "CLifeboatSys", "LifeboatREST", "LifeboatS3", "LifeboatServer", "LifeboatSites",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swift6),
         .executableTarget(name: "lifeboat", dependencies: ["LifeboatCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swift6),
@@ -100,6 +103,7 @@ let package = Package(
         .testTarget(name: "LifeboatRemoteTests", dependencies: [
             "LifeboatREST", "LifeboatS3", "LifeboatServer", "LifeboatHTTP", "LifeboatTestSupport",
         ], swiftSettings: swift6),
+        .testTarget(name: "LifeboatSitesTests", dependencies: ["LifeboatSites"], swiftSettings: swift6),
         .testTarget(name: "LifeboatSnapshotTests", dependencies: ["LifeboatSnapshot", "LifeboatTestSupport"], swiftSettings: swift6),
     ]
 )
