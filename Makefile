@@ -18,6 +18,7 @@ unit: build
 integration: build
 	bash tests/integration/run.sh $(BIN)
 	bash tests/integration/remote.sh $(BIN)
+	bash tests/integration/replication.sh $(BIN)
 
 test: unit integration
 

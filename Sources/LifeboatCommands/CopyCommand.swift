@@ -92,11 +92,12 @@ func copySnapshots(from src: Repository, to dst: Repository, refs: [String], fil
     let elapsed = Date().timeIntervalSince(start)
     out.info("\(report.copied.count) snapshots copied, \(report.alreadyPresent) already present; \(report.blobsSent) blobs sent "
              + "(\(formatBytes(report.bytesSent))), \(report.blobsSkipped) already there; \(report.packsVerified) packs verified"
+             + (report.packsRecovered > 0 ? "; \(report.packsRecovered) packs of an interrupted run reused" : "")
              + (report.reencoded ? "; data re-identified\(report.rechunked ? " and re-chunked" : "") (different keys)" : "")
              + (report.stopped ? "; stopped before the end" : ""))
     out.emit(["message_type": "summary", "snapshots_copied": report.copied.count, "snapshots_present": report.alreadyPresent,
               "blobs_sent": report.blobsSent, "bytes_sent": report.bytesSent, "blobs_skipped": report.blobsSkipped,
-              "packs_verified": report.packsVerified, "stopped": report.stopped, "reencoded": report.reencoded,
+              "packs_verified": report.packsVerified, "packs_recovered": report.packsRecovered, "stopped": report.stopped, "reencoded": report.reencoded,
               "seconds": (elapsed * 1000).rounded() / 1000])
     return report
 }

@@ -32,9 +32,9 @@ struct CheckCommand: AsyncParsableCommand {
                 for (id, reasons) in report.damagedSnapshots.sorted(by: { $0.key < $1.key }) {
                     out.warn("snapshot \(id.short) is damaged: \(reasons.prefix(10).joined(separator: "; "))\(reasons.count > 10 ? "; ..." : "")")
                 }
-                out.info("checked \(report.snapshots) snapshots, \(report.trees) trees, \(report.packs) packs, \(report.blobs) blobs\(opts.readData != nil ? "; read \(report.packsRead) packs (\(formatBytes(report.bytesRead)))" : "")")
+                out.info("checked \(report.snapshots) snapshots, \(report.trees) trees, \(report.packs) packs, \(report.blobs) blobs\(report.duplicateBlobs > 0 ? " (\(report.duplicateBlobs) stored twice)" : "")\(opts.readData != nil ? "; read \(report.packsRead) packs (\(formatBytes(report.bytesRead)))" : "")")
                 out.emit(["message_type": "summary", "errors": report.errors, "warnings": report.issues.count - report.errors,
-                          "snapshots": report.snapshots, "trees": report.trees, "packs": report.packs, "packs_read": report.packsRead,
+                          "snapshots": report.snapshots, "trees": report.trees, "packs": report.packs, "packs_read": report.packsRead, "duplicate_blobs": report.duplicateBlobs,
                           "bytes_read": report.bytesRead, "issues": report.issues.map { ["severity": $0.severity.rawValue, "object": $0.object, "message": $0.message] },
                           "damaged_snapshots": report.damagedSnapshots.map { ["id": $0.key.hex, "reasons": $0.value] }])
                 if report.errors > 0 {

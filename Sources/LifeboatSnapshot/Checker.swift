@@ -50,6 +50,8 @@ public struct CheckReport: Sendable {
     public var damagedSnapshots: [ID: [String]] = [:]
     public var snapshots = 0, trees = 0, packs = 0, packsRead = 0, blobs = 0
     public var bytesRead: UInt64 = 0
+    /// Blobs stored in more than one live pack (harmless; prune repacks them away).
+    public var duplicateBlobs = 0
     public var errors: Int { issues.filter { $0.severity == .error }.count }
 }
 
@@ -81,6 +83,10 @@ public final class Checker: Sendable {
         }
         let index = repo.index
         report.blobs = index.blobCount
+        var seen = Set<ID>()
+        for p in index.allPacks() where p.markedAt == nil {
+            for b in p.blobs where !seen.insert(b.id).inserted { report.duplicateBlobs += 1 }
+        }
         let stored = Dictionary(try await repo.backend.list(.data).map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
         var badBlobs = Set<ID>()
         var missingPacks = Set<ID>()

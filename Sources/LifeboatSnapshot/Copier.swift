@@ -19,6 +19,9 @@ public struct CopyReport: Sendable {
     public var blobsSkipped = 0
     /// Packs read back from the destination and verified.
     public var packsVerified = 0
+    /// Packs an interrupted run had uploaded but not indexed, found at the destination and indexed, so
+    /// their blobs are not sent again.
+    public var packsRecovered = 0
     /// A stop was asked for; what was copied so far is durable and indexed, the snapshot in progress is not written.
     public var stopped = false
     /// Blobs were re-identified (keys differ) and, if the chunker parameters differ, file contents re-chunked.
@@ -77,6 +80,7 @@ public final class Copier: Sendable {
                      onSnapshot: @Sendable (ID, ID) -> Void = { _, _ in }) async throws -> CopyReport {
         let existing = try await destination.listSnapshots()
         let todo = Copier.missing(snapshots, at: existing)
+        if !todo.isEmpty { try await recoverUnindexedPacks() }
         counters.withLock { $0.alreadyPresent = snapshots.count - todo.count; $0.reencoded = !sameIDs; $0.rechunked = !sameChunker }
         var copiedIDs: [ID: ID] = [:]
         for (id, snap) in todo {
@@ -108,6 +112,22 @@ public final class Copier: Sendable {
     }
 
     struct CopyStopped: Error {}
+
+    /// Indexes the destination's packs that no index lists (uploads of a run that was killed before it
+    /// wrote their index), after checking each one's SHA-256 and header, so a resumed copy reuses them.
+    func recoverUnindexedPacks() async throws {
+        let indexed = Set(destination.index.allPacks().map { $0.id.hex })
+        var found: [IndexPack] = []
+        for item in try await destination.backend.list(.data) where !indexed.contains(item.name) {
+            guard let id = ID(hex: item.name), let data = try? await destination.backend.read(Handle(.data, item.name)),
+                  sha256ID(data) == id, let header = try? PackFormat.parseHeader(data, master: destination.master) else { continue }
+            found.append(IndexPack(id: id, salt: header.salt, blobs: header.blobs))
+        }
+        guard !found.isEmpty else { return }
+        try await destination.writeIndex(found)
+        try await destination.loadIndex()
+        counters.withLock { $0.packsRecovered = found.count }
+    }
 
     /// Reads back every pack uploaded since the last call and checks it: its SHA-256 must be its name and
     /// every blob must open and match its ID.
@@ -245,4 +265,37 @@ func asyncMap<T: Sendable, R: Sendable>(_ items: [T], parallelism: Int, _ body: 
         }
     }
     return out.map { $0! }
+}
+
+extension Copier {
+    /// Bytes (as stored at the source) of the blobs that `snapshots` need and `destination` lacks. With
+    /// different blob-ID keys the destination cannot be compared by ID: the result is then the size of
+    /// everything the snapshots reference (an upper bound) and `exact` is false.
+    public static func pendingBytes(_ snapshots: [Snapshot], source: Repository, destination: Repository?) async throws
+        -> (bytes: UInt64, exact: Bool) {
+        let comparable = destination.map { d in
+            d.master.mac.withUnsafeBytes { Data($0) } == source.master.mac.withUnsafeBytes { Data($0) }
+        } ?? false
+        let index = source.index
+        let other = comparable ? destination?.index : nil
+        var seenTrees = Set<ID>(), seenBlobs = Set<ID>()
+        var total: UInt64 = 0
+        func add(_ id: ID, _ type: BlobType) {
+            guard seenBlobs.insert(id).inserted else { return }
+            if let other, other.hasLive(id, type: type) { return }
+            if let loc = index.lookup(id, type: type) { total += UInt64(loc.blob.length) }
+        }
+        var stack = snapshots.map(\.tree)
+        while let t = stack.popLast() {
+            guard seenTrees.insert(t).inserted else { continue }
+            add(t, .tree)
+            // A subtree the destination has is taken as complete there (an estimate: saves walking it).
+            if let other, other.hasLive(t, type: .tree) { continue }
+            for n in try await source.loadTree(t).nodes {
+                if let s = n.subtree { stack.append(s) }
+                for b in n.content ?? [] { add(b, .data) }
+            }
+        }
+        return (total, comparable)
+    }
 }

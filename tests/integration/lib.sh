@@ -41,3 +41,36 @@ make_tree() {  # a tree with every kind of file and metadata
   touch -d "2010-01-01" "$d/dir/sub"
 }
 
+
+# Servers for the remote-site and replication suites.
+free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
+wait_port() { for _ in $(seq 1 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; fail "port $1 did not open"; }
+
+# start_serve NAME ARGS…: runs `lifeboat serve` in the background; sets SERVE_URL (http(s)://host:port/).
+start_serve() {
+  local name=$1; shift
+  "$BIN" serve --json --listen "${SERVE_LISTEN:-127.0.0.1:0}" "$@" > "$WORK/serve-$name.out" 2> "$WORK/serve-$name.err" &
+  SERVE_PID=$!
+  for _ in $(seq 1 100); do
+    SERVE_URL=$(python3 -c "import json; print(json.loads(open('$WORK/serve-$name.out').readline())['url'])" 2>/dev/null) && return 0
+    sleep 0.1
+  done
+  cat "$WORK/serve-$name.err"; fail "serve $name did not start"
+}
+
+start_moto() {
+  MOTO_PORT=$(free_port)
+  moto_server -H 127.0.0.1 -p "$MOTO_PORT" > "$WORK/moto.log" 2>&1 &
+  wait_port "$MOTO_PORT"
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+}
+
+small_tree() {
+  local d=$1
+  mkdir -p "$d/dir/sub"
+  echo "hello" > "$d/dir/hello.txt"
+  head -c 2000000 /dev/urandom > "$d/dir/sub/random.bin"
+  python3 -c "import sys; sys.stdout.write(''.join('line %d\n' % i for i in range(50000)))" > "$d/dir/log.txt"
+  ln -s hello.txt "$d/dir/link"
+}
+

@@ -17,27 +17,6 @@ for tool in openssl htpasswd restic rclone moto_server; do
   command -v "$tool" >/dev/null || { echo "remote.sh needs $tool (make deps installs it)"; exit 1; }
 done
 
-free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
-wait_port() { for _ in $(seq 1 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; fail "port $1 did not open"; }
-
-# start_serve NAME ARGS…: runs `lifeboat serve` in the background; sets SERVE_URL (http(s)://host:port/).
-start_serve() {
-  local name=$1; shift
-  "$BIN" serve --json --listen 127.0.0.1:0 "$@" > "$WORK/serve-$name.out" 2> "$WORK/serve-$name.err" &
-  for _ in $(seq 1 100); do
-    SERVE_URL=$(python3 -c "import json; print(json.loads(open('$WORK/serve-$name.out').readline())['url'])" 2>/dev/null) && return 0
-    sleep 0.1
-  done
-  cat "$WORK/serve-$name.err"; fail "serve $name did not start"
-}
-
-start_moto() {
-  MOTO_PORT=$(free_port)
-  moto_server -H 127.0.0.1 -p "$MOTO_PORT" > "$WORK/moto.log" 2>&1 &
-  wait_port "$MOTO_PORT"
-  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
-}
-
 make_cert() {  # a self-signed certificate for the name localhost only
   [ -f "$WORK/cert.pem" ] && return 0
   openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 \
@@ -59,15 +38,6 @@ cycle() {
   [ "$(lb -r "$R" snapshots --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 1 ] || fail "one snapshot left"
   lb -r "$R" check --read-data >/dev/null
   rm -f "$S/dir/added.txt"
-}
-
-small_tree() {
-  local d=$1
-  mkdir -p "$d/dir/sub"
-  echo "hello" > "$d/dir/hello.txt"
-  head -c 2000000 /dev/urandom > "$d/dir/sub/random.bin"
-  python3 -c "import sys; sys.stdout.write(''.join('line %d\n' % i for i in range(50000)))" > "$d/dir/log.txt"
-  ln -s hello.txt "$d/dir/link"
 }
 
 t_serve_tls_htpasswd() {
