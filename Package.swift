@@ -104,6 +104,6 @@ let package = Package(
             "LifeboatREST", "LifeboatS3", "LifeboatServer", "LifeboatHTTP", "LifeboatTestSupport",
         ], swiftSettings: swift6),
         .testTarget(name: "LifeboatSitesTests", dependencies: ["LifeboatSites"], swiftSettings: swift6),
-        .testTarget(name: "LifeboatSnapshotTests", dependencies: ["LifeboatSnapshot", "LifeboatTestSupport"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatSnapshotTests", dependencies: ["LifeboatSnapshot", "LifeboatChunker", "LifeboatTestSupport"], swiftSettings: swift6),
     ]
 )

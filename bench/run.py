@@ -89,6 +89,16 @@ class Tool:
         if self.name == "restic": return timed(["restic", "-r", self.repo, "restore", "latest", "--target", target, "-q"], self.env)
         return timed(["borg", "extract", "%s::s%d" % (self.repo, self.n)], self.env, cwd=target)
 
+    def copy(self, pwfile):
+        """A second repository with the same chunker parameters, then a copy of every snapshot into it (timed)."""
+        dst = self.repo + "-copy"
+        env = dict(self.env, RESTIC_FROM_PASSWORD_FILE=pwfile)
+        if self.name == "lifeboat":
+            sh([LB, "-r", dst, "init", "-q", "--copy-chunker-params-from", self.repo, "--from-password-file", pwfile], env=env)
+            return timed([LB, "-r", dst, "copy", "-q", "--from-repo", self.repo, "--from-password-file", pwfile], env)
+        sh(["restic", "-r", dst, "init", "-q", "--repository-version", "2", "--from-repo", self.repo, "--copy-chunker-params"], env=env)
+        return timed(["restic", "-r", dst, "copy", "-q", "--from-repo", self.repo], env)
+
     def s3_backup(self, data, endpoint):
         """init + first backup of `data` into a fresh prefix of a moto S3 server (timed: the backup)."""
         env = dict(self.env, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
@@ -215,6 +225,7 @@ def main():
     step("check all data", lambda t: t.check(), nbytes2)
     for t in tools:
         results[t.name]["repository size"] = {"bytes": du(t.repo)}
+    step("copy to a second repository", lambda t: t.copy(pw), nbytes2, only=("lifeboat", "restic"))
     if not a.skip_s3 and shutil.which("moto_server"):
         # Both tools upload the same data to the same S3 server (moto on loopback), one after the other.
         port = free_port()
@@ -256,7 +267,7 @@ def markdown(r, names):
         s += "<br>CPU %.1f s, RSS %.0f MiB" % (x["cpu_s"], x["rss_mib"])
         if x.get("exact") is False: s += "<br>**NOT EXACT**"
         return s
-    for step in ("init", "first backup", "second backup", "backup after mutation", "full restore", "check all data", "backup to S3 (moto)"):
+    for step in ("init", "first backup", "second backup", "backup after mutation", "full restore", "check all data", "copy to a second repository", "backup to S3 (moto)"):
         if not all(step in r["tools"][n] for n in names if n != "borg"): continue
         row = "| %s | " % step + " | ".join(cell(r["tools"][n][step]) if step in r["tools"][n] else "n/a" for n in names)
         if "restic" in names and "lifeboat" in names:

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import LifeboatCore
 import LifeboatCrypto
+import LifeboatChunker
 import LifeboatRepository
 import LifeboatStorage
 @testable import LifeboatSnapshot
@@ -73,5 +74,71 @@ func tempDir(_ tag: String) -> String {
         #expect(groups[0].keep.count == 1 && groups[0].remove.count == 1)
         #expect(groups[0].keep[0].snapshot.time.hasPrefix("2024-01-02"))
         #expect(groups[1].keep.count == 1 && groups[1].remove.isEmpty)
+    }
+}
+
+@Suite struct CopierTests {
+    let kdf = ScryptParameters(n: 1024, r: 8, p: 1)
+
+    func sourceWithSnapshot() async throws -> (Repository, String) {
+        let src = try await Repository.initialize(backend: MemoryBackend(), password: "a", kdf: kdf)
+        let dir = tempDir("copy")
+        var bytes = [UInt8](repeating: 0, count: 3_000_000)
+        for i in bytes.indices { bytes[i] = UInt8(truncatingIfNeeded: (i &* 2_654_435_761) >> 13) }
+        try Data(bytes).write(to: URL(fileURLWithPath: dir + "/big"))
+        try Data("small".utf8).write(to: URL(fileURLWithPath: dir + "/small"))
+        var o = BackupOptions(); o.paths = [dir]; o.scanTotals = false
+        _ = try await Archiver(repository: src, options: o).run()
+        return (src, dir)
+    }
+
+    func contentOf(_ repo: Repository, _ dir: String) async throws -> [UInt8] {
+        let snap = try await repo.listSnapshots().last!.snapshot
+        let node = try await Restorer.resolve(repo: repo, tree: snap.tree, subpath: dir + "/big")
+        var out: [UInt8] = []
+        for b in node.content ?? [] { out += try await repo.loadBlob(.data, b) }
+        return out
+    }
+
+    @Test func sameIDsCopySkipsWhatIsPresentAndKeepsTrees() async throws {
+        let (src, dir) = try await sourceWithSnapshot()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try await src.loadIndex()
+        var o = InitOptions()
+        o.chunker = src.config.chunker
+        o.chunkerSeed = Array(Data(base64Encoded: src.config.chunkerSeed)!)
+        o.blobIDKey = src.master.mac
+        let dst = try await Repository.initialize(backend: MemoryBackend(), password: "b", options: o, kdf: kdf)
+        try await dst.loadIndex()
+        let snaps = try await src.listSnapshots()
+        let r1 = try await Copier(source: src, destination: dst).copy(snaps)
+        #expect(r1.copied.count == 1 && !r1.reencoded && r1.packsVerified > 0)
+        let copied = try await dst.listSnapshots()[0].snapshot
+        #expect(copied.tree == snaps[0].snapshot.tree, "trees keep their IDs")
+        #expect(copied.original == snaps[0].id)
+        #expect(try await contentOf(dst, dir) == contentOf(src, dir))
+        // A second copy finds the snapshot by its original and sends nothing.
+        let r2 = try await Copier(source: src, destination: dst).copy(snaps)
+        #expect(r2.copied.isEmpty && r2.alreadyPresent == 1 && r2.blobsSent == 0)
+    }
+
+    @Test func differentKeysAndChunkerReencodeAndStopCleanly() async throws {
+        let (src, dir) = try await sourceWithSnapshot()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try await src.loadIndex()
+        var o = InitOptions()
+        o.chunker = ChunkerParameters(min: 64 * 1024, avg: 128 * 1024, max: 512 * 1024)
+        let dst = try await Repository.initialize(backend: MemoryBackend(), password: "b", options: o, kdf: kdf)
+        try await dst.loadIndex()
+        let snaps = try await src.listSnapshots()
+        // Asked to stop at once: nothing is written as a snapshot, what was copied stays indexed.
+        let stopped = try await Copier(source: src, destination: dst).copy(snaps, shouldStop: { true })
+        #expect(stopped.stopped && stopped.copied.isEmpty)
+        #expect(try await dst.listSnapshots().isEmpty)
+        let r = try await Copier(source: src, destination: dst).copy(snaps)
+        #expect(r.copied.count == 1 && r.reencoded && r.rechunked)
+        #expect(try await contentOf(dst, dir) == contentOf(src, dir))
+        let report = try await Checker(repository: dst, options: CheckOptions()).run()
+        #expect(report.errors == 0 && report.duplicateBlobs == 0)
     }
 }
