@@ -80,6 +80,8 @@ let package = Package(
         ], swiftSettings: swift6),
         // Sites (sites.yaml), replication state and lag: what replicate and sites status share.
         .target(name: "LifeboatSites", dependencies: ["LifeboatCore", .product(name: "Yams", package: "Yams")], swiftSettings: swift6),
+        // Failover: health state machine and pool selection (pure), proxy config.
+        .target(name: "LifeboatFailover", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: swift6),
         // The command-line interface as a library.
         .target(name: "LifeboatCommands", dependencies: [
             "LifeboatSnapshot", "CLifeboatSys", "LifeboatREST", "LifeboatS3", "LifeboatServer", "LifeboatSites",
@@ -103,6 +105,7 @@ let package = Package(
         .testTarget(name: "LifeboatRemoteTests", dependencies: [
             "LifeboatREST", "LifeboatS3", "LifeboatServer", "LifeboatHTTP", "LifeboatTestSupport",
         ], swiftSettings: swift6),
+        .testTarget(name: "LifeboatFailoverTests", dependencies: ["LifeboatFailover"], swiftSettings: swift6),
         .testTarget(name: "LifeboatSitesTests", dependencies: ["LifeboatSites"], swiftSettings: swift6),
         .testTarget(name: "LifeboatSnapshotTests", dependencies: ["LifeboatSnapshot", "LifeboatChunker", "LifeboatTestSupport"], swiftSettings: swift6),
     ]

@@ -1,0 +1,126 @@
+import Foundation
+import LifeboatFailover
+import Testing
+
+func at(_ s: Double) -> Date { Date(timeIntervalSince1970: s) }
+func ok(_ t: Double) -> BackendHealth.CheckResult { .init(ok: true, latency: 0.001, detail: "ok", at: at(t)) }
+func bad(_ t: Double) -> BackendHealth.CheckResult { .init(ok: false, latency: 0.5, detail: "timeout", at: at(t)) }
+
+@Suite struct HealthTests {
+    @Test func fallAndRise() {
+        var h = BackendHealth(fall: 2, rise: 3, now: at(0))
+        #expect(h.state == .up)
+        var changed = h.record(bad(1))
+        #expect(!changed)
+        changed = h.record(bad(2))
+        #expect(changed && h.state == .down && h.since == at(2))
+        _ = h.record(ok(3)); _ = h.record(ok(4))
+        changed = h.record(bad(5))
+        #expect(!changed && h.state == .down, "a failure resets the rise count")
+        _ = h.record(ok(6))
+        changed = h.record(ok(7))
+        #expect(!changed)
+        changed = h.record(ok(8))
+        #expect(changed && h.state == .up && h.since == at(8))
+    }
+
+    @Test func passiveDetectionIsImmediate() {
+        var h = BackendHealth(fall: 3, rise: 2, now: at(0))
+        var changed = h.connectionFailed(at: at(1))
+        #expect(changed && h.state == .down)
+        changed = h.connectionFailed(at: at(2))
+        #expect(!changed)
+        changed = h.record(ok(3))
+        #expect(!changed)
+        changed = h.record(ok(4))
+        #expect(changed && h.state == .up)
+    }
+
+    @Test func disabledAndDrainingTakeNoTraffic() {
+        var h = BackendHealth(fall: 1, rise: 1, now: at(0))
+        #expect(h.acceptsTraffic)
+        h.disabled = true
+        #expect(!h.acceptsTraffic)
+        h.disabled = false; h.draining = true
+        #expect(!h.acceptsTraffic)
+    }
+}
+
+@Suite struct PoolTests {
+    func pool(_ mode: PoolMode, _ failback: Failback = .manual, weights: [Int] = [1, 1, 1]) -> PoolState {
+        PoolState(mode: mode, failback: failback, members: [
+            PoolMember(name: "primary", priority: 1, weight: weights[0], health: BackendHealth(fall: 2, rise: 2, now: at(0))),
+            PoolMember(name: "standby", priority: 2, weight: weights[1], health: BackendHealth(fall: 2, rise: 2, now: at(0))),
+            PoolMember(name: "third", priority: 3, weight: weights[2], health: BackendHealth(fall: 2, rise: 2, now: at(0))),
+        ])
+    }
+
+    @Test func failoverAndManualFailback() {
+        var p = pool(.failover)
+        var picked = p.pick()
+        #expect(p.activeName == "primary" && picked == 0)
+        p.members[0].health.connectionFailed(at: at(1))
+        var sw = p.reconcile()
+        #expect(sw == Switch(old: "primary", new: "standby", reason: "health"))
+        picked = p.pick()
+        #expect(picked == 1)
+        p.members[0].health.record(ok(2)); p.members[0].health.record(ok(3))
+        #expect(p.members[0].health.state == .up)
+        sw = p.reconcile()
+        #expect(sw == nil, "manual failback: the recovered primary stays idle")
+        picked = p.pick()
+        #expect(picked == 1)
+        sw = p.promote("primary")
+        #expect(sw == Switch(old: "standby", new: "primary", reason: "promote"))
+        picked = p.pick()
+        #expect(picked == 0)
+    }
+
+    @Test func autoFailback() {
+        var p = pool(.failover, .auto)
+        p.members[0].health.connectionFailed(at: at(1))
+        _ = p.reconcile()
+        p.members[0].health.record(ok(2))
+        var sw = p.reconcile()
+        #expect(sw == nil, "not before rise checks")
+        p.members[0].health.record(ok(3))
+        sw = p.reconcile()
+        #expect(sw == Switch(old: "standby", new: "primary", reason: "failback"))
+    }
+
+    @Test func allDownAndConnectRetry() {
+        var p = pool(.failover)
+        // The active backend refused this connection: the next one by priority, before any byte moves.
+        let a = p.pick(excluding: [0]), b = p.pick(excluding: [0, 1]), c = p.pick(excluding: [0, 1, 2])
+        #expect(a == 1 && b == 2 && c == nil)
+        for i in 0..<3 { p.members[i].health.connectionFailed(at: at(1)) }
+        let sw = p.reconcile()
+        #expect(sw == Switch(old: "primary", new: nil, reason: "health"))
+        let none = p.pick()
+        #expect(none == nil)
+    }
+
+    @Test func weightedRoundRobin() {
+        var p = pool(.roundRobin, weights: [3, 1, 1])
+        var counts = [0, 0, 0]
+        var sequence: [Int] = []
+        for _ in 0..<50 { let i = p.pick()!; counts[i] += 1; sequence.append(i) }
+        #expect(counts == [30, 10, 10])
+        #expect(!sequence.prefix(5).allSatisfy { $0 == 0 }, "smooth: the heavy backend is interleaved")
+        p.members[1].health.connectionFailed(at: at(1))
+        for _ in 0..<20 { let i = p.pick(); #expect(i != 1) }
+    }
+
+    @Test func leastConnections() {
+        var p = pool(.leastConnections, weights: [2, 1, 1])
+        p.members[0].connections = 3; p.members[1].connections = 1; p.members[2].connections = 2
+        var i = p.pick()
+        #expect(i == 1)
+        p.members[1].connections = 2
+        i = p.pick()
+        #expect(i == 0, "3 per 2 weight beats 2 per 1")
+        p.members[0].health.disabled = true
+        i = p.pick()
+        #expect(i == 1)
+    }
+}
