@@ -124,3 +124,44 @@ func bad(_ t: Double) -> BackendHealth.CheckResult { .init(ok: false, latency: 0
         #expect(i == 1)
     }
 }
+
+@Suite struct ProxyConfigTests {
+    let example = """
+    admin:
+      listen: 127.0.0.1:9901
+      token_file: /etc/lifeboat/admin.token
+    pools:
+      - name: db
+        listen: 127.0.0.1:6432
+        mode: failover
+        failback: manual
+        check: {type: tcp, interval: 100ms, timeout: 500ms, fall: 2, rise: 2}
+        backends:
+          - {name: primary, address: 127.0.0.1:5432, priority: 1}
+          - {name: standby, address: "[::1]:5433", priority: 2}
+        hooks:
+          on_switch: ["/usr/local/bin/promote.sh", "{new}", "{old}"]
+    """
+
+    @Test func theIssueExampleParses() throws {
+        let c = try ProxyConfig.parse(example, path: "p.yaml")
+        #expect(c.adminListen == Endpoint(host: "127.0.0.1", port: 9901))
+        let db = c.pools[0]
+        #expect(db.mode == .failover && db.failback == .manual)
+        #expect(db.check.interval == 0.1 && db.check.timeout == 0.5 && db.check.fall == 2)
+        #expect(db.backends[1].address == Endpoint(host: "::1", port: 5433))
+        #expect(db.onSwitch == ["/usr/local/bin/promote.sh", "{new}", "{old}"])
+    }
+
+    @Test func errorsHaveLineAndColumn() {
+        func problem(_ text: String) -> String {
+            do { _ = try ProxyConfig.parse(text, path: "p.yaml"); return "" } catch { return "\(error)" }
+        }
+        #expect(problem(example.replacingOccurrences(of: "failback: manual", with: "fallback: manual")).hasPrefix("p.yaml:8:5: unknown key \"fallback\""))
+        #expect(problem(example.replacingOccurrences(of: "127.0.0.1:5432", with: "127.0.0.1:99999")).hasPrefix("p.yaml:11:"))
+        #expect(problem(example.replacingOccurrences(of: "127.0.0.1:6432", with: "127.0.0.1:9901")).contains("admin already uses"))
+        #expect(problem(example.replacingOccurrences(of: "interval: 100ms", with: "interval: fast")).hasPrefix("p.yaml:9:"))
+        #expect(problem(example.replacingOccurrences(of: "mode: failover", with: "mode: random")).contains("unknown value"))
+        #expect(problem("pools: []").contains("non-empty"))
+    }
+}
