@@ -82,9 +82,17 @@ let package = Package(
         .target(name: "LifeboatSites", dependencies: ["LifeboatCore", .product(name: "Yams", package: "Yams")], swiftSettings: swift6),
         // Failover: health state machine and pool selection (pure), proxy config.
         .target(name: "LifeboatFailover", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: swift6),
+        // `lifeboat proxy`: the TCP proxy on SwiftNIO, health checks, hooks.
+        .target(name: "LifeboatProxy", dependencies: [
+            "LifeboatFailover",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ], swiftSettings: swift6),
         // The command-line interface as a library.
         .target(name: "LifeboatCommands", dependencies: [
-            "LifeboatSnapshot", "CLifeboatSys", "LifeboatREST", "LifeboatS3", "LifeboatServer", "LifeboatSites",
+            "LifeboatSnapshot", "CLifeboatSys", "LifeboatREST", "LifeboatS3", "LifeboatServer", "LifeboatSites", "LifeboatProxy", "LifeboatFailover",
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swift6),
         .executableTarget(name: "lifeboat", dependencies: ["LifeboatCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swift6),

@@ -51,7 +51,7 @@ public struct LifeboatCommand: AsyncParsableCommand {
         subcommands: [
             InitCommand.self, BackupCommand.self, SnapshotsCommand.self, LsCommand.self, DiffCommand.self,
             RestoreCommand.self, DumpCommand.self, FindCommand.self, StatsCommand.self, CheckCommand.self,
-            ForgetCommand.self, PruneCommand.self, UnlockCommand.self, KeyCommand.self, CopyCommand.self, ReplicateCommand.self, SitesCommand.self, ServeCommand.self, VersionCommand.self,
+            ForgetCommand.self, PruneCommand.self, UnlockCommand.self, KeyCommand.self, CopyCommand.self, ReplicateCommand.self, SitesCommand.self, ServeCommand.self, ProxyCommand.self, VersionCommand.self,
         ]
     )
     public init() {}

@@ -1,0 +1,100 @@
+import Foundation
+import LifeboatFailover
+import NIOCore
+import NIOPosix
+
+/// Runs each backend's health check every `interval` and feeds the results to its pool.
+public struct HealthChecker: Sendable {
+    let pools: [PoolController]
+    let group: any EventLoopGroup
+
+    public init(pools: [PoolController], group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.pools = pools
+        self.group = group
+    }
+
+    /// Runs until the task is cancelled.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { g in
+            for pool in pools {
+                for (i, backend) in pool.config.backends.enumerated() {
+                    g.addTask {
+                        while !Task.isCancelled {
+                            let r = await check(backend.address, pool.config.check)
+                            pool.record(i, r)
+                            try? await Task.sleep(nanoseconds: UInt64(pool.config.check.interval * 1e9))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func check(_ target: Endpoint, _ c: CheckConfig) async -> BackendHealth.CheckResult {
+        let start = Date()
+        func result(_ ok: Bool, _ detail: String) -> BackendHealth.CheckResult {
+            .init(ok: ok, latency: Date().timeIntervalSince(start), detail: detail, at: Date())
+        }
+        switch c.kind {
+        case .tcp:
+            do {
+                let ch = try await ClientBootstrap(group: group)
+                    .connectTimeout(.milliseconds(Int64(c.timeout * 1000)))
+                    .connect(host: target.host, port: target.port).get()
+                try? await ch.close()
+                return result(true, "tcp connect ok")
+            } catch {
+                return result(false, "tcp connect: \(error)")
+            }
+        case .exec:
+            let argv = c.command.map {
+                $0.replacingOccurrences(of: "{host}", with: target.host).replacingOccurrences(of: "{port}", with: "\(target.port)")
+            }
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: argv[0])
+            p.arguments = Array(argv.dropFirst())
+            p.standardInput = FileHandle.nullDevice
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            do { try p.run() } catch { return result(false, "exec: cannot start \(argv[0])") }
+            let deadline = Date().addingTimeInterval(c.timeout)
+            while p.isRunning && Date() < deadline { try? await Task.sleep(nanoseconds: 5_000_000) }
+            if p.isRunning {
+                kill(p.processIdentifier, SIGKILL)
+                p.waitUntilExit()
+                return result(false, "exec: timed out after \(c.timeout) s")
+            }
+            return result(p.terminationStatus == 0, "exec: exit \(p.terminationStatus)")
+        case .http, .https:
+            return await httpCheck(target, c, start: start)
+        }
+    }
+}
+
+import AsyncHTTPClient
+
+extension HealthChecker {
+    /// GET `path`; healthy when the status is `expect_status` and the body holds `expect_body` (if set),
+    /// all within `timeout`. A server that accepts but never answers fails by the timeout.
+    func httpCheck(_ target: Endpoint, _ c: CheckConfig, start: Date) async -> BackendHealth.CheckResult {
+        func result(_ ok: Bool, _ detail: String) -> BackendHealth.CheckResult {
+            .init(ok: ok, latency: Date().timeIntervalSince(start), detail: detail, at: Date())
+        }
+        let url = "\(c.kind == .https ? "https" : "http")://\(target)\(c.path.hasPrefix("/") ? c.path : "/" + c.path)"
+        var request = HTTPClientRequest(url: url)
+        request.method = .GET
+        do {
+            let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(Int64(c.timeout * 1000)))
+            let body = try await response.body.collect(upTo: 1 << 20)
+            guard Int(response.status.code) == c.expectStatus else {
+                return result(false, "http: status \(response.status.code), expected \(c.expectStatus)")
+            }
+            if let want = c.expectBody, !String(buffer: body).contains(want) {
+                return result(false, "http: body lacks \"\(want)\"")
+            }
+            return result(true, "http \(response.status.code)")
+        } catch {
+            return result(false, "http: \(error)")
+        }
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import LifeboatFailover
+import NIOCore
+import Synchronization
+
+/// What the proxy logs: one line per event (switches, state changes, hook results).
+public typealias ProxyLog = @Sendable (String) -> Void
+
+/// The live state of one pool: the pure `PoolState` behind a lock, the open connections per backend,
+/// counters, and the side effects of a switch (log, hook, closing connections to a dead backend).
+public final class PoolController: Sendable {
+    public let config: PoolConfig
+    let state: Mutex<PoolState>
+    let connections = Mutex<[Int: [ObjectIdentifier: any Channel]]>([:])
+    let counters = Mutex<Counters>(Counters())
+    let log: ProxyLog
+
+    struct Counters {
+        var switches = 0
+        var lastSwitch: Date?
+        var accepted = 0
+        var refused = 0
+        var bytes: [Int: (in: UInt64, out: UInt64)] = [:]
+    }
+
+    public init(config: PoolConfig, log: @escaping ProxyLog, now: Date = Date()) {
+        self.config = config
+        self.log = log
+        let members = config.backends.map {
+            PoolMember(name: $0.name, priority: $0.priority, weight: $0.weight,
+                       health: BackendHealth(fall: config.check.fall, rise: config.check.rise, now: now))
+        }
+        state = Mutex(PoolState(mode: config.mode, failback: config.failback, members: members))
+    }
+
+    /// The backend for a new connection (its connection count is taken), or nil when none can serve.
+    func pick(excluding: Set<Int>) -> Int? {
+        state.withLock { s in
+            guard let i = s.pick(excluding: excluding) else { return nil }
+            s.members[i].connections += 1
+            return i
+        }
+    }
+
+    func release(_ i: Int) { state.withLock { $0.members[i].connections -= 1 } }
+
+    func register(_ i: Int, _ channels: [any Channel]) {
+        connections.withLock { c in for ch in channels { c[i, default: [:]][ObjectIdentifier(ch)] = ch } }
+    }
+
+    func unregister(_ i: Int, _ channels: [any Channel]) {
+        connections.withLock { c in for ch in channels { c[i]?[ObjectIdentifier(ch)] = nil } }
+    }
+
+    /// Real traffic could not connect to backend `i` (passive detection).
+    func connectionFailed(_ i: Int, error: String, now: Date = Date()) {
+        let (changed, sw) = state.withLock { s -> (Bool, Switch?) in
+            let c = s.members[i].health.connectionFailed(at: now)
+            return (c, s.reconcile(reason: "connection to \(s.members[i].name) failed"))
+        }
+        if changed { log("pool \(config.name): backend \(config.backends[i].name) is down (connect: \(error))") }
+        afterChange(down: changed ? [i] : [], sw)
+    }
+
+    /// A health check of backend `i` finished.
+    public func record(_ i: Int, _ result: BackendHealth.CheckResult) {
+        let (changed, newState, sw) = state.withLock { s -> (Bool, BackendHealth.State, Switch?) in
+            let c = s.members[i].health.record(result)
+            return (c, s.members[i].health.state, c ? s.reconcile() : nil)
+        }
+        if changed {
+            log("pool \(config.name): backend \(config.backends[i].name) is \(newState.rawValue) (\(result.detail))")
+        }
+        afterChange(down: changed && newState == .down ? [i] : [], sw)
+    }
+
+    /// Operator actions.
+    public func promote(_ name: String) -> Switch? {
+        let sw = state.withLock { $0.promote(name) }
+        afterChange(down: [], sw)
+        return sw
+    }
+
+    public func setFlags(_ name: String, disabled: Bool? = nil, draining: Bool? = nil) -> Bool {
+        let sw: Switch?? = state.withLock { s in
+            guard let i = s.index(of: name) else { return .none }
+            if let disabled { s.members[i].health.disabled = disabled }
+            if let draining { s.members[i].health.draining = draining }
+            return .some(s.reconcile(reason: "operator"))
+        }
+        guard case .some(let change) = sw else { return false }
+        afterChange(down: [], change)
+        return true
+    }
+
+    /// A backend that went down loses its connections (clients reconnect to the new one); a switch
+    /// is logged, counted and handed to the hook.
+    func afterChange(down: [Int], _ sw: Switch?) {
+        for i in down {
+            let open = connections.withLock { $0[i].map { Array($0.values) } ?? [] }
+            for ch in open { ch.close(promise: nil) }
+        }
+        guard let sw else { return }
+        counters.withLock { $0.switches += 1; $0.lastSwitch = Date() }
+        log("pool \(config.name): switch \(sw.old ?? "none") -> \(sw.new ?? "none") (\(sw.reason))")
+        if let hook = config.onSwitch, sw.new != nil {
+            let args = hook.map {
+                $0.replacingOccurrences(of: "{new}", with: sw.new ?? "").replacingOccurrences(of: "{old}", with: sw.old ?? "")
+                    .replacingOccurrences(of: "{pool}", with: config.name)
+            }
+            let timeout = config.hookTimeout
+            let log = self.log
+            let pool = config.name
+            Task.detached { await runHook(args, timeout: timeout, pool: pool, log: log) }
+        }
+    }
+
+    public var snapshot: PoolState { state.withLock { $0 } }
+    public var switches: (count: Int, last: Date?) { counters.withLock { ($0.switches, $0.lastSwitch) } }
+}
+
+/// Runs a hook command with a timeout (SIGKILL when it expires) and logs how it ended.
+func runHook(_ argv: [String], timeout: Double, pool: String, log: ProxyLog) async {
+    guard let exe = argv.first else { return }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = Array(argv.dropFirst())
+    p.standardInput = FileHandle.nullDevice
+    do { try p.run() } catch {
+        log("pool \(pool): hook \(exe) could not start: \(error)")
+        return
+    }
+    let deadline = Date().addingTimeInterval(timeout)
+    while p.isRunning && Date() < deadline { try? await Task.sleep(nanoseconds: 10_000_000) }
+    if p.isRunning {
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        log("pool \(pool): hook \(argv.joined(separator: " ")) killed after \(timeout) s")
+        return
+    }
+    log("pool \(pool): hook \(argv.joined(separator: " ")) exited \(p.terminationStatus)")
+}
