@@ -19,6 +19,7 @@ integration: build
 	bash tests/integration/run.sh $(BIN)
 	bash tests/integration/remote.sh $(BIN)
 	bash tests/integration/replication.sh $(BIN)
+	bash tests/integration/failover.sh $(BIN)
 
 test: unit integration
 

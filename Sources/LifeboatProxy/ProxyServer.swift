@@ -29,8 +29,11 @@ public final class ProxyServer: Sendable {
                 .childChannelOption(.autoRead, value: false)
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .childChannelInitializer { client in
-                    ProxyServer.connect(client, pool: pool, excluded: [])
-                    return client.eventLoop.makeSucceededVoidFuture()
+                    // Connect only once the client channel is active: the initializer runs before it is
+                    // registered, and a backend that answers first would find it unusable.
+                    client.eventLoop.makeCompletedFuture {
+                        try client.pipeline.syncOperations.addHandler(ConnectOnActive(pool: pool))
+                    }
                 }
                 .bind(host: pool.config.listen.host, port: pool.config.listen.port).get()
             channels.append(ch)
@@ -62,6 +65,7 @@ public final class ProxyServer: Sendable {
                     guard client.isActive else {
                         pool.release(i)
                         backend.close(promise: nil)
+                        client.close(promise: nil)
                         return
                     }
                     let (a, b) = GlueHandler.matchedPair()
@@ -85,5 +89,18 @@ public final class ProxyServer: Sendable {
                     _ = backend.setOption(.autoRead, value: true)
                 }
             }
+    }
+}
+
+/// Starts the backend connection when the client connection becomes active, then steps aside.
+final class ConnectOnActive: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    let pool: PoolController
+    init(pool: PoolController) { self.pool = pool }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        ProxyServer.connect(channel, pool: pool, excluded: [])
     }
 }

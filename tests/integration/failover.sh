@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Integration tests of `lifeboat proxy` with real backend servers on loopback (python http.server).
+# Usage: tests/integration/failover.sh path/to/lifeboat
+set -uo pipefail
+BIN=$(cd "$(dirname "${1:?usage: failover.sh BIN}")" && pwd)/$(basename "$1")
+HERE=$(cd "$(dirname "$0")" && pwd)
+WORK=$(mktemp -d /tmp/lifeboat-failover.XXXXXX)
+chmod 755 "$WORK"
+trap 'pkill -9 -f "$WORK" 2>/dev/null; pkill -CONT -f "$WORK" 2>/dev/null; pkill -9 -P $$ 2>/dev/null; rm -rf "$WORK"' EXIT
+source "$HERE/lib.sh"
+
+# backend NAME PORT: an HTTP server answering NAME, in the background; sets PID_<NAME>.
+backend() {
+  mkdir -p "$WORK/www-$1"; echo "$1" > "$WORK/www-$1/index.html"
+  python3 -m http.server "$2" --bind 127.0.0.1 -d "$WORK/www-$1" > "$WORK/$1.log" 2>&1 &
+  eval "PID_$1=$!"
+  wait_port "$2"
+}
+
+start_proxy() {  # start_proxy CONFIG: waits until every pool listens
+  "$BIN" proxy --config "$1" > "$WORK/proxy.log" 2>&1 &
+  PROXY_PID=$!
+  for _ in $(seq 1 100); do grep -q "listening" "$WORK/proxy.log" 2>/dev/null && return 0; sleep 0.1; done
+  cat "$WORK/proxy.log"; fail "proxy did not start"
+}
+
+get() { curl -s -m 3 "http://127.0.0.1:$1/"; }
+
+t_config_errors() {
+  cat > "$WORK/bad.yaml" <<YAML
+pools:
+  - name: db
+    listen: 127.0.0.1:70000
+    backends: [{name: a, address: 127.0.0.1:1}]
+YAML
+  expect_code 1 lb proxy --config "$WORK/bad.yaml"
+  grep -q "bad.yaml:3:13" "$WORK/err" || fail "a bad port is reported with line and column"
+  sed -i 's/70000/7000/; s/backends:/backendz:/' "$WORK/bad.yaml"
+  expect_code 1 lb proxy --config "$WORK/bad.yaml"
+  grep -q 'unknown key "backendz"' "$WORK/err" || fail "an unknown key is named"
+}
+
+t_failover_no_failed_requests() {
+  local P1 P2 PP; P1=$(free_port); P2=$(free_port); PP=$(free_port)
+  backend primary "$P1"; backend standby "$P2"
+  printf '#!/bin/sh\necho "$@" >> %s/hook.log\n' "$WORK" > "$WORK/hook.sh"; chmod +x "$WORK/hook.sh"
+  cat > "$WORK/f.yaml" <<YAML
+pools:
+  - name: web
+    listen: 127.0.0.1:$PP
+    mode: failover
+    failback: manual
+    check: {type: tcp, interval: 100ms, timeout: 500ms, fall: 2, rise: 2}
+    backends:
+      - {name: primary, address: 127.0.0.1:$P1, priority: 1}
+      - {name: standby, address: 127.0.0.1:$P2, priority: 2}
+    hooks:
+      on_switch: ["$WORK/hook.sh", "{new}", "{old}", "{pool}"]
+YAML
+  start_proxy "$WORK/f.yaml"
+  [ "$(get "$PP")" = primary ] || fail "traffic goes to the primary"
+  # A bounded request loop; the primary crashes in the middle. No request may fail.
+  local failed=0 served_standby=0
+  for i in $(seq 1 60); do
+    [ "$i" = 20 ] && kill -9 "$PID_primary"
+    r=$(get "$PP") || r=""
+    [ -z "$r" ] && failed=$((failed + 1))
+    [ "$r" = standby ] && served_standby=$((served_standby + 1))
+  done
+  [ "$failed" = 0 ] || fail "$failed requests failed during failover"
+  [ "$served_standby" -ge 40 ] || fail "the standby took over"
+  sleep 0.3
+  grep -q "standby primary web" "$WORK/hook.log" || fail "the hook ran with {new} {old} {pool}"
+  # Manual failback: the old primary comes back but takes no traffic.
+  backend primary "$P1"
+  sleep 0.6
+  [ "$(get "$PP")" = standby ] || fail "manual failback keeps the standby"
+  # All backends down: a new client is closed at once, not left hanging.
+  kill -9 "$PID_primary" "$PID_standby"
+  sleep 0.4
+  local t0; t0=$(date +%s%N)
+  get "$PP" && fail "no backend, no answer"
+  [ $(( ($(date +%s%N) - t0) / 1000000 )) -lt 1000 ] || fail "the client is closed at once"
+  kill "$PROXY_PID"
+}
+
+t_round_robin_and_hung_backend() {
+  local A B C PP; A=$(free_port); B=$(free_port); C=$(free_port); PP=$(free_port)
+  backend a "$A"; backend b "$B"; backend c "$C"
+  cat > "$WORK/rr.yaml" <<YAML
+pools:
+  - name: web
+    listen: 127.0.0.1:$PP
+    mode: round-robin
+    check: {type: http, path: /, expect_status: 200, interval: 100ms, timeout: 300ms, fall: 2, rise: 2}
+    backends:
+      - {name: a, address: 127.0.0.1:$A}
+      - {name: b, address: 127.0.0.1:$B}
+      - {name: c, address: 127.0.0.1:$C, weight: 2}
+YAML
+  start_proxy "$WORK/rr.yaml"
+  for i in $(seq 1 40); do get "$PP" || echo -n FAILED; echo; done | sort | uniq -c > "$WORK/rr.counts"
+  grep -q "10 a" "$WORK/rr.counts" && grep -q "10 b" "$WORK/rr.counts" && grep -q "20 c" "$WORK/rr.counts" || { cat "$WORK/rr.counts" "$WORK/proxy.log"; fail "weighted round robin"; }
+  # A backend that accepts but never answers (SIGSTOP) is found by the HTTP check's timeout.
+  kill -STOP "$PID_b"
+  for _ in $(seq 1 30); do grep -q "backend b is down" "$WORK/proxy.log" && break; sleep 0.1; done
+  grep -q "backend b is down" "$WORK/proxy.log" || fail "the hung backend is detected"
+  for i in $(seq 1 12); do get "$PP" || echo -n FAILED; echo; done | sort | uniq -c > "$WORK/rr2.counts"
+  ! grep -q " b$" "$WORK/rr2.counts" || fail "no traffic to the hung backend"
+  kill -CONT "$PID_b"
+  kill "$PROXY_PID"
+}
+
+for t in ${FAILOVER_TESTS:-t_config_errors t_failover_no_failed_requests t_round_robin_and_hung_backend}; do
+  run_test "$t"
+done
+echo "failover: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
+[ "$FAILED" -eq 0 ]
