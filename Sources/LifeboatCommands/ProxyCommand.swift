@@ -35,6 +35,16 @@ struct ProxyCommand: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data((text + "\n").utf8))
         }
         let server = ProxyServer(config: cfg, log: log)
+        let admin: AdminServer?
+        if let listen = cfg.adminListen {
+            do { admin = try AdminServer(pools: server.pools, listen: listen, tokenFile: cfg.adminTokenFile) } catch {
+                FileHandle.standardError.write(Data("Fatal: \(error)\n".utf8))
+                throw ExitCode(ExitStatus.failure)
+            }
+        } else {
+            admin = nil
+        }
+
         let channels: [any Channel]
         do { channels = try await server.start() } catch {
             FileHandle.standardError.write(Data("Fatal: cannot listen: \(error)\n".utf8))
@@ -43,6 +53,12 @@ struct ProxyCommand: AsyncParsableCommand {
         for (pool, ch) in zip(cfg.pools, channels) {
             log("pool \(pool.name) listening on \(ch.localAddress.map { "\($0)" } ?? pool.listen.description) (\(pool.mode.rawValue), \(pool.backends.count) backends)")
         }
-        await HealthChecker(pools: server.pools).run()
+        try await withThrowingTaskGroup(of: Void.self) { g in
+            g.addTask { await HealthChecker(pools: server.pools).run() }
+            if let admin {
+                g.addTask { try await admin.run { log("admin API listening on \($0)") } }
+            }
+            try await g.next()
+        }
     }
 }

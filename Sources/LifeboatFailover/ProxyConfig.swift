@@ -4,7 +4,7 @@ import Yams
 /// A problem in the proxy configuration, with file, line and column.
 public struct ProxyConfigError: Error, CustomStringConvertible {
     public var description: String
-    init(_ file: String, _ mark: Mark?, _ message: String) {
+    public init(_ file: String, _ mark: Mark?, _ message: String) {
         description = mark.map { "\(file):\($0.line):\($0.column): \(message)" } ?? "\(file): \(message)"
     }
 }

@@ -111,7 +111,44 @@ YAML
   kill "$PROXY_PID"
 }
 
-for t in ${FAILOVER_TESTS:-t_config_errors t_failover_no_failed_requests t_round_robin_and_hung_backend}; do
+t_admin_api() {
+  local P1 P2 PP PA; P1=$(free_port); P2=$(free_port); PP=$(free_port); PA=$(free_port)
+  backend primary "$P1"; backend standby "$P2"
+  echo "s3cret-token" > "$WORK/token"
+  cat > "$WORK/a.yaml" <<YAML
+admin: {listen: 127.0.0.1:$PA, token_file: $WORK/token}
+pools:
+  - name: web
+    listen: 127.0.0.1:$PP
+    check: {type: tcp, interval: 100ms, timeout: 500ms, fall: 2, rise: 2}
+    backends:
+      - {name: primary, address: 127.0.0.1:$P1, priority: 1}
+      - {name: standby, address: 127.0.0.1:$P2, priority: 2}
+YAML
+  start_proxy "$WORK/a.yaml"
+  for _ in $(seq 1 50); do grep -q "admin API listening" "$WORK/proxy.log" && break; sleep 0.1; done
+  local A="http://127.0.0.1:$PA" H="Authorization: Bearer s3cret-token"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$A/status")" = 401 ] || fail "the admin API needs the token"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer wrong" "$A/status")" = 401 ] || fail "a wrong token is refused"
+  curl -s -H "$H" "$A/status" | python3 -c "import json,sys; p=json.load(sys.stdin)[0]; assert p['active']=='primary', p; assert p['backends'][0]['state']=='up'"
+  curl -s -X POST -H "$H" "$A/pools/web/backends/primary/disable" >/dev/null
+  [ "$(get "$PP")" = standby ] || fail "disable moves traffic away"
+  curl -s -X POST -H "$H" "$A/pools/web/backends/primary/enable" >/dev/null
+  [ "$(get "$PP")" = standby ] || fail "manual failback: enabling does not move traffic back"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "$H" "$A/pools/web/promote/primary")" = 200 ] || fail "promote"
+  [ "$(get "$PP")" = primary ] || fail "promote moves traffic"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "$H" "$A/pools/web/promote/nobody")" = 409 ] || fail "promoting an unknown backend is refused"
+  curl -s -H "$H" "$A/metrics" > "$WORK/metrics.txt"
+  grep -q 'lifeboat_proxy_switches_total{pool="web"} 2' "$WORK/metrics.txt" || { cat "$WORK/metrics.txt"; fail "switches are counted"; }
+  grep -q 'lifeboat_proxy_backend_active{pool="web",backend="primary"} 1' "$WORK/metrics.txt" || fail "the active backend is exported"
+  kill "$PROXY_PID"
+  # Without a token the admin API must listen on loopback.
+  sed -i "s|admin: {listen: 127.0.0.1:$PA, token_file: $WORK/token}|admin: {listen: 0.0.0.0:$PA}|" "$WORK/a.yaml"
+  expect_code 1 lb proxy --config "$WORK/a.yaml"
+  grep -q "loopback" "$WORK/err" || fail "a non-loopback admin address without token is refused"
+}
+
+for t in ${FAILOVER_TESTS:-t_config_errors t_failover_no_failed_requests t_round_robin_and_hung_backend t_admin_api}; do
   run_test "$t"
 done
 echo "failover: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"

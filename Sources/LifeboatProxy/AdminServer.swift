@@ -1,0 +1,160 @@
+import Foundation
+import Hummingbird
+import LifeboatFailover
+import Logging
+import NIOCore
+
+/// The admin API of `lifeboat proxy` (HTTP on its own port).
+///
+/// - `GET /status`: every pool and backend (state, since, last check and its latency, connections, flags).
+/// - `POST /pools/{pool}/backends/{backend}/{disable|enable|drain|undrain}`
+/// - `POST /pools/{pool}/promote/{backend}`: make it the serving backend now (failover pools).
+/// - `GET /metrics`: Prometheus text.
+///
+/// With `token_file`, every request needs `Authorization: Bearer <token>`. Without one the API must listen
+/// on a loopback address (checked at start), so only local clients reach it.
+public struct AdminServer: Sendable {
+    let pools: [PoolController]
+    let token: String?
+    let listen: Endpoint
+
+    public init(pools: [PoolController], listen: Endpoint, tokenFile: String?) throws {
+        self.pools = pools
+        self.listen = listen
+        if let f = tokenFile {
+            guard let d = FileManager.default.contents(atPath: f),
+                  case let t = String(decoding: d, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines), !t.isEmpty else {
+                throw ProxyConfigError("admin", nil, "cannot read a token from \(f)")
+            }
+            token = t
+        } else {
+            guard ["127.0.0.1", "::1", "localhost"].contains(listen.host) || listen.host.hasPrefix("127.") else {
+                throw ProxyConfigError("admin", nil, "admin.listen \(listen) is not a loopback address: set admin.token_file")
+            }
+            token = nil
+        }
+    }
+
+    struct Problem: Error { var status: HTTPResponse.Status; var message: String }
+
+    func respond(_ request: Request) async throws -> Response {
+        if let token, request.headers[.authorization] != "Bearer \(token)" {
+            return text(.unauthorized, "a bearer token is required\n")
+        }
+        let parts = request.uri.path.split(separator: "/").map(String.init)
+        do {
+            switch (request.method, parts.count) {
+            case (.get, 1) where parts[0] == "status":
+                return json(pools.map(AdminServer.status))
+            case (.get, 1) where parts[0] == "metrics":
+                return text(.ok, ProxyMetrics.render(pools), contentType: "text/plain; version=0.0.4")
+            case (.post, 4) where parts[0] == "pools" && parts[2] == "promote":
+                let pool = try find(parts[1])
+                guard pool.config.mode == .failover else { throw Problem(status: .badRequest, message: "promote applies to failover pools") }
+                guard let sw = pool.promote(parts[3]) else {
+                    throw Problem(status: .conflict, message: "\(parts[3]) is unknown, not healthy, or already serving")
+                }
+                return json(["old": sw.old ?? "", "new": sw.new ?? ""])
+            case (.post, 5) where parts[0] == "pools" && parts[2] == "backends":
+                let pool = try find(parts[1])
+                let ok: Bool
+                switch parts[4] {
+                case "disable": ok = pool.setFlags(parts[3], disabled: true)
+                case "enable": ok = pool.setFlags(parts[3], disabled: false, draining: false)
+                case "drain": ok = pool.setFlags(parts[3], draining: true)
+                case "undrain": ok = pool.setFlags(parts[3], draining: false)
+                default: throw Problem(status: .notFound, message: "unknown action \(parts[4])")
+                }
+                guard ok else { throw Problem(status: .notFound, message: "no backend \(parts[3]) in pool \(parts[1])") }
+                return json(AdminServer.status(pool))
+            default:
+                throw Problem(status: .notFound, message: "unknown endpoint")
+            }
+        } catch let p as Problem {
+            return text(p.status, p.message + "\n")
+        }
+    }
+
+    func find(_ name: String) throws -> PoolController {
+        guard let p = pools.first(where: { $0.config.name == name }) else { throw Problem(status: .notFound, message: "no pool \(name)") }
+        return p
+    }
+
+    static func status(_ pool: PoolController) -> [String: Any] {
+        let s = pool.snapshot
+        let (switches, last) = pool.switches
+        return [
+            "name": pool.config.name, "listen": pool.config.listen.description, "mode": pool.config.mode.rawValue,
+            "failback": pool.config.failback.rawValue, "active": s.activeName ?? NSNull(), "switches": switches,
+            "last_switch": last.map { ISO8601DateFormatter().string(from: $0) } ?? NSNull(),
+            "backends": s.members.enumerated().map { i, m -> [String: Any] in
+                var b: [String: Any] = [
+                    "name": m.name, "address": pool.config.backends[i].address.description, "state": m.health.state.rawValue,
+                    "since": ISO8601DateFormatter().string(from: m.health.since), "connections": m.connections,
+                    "disabled": m.health.disabled, "draining": m.health.draining, "priority": m.priority, "weight": m.weight,
+                ]
+                if let c = m.health.lastCheck {
+                    b["last_check"] = ["ok": c.ok, "latency_seconds": c.latency, "detail": c.detail,
+                                       "at": ISO8601DateFormatter().string(from: c.at)] as [String: Any]
+                }
+                return b
+            },
+        ]
+    }
+
+    func json(_ object: Any) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: data)))
+    }
+
+    func text(_ status: HTTPResponse.Status, _ s: String, contentType: String = "text/plain; charset=utf-8") -> Response {
+        Response(status: status, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(string: s)))
+    }
+
+    /// Serves until cancelled; `ready` receives the bound address.
+    public func run(ready: @escaping @Sendable (String) -> Void) async throws {
+        let me = self
+        var logger = Logger(label: "lifeboat.proxy.admin")
+        logger.logLevel = .warning
+        let app = Application(
+            responder: CallbackResponder<BasicRequestContext> { request, _ in try await me.respond(request) },
+            configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "lifeboat-proxy"),
+            onServerRunning: { ch in ready("\(ch.localAddress.map { "\($0)" } ?? me.listen.description)") },
+            logger: logger)
+        try await app.run()
+    }
+}
+
+/// Prometheus text for the proxy.
+enum ProxyMetrics {
+    static func render(_ pools: [PoolController]) -> String {
+        var out = ""
+        func family(_ name: String, _ type: String, _ help: String) { out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n" }
+        family("lifeboat_proxy_backend_up", "gauge", "1 if the backend is up (health), 0 if down.")
+        for p in pools { for m in p.snapshot.members {
+            out += "lifeboat_proxy_backend_up{pool=\"\(p.config.name)\",backend=\"\(m.name)\"} \(m.health.state == .up ? 1 : 0)\n"
+        } }
+        family("lifeboat_proxy_backend_active", "gauge", "1 for the backend a failover pool sends traffic to.")
+        for p in pools { let s = p.snapshot; for (i, m) in s.members.enumerated() {
+            out += "lifeboat_proxy_backend_active{pool=\"\(p.config.name)\",backend=\"\(m.name)\"} \(s.active == i ? 1 : 0)\n"
+        } }
+        family("lifeboat_proxy_backend_connections", "gauge", "Open client connections per backend.")
+        for p in pools { for m in p.snapshot.members {
+            out += "lifeboat_proxy_backend_connections{pool=\"\(p.config.name)\",backend=\"\(m.name)\"} \(m.connections)\n"
+        } }
+        family("lifeboat_proxy_check_latency_seconds", "gauge", "Latency of the last health check.")
+        for p in pools { for m in p.snapshot.members {
+            if let c = m.health.lastCheck { out += "lifeboat_proxy_check_latency_seconds{pool=\"\(p.config.name)\",backend=\"\(m.name)\"} \(c.latency)\n" }
+        } }
+        let counters = pools.map { p in (p, p.counters.withLock { $0 }) }
+        family("lifeboat_proxy_connections_total", "counter", "Client connections forwarded to a backend.")
+        for (p, c) in counters { out += "lifeboat_proxy_connections_total{pool=\"\(p.config.name)\"} \(c.accepted)\n" }
+        family("lifeboat_proxy_connections_refused_total", "counter", "Client connections closed because no backend could serve.")
+        for (p, c) in counters { out += "lifeboat_proxy_connections_refused_total{pool=\"\(p.config.name)\"} \(c.refused)\n" }
+        family("lifeboat_proxy_switches_total", "counter", "Changes of the serving backend.")
+        for (p, c) in counters { out += "lifeboat_proxy_switches_total{pool=\"\(p.config.name)\"} \(c.switches)\n" }
+        family("lifeboat_proxy_last_switch_timestamp_seconds", "gauge", "Unix time of the last switch (0: none).")
+        for (p, c) in counters { out += "lifeboat_proxy_last_switch_timestamp_seconds{pool=\"\(p.config.name)\"} \(c.lastSwitch.map { Int($0.timeIntervalSince1970) } ?? 0)\n" }
+        return out
+    }
+}
