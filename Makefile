@@ -3,7 +3,7 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 SHELL := /bin/bash
 BIN := .build/debug/lifeboat
 
-.PHONY: deps build test unit integration demo bench clean
+.PHONY: deps build test unit integration demo bench bench-failover clean
 
 deps:
 	@scripts/install-deps.sh
@@ -28,6 +28,11 @@ demo: build
 
 bench: deps
 	bash bench/run.sh
+
+# lifeboat proxy beside HAProxy with wrk and two nginx backends (installs nginx, haproxy, wrk if missing).
+bench-failover: deps
+	swift build -c release --product lifeboat
+	python3 bench/failover.py
 
 clean:
 	rm -rf .build
