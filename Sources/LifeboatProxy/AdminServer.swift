@@ -9,6 +9,8 @@ import NIOCore
 /// - `GET /status`: every pool and backend (state, since, last check and its latency, connections, flags).
 /// - `POST /pools/{pool}/backends/{backend}/{disable|enable|drain|undrain}`
 /// - `POST /pools/{pool}/promote/{backend}`: make it the serving backend now (failover pools).
+/// - `POST /pools/{pool}/backends/{backend}/fault?kind=latency&ms=N|bandwidth&bytes_per_second=N|reset|blackhole&seconds=N`:
+///   a fault on that backend's new connections for N seconds (at most an hour); `DELETE` on the same path ends it.
 /// - `GET /metrics`: Prometheus text.
 ///
 /// With `token_file`, every request needs `Authorization: Bearer <token>`. Without one the API must listen
@@ -55,6 +57,32 @@ public struct AdminServer: Sendable {
                     throw Problem(status: .conflict, message: "\(parts[3]) is unknown, not healthy, or already serving")
                 }
                 return json(["old": sw.old ?? "", "new": sw.new ?? ""])
+            case (.post, 5) where parts[0] == "pools" && parts[2] == "backends" && parts[4] == "fault":
+                let pool = try find(parts[1])
+                let q = request.uri.queryParameters
+                guard let seconds = q["seconds"].flatMap({ Double(String($0)) }), seconds > 0, seconds <= 3600 else {
+                    throw Problem(status: .badRequest, message: "a fault needs seconds=N (at most 3600): faults always end")
+                }
+                let kind: Fault.Kind
+                switch q["kind"].map(String.init) {
+                case "latency":
+                    guard let ms = q["ms"].flatMap({ Double(String($0)) }), ms > 0, ms <= 60_000 else { throw Problem(status: .badRequest, message: "latency needs ms=1..60000") }
+                    kind = .latency(ms / 1000)
+                case "bandwidth":
+                    guard let r = q["bytes_per_second"].flatMap({ Int(String($0)) }), r > 0 else { throw Problem(status: .badRequest, message: "bandwidth needs bytes_per_second=N") }
+                    kind = .bandwidth(r)
+                case "reset": kind = .reset
+                case "blackhole": kind = .blackhole
+                default: throw Problem(status: .badRequest, message: "kind must be latency, bandwidth, reset or blackhole")
+                }
+                guard pool.setFault(parts[3], Fault(kind: kind, until: Date().addingTimeInterval(seconds))) else {
+                    throw Problem(status: .notFound, message: "no backend \(parts[3]) in pool \(parts[1])")
+                }
+                return json(AdminServer.status(pool))
+            case (.delete, 5) where parts[0] == "pools" && parts[2] == "backends" && parts[4] == "fault":
+                let pool = try find(parts[1])
+                guard pool.setFault(parts[3], nil) else { throw Problem(status: .notFound, message: "no backend \(parts[3]) in pool \(parts[1])") }
+                return json(AdminServer.status(pool))
             case (.post, 5) where parts[0] == "pools" && parts[2] == "backends":
                 let pool = try find(parts[1])
                 let ok: Bool
@@ -93,6 +121,9 @@ public struct AdminServer: Sendable {
                     "since": ISO8601DateFormatter().string(from: m.health.since), "connections": m.connections,
                     "disabled": m.health.disabled, "draining": m.health.draining, "priority": m.priority, "weight": m.weight,
                 ]
+                if let f = pool.fault(i) {
+                    b["fault"] = ["kind": f.name, "until": ISO8601DateFormatter().string(from: f.until)]
+                }
                 if let c = m.health.lastCheck {
                     b["last_check"] = ["ok": c.ok, "latency_seconds": c.latency, "detail": c.detail,
                                        "at": ISO8601DateFormatter().string(from: c.at)] as [String: Any]

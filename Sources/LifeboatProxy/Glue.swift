@@ -1,17 +1,20 @@
+import LifeboatFailover
 import NIOCore
 
 /// Joins two channels on the same event loop: what one reads, the other writes, with back-pressure
 /// (a side stops reading while its partner cannot write) and half-closes passed through.
 final class GlueHandler: ChannelDuplexHandler {
-    typealias InboundIn = NIOAny
-    typealias OutboundIn = NIOAny
-    typealias OutboundOut = NIOAny
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private var partner: GlueHandler?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
     /// Called once, when this side closes (for connection accounting).
     var onClose: (() -> Void)?
+    /// Delays what this side writes (fault injection: latency, bandwidth).
+    var shaper: Shaper?
 
     static func matchedPair() -> (GlueHandler, GlueHandler) {
         let a = GlueHandler(), b = GlueHandler()
@@ -27,10 +30,27 @@ final class GlueHandler: ChannelDuplexHandler {
         partner = nil
     }
 
-    private func partnerWrite(_ data: NIOAny) { context?.write(data, promise: nil) }
-    private func partnerFlush() { context?.flush() }
-    private func partnerWriteEOF() { context?.close(mode: .output, promise: nil) }
-    private func partnerCloseFull() { context?.close(promise: nil) }
+    private func partnerWrite(_ buffer: ByteBuffer) {
+        guard var shaper, let context else { self.context?.write(wrapOutboundOut(buffer), promise: nil); return }
+        let at = shaper.delay(for: buffer.readableBytes, now: NIODeadline.now())
+        self.shaper = shaper
+        context.eventLoop.scheduleTask(deadline: at) { [weak self] in
+            guard let self, let c = self.context else { return }
+            c.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
+        }
+    }
+    private func partnerFlush() { if shaper == nil { context?.flush() } }
+    private func partnerWriteEOF() { afterPendingWrites { $0.close(mode: .output, promise: nil) } }
+    private func partnerCloseFull() { afterPendingWrites { $0.close(promise: nil) } }
+
+    /// Runs `body` once the shaped writes queued so far have gone out (at once without shaping).
+    private func afterPendingWrites(_ body: @escaping (ChannelHandlerContext) -> Void) {
+        guard let context else { return }
+        guard let shaper else { body(context); return }
+        context.eventLoop.scheduleTask(deadline: shaper.lastSend) { [weak self] in
+            if let c = self?.context { body(c) }
+        }
+    }
     private func partnerBecameWritable() {
         if pendingRead {
             pendingRead = false
@@ -39,7 +59,7 @@ final class GlueHandler: ChannelDuplexHandler {
     }
     private var partnerWritable: Bool { context?.channel.isWritable ?? false }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) { partner?.partnerWrite(data) }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) { partner?.partnerWrite(unwrapInboundIn(data)) }
     func channelReadComplete(context: ChannelHandlerContext) { partner?.partnerFlush() }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -71,5 +91,29 @@ final class GlueHandler: ChannelDuplexHandler {
         } else {
             pendingRead = true
         }
+    }
+}
+
+/// When each write may go out under a latency or bandwidth fault; writes keep their order.
+struct Shaper {
+    let kind: Fault.Kind
+    var lastSend = NIODeadline.now()
+
+    init(kind: Fault.Kind) { self.kind = kind }
+
+    mutating func delay(for bytes: Int, now: NIODeadline) -> NIODeadline {
+        var at: NIODeadline
+        switch kind {
+        case .latency(let s):
+            at = now + .nanoseconds(Int64(s * 1e9))
+        case .bandwidth(let rate):
+            let start = max(now, lastSend)
+            at = start + .nanoseconds(Int64(Double(bytes) / Double(max(1, rate)) * 1e9))
+        case .reset, .blackhole:
+            at = now
+        }
+        if at < lastSend { at = lastSend }
+        lastSend = at
+        return at
     }
 }

@@ -6,6 +6,32 @@ import Synchronization
 /// What the proxy logs: one line per event (switches, state changes, hook results).
 public typealias ProxyLog = @Sendable (String) -> Void
 
+/// A fault injected into a backend's new connections for drills, always bounded in time.
+public struct Fault: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        /// Each forwarded chunk is delayed by this many seconds.
+        case latency(Double)
+        /// Forwarding is limited to this many bytes per second in each direction.
+        case bandwidth(Int)
+        /// New connections are reset at once.
+        case reset
+        /// New connections are accepted and then get nothing (until the fault ends).
+        case blackhole
+    }
+    public var kind: Kind
+    public var until: Date
+    public init(kind: Kind, until: Date) { self.kind = kind; self.until = until }
+
+    public var name: String {
+        switch kind {
+        case .latency(let s): return "latency \(Int(s * 1000)) ms"
+        case .bandwidth(let b): return "bandwidth \(b) B/s"
+        case .reset: return "reset"
+        case .blackhole: return "blackhole"
+        }
+    }
+}
+
 /// The live state of one pool: the pure `PoolState` behind a lock, the open connections per backend,
 /// counters, and the side effects of a switch (log, hook, closing connections to a dead backend).
 public final class PoolController: Sendable {
@@ -14,6 +40,7 @@ public final class PoolController: Sendable {
     let connections = Mutex<[Int: [ObjectIdentifier: any Channel]]>([:])
     let counters = Mutex<Counters>(Counters())
     let log: ProxyLog
+    let faults = Mutex<[Int: Fault]>([:])
 
     struct Counters {
         var switches = 0
@@ -112,6 +139,23 @@ public final class PoolController: Sendable {
             let log = self.log
             let pool = config.name
             Task.detached { await runHook(args, timeout: timeout, pool: pool, log: log) }
+        }
+    }
+
+    /// Injects a fault into backend `name`'s new connections until it expires; nil clears it.
+    public func setFault(_ name: String, _ fault: Fault?) -> Bool {
+        guard let i = config.backends.firstIndex(where: { $0.name == name }) else { return false }
+        faults.withLock { $0[i] = fault }
+        log("pool \(config.name): fault on \(name): \(fault.map { "\($0.name) until \(ISO8601DateFormatter().string(from: $0.until))" } ?? "cleared")")
+        return true
+    }
+
+    /// The fault active on backend `i` now, if any.
+    public func fault(_ i: Int, now: Date = Date()) -> Fault? {
+        faults.withLock { f in
+            guard let x = f[i] else { return nil }
+            if x.until <= now { f[i] = nil; return nil }
+            return x
         }
     }
 

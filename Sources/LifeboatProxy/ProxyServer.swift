@@ -47,6 +47,29 @@ public final class ProxyServer: Sendable {
             client.close(promise: nil)
             return
         }
+        if let fault = pool.fault(i) {
+            switch fault.kind {
+            case .reset:
+                pool.release(i)
+                // SO_LINGER 0: the close sends a reset, as a crashed or firewalled service would.
+                if let s = client as? any SocketOptionProvider {
+                    s.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in client.close(promise: nil) }
+                } else {
+                    client.close(promise: nil)
+                }
+                return
+            case .blackhole:
+                // Accepted, then nothing, until the fault ends.
+                client.eventLoop.scheduleTask(in: .milliseconds(Int64(max(0, fault.until.timeIntervalSinceNow) * 1000))) {
+                    pool.release(i)
+                    client.close(promise: nil)
+                }
+                return
+            case .latency, .bandwidth:
+                break
+            }
+        }
+        let shaping = pool.fault(i).map { $0.kind }
         let target = pool.config.backends[i].address
         let timeout = TimeAmount.milliseconds(Int64(max(0.05, pool.config.check.timeout) * 1000))
         ClientBootstrap(group: client.eventLoop)
@@ -69,6 +92,10 @@ public final class ProxyServer: Sendable {
                         return
                     }
                     let (a, b) = GlueHandler.matchedPair()
+                    if let shaping {
+                        a.shaper = Shaper(kind: shaping)
+                        b.shaper = Shaper(kind: shaping)
+                    }
                     let channels: [any Channel] = [client, backend]
                     pool.register(i, channels)
                     pool.counters.withLock { $0.accepted += 1 }

@@ -138,6 +138,26 @@ YAML
   [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "$H" "$A/pools/web/promote/primary")" = 200 ] || fail "promote"
   [ "$(get "$PP")" = primary ] || fail "promote moves traffic"
   [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "$H" "$A/pools/web/promote/nobody")" = 409 ] || fail "promoting an unknown backend is refused"
+  # Fault injection for drills, bounded in time.
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "$H" "$A/pools/web/backends/primary/fault?kind=reset")" = 400 ] || fail "a fault needs a duration"
+  curl -s -X POST -H "$H" "$A/pools/web/backends/primary/fault?kind=latency&ms=400&seconds=30" >/dev/null
+  local t0 ms; t0=$(date +%s%N); [ "$(get "$PP")" = primary ]; ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  [ "$ms" -ge 400 ] || fail "latency is added ($ms ms)"
+  curl -s -X POST -H "$H" "$A/pools/web/backends/primary/fault?kind=reset&seconds=30" >/dev/null
+  local rc=0; curl -s -m 2 "http://127.0.0.1:$PP/" >/dev/null || rc=$?
+  [ "$rc" = 56 ] || [ "$rc" = 52 ] || [ "$rc" = 7 ] || fail "reset: the connection is reset (curl $rc)"
+  curl -s -X POST -H "$H" "$A/pools/web/backends/primary/fault?kind=blackhole&seconds=30" >/dev/null
+  rc=0; curl -s -m 1 "http://127.0.0.1:$PP/" >/dev/null || rc=$?
+  [ "$rc" = 28 ] || fail "blackhole: the client gets nothing (curl $rc)"
+  head -c 300000 /dev/urandom > "$WORK/www-primary/big"
+  curl -s -X POST -H "$H" "$A/pools/web/backends/primary/fault?kind=bandwidth&bytes_per_second=200000&seconds=30" >/dev/null
+  t0=$(date +%s%N); curl -s -m 10 -o "$WORK/big.out" "http://127.0.0.1:$PP/big"; ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  cmp -s "$WORK/big.out" "$WORK/www-primary/big" || fail "bandwidth: the data arrives intact"
+  [ "$ms" -ge 1200 ] || fail "bandwidth is limited (300 kB in $ms ms at 200 kB/s)"
+  curl -s -X POST -H "$H" "$A/pools/web/backends/primary/fault?kind=latency&ms=50&seconds=1" >/dev/null
+  sleep 1.2
+  t0=$(date +%s%N); [ "$(get "$PP")" = primary ]; ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  [ "$ms" -lt 400 ] || fail "a fault ends by itself"
   curl -s -H "$H" "$A/metrics" > "$WORK/metrics.txt"
   grep -q 'lifeboat_proxy_switches_total{pool="web"} 2' "$WORK/metrics.txt" || { cat "$WORK/metrics.txt"; fail "switches are counted"; }
   grep -q 'lifeboat_proxy_backend_active{pool="web",backend="primary"} 1' "$WORK/metrics.txt" || fail "the active backend is exported"
