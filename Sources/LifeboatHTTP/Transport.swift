@@ -100,9 +100,36 @@ public func percentEncode(_ s: String, keepSlash: Bool = false) -> String {
 }
 
 /// Parses `Content-Range: bytes A-B/TOTAL` into its total size.
-public func contentRangeTotal(_ value: String?) -> Int? {
+func contentRangeTotal(_ value: String?) -> Int? {
     guard let v = value, let slash = v.lastIndex(of: "/") else { return nil }
     return Int(v[v.index(after: slash)...])
+}
+
+/// The `Range` request header for a non-empty byte range.
+public func rangeHeader(_ range: Range<Int>) -> (String, String) {
+    ("Range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")
+}
+
+extension HTTPResponseSpec {
+    /// The bytes a successful GET returned for `range` (nil: the whole object), as the `Backend` contract
+    /// wants them. A server that ignored the range (200) has it cut out of the whole body; a short 206 body
+    /// is a range past the end (`invalidRange`, per Content-Range) or a transfer cut short (`transient`).
+    public func rangedBody(_ range: Range<Int>?, _ what: String) throws -> Data {
+        guard let range else { return body }
+        if status == 200 {
+            guard range.upperBound <= body.count else {
+                throw StorageError(.invalidRange, "\(what): range \(range) is outside its \(body.count) bytes")
+            }
+            return body.subdata(in: range)
+        }
+        if body.count != range.count {
+            if let total = contentRangeTotal(header("Content-Range")), range.upperBound > total {
+                throw StorageError(.invalidRange, "\(what): range \(range) is outside its \(total) bytes")
+            }
+            throw StorageError(.transient, "read \(what): got \(body.count) of \(range.count) bytes")
+        }
+        return body
+    }
 }
 
 extension StorageError {

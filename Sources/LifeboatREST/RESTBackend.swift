@@ -119,25 +119,11 @@ public struct RESTBackend: Backend {
                 _ = try await stat(handle)
                 return Data()
             }
-            headers.append(("Range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)"))
+            headers.append(rangeHeader(range))
         }
         let r = try await send("GET", target(handle), headers: headers)
         try check(r, "read \(handle)")
-        guard let range else { return r.body }
-        if r.status == 200 {
-            // The server ignored the range: cut it out of the whole object.
-            guard range.upperBound <= r.body.count else {
-                throw StorageError(.invalidRange, "\(handle): range \(range) is outside its \(r.body.count) bytes")
-            }
-            return r.body.subdata(in: range)
-        }
-        if r.body.count != range.count {
-            if let total = contentRangeTotal(r.header("Content-Range")), range.upperBound > total {
-                throw StorageError(.invalidRange, "\(handle): range \(range) is outside its \(total) bytes")
-            }
-            throw StorageError(.transient, "read \(handle): got \(r.body.count) of \(range.count) bytes")
-        }
-        return r.body
+        return try r.rangedBody(range, "\(handle)")
     }
 
     public func write(_ handle: Handle, data: Data) async throws {
