@@ -382,6 +382,15 @@ public final class Repository: Sendable {
         }
     }
 
+    /// What a pack file in storage holds, read from its own header, for a pack that no index lists
+    /// (uploads of a run that died before writing their index). Nil if it is unreadable, does not match
+    /// its name (SHA-256) or its header does not open.
+    public func readUnindexedPack(_ name: String) async -> IndexPack? {
+        guard let id = ID(hex: name), let data = try? await backend.read(Handle(.data, name)),
+              sha256ID(data) == id, let header = try? PackFormat.parseHeader(data, master: master) else { return nil }
+        return IndexPack(id: id, salt: header.salt, blobs: header.blobs)
+    }
+
     /// The packs this handle uploaded since the last call (for read-back verification).
     public func takeUploadedPacks() -> [IndexPack] {
         state.withLock { s in defer { s.uploaded = [] }; return s.uploaded }

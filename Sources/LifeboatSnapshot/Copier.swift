@@ -119,9 +119,7 @@ public final class Copier: Sendable {
         let indexed = Set(destination.index.allPacks().map { $0.id.hex })
         var found: [IndexPack] = []
         for item in try await destination.backend.list(.data) where !indexed.contains(item.name) {
-            guard let id = ID(hex: item.name), let data = try? await destination.backend.read(Handle(.data, item.name)),
-                  sha256ID(data) == id, let header = try? PackFormat.parseHeader(data, master: destination.master) else { continue }
-            found.append(IndexPack(id: id, salt: header.salt, blobs: header.blobs))
+            if let pack = await destination.readUnindexedPack(item.name) { found.append(pack) }
         }
         guard !found.isEmpty else { return }
         try await destination.writeIndex(found)

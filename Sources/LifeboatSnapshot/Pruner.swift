@@ -105,12 +105,12 @@ public final class Pruner: Sendable {
         // Packs in storage but in no index (an interrupted backup's last uploads): index them as marked.
         let indexed = Set(packs.map { $0.id.hex })
         for (name, _) in stored where !indexed.contains(name) {
-            guard let id = ID(hex: name), let data = try? await repo.backend.read(Handle(.data, name)),
-                  sha256ID(data) == id, let header = try? PackFormat.parseHeader(data, master: repo.master) else {
+            guard var pack = await repo.readUnindexedPack(name) else {
                 report.notes.append("pack \(name.prefix(8)) is unreadable and in no index; left alone (run `lifeboat check`)")
                 continue
             }
-            packs.append(IndexPack(id: id, salt: header.salt, markedAt: nowSecs, blobs: header.blobs))
+            pack.markedAt = nowSecs
+            packs.append(pack)
             report.packsMarked += 1
         }
 

@@ -327,9 +327,9 @@ t_unreadable_files() {
   runuser -u nobody -- "$BIN" -r "$D/repo" --password-file "$D/pw" ls latest --recursive | grep -q readable || fail "readable file backed up"
 }
 
-for t in t_init_and_errors t_roundtrip_every_kind t_incremental_and_parent t_backup_root t_excludes t_one_file_system t_stdin_and_dump \
+for t in ${CORE_TESTS:-t_init_and_errors t_roundtrip_every_kind t_incremental_and_parent t_backup_root t_excludes t_one_file_system t_stdin_and_dump \
          t_restore_options t_forget_prune t_repack t_keys_and_locks t_sigkill_during_backup t_concurrent_backups_and_prune \
-         t_prune_stress t_corruption t_unreadable_files; do
+         t_prune_stress t_corruption t_unreadable_files}; do
   run_test "$t"
 done
 echo "integration: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
