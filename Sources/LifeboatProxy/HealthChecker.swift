@@ -50,21 +50,11 @@ public struct HealthChecker: Sendable {
             let argv = c.command.map {
                 $0.replacingOccurrences(of: "{host}", with: target.host).replacingOccurrences(of: "{port}", with: "\(target.port)")
             }
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: argv[0])
-            p.arguments = Array(argv.dropFirst())
-            p.standardInput = FileHandle.nullDevice
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            do { try p.run() } catch { return result(false, "exec: cannot start \(argv[0])") }
-            let deadline = Date().addingTimeInterval(c.timeout)
-            while p.isRunning && Date() < deadline { try? await Task.sleep(nanoseconds: 5_000_000) }
-            if p.isRunning {
-                kill(p.processIdentifier, SIGKILL)
-                p.waitUntilExit()
-                return result(false, "exec: timed out after \(c.timeout) s")
+            switch await runCommand(argv, timeout: c.timeout) {
+            case .exited(let status): return result(status == 0, "exec: exit \(status)")
+            case .timedOut: return result(false, "exec: timed out after \(c.timeout) s")
+            case .cannotStart: return result(false, "exec: cannot start \(argv[0])")
             }
-            return result(p.terminationStatus == 0, "exec: exit \(p.terminationStatus)")
         case .http, .https:
             return await httpCheck(target, c, start: start)
         }

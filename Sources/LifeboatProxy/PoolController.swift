@@ -163,24 +163,42 @@ public final class PoolController: Sendable {
     public var switches: (count: Int, last: Date?) { counters.withLock { ($0.switches, $0.lastSwitch) } }
 }
 
-/// Runs a hook command with a timeout (SIGKILL when it expires) and logs how it ended.
-func runHook(_ argv: [String], timeout: Double, pool: String, log: ProxyLog) async {
-    guard let exe = argv.first else { return }
+/// How a command run with a time limit ended.
+enum CommandOutcome: Equatable {
+    case exited(Int32)
+    case timedOut
+    case cannotStart(String)
+}
+
+/// Runs `argv` (no shell, no input or output) and SIGKILLs it, with its children, if it outlives `timeout`.
+func runCommand(_ argv: [String], timeout: Double) async -> CommandOutcome {
+    guard let exe = argv.first else { return .cannotStart("empty command") }
     let p = Process()
     p.executableURL = URL(fileURLWithPath: exe)
     p.arguments = Array(argv.dropFirst())
     p.standardInput = FileHandle.nullDevice
-    do { try p.run() } catch {
-        log("pool \(pool): hook \(exe) could not start: \(error)")
-        return
-    }
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    do { try p.run() } catch { return .cannotStart("\(error)") }
     let deadline = Date().addingTimeInterval(timeout)
-    while p.isRunning && Date() < deadline { try? await Task.sleep(nanoseconds: 10_000_000) }
+    while p.isRunning && Date() < deadline { try? await Task.sleep(nanoseconds: 5_000_000) }
     if p.isRunning {
-        kill(p.processIdentifier, SIGKILL)
+        // The whole process group: a shell script's children (`sleep`…) would otherwise outlive it and
+        // keep `waitUntilExit` waiting. Process starts each command as the leader of its own group.
+        let pid = p.processIdentifier
+        kill(getpgid(pid) == pid ? -pid : pid, SIGKILL)
         p.waitUntilExit()
-        log("pool \(pool): hook \(argv.joined(separator: " ")) killed after \(timeout) s")
-        return
+        return .timedOut
     }
-    log("pool \(pool): hook \(argv.joined(separator: " ")) exited \(p.terminationStatus)")
+    return .exited(p.terminationStatus)
+}
+
+/// Runs a hook command with a timeout and logs how it ended.
+func runHook(_ argv: [String], timeout: Double, pool: String, log: ProxyLog) async {
+    let command = argv.joined(separator: " ")
+    switch await runCommand(argv, timeout: timeout) {
+    case .exited(let status): log("pool \(pool): hook \(command) exited \(status)")
+    case .timedOut: log("pool \(pool): hook \(command) killed after \(timeout) s")
+    case .cannotStart(let why): log("pool \(pool): hook \(command) could not start: \(why)")
+    }
 }

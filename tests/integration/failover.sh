@@ -168,7 +168,32 @@ YAML
   grep -q "loopback" "$WORK/err" || fail "a non-loopback admin address without token is refused"
 }
 
-for t in ${FAILOVER_TESTS:-t_config_errors t_failover_no_failed_requests t_round_robin_and_hung_backend t_admin_api}; do
+t_exec_check_and_hook_timeout() {
+  local P1 P2 PP; P1=$(free_port); P2=$(free_port); PP=$(free_port)
+  backend primary "$P1"; backend standby "$P2"
+  touch "$WORK/ok-$P1" "$WORK/ok-$P2"
+  printf '#!/bin/sh\nsleep 5\n' > "$WORK/slow-hook.sh"; chmod +x "$WORK/slow-hook.sh"
+  cat > "$WORK/e.yaml" <<YAML
+pools:
+  - name: db
+    listen: 127.0.0.1:$PP
+    check: {type: exec, command: ["/bin/sh", "-c", "test -e $WORK/ok-{port}"], interval: 100ms, timeout: 1s, fall: 2, rise: 2}
+    backends:
+      - {name: primary, address: 127.0.0.1:$P1, priority: 1}
+      - {name: standby, address: 127.0.0.1:$P2, priority: 2}
+    hooks: {on_switch: ["$WORK/slow-hook.sh"], timeout: 300ms}
+YAML
+  start_proxy "$WORK/e.yaml"
+  [ "$(get "$PP")" = primary ] || fail "traffic goes to the primary"
+  rm "$WORK/ok-$P1"   # the role check says the primary is no longer primary; it still accepts connections
+  for _ in $(seq 1 30); do grep -q "backend primary is down (exec: exit 1)" "$WORK/proxy.log" && break; sleep 0.1; done
+  [ "$(get "$PP")" = standby ] || { cat "$WORK/proxy.log"; fail "the exec check moved traffic"; }
+  for _ in $(seq 1 30); do grep -q "killed after 0.3 s" "$WORK/proxy.log" && break; sleep 0.1; done
+  grep -q "slow-hook.sh killed after 0.3 s" "$WORK/proxy.log" || { cat "$WORK/proxy.log"; fail "a hook is killed at its timeout"; }
+  kill "$PROXY_PID"
+}
+
+for t in ${FAILOVER_TESTS:-t_config_errors t_failover_no_failed_requests t_round_robin_and_hung_backend t_admin_api t_exec_check_and_hook_timeout}; do
   run_test "$t"
 done
 echo "failover: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
