@@ -78,13 +78,15 @@ let package = Package(
             .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
             .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: swift6),
+        // YAML configuration reading with file:line:column errors (sites file, proxy configuration).
+        .target(name: "LifeboatConfig", dependencies: ["LifeboatCore", .product(name: "Yams", package: "Yams")], swiftSettings: swift6),
         // Sites (sites.yaml), replication state and lag: what replicate and sites status share.
-        .target(name: "LifeboatSites", dependencies: ["LifeboatCore", .product(name: "Yams", package: "Yams")], swiftSettings: swift6),
+        .target(name: "LifeboatSites", dependencies: ["LifeboatCore", "LifeboatConfig"], swiftSettings: swift6),
         // Failover: health state machine and pool selection (pure), proxy config.
-        .target(name: "LifeboatFailover", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: swift6),
+        .target(name: "LifeboatFailover", dependencies: ["LifeboatConfig", .product(name: "Yams", package: "Yams")], swiftSettings: swift6),
         // `lifeboat proxy`: the TCP proxy on SwiftNIO, health checks, hooks.
         .target(name: "LifeboatProxy", dependencies: [
-            "LifeboatFailover",
+            "LifeboatFailover", "LifeboatConfig",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -92,7 +94,7 @@ let package = Package(
         ], swiftSettings: swift6),
         // The command-line interface as a library.
         .target(name: "LifeboatCommands", dependencies: [
-            "LifeboatSnapshot", "CLifeboatSys", "LifeboatREST", "LifeboatS3", "LifeboatServer", "LifeboatSites", "LifeboatProxy", "LifeboatFailover",
+            "LifeboatSnapshot", "CLifeboatSys", "LifeboatREST", "LifeboatS3", "LifeboatServer", "LifeboatSites", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swift6),

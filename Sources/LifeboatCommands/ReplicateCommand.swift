@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Glibc
+import LifeboatConfig
 import LifeboatCore
 import LifeboatRepository
 import LifeboatSites

@@ -1,13 +1,6 @@
 import Foundation
+import LifeboatConfig
 import Yams
-
-/// A problem in the proxy configuration, with file, line and column.
-public struct ProxyConfigError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ file: String, _ mark: Mark?, _ message: String) {
-        description = mark.map { "\(file):\($0.line):\($0.column): \(message)" } ?? "\(file): \(message)"
-    }
-}
 
 /// `HOST:PORT` (IPv6 in brackets).
 public struct Endpoint: Sendable, Equatable, Hashable, CustomStringConvertible {
@@ -71,153 +64,93 @@ public struct ProxyConfig: Sendable, Equatable {
     public var pools: [PoolConfig]
 
     public static func load(_ path: String) throws -> ProxyConfig {
-        guard let data = FileManager.default.contents(atPath: path) else { throw ProxyConfigError(path, nil, "cannot read the file") }
+        guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError(path, nil, "cannot read the file") }
         return try parse(String(decoding: data, as: UTF8.self), path: path)
     }
 
     /// Parses and validates everything before anything starts: unknown keys, bad addresses, durations
     /// and numbers, duplicate names and listening ports are reported with their line and column.
     public static func parse(_ text: String, path: String) throws -> ProxyConfig {
-        let root: Yams.Node?
-        do { root = try Yams.compose(yaml: text) } catch {
-            throw ProxyConfigError(path, nil, "not valid YAML: \(error)")
-        }
-        let p = Parser(path: path)
-        guard let top = root?.mapping else { throw ProxyConfigError(path, root?.mark, "expected a mapping with `pools:`") }
-        try p.keys(top, ["admin", "pools"])
+        let y = YAMLReader(path: path)
+        let (top, root) = try y.document(text, describedAs: "`pools:`")
+        try y.keys(top, ["admin", "pools"])
         var config = ProxyConfig(adminListen: nil, adminTokenFile: nil, pools: [])
         var listeners: [Endpoint: String] = [:]
-        func claim(_ e: Endpoint, _ who: String, _ mark: Mark?) throws {
+        func claim(_ e: Endpoint, _ who: String, _ node: Yams.Node?) throws {
             for (other, owner) in listeners where other.port == e.port &&
                 (other.host == e.host || ["0.0.0.0", "::"].contains(other.host) || ["0.0.0.0", "::"].contains(e.host)) {
-                throw ProxyConfigError(path, mark, "\(who) listens on \(e), which \(owner) already uses")
+                throw y.error(node, "\(who) listens on \(e), which \(owner) already uses")
             }
             listeners[e] = who
         }
         if let a = top["admin"] {
-            guard let m = a.mapping else { throw ProxyConfigError(path, a.mark, "`admin:` must be a mapping") }
-            try p.keys(m, ["listen", "token_file"])
-            config.adminListen = try p.endpoint(m, "listen", required: true)
-            try claim(config.adminListen!, "admin", m["listen"]?.mark)
-            config.adminTokenFile = try p.string(m, "token_file")
+            let m = try y.mapping(a, "`admin:`")
+            try y.keys(m, ["listen", "token_file"])
+            let listen = try y.endpoint(m, "listen", owner: a)
+            try claim(listen, "admin", m["listen"])
+            config.adminListen = listen
+            config.adminTokenFile = try y.string(m, "token_file")
         }
         guard let pools = top["pools"]?.sequence, !pools.isEmpty else {
-            throw ProxyConfigError(path, top["pools"]?.mark ?? root?.mark, "`pools:` must be a non-empty list")
+            throw y.error(top["pools"] ?? root, "`pools:` must be a non-empty list")
         }
         for node in pools {
-            guard let m = node.mapping else { throw ProxyConfigError(path, node.mark, "each pool is a mapping") }
-            try p.keys(m, ["name", "listen", "mode", "failback", "check", "backends", "hooks"])
-            let name = try p.string(m, "name", required: true)!
-            if config.pools.contains(where: { $0.name == name }) { throw ProxyConfigError(path, m["name"]?.mark, "duplicate pool name \"\(name)\"") }
-            let listen = try p.endpoint(m, "listen", required: true)!
-            try claim(listen, "pool \(name)", m["listen"]?.mark)
-            let mode = try p.enumValue(m, "mode", PoolMode.self) ?? .failover
-            let failback = try p.enumValue(m, "failback", Failback.self) ?? .manual
+            let m = try y.mapping(node, "each pool")
+            try y.keys(m, ["name", "listen", "mode", "failback", "check", "backends", "hooks"])
+            let name = try y.string(m, "name", required: true, owner: node)!
+            if config.pools.contains(where: { $0.name == name }) { throw y.error(m["name"], "duplicate pool name \"\(name)\"") }
+            let listen = try y.endpoint(m, "listen", owner: node)
+            try claim(listen, "pool \(name)", m["listen"])
             var check = CheckConfig()
             if let c = m["check"] {
-                guard let cm = c.mapping else { throw ProxyConfigError(path, c.mark, "`check:` must be a mapping") }
-                try p.keys(cm, ["type", "interval", "timeout", "fall", "rise", "path", "expect_status", "expect_body", "command"])
-                check.kind = try p.enumValue(cm, "type", CheckConfig.Kind.self) ?? .tcp
-                check.interval = try p.duration(cm, "interval") ?? check.interval
-                check.timeout = try p.duration(cm, "timeout") ?? check.timeout
-                check.fall = try p.int(cm, "fall", 1...100) ?? check.fall
-                check.rise = try p.int(cm, "rise", 1...100) ?? check.rise
-                check.path = try p.string(cm, "path") ?? check.path
-                check.expectStatus = try p.int(cm, "expect_status", 100...599) ?? check.expectStatus
-                check.expectBody = try p.string(cm, "expect_body")
-                check.command = try p.strings(cm, "command") ?? []
+                let cm = try y.mapping(c, "`check:`")
+                try y.keys(cm, ["type", "interval", "timeout", "fall", "rise", "path", "expect_status", "expect_body", "command"])
+                check.kind = try y.enumValue(cm, "type", CheckConfig.Kind.self) ?? .tcp
+                check.interval = try y.duration(cm, "interval") ?? check.interval
+                check.timeout = try y.duration(cm, "timeout") ?? check.timeout
+                check.fall = try y.int(cm, "fall", 1...100) ?? check.fall
+                check.rise = try y.int(cm, "rise", 1...100) ?? check.rise
+                check.path = try y.string(cm, "path") ?? check.path
+                check.expectStatus = try y.int(cm, "expect_status", 100...599) ?? check.expectStatus
+                check.expectBody = try y.string(cm, "expect_body")
+                check.command = try y.strings(cm, "command") ?? []
                 if check.kind == .exec && check.command.isEmpty {
-                    throw ProxyConfigError(path, c.mark, "an exec check needs `command: [program, args…]`")
+                    throw y.error(c, "an exec check needs `command: [program, args…]`")
                 }
             }
             guard let list = m["backends"]?.sequence, !list.isEmpty else {
-                throw ProxyConfigError(path, m["backends"]?.mark ?? node.mark, "pool \(name) needs a non-empty `backends:` list")
+                throw y.error(m["backends"] ?? node, "pool \(name) needs a non-empty `backends:` list")
             }
             var backends: [BackendConfig] = []
             for (i, b) in list.enumerated() {
-                guard let bm = b.mapping else { throw ProxyConfigError(path, b.mark, "each backend is a mapping") }
-                try p.keys(bm, ["name", "address", "priority", "weight"])
-                let bname = try p.string(bm, "name") ?? "backend\(i + 1)"
-                if backends.contains(where: { $0.name == bname }) { throw ProxyConfigError(path, bm["name"]?.mark, "duplicate backend name \"\(bname)\"") }
-                backends.append(BackendConfig(name: bname, address: try p.endpoint(bm, "address", required: true)!,
-                                              priority: try p.int(bm, "priority", 0...1_000_000) ?? (i + 1),
-                                              weight: try p.int(bm, "weight", 1...1000) ?? 1))
+                let bm = try y.mapping(b, "each backend")
+                try y.keys(bm, ["name", "address", "priority", "weight"])
+                let bname = try y.string(bm, "name") ?? "backend\(i + 1)"
+                if backends.contains(where: { $0.name == bname }) { throw y.error(bm["name"], "duplicate backend name \"\(bname)\"") }
+                backends.append(BackendConfig(name: bname, address: try y.endpoint(bm, "address", owner: b),
+                                              priority: try y.int(bm, "priority", 0...1_000_000) ?? (i + 1),
+                                              weight: try y.int(bm, "weight", 1...1000) ?? 1))
             }
             var onSwitch: [String]? = nil
             var hookTimeout = 10.0
             if let h = m["hooks"] {
-                guard let hm = h.mapping else { throw ProxyConfigError(path, h.mark, "`hooks:` must be a mapping") }
-                try p.keys(hm, ["on_switch", "timeout"])
-                onSwitch = try p.strings(hm, "on_switch")
-                hookTimeout = try p.duration(hm, "timeout") ?? hookTimeout
+                let hm = try y.mapping(h, "`hooks:`")
+                try y.keys(hm, ["on_switch", "timeout"])
+                onSwitch = try y.strings(hm, "on_switch")
+                hookTimeout = try y.duration(hm, "timeout") ?? hookTimeout
             }
-            config.pools.append(PoolConfig(name: name, listen: listen, mode: mode, failback: failback, check: check,
+            config.pools.append(PoolConfig(name: name, listen: listen, mode: try y.enumValue(m, "mode", PoolMode.self) ?? .failover,
+                                           failback: try y.enumValue(m, "failback", Failback.self) ?? .manual, check: check,
                                            backends: backends, onSwitch: onSwitch, hookTimeout: hookTimeout))
         }
         return config
     }
 }
 
-/// Typed reads from YAML mappings that fail with the position of the offending value.
-struct Parser {
-    let path: String
-
-    func keys(_ m: Yams.Node.Mapping, _ allowed: [String]) throws {
-        for k in m.keys where !allowed.contains(k.string ?? "") {
-            throw ProxyConfigError(path, k.mark, "unknown key \"\(k.string ?? "?")\" (expected one of: \(allowed.joined(separator: ", ")))")
-        }
-    }
-
-    func string(_ m: Yams.Node.Mapping, _ k: String, required: Bool = false) throws -> String? {
-        guard let n = m[k] else {
-            if required { throw ProxyConfigError(path, nil, "missing `\(k)`") }
-            return nil
-        }
-        guard n.scalar != nil, let s = n.string, !s.isEmpty else { throw ProxyConfigError(path, n.mark, "`\(k)` must be a non-empty string") }
-        return s
-    }
-
-    func strings(_ m: Yams.Node.Mapping, _ k: String) throws -> [String]? {
-        guard let n = m[k] else { return nil }
-        guard let seq = n.sequence, !seq.isEmpty else { throw ProxyConfigError(path, n.mark, "`\(k)` must be a list of strings") }
-        return try seq.map { e in
-            guard e.scalar != nil, let s = e.string else { throw ProxyConfigError(path, e.mark, "`\(k)` must be a list of strings") }
-            return s
-        }
-    }
-
-    func int(_ m: Yams.Node.Mapping, _ k: String, _ range: ClosedRange<Int>) throws -> Int? {
-        guard let n = m[k] else { return nil }
-        guard let v = n.int, range.contains(v) else { throw ProxyConfigError(path, n.mark, "`\(k)` must be an integer in \(range.lowerBound)…\(range.upperBound)") }
-        return v
-    }
-
-    func endpoint(_ m: Yams.Node.Mapping, _ k: String, required: Bool) throws -> Endpoint? {
-        guard let s = try string(m, k, required: required) else { return nil }
-        guard let e = Endpoint.parse(s) else { throw ProxyConfigError(path, m[k]?.mark, "`\(k)`: \"\(s)\" is not HOST:PORT (IPv6 as [ADDR]:PORT, port 1–65535)") }
+extension YAMLReader {
+    func endpoint(_ m: Yams.Node.Mapping, _ k: String, owner: Yams.Node?) throws -> Endpoint {
+        let s = try string(m, k, required: true, owner: owner)!
+        guard let e = Endpoint.parse(s) else { throw error(m[k], "`\(k)`: \"\(s)\" is not HOST:PORT (IPv6 as [ADDR]:PORT, port 1–65535)") }
         return e
     }
-
-    func enumValue<E: RawRepresentable>(_ m: Yams.Node.Mapping, _ k: String, _ type: E.Type) throws -> E? where E.RawValue == String {
-        guard let s = try string(m, k) else { return nil }
-        guard let v = E(rawValue: s) else { throw ProxyConfigError(path, m[k]?.mark, "`\(k)`: unknown value \"\(s)\"") }
-        return v
-    }
-
-    func duration(_ m: Yams.Node.Mapping, _ k: String) throws -> Double? {
-        guard let n = m[k] else { return nil }
-        guard let s = n.string, let v = parseDuration(s), v > 0 else {
-            throw ProxyConfigError(path, n.mark, "`\(k)` must be a duration such as 100ms, 2s or 1m")
-        }
-        return v
-    }
-}
-
-/// `100ms`, `1.5s`, `2m`, `1h`, or a bare number of seconds.
-public func parseDuration(_ s: String) -> Double? {
-    let t = s.trimmingCharacters(in: .whitespaces)
-    for (suffix, scale) in [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)] where t.hasSuffix(suffix) {
-        return Double(t.dropLast(suffix.count)).map { $0 * scale }
-    }
-    return Double(t)
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import LifeboatConfig
 import LifeboatFailover
 import Logging
 import NIOCore
@@ -26,12 +27,12 @@ public struct AdminServer: Sendable {
         if let f = tokenFile {
             guard let d = FileManager.default.contents(atPath: f),
                   case let t = String(decoding: d, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines), !t.isEmpty else {
-                throw ProxyConfigError("admin", nil, "cannot read a token from \(f)")
+                throw ConfigError("admin", nil, "cannot read a token from \(f)")
             }
             token = t
         } else {
             guard ["127.0.0.1", "::1", "localhost"].contains(listen.host) || listen.host.hasPrefix("127.") else {
-                throw ProxyConfigError("admin", nil, "admin.listen \(listen) is not a loopback address: set admin.token_file")
+                throw ConfigError("admin", nil, "admin.listen \(listen) is not a loopback address: set admin.token_file")
             }
             token = nil
         }

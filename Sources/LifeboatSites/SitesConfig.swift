@@ -1,14 +1,6 @@
 import Foundation
 import LifeboatCore
-import Yams
-
-/// A configuration problem, with the file, line and column it was found at.
-public struct ConfigError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ file: String, _ mark: Mark?, _ message: String) {
-        description = mark.map { "\(file):\($0.line):\($0.column): \(message)" } ?? "\(file): \(message)"
-    }
-}
+import LifeboatConfig
 
 /// One place a repository lives.
 public struct Site: Sendable, Equatable {
@@ -57,70 +49,39 @@ public struct SitesConfig: Sendable {
     }
 
     public static func parse(_ text: String, path: String) throws -> SitesConfig {
-        let root: Yams.Node?
-        do { root = try Yams.compose(yaml: text) } catch let e as YamlError {
-            throw ConfigError(path, nil, "not valid YAML: \(e)")
-        }
-        guard let top = root?.mapping else { throw ConfigError(path, root?.mark, "expected a mapping with `sites:`") }
-        try checkKeys(top, allowed: ["sites", "replication"], path: path)
-        guard let list = top["sites"]?.sequence else { throw ConfigError(path, top["sites"]?.mark ?? root?.mark, "`sites:` must be a list") }
+        let y = YAMLReader(path: path)
+        let (top, root) = try y.document(text, describedAs: "`sites:`")
+        try y.keys(top, ["sites", "replication"])
+        guard let list = top["sites"]?.sequence else { throw y.error(top["sites"] ?? root, "`sites:` must be a list") }
         var sites: [Site] = []
         for item in list {
-            guard let m = item.mapping else { throw ConfigError(path, item.mark, "each site is a mapping") }
-            try checkKeys(m, allowed: ["name", "repository", "role", "password_file", "credentials_file"], path: path)
-            func str(_ k: String, required: Bool = true) throws -> String? {
-                guard let n = m[k] else {
-                    if required { throw ConfigError(path, item.mark, "site needs `\(k)`") }
-                    return nil
-                }
-                guard let s = n.string, !s.isEmpty else { throw ConfigError(path, n.mark, "`\(k)` must be a non-empty string") }
-                return s
-            }
-            let name = try str("name")!
+            let m = try y.mapping(item, "each site")
+            try y.keys(m, ["name", "repository", "role", "password_file", "credentials_file"])
+            let name = try y.string(m, "name", required: true, owner: item)!
             guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }) else {
-                throw ConfigError(path, m["name"]?.mark, "site name \"\(name)\" may hold letters, digits, - _ . only")
+                throw y.error(m["name"], "site name \"\(name)\" may hold letters, digits, - _ . only")
             }
-            guard !sites.contains(where: { $0.name == name }) else { throw ConfigError(path, m["name"]?.mark, "duplicate site name \"\(name)\"") }
-            let roleText = try str("role")!
-            guard let role = Site.Role(rawValue: roleText) else { throw ConfigError(path, m["role"]?.mark, "role must be primary or replica, not \"\(roleText)\"") }
-            sites.append(Site(name: name, repository: try str("repository")!, role: role,
-                              passwordFile: try str("password_file", required: false),
-                              credentialsFile: try str("credentials_file", required: false)))
+            guard !sites.contains(where: { $0.name == name }) else { throw y.error(m["name"], "duplicate site name \"\(name)\"") }
+            guard let role = try y.enumValue(m, "role", Site.Role.self) else { throw y.error(item, "missing `role` (primary or replica)") }
+            sites.append(Site(name: name, repository: try y.string(m, "repository", required: true, owner: item)!, role: role,
+                              passwordFile: try y.string(m, "password_file"),
+                              credentialsFile: try y.string(m, "credentials_file")))
         }
         let primaries = sites.filter { $0.role == .primary }.count
-        guard primaries == 1 else { throw ConfigError(path, top["sites"]?.mark, "exactly one site must be primary (found \(primaries))") }
-        guard !sites.filter({ $0.role == .replica }).isEmpty else { throw ConfigError(path, top["sites"]?.mark, "no replica site") }
+        guard primaries == 1 else { throw y.error(top["sites"], "exactly one site must be primary (found \(primaries))") }
+        guard !sites.filter({ $0.role == .replica }).isEmpty else { throw y.error(top["sites"], "no replica site") }
         let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
         let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
         let stateDefault = "\(home)/.local/state/lifeboat/replication-\(String(UInt64(bitPattern: Int64(absolute.hashValueStable)), radix: 16)).json"
         var config = SitesConfig(sites: sites, stateFile: stateDefault, path: path)
         if let r = top["replication"] {
-            guard let rm = r.mapping else { throw ConfigError(path, r.mark, "`replication:` must be a mapping") }
-            try checkKeys(rm, allowed: ["interval", "max_backoff", "state_file"], path: path)
-            if let n = rm["interval"] { config.interval = try seconds(n, path: path) }
-            if let n = rm["max_backoff"] { config.maxBackoff = try seconds(n, path: path) }
-            if let n = rm["state_file"] {
-                guard let s = n.string, !s.isEmpty else { throw ConfigError(path, n.mark, "`state_file` must be a path") }
-                config.stateFile = s
-            }
+            let rm = try y.mapping(r, "`replication:`")
+            try y.keys(rm, ["interval", "max_backoff", "state_file"])
+            config.interval = try y.duration(rm, "interval") ?? config.interval
+            config.maxBackoff = try y.duration(rm, "max_backoff") ?? config.maxBackoff
+            config.stateFile = try y.string(rm, "state_file") ?? config.stateFile
         }
         return config
-    }
-
-    static func checkKeys(_ m: Yams.Node.Mapping, allowed: Set<String>, path: String) throws {
-        for k in m.keys {
-            guard let s = k.string, allowed.contains(s) else {
-                throw ConfigError(path, k.mark, "unknown key \"\(k.string ?? "?")\" (expected one of: \(allowed.sorted().joined(separator: ", ")))")
-            }
-        }
-    }
-
-    static func seconds(_ n: Yams.Node, path: String) throws -> Double {
-        if let i = n.int { return Double(i) }
-        guard let s = n.string, let v = try? parseSeconds(s), v > 0 else {
-            throw ConfigError(path, n.mark, "expected a duration such as 30s, 5m or 1h")
-        }
-        return v
     }
 }
 

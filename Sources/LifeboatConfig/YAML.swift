@@ -1,0 +1,89 @@
+import Foundation
+import LifeboatCore
+import Yams
+
+/// A problem in a configuration file, with the file, line and column it was found at.
+public struct ConfigError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ file: String, _ mark: Mark?, _ message: String) {
+        description = mark.map { "\(file):\($0.line):\($0.column): \(message)" } ?? "\(file): \(message)"
+    }
+}
+
+/// Typed, validated reads from a YAML document; every failure names the position of the offending node.
+/// Shared by the sites file and the proxy configuration (and, later, the daemon's).
+public struct YAMLReader: Sendable {
+    public let path: String
+    public init(path: String) { self.path = path }
+
+    /// Parses `text`, which must be a mapping at the top.
+    public func document(_ text: String, describedAs what: String) throws -> (Yams.Node.Mapping, Yams.Node?) {
+        let root: Yams.Node?
+        do { root = try Yams.compose(yaml: text) } catch {
+            throw ConfigError(path, nil, "not valid YAML: \(error)")
+        }
+        guard let top = root?.mapping else { throw ConfigError(path, root?.mark, "expected a mapping with \(what)") }
+        return (top, root)
+    }
+
+    public func error(_ node: Yams.Node?, _ message: String) -> ConfigError { ConfigError(path, node?.mark, message) }
+
+    /// Rejects keys other than `allowed`, at the unknown key's position.
+    public func keys(_ m: Yams.Node.Mapping, _ allowed: [String]) throws {
+        for k in m.keys where !allowed.contains(k.string ?? "") {
+            throw ConfigError(path, k.mark, "unknown key \"\(k.string ?? "?")\" (expected one of: \(allowed.sorted().joined(separator: ", ")))")
+        }
+    }
+
+    public func mapping(_ n: Yams.Node, _ what: String) throws -> Yams.Node.Mapping {
+        guard let m = n.mapping else { throw error(n, "\(what) must be a mapping") }
+        return m
+    }
+
+    /// A non-empty string; a missing required key is reported at `owner`.
+    public func string(_ m: Yams.Node.Mapping, _ k: String, required: Bool = false, owner: Yams.Node? = nil) throws -> String? {
+        guard let n = m[k] else {
+            if required { throw error(owner, "missing `\(k)`") }
+            return nil
+        }
+        guard n.scalar != nil, let s = n.string, !s.isEmpty else { throw error(n, "`\(k)` must be a non-empty string") }
+        return s
+    }
+
+    public func strings(_ m: Yams.Node.Mapping, _ k: String) throws -> [String]? {
+        guard let n = m[k] else { return nil }
+        guard let seq = n.sequence, !seq.isEmpty else { throw error(n, "`\(k)` must be a list of strings") }
+        return try seq.map { e in
+            guard e.scalar != nil, let s = e.string else { throw error(e, "`\(k)` must be a list of strings") }
+            return s
+        }
+    }
+
+    public func int(_ m: Yams.Node.Mapping, _ k: String, _ range: ClosedRange<Int>) throws -> Int? {
+        guard let n = m[k] else { return nil }
+        guard let v = n.int, range.contains(v) else { throw error(n, "`\(k)` must be an integer in \(range.lowerBound)…\(range.upperBound)") }
+        return v
+    }
+
+    public func enumValue<E: RawRepresentable>(_ m: Yams.Node.Mapping, _ k: String, _ type: E.Type) throws -> E? where E.RawValue == String {
+        guard let s = try string(m, k) else { return nil }
+        guard let v = E(rawValue: s) else { throw error(m[k], "`\(k)`: unknown value \"\(s)\"") }
+        return v
+    }
+
+    /// A positive duration in seconds: `100ms`, `30s`, `5m`, `1h30m`, `2d` or a bare number of seconds.
+    public func duration(_ m: Yams.Node.Mapping, _ k: String) throws -> Double? {
+        guard let n = m[k] else { return nil }
+        guard let s = n.string, let v = parseDuration(s), v > 0 else {
+            throw error(n, "`\(k)` must be a duration such as 100ms, 30s, 5m or 1h")
+        }
+        return v
+    }
+}
+
+/// Seconds in `100ms`, or in what `parseSeconds` reads (`90`, `30s`, `1h30m`, `2d`).
+public func parseDuration(_ s: String) -> Double? {
+    let t = s.trimmingCharacters(in: .whitespaces)
+    if t.hasSuffix("ms") { return Double(t.dropLast(2)).map { $0 / 1000 } }
+    return try? parseSeconds(t)
+}
