@@ -115,19 +115,19 @@ public struct AdminServer: Sendable {
         return [
             "name": pool.config.name, "listen": pool.config.listen.description, "mode": pool.config.mode.rawValue,
             "failback": pool.config.failback.rawValue, "active": s.activeName ?? NSNull(), "switches": switches,
-            "last_switch": last.map { ISO8601DateFormatter().string(from: $0) } ?? NSNull(),
+            "last_switch": last.map { iso8601($0) } ?? NSNull(),
             "backends": s.members.enumerated().map { i, m -> [String: Any] in
                 var b: [String: Any] = [
                     "name": m.name, "address": pool.config.backends[i].address.description, "state": m.health.state.rawValue,
-                    "since": ISO8601DateFormatter().string(from: m.health.since), "connections": m.connections,
+                    "since": iso8601(m.health.since), "connections": m.connections,
                     "disabled": m.health.disabled, "draining": m.health.draining, "priority": m.priority, "weight": m.weight,
                 ]
                 if let f = pool.fault(i) {
-                    b["fault"] = ["kind": f.name, "until": ISO8601DateFormatter().string(from: f.until)]
+                    b["fault"] = ["kind": f.name, "until": iso8601(f.until)]
                 }
                 if let c = m.health.lastCheck {
                     b["last_check"] = ["ok": c.ok, "latency_seconds": c.latency, "detail": c.detail,
-                                       "at": ISO8601DateFormatter().string(from: c.at)] as [String: Any]
+                                       "at": iso8601(c.at)] as [String: Any]
                 }
                 return b
             },
@@ -190,3 +190,5 @@ enum ProxyMetrics {
         return out
     }
 }
+
+func iso8601(_ d: Date) -> String { ISO8601DateFormatter().string(from: d) }

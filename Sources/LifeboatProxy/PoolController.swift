@@ -146,7 +146,7 @@ public final class PoolController: Sendable {
     public func setFault(_ name: String, _ fault: Fault?) -> Bool {
         guard let i = config.backends.firstIndex(where: { $0.name == name }) else { return false }
         faults.withLock { $0[i] = fault }
-        log("pool \(config.name): fault on \(name): \(fault.map { "\($0.name) until \(ISO8601DateFormatter().string(from: $0.until))" } ?? "cleared")")
+        log("pool \(config.name): fault on \(name): \(fault.map { "\($0.name) until \(iso8601($0.until))" } ?? "cleared")")
         return true
     }
 

@@ -47,7 +47,8 @@ public final class ProxyServer: Sendable {
             client.close(promise: nil)
             return
         }
-        if let fault = pool.fault(i) {
+        let fault = pool.fault(i)
+        if let fault {
             switch fault.kind {
             case .reset:
                 pool.release(i)
@@ -69,7 +70,7 @@ public final class ProxyServer: Sendable {
                 break
             }
         }
-        let shaping = pool.fault(i).map { $0.kind }
+        let shaping = fault?.kind
         let target = pool.config.backends[i].address
         let timeout = TimeAmount.milliseconds(Int64(max(0.05, pool.config.check.timeout) * 1000))
         ClientBootstrap(group: client.eventLoop)

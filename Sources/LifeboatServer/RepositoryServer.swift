@@ -212,9 +212,7 @@ public struct RepositoryServer: HTTPResponder {
         switch request.method {
         case .head:
             let info = try await b.stat(handle)
-            var r = Response(status: .ok, headers: [.contentLength: "\(info.size)"])
-            r.headers[.contentLength] = "\(info.size)"
-            return r
+            return Response(status: .ok, headers: [.contentLength: "\(info.size)"])
         case .get:
             return try await get(request, b, handle, repo)
         case .post:
@@ -281,18 +279,19 @@ public struct RepositoryServer: HTTPResponder {
     func currentUsage() -> Int {
         if let u = used.value.withLock({ $0 }) { return u }
         let total = RepositoryServer.diskUsage(options.path)
-        used.value.withLock { if $0 == nil { $0 = total } }
-        return used.value.withLock { $0 ?? total }
+        return used.value.withLock { u in
+            if u == nil { u = total }
+            return u!
+        }
     }
 
     static func diskUsage(_ path: String) -> Int {
         guard let e = FileManager.default.enumerator(atPath: path) else { return 0 }
         var total = 0
-        while let name = e.nextObject() as? String {
+        while e.nextObject() != nil {
             if let a = e.fileAttributes, a[.type] as? FileAttributeType == .typeRegular {
                 total += (a[.size] as? Int) ?? 0
             }
-            _ = name
         }
         return total
     }
@@ -303,14 +302,12 @@ public struct RepositoryServer: HTTPResponder {
             throw Reply(.forbidden, "the server is append-only: \(handle) exists and cannot be overwritten")
         }
         let declared = request.headers[.contentLength].flatMap(Int.init)
-        if let max = options.maxSize {
-            let now = currentUsage()
-            if now + (declared ?? 0) > max {
-                throw Reply(.contentTooLarge, "the server's size limit (\(max) bytes) would be exceeded")
-            }
+        // Room left under --max-size; checked against the declared length now and the real one while streaming.
+        let limit = options.maxSize.map { $0 - currentUsage() }
+        if let limit, declared ?? 0 > limit {
+            throw Reply(.contentTooLarge, "the server's size limit (\(options.maxSize!) bytes) would be exceeded")
         }
         var hasher = SHA256()
-        let limit = options.maxSize.map { $0 - currentUsage() }
         var written = 0
         do {
             try await b.write(handle, replace: replace) { sink in

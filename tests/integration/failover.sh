@@ -2,12 +2,7 @@
 # Integration tests of `lifeboat proxy` with real backend servers on loopback (python http.server).
 # Usage: tests/integration/failover.sh path/to/lifeboat
 set -uo pipefail
-BIN=$(cd "$(dirname "${1:?usage: failover.sh BIN}")" && pwd)/$(basename "$1")
-HERE=$(cd "$(dirname "$0")" && pwd)
-WORK=$(mktemp -d /tmp/lifeboat-failover.XXXXXX)
-chmod 755 "$WORK"
-trap 'pkill -9 -f "$WORK" 2>/dev/null; pkill -CONT -f "$WORK" 2>/dev/null; pkill -9 -P $$ 2>/dev/null; rm -rf "$WORK"' EXIT
-source "$HERE/lib.sh"
+source "$(dirname "$0")/lib.sh" "${1:?usage: failover.sh path/to/lifeboat}" failover
 
 # backend NAME PORT: an HTTP server answering NAME, in the background; sets PID_<NAME>.
 backend() {

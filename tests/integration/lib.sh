@@ -1,4 +1,11 @@
-# Shared set-up and helpers of the integration suites (sourced; BIN, HERE and WORK are set by the caller).
+# Shared set-up and helpers of the integration suites.
+# Usage, at the top of a suite: source "$(dirname "$0")/lib.sh" BIN NAME
+# Sets BIN (absolute), HERE (this folder) and WORK (a fresh folder, removed with every process using it on exit).
+BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+WORK=$(mktemp -d "/tmp/lifeboat-$2.XXXXXX")
+chmod 755 "$WORK"
+trap 'pkill -9 -f "$WORK" 2>/dev/null; pkill -9 -P $$ 2>/dev/null; umount "$WORK"/src-xfs/mnt 2>/dev/null; rm -rf "$WORK"' EXIT
 export LIFEBOAT_KDF_PARAMS=1024,8,1          # cheap scrypt for tests only
 echo "secret-password" > "$WORK/pw"
 export LIFEBOAT_PASSWORD_FILE=$WORK/pw

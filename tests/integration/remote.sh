@@ -4,12 +4,7 @@
 # Usage: tests/integration/remote.sh path/to/lifeboat
 # Needs: openssl, htpasswd (apache2-utils), restic, rclone, moto_server (pip install 'moto[server]').
 set -uo pipefail
-BIN=$(cd "$(dirname "${1:?usage: remote.sh BIN}")" && pwd)/$(basename "$1")
-HERE=$(cd "$(dirname "$0")" && pwd)
-WORK=$(mktemp -d /tmp/lifeboat-remote.XXXXXX)
-chmod 755 "$WORK"
-trap 'pkill -9 -f "$WORK" 2>/dev/null; pkill -9 -P $$ 2>/dev/null; rm -rf "$WORK"' EXIT
-source "$HERE/lib.sh"
+source "$(dirname "$0")/lib.sh" "${1:?usage: remote.sh path/to/lifeboat}" remote
 # Short retries and timeouts so that fault tests stay bounded.
 export LIFEBOAT_RETRY=8,0.05,0.5 LIFEBOAT_TIMEOUT=3 LIFEBOAT_CONNECT_TIMEOUT=3
 
@@ -217,31 +212,37 @@ fault_backups() {
   timeout 300 "$BIN" -r "$via" restore latest --target "$WORK/fault-restore-$RANDOM" -q || fail "restore through the faults"
 }
 
+# start_faultproxy UPSTREAM SEED NAME: faultproxy.py in front of UPSTREAM (15% faults); sets FAULT_PORT.
+start_faultproxy() {
+  FAULT_PORT=$(free_port)
+  python3 "$HERE/faultproxy.py" "$FAULT_PORT" "$1" --rate 0.15 --seed "$2" --stall 6 --max-seconds 900 --log "$WORK/faults-$3.log" >/dev/null &
+  wait_port "$FAULT_PORT"
+}
+
+faults_were_injected() {  # faults_were_injected NAME: prints the faults by kind; there must be some
+  echo "    faults injected: $(sort "$WORK/faults-$1.log" | cut -d' ' -f1 | uniq -c | tr '\n' ' ')"
+  [ "$(wc -l < "$WORK/faults-$1.log")" -gt 5 ] || fail "faults were injected"
+}
+
 t_faults_rest() {
   local D=$WORK/serve-fault S=$WORK/src-fault
   mkdir -p "$D" "$S"; make_tree "$S"; small_tree "$S/more"
   start_serve fault --path "$D" --no-auth
   local up=${SERVE_URL#http://}; up=${up%/}
-  local pport; pport=$(free_port)
-  python3 "$HERE/faultproxy.py" "$pport" "$up" --rate 0.15 --seed 7 --stall 6 --max-seconds 900 --log "$WORK/faults-rest.log" >/dev/null &
-  wait_port "$pport"
+  start_faultproxy "$up" 7 rest
   lb -r "rest:${SERVE_URL}repo" init --pack-size 1 >/dev/null
-  fault_backups "rest:http://127.0.0.1:$pport/repo" "rest:${SERVE_URL}repo" "$S"
-  echo "    faults injected: $(sort "$WORK/faults-rest.log" | cut -d' ' -f1 | uniq -c | tr '\n' ' ')"
-  [ "$(wc -l < "$WORK/faults-rest.log")" -gt 5 ] || fail "faults were injected"
+  fault_backups "rest:http://127.0.0.1:$FAULT_PORT/repo" "rest:${SERVE_URL}repo" "$S"
+  faults_were_injected rest
 }
 
 t_faults_s3() {
   local S=$WORK/src-fault-s3
   mkdir -p "$S"; make_tree "$S"
   start_moto
-  local pport; pport=$(free_port)
-  python3 "$HERE/faultproxy.py" "$pport" "127.0.0.1:$MOTO_PORT" --rate 0.15 --seed 11 --stall 6 --max-seconds 900 --log "$WORK/faults-s3.log" >/dev/null &
-  wait_port "$pport"
+  start_faultproxy "127.0.0.1:$MOTO_PORT" 11 s3
   lb -r "s3:http://127.0.0.1:$MOTO_PORT/faulty/repo" init --pack-size 1 >/dev/null
-  fault_backups "s3:http://127.0.0.1:$pport/faulty/repo" "s3:http://127.0.0.1:$MOTO_PORT/faulty/repo" "$S"
-  echo "    faults injected: $(sort "$WORK/faults-s3.log" | cut -d' ' -f1 | uniq -c | tr '\n' ' ')"
-  [ "$(wc -l < "$WORK/faults-s3.log")" -gt 5 ] || fail "faults were injected"
+  fault_backups "s3:http://127.0.0.1:$FAULT_PORT/faulty/repo" "s3:http://127.0.0.1:$MOTO_PORT/faulty/repo" "$S"
+  faults_were_injected s3
 }
 
 for t in ${REMOTE_TESTS:-t_serve_tls_htpasswd t_restic_against_serve t_append_only t_s3_moto t_s3_signatures t_rclone t_metadata_cache t_faults_rest t_faults_s3}; do

@@ -3,12 +3,7 @@
 # server and a `lifeboat serve` instance as replicas), outages, SIGKILL, --watch, lag, restore from replicas.
 # Usage: tests/integration/replication.sh path/to/lifeboat
 set -uo pipefail
-BIN=$(cd "$(dirname "${1:?usage: replication.sh BIN}")" && pwd)/$(basename "$1")
-HERE=$(cd "$(dirname "$0")" && pwd)
-WORK=$(mktemp -d /tmp/lifeboat-repl.XXXXXX)
-chmod 755 "$WORK"
-trap 'pkill -9 -f "$WORK" 2>/dev/null; pkill -9 -P $$ 2>/dev/null; rm -rf "$WORK"' EXIT
-source "$HERE/lib.sh"
+source "$(dirname "$0")/lib.sh" "${1:?usage: replication.sh path/to/lifeboat}" repl
 unset LIFEBOAT_PASSWORD_FILE
 export LIFEBOAT_RETRY=3,0.05,0.2 LIFEBOAT_TIMEOUT=3 LIFEBOAT_CONNECT_TIMEOUT=2 LIFEBOAT_CACHE_DIR=$WORK/cache
 

@@ -2,12 +2,7 @@
 # Integration tests: run the built `lifeboat` binary against real files and a real repository.
 # Usage: tests/integration/run.sh path/to/lifeboat
 set -uo pipefail
-BIN=$(cd "$(dirname "${1:?usage: run.sh BIN}")" && pwd)/$(basename "$1")
-HERE=$(cd "$(dirname "$0")" && pwd)
-WORK=$(mktemp -d /tmp/lifeboat-it.XXXXXX)
-chmod 755 "$WORK"
-trap 'pkill -9 -f "$WORK" 2>/dev/null; umount "$WORK"/src-xfs/mnt 2>/dev/null; rm -rf "$WORK"' EXIT
-source "$HERE/lib.sh"
+source "$(dirname "$0")/lib.sh" "${1:?usage: run.sh path/to/lifeboat}" it
 
 t_init_and_errors() {
   local R=$WORK/r-init
