@@ -56,7 +56,7 @@ struct CopyCommand: AsyncParsableCommand {
     @Argument(help: "Snapshots to copy (IDs or latest; default: all that match the filter).") var snapshots: [String] = []
 
     func run() async throws {
-        gracefulStop = true
+        gracefulStop = "stopping after the current object"
         try await runCommand(global) {
             let out = global.output
             let src = try await source.open(global)

@@ -4,6 +4,7 @@ import LifeboatCore
 import LifeboatFailover
 import LifeboatProxy
 import NIOCore
+import Synchronization
 
 struct ProxyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,6 +18,9 @@ struct ProxyCommand: AsyncParsableCommand {
     @Option(name: .customLong("config"), help: "The proxy configuration (YAML).") var config: String
     @Flag(help: "Check the configuration and exit.") var check = false
     @Flag(help: "Print events as JSON lines.") var json = false
+
+    /// SIGHUPs received (each asks for a reload).
+    static let hangups = Atomic<Int>(0)
 
     func run() async throws {
         let cfg: ProxyConfig
@@ -37,7 +41,7 @@ struct ProxyCommand: AsyncParsableCommand {
         let server = ProxyServer(config: cfg, log: log)
         let admin: AdminServer?
         if let listen = cfg.adminListen {
-            do { admin = try AdminServer(pools: server.pools, listen: listen, tokenFile: cfg.adminTokenFile) } catch {
+            do { admin = try AdminServer(server: server, listen: listen, tokenFile: cfg.adminTokenFile) } catch {
                 FileHandle.standardError.write(Data("Fatal: \(error)\n".utf8))
                 throw ExitCode(ExitStatus.failure)
             }
@@ -45,20 +49,67 @@ struct ProxyCommand: AsyncParsableCommand {
             admin = nil
         }
 
-        let channels: [any Channel]
-        do { channels = try await server.start() } catch {
+        let bound: [SocketAddress?]
+        do { bound = try await server.start() } catch {
             FileHandle.standardError.write(Data("Fatal: cannot listen: \(error)\n".utf8))
             throw ExitCode(ExitStatus.failure)
         }
-        for (pool, ch) in zip(cfg.pools, channels) {
-            log("pool \(pool.name) listening on \(ch.localAddress.map { "\($0)" } ?? pool.listen.description) (\(pool.mode.rawValue), \(pool.backends.count) backends)")
+        for (pool, address) in zip(cfg.pools, bound) {
+            log("pool \(pool.name) listening on \(address.map { "\($0)" } ?? pool.listen.description) (\(pool.mode.rawValue), \(pool.backends.count) backends)")
         }
+        // SIGHUP: reload. SIGTERM/SIGINT: stop accepting, drain, exit 0 (a second signal exits at once).
+        gracefulStop = "draining connections"
+        signal(SIGHUP, SIG_IGN)
+        let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        hup.setEventHandler { ProxyCommand.hangups.add(1, ordering: .relaxed) }
+        hup.resume()
+        defer { hup.cancel() }
+
+        let path = config
         try await withThrowingTaskGroup(of: Void.self) { g in
-            g.addTask { await HealthChecker(pools: server.pools).run() }
+            g.addTask { await HealthChecker().run(server) }
             if let admin {
                 g.addTask { try await admin.run { log("admin API listening on \($0)") } }
             }
+            g.addTask {
+                var current = cfg
+                var seen = 0
+                while !stopRequested() {
+                    try await Task.sleep(nanoseconds: 50_000_000)
+                    let n = ProxyCommand.hangups.load(ordering: .relaxed)
+                    guard n != seen else { continue }
+                    seen = n
+                    current = await ProxyCommand.reload(server, from: path, current: current, log: log)
+                }
+                log("draining \(server.openConnections) connections (at most \(Duration.seconds(current.drainTimeout)))")
+                let forced = await server.drain(timeout: current.drainTimeout) { stopSignals.load(ordering: .relaxed) > 1 }
+                log(forced == 0 ? "stopped: every connection finished" : "stopped: closed \(forced) connections still open")
+            }
             try await g.next()
+            g.cancelAll()
+        }
+    }
+
+    /// Re-reads the configuration; on any error the running one stays in force and the error is logged.
+    static func reload(_ server: ProxyServer, from path: String, current: ProxyConfig, log: ProxyLog) async -> ProxyConfig {
+        let next: ProxyConfig
+        do { next = try ProxyConfig.load(path) } catch {
+            log("reload failed, the running configuration stays: \(error)")
+            return current
+        }
+        if next.adminListen != current.adminListen || next.adminTokenFile != current.adminTokenFile {
+            log("reload: changes to admin take effect at the next start")
+        }
+        do {
+            let summary = try await server.reload(next)
+            log("reloaded \(path): \(summary)")
+            var taken = next
+            taken.adminListen = current.adminListen
+            taken.adminTokenFile = current.adminTokenFile
+            return taken
+        } catch {
+            log("reload failed, the running configuration stays: cannot listen: \(error)")
+            return current
         }
     }
 }

@@ -52,7 +52,7 @@ struct ReplicateCommand: AsyncParsableCommand {
     @Option(help: "Only these sites (repeatable).") var site: [String] = []
 
     func run() async throws {
-        gracefulStop = true
+        gracefulStop = "stopping after the current object"
         try await runCommand(global) {
             let config = try sites.load()
             // One replicate per sites file at a time: two would copy the same snapshots twice.

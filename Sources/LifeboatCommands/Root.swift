@@ -10,8 +10,9 @@ import Synchronization
 nonisolated(unsafe) var signalSources: [DispatchSourceSignal] = []
 /// Signals received; commands that stop gracefully (copy, replicate) poll it.
 let stopSignals = Atomic<Int>(0)
-/// Set by commands that finish the current object on the first SIGINT/SIGTERM instead of exiting.
-nonisolated(unsafe) var gracefulStop = false
+/// Set by commands that stop gracefully on the first SIGINT/SIGTERM instead of exiting (finish the current
+/// object, drain connections): what to print then.
+nonisolated(unsafe) var gracefulStop: String?
 
 /// Whether a graceful stop was asked for.
 func stopRequested() -> Bool { stopSignals.load(ordering: .relaxed) > 0 }
@@ -23,8 +24,8 @@ func installInterruptHandlers() {
         signal(sig, SIG_IGN)
         let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
         src.setEventHandler {
-            if gracefulStop && stopSignals.add(1, ordering: .relaxed).newValue == 1 {
-                FileHandle.standardError.write(Data("\nstopping after the current object (signal again to stop at once)\n".utf8))
+            if let message = gracefulStop, stopSignals.add(1, ordering: .relaxed).newValue == 1 {
+                FileHandle.standardError.write(Data("\n\(message) (signal again to stop at once)\n".utf8))
                 return
             }
             FileHandle.standardError.write(Data("\ninterrupted: releasing locks\n".utf8))

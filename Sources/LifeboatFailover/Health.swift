@@ -18,8 +18,8 @@ public struct BackendHealth: Sendable, Equatable {
     public private(set) var lastCheck: CheckResult?
     public var disabled = false
     public var draining = false
-    let fall: Int
-    let rise: Int
+    public private(set) var fall: Int
+    public private(set) var rise: Int
 
     /// The outcome of one health check.
     public struct CheckResult: Sendable, Equatable {
@@ -68,9 +68,48 @@ public struct BackendHealth: Sendable, Equatable {
         return state == .up ? transition(.down, now) : false
     }
 
+    /// New `fall`/`rise` thresholds (a configuration reload); the state and counts are kept.
+    public mutating func setThresholds(fall: Int, rise: Int) {
+        self.fall = max(1, fall)
+        self.rise = max(1, rise)
+    }
+
     mutating func transition(_ s: State, _ at: Date) -> Bool {
         state = s
         since = at
         return true
+    }
+}
+
+/// A Prometheus-style histogram of durations (health-check latency): cumulative bucket counts, sum, count.
+public struct LatencyHistogram: Sendable, Equatable {
+    /// Upper bounds in seconds, ascending; `+Inf` is implied.
+    public let bounds: [Double]
+    /// Observations at or below each bound (not cumulative); the last slot is above every bound.
+    public private(set) var counts: [UInt64]
+    public private(set) var sum = 0.0
+    public private(set) var count: UInt64 = 0
+
+    public static let defaultBounds = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+
+    public init(bounds: [Double] = LatencyHistogram.defaultBounds) {
+        self.bounds = bounds
+        counts = Array(repeating: 0, count: bounds.count + 1)
+    }
+
+    public mutating func observe(_ seconds: Double) {
+        let i = bounds.firstIndex { seconds <= $0 } ?? bounds.count
+        counts[i] += 1
+        sum += seconds
+        count += 1
+    }
+
+    /// (upper bound, observations at or below it) for each bound, then (+Inf, count): Prometheus's `le` buckets.
+    public var cumulative: [(le: Double, count: UInt64)] {
+        var running: UInt64 = 0
+        return counts.enumerated().map { i, c in
+            running += c
+            return (i < bounds.count ? bounds[i] : .infinity, running)
+        }
     }
 }

@@ -23,6 +23,10 @@ public struct Switch: Sendable, Equatable {
 
 /// One backend as the pool sees it.
 public struct PoolMember: Sendable, Equatable {
+    /// Stable across configuration reloads while the backend keeps its name and address; never reused in a pool.
+    public var id: Int
+    /// What makes a backend the same one across reloads (its name and address).
+    public var key: String
     public var name: String
     public var priority: Int
     public var weight: Int
@@ -30,7 +34,9 @@ public struct PoolMember: Sendable, Equatable {
     public var connections = 0
     var currentWeight = 0
 
-    public init(name: String, priority: Int, weight: Int, health: BackendHealth) {
+    public init(id: Int = 0, key: String? = nil, name: String, priority: Int, weight: Int, health: BackendHealth) {
+        self.id = id
+        self.key = key ?? name
         self.name = name
         self.priority = priority
         self.weight = max(1, weight)
@@ -64,6 +70,44 @@ public struct PoolState: Sendable {
     }
 
     public func index(of name: String) -> Int? { members.firstIndex { $0.name == name } }
+    public func index(id: Int) -> Int? { members.firstIndex { $0.id == id } }
+
+    /// What a backend is in a reloaded configuration.
+    public struct MemberSpec: Sendable {
+        public var key: String, name: String, priority: Int, weight: Int
+        public init(key: String, name: String, priority: Int, weight: Int) {
+            self.key = key; self.name = name; self.priority = priority; self.weight = weight
+        }
+    }
+
+    /// The pool after a configuration reload. A backend with the same key (name and address) keeps its ID,
+    /// health, operator flags and connection count; a new one starts up with a fresh ID (from `nextID`). The
+    /// serving backend of a failover pool stays if it is still there and accepts traffic (no switch just because
+    /// the file was re-read); otherwise the best healthy one takes over and the switch is returned.
+    public func reloaded(mode: PoolMode, failback: Failback, fall: Int, rise: Int, specs: [MemberSpec],
+                         nextID: inout Int, now: Date) -> (PoolState, Switch?) {
+        let kept = specs.map { spec -> PoolMember in
+            if var m = self.members.first(where: { $0.key == spec.key }) {
+                m.name = spec.name
+                m.priority = spec.priority
+                m.weight = max(1, spec.weight)
+                m.health.setThresholds(fall: fall, rise: rise)
+                return m
+            }
+            nextID += 1
+            return PoolMember(id: nextID, key: spec.key, name: spec.name, priority: spec.priority, weight: spec.weight,
+                              health: BackendHealth(fall: fall, rise: rise, now: now))
+        }
+        var next = PoolState(mode: mode, failback: failback, members: kept)
+        guard mode == .failover else { return (next, nil) }
+        let oldActive = active.map { self.members[$0] }
+        if let o = oldActive, let i = next.index(id: o.id), next.members[i].health.acceptsTraffic {
+            next.active = i
+            return (next, next.reconcile(reason: "reload"))
+        }
+        if oldActive?.id == next.active.map({ next.members[$0].id }) { return (next, nil) }
+        return (next, Switch(old: oldActive?.name, new: next.activeName, reason: "reload"))
+    }
     public var activeName: String? { active.map { members[$0].name } }
 
     /// Re-decides the serving backend after health or operator changes (failover mode).

@@ -61,6 +61,8 @@ public struct PoolConfig: Sendable, Equatable {
 public struct ProxyConfig: Sendable, Equatable {
     public var adminListen: Endpoint?
     public var adminTokenFile: String?
+    /// How long SIGTERM waits for open connections to finish before closing them.
+    public var drainTimeout = 30.0
     public var pools: [PoolConfig]
 
     public static func load(_ path: String) throws -> ProxyConfig {
@@ -73,7 +75,7 @@ public struct ProxyConfig: Sendable, Equatable {
     public static func parse(_ text: String, path: String) throws -> ProxyConfig {
         let y = YAMLReader(path: path)
         let (top, root) = try y.document(text, describedAs: "`pools:`")
-        try y.keys(top, ["admin", "pools"])
+        try y.keys(top, ["admin", "drain_timeout", "pools"])
         var config = ProxyConfig(adminListen: nil, adminTokenFile: nil, pools: [])
         var listeners: [Endpoint: String] = [:]
         func claim(_ e: Endpoint, _ who: String, _ node: Yams.Node?) throws {
@@ -91,6 +93,7 @@ public struct ProxyConfig: Sendable, Equatable {
             config.adminListen = listen
             config.adminTokenFile = try y.string(m, "token_file")
         }
+        config.drainTimeout = try y.duration(top, "drain_timeout") ?? config.drainTimeout
         guard let pools = top["pools"]?.sequence, !pools.isEmpty else {
             throw y.error(top["pools"] ?? root, "`pools:` must be a non-empty list")
         }

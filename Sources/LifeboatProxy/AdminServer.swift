@@ -17,12 +17,12 @@ import NIOCore
 /// With `token_file`, every request needs `Authorization: Bearer <token>`. Without one the API must listen
 /// on a loopback address (checked at start), so only local clients reach it.
 public struct AdminServer: Sendable {
-    let pools: [PoolController]
+    let server: ProxyServer
     let token: String?
     let listen: Endpoint
 
-    public init(pools: [PoolController], listen: Endpoint, tokenFile: String?) throws {
-        self.pools = pools
+    public init(server: ProxyServer, listen: Endpoint, tokenFile: String?) throws {
+        self.server = server
         self.listen = listen
         if let f = tokenFile {
             guard let d = FileManager.default.contents(atPath: f),
@@ -45,6 +45,7 @@ public struct AdminServer: Sendable {
             return text(.unauthorized, "a bearer token is required\n")
         }
         let parts = request.uri.path.split(separator: "/").map(String.init)
+        let pools = server.pools
         do {
             switch (request.method, parts.count) {
             case (.get, 1) where parts[0] == "status":
@@ -52,14 +53,14 @@ public struct AdminServer: Sendable {
             case (.get, 1) where parts[0] == "metrics":
                 return text(.ok, ProxyMetrics.render(pools), contentType: "text/plain; version=0.0.4")
             case (.post, 4) where parts[0] == "pools" && parts[2] == "promote":
-                let pool = try find(parts[1])
+                let pool = try find(parts[1], in: pools)
                 guard pool.config.mode == .failover else { throw Problem(status: .badRequest, message: "promote applies to failover pools") }
                 guard let sw = pool.promote(parts[3]) else {
                     throw Problem(status: .conflict, message: "\(parts[3]) is unknown, not healthy, or already serving")
                 }
                 return json(["old": sw.old ?? "", "new": sw.new ?? ""])
             case (.post, 5) where parts[0] == "pools" && parts[2] == "backends" && parts[4] == "fault":
-                let pool = try find(parts[1])
+                let pool = try find(parts[1], in: pools)
                 let q = request.uri.queryParameters
                 guard let seconds = q["seconds"].flatMap({ Double(String($0)) }), seconds > 0, seconds <= 3600 else {
                     throw Problem(status: .badRequest, message: "a fault needs seconds=N (at most 3600): faults always end")
@@ -81,11 +82,11 @@ public struct AdminServer: Sendable {
                 }
                 return json(AdminServer.status(pool))
             case (.delete, 5) where parts[0] == "pools" && parts[2] == "backends" && parts[4] == "fault":
-                let pool = try find(parts[1])
+                let pool = try find(parts[1], in: pools)
                 guard pool.setFault(parts[3], nil) else { throw Problem(status: .notFound, message: "no backend \(parts[3]) in pool \(parts[1])") }
                 return json(AdminServer.status(pool))
             case (.post, 5) where parts[0] == "pools" && parts[2] == "backends":
-                let pool = try find(parts[1])
+                let pool = try find(parts[1], in: pools)
                 let ok: Bool
                 switch parts[4] {
                 case "disable": ok = pool.setFlags(parts[3], disabled: true)
@@ -104,25 +105,29 @@ public struct AdminServer: Sendable {
         }
     }
 
-    func find(_ name: String) throws -> PoolController {
+    func find(_ name: String, in pools: [PoolController]) throws -> PoolController {
         guard let p = pools.first(where: { $0.config.name == name }) else { throw Problem(status: .notFound, message: "no pool \(name)") }
         return p
     }
 
     static func status(_ pool: PoolController) -> [String: Any] {
-        let s = pool.snapshot
-        let (switches, last) = pool.switches
+        let st = pool.status()
+        let (c, s) = (st.config, st.state)
         return [
-            "name": pool.config.name, "listen": pool.config.listen.description, "mode": pool.config.mode.rawValue,
-            "failback": pool.config.failback.rawValue, "active": s.activeName ?? NSNull(), "switches": switches,
-            "last_switch": last.map { iso8601($0) } ?? NSNull(),
+            "name": c.name, "listen": c.listen.description, "mode": c.mode.rawValue,
+            "failback": c.failback.rawValue, "active": s.activeName ?? NSNull(), "switches": st.switches,
+            "last_switch": st.lastSwitch.map { iso8601($0) } ?? NSNull(),
+            "connections_total": st.accepted, "connections_refused_total": st.refused,
             "backends": s.members.enumerated().map { i, m -> [String: Any] in
+                let x = st.backends[i]
                 var b: [String: Any] = [
-                    "name": m.name, "address": pool.config.backends[i].address.description, "state": m.health.state.rawValue,
+                    "name": m.name, "address": c.backends[i].address.description, "state": m.health.state.rawValue,
                     "since": iso8601(m.health.since), "connections": m.connections,
                     "disabled": m.health.disabled, "draining": m.health.draining, "priority": m.priority, "weight": m.weight,
+                    "bytes_to_backend": x.bytesToBackend, "bytes_from_backend": x.bytesFromBackend,
+                    "checks": x.checkLatency.count, "check_failures": x.checkFailures,
                 ]
-                if let f = pool.fault(i) {
+                if let f = x.fault {
                     b["fault"] = ["kind": f.name, "until": iso8601(f.until)]
                 }
                 if let c = m.health.lastCheck {
@@ -160,33 +165,54 @@ public struct AdminServer: Sendable {
 /// Prometheus text for the proxy.
 enum ProxyMetrics {
     static func render(_ pools: [PoolController]) -> String {
+        let all = pools.map { $0.status() }
         var out = ""
         func family(_ name: String, _ type: String, _ help: String) { out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n" }
-        family("lifeboat_proxy_backend_up", "gauge", "1 if the backend is up (health), 0 if down.")
-        for p in pools { for m in p.snapshot.members {
-            out += "lifeboat_proxy_backend_up{pool=\"\(p.config.name)\",backend=\"\(m.name)\"} \(m.health.state == .up ? 1 : 0)\n"
+        func perBackend(_ name: String, _ type: String, _ help: String,
+                        _ value: (PoolController.Status, Int) -> String) {
+            family(name, type, help)
+            for st in all { for (i, m) in st.state.members.enumerated() {
+                out += "\(name){pool=\"\(st.config.name)\",backend=\"\(m.name)\"} \(value(st, i))\n"
+            } }
+        }
+        func perPool(_ name: String, _ type: String, _ help: String, _ value: (PoolController.Status) -> String) {
+            family(name, type, help)
+            for st in all { out += "\(name){pool=\"\(st.config.name)\"} \(value(st))\n" }
+        }
+        perBackend("lifeboat_proxy_backend_up", "gauge", "1 if the backend is up (health), 0 if down.") {
+            $0.state.members[$1].health.state == .up ? "1" : "0"
+        }
+        perBackend("lifeboat_proxy_backend_active", "gauge", "1 for the backend a failover pool sends traffic to.") {
+            $0.state.active == $1 ? "1" : "0"
+        }
+        perBackend("lifeboat_proxy_backend_connections", "gauge", "Open client connections per backend.") {
+            "\($0.state.members[$1].connections)"
+        }
+        family("lifeboat_proxy_backend_bytes_total", "counter", "Bytes forwarded, by direction (to_backend: from clients).")
+        for st in all { for (i, m) in st.state.members.enumerated() {
+            let l = "pool=\"\(st.config.name)\",backend=\"\(m.name)\""
+            out += "lifeboat_proxy_backend_bytes_total{\(l),direction=\"to_backend\"} \(st.backends[i].bytesToBackend)\n"
+            out += "lifeboat_proxy_backend_bytes_total{\(l),direction=\"from_backend\"} \(st.backends[i].bytesFromBackend)\n"
         } }
-        family("lifeboat_proxy_backend_active", "gauge", "1 for the backend a failover pool sends traffic to.")
-        for p in pools { let s = p.snapshot; for (i, m) in s.members.enumerated() {
-            out += "lifeboat_proxy_backend_active{pool=\"\(p.config.name)\",backend=\"\(m.name)\"} \(s.active == i ? 1 : 0)\n"
+        family("lifeboat_proxy_check_duration_seconds", "histogram", "Duration of health checks.")
+        for st in all { for (i, m) in st.state.members.enumerated() {
+            let l = "pool=\"\(st.config.name)\",backend=\"\(m.name)\""
+            let h = st.backends[i].checkLatency
+            for (le, n) in h.cumulative {
+                out += "lifeboat_proxy_check_duration_seconds_bucket{\(l),le=\"\(le.isInfinite ? "+Inf" : "\(le)")\"} \(n)\n"
+            }
+            out += "lifeboat_proxy_check_duration_seconds_sum{\(l)} \(h.sum)\n"
+            out += "lifeboat_proxy_check_duration_seconds_count{\(l)} \(h.count)\n"
         } }
-        family("lifeboat_proxy_backend_connections", "gauge", "Open client connections per backend.")
-        for p in pools { for m in p.snapshot.members {
-            out += "lifeboat_proxy_backend_connections{pool=\"\(p.config.name)\",backend=\"\(m.name)\"} \(m.connections)\n"
-        } }
-        family("lifeboat_proxy_check_latency_seconds", "gauge", "Latency of the last health check.")
-        for p in pools { for m in p.snapshot.members {
-            if let c = m.health.lastCheck { out += "lifeboat_proxy_check_latency_seconds{pool=\"\(p.config.name)\",backend=\"\(m.name)\"} \(c.latency)\n" }
-        } }
-        let counters = pools.map { p in (p, p.counters.withLock { $0 }) }
-        family("lifeboat_proxy_connections_total", "counter", "Client connections forwarded to a backend.")
-        for (p, c) in counters { out += "lifeboat_proxy_connections_total{pool=\"\(p.config.name)\"} \(c.accepted)\n" }
-        family("lifeboat_proxy_connections_refused_total", "counter", "Client connections closed because no backend could serve.")
-        for (p, c) in counters { out += "lifeboat_proxy_connections_refused_total{pool=\"\(p.config.name)\"} \(c.refused)\n" }
-        family("lifeboat_proxy_switches_total", "counter", "Changes of the serving backend.")
-        for (p, c) in counters { out += "lifeboat_proxy_switches_total{pool=\"\(p.config.name)\"} \(c.switches)\n" }
-        family("lifeboat_proxy_last_switch_timestamp_seconds", "gauge", "Unix time of the last switch (0: none).")
-        for (p, c) in counters { out += "lifeboat_proxy_last_switch_timestamp_seconds{pool=\"\(p.config.name)\"} \(c.lastSwitch.map { Int($0.timeIntervalSince1970) } ?? 0)\n" }
+        perBackend("lifeboat_proxy_check_failures_total", "counter", "Failed health checks.") { "\($0.backends[$1].checkFailures)" }
+        perPool("lifeboat_proxy_connections_total", "counter", "Client connections forwarded to a backend.") { "\($0.accepted)" }
+        perPool("lifeboat_proxy_connections_refused_total", "counter", "Client connections closed because no backend could serve.") {
+            "\($0.refused)"
+        }
+        perPool("lifeboat_proxy_switches_total", "counter", "Changes of the serving backend.") { "\($0.switches)" }
+        perPool("lifeboat_proxy_last_switch_timestamp_seconds", "gauge", "Unix time of the last switch (0: none).") {
+            "\($0.lastSwitch.map { Int($0.timeIntervalSince1970) } ?? 0)"
+        }
         return out
     }
 }

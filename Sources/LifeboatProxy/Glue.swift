@@ -1,5 +1,6 @@
 import LifeboatFailover
 import NIOCore
+import Synchronization
 
 /// Joins two channels on the same event loop: what one reads, the other writes, with back-pressure
 /// (a side stops reading while its partner cannot write) and half-closes passed through.
@@ -15,6 +16,9 @@ final class GlueHandler: ChannelDuplexHandler {
     var onClose: (() -> Void)?
     /// Delays what this side writes (fault injection: latency, bandwidth).
     var shaper: Shaper?
+    /// Counts the bytes this side reads: as client-to-backend bytes on the client side, else backend-to-client.
+    var traffic: TrafficCounters?
+    var isClientSide = false
 
     static func matchedPair() -> (GlueHandler, GlueHandler) {
         let a = GlueHandler(), b = GlueHandler()
@@ -59,7 +63,14 @@ final class GlueHandler: ChannelDuplexHandler {
     }
     private var partnerWritable: Bool { context?.channel.isWritable ?? false }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) { partner?.partnerWrite(unwrapInboundIn(data)) }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        if let traffic {
+            let n = UInt64(buffer.readableBytes)
+            if isClientSide { traffic.toBackend.add(n, ordering: .relaxed) } else { traffic.fromBackend.add(n, ordering: .relaxed) }
+        }
+        partner?.partnerWrite(buffer)
+    }
     func channelReadComplete(context: ChannelHandlerContext) { partner?.partnerFlush() }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -5,27 +5,37 @@ import NIOPosix
 
 /// Runs each backend's health check every `interval` and feeds the results to its pool.
 public struct HealthChecker: Sendable {
-    let pools: [PoolController]
     let group: any EventLoopGroup
 
-    public init(pools: [PoolController], group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
-        self.pools = pools
+    public init(group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.group = group
     }
 
-    /// Runs until the task is cancelled.
-    public func run() async {
-        await withTaskGroup(of: Void.self) { g in
-            for pool in pools {
-                for (i, backend) in pool.config.backends.enumerated() {
-                    g.addTask {
-                        while !Task.isCancelled {
-                            let r = await check(backend.address, pool.config.check)
-                            pool.record(i, r)
-                            try? await Task.sleep(nanoseconds: UInt64(pool.config.check.interval * 1e9))
+    /// Checks the server's pools until the task is cancelled; starts over with the new backends after a reload.
+    public func run(_ server: ProxyServer) async {
+        while !Task.isCancelled {
+            let generation = server.generation
+            await withTaskGroup(of: Void.self) { g in
+                for pool in server.pools {
+                    let check = pool.config.check
+                    for target in pool.checkTargets {
+                        g.addTask {
+                            while !Task.isCancelled {
+                                let r = await self.check(target.address, check)
+                                if Task.isCancelled { break }
+                                pool.record(target.id, r)
+                                try? await Task.sleep(nanoseconds: UInt64(check.interval * 1e9))
+                            }
                         }
                     }
                 }
+                g.addTask {
+                    while !Task.isCancelled && server.generation == generation {
+                        try? await Task.sleep(nanoseconds: 50_000_000)
+                    }
+                }
+                await g.next()
+                g.cancelAll()
             }
         }
     }

@@ -32,88 +32,179 @@ public struct Fault: Sendable, Equatable {
     }
 }
 
-/// The live state of one pool: the pure `PoolState` behind a lock, the open connections per backend,
-/// counters, and the side effects of a switch (log, hook, closing connections to a dead backend).
-public final class PoolController: Sendable {
-    public let config: PoolConfig
-    let state: Mutex<PoolState>
-    let connections = Mutex<[Int: [ObjectIdentifier: any Channel]]>([:])
-    let counters = Mutex<Counters>(Counters())
-    let log: ProxyLog
-    let faults = Mutex<[Int: Fault]>([:])
+/// Bytes forwarded through one backend, counted by the relay without a lock.
+final class TrafficCounters: Sendable {
+    /// Client to backend.
+    let toBackend = Atomic<UInt64>(0)
+    /// Backend to client.
+    let fromBackend = Atomic<UInt64>(0)
+}
 
-    struct Counters {
+/// Where a new client connection goes, decided under one lock: the backend's stable ID, its address (resolved
+/// once per configuration), the connect timeout, an active fault, and its byte counters.
+struct Route {
+    let id: Int
+    let endpoint: Endpoint
+    let address: SocketAddress?
+    let connectTimeout: TimeAmount
+    let fault: Fault?
+    let traffic: TrafficCounters
+}
+
+/// The live state of one pool: the pure `PoolState` and the configuration behind a lock, the open connections
+/// per backend, counters, and the side effects of a switch (log, hook, closing connections to a dead backend).
+///
+/// Backends are known by a stable ID (`PoolMember.id`), so a configuration reload (`apply`) keeps the health,
+/// flags, connections and counters of every backend whose name and address did not change.
+public final class PoolController: Sendable {
+    struct Live {
+        var config: PoolConfig
+        var state: PoolState
+        var nextID: Int
+        /// Resolved backend addresses by ID (nil: resolve at each connect).
+        var addresses: [Int: SocketAddress] = [:]
+        var faults: [Int: Fault] = [:]
+        var checkLatency: [Int: LatencyHistogram] = [:]
+        var checkFailures: [Int: UInt64] = [:]
+        var traffic: [Int: TrafficCounters] = [:]
         var switches = 0
         var lastSwitch: Date?
-        var accepted = 0
-        var refused = 0
-        var bytes: [Int: (in: UInt64, out: UInt64)] = [:]
     }
+    let live: Mutex<Live>
+    let connections = Mutex<[Int: [ObjectIdentifier: any Channel]]>([:])
+    /// Client connections accepted and not yet closed (those still connecting included), for draining.
+    let open = Atomic<Int>(0)
+    let accepted = Atomic<UInt64>(0)
+    let refused = Atomic<UInt64>(0)
+    let log: ProxyLog
 
     public init(config: PoolConfig, log: @escaping ProxyLog, now: Date = Date()) {
-        self.config = config
         self.log = log
-        let members = config.backends.map {
-            PoolMember(name: $0.name, priority: $0.priority, weight: $0.weight,
-                       health: BackendHealth(fall: config.check.fall, rise: config.check.rise, now: now))
+        var nextID = 0
+        let empty = PoolState(mode: config.mode, failback: config.failback, members: [])
+        let (state, _) = empty.reloaded(mode: config.mode, failback: config.failback, fall: config.check.fall,
+                                        rise: config.check.rise, specs: PoolController.specs(config), nextID: &nextID, now: now)
+        var l = Live(config: config, state: state, nextID: nextID)
+        PoolController.refresh(&l)
+        live = Mutex(l)
+    }
+
+    static func specs(_ c: PoolConfig) -> [PoolState.MemberSpec] {
+        c.backends.map { .init(key: "\($0.name) \($0.address)", name: $0.name, priority: $0.priority, weight: $0.weight) }
+    }
+
+    /// Per-ID tables follow the members: new backends get counters and a resolved address, removed ones go.
+    static func refresh(_ l: inout Live) {
+        var addresses: [Int: SocketAddress] = [:], traffic: [Int: TrafficCounters] = [:]
+        var latency: [Int: LatencyHistogram] = [:], failures: [Int: UInt64] = [:], faults: [Int: Fault] = [:]
+        for (i, m) in l.state.members.enumerated() {
+            let e = l.config.backends[i].address
+            addresses[m.id] = l.addresses[m.id] ?? (try? SocketAddress.makeAddressResolvingHost(e.host, port: e.port))
+            traffic[m.id] = l.traffic[m.id] ?? TrafficCounters()
+            latency[m.id] = l.checkLatency[m.id] ?? LatencyHistogram()
+            failures[m.id] = l.checkFailures[m.id] ?? 0
+            faults[m.id] = l.faults[m.id]
         }
-        state = Mutex(PoolState(mode: config.mode, failback: config.failback, members: members))
+        l.addresses = addresses
+        l.traffic = traffic
+        l.checkLatency = latency
+        l.checkFailures = failures
+        l.faults = faults
+    }
+
+    /// The configuration in force.
+    public var config: PoolConfig { live.withLock { $0.config } }
+
+    /// Takes a new configuration for this pool (same name) without touching established connections.
+    public func apply(_ config: PoolConfig, now: Date = Date()) {
+        let sw = live.withLock { l -> Switch? in
+            var nextID = l.nextID
+            let (state, sw) = l.state.reloaded(mode: config.mode, failback: config.failback, fall: config.check.fall,
+                                               rise: config.check.rise, specs: PoolController.specs(config),
+                                               nextID: &nextID, now: now)
+            l.config = config
+            l.state = state
+            l.nextID = nextID
+            PoolController.refresh(&l)
+            return sw
+        }
+        afterChange(down: [], sw)
     }
 
     /// The backend for a new connection (its connection count is taken), or nil when none can serve.
-    func pick(excluding: Set<Int>) -> Int? {
-        state.withLock { s in
-            guard let i = s.pick(excluding: excluding) else { return nil }
-            s.members[i].connections += 1
-            return i
+    func route(excluding: Set<Int>, now: Date = Date()) -> Route? {
+        live.withLock { l in
+            let skip = Set(excluding.compactMap { l.state.index(id: $0) })
+            guard let i = l.state.pick(excluding: skip) else { return nil }
+            l.state.members[i].connections += 1
+            let id = l.state.members[i].id
+            var fault = l.faults[id]
+            if let f = fault, f.until <= now { l.faults[id] = nil; fault = nil }
+            return Route(id: id, endpoint: l.config.backends[i].address, address: l.addresses[id],
+                         connectTimeout: .milliseconds(Int64(max(0.05, l.config.check.timeout) * 1000)),
+                         fault: fault, traffic: l.traffic[id]!)
         }
     }
 
-    func release(_ i: Int) { state.withLock { $0.members[i].connections -= 1 } }
-
-    func register(_ i: Int, _ channels: [any Channel]) {
-        connections.withLock { c in for ch in channels { c[i, default: [:]][ObjectIdentifier(ch)] = ch } }
+    /// The connection chosen by `route` is over (or was never made).
+    func release(_ id: Int) {
+        live.withLock { l in if let i = l.state.index(id: id) { l.state.members[i].connections -= 1 } }
     }
 
-    func unregister(_ i: Int, _ channels: [any Channel]) {
-        connections.withLock { c in for ch in channels { c[i]?[ObjectIdentifier(ch)] = nil } }
+    func register(_ id: Int, _ channels: [any Channel]) {
+        connections.withLock { c in for ch in channels { c[id, default: [:]][ObjectIdentifier(ch)] = ch } }
     }
 
-    /// Real traffic could not connect to backend `i` (passive detection).
-    func connectionFailed(_ i: Int, error: String, now: Date = Date()) {
-        let (changed, sw) = state.withLock { s -> (Bool, Switch?) in
-            let c = s.members[i].health.connectionFailed(at: now)
-            return (c, s.reconcile(reason: "connection to \(s.members[i].name) failed"))
+    func unregister(_ id: Int, _ channels: [any Channel]) {
+        connections.withLock { c in
+            for ch in channels { c[id]?[ObjectIdentifier(ch)] = nil }
+            if c[id]?.isEmpty == true { c[id] = nil }
         }
-        if changed { log("pool \(config.name): backend \(config.backends[i].name) is down (connect: \(error))") }
-        afterChange(down: changed ? [i] : [], sw)
     }
 
-    /// A health check of backend `i` finished.
-    public func record(_ i: Int, _ result: BackendHealth.CheckResult) {
-        let (changed, newState, sw) = state.withLock { s -> (Bool, BackendHealth.State, Switch?) in
-            let c = s.members[i].health.record(result)
-            return (c, s.members[i].health.state, c ? s.reconcile() : nil)
+    /// Closes every open connection (the end of a drain).
+    func closeAll() {
+        let all = connections.withLock { $0.values.flatMap { $0.values } }
+        for ch in all { ch.close(promise: nil) }
+    }
+
+    /// Real traffic could not connect to backend `id` (passive detection).
+    func connectionFailed(_ id: Int, error: String, now: Date = Date()) {
+        let (name, changed, sw) = live.withLock { l -> (String, Bool, Switch?) in
+            guard let i = l.state.index(id: id) else { return ("", false, nil) }
+            let c = l.state.members[i].health.connectionFailed(at: now)
+            return (l.state.members[i].name, c, l.state.reconcile(reason: "connection to \(l.state.members[i].name) failed"))
         }
-        if changed {
-            log("pool \(config.name): backend \(config.backends[i].name) is \(newState.rawValue) (\(result.detail))")
+        if changed { log("pool \(config.name): backend \(name) is down (connect: \(error))") }
+        afterChange(down: changed ? [id] : [], sw)
+    }
+
+    /// A health check of backend `id` finished (ignored if a reload removed the backend meanwhile).
+    public func record(_ id: Int, _ result: BackendHealth.CheckResult) {
+        let (name, changed, newState, sw) = live.withLock { l -> (String, Bool, BackendHealth.State, Switch?) in
+            guard let i = l.state.index(id: id) else { return ("", false, .up, nil) }
+            l.checkLatency[id]?.observe(result.latency)
+            if !result.ok { l.checkFailures[id, default: 0] += 1 }
+            let c = l.state.members[i].health.record(result)
+            return (l.state.members[i].name, c, l.state.members[i].health.state, c ? l.state.reconcile() : nil)
         }
-        afterChange(down: changed && newState == .down ? [i] : [], sw)
+        if changed { log("pool \(config.name): backend \(name) is \(newState.rawValue) (\(result.detail))") }
+        afterChange(down: changed && newState == .down ? [id] : [], sw)
     }
 
     /// Operator actions.
     public func promote(_ name: String) -> Switch? {
-        let sw = state.withLock { $0.promote(name) }
+        let sw = live.withLock { $0.state.promote(name) }
         afterChange(down: [], sw)
         return sw
     }
 
     public func setFlags(_ name: String, disabled: Bool? = nil, draining: Bool? = nil) -> Bool {
-        let sw: Switch?? = state.withLock { s in
-            guard let i = s.index(of: name) else { return .none }
-            if let disabled { s.members[i].health.disabled = disabled }
-            if let draining { s.members[i].health.draining = draining }
-            return .some(s.reconcile(reason: "operator"))
+        let sw: Switch?? = live.withLock { l in
+            guard let i = l.state.index(of: name) else { return .none }
+            if let disabled { l.state.members[i].health.disabled = disabled }
+            if let draining { l.state.members[i].health.draining = draining }
+            return .some(l.state.reconcile(reason: "operator"))
         }
         guard case .some(let change) = sw else { return false }
         afterChange(down: [], change)
@@ -123,12 +214,16 @@ public final class PoolController: Sendable {
     /// A backend that went down loses its connections (clients reconnect to the new one); a switch
     /// is logged, counted and handed to the hook.
     func afterChange(down: [Int], _ sw: Switch?) {
-        for i in down {
-            let open = connections.withLock { $0[i].map { Array($0.values) } ?? [] }
+        for id in down {
+            let open = connections.withLock { $0[id].map { Array($0.values) } ?? [] }
             for ch in open { ch.close(promise: nil) }
         }
         guard let sw else { return }
-        counters.withLock { $0.switches += 1; $0.lastSwitch = Date() }
+        let config = live.withLock { l in
+            l.switches += 1
+            l.lastSwitch = Date()
+            return l.config
+        }
         log("pool \(config.name): switch \(sw.old ?? "none") -> \(sw.new ?? "none") (\(sw.reason))")
         if let hook = config.onSwitch, sw.new != nil {
             let args = hook.map {
@@ -144,23 +239,54 @@ public final class PoolController: Sendable {
 
     /// Injects a fault into backend `name`'s new connections until it expires; nil clears it.
     public func setFault(_ name: String, _ fault: Fault?) -> Bool {
-        guard let i = config.backends.firstIndex(where: { $0.name == name }) else { return false }
-        faults.withLock { $0[i] = fault }
-        log("pool \(config.name): fault on \(name): \(fault.map { "\($0.name) until \(iso8601($0.until))" } ?? "cleared")")
+        let pool: String? = live.withLock { l in
+            guard let i = l.state.index(of: name) else { return nil }
+            l.faults[l.state.members[i].id] = fault
+            return l.config.name
+        }
+        guard let pool else { return false }
+        log("pool \(pool): fault on \(name): \(fault.map { "\($0.name) until \(iso8601($0.until))" } ?? "cleared")")
         return true
     }
 
-    /// The fault active on backend `i` now, if any.
-    public func fault(_ i: Int, now: Date = Date()) -> Fault? {
-        faults.withLock { f in
-            guard let x = f[i] else { return nil }
-            if x.until <= now { f[i] = nil; return nil }
-            return x
+    /// A consistent view of the pool for the admin API and metrics.
+    public struct Status: Sendable {
+        public var config: PoolConfig
+        public var state: PoolState
+        public var switches: Int
+        public var lastSwitch: Date?
+        public var accepted: UInt64
+        public var refused: UInt64
+        public struct Backend: Sendable {
+            public var fault: Fault?
+            public var checkLatency: LatencyHistogram
+            public var checkFailures: UInt64
+            public var bytesToBackend: UInt64
+            public var bytesFromBackend: UInt64
+        }
+        /// Per member, in member order.
+        public var backends: [Backend]
+    }
+
+    public func status(now: Date = Date()) -> Status {
+        live.withLock { l in
+            Status(config: l.config, state: l.state, switches: l.switches, lastSwitch: l.lastSwitch,
+                   accepted: accepted.load(ordering: .relaxed), refused: refused.load(ordering: .relaxed),
+                   backends: l.state.members.map { m in
+                       let t = l.traffic[m.id]!
+                       return .init(fault: l.faults[m.id].flatMap { $0.until > now ? $0 : nil },
+                                    checkLatency: l.checkLatency[m.id] ?? LatencyHistogram(),
+                                    checkFailures: l.checkFailures[m.id] ?? 0,
+                                    bytesToBackend: t.toBackend.load(ordering: .relaxed),
+                                    bytesFromBackend: t.fromBackend.load(ordering: .relaxed))
+                   })
         }
     }
 
-    public var snapshot: PoolState { state.withLock { $0 } }
-    public var switches: (count: Int, last: Date?) { counters.withLock { ($0.switches, $0.lastSwitch) } }
+    /// The backends to health-check now: ID and address.
+    var checkTargets: [(id: Int, address: Endpoint)] {
+        live.withLock { l in l.state.members.enumerated().map { ($1.id, l.config.backends[$0].address) } }
+    }
 }
 
 /// How a command run with a time limit ended.

@@ -2,56 +2,186 @@ import Foundation
 import LifeboatFailover
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// The TCP proxy: one listener per pool. A new client connection is held (not read) until a backend
 /// accepts; if the chosen backend refuses or times out, it is marked down at once and the next healthy
 /// backend is tried before any byte is forwarded, so a crashed primary costs clients nothing. With no
 /// backend left, the client is closed at once.
+///
+/// `reload` takes a new configuration without touching established connections; `drain` stops accepting and
+/// waits for the open connections to finish.
 public final class ProxyServer: Sendable {
-    public let pools: [PoolController]
+    /// A bound listener and the pool its new connections go to (swapped by a reload).
+    struct Listener: Sendable {
+        let endpoint: Endpoint
+        let channel: any Channel
+        let pool: PoolRef
+    }
+
+    /// The pool a listener hands new connections to, read at each accept.
+    final class PoolRef: Sendable {
+        let current: Mutex<PoolController>
+        init(_ p: PoolController) { current = Mutex(p) }
+    }
+
+    struct State {
+        var pools: [PoolController]
+        var listeners: [Listener] = []
+        /// Pools a reload removed whose connections are still open (kept for draining).
+        var retired: [PoolController] = []
+        var generation = 0
+    }
+
+    let state: Mutex<State>
     let group: any EventLoopGroup
     let log: ProxyLog
 
     public init(config: ProxyConfig, log: @escaping ProxyLog, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.log = log
         self.group = group
-        pools = config.pools.map { PoolController(config: $0, log: log) }
+        state = Mutex(State(pools: config.pools.map { PoolController(config: $0, log: log) }))
     }
 
+    /// The pools in force, in configuration order.
+    public var pools: [PoolController] { state.withLock { $0.pools } }
+
+    /// Changes each time a reload changes the pools (the health checker restarts on it).
+    public var generation: Int { state.withLock { $0.generation } }
+
     /// Binds every pool's listener; returns the bound addresses in pool order.
-    public func start() async throws -> [any Channel] {
-        var channels: [any Channel] = []
-        for pool in pools {
-            let ch = try await ServerBootstrap(group: group)
-                .serverChannelOption(.backlog, value: 1024)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.socketOption(.so_keepalive), value: 1)
-                .childChannelOption(.autoRead, value: false)
-                .childChannelOption(.allowRemoteHalfClosure, value: true)
-                .childChannelInitializer { client in
-                    // Connect only once the client channel is active: the initializer runs before it is
-                    // registered, and a backend that answers first would find it unusable.
-                    client.eventLoop.makeCompletedFuture {
-                        try client.pipeline.syncOperations.addHandler(ConnectOnActive(pool: pool))
-                    }
-                }
-                .bind(host: pool.config.listen.host, port: pool.config.listen.port).get()
-            channels.append(ch)
+    public func start() async throws -> [SocketAddress?] {
+        var bound: [Listener] = []
+        do {
+            for pool in pools { bound.append(try await bind(pool.config.listen, pool)) }
+        } catch {
+            for l in bound { try? await l.channel.close() }
+            throw error
         }
-        return channels
+        state.withLock { $0.listeners = bound }
+        return bound.map { $0.channel.localAddress }
+    }
+
+    func bind(_ endpoint: Endpoint, _ pool: PoolController) async throws -> Listener {
+        // The listener's pool is read when a connection arrives, so a reload can swap it.
+        let ref = PoolRef(pool)
+        let ch = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.so_keepalive), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.autoRead, value: false)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { client in
+                // Connect only once the client channel is active: the initializer runs before it is
+                // registered, and a backend that answers first would find it unusable.
+                client.eventLoop.makeCompletedFuture {
+                    let pool = ref.current.withLock { $0 }
+                    try client.pipeline.syncOperations.addHandler(ConnectOnActive(pool: pool))
+                }
+            }
+            .bind(host: endpoint.host, port: endpoint.port).get()
+        return Listener(endpoint: endpoint, channel: ch, pool: ref)
+    }
+
+    /// What a reload changed, for the log.
+    public struct ReloadSummary: Sendable, CustomStringConvertible {
+        public var added: [String] = [], removed: [String] = [], updated: [String] = []
+        public var description: String {
+            "\(added.count) pools added\(added.isEmpty ? "" : " (\(added.joined(separator: ", ")))"), "
+                + "\(removed.count) removed\(removed.isEmpty ? "" : " (\(removed.joined(separator: ", ")))"), "
+                + "\(updated.count) kept"
+        }
+    }
+
+    /// Takes a new configuration. Pools keep their identity by name (health, flags, connections and counters
+    /// of unchanged backends are kept); listeners are bound for new addresses first, so if one cannot be bound
+    /// nothing changes and the error is thrown. Established connections are never closed by a reload, even
+    /// those of a removed pool or backend.
+    public func reload(_ config: ProxyConfig) async throws -> ReloadSummary {
+        let (oldPools, oldListeners) = state.withLock { ($0.pools, $0.listeners) }
+        var summary = ReloadSummary()
+        var next: [(PoolController, PoolConfig, isNew: Bool)] = []
+        for pc in config.pools {
+            if let p = oldPools.first(where: { $0.config.name == pc.name }) {
+                next.append((p, pc, false))
+                summary.updated.append(pc.name)
+            } else {
+                next.append((PoolController(config: pc, log: log), pc, true))
+                summary.added.append(pc.name)
+            }
+        }
+        summary.removed = oldPools.map { $0.config.name }.filter { n in !config.pools.contains { $0.name == n } }
+        // 1. Bind what is new; undo on failure.
+        var fresh: [Listener] = []
+        do {
+            for (p, pc, _) in next where !oldListeners.contains(where: { $0.endpoint == pc.listen }) {
+                fresh.append(try await bind(pc.listen, p))
+            }
+        } catch {
+            for l in fresh { try? await l.channel.close() }
+            throw error
+        }
+        // 2. Apply: existing pools take their new configuration, kept listeners point at their pool.
+        for (p, pc, isNew) in next where !isNew { p.apply(pc) }
+        var keep: [Listener] = []
+        var close: [Listener] = []
+        for l in oldListeners {
+            if let (p, _, _) = next.first(where: { $0.1.listen == l.endpoint }) {
+                l.pool.current.withLock { $0 = p }
+                keep.append(l)
+            } else {
+                close.append(l)
+            }
+        }
+        let removed = oldPools.filter { o in !next.contains { $0.0 === o } }
+        state.withLock { s in
+            s.pools = next.map { $0.0 }
+            s.listeners = keep + fresh
+            s.retired = (s.retired + removed).filter { $0.open.load(ordering: .relaxed) > 0 }
+            s.generation += 1
+        }
+        // 3. Stop listening where no pool listens any more (accepted connections stay open).
+        for l in close { try? await l.channel.close() }
+        return summary
+    }
+
+    /// Open client connections in every pool, removed ones included.
+    public var openConnections: Int {
+        state.withLock { s in (s.pools + s.retired).reduce(0) { $0 + $1.open.load(ordering: .relaxed) } }
+    }
+
+    /// Stops accepting, waits up to `timeout` for open connections to finish (or `stop()` to return true), then
+    /// closes what is left. Returns the number of connections closed by force.
+    public func drain(timeout: Double, stop: @Sendable () -> Bool = { false }) async -> Int {
+        let listeners = state.withLock { s in
+            let l = s.listeners
+            s.listeners = []
+            return l
+        }
+        for l in listeners { try? await l.channel.close() }
+        let deadline = Date().addingTimeInterval(timeout)
+        while openConnections > 0 && Date() < deadline && !stop() {
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+        let left = openConnections
+        for p in state.withLock({ $0.pools + $0.retired }) { p.closeAll() }
+        return left
     }
 
     static func connect(_ client: any Channel, pool: PoolController, excluded: Set<Int>) {
-        guard let i = pool.pick(excluding: excluded) else {
-            pool.counters.withLock { $0.refused += 1 }
+        guard let route = pool.route(excluding: excluded) else {
+            pool.refused.add(1, ordering: .relaxed)
+            pool.open.subtract(1, ordering: .relaxed)
             client.close(promise: nil)
             return
         }
-        let fault = pool.fault(i)
-        if let fault {
+        let id = route.id
+        if let fault = route.fault {
             switch fault.kind {
             case .reset:
-                pool.release(i)
+                pool.release(id)
+                pool.open.subtract(1, ordering: .relaxed)
                 // SO_LINGER 0: the close sends a reset, as a crashed or firewalled service would.
                 if let s = client as? any SocketOptionProvider {
                     s.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in client.close(promise: nil) }
@@ -61,62 +191,72 @@ public final class ProxyServer: Sendable {
                 return
             case .blackhole:
                 // Accepted, then nothing, until the fault ends.
+                pool.register(id, [client])
                 client.eventLoop.scheduleTask(in: .milliseconds(Int64(max(0, fault.until.timeIntervalSinceNow) * 1000))) {
-                    pool.release(i)
                     client.close(promise: nil)
+                }
+                client.closeFuture.whenComplete { _ in
+                    pool.unregister(id, [client])
+                    pool.release(id)
+                    pool.open.subtract(1, ordering: .relaxed)
                 }
                 return
             case .latency, .bandwidth:
                 break
             }
         }
-        let shaping = fault?.kind
-        let target = pool.config.backends[i].address
-        let timeout = TimeAmount.milliseconds(Int64(max(0.05, pool.config.check.timeout) * 1000))
-        ClientBootstrap(group: client.eventLoop)
-            .connectTimeout(timeout)
+        let bootstrap = ClientBootstrap(group: client.eventLoop)
+            .connectTimeout(route.connectTimeout)
             .channelOption(.autoRead, value: false)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connect(host: target.host, port: target.port)
-            .whenComplete { result in
-                switch result {
-                case .failure(let error):
-                    pool.release(i)
-                    pool.connectionFailed(i, error: "\(error)")
-                    connect(client, pool: pool, excluded: excluded.union([i]))
-                case .success(let backend):
-                    guard client.isActive else {
-                        pool.release(i)
-                        backend.close(promise: nil)
-                        client.close(promise: nil)
-                        return
-                    }
-                    let (a, b) = GlueHandler.matchedPair()
-                    if let shaping {
-                        a.shaper = Shaper(kind: shaping)
-                        b.shaper = Shaper(kind: shaping)
-                    }
-                    let channels: [any Channel] = [client, backend]
-                    pool.register(i, channels)
-                    pool.counters.withLock { $0.accepted += 1 }
-                    a.onClose = {
-                        pool.release(i)
-                        pool.unregister(i, channels)
-                    }
-                    do {
-                        try client.pipeline.syncOperations.addHandler(a)
-                        try backend.pipeline.syncOperations.addHandler(b)
-                    } catch {
-                        client.close(promise: nil)
-                        backend.close(promise: nil)
-                        return
-                    }
-                    // From now on each side reads whenever its partner can take the bytes (GlueHandler.read).
-                    _ = client.setOption(.autoRead, value: true)
-                    _ = backend.setOption(.autoRead, value: true)
+        let connecting = route.address.map { bootstrap.connect(to: $0) }
+            ?? bootstrap.connect(host: route.endpoint.host, port: route.endpoint.port)
+        connecting.whenComplete { result in
+            switch result {
+            case .failure(let error):
+                pool.release(id)
+                pool.connectionFailed(id, error: "\(error)")
+                connect(client, pool: pool, excluded: excluded.union([id]))
+            case .success(let backend):
+                guard client.isActive else {
+                    pool.release(id)
+                    pool.open.subtract(1, ordering: .relaxed)
+                    backend.close(promise: nil)
+                    client.close(promise: nil)
+                    return
                 }
+                let (a, b) = GlueHandler.matchedPair()
+                if let fault = route.fault {
+                    a.shaper = Shaper(kind: fault.kind)
+                    b.shaper = Shaper(kind: fault.kind)
+                }
+                a.traffic = route.traffic
+                a.isClientSide = true
+                b.traffic = route.traffic
+                let channels: [any Channel] = [client, backend]
+                pool.register(id, channels)
+                pool.accepted.add(1, ordering: .relaxed)
+                a.onClose = {
+                    pool.release(id)
+                    pool.unregister(id, channels)
+                    pool.open.subtract(1, ordering: .relaxed)
+                }
+                do {
+                    try client.pipeline.syncOperations.addHandler(a)
+                    try backend.pipeline.syncOperations.addHandler(b)
+                } catch {
+                    a.onClose?()
+                    a.onClose = nil
+                    client.close(promise: nil)
+                    backend.close(promise: nil)
+                    return
+                }
+                // From now on each side reads whenever its partner can take the bytes (GlueHandler.read).
+                try? client.syncOptions?.setOption(.autoRead, value: true)
+                try? backend.syncOptions?.setOption(.autoRead, value: true)
             }
+        }
     }
 }
 
@@ -129,6 +269,7 @@ final class ConnectOnActive: ChannelInboundHandler, RemovableChannelHandler {
     func channelActive(context: ChannelHandlerContext) {
         let channel = context.channel
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        pool.open.add(1, ordering: .relaxed)
         ProxyServer.connect(channel, pool: pool, excluded: [])
     }
 }

@@ -125,6 +125,61 @@ func bad(_ t: Double) -> BackendHealth.CheckResult { .init(ok: false, latency: 0
     }
 }
 
+@Suite struct ReloadTests {
+    func specs(_ names: [(String, String, Int)]) -> [PoolState.MemberSpec] {
+        names.map { .init(key: "\($0.0) \($0.1)", name: $0.0, priority: $0.2, weight: 1) }
+    }
+
+    @Test func keptBackendsKeepStateAndTheServingOneStays() {
+        var next = 0
+        let empty = PoolState(mode: .failover, failback: .manual, members: [])
+        var (p, sw) = empty.reloaded(mode: .failover, failback: .manual, fall: 2, rise: 2,
+                                     specs: specs([("primary", "a:1", 1), ("standby", "b:1", 2)]), nextID: &next, now: at(0))
+        #expect(sw == Switch(old: nil, new: "primary", reason: "reload"), "from nothing serving to the primary")
+        #expect(p.activeName == "primary" && p.members.map(\.id) == [1, 2])
+        // The primary fails; the standby serves; the operator drains nothing; connections are open.
+        p.members[0].health.connectionFailed(at: at(1))
+        _ = p.reconcile()
+        p.members[1].connections = 5
+        p.members[0].health.record(ok(2)); p.members[0].health.record(ok(3))
+        // Reload: a third backend, the standby gets a better priority, thresholds change.
+        (p, sw) = p.reloaded(mode: .failover, failback: .manual, fall: 3, rise: 1,
+                             specs: specs([("primary", "a:1", 1), ("standby", "b:1", 1), ("third", "c:1", 3)]),
+                             nextID: &next, now: at(4))
+        #expect(sw == nil, "re-reading the file is no reason to switch")
+        #expect(p.activeName == "standby" && p.members[1].connections == 5 && p.members[1].priority == 1)
+        #expect(p.members.map(\.id) == [1, 2, 3] && p.members[0].health.since == at(3))
+        #expect(p.members[0].health.fall == 3 && p.members[2].health.state == .up)
+    }
+
+    @Test func removedOrMovedServingBackendSwitches() {
+        var next = 0
+        let empty = PoolState(mode: .failover, failback: .manual, members: [])
+        var (p, _) = empty.reloaded(mode: .failover, failback: .manual, fall: 2, rise: 2,
+                                    specs: specs([("primary", "a:1", 1), ("standby", "b:1", 2)]), nextID: &next, now: at(0))
+        var sw: Switch?
+        // Same name, new address: a different server, so a new ID and fresh state.
+        (p, sw) = p.reloaded(mode: .failover, failback: .manual, fall: 2, rise: 2,
+                             specs: specs([("primary", "z:9", 1), ("standby", "b:1", 2)]), nextID: &next, now: at(1))
+        #expect(p.members.map(\.id) == [3, 2])
+        #expect(sw == Switch(old: "primary", new: "primary", reason: "reload"))
+        (p, sw) = p.reloaded(mode: .failover, failback: .manual, fall: 2, rise: 2,
+                             specs: specs([("standby", "b:1", 2)]), nextID: &next, now: at(2))
+        #expect(sw == Switch(old: "primary", new: "standby", reason: "reload") && p.members.map(\.id) == [2])
+        (p, sw) = p.reloaded(mode: .roundRobin, failback: .manual, fall: 2, rise: 2,
+                             specs: specs([("standby", "b:1", 2)]), nextID: &next, now: at(3))
+        #expect(sw == nil && p.active == nil)
+    }
+
+    @Test func histogramBuckets() {
+        var h = LatencyHistogram(bounds: [0.01, 0.1, 1])
+        for v in [0.005, 0.01, 0.05, 0.5, 3] { h.observe(v) }
+        #expect(h.count == 5 && abs(h.sum - 3.565) < 1e-9)
+        #expect(h.cumulative.map(\.count) == [2, 3, 4, 5])
+        #expect(h.cumulative.last!.le.isInfinite)
+    }
+}
+
 @Suite struct ProxyConfigTests {
     let example = """
     admin:

@@ -188,7 +188,128 @@ YAML
   kill "$PROXY_PID"
 }
 
-for t in ${FAILOVER_TESTS:-t_config_errors t_failover_no_failed_requests t_round_robin_and_hung_backend t_admin_api t_exec_check_and_hook_timeout}; do
+# echo_server NAME PORT [HOST]: a TCP echo server in the background; sets PID_<NAME>.
+echo_server() {
+  python3 "$(dirname "$0")/echo.py" server "$2" "${3:-127.0.0.1}" > "$WORK/$1.log" 2>&1 &
+  eval "PID_$1=$!"
+  wait_port "$2" "${3:-127.0.0.1}"
+}
+
+t_reload_keeps_connections() {
+  local P1 P2 E PP PE PN PA; P1=$(free_port); P2=$(free_port); E=$(free_port); PP=$(free_port); PE=$(free_port); PN=$(free_port); PA=$(free_port)
+  backend primary "$P1"; backend standby "$P2"; echo_server echo "$E"
+  # web_pool EXTRA_BACKEND: the common head of both configurations.
+  web_pool() { printf 'admin: {listen: 127.0.0.1:%s}\npools:\n  - name: web\n    listen: 127.0.0.1:%s\n' "$PA" "$PP"
+    printf '    check: {type: tcp, interval: 100ms, timeout: 500ms, fall: 2, rise: 2}\n    backends:\n'
+    printf '      - {name: primary, address: 127.0.0.1:%s, priority: 1}\n%s' "$P1" "$1"; }
+  { web_pool ""; cat <<YAML
+  - name: echo
+    listen: 127.0.0.1:$PE
+    backends: [{name: e, address: 127.0.0.1:$E}]
+YAML
+  } > "$WORK/r.yaml"
+  start_proxy "$WORK/r.yaml"
+  curl -s -X POST "http://127.0.0.1:$PA/pools/web/backends/primary/drain" > /dev/null
+  # A long-lived connection through the echo pool, which the reload below removes.
+  python3 "$(dirname "$0")/echo.py" client "$PE" 3 > "$WORK/client1.out" 2>&1 & local C1=$!
+  sleep 0.5
+  # 1. A broken file: the running configuration stays.
+  echo "pools: [{name: web, listen: 127.0.0.1:$PP, backendz: []}]" > "$WORK/r.yaml"; kill -HUP "$PROXY_PID"
+  for _ in $(seq 1 30); do grep -q "reload failed" "$WORK/proxy.log" && break; sleep 0.1; done
+  grep -q 'reload failed, the running configuration stays: .*r.yaml:1:' "$WORK/proxy.log" || { cat "$WORK/proxy.log"; fail "a bad reload is reported with its line"; }
+  # 2. A good one: the web pool gains a standby, the echo pool is removed, a new pool appears.
+  { web_pool "      - {name: standby, address: 127.0.0.1:$P2, priority: 2}
+"; cat <<YAML
+  - name: new
+    listen: 127.0.0.1:$PN
+    backends: [{name: s, address: 127.0.0.1:$P2}]
+YAML
+  } > "$WORK/r.yaml"
+  kill -HUP "$PROXY_PID"
+  for _ in $(seq 1 30); do grep -q "reloaded" "$WORK/proxy.log" && break; sleep 0.1; done
+  grep -q "reloaded .*1 pools added (new), 1 removed (echo), 1 kept" "$WORK/proxy.log" || { cat "$WORK/proxy.log"; fail "the reload is logged"; }
+  [ "$(get "$PN")" = standby ] || fail "the new pool serves"
+  [ "$(get "$PP")" = standby ] || fail "the drained primary stays drained across the reload; the new standby serves"
+  curl -s "http://127.0.0.1:$PA/status" | python3 -c "
+import json,sys; p={x['name']:x for x in json.load(sys.stdin)}
+assert set(p)=={'web','new'}, p.keys(); b={x['name']:x for x in p['web']['backends']}
+assert b['primary']['draining'] and len(b)==2, b" || fail "status shows the new configuration and keeps operator flags"
+  curl -s -m 1 "http://127.0.0.1:$PE/" > /dev/null && fail "the removed pool no longer listens"
+  wait "$C1" || { cat "$WORK/client1.out"; fail "an established connection survived the reload"; }
+  grep -q "lines echoed" "$WORK/client1.out" || fail "the client finished"
+  kill "$PROXY_PID"
+}
+
+t_sigterm_drains() {
+  local E PE PA; E=$(free_port); PE=$(free_port)
+  echo_server echo "$E"
+  cat > "$WORK/d.yaml" <<YAML
+drain_timeout: 10s
+pools:
+  - name: echo
+    listen: 127.0.0.1:$PE
+    backends: [{name: e, address: 127.0.0.1:$E}]
+YAML
+  start_proxy "$WORK/d.yaml"
+  python3 "$(dirname "$0")/echo.py" client "$PE" 2 > "$WORK/client.out" 2>&1 & local C=$!
+  sleep 0.5
+  local t0; t0=$(date +%s%N)
+  kill -TERM "$PROXY_PID"
+  sleep 0.3
+  python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $PE), timeout=1)" 2>/dev/null && fail "a draining proxy accepts no new connection"
+  wait "$C" || { cat "$WORK/client.out"; fail "the open connection finished during the drain"; }
+  local rc=0; wait "$PROXY_PID" || rc=$?
+  [ "$rc" = 0 ] || { cat "$WORK/proxy.log"; fail "a drained proxy exits 0 (got $rc)"; }
+  grep -q "draining 1 connections" "$WORK/proxy.log" && grep -q "every connection finished" "$WORK/proxy.log" || { cat "$WORK/proxy.log"; fail "the drain is logged"; }
+  # A connection that outlives drain_timeout is closed at its end.
+  sed -i 's/drain_timeout: 10s/drain_timeout: 700ms/' "$WORK/d.yaml"
+  start_proxy "$WORK/d.yaml"
+  python3 "$(dirname "$0")/echo.py" client "$PE" 5 > "$WORK/client.out" 2>&1 & C=$!
+  sleep 0.3
+  t0=$(date +%s%N); kill -TERM "$PROXY_PID"; wait "$PROXY_PID"; rc=$?
+  local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  [ "$rc" = 0 ] && [ "$ms" -lt 3000 ] || fail "the drain ends at drain_timeout (rc $rc, $ms ms)"
+  grep -q "closed 1 connections still open" "$WORK/proxy.log" || { cat "$WORK/proxy.log"; fail "forced closes are logged"; }
+  wait "$C" && fail "the long connection was closed at the end of the drain"
+  true
+}
+
+t_ipv6_and_metrics() {
+  local P1 PP PA; P1=$(free_port); PP=$(free_port); PA=$(free_port)
+  mkdir -p "$WORK/www-v6"; echo v6 > "$WORK/www-v6/index.html"; head -c 100000 /dev/urandom > "$WORK/www-v6/blob"
+  python3 -m http.server "$P1" --bind ::1 -d "$WORK/www-v6" > "$WORK/v6.log" 2>&1 &
+  wait_port "$P1" ::1
+  cat > "$WORK/v6.yaml" <<YAML
+admin: {listen: "[::1]:$PA"}
+pools:
+  - name: v6
+    listen: "[::1]:$PP"
+    check: {type: http, path: /, interval: 100ms, timeout: 500ms}
+    backends: [{name: a, address: "[::1]:$P1"}]
+YAML
+  start_proxy "$WORK/v6.yaml"
+  [ "$(curl -s -g -m 3 "http://[::1]:$PP/")" = v6 ] || { cat "$WORK/proxy.log"; fail "an IPv6 listener forwards to an IPv6 backend"; }
+  curl -s -g -m 3 -o "$WORK/blob.out" "http://[::1]:$PP/blob"; cmp -s "$WORK/blob.out" "$WORK/www-v6/blob" || fail "the data is intact"
+  sleep 0.5
+  curl -s -g "http://[::1]:$PA/metrics" > "$WORK/m.txt"
+  python3 - "$WORK/m.txt" <<'PY' || { cat "$WORK/m.txt"; fail "bytes and check latency are exported"; }
+import re, sys
+m = {}
+for line in open(sys.argv[1]):
+    if not line.startswith("#"):
+        k, v = line.rsplit(" ", 1); m[k] = float(v)
+l = 'pool="v6",backend="a"'
+assert m['lifeboat_proxy_backend_bytes_total{%s,direction="from_backend"}' % l] > 100000, "bytes from the backend"
+assert m['lifeboat_proxy_backend_bytes_total{%s,direction="to_backend"}' % l] > 100, "bytes to the backend"
+n = m['lifeboat_proxy_check_duration_seconds_count{%s}' % l]
+assert n >= 3 and m['lifeboat_proxy_check_duration_seconds_bucket{%s,le="+Inf"}' % l] == n, "a histogram of checks"
+assert m['lifeboat_proxy_check_duration_seconds_bucket{%s,le="0.5"}' % l] == n, "every check under the timeout"
+assert m['lifeboat_proxy_connections_total{pool="v6"}'] == 2
+PY
+  kill "$PROXY_PID"
+}
+
+for t in ${FAILOVER_TESTS:-t_config_errors t_failover_no_failed_requests t_round_robin_and_hung_backend t_admin_api t_exec_check_and_hook_timeout t_reload_keeps_connections t_sigterm_drains t_ipv6_and_metrics}; do
   run_test "$t"
 done
 echo "failover: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"

@@ -51,7 +51,7 @@ make_tree() {  # a tree with every kind of file and metadata
 
 # Servers for the remote-site and replication suites.
 free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
-wait_port() { for _ in $(seq 1 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; fail "port $1 did not open"; }
+wait_port() { local h=${2:-127.0.0.1}; for _ in $(seq 1 200); do (echo > "/dev/tcp/$h/$1") 2>/dev/null && return 0; sleep 0.1; done; fail "port $1 did not open"; }  # wait_port PORT [HOST]
 
 # start_serve NAME ARGS…: runs `lifeboat serve` in the background; sets SERVE_URL (http(s)://host:port/).
 start_serve() {
