@@ -116,8 +116,10 @@ def start_proxy(kind, work, port, p1, p2, redispatch=False):
     return proc
 
 
-def wrk(port, duration, connections=50):
-    out = subprocess.run(["wrk", "-t2", "-c%d" % connections, "-d%ds" % duration, "--latency", "http://127.0.0.1:%d/" % port],
+def wrk(port, duration, connections=50, close=False):
+    """wrk's requests per second and p99; with `close`, every request on a new connection (set-up cost)."""
+    extra = ["-H", "Connection: close"] if close else []
+    out = subprocess.run(["wrk", "-t2", "-c%d" % connections, "-d%ds" % duration, "--latency"] + extra + ["http://127.0.0.1:%d/" % port],
                          capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     m = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
@@ -168,12 +170,14 @@ def main():
         n1.start(); n2.start()
         print("throughput (wrk -t2 -c50 -d%ds) ..." % a.duration, flush=True)
         results["throughput"]["direct"] = wrk(p1, a.duration)
+        results["new_connections"] = {"direct": wrk(p1, a.duration, close=True)}
         for kind in ("haproxy", "lifeboat"):
             port = free_port()
             proc = start_proxy(kind, work, port, p1, p2)
             results["throughput"][kind] = wrk(port, a.duration)
+            results["new_connections"][kind] = wrk(port, a.duration, close=True)
             proc.kill(); proc.wait()
-        print(results["throughput"], flush=True)
+        print(results["throughput"], results["new_connections"], flush=True)
         for fault_name, fault in (("crash (SIGKILL)", signal.SIGKILL), ("hang (SIGSTOP)", signal.SIGSTOP)):
             for kind, redispatch in (("haproxy", False), ("haproxy+redispatch", True), ("lifeboat", False)):
                 n1.stop(); n1.start()
@@ -191,12 +195,15 @@ def main():
     hv = subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
     report = {"date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu, "cores": os.cpu_count(), "haproxy": hv, **results}
     t = results["throughput"]
+    nc = results["new_connections"]
     lines = ["Failover proxy benchmark of %s on %s (%d cores); %s." % (report["date"], cpu, os.cpu_count(), hv), "",
-             "| path | requests/s | p99 latency |", "|---|---|---|"]
+             "| path | requests/s (keep-alive) | p99 latency | requests/s (new connection each) | p99 latency |", "|---|---|---|---|---|"]
     for k in ("direct", "haproxy", "lifeboat"):
-        lines.append("| %s | %.0f | %.2f ms |" % (k, t[k]["rps"], t[k]["p99_ms"]))
+        lines.append("| %s | %.0f | %.2f ms | %.0f | %.2f ms |" % (k, t[k]["rps"], t[k]["p99_ms"], nc[k]["rps"], nc[k]["p99_ms"]))
     lines.append("")
-    lines.append("Lifeboat / HAProxy: %.2fx requests per second, %.2fx p99 latency." % (t["lifeboat"]["rps"] / t["haproxy"]["rps"], t["lifeboat"]["p99_ms"] / t["haproxy"]["p99_ms"]))
+    lines.append("Lifeboat / HAProxy: %.2fx requests per second, %.2fx p99 latency (keep-alive); %.2fx, %.2fx (new connection each)." % (
+        t["lifeboat"]["rps"] / t["haproxy"]["rps"], t["lifeboat"]["p99_ms"] / t["haproxy"]["p99_ms"],
+        nc["lifeboat"]["rps"] / nc["haproxy"]["rps"], nc["lifeboat"]["p99_ms"] / nc["haproxy"]["p99_ms"]))
     lines += ["", "| proxy / fault on the primary | time to first answer from the standby | failed requests |", "|---|---|---|"]
     for k, r in results["failover"].items():
         lines.append("| %s | %s | %d of %d |" % (k, "%.0f ms" % r["switch_ms"] if r["switch_ms"] is not None else "never", r["failed"], r["requests"]))

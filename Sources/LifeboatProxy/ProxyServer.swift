@@ -68,15 +68,14 @@ public final class ProxyServer: Sendable {
         let ch = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.so_keepalive), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.autoRead, value: false)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { client in
                 // Connect only once the client channel is active: the initializer runs before it is
-                // registered, and a backend that answers first would find it unusable.
+                // registered, and a backend that answers first would find it unusable. Options are set here,
+                // synchronously (TCP_NODELAY is inherited from the listener): bootstrap options cost a future each.
                 client.eventLoop.makeCompletedFuture {
                     let pool = ref.current.withLock { $0 }
+                    try ProxyServer.relayOptions(client)
+                    try client.syncOptions?.setOption(.socketOption(.so_keepalive), value: 1)
                     try client.pipeline.syncOperations.addHandler(ConnectOnActive(pool: pool))
                 }
             }
@@ -169,6 +168,14 @@ public final class ProxyServer: Sendable {
         return left
     }
 
+    /// Both sides of a relay: nothing is read until the partner exists (then `GlueHandler` reads when the
+    /// partner can write), and half-closes are passed through.
+    static func relayOptions(_ channel: any Channel) throws {
+        guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
+        try options.setOption(.autoRead, value: false)
+        try options.setOption(.allowRemoteHalfClosure, value: true)
+    }
+
     static func connect(_ client: any Channel, pool: PoolController, excluded: Set<Int>) {
         guard let route = pool.route(excluding: excluded) else {
             pool.refused.add(1, ordering: .relaxed)
@@ -205,11 +212,10 @@ public final class ProxyServer: Sendable {
                 break
             }
         }
+        // TCP_NODELAY is a ClientBootstrap default.
         let bootstrap = ClientBootstrap(group: client.eventLoop)
             .connectTimeout(route.connectTimeout)
-            .channelOption(.autoRead, value: false)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { backend in backend.eventLoop.makeCompletedFuture { try ProxyServer.relayOptions(backend) } }
         let connecting = route.address.map { bootstrap.connect(to: $0) }
             ?? bootstrap.connect(host: route.endpoint.host, port: route.endpoint.port)
         connecting.whenComplete { result in
