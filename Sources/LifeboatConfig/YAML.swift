@@ -65,6 +65,12 @@ public struct YAMLReader: Sendable {
         return v
     }
 
+    public func bool(_ m: Yams.Node.Mapping, _ k: String) throws -> Bool? {
+        guard let n = m[k] else { return nil }
+        guard let v = n.bool else { throw error(n, "`\(k)` must be true or false") }
+        return v
+    }
+
     public func enumValue<E: RawRepresentable>(_ m: Yams.Node.Mapping, _ k: String, _ type: E.Type) throws -> E? where E.RawValue == String {
         guard let s = try string(m, k) else { return nil }
         guard let v = E(rawValue: s) else { throw error(m[k], "`\(k)`: unknown value \"\(s)\"") }

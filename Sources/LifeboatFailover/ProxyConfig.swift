@@ -37,6 +37,9 @@ public struct CheckConfig: Sendable, Equatable {
     public var expectBody: String? = nil
     /// exec: a command (argv) run per check; `{host}` and `{port}` are replaced; exit 0 = healthy.
     public var command: [String] = []
+    /// https: extra CA certificates (PEM) to trust, and whether to verify the certificate at all.
+    public var caFile: String? = nil
+    public var tlsVerify = true
 }
 
 public struct BackendConfig: Sendable, Equatable {
@@ -107,7 +110,8 @@ public struct ProxyConfig: Sendable, Equatable {
             var check = CheckConfig()
             if let c = m["check"] {
                 let cm = try y.mapping(c, "`check:`")
-                try y.keys(cm, ["type", "interval", "timeout", "fall", "rise", "path", "expect_status", "expect_body", "command"])
+                try y.keys(cm, ["type", "interval", "timeout", "fall", "rise", "path", "expect_status", "expect_body", "command",
+                                "ca_file", "tls_verify"])
                 check.kind = try y.enumValue(cm, "type", CheckConfig.Kind.self) ?? .tcp
                 check.interval = try y.duration(cm, "interval") ?? check.interval
                 check.timeout = try y.duration(cm, "timeout") ?? check.timeout
@@ -117,6 +121,14 @@ public struct ProxyConfig: Sendable, Equatable {
                 check.expectStatus = try y.int(cm, "expect_status", 100...599) ?? check.expectStatus
                 check.expectBody = try y.string(cm, "expect_body")
                 check.command = try y.strings(cm, "command") ?? []
+                check.caFile = try y.string(cm, "ca_file")
+                check.tlsVerify = try y.bool(cm, "tls_verify") ?? true
+                if let ca = check.caFile, !FileManager.default.isReadableFile(atPath: ca) {
+                    throw y.error(cm["ca_file"], "cannot read the CA file \(ca)")
+                }
+                if (check.caFile != nil || !check.tlsVerify) && check.kind != .https {
+                    throw y.error(cm["ca_file"] ?? cm["tls_verify"], "ca_file and tls_verify apply to https checks")
+                }
                 if check.kind == .exec && check.command.isEmpty {
                     throw y.error(c, "an exec check needs `command: [program, args…]`")
                 }

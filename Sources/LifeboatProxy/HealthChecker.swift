@@ -72,8 +72,27 @@ public struct HealthChecker: Sendable {
 }
 
 import AsyncHTTPClient
+import NIOSSL
+import Synchronization
 
 extension HealthChecker {
+    /// HTTP clients for https checks with their own trust settings, one per setting, kept for the process's life.
+    static let clients = Mutex<[String: HTTPClient]>([:])
+
+    static func client(caFile: String?, verify: Bool) throws -> HTTPClient {
+        if caFile == nil && verify { return HTTPClient.shared }
+        return try clients.withLock { cache in
+            let key = "\(verify) \(caFile ?? "")"
+            if let c = cache[key] { return c }
+            var tls = TLSConfiguration.makeClientConfiguration()
+            if let caFile { tls.additionalTrustRoots = [.certificates(try NIOSSLCertificate.fromPEMFile(caFile))] }
+            if !verify { tls.certificateVerification = .none }
+            let c = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+            cache[key] = c
+            return c
+        }
+    }
+
     /// GET `path`; healthy when the status is `expect_status` and the body holds `expect_body` (if set),
     /// all within `timeout`. A server that accepts but never answers fails by the timeout.
     func httpCheck(_ target: Endpoint, _ c: CheckConfig, start: Date) async -> BackendHealth.CheckResult {
@@ -84,7 +103,8 @@ extension HealthChecker {
         var request = HTTPClientRequest(url: url)
         request.method = .GET
         do {
-            let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(Int64(c.timeout * 1000)))
+            let client = try HealthChecker.client(caFile: c.caFile, verify: c.tlsVerify)
+            let response = try await client.execute(request, timeout: .milliseconds(Int64(c.timeout * 1000)))
             let body = try await response.body.collect(upTo: 1 << 20)
             guard Int(response.status.code) == c.expectStatus else {
                 return result(false, "http: status \(response.status.code), expected \(c.expectStatus)")
@@ -94,7 +114,11 @@ extension HealthChecker {
             }
             return result(true, "http \(response.status.code)")
         } catch {
-            return result(false, "http: \(error)")
+            let text = "\(error)"
+            if text.contains("CERTIFICATE_VERIFY_FAILED") {
+                return result(false, "https: the certificate is not trusted (set ca_file, or tls_verify: false)")
+            }
+            return result(false, "http: \(text)")
         }
     }
 }

@@ -309,7 +309,42 @@ PY
   kill "$PROXY_PID"
 }
 
-for t in ${FAILOVER_TESTS:-t_config_errors t_failover_no_failed_requests t_round_robin_and_hung_backend t_admin_api t_exec_check_and_hook_timeout t_reload_keeps_connections t_sigterm_drains t_ipv6_and_metrics}; do
+t_https_check() {
+  local P1 PP; P1=$(free_port); PP=$(free_port)
+  make_cert
+  mkdir -p "$WORK/www-tls"; echo tls > "$WORK/www-tls/index.html"
+  ( cd "$WORK/www-tls" && exec python3 -c "
+import http.server, ssl
+s = http.server.ThreadingHTTPServer(('127.0.0.1', $P1), http.server.SimpleHTTPRequestHandler)
+c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain('$WORK/cert.pem', '$WORK/key.pem')
+s.socket = c.wrap_socket(s.socket, server_side=True); s.serve_forever()" ) > "$WORK/tls.log" 2>&1 &
+  wait_port "$P1"
+  tls_config() { cat <<YAML
+pools:
+  - name: tls
+    listen: 127.0.0.1:$PP
+    check: {type: https, path: /, expect_body: tls, interval: 100ms, timeout: 1s, fall: 2, rise: 2$1}
+    backends: [{name: a, address: "localhost:$P1"}]
+YAML
+  }
+  # A self-signed certificate that nobody trusts: the check fails.
+  tls_config "" > "$WORK/tls.yaml"
+  start_proxy "$WORK/tls.yaml"
+  for _ in $(seq 1 50); do grep -q "backend a is down" "$WORK/proxy.log" && break; sleep 0.1; done
+  grep -q "backend a is down (https: the certificate is not trusted" "$WORK/proxy.log" || { cat "$WORK/proxy.log"; fail "an untrusted certificate fails the check"; }
+  # Trusting it (reload): the backend comes up.
+  tls_config ", ca_file: $WORK/cert.pem" > "$WORK/tls.yaml"; kill -HUP "$PROXY_PID"
+  for _ in $(seq 1 50); do grep -q "backend a is up" "$WORK/proxy.log" && break; sleep 0.1; done
+  grep -q "backend a is up (http 200)" "$WORK/proxy.log" || { cat "$WORK/proxy.log"; fail "ca_file trusts the certificate"; }
+  kill "$PROXY_PID"
+  tls_config ", tls_verify: false" > "$WORK/tls.yaml"
+  lb proxy --check --config "$WORK/tls.yaml" > /dev/null || fail "tls_verify: false is accepted"
+  tls_config ", ca_file: $WORK/missing.pem" > "$WORK/tls.yaml"
+  expect_code 1 lb proxy --config "$WORK/tls.yaml"
+  grep -q "tls.yaml:4:.*cannot read the CA file" "$WORK/err" || fail "a missing CA file is named with its line"
+}
+
+for t in ${FAILOVER_TESTS:-t_config_errors t_failover_no_failed_requests t_round_robin_and_hung_backend t_admin_api t_exec_check_and_hook_timeout t_reload_keeps_connections t_sigterm_drains t_ipv6_and_metrics t_https_check}; do
   run_test "$t"
 done
 echo "failover: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"

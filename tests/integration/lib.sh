@@ -53,6 +53,12 @@ make_tree() {  # a tree with every kind of file and metadata
 free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
 wait_port() { local h=${2:-127.0.0.1}; for _ in $(seq 1 200); do (echo > "/dev/tcp/$h/$1") 2>/dev/null && return 0; sleep 0.1; done; fail "port $1 did not open"; }  # wait_port PORT [HOST]
 
+make_cert() {  # $WORK/cert.pem and key.pem: a self-signed certificate for the name localhost only
+  [ -f "$WORK/cert.pem" ] && return 0
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 \
+    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost" 2>/dev/null
+}
+
 # start_serve NAME ARGS…: runs `lifeboat serve` in the background; sets SERVE_URL (http(s)://host:port/).
 start_serve() {
   local name=$1; shift

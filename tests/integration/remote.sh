@@ -12,12 +12,6 @@ for tool in openssl htpasswd restic rclone moto_server; do
   command -v "$tool" >/dev/null || { echo "remote.sh needs $tool (make deps installs it)"; exit 1; }
 done
 
-make_cert() {  # a self-signed certificate for the name localhost only
-  [ -f "$WORK/cert.pem" ] && return 0
-  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 \
-    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost" 2>/dev/null
-}
-
 # cycle REPO SRC: init, backup, second backup, restore (exact), check --read-data, forget --prune, check.
 cycle() {
   local R=$1 S=$2 out=$WORK/out-$RANDOM
