@@ -34,9 +34,10 @@ public struct PruneReport: Sendable {
 /// Phase 1 (mark): packs holding no blob that any snapshot uses, and packs just repacked, are marked
 /// with the time in a rewritten index; backups stop deduplicating against marked packs.
 /// Phase 2 (sweep, on a later run): a marked pack is deleted only if (a) the grace period has passed,
-/// (b) no live lock other than a prune's was created before mark time + grace (a backup that might
-/// have read the index before the mark is still running), and (c) no snapshot uses a blob that exists
-/// only in it — else it is unmarked. Only one prune runs at a time (prune lock).
+/// (b) no live lock other than a prune's was created before mark time + grace or before the mark became
+/// visible (a backup that might have read the index before the mark is still running), and (c) no snapshot
+/// uses a blob that exists only in it — else it is unmarked. Locks are listed before snapshots, so a backup
+/// that finishes during the pass is seen one way or the other. Only one prune runs at a time (prune lock).
 public final class Pruner: Sendable {
     let repo: Repository
     let options: PruneOptions
@@ -47,6 +48,9 @@ public final class Pruner: Sendable {
         self.options = options
         self.now = now
     }
+
+    /// How long after its mark time an earlier prune's mark is assumed to have become visible (its index written).
+    static let markVisibilityMargin: TimeInterval = 600
 
     public func run() async throws -> PruneReport {
         let lock = try await repo.lock(.prune, operation: "prune")
@@ -90,15 +94,19 @@ public final class Pruner: Sendable {
     /// a zero grace period.
     func pass(_ report: inout PruneReport, visible: inout [ID: Date]) async throws -> Int {
         report.passes += 1
-        // Snapshots first, then the index: a snapshot is written only after its index, so every listed
-        // snapshot's data is in the index loaded next (a backup may finish between the two).
+        // Locks first, then snapshots, then the index. A backup holds its lock until its snapshot is written, so
+        // every backup is either in this lock listing (and holds off the sweep) or finished, with its snapshot in
+        // the listing that follows; listing locks last would miss a backup that finished in between and delete
+        // packs its new snapshot needs. A snapshot is written only after its index, so every listed snapshot's
+        // data is in the index loaded next.
+        let t = now()
+        let nowSecs = Int64(t.timeIntervalSince1970)
+        let locks = try await repo.listLocks(now: t).filter { !$0.stale && $0.info.kind != .prune }
         let snaps = try await repo.listSnapshots()
         report.snapshots = snaps.count
         try await repo.loadIndex()
         let loadedFiles = Set(repo.loadedIndexFiles.keys)
         let used = try await usedBlobs(snaps)
-        let t = now()
-        let nowSecs = Int64(t.timeIntervalSince1970)
         var packs = repo.index.allPacks()
         let stored = Dictionary(try await repo.backend.list(.data).map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
 
@@ -114,7 +122,6 @@ public final class Pruner: Sendable {
             report.packsMarked += 1
         }
 
-        let locks = try await repo.listLocks(now: t).filter { !$0.stale && $0.info.kind != .prune }
         // Blobs available in a live pack.
         var live = Set<ID>()
         for p in packs where p.markedAt == nil { for b in p.blobs { live.insert(b.id) } }
@@ -134,7 +141,11 @@ public final class Pruner: Sendable {
                 continue
             }
             let graceOver = t.timeIntervalSince1970 - Double(m) >= options.grace
-            let cutoff = max(Double(m) + options.grace, visible[p.id]?.timeIntervalSince1970 ?? 0)
+            // A backup whose lock is older than the moment the mark became visible may have read the index
+            // without it and deduplicated against the pack. For this run's marks that moment is known; for an
+            // earlier run's, it was when that run wrote its index, some time after `m`: allow a margin.
+            let markVisible = visible[p.id]?.timeIntervalSince1970 ?? (Double(m) + Pruner.markVisibilityMargin)
+            let cutoff = max(Double(m) + options.grace, markVisible)
             let safeFromLocks = !locks.contains { $0.info.createdDate.timeIntervalSince1970 < cutoff }
             if graceOver && safeFromLocks && stored[p.id.hex] != nil {
                 toDelete.append(p)

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import LifeboatCore
 import LifeboatCrypto
@@ -140,5 +141,109 @@ func tempDir(_ tag: String) -> String {
         #expect(try await contentOf(dst, dir) == contentOf(src, dir))
         let report = try await Checker(repository: dst, options: CheckOptions()).run()
         #expect(report.errors == 0 && report.duplicateBlobs == 0)
+    }
+}
+
+/// A backend that runs a hook once, right after the `n`th listing of snapshots (to stage races).
+final class SnapshotListingHook: Backend, Sendable {
+    let inner: MemoryBackend
+    let state = Mutex<(listings: Int, fireAt: Int, hook: (@Sendable () async throws -> Void)?)>((0, 0, nil))
+    init(_ inner: MemoryBackend) { self.inner = inner }
+
+    func arm(afterListing n: Int, _ hook: @escaping @Sendable () async throws -> Void) {
+        state.withLock { $0 = (0, n, hook) }
+    }
+
+    var location: String { inner.location }
+    func list(_ type: ObjectType) async throws -> [ObjectInfo] {
+        let r = try await inner.list(type)
+        if type == .snapshots {
+            let hook = state.withLock { s -> (@Sendable () async throws -> Void)? in
+                s.listings += 1
+                guard s.listings == s.fireAt, let h = s.hook else { return nil }
+                s.hook = nil
+                return h
+            }
+            try await hook?()
+        }
+        return r
+    }
+    func stat(_ handle: Handle) async throws -> ObjectInfo { try await inner.stat(handle) }
+    func read(_ handle: Handle, range: Range<Int>?) async throws -> Data { try await inner.read(handle, range: range) }
+    func write(_ handle: Handle, data: Data) async throws { try await inner.write(handle, data: data) }
+    func delete(_ handle: Handle) async throws { try await inner.delete(handle) }
+}
+
+@Suite struct PrunerTests {
+    /// A backup that finishes while prune is between listing snapshots and deciding what to delete must not lose
+    /// the pack its new snapshot needs (prune lists locks before snapshots, so the backup is seen one way or
+    /// the other).
+    @Test func backupFinishingDuringPruneKeepsItsData() async throws {
+        let backend = SnapshotListingHook(MemoryBackend())
+        let kdf = ScryptParameters(n: 1024, r: 8, p: 1)
+        var init_ = InitOptions()
+        init_.packSize = 1 << 20
+        let pruneRepo = try await Repository.initialize(backend: backend, password: "pw", options: init_, kdf: kdf)
+        // A pack no snapshot uses: prune's first pass marks it, so a second pass follows (grace 0).
+        _ = try await pruneRepo.saveBlob(.data, Seal.randomBytes(1_100_000))
+        try await pruneRepo.flush()
+        // The backup: holds its lock, uploads a full pack (not indexed yet: an orphan to prune).
+        let backup = try await Repository.open(backend: backend, password: "pw")
+        let lock = try await backup.lock(.shared, operation: "backup")
+        let data = Seal.randomBytes(1_200_000)
+        let blob = try await backup.saveBlob(.data, data).id
+        for _ in 0..<200 where try await backend.list(.data).count < 2 { try await Task.sleep(nanoseconds: 10_000_000) }
+        #expect(try await backend.list(.data).count == 2)
+        // Prune's first pass marks the orphan; in its second pass (grace 0), right after it lists snapshots, the
+        // backup completes: tree, index, snapshot, lock released.
+        backend.arm(afterListing: 2) {
+            var file = Node(name: Array("f".utf8), type: .file)
+            file.content = [blob]
+            file.size = UInt64(data.count)
+            let tree = try await backup.saveTree(Tree(nodes: [file])).id
+            try await backup.flush()
+            _ = try await backup.saveSnapshot(Snapshot(time: Date(), tree: tree, paths: ["/x"], hostname: "h"))
+            await lock.release()
+        }
+        var o = PruneOptions()
+        o.grace = 0
+        o.maxUnused = 0
+        let report = try await Pruner(repository: pruneRepo, options: o).run()
+        #expect(report.passes == 2 && report.packsDeleted == 0)
+        // Everything the snapshot needs is still there.
+        let reader = try await Repository.open(backend: backend, password: "pw")
+        try await reader.loadIndex()
+        let snaps = try await reader.listSnapshots()
+        try #require(snaps.count == 1)
+        let tree = try await reader.loadTree(snaps[0].snapshot.tree)
+        let restored = try await reader.loadBlob(.data, tree.nodes[0].content![0])
+        #expect(restored == data)
+        // A later prune sees the snapshot and keeps (unmarks) what it uses; only the pack nobody uses goes.
+        let later = try await Pruner(repository: pruneRepo, options: o).run()
+        #expect(later.packsDeleted == 1 && later.packsUnmarked >= 1)
+        try await reader.loadIndex()
+        #expect(try await reader.loadBlob(.data, blob) == data)
+    }
+
+    /// A mark from an earlier prune became visible only when that prune wrote its index, some time after the mark's
+    /// time: a backup whose lock is younger than the mark but that may have read the index before it holds off
+    /// the sweep.
+    @Test func earlierMarksWaitForBackupsThatMayNotHaveSeenThem() async throws {
+        let repo = try await Repository.initialize(backend: MemoryBackend(), password: "pw", kdf: ScryptParameters(n: 1024, r: 8, p: 1))
+        _ = try await repo.saveBlob(.data, Seal.randomBytes(1000))
+        try await repo.flush()
+        var mark = PruneOptions()
+        mark.grace = 3600
+        // The mark is dated 100 s ago, as if writing the index had taken that long.
+        let first = try await Pruner(repository: repo, options: mark, now: { Date().addingTimeInterval(-100) }).run()
+        #expect(first.packsMarked == 1 && first.packsDeleted == 0)
+        let lock = try await repo.lock(.shared, operation: "backup")
+        var sweep = PruneOptions()
+        sweep.grace = 0
+        let waiting = try await Pruner(repository: repo, options: sweep).run()
+        #expect(waiting.packsDeleted == 0 && waiting.packsWaiting == 1)
+        await lock.release()
+        let done = try await Pruner(repository: repo, options: sweep).run()
+        #expect(done.packsDeleted == 1)
     }
 }
