@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Synchronization
 import LifeboatCore
 import LifeboatCrypto
 
@@ -108,13 +109,59 @@ struct PackBuilder {
         return b
     }
 
-    /// Appends the header; returns the finished pack bytes and its ID.
-    mutating func finish() -> (id: ID, data: Data) {
+    /// Appends the header: the pack's bytes are complete (hashing them for the name can happen elsewhere, as it
+    /// only reads). Consumes the builder, so the bytes are never copied.
+    consuming func finish() -> FinishedPack {
         let header = PackFormat.sealedHeader(blobs, key: key)
         data.append(header)
         var len = UInt32(header.count).littleEndian
         withUnsafeBytes(of: &len) { data.append(contentsOf: $0) }
-        return (sha256ID(data), data)
+        return FinishedPack(salt: salt, blobs: blobs, data: data)
     }
 }
 
+/// A complete pack, ready to be named (SHA-256) and uploaded.
+struct FinishedPack: Sendable {
+    let salt: [UInt8]
+    let blobs: [PackedBlob]
+    let data: Data
+}
+
+/// Where blobs of one type are packed: a few builders, each behind its own lock, so that several tasks seal
+/// blobs at once without holding the repository's lock. A saver takes the first free slot; when all are busy it
+/// waits for one (there are as many as cores, so a wait means the cores are busy anyway). Memory: at most
+/// `slots` open packs per type.
+final class PackSlots: Sendable {
+    final class Slot: Sendable { let open = Mutex<PackBuilder?>(nil) }
+    let slots: [Slot]
+    let next = Atomic<Int>(0)
+
+    init(count: Int) {
+        slots = (0..<max(1, count)).map { _ in Slot() }
+    }
+
+    /// Seals the payload into some open pack (a new one if needed); returns the blob's place and, if that
+    /// pack reached `packSize`, the finished pack to upload.
+    func add(type: BlobType, id: ID, payload: UnsafeRawBufferPointer, rawLength: Int, compressed: Bool,
+             packSize: Int, newBuilder: () -> PackBuilder) -> (PackedBlob, FinishedPack?) {
+        func fill(_ slot: inout PackBuilder?) -> (PackedBlob, FinishedPack?) {
+            if slot == nil { slot = newBuilder() }
+            let b = slot!.add(type: type, id: id, payload: payload, rawLength: rawLength, compressed: compressed)
+            if slot!.size >= packSize { return (b, slot.take()!.finish()) }
+            return (b, nil)
+        }
+        let start = next.add(1, ordering: .relaxed).oldValue
+        for k in 0..<slots.count {
+            if let r = slots[(start + k) % slots.count].open.withLockIfAvailable({ fill(&$0) }) { return r }
+        }
+        return slots[start % slots.count].open.withLock { fill(&$0) }
+    }
+
+    /// Takes every open pack (for `flush`), finished.
+    func takeAll() -> [FinishedPack] {
+        slots.compactMap { slot in slot.open.withLock { s -> FinishedPack? in
+            guard let b = s.take(), !b.blobs.isEmpty else { return nil }
+            return b.finish()
+        } }
+    }
+}

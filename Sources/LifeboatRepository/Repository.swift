@@ -37,7 +37,6 @@ public final class Repository: Sendable {
     struct State: Sendable {
         var index = MasterIndex()
         var pending: Set<PendingKey> = []
-        var open: [BlobType: PackBuilder] = [:]
         var unindexed: [IndexPack] = []
         var lastIndexFlush = Date()
         var stats = WriteStats()
@@ -47,6 +46,8 @@ public final class Repository: Sendable {
     }
     struct PendingKey: Hashable, Sendable { var type: BlobType; var id: ID }
     let state = Mutex(State())
+    /// Open packs per blob type (data and trees never share a pack).
+    let packSlots: [BlobType: PackSlots]
     let uploads = Mutex<[Task<Void, Error>]>([])
     /// Pack subkeys by salt (HKDF is too slow to run per blob) and decoded trees by ID (trees are immutable).
     let subkeys = Mutex<[[UInt8]: SymmetricKey]>([:])
@@ -68,6 +69,8 @@ public final class Repository: Sendable {
             throw LifeboatError.corrupt("the repository config has invalid chunker parameters")
         }
         chunker = FastCDC(parameters: config.chunker, gear: MasterKey.gearTable(seed: Array(seed)))
+        let cores = min(4, ProcessInfo.processInfo.activeProcessorCount)
+        packSlots = [.data: PackSlots(count: cores), .tree: PackSlots(count: 1)]
     }
 
     /// A copy of this repository handle with other write options (shares nothing mutable).
@@ -310,17 +313,18 @@ public final class Repository: Sendable {
         // Room for the last blob that crosses the target size and a typical header, so a pack rarely reallocates.
         let maxBlob = config.chunker.max + 256 * 1024
         let master = self.master
-        let (blob, full) = state.withLock { s -> (PackedBlob, PackBuilder?) in
-            let b = (compressed ?? plaintext).withUnsafeBytes { payload in
-                s.open[type, default: PackBuilder(master: master, capacity: packSize + maxBlob)]
-                    .add(type: type, id: id, payload: payload, rawLength: plaintext.count, compressed: compressed != nil)
+        // Sealing happens under the pack slot's lock, not the repository's: savers on other cores go on.
+        let (blob, full) = (compressed ?? plaintext).withUnsafeBytes { payload in
+            packSlots[type]!.add(type: type, id: id, payload: payload, rawLength: plaintext.count,
+                                 compressed: compressed != nil, packSize: packSize) {
+                PackBuilder(master: master, capacity: packSize + maxBlob)
             }
+        }
+        state.withLock { s in
             s.stats.blobsAdded += 1
             if type == .data { s.stats.dataBlobs += 1 } else { s.stats.treeBlobs += 1 }
             s.stats.bytesAdded += UInt64(plaintext.count)
-            s.stats.bytesPacked += UInt64(b.length)
-            if s.open[type]!.size >= packSize { return (b, s.open.removeValue(forKey: type)) }
-            return (b, nil)
+            s.stats.bytesPacked += UInt64(blob.length)
         }
         if let full { try await upload(full) }
         return SaveResult(id: id, isNew: true, storedLength: Int(blob.length))
@@ -329,8 +333,8 @@ public final class Repository: Sendable {
     /// Hands a full pack to a background upload, so readers keep chunking and compressing while it is
     /// hashed, written and fsynced. At most `backend.writeConcurrency` uploads run; the caller that would exceed
     /// that waits for the oldest (back-pressure). Errors surface here or in `flush()`.
-    func upload(_ builder: PackBuilder) async throws {
-        let task = Task { try await self.uploadNow(builder) }
+    func upload(_ pack: FinishedPack) async throws {
+        let task = Task { try await self.uploadNow(pack) }
         let oldest = uploads.withLock { u -> Task<Void, Error>? in
             u.append(task)
             return u.count > backend.writeConcurrency ? u.removeFirst() : nil
@@ -351,9 +355,9 @@ public final class Repository: Sendable {
         }
     }
 
-    func uploadNow(_ builder: PackBuilder) async throws {
-        var pb = builder
-        let (id, data) = pb.finish()
+    func uploadNow(_ pb: FinishedPack) async throws {
+        let data = pb.data
+        let id = sha256ID(data)
         if !dryRun { try await backend.write(Handle(.data, id.hex), data: data) }
         if !dryRun, let cache = backend as? CachingBackend, pb.blobs.contains(where: { $0.type == .tree }) {
             cache.storeTreePack(id.hex, data)
@@ -410,11 +414,9 @@ public final class Repository: Sendable {
     /// Uploads the open packs and writes the index for everything uploaded. After it returns,
     /// every blob saved so far is durable and indexed: a snapshot that references them may be written.
     public func flush() async throws {
-        let open = state.withLock { s -> [PackBuilder] in
-            defer { s.open = [:] }
-            return Array(s.open.values)
+        for type in [BlobType.data, .tree] {
+            for pack in packSlots[type]!.takeAll() { try await upload(pack) }
         }
-        for pb in open where !pb.blobs.isEmpty { try await upload(pb) }
         try await drainUploads()
         try await flushIndex()
     }
