@@ -212,8 +212,13 @@ def main():
     sh(["sh", "-c", "find '%s' -type f -exec cat {} + > /dev/null" % data])
     nbytes2 = tree_bytes(data)
     step("backup after mutation", lambda t: t.backup(data), nbytes2)
-    cp_target = os.path.join(a.work, "cp-target")
-    cp = timed(["cp", "-a", data, cp_target], os.environ); cp["mb_s"] = round(nbytes2 / cp["wall_s"] / 1e6, 1)
+    # The file-system bound for a restore: `cp -a` of the same tree, once before and once after the restores (the
+    # faster counts; a single run varied 1.3-11.6 s on a shared VM).
+    def cp_a(n):
+        r = timed(["cp", "-a", data, os.path.join(a.work, "cp-target-%d" % n)], os.environ)
+        r["mb_s"] = round(nbytes2 / r["wall_s"] / 1e6, 1)
+        return r
+    cp = cp_a(1)
     # Restore targets are removed only at the end: mass deletions make ext4's next inode allocations slow,
     # which would penalise whichever tool runs next.
     def restore(t):
@@ -222,6 +227,9 @@ def main():
         r["exact"] = verify_restore(data, target)
         return r
     step("full restore", restore, nbytes2)
+    cp2 = cp_a(2)
+    print("cp -a: %.2f s, then %.2f s" % (cp["wall_s"], cp2["wall_s"]), flush=True)
+    cp = min(cp, cp2, key=lambda r: r["wall_s"])
     step("check all data", lambda t: t.check(), nbytes2)
     for t in tools:
         results[t.name]["repository size"] = {"bytes": du(t.repo)}
@@ -276,7 +284,7 @@ def markdown(r, names):
             row += " |"
         L.append(row)
     cp = r["cp -a"]
-    L.append("| (`cp -a` of the same tree) | %.2f s, %.0f MB/s |" % (cp["wall_s"], cp["mb_s"]) + " |" * (len(names) - 1 + ("restic" in names and "lifeboat" in names)))
+    L.append("| (`cp -a` of the same tree, faster of two) | %.2f s, %.0f MB/s |" % (cp["wall_s"], cp["mb_s"]) + " |" * (len(names) - 1 + ("restic" in names and "lifeboat" in names)))
     row = "| repository size | " + " | ".join("%.1f MB" % (r["tools"][n]["repository size"]["bytes"] / 1e6) for n in names)
     if "restic" in names and "lifeboat" in names:
         row += " | %.3fx |" % (r["tools"]["lifeboat"]["repository size"]["bytes"] / r["tools"]["restic"]["repository size"]["bytes"])
