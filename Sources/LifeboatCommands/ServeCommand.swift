@@ -67,6 +67,8 @@ struct ServeCommand: AsyncParsableCommand {
             let servedPath = options.path
             let mode = [appendOnly ? "append-only" : nil, privateRepos ? "private repositories" : nil,
                         noAuth ? "no authentication" : nil].compactMap { $0 }
+            // SIGTERM/SIGINT: stop accepting, let the requests in progress finish, exit 0; a second signal exits at once.
+            gracefulStop = "finishing the requests in progress"
             try await runServer(options, listen: listenOptions, logLevel: verbose ? .info : .warning) { url in
                 let line = json ? Output.encode(["message_type": "serving", "url": url, "path": servedPath])
                     : "serving \(servedPath) on \(url)" + (mode.isEmpty ? "" : " (\(mode.joined(separator: ", ")))")

@@ -438,23 +438,34 @@ public final class Repository: Sendable {
 
     /// Opens a sealed blob read from its pack.
     public func openBlob<D: DataProtocol>(_ sealed: D, location loc: BlobLocation) throws -> [UInt8] where D.Index == Int {
-        let key = packKey(salt: loc.salt)
-        let plain: Data
-        do { plain = try Seal.open(sealed, key: key, counter: UInt64(loc.blob.offset)) } catch {
+        let plain = try decryptBlob(sealed, location: loc)
+        let out = try loc.blob.compressed ? decompressBlob(plain, location: loc) : Array(plain)
+        guard master.blobID(out) == loc.blob.id else { throw wrongContent(loc) }
+        return out
+    }
+
+    /// Checks a sealed blob as `openBlob` does (authentication, decompression, content ID) without keeping its
+    /// plaintext: `check --read-data` and the read-back after a copy.
+    public func verifyBlob<D: DataProtocol>(_ sealed: D, location loc: BlobLocation) throws where D.Index == Int {
+        let plain = try decryptBlob(sealed, location: loc)
+        let id = try loc.blob.compressed ? master.blobID(decompressBlob(plain, location: loc)) : master.blobID(plain)
+        guard id == loc.blob.id else { throw wrongContent(loc) }
+    }
+
+    func decryptBlob<D: DataProtocol>(_ sealed: D, location loc: BlobLocation) throws -> Data where D.Index == Int {
+        do { return try Seal.open(sealed, key: packKey(salt: loc.salt), counter: UInt64(loc.blob.offset)) } catch {
             throw LifeboatError.corrupt("blob \(loc.blob.id.short) in pack \(loc.pack.short) is damaged: authentication failed")
         }
-        var out: [UInt8]
-        if loc.blob.compressed {
-            do { out = try plain.withUnsafeBytes { try Zstd.decompress($0, rawLength: Int(loc.blob.rawLength)) } } catch {
-                throw LifeboatError.corrupt("blob \(loc.blob.id.short) in pack \(loc.pack.short) does not decompress")
-            }
-        } else {
-            out = Array(plain)
+    }
+
+    func decompressBlob(_ plain: Data, location loc: BlobLocation) throws -> [UInt8] {
+        do { return try plain.withUnsafeBytes { try Zstd.decompress($0, rawLength: Int(loc.blob.rawLength)) } } catch {
+            throw LifeboatError.corrupt("blob \(loc.blob.id.short) in pack \(loc.pack.short) does not decompress")
         }
-        guard master.blobID(out) == loc.blob.id else {
-            throw LifeboatError.corrupt("blob \(loc.blob.id.short) in pack \(loc.pack.short) has the wrong content")
-        }
-        return out
+    }
+
+    func wrongContent(_ loc: BlobLocation) -> LifeboatError {
+        LifeboatError.corrupt("blob \(loc.blob.id.short) in pack \(loc.pack.short) has the wrong content")
     }
 
     public func loadTree(_ id: ID) async throws -> Tree {

@@ -27,8 +27,9 @@ public struct ListenOptions: Sendable {
     }
 }
 
-/// Runs the repository server until the process is stopped. `ready` receives the URL it listens on
-/// (with the real port when port 0 was asked for).
+/// Runs the repository server until SIGTERM or SIGINT, then stops accepting connections and returns once the
+/// requests in progress have finished (uploads complete or are refused, never cut). `ready` receives the URL it
+/// listens on (with the real port when port 0 was asked for).
 public func runServer(_ options: ServeOptions, listen: ListenOptions, logLevel: Logger.Level = .warning,
                       ready: @escaping @Sendable (String) -> Void) async throws {
     var logger = Logger(label: "lifeboat.serve")
@@ -62,5 +63,5 @@ public func runServer(_ options: ServeOptions, listen: ListenOptions, logLevel: 
             ready("\(scheme)://\(host):\(port)/")
         },
         logger: logger)
-    try await app.run()
+    try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
 }

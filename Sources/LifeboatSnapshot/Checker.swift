@@ -214,7 +214,7 @@ public final class Checker: Sendable {
             let start = Int(b.offset), end = start + Int(b.length)
             guard end <= data.count else { bad.insert(b.id); continue }
             do {
-                _ = try repo.openBlob(data[start..<end], location: BlobLocation(pack: p.id, salt: p.salt, blob: b))
+                try repo.verifyBlob(data[start..<end], location: BlobLocation(pack: p.id, salt: p.salt, blob: b))
             } catch {
                 bad.insert(b.id)
                 issues.append(CheckIssue(severity: .error, object: obj, message: "\(error)"))

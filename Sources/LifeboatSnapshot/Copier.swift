@@ -139,7 +139,7 @@ public final class Copier: Sendable {
             for b in p.blobs {
                 let start = Int(b.offset), end = start + Int(b.length)
                 guard end <= data.count else { throw LifeboatError.corrupt("pack \(p.id.short) reads back truncated") }
-                _ = try self.destination.openBlob(data[start..<end], location: BlobLocation(pack: p.id, salt: p.salt, blob: b))
+                try self.destination.verifyBlob(data[start..<end], location: BlobLocation(pack: p.id, salt: p.salt, blob: b))
             }
             self.counters.withLock { $0.packsVerified += 1 }
         }

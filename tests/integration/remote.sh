@@ -239,7 +239,30 @@ t_faults_s3() {
   faults_were_injected s3
 }
 
-for t in ${REMOTE_TESTS:-t_serve_tls_htpasswd t_restic_against_serve t_append_only t_s3_moto t_s3_signatures t_rclone t_metadata_cache t_faults_rest t_faults_s3}; do
+t_serve_graceful_stop() {  # SIGTERM: no new connections, the upload in progress completes, exit 0
+  local D=$WORK/serve-gs
+  mkdir -p "$D"
+  start_serve gs --path "$D" --no-auth
+  lb -r "rest:${SERVE_URL}repo" init >/dev/null
+  head -c 600000 /dev/urandom > "$WORK/gs-blob"
+  local name; name=$(sha256sum "$WORK/gs-blob" | cut -d" " -f1)
+  # A slow upload (200 kB/s: 3 s), interrupted by SIGTERM after 1 s.
+  curl -s -o /dev/null -w '%{http_code}' --limit-rate 200k -X POST --data-binary @"$WORK/gs-blob" \
+    "${SERVE_URL}repo/data/$name" > "$WORK/gs-code" &
+  local up=$!
+  sleep 1
+  kill -TERM "$SERVE_PID"
+  sleep 0.3
+  local rc=0; curl -s -m 2 -o /dev/null "${SERVE_URL}repo/config" || rc=$?
+  [ "$rc" = 7 ] || fail "a stopping server accepts no new connection (curl $rc)"
+  wait "$up"
+  [ "$(cat "$WORK/gs-code")" = 200 ] || fail "the upload in progress completed (HTTP $(cat "$WORK/gs-code"))"
+  cmp -s "$WORK/gs-blob" "$D/repo/data/${name:0:2}/$name" || cmp -s "$WORK/gs-blob" "$D/repo/data/$name" || fail "the uploaded object is whole"
+  rc=0; wait "$SERVE_PID" || rc=$?
+  [ "$rc" = 0 ] || fail "serve exits 0 after a graceful stop (got $rc)"
+}
+
+for t in ${REMOTE_TESTS:-t_serve_tls_htpasswd t_restic_against_serve t_append_only t_s3_moto t_s3_signatures t_rclone t_metadata_cache t_faults_rest t_faults_s3 t_serve_graceful_stop}; do
   run_test "$t"
 done
 echo "remote: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
