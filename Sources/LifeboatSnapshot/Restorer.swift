@@ -100,8 +100,10 @@ public final class Restorer: Sendable {
         defer { close(fd) }
         let base = Array(snapshotPath.utf8)
         if node.type == .dir {
-            await countTotals(node)
+            // The totals (for progress) come from a walk of the trees beside the restore, not before it.
+            async let totals: Void = countTotals(node)
             try await restoreDirectory(tree: node.subtree, dirfd: fd, path: base.isEmpty ? [0x2F] : base)
+            await totals
         } else {
             state.withLock { $0.totalFiles = 1; $0.totalBytes = node.size }
             try await restoreEntry(node, dirfd: fd, path: base)
@@ -248,14 +250,16 @@ public final class Restorer: Sendable {
         var damaged = false
         defer { close(fd) }
         var offset: off_t = 0
-        for id in node.content ?? [] {
+        let written = await Restorer.loadInOrder(node.content ?? [], repo: repo) { id, loaded -> Bool in
             let data: [UInt8]
-            do { data = try await repo.loadBlob(.data, id) } catch {
+            switch loaded {
+            case .success(let d): data = d
+            case .failure(let error):
                 fail(path, "\(error)")
                 damaged = true
                 // Keep the file's length and offsets right: skip the damaged range.
                 if let loc = repo.index.lookup(id, type: .data) { offset += off_t(loc.blob.rawLength) }
-                continue
+                return true
             }
             // Sparse files: zero runs of whole 4 KiB blocks become holes (the final ftruncate sets the size).
             let ok = data.withUnsafeBytes { buf -> Bool in
@@ -273,14 +277,54 @@ public final class Restorer: Sendable {
                 }
                 return true
             }
-            if !ok { fail(path, "cannot write: \(String(cString: strerror(errno)))"); return }
+            if !ok { fail(path, "cannot write: \(String(cString: strerror(errno)))"); return false }
             offset += off_t(data.count)
             state.withLock { $0.bytesDone += UInt64(data.count) }
+            return true
         }
+        if !written { return }
         if ftruncate(fd, off_t(node.size)) != 0 { fail(path, "cannot set the size: \(String(cString: strerror(errno)))") }
         applyMetadata(node, fd: fd, dirfd: dirfd, path: path)
         state.withLock { $0.filesDone += 1 }
         if options.verify && !damaged { await verify(node, dirfd: dirfd, path: path) }
+    }
+
+    /// Loads `ids` and hands them to `body` in order, loading up to `window` blobs ahead (so decryption and
+    /// decompression of the next blobs overlap the writing of this one); stops when `body` returns false.
+    static func loadInOrder(_ ids: [ID], repo: Repository, window: Int = 2,
+                            _ body: (ID, Result<[UInt8], any Error>) async -> Bool) async -> Bool {
+        if ids.count <= 1 {
+            for id in ids {
+                let r: Result<[UInt8], any Error>
+                do { r = .success(try await repo.loadBlob(.data, id)) } catch { r = .failure(error) }
+                if await !body(id, r) { return false }
+            }
+            return true
+        }
+        // (No nested function that calls `g.addTask`: with Swift 6.3.1 -O that pattern here made every child
+        // task return the first index; see the stop-9 note.)
+        return await withTaskGroup(of: (Int, Result<[UInt8], any Error>).self) { g in
+            var launched = 0
+            var ready: [Int: Result<[UInt8], any Error>] = [:]
+            for i in ids.indices {
+                while launched < min(ids.count, i + max(1, window)) {
+                    let index = launched, id = ids[index]
+                    launched += 1
+                    g.addTask { await loadIndexed(index, id, repo) }
+                }
+                while ready[i] == nil, let next = await g.next() { ready[next.0] = next.1 }
+                guard let r = ready.removeValue(forKey: i) else { return false }
+                if await !body(ids[i], r) {
+                    g.cancelAll()
+                    return false
+                }
+            }
+            return true
+        }
+    }
+
+    static func loadIndexed(_ index: Int, _ id: ID, _ repo: Repository) async -> (Int, Result<[UInt8], any Error>) {
+        do { return (index, .success(try await repo.loadBlob(.data, id))) } catch { return (index, .failure(error)) }
     }
 
     /// The path of `first` relative to the directory holding `from` (both are snapshot paths).
