@@ -1,7 +1,9 @@
 # Lifeboat: `make demo` runs the main job on a sample folder; `make test` runs every test.
 export PATH := /opt/swift/usr/bin:$(PATH)
 SHELL := /bin/bash
-BIN := .build/debug/lifeboat
+# Integration tests and the demo drive the release binary, the one users run: an optimizer bug once made a
+# release-only crash that the debug build could not show (docs/ARCHITECTURE.md, "Tests").
+BIN := .build/release/lifeboat
 
 .PHONY: deps build test unit integration demo bench bench-failover clean
 
@@ -9,9 +11,9 @@ deps:
 	@scripts/install-deps.sh
 
 build: deps
-	swift build
+	swift build -c release --product lifeboat
 
-unit: build
+unit: deps
 	swift test 2>&1 | tee .build/unit-tests.log
 	@grep -E "Executed [0-9]+ tests|Test run with [0-9]+ tests" .build/unit-tests.log | tail -2
 

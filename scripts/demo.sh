@@ -2,7 +2,7 @@
 # The main job on an embedded default: back up a sample folder into a default repository under the
 # user's data directory, restore it, and verify the restored tree byte for byte.
 set -euo pipefail
-BIN=${1:-.build/debug/lifeboat}
+BIN=${1:-.build/release/lifeboat}
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 DATA=${XDG_DATA_HOME:-$HOME/.local/share}/lifeboat
 mkdir -p "$DATA"

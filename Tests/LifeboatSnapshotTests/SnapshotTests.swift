@@ -247,3 +247,32 @@ final class SnapshotListingHook: Backend, Sendable {
         #expect(done.packsDeleted == 1)
     }
 }
+
+@Suite struct RestorerTests {
+    /// Blobs reach the writer in file order whatever order their loads finish in; a damaged blob is reported in
+    /// its place and the rest follow; the writer can stop early.
+    @Test func loadInOrderKeepsFileOrder() async throws {
+        let repo = try await Repository.initialize(backend: MemoryBackend(), password: "pw", kdf: ScryptParameters(n: 1024, r: 8, p: 1))
+        var ids: [ID] = []
+        for i in 0..<12 { ids.append(try await repo.saveBlob(.data, Array(repeating: UInt8(i), count: 1000 + i * 5000)).id) }
+        try await repo.flush()
+        let missing = ID(bytes: Seal.randomBytes(32))
+        var sequence = ids
+        sequence.insert(missing, at: 5)
+        sequence.append(ids[0])  // the same blob twice in one file
+        var seen: [Int] = []
+        var failures = 0
+        let done = await Restorer.loadInOrder(sequence, repo: repo) { id, r in
+            switch r {
+            case .success(let bytes): seen.append(Int(bytes[0]))
+            case .failure: failures += 1; seen.append(-1)
+            }
+            return true
+        }
+        #expect(done && failures == 1)
+        #expect(seen == [0, 1, 2, 3, 4, -1, 5, 6, 7, 8, 9, 10, 11, 0])
+        var count = 0
+        let stopped = await Restorer.loadInOrder(ids, repo: repo) { _, _ in count += 1; return count < 3 }
+        #expect(!stopped && count == 3)
+    }
+}
