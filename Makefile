@@ -14,7 +14,8 @@ build: deps
 	swift build -c release --product lifeboat
 
 unit: deps
-	swift test 2>&1 | tee .build/unit-tests.log
+	mkdir -p .build
+	set -o pipefail; swift test 2>&1 | tee .build/unit-tests.log
 	@grep -E "Executed [0-9]+ tests|Test run with [0-9]+ tests" .build/unit-tests.log | tail -2
 
 integration: build
