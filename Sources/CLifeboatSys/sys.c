@@ -17,6 +17,7 @@ void lb_tune_malloc(void) {
     mallopt(M_ARENA_MAX, 4);
     // Setting the mmap threshold also fixes the trim threshold at its 128 KiB default: every freed 1 MiB
     // chunk buffer was handed back to the kernel and faulted in again by the next one (400k page faults in a
-    // 1 GB backup, 0.5 s of system time). Keep up to 32 MiB free at the top of each arena instead.
-    mallopt(M_TRIM_THRESHOLD, 32 * 1024 * 1024);
+    // 1 GB backup, 0.5 s of system time). Keep up to 8 MiB free at the top of each arena instead (32 MiB saved
+    // no more faults and kept more memory resident).
+    mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024);
 }
