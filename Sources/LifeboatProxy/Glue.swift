@@ -12,8 +12,6 @@ final class GlueHandler: ChannelDuplexHandler {
     private var partner: GlueHandler?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
-    /// Called once, when this side closes (for connection accounting).
-    var onClose: (() -> Void)?
     /// Delays what this side writes (fault injection: latency, bandwidth).
     var shaper: Shaper?
     /// Counts the bytes this side reads: as client-to-backend bytes on the client side, else backend-to-client.
@@ -75,8 +73,6 @@ final class GlueHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         partner?.partnerCloseFull()
-        onClose?()
-        onClose = nil
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

@@ -21,7 +21,7 @@ public struct HealthChecker: Sendable {
                     for target in pool.checkTargets {
                         g.addTask {
                             while !Task.isCancelled {
-                                let r = await self.check(target.address, check)
+                                let r = await self.check(target.endpoint, resolved: target.address, check)
                                 if Task.isCancelled { break }
                                 pool.record(target.id, r)
                                 try? await Task.sleep(nanoseconds: UInt64(check.interval * 1e9))
@@ -40,7 +40,7 @@ public struct HealthChecker: Sendable {
         }
     }
 
-    func check(_ target: Endpoint, _ c: CheckConfig) async -> BackendHealth.CheckResult {
+    func check(_ target: Endpoint, resolved: SocketAddress?, _ c: CheckConfig) async -> BackendHealth.CheckResult {
         let start = Date()
         func result(_ ok: Bool, _ detail: String) -> BackendHealth.CheckResult {
             .init(ok: ok, latency: Date().timeIntervalSince(start), detail: detail, at: Date())
@@ -48,9 +48,9 @@ public struct HealthChecker: Sendable {
         switch c.kind {
         case .tcp:
             do {
-                let ch = try await ClientBootstrap(group: group)
-                    .connectTimeout(.milliseconds(Int64(c.timeout * 1000)))
-                    .connect(host: target.host, port: target.port).get()
+                let bootstrap = ClientBootstrap(group: group).connectTimeout(.milliseconds(Int64(c.timeout * 1000)))
+                let ch = try await (resolved.map { bootstrap.connect(to: $0) }
+                    ?? bootstrap.connect(host: target.host, port: target.port)).get()
                 try? await ch.close()
                 return result(true, "tcp connect ok")
             } catch {

@@ -51,6 +51,16 @@ struct Route {
     let traffic: TrafficCounters
 }
 
+/// What the controller keeps per backend beside the pure pool state (by stable ID, so a reload keeps it).
+struct BackendExtras {
+    /// Resolved when the configuration is loaded; nil: resolve at each connect.
+    var address: SocketAddress?
+    var fault: Fault?
+    var checkLatency = LatencyHistogram()
+    var checkFailures: UInt64 = 0
+    let traffic = TrafficCounters()
+}
+
 /// The live state of one pool: the pure `PoolState` and the configuration behind a lock, the open connections
 /// per backend, counters, and the side effects of a switch (log, hook, closing connections to a dead backend).
 ///
@@ -61,12 +71,7 @@ public final class PoolController: Sendable {
         var config: PoolConfig
         var state: PoolState
         var nextID: Int
-        /// Resolved backend addresses by ID (nil: resolve at each connect).
-        var addresses: [Int: SocketAddress] = [:]
-        var faults: [Int: Fault] = [:]
-        var checkLatency: [Int: LatencyHistogram] = [:]
-        var checkFailures: [Int: UInt64] = [:]
-        var traffic: [Int: TrafficCounters] = [:]
+        var extras: [Int: BackendExtras] = [:]
         var switches = 0
         var lastSwitch: Date?
     }
@@ -80,36 +85,32 @@ public final class PoolController: Sendable {
 
     public init(config: PoolConfig, log: @escaping ProxyLog, now: Date = Date()) {
         self.log = log
-        var nextID = 0
         let empty = PoolState(mode: config.mode, failback: config.failback, members: [])
-        let (state, _) = empty.reloaded(mode: config.mode, failback: config.failback, fall: config.check.fall,
-                                        rise: config.check.rise, specs: PoolController.specs(config), nextID: &nextID, now: now)
-        var l = Live(config: config, state: state, nextID: nextID)
-        PoolController.refresh(&l)
+        var l = Live(config: config, state: empty, nextID: 0)
+        _ = PoolController.take(config, PoolController.resolve(config), into: &l, now: now)
         live = Mutex(l)
     }
 
-    static func specs(_ c: PoolConfig) -> [PoolState.MemberSpec] {
-        c.backends.map { .init(key: "\($0.name) \($0.address)", name: $0.name, priority: $0.priority, weight: $0.weight) }
+    /// Backend addresses, resolved (getaddrinfo may block: never under the lock).
+    static func resolve(_ c: PoolConfig) -> [SocketAddress?] {
+        c.backends.map { try? SocketAddress.makeAddressResolvingHost($0.address.host, port: $0.address.port) }
     }
 
-    /// Per-ID tables follow the members: new backends get counters and a resolved address, removed ones go.
-    static func refresh(_ l: inout Live) {
-        var addresses: [Int: SocketAddress] = [:], traffic: [Int: TrafficCounters] = [:]
-        var latency: [Int: LatencyHistogram] = [:], failures: [Int: UInt64] = [:], faults: [Int: Fault] = [:]
-        for (i, m) in l.state.members.enumerated() {
-            let e = l.config.backends[i].address
-            addresses[m.id] = l.addresses[m.id] ?? (try? SocketAddress.makeAddressResolvingHost(e.host, port: e.port))
-            traffic[m.id] = l.traffic[m.id] ?? TrafficCounters()
-            latency[m.id] = l.checkLatency[m.id] ?? LatencyHistogram()
-            failures[m.id] = l.checkFailures[m.id] ?? 0
-            faults[m.id] = l.faults[m.id]
+    /// Moves `l` to configuration `c`: members carried over by name and address, and their extras with them.
+    static func take(_ c: PoolConfig, _ resolved: [SocketAddress?], into l: inout Live, now: Date) -> Switch? {
+        let specs = c.backends.map { PoolState.MemberSpec(key: "\($0.name) \($0.address)", name: $0.name, priority: $0.priority, weight: $0.weight) }
+        let (state, sw) = l.state.reloaded(mode: c.mode, failback: c.failback, fall: c.check.fall, rise: c.check.rise,
+                                           specs: specs, nextID: &l.nextID, now: now)
+        var extras: [Int: BackendExtras] = [:]
+        for (i, m) in state.members.enumerated() {
+            var x = l.extras[m.id] ?? BackendExtras()
+            x.address = resolved[i]
+            extras[m.id] = x
         }
-        l.addresses = addresses
-        l.traffic = traffic
-        l.checkLatency = latency
-        l.checkFailures = failures
-        l.faults = faults
+        l.config = c
+        l.state = state
+        l.extras = extras
+        return sw
     }
 
     /// The configuration in force.
@@ -117,17 +118,8 @@ public final class PoolController: Sendable {
 
     /// Takes a new configuration for this pool (same name) without touching established connections.
     public func apply(_ config: PoolConfig, now: Date = Date()) {
-        let sw = live.withLock { l -> Switch? in
-            var nextID = l.nextID
-            let (state, sw) = l.state.reloaded(mode: config.mode, failback: config.failback, fall: config.check.fall,
-                                               rise: config.check.rise, specs: PoolController.specs(config),
-                                               nextID: &nextID, now: now)
-            l.config = config
-            l.state = state
-            l.nextID = nextID
-            PoolController.refresh(&l)
-            return sw
-        }
+        let resolved = PoolController.resolve(config)
+        let sw = live.withLock { PoolController.take(config, resolved, into: &$0, now: now) }
         afterChange(down: [], sw)
     }
 
@@ -138,11 +130,11 @@ public final class PoolController: Sendable {
             guard let i = l.state.pick(excluding: skip) else { return nil }
             l.state.members[i].connections += 1
             let id = l.state.members[i].id
-            var fault = l.faults[id]
-            if let f = fault, f.until <= now { l.faults[id] = nil; fault = nil }
-            return Route(id: id, endpoint: l.config.backends[i].address, address: l.addresses[id],
+            if let f = l.extras[id]!.fault, f.until <= now { l.extras[id]!.fault = nil }
+            let x = l.extras[id]!
+            return Route(id: id, endpoint: l.config.backends[i].address, address: x.address,
                          connectTimeout: .milliseconds(Int64(max(0.05, l.config.check.timeout) * 1000)),
-                         fault: fault, traffic: l.traffic[id]!)
+                         fault: x.fault, traffic: x.traffic)
         }
     }
 
@@ -151,14 +143,16 @@ public final class PoolController: Sendable {
         live.withLock { l in if let i = l.state.index(id: id) { l.state.members[i].connections -= 1 } }
     }
 
-    func register(_ id: Int, _ channels: [any Channel]) {
+    /// Tracks the channels of a connection to backend `id` (closed if the backend goes down or at the end of a
+    /// drain) until the first one, the client's, closes; then the connection is over.
+    func attach(_ id: Int, _ channels: [any Channel]) {
         connections.withLock { c in for ch in channels { c[id, default: [:]][ObjectIdentifier(ch)] = ch } }
-    }
-
-    func unregister(_ id: Int, _ channels: [any Channel]) {
-        connections.withLock { c in
-            for ch in channels { c[id]?[ObjectIdentifier(ch)] = nil }
-            if c[id]?.isEmpty == true { c[id] = nil }
+        channels[0].closeFuture.whenComplete { _ in
+            self.connections.withLock { c in
+                for ch in channels { c[id]?[ObjectIdentifier(ch)] = nil }
+                if c[id]?.isEmpty == true { c[id] = nil }
+            }
+            self.release(id)
         }
     }
 
@@ -183,8 +177,8 @@ public final class PoolController: Sendable {
     public func record(_ id: Int, _ result: BackendHealth.CheckResult) {
         let (name, changed, newState, sw) = live.withLock { l -> (String, Bool, BackendHealth.State, Switch?) in
             guard let i = l.state.index(id: id) else { return ("", false, .up, nil) }
-            l.checkLatency[id]?.observe(result.latency)
-            if !result.ok { l.checkFailures[id, default: 0] += 1 }
+            l.extras[id]?.checkLatency.observe(result.latency)
+            if !result.ok { l.extras[id]?.checkFailures += 1 }
             let c = l.state.members[i].health.record(result)
             return (l.state.members[i].name, c, l.state.members[i].health.state, c ? l.state.reconcile() : nil)
         }
@@ -241,7 +235,7 @@ public final class PoolController: Sendable {
     public func setFault(_ name: String, _ fault: Fault?) -> Bool {
         let pool: String? = live.withLock { l in
             guard let i = l.state.index(of: name) else { return nil }
-            l.faults[l.state.members[i].id] = fault
+            l.extras[l.state.members[i].id]?.fault = fault
             return l.config.name
         }
         guard let pool else { return false }
@@ -273,19 +267,18 @@ public final class PoolController: Sendable {
             Status(config: l.config, state: l.state, switches: l.switches, lastSwitch: l.lastSwitch,
                    accepted: accepted.load(ordering: .relaxed), refused: refused.load(ordering: .relaxed),
                    backends: l.state.members.map { m in
-                       let t = l.traffic[m.id]!
-                       return .init(fault: l.faults[m.id].flatMap { $0.until > now ? $0 : nil },
-                                    checkLatency: l.checkLatency[m.id] ?? LatencyHistogram(),
-                                    checkFailures: l.checkFailures[m.id] ?? 0,
-                                    bytesToBackend: t.toBackend.load(ordering: .relaxed),
-                                    bytesFromBackend: t.fromBackend.load(ordering: .relaxed))
+                       let x = l.extras[m.id]!
+                       return .init(fault: x.fault.flatMap { $0.until > now ? $0 : nil }, checkLatency: x.checkLatency,
+                                    checkFailures: x.checkFailures,
+                                    bytesToBackend: x.traffic.toBackend.load(ordering: .relaxed),
+                                    bytesFromBackend: x.traffic.fromBackend.load(ordering: .relaxed))
                    })
         }
     }
 
-    /// The backends to health-check now: ID and address.
-    var checkTargets: [(id: Int, address: Endpoint)] {
-        live.withLock { l in l.state.members.enumerated().map { ($1.id, l.config.backends[$0].address) } }
+    /// The backends to health-check now: ID, address as configured, and as resolved.
+    var checkTargets: [(id: Int, endpoint: Endpoint, address: SocketAddress?)] {
+        live.withLock { l in l.state.members.enumerated().map { ($1.id, l.config.backends[$0].address, l.extras[$1.id]!.address) } }
     }
 }
 

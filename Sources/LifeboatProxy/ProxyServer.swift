@@ -85,11 +85,11 @@ public final class ProxyServer: Sendable {
 
     /// What a reload changed, for the log.
     public struct ReloadSummary: Sendable, CustomStringConvertible {
-        public var added: [String] = [], removed: [String] = [], updated: [String] = []
+        public var added: [String] = [], removed: [String] = [], kept: [String] = []
         public var description: String {
             "\(added.count) pools added\(added.isEmpty ? "" : " (\(added.joined(separator: ", ")))"), "
                 + "\(removed.count) removed\(removed.isEmpty ? "" : " (\(removed.joined(separator: ", ")))"), "
-                + "\(updated.count) kept"
+                + "\(kept.count) kept"
         }
     }
 
@@ -104,7 +104,7 @@ public final class ProxyServer: Sendable {
         for pc in config.pools {
             if let p = oldPools.first(where: { $0.config.name == pc.name }) {
                 next.append((p, pc, false))
-                summary.updated.append(pc.name)
+                summary.kept.append(pc.name)
             } else {
                 next.append((PoolController(config: pc, log: log), pc, true))
                 summary.added.append(pc.name)
@@ -179,7 +179,6 @@ public final class ProxyServer: Sendable {
     static func connect(_ client: any Channel, pool: PoolController, excluded: Set<Int>) {
         guard let route = pool.route(excluding: excluded) else {
             pool.refused.add(1, ordering: .relaxed)
-            pool.open.subtract(1, ordering: .relaxed)
             client.close(promise: nil)
             return
         }
@@ -188,7 +187,6 @@ public final class ProxyServer: Sendable {
             switch fault.kind {
             case .reset:
                 pool.release(id)
-                pool.open.subtract(1, ordering: .relaxed)
                 // SO_LINGER 0: the close sends a reset, as a crashed or firewalled service would.
                 if let s = client as? any SocketOptionProvider {
                     s.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in client.close(promise: nil) }
@@ -198,14 +196,9 @@ public final class ProxyServer: Sendable {
                 return
             case .blackhole:
                 // Accepted, then nothing, until the fault ends.
-                pool.register(id, [client])
+                pool.attach(id, [client])
                 client.eventLoop.scheduleTask(in: .milliseconds(Int64(max(0, fault.until.timeIntervalSinceNow) * 1000))) {
                     client.close(promise: nil)
-                }
-                client.closeFuture.whenComplete { _ in
-                    pool.unregister(id, [client])
-                    pool.release(id)
-                    pool.open.subtract(1, ordering: .relaxed)
                 }
                 return
             case .latency, .bandwidth:
@@ -227,7 +220,6 @@ public final class ProxyServer: Sendable {
             case .success(let backend):
                 guard client.isActive else {
                     pool.release(id)
-                    pool.open.subtract(1, ordering: .relaxed)
                     backend.close(promise: nil)
                     client.close(promise: nil)
                     return
@@ -240,20 +232,12 @@ public final class ProxyServer: Sendable {
                 a.traffic = route.traffic
                 a.isClientSide = true
                 b.traffic = route.traffic
-                let channels: [any Channel] = [client, backend]
-                pool.register(id, channels)
+                pool.attach(id, [client, backend])
                 pool.accepted.add(1, ordering: .relaxed)
-                a.onClose = {
-                    pool.release(id)
-                    pool.unregister(id, channels)
-                    pool.open.subtract(1, ordering: .relaxed)
-                }
                 do {
                     try client.pipeline.syncOperations.addHandler(a)
                     try backend.pipeline.syncOperations.addHandler(b)
                 } catch {
-                    a.onClose?()
-                    a.onClose = nil
                     client.close(promise: nil)
                     backend.close(promise: nil)
                     return
@@ -275,7 +259,9 @@ final class ConnectOnActive: ChannelInboundHandler, RemovableChannelHandler {
     func channelActive(context: ChannelHandlerContext) {
         let channel = context.channel
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        let pool = self.pool
         pool.open.add(1, ordering: .relaxed)
+        channel.closeFuture.whenComplete { _ in pool.open.subtract(1, ordering: .relaxed) }
         ProxyServer.connect(channel, pool: pool, excluded: [])
     }
 }
