@@ -24,10 +24,7 @@ struct ProxyCommand: AsyncParsableCommand {
 
     func run() async throws {
         let cfg: ProxyConfig
-        do { cfg = try ProxyConfig.load(config) } catch {
-            FileHandle.standardError.write(Data("Fatal: \(error)\n".utf8))
-            throw ExitCode(ExitStatus.failure)
-        }
+        do { cfg = try ProxyConfig.load(config) } catch { throw fatal("\(error)") }
         if check {
             print("configuration ok: \(cfg.pools.count) pools, \(cfg.pools.reduce(0) { $0 + $1.backends.count }) backends")
             return
@@ -41,19 +38,13 @@ struct ProxyCommand: AsyncParsableCommand {
         let server = ProxyServer(config: cfg, log: log)
         let admin: AdminServer?
         if let listen = cfg.adminListen {
-            do { admin = try AdminServer(server: server, listen: listen, tokenFile: cfg.adminTokenFile) } catch {
-                FileHandle.standardError.write(Data("Fatal: \(error)\n".utf8))
-                throw ExitCode(ExitStatus.failure)
-            }
+            do { admin = try AdminServer(server: server, listen: listen, tokenFile: cfg.adminTokenFile) } catch { throw fatal("\(error)") }
         } else {
             admin = nil
         }
 
         let bound: [SocketAddress?]
-        do { bound = try await server.start() } catch {
-            FileHandle.standardError.write(Data("Fatal: cannot listen: \(error)\n".utf8))
-            throw ExitCode(ExitStatus.failure)
-        }
+        do { bound = try await server.start() } catch { throw fatal("cannot listen: \(error)") }
         for (pool, address) in zip(cfg.pools, bound) {
             log("pool \(pool.name) listening on \(address.map { "\($0)" } ?? pool.listen.description) (\(pool.mode.rawValue), \(pool.backends.count) backends)")
         }

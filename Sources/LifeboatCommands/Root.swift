@@ -8,7 +8,7 @@ import LifeboatRepository
 import Synchronization
 
 nonisolated(unsafe) var signalSources: [DispatchSourceSignal] = []
-/// Signals received; commands that stop gracefully (copy, replicate) poll it.
+/// Signals received; commands that stop gracefully (copy, replicate, serve, proxy) poll it.
 let stopSignals = Atomic<Int>(0)
 /// Set by commands that stop gracefully on the first SIGINT/SIGTERM instead of exiting (finish the current
 /// object, drain connections): what to print then.

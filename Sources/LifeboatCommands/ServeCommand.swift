@@ -75,13 +75,11 @@ struct ServeCommand: AsyncParsableCommand {
                 FileHandle.standardOutput.write(Data((line + "\n").utf8))
             }
         } catch let e as ServeError {
-            FileHandle.standardError.write(Data("Fatal: \(e.description)\n".utf8))
-            throw ExitCode(ExitStatus.failure)
+            throw fatal(e.description)
         } catch let e as ExitCode {
             throw e
         } catch {
-            FileHandle.standardError.write(Data("Fatal: cannot serve: \(error)\n".utf8))
-            throw ExitCode(ExitStatus.failure)
+            throw fatal("cannot serve: \(error)")
         }
     }
 }

@@ -184,6 +184,13 @@ struct Output: Sendable {
     var showsProgressBar: Bool { !json && !quiet && isatty(2) != 0 }
 }
 
+/// Prints `Fatal: message` on stderr and returns the exit to throw (status 1), for commands that take no
+/// repository options (`serve`, `proxy`).
+func fatal(_ message: String) -> ArgumentParser.ExitCode {
+    FileHandle.standardError.write(Data("Fatal: \(message)\n".utf8))
+    return ArgumentParser.ExitCode(ExitStatus.failure)
+}
+
 /// Runs `body`, mapping errors to documented exit codes and clear messages.
 func runCommand(_ global: GlobalOptions, _ body: () async throws -> Int32) async throws {
     let code: Int32

@@ -42,9 +42,12 @@ public struct HealthChecker: Sendable {
 
     func check(_ target: Endpoint, resolved: SocketAddress?, _ c: CheckConfig) async -> BackendHealth.CheckResult {
         let start = Date()
-        func result(_ ok: Bool, _ detail: String) -> BackendHealth.CheckResult {
-            .init(ok: ok, latency: Date().timeIntervalSince(start), detail: detail, at: Date())
-        }
+        let (ok, detail) = await probe(target, resolved: resolved, c)
+        return .init(ok: ok, latency: Date().timeIntervalSince(start), detail: detail, at: Date())
+    }
+
+    /// One check of the configured kind: healthy or not, and why.
+    func probe(_ target: Endpoint, resolved: SocketAddress?, _ c: CheckConfig) async -> (Bool, String) {
         switch c.kind {
         case .tcp:
             do {
@@ -52,21 +55,21 @@ public struct HealthChecker: Sendable {
                 let ch = try await (resolved.map { bootstrap.connect(to: $0) }
                     ?? bootstrap.connect(host: target.host, port: target.port)).get()
                 try? await ch.close()
-                return result(true, "tcp connect ok")
+                return (true, "tcp connect ok")
             } catch {
-                return result(false, "tcp connect: \(error)")
+                return (false, "tcp connect: \(error)")
             }
         case .exec:
             let argv = c.command.map {
                 $0.replacingOccurrences(of: "{host}", with: target.host).replacingOccurrences(of: "{port}", with: "\(target.port)")
             }
             switch await runCommand(argv, timeout: c.timeout) {
-            case .exited(let status): return result(status == 0, "exec: exit \(status)")
-            case .timedOut: return result(false, "exec: timed out after \(c.timeout) s")
-            case .cannotStart: return result(false, "exec: cannot start \(argv[0])")
+            case .exited(let status): return (status == 0, "exec: exit \(status)")
+            case .timedOut: return (false, "exec: timed out after \(c.timeout) s")
+            case .cannotStart: return (false, "exec: cannot start \(argv[0])")
             }
         case .http, .https:
-            return await httpCheck(target, c, start: start)
+            return await httpProbe(target, c)
         }
     }
 }
@@ -95,10 +98,7 @@ extension HealthChecker {
 
     /// GET `path`; healthy when the status is `expect_status` and the body holds `expect_body` (if set),
     /// all within `timeout`. A server that accepts but never answers fails by the timeout.
-    func httpCheck(_ target: Endpoint, _ c: CheckConfig, start: Date) async -> BackendHealth.CheckResult {
-        func result(_ ok: Bool, _ detail: String) -> BackendHealth.CheckResult {
-            .init(ok: ok, latency: Date().timeIntervalSince(start), detail: detail, at: Date())
-        }
+    func httpProbe(_ target: Endpoint, _ c: CheckConfig) async -> (Bool, String) {
         let url = "\(c.kind == .https ? "https" : "http")://\(target)\(c.path.hasPrefix("/") ? c.path : "/" + c.path)"
         var request = HTTPClientRequest(url: url)
         request.method = .GET
@@ -107,18 +107,18 @@ extension HealthChecker {
             let response = try await client.execute(request, timeout: .milliseconds(Int64(c.timeout * 1000)))
             let body = try await response.body.collect(upTo: 1 << 20)
             guard Int(response.status.code) == c.expectStatus else {
-                return result(false, "http: status \(response.status.code), expected \(c.expectStatus)")
+                return (false, "http: status \(response.status.code), expected \(c.expectStatus)")
             }
             if let want = c.expectBody, !String(buffer: body).contains(want) {
-                return result(false, "http: body lacks \"\(want)\"")
+                return (false, "http: body lacks \"\(want)\"")
             }
-            return result(true, "http \(response.status.code)")
+            return (true, "http \(response.status.code)")
         } catch {
             let text = "\(error)"
             if text.contains("CERTIFICATE_VERIFY_FAILED") {
-                return result(false, "https: the certificate is not trusted (set ca_file, or tls_verify: false)")
+                return (false, "https: the certificate is not trusted (set ca_file, or tls_verify: false)")
             }
-            return result(false, "http: \(text)")
+            return (false, "http: \(text)")
         }
     }
 }

@@ -294,15 +294,12 @@ public final class Restorer: Sendable {
     static func loadInOrder(_ ids: [ID], repo: Repository, window: Int = 2,
                             _ body: (ID, Result<[UInt8], any Error>) async -> Bool) async -> Bool {
         if ids.count <= 1 {
-            for id in ids {
-                let r: Result<[UInt8], any Error>
-                do { r = .success(try await repo.loadBlob(.data, id)) } catch { r = .failure(error) }
-                if await !body(id, r) { return false }
-            }
-            return true
+            // Small files (nearly all of them): no task group.
+            guard let id = ids.first else { return true }
+            return await body(id, loadIndexed(0, id, repo).1)
         }
         // (No nested function that calls `g.addTask`: with Swift 6.3.1 -O that pattern here made every child
-        // task return the first index; see the stop-9 note.)
+        // task return the first index; see docs/ARCHITECTURE.md.)
         return await withTaskGroup(of: (Int, Result<[UInt8], any Error>).self) { g in
             var launched = 0
             var ready: [Int: Result<[UInt8], any Error>] = [:]
