@@ -2,6 +2,11 @@
 #include <fcntl.h>
 #include <sys/xattr.h>
 #include "lifeboat_sys.h"
+#include <errno.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/openat2.h>
 
 ssize_t lb_llistxattr(const char *path, char *list, size_t size) { return llistxattr(path, list, size); }
 ssize_t lb_lgetxattr(const char *path, const char *name, void *value, size_t size) { return lgetxattr(path, name, value, size); }
@@ -20,4 +25,18 @@ void lb_tune_malloc(void) {
     // 1 GB backup, 0.5 s of system time). Keep up to 8 MiB free at the top of each arena instead (32 MiB saved
     // no more faults and kept more memory resident).
     mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024);
+}
+
+int lb_open_beneath(int dirfd, const char *path, int flags, mode_t mode) {
+#ifdef SYS_openat2
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = (unsigned long long)flags;
+    how.mode = (flags & O_CREAT) ? mode : 0;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
 }

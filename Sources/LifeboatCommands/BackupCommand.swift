@@ -36,6 +36,11 @@ struct BackupCommand: AsyncParsableCommand {
             let repo = try await global.open(compression: compression, dryRun: dryRun)
             return try await withRepositoryLock(repo, .shared, "backup") {
             try await repo.loadIndex()
+            // A pack the index names but storage lost must not be referenced again: its data is stored anew.
+            let missing = try await repo.forgetMissingPacks()
+            if !missing.isEmpty {
+                out.warn("warning: \(missing.count) pack\(missing.count == 1 ? " is" : "s are") named by the index but missing from the repository (\(missing.prefix(5).map(\.short).joined(separator: ", "))\(missing.count > 5 ? ", …" : "")): their data is stored again if it is still on disk; run `lifeboat repair index` and `lifeboat repair snapshots`")
+            }
             var opts = BackupOptions()
             opts.paths = paths
             opts.excludes = excludes

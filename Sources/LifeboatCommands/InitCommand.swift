@@ -26,7 +26,7 @@ struct InitCommand: AsyncParsableCommand {
             var opts = InitOptions()
             opts.chunker = ChunkerParameters(min: chunkMin, avg: chunkAvg, max: chunkMax)
             opts.compression = mode
-            opts.packSize = packSizeMiB * 1024 * 1024
+            opts.packSize = try Bounds.check(packSizeMiB, 1...512, "--pack-size (MiB)") << 20
             if let from = copyChunkerParamsFrom {
                 let src = try await SourceRepositoryOptions.open(global, location: from, passwordFile: fromPasswordFile)
                 opts.chunker = src.config.chunker

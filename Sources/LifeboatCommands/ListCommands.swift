@@ -54,6 +54,7 @@ struct LsCommand: AsyncParsableCommand {
     func run() async throws {
         try await runCommand(global) {
             let repo = try await global.open()
+            return try await withRepositoryLock(repo, .shared, "ls", readOnly: global) {
             try await repo.loadIndex()
             let (id, snap) = try await repo.findSnapshot(snapshot, filter: filter.filter)
             if global.json { print(Output.encode(snapshotJSON(id, snap).merging(["struct_type": "snapshot"]) { a, _ in a })) }
@@ -76,6 +77,7 @@ struct LsCommand: AsyncParsableCommand {
                 return above
             }
             return 0
+            }
         }
     }
 }
@@ -94,6 +96,7 @@ struct FindCommand: AsyncParsableCommand {
     func run() async throws {
         try await runCommand(global) {
             let repo = try await global.open()
+            return try await withRepositoryLock(repo, .shared, "find", readOnly: global) {
             try await repo.loadIndex()
             var snaps = try await repo.listSnapshots().filter { filter.filter.matches($0.snapshot) }
             if !snapshots.isEmpty {
@@ -123,6 +126,7 @@ struct FindCommand: AsyncParsableCommand {
             }
             if found == 0 && !global.json { print("no matches") }
             return 0
+            }
         }
     }
 }
@@ -136,6 +140,7 @@ struct DiffCommand: AsyncParsableCommand {
     func run() async throws {
         try await runCommand(global) {
             let repo = try await global.open()
+            return try await withRepositoryLock(repo, .shared, "diff", readOnly: global) {
             try await repo.loadIndex()
             let a = try await repo.findSnapshot(first), b = try await repo.findSnapshot(second)
             var added = 0, removed = 0, modified = 0
@@ -175,6 +180,7 @@ struct DiffCommand: AsyncParsableCommand {
                 print("\nFiles: \(added) new, \(removed) removed, \(modified) changed")
             }
             return 0
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ struct CheckCommand: AsyncParsableCommand {
         try await runCommand(global) {
             let out = global.output
             let repo = try await global.open()
-            return try await withRepositoryLock(repo, .shared, "check") {
+            return try await withRepositoryLock(repo, .shared, "check", readOnly: global) {
                 var opts = CheckOptions()
                 if let subset { opts.readData = try ReadDataSubset(parsing: subset) } else if readData { opts.readData = .all }
                 let checker = Checker(repository: repo, options: opts)
@@ -58,6 +58,7 @@ struct StatsCommand: AsyncParsableCommand {
     func run() async throws {
         try await runCommand(global) {
             let repo = try await global.open()
+            return try await withRepositoryLock(repo, .shared, "stats", readOnly: global) {
             try await repo.loadIndex()
             var snaps = try await repo.listSnapshots().filter { filter.filter.matches($0.snapshot) }
             if !snapshots.isEmpty {
@@ -75,15 +76,15 @@ struct StatsCommand: AsyncParsableCommand {
                     let firstVisit = seenTrees.insert(t).inserted
                     for n in tree.nodes {
                         if let st = n.subtree { stack.append(st) }
-                        if n.type == .file { files += 1; restoreSize += n.size }
+                        if n.type == .file { files += 1; restoreSize = restoreSize.addingClamped(n.size) }
                         if firstVisit { for b in n.content ?? [] { blobs.insert(b) } }
                     }
                 }
             }
             let idx = repo.index
             var raw: UInt64 = 0, stored: UInt64 = 0
-            for b in blobs { if let l = idx.lookup(b, type: .data) { raw += UInt64(l.blob.rawLength); stored += UInt64(l.blob.length) } }
-            let packBytes = try await repo.backend.list(.data).reduce(UInt64(0)) { $0 + UInt64($1.size) }
+            for b in blobs { if let l = idx.lookup(b, type: .data) { raw = raw.addingClamped(UInt64(l.blob.rawLength)); stored = stored.addingClamped(UInt64(l.blob.length)) } }
+            let packBytes = try await repo.backend.list(.data).reduce(UInt64(0)) { $0.addingClamped(UInt64(max(0, $1.size))) }
             if global.json {
                 print(Output.encode(["snapshots_count": snaps.count, "total_file_count": files, "total_size": restoreSize,
                                      "total_blob_count": blobs.count, "total_uncompressed_size": raw, "total_stored_size": stored,
@@ -101,6 +102,7 @@ struct StatsCommand: AsyncParsableCommand {
                 if raw > 0 { print(String(format: "Deduplication ratio:   %.2fx, compression ratio %.2fx", Double(restoreSize) / Double(raw), stored > 0 ? Double(raw) / Double(stored) : 0)) }
             }
             return 0
+            }
         }
     }
 }
@@ -132,8 +134,9 @@ struct ForgetCommand: AsyncParsableCommand {
                 if !ids.isEmpty {
                     var n = 0
                     for i in ids {
-                        let (id, _) = try await repo.findSnapshot(i)
-                        if !dryRun { try await repo.backend.delete(Handle(.snapshots, id.hex)) }
+                        // By the listing: a damaged snapshot can be removed by its ID too.
+                        let id = i == "latest" ? try await repo.findSnapshot(i, filter: filter.filter).id : try await repo.snapshotID(prefix: i)
+                        if !dryRun { try await repo.delete(Handle(.snapshots, id.hex)) }
                         out.line("removed snapshot \(id.short)\(dryRun ? " (dry run)" : "")")
                         out.emit(["message_type": "removed", "id": id.hex, "dry_run": dryRun])
                         n += 1
@@ -254,12 +257,17 @@ struct KeyList: AsyncParsableCommand {
             let repo = try await global.open()
             let keys = try await repo.listKeys()
             if global.json {
-                print(Output.encode(keys.map { ["id": $0.id.hex, "current": $0.id == repo.keyID, "userName": $0.key.username,
-                                                 "hostName": $0.key.hostname, "created": $0.key.created] as [String: Any] }))
+                print(Output.encode(keys.map { k -> [String: Any] in
+                    var o: [String: Any] = ["id": k.id.hex, "current": k.id == repo.keyID]
+                    if let kf = k.key { o["userName"] = kf.username; o["hostName"] = kf.hostname; o["created"] = kf.created }
+                    if let p = k.problem { o["problem"] = p }
+                    return o
+                }))
             } else {
                 print(" ID        User        Host                 Created")
                 for k in keys {
-                    print("\(k.id == repo.keyID ? "*" : " ")\(k.id.short)  \(k.key.username.padding(toLength: 10, withPad: " ", startingAt: 0))  \(k.key.hostname.padding(toLength: 20, withPad: " ", startingAt: 0)) \(k.key.created.prefix(19))")
+                    guard let kf = k.key else { print(" \(k.id.short)  (\(k.problem ?? "unreadable"))"); continue }
+                    print("\(k.id == repo.keyID ? "*" : " ")\(k.id.short)  \(kf.username.padding(toLength: 10, withPad: " ", startingAt: 0))  \(kf.hostname.padding(toLength: 20, withPad: " ", startingAt: 0)) \(kf.created.prefix(19))")
                 }
             }
             return 0

@@ -113,8 +113,8 @@ struct ReplicateCommand: AsyncParsableCommand {
                             out.emit(["message_type": "snapshot_copied", "site": site.name, "source": from.hex, "destination": to.hex])
                         }
                     }
-                    s.snapshotsCopied += report.copied.count
-                    s.bytesSent += report.bytesSent
+                    s.snapshotsCopied = s.snapshotsCopied.addingReportingOverflow(report.copied.count).overflow ? Int.max : s.snapshotsCopied + report.copied.count
+                    s.bytesSent = s.bytesSent.addingClamped(report.bytesSent)
                     if !report.stopped {
                         s.lastSuccess = Timestamp.format(currentTime())
                         s.consecutiveFailures = 0
@@ -127,7 +127,7 @@ struct ReplicateCommand: AsyncParsableCommand {
                     allOK = false
                     s.lastError = describe(error)
                     s.lastErrorTime = Timestamp.format(currentTime())
-                    s.consecutiveFailures += 1
+                    s.consecutiveFailures = s.consecutiveFailures == Int.max ? Int.max : s.consecutiveFailures + 1
                     out.warn("\(site.name): \(s.lastError!)")
                     out.emit(["message_type": "site_error", "site": site.name, "error": s.lastError!])
                 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import Glibc
 import LifeboatCore
 import LifeboatRepository
@@ -23,7 +24,7 @@ struct RestoreCommand: AsyncParsableCommand {
             }
             let out = global.output
             let repo = try await global.open()
-            return try await withRepositoryLock(repo, .shared, "restore") {
+            return try await withRepositoryLock(repo, .shared, "restore", readOnly: global) {
                 try await repo.loadIndex()
                 let (ref, sub) = splitSnapshotRef(snapshot)
                 let (id, snap) = try await repo.findSnapshot(ref, filter: filter.filter)
@@ -51,10 +52,10 @@ struct RestoreCommand: AsyncParsableCommand {
                 let p = restorer.progress
                 let errors = restorer.errors
                 for e in errors { out.warn("error: \(e.path): \(e.message)") }
-                out.info("restored \(p.filesDone) files, \(formatBytes(p.bytesDone)) in \(formatDuration(Date().timeIntervalSince(start)))\(p.filesSkipped > 0 ? ", \(p.filesSkipped) skipped" : "")\(verify ? ", \(p.filesVerified) verified" : "")")
+                out.info("restored \(p.filesDone) files, \(formatBytes(p.bytesDone)) in \(formatDuration(Date().timeIntervalSince(start)))\(p.filesSkipped > 0 ? ", \(p.filesSkipped) skipped" : "")\(verify ? ", \(p.filesVerified) verified" : ""); \(p.packReads) pack reads")
                 out.emit(["message_type": "summary", "files_restored": p.filesDone, "files_skipped": p.filesSkipped,
                           "files_verified": p.filesVerified, "bytes_restored": p.bytesDone, "total_files": p.totalFiles,
-                          "seconds_elapsed": Date().timeIntervalSince(start), "error_count": errors.count,
+                          "seconds_elapsed": Date().timeIntervalSince(start), "error_count": errors.count, "pack_reads": p.packReads,
                           "errors": errors.map { ["path": $0.path, "message": $0.message] }])
                 return errors.isEmpty ? 0 : ExitStatus.partial
             }
@@ -72,12 +73,13 @@ struct DumpCommand: AsyncParsableCommand {
     func run() async throws {
         try await runCommand(global) {
             let repo = try await global.open()
+            return try await withRepositoryLock(repo, .shared, "dump", readOnly: global) {
             try await repo.loadIndex()
             let (_, snap) = try await repo.findSnapshot(snapshot, filter: filter.filter)
             let node = try await Restorer.resolve(repo: repo, tree: snap.tree, subpath: path)
             let w = StdoutWriter()
             if node.type == .file {
-                for id in node.content ?? [] { try w.write(try await repo.loadBlob(.data, id)) }
+                try await writeContent(repo, node, path: path, to: w)
             } else if node.type == .dir {
                 let tar = TarWriter(out: w)
                 let base = node.name.isEmpty ? "" : node.nameString
@@ -87,13 +89,52 @@ struct DumpCommand: AsyncParsableCommand {
             } else {
                 throw LifeboatError.invalid("\(path) is a \(node.type.rawValue), not a file or directory")
             }
-            return 0
+            for e in DumpCommand.problems.withLock({ $0 }) { global.output.warn("error: \(e)") }
+            return DumpCommand.problems.withLock { $0.isEmpty } ? 0 : ExitStatus.partial
+            }
+        }
+    }
+
+    /// Problems met while dumping (damaged data, unsafe names): reported at the end, exit code 3.
+    static let problems = Mutex<[String]>([])
+
+    /// Writes exactly `node.size` bytes: the file's blobs in order, a damaged blob as zeros of its length (so
+    /// that a tar stream stays in step with the sizes in its headers), cut or padded to the recorded size.
+    func writeContent(_ repo: Repository, _ node: Node, path: String, to w: StdoutWriter) async throws {
+        var left = node.size
+        for id in node.content ?? [] where left > 0 {
+            var data: [UInt8]
+            do { data = try await repo.loadBlob(.data, id) } catch {
+                DumpCommand.problems.withLock { $0.append("\(path): \(error)") }
+                let len = repo.index.lookup(id, type: .data).map { UInt64($0.blob.rawLength) } ?? left
+                data = [UInt8](repeating: 0, count: Int(min(len, left, 1 << 30)))
+            }
+            if UInt64(data.count) > left { data.removeLast(data.count - Int(left)) }
+            try w.write(data)
+            left -= UInt64(data.count)
+        }
+        if left > 0 {
+            DumpCommand.problems.withLock { $0.append("\(path): the stored content is \(left) bytes shorter than the recorded size; padded with zeros") }
+            while left > 0 {
+                let n = Int(min(left, 1 << 20))
+                try w.write([UInt8](repeating: 0, count: n))
+                left -= UInt64(n)
+            }
         }
     }
 
     func dumpTree(_ repo: Repository, _ tree: ID?, prefix: String, tar: TarWriter) async throws {
         guard let tree else { return }
-        for n in try await repo.loadTree(tree).nodes {
+        let t: Tree
+        do { t = try await repo.loadTree(tree) } catch {
+            DumpCommand.problems.withLock { $0.append("\(prefix.isEmpty ? "/" : prefix): directory contents are damaged: \(error)") }
+            return
+        }
+        for n in t.nodes {
+            guard Node.isSafeName(n.name) else {
+                DumpCommand.problems.withLock { $0.append("\(prefix)/\(n.nameString): an entry with an unsafe name is left out") }
+                continue
+            }
             let p = prefix.isEmpty ? n.nameString : prefix + "/" + n.nameString
             switch n.type {
             case .dir:
@@ -101,7 +142,7 @@ struct DumpCommand: AsyncParsableCommand {
                 try await dumpTree(repo, n.subtree, prefix: p, tar: tar)
             case .file:
                 try tar.header(path: p, node: n)
-                for id in n.content ?? [] { try tar.out.write(try await repo.loadBlob(.data, id)) }
+                try await writeContent(repo, n, path: p, to: tar.out)
                 try tar.pad(n.size)
             default:
                 try tar.header(path: p, node: n)

@@ -52,7 +52,7 @@ public struct LifeboatCommand: AsyncParsableCommand {
         subcommands: [
             InitCommand.self, BackupCommand.self, SnapshotsCommand.self, LsCommand.self, DiffCommand.self,
             RestoreCommand.self, DumpCommand.self, FindCommand.self, StatsCommand.self, CheckCommand.self,
-            ForgetCommand.self, PruneCommand.self, UnlockCommand.self, KeyCommand.self, CopyCommand.self, ReplicateCommand.self, SitesCommand.self, ServeCommand.self, ProxyCommand.self, VersionCommand.self,
+            ForgetCommand.self, PruneCommand.self, RepairCommand.self, UnlockCommand.self, KeyCommand.self, CopyCommand.self, ReplicateCommand.self, SitesCommand.self, ServeCommand.self, ProxyCommand.self, VersionCommand.self,
         ]
     )
     public init() {}
@@ -74,7 +74,7 @@ extension LifeboatCommand {
     /// Moves global options written before the subcommand to after it (and after `key`'s own subcommand).
     public static func movingGlobalOptions(_ args: [String]) -> [String] {
         let withValue: Set<String> = ["-r", "--repo", "--password-file", "--cacert", "--timeout", "--s3-object-lock-days", "--s3-object-lock-mode", "--cache-dir"]
-        let flags: Set<String> = ["--json", "-q", "--quiet", "--no-cache"]
+        let flags: Set<String> = ["--json", "-q", "--quiet", "--no-cache", "--no-lock"]
         var globals: [String] = []
         var i = 0
         while i < args.count {

@@ -3,10 +3,12 @@ import Foundation
 import Glibc
 import LifeboatCompression
 import LifeboatCore
+import LifeboatCrypto
 import LifeboatHTTP
 import LifeboatREST
 import LifeboatRepository
 import LifeboatS3
+import LifeboatSites
 import LifeboatSnapshot
 import LifeboatStorage
 
@@ -42,6 +44,9 @@ public struct GlobalOptions: ParsableArguments {
     @Flag(name: .shortAndLong, help: "Print only errors and results.")
     var quiet = false
 
+    @Flag(name: .customLong("no-lock"), help: "Read-only commands: take no lock (for read-only media; a concurrent prune may then remove what is being read).")
+    var noLock = false
+
     public init() {}
 
     var env: [String: String] { ProcessInfo.processInfo.environment }
@@ -56,12 +61,13 @@ public struct GlobalOptions: ParsableArguments {
     /// The backend for `location` (default: the repository option), wrapped in the retry decorator and,
     /// for remote sites, the metadata cache. `environment` supplies credentials (default: the process's).
     func backend(location: String? = nil, environment: [String: String]? = nil) async throws -> any Backend {
-        var http = HTTPOptions.fromEnvironment()
+        try GlobalOptions.validateEnvironment(env)
+        var http = try HTTPOptions.validatedFromEnvironment(env)
         if let cacert { http.caCertFile = cacert }
-        if let timeout, timeout > 0 { http.readTimeout = timeout }
+        if let timeout { http.readTimeout = try Bounds.check(timeout, HTTPOptions.timeoutRange, "--timeout") }
         var lock: ObjectLock? = nil
         if let days = objectLockDays {
-            guard days > 0 else { throw LifeboatError.invalid("--s3-object-lock-days must be at least 1") }
+            _ = try Bounds.check(days, 1...36500, "--s3-object-lock-days")
             guard let mode = ObjectLock.Mode(rawValue: objectLockMode.uppercased()) else {
                 throw LifeboatError.invalid("invalid --s3-object-lock-mode \"\(objectLockMode)\": use governance or compliance")
             }
@@ -70,11 +76,23 @@ public struct GlobalOptions: ParsableArguments {
         let out = output
         let remote = try await makeBackend(try location ?? repositoryLocation(), http: http, objectLock: lock,
                                            environment: environment ?? env)
-        let retrying = RetryingBackend(remote) { what, attempt, error in
+        let retrying = RetryingBackend(remote, policy: try RetryPolicy.validatedFromEnvironment(env)) { what, attempt, error in
             out.warn("\(what) failed (attempt \(attempt)): \(error.message); retrying")
         }
         if remote is LocalBackend || noCache { return retrying }
         return CachingBackend(retrying, cacheRoot: cacheDir ?? CachingBackend.defaultRoot())
+    }
+
+    /// Rejects `LIFEBOAT_*` numbers that are out of range, with the variable's name, before anything uses them
+    /// (the library's non-throwing readers fall back to defaults).
+    static func validateEnvironment(_ env: [String: String]) throws {
+        _ = try HTTPOptions.validatedFromEnvironment(env)
+        _ = try RetryPolicy.validatedFromEnvironment(env)
+        _ = try ScryptParameters.validatedFromEnvironment(env)
+        try LockTiming.validateEnvironment(env)
+        if let s = env["LIFEBOAT_NOW"], !s.isEmpty, currentTimeOverride(s) == nil {
+            throw LifeboatError.invalid("LIFEBOAT_NOW must be an RFC 3339 time or Unix seconds between 1970 and 9999 (got \"\(s)\")")
+        }
     }
 
     func password(confirm: Bool = false, prompt: String = "enter password for repository: ") throws -> String {
@@ -100,7 +118,10 @@ public struct GlobalOptions: ParsableArguments {
             guard let m = CompressionMode(rawValue: c) else { throw LifeboatError.invalid("invalid --compression \"\(c)\": use off, fast, auto or max") }
             mode = m
         }
-        return try await Repository.open(backend: b, password: pw, compression: mode, dryRun: dryRun)
+        let repo = try await Repository.open(backend: b, password: pw, compression: mode, dryRun: dryRun)
+        let out = output
+        repo.onDamage { out.warn("warning: \($0)") }
+        return repo
     }
 
     var output: Output { Output(json: json, quiet: quiet) }
@@ -220,7 +241,7 @@ final class Ticker: Sendable {
         task = Task {
             var ticks = 0
             while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: UInt64(interval * 1e9))
+                try? await Task.sleep(nanoseconds: Bounds.nanoseconds(interval))
                 if Task.isCancelled { break }
                 ticks += 1
                 let r = render()
@@ -247,7 +268,7 @@ func formatBytes(_ b: UInt64) -> String {
 }
 
 func formatDuration(_ s: Double) -> String {
-    guard s.isFinite, s >= 0 else { return "--:--" }
+    guard s.isFinite, s >= 0, s < 1e12 else { return "--:--" }
     let t = Int(s)
     return t >= 3600 ? String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : String(format: "%d:%02d", t / 60, t % 60)
 }
@@ -259,7 +280,7 @@ func progressLine(start: Date, files: Int, totalFiles: Int, bytes: UInt64, total
     var s = "[\(formatDuration(el))]"
     if totalBytes > 0 { s += String(format: " %5.1f%%", min(100, Double(bytes) * 100 / Double(totalBytes))) }
     s += " \(files)\(totalFiles > 0 ? "/\(totalFiles)" : "") files \(formatBytes(bytes))\(totalBytes > 0 ? "/\(formatBytes(totalBytes))" : "")"
-    s += " \(formatBytes(UInt64(rate)))/s"
+    s += " \(formatBytes(rate.isFinite && rate < 1.8e19 ? UInt64(max(0, rate)) : UInt64.max))/s"
     if scanDone && rate > 0 && totalBytes > bytes { s += " ETA \(formatDuration(Double(totalBytes - bytes) / rate))" }
     return s
 }
@@ -293,9 +314,20 @@ func snapshotJSON(_ id: ID, _ s: Snapshot) -> [String: Any] {
 }
 
 /// Runs `body` while holding a repository lock; releases it on every path.
-func withRepositoryLock<T>(_ repo: Repository, _ kind: LockInfo.Kind, _ operation: String,
+///
+/// Read-only commands pass `readOnly` (their options): with `--no-lock` they take no lock, and when the lock
+/// cannot be written because the repository is on read-only media (or the credentials may only read), they
+/// warn and go on without one, as nothing they do can damage the repository.
+func withRepositoryLock<T>(_ repo: Repository, _ kind: LockInfo.Kind, _ operation: String, readOnly: GlobalOptions? = nil,
                            _ body: () async throws -> T) async throws -> T {
-    let lock = try await repo.lock(kind, operation: operation)
+    if let g = readOnly, g.noLock { return try await body() }
+    let lock: RepositoryLock
+    do {
+        lock = try await repo.lock(kind, operation: operation)
+    } catch let e as StorageError where readOnly != nil && e.kind == .permanent {
+        readOnly?.output.warn("warning: cannot create a lock (\(e.message)); the repository looks read-only, so \(operation) goes on without one")
+        return try await body()
+    }
     for l in lock.staleLocks.withLock({ $0 }) {
         FileHandle.standardError.write(Data("warning: stale lock \(l.id.short) of \(l.info.operation) by PID \(l.info.pid) on \(l.info.hostname) (refreshed \(l.info.refreshed)) is ignored; `lifeboat unlock` removes it\n".utf8))
     }

@@ -58,6 +58,9 @@ public enum Zstd {
 
     /// Decompresses `input` that must expand to exactly `rawLength` bytes.
     public static func decompress(_ input: UnsafeRawBufferPointer, rawLength: Int) throws -> [UInt8] {
+        // `rawLength` comes from a repository object, which a hostile writer controls: check it against the
+        // frame before allocating, so a 20-byte object cannot make us reserve gigabytes.
+        try checkExpansion(input, rawLength: rawLength)
         var error: String? = nil
         let out = [UInt8](unsafeUninitializedCapacity: rawLength) { buf, count in
             let n = ZSTD_decompress(buf.baseAddress, rawLength, input.baseAddress, input.count)
@@ -71,5 +74,28 @@ public enum Zstd {
         }
         if let error { throw CompressionError.failed(error) }
         return out
+    }
+
+    /// The most any input may expand to: zstd's best case (a run-length block of 128 KiB costs 4 bytes, so about
+    /// 32,768:1) bounded by 1 GiB, the largest object Lifeboat ever writes.
+    public static let maxExpansion = 32_768
+    public static let maxRawLength = 1 << 30
+
+    /// Throws unless `rawLength` is plausible for `input`: not negative, within `maxRawLength` and the best
+    /// ratio zstd achieves, and equal to the content size the frame declares (when it declares one).
+    public static func checkExpansion(_ input: UnsafeRawBufferPointer, rawLength: Int) throws {
+        guard rawLength >= 0, rawLength <= maxRawLength else {
+            throw CompressionError.failed("declared size \(rawLength) is out of range")
+        }
+        let (bound, overflow) = input.count.multipliedReportingOverflow(by: maxExpansion)
+        guard overflow || rawLength <= bound + 64 else {
+            throw CompressionError.failed("declared size \(rawLength) is impossible for \(input.count) compressed bytes")
+        }
+        let declared = ZSTD_getFrameContentSize(input.baseAddress, input.count)
+        // ZSTD_CONTENTSIZE_ERROR is (0ULL - 2) and ZSTD_CONTENTSIZE_UNKNOWN (0ULL - 1) in zstd.h.
+        if declared == UInt64.max - 1 { throw CompressionError.failed("not a zstd frame") }
+        if declared != UInt64.max && declared != UInt64(rawLength) {
+            throw CompressionError.failed("the frame holds \(declared) bytes, the object declares \(rawLength)")
+        }
     }
 }

@@ -77,11 +77,16 @@ public struct YAMLReader: Sendable {
         return v
     }
 
-    /// A positive duration in seconds: `100ms`, `30s`, `5m`, `1h30m`, `2d` or a bare number of seconds.
-    public func duration(_ m: Yams.Node.Mapping, _ k: String) throws -> Double? {
+    /// A positive duration in seconds: `100ms`, `30s`, `5m`, `1h30m`, `2d` or a bare number of seconds, within
+    /// `range` (default: 1 ms to 365 days). `1e300`, `inf` and `nan` are errors here, not traps later.
+    public func duration(_ m: Yams.Node.Mapping, _ k: String,
+                         _ range: ClosedRange<Double> = 0.001...(365 * 86400)) throws -> Double? {
         guard let n = m[k] else { return nil }
         guard let s = n.string, let v = parseDuration(s), v > 0 else {
             throw error(n, "`\(k)` must be a duration such as 100ms, 30s, 5m or 1h")
+        }
+        guard range.contains(v) else {
+            throw error(n, "`\(k)` must be between \(describeSeconds(range.lowerBound)) and \(describeSeconds(range.upperBound)) (got \(s))")
         }
         return v
     }
@@ -90,6 +95,18 @@ public struct YAMLReader: Sendable {
 /// Seconds in `100ms`, or in what `parseSeconds` reads (`90`, `30s`, `1h30m`, `2d`).
 public func parseDuration(_ s: String) -> Double? {
     let t = s.trimmingCharacters(in: .whitespaces)
-    if t.hasSuffix("ms") { return Double(t.dropLast(2)).map { $0 / 1000 } }
+    if t.hasSuffix("ms") {
+        guard let v = try? parseSeconds(String(t.dropLast(2))) else { return nil }
+        return v / 1000
+    }
     return try? parseSeconds(t)
+}
+
+/// `100ms`, `30s`, `5m`, `2h` or `3d`, for messages about durations.
+public func describeSeconds(_ v: Double) -> String {
+    if v < 1 { return "\(Int((v * 1000).rounded()))ms" }
+    for (unit, size) in [("d", 86400.0), ("h", 3600.0), ("m", 60.0)] where v >= size && v.truncatingRemainder(dividingBy: size) == 0 {
+        return "\(Int(v / size))\(unit)"
+    }
+    return v == v.rounded() ? "\(Int(v))s" : "\(v)s"
 }

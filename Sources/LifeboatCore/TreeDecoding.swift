@@ -48,12 +48,16 @@ struct TreeReader {
                 case 0x74: out.append(0x09)
                 case 0x75:
                     var scalar = try hex4()
-                    if scalar >= 0xD800 && scalar < 0xDC00, i + 1 < b.count, b[i] == 0x5C, b[i + 1] == 0x75 {
+                    if scalar >= 0xD800 && scalar < 0xDC00 {
+                        // A high surrogate must be followed by an escaped low one; anything else is damage
+                        // (the encoder writes names that are not valid UTF-8 as name_b64, never as surrogates).
+                        guard i + 1 < b.count, b[i] == 0x5C, b[i + 1] == 0x75 else { throw fail("lone UTF-16 surrogate") }
                         i += 2
                         let low = try hex4()
+                        guard low >= 0xDC00 && low < 0xE000 else { throw fail("lone UTF-16 surrogate") }
                         scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
                     }
-                    guard let u = Unicode.Scalar(scalar) else { throw fail("bad \\u escape") }
+                    guard let u = Unicode.Scalar(scalar) else { throw fail("bad \\u escape (lone surrogate?)") }
                     out.append(contentsOf: Array(String(Character(u)).utf8))
                 default: throw fail("bad escape")
                 }
@@ -134,24 +138,31 @@ struct TreeReader {
         return Array(d)
     }
 
+    /// Nesting allowed in values the reader skips (unknown keys). The tree schema itself nests five deep, so
+    /// a deeper value is damage or an attack (200,000 brackets would otherwise exhaust the stack).
+    static let maxSkipDepth = 32
+
     /// Skips any JSON value.
-    mutating func skip() throws {
+    mutating func skip(depth: Int = 0) throws {
         ws()
         guard i < b.count else { throw fail("unexpected end") }
+        guard depth < TreeReader.maxSkipDepth else { throw fail("values nested deeper than \(TreeReader.maxSkipDepth) levels") }
         switch b[i] {
         case 0x22: _ = try string()
         case 0x7B:
             i += 1
             if take(0x7D) { return }
-            repeat { _ = try string(); try expect(0x3A); try skip() } while take(0x2C)
+            repeat { _ = try string(); try expect(0x3A); try skip(depth: depth + 1) } while take(0x2C)
             try expect(0x7D)
         case 0x5B:
             i += 1
             if take(0x5D) { return }
-            repeat { try skip() } while take(0x2C)
+            repeat { try skip(depth: depth + 1) } while take(0x2C)
             try expect(0x5D)
         default:
+            let start = i
             while i < b.count, ![0x2C, 0x7D, 0x5D, 0x20, 0x0A, 0x0D, 0x09].contains(b[i]) { i += 1 }
+            guard i > start else { throw fail("expected a value") }
         }
     }
 
@@ -197,7 +208,10 @@ struct TreeReader {
             case "inode": n.inode = try r.uint64()
             case "device": n.device = try r.uint64()
             case "links": n.links = try r.uint64()
-            case "size": n.size = try r.uint64()
+            case "size":
+                // Sizes are file offsets (off_t) everywhere they are used.
+                n.size = try r.uint64()
+                guard n.size <= UInt64(Int64.max) else { throw r.fail("file size \(n.size) is out of range") }
             case "rdev": n.rdev = try r.uint64()
             case "linktarget": n.linkTarget = try r.string()
             case "linktarget_b64": n.linkTarget = try r.base64()
@@ -239,6 +253,11 @@ struct TreeReader {
         }
         ws()
         guard i == b.count else { throw fail("trailing bytes") }
+        // Lookups by name (restore SNAPSHOT:PATH, the parent of a backup) search sorted names: a crafted tree
+        // with names out of order or repeated would hide entries from them, so it is damage.
+        for k in nodes.indices.dropFirst() where !nodes[k - 1].name.lexicographicallyPrecedes(nodes[k].name) {
+            throw LifeboatError.corrupt("tree does not decode: entry names are out of order or repeated at \"\(nodes[k].nameString)\"")
+        }
         var t = Tree(nodes: [])
         t.nodes = nodes
         return t

@@ -135,13 +135,42 @@ public struct ScryptParameters: Codable, Sendable, Equatable {
     public static let `default` = ScryptParameters(n: 1 << 15, r: 8, p: 3)
     public init(n: Int, r: Int, p: Int) { self.n = n; self.r = r; self.p = p }
 
-    /// Reads `N,r,p` from `LIFEBOAT_KDF_PARAMS` (for tests only: cheap parameters make tests fast).
+    /// Reads `N,r,p` from `LIFEBOAT_KDF_PARAMS` (for tests only: cheap parameters make tests fast); an invalid
+    /// value is ignored here (the CLI rejects it at start-up through `validatedFromEnvironment`).
     public static func fromEnvironment() -> ScryptParameters {
-        guard let s = ProcessInfo.processInfo.environment["LIFEBOAT_KDF_PARAMS"] else { return .default }
-        let v = s.split(separator: ",").compactMap { Int($0) }
-        guard v.count == 3, v[0] > 1, v[0] & (v[0] - 1) == 0 else { return .default }
-        return ScryptParameters(n: v[0], r: v[1], p: v[2])
+        (try? validatedFromEnvironment()) ?? .default
     }
+
+    public static func validatedFromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> ScryptParameters {
+        guard let s = env["LIFEBOAT_KDF_PARAMS"], !s.isEmpty else { return .default }
+        let parts = s.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 3 else { throw LifeboatError.invalid("LIFEBOAT_KDF_PARAMS must be N,r,p (got \"\(s)\")") }
+        let p = ScryptParameters(n: try Bounds.integer(parts[0], 2...(1 << 20), "LIFEBOAT_KDF_PARAMS's N"),
+                                 r: try Bounds.integer(parts[1], 1...32, "LIFEBOAT_KDF_PARAMS's r"),
+                                 p: try Bounds.integer(parts[2], 1...16, "LIFEBOAT_KDF_PARAMS's p"))
+        if let problem = p.problem { throw LifeboatError.invalid("LIFEBOAT_KDF_PARAMS: \(problem)") }
+        return p
+    }
+
+    /// scrypt's memory is 128·N·r bytes and its work N·r·p. A key file is repository content that anybody
+    /// with write access can add, so opening one must not cost more than this: 256 MiB and 2^23 (about ten
+    /// times the default, some 5 s here).
+    public static let maxMemoryFactor = 1 << 21
+    public static let maxWork = 1 << 23
+
+    /// Why these parameters are unusable, or nil.
+    public var problem: String? {
+        guard n > 1, n & (n - 1) == 0, n <= 1 << 22 else { return "N must be a power of two up to 2^22 (got \(n))" }
+        guard (1...32).contains(r), (1...16).contains(p) else { return "r must be 1…32 and p 1…16 (got r=\(r), p=\(p))" }
+        guard n * r <= ScryptParameters.maxMemoryFactor else {
+            return "N·r = \(n * r) needs \((n * r) >> 13) MiB, more than the limit of 256 MiB"
+        }
+        guard n * r * p <= ScryptParameters.maxWork else { return "N·r·p = \(n * r * p) is above the limit of 2^23" }
+        return nil
+    }
+
+    /// Relative cost, to try cheap keys first.
+    public var cost: Int { n &* r &* p }
 }
 
 /// A key file (`keys/<id>`): the master key sealed under a key derived from one password.
@@ -176,8 +205,12 @@ public struct KeyFile: Codable, Sendable {
 
     /// Opens the master key; throws `.wrongPassword` when the password does not fit.
     public func open(password: String) throws -> MasterKey {
-        guard kdf == "scrypt", let salt = Data(base64Encoded: salt), let sealed = Data(base64Encoded: data) else {
-            throw LifeboatError(.corrupt, "key file is malformed")
+        guard kdf == "scrypt" else { throw LifeboatError(.corrupt, "key file names an unknown KDF \"\(kdf.prefix(40))\"") }
+        guard let salt = Data(base64Encoded: salt), let sealed = Data(base64Encoded: data) else {
+            throw LifeboatError(.corrupt, "key file is malformed (salt or data is not base64)")
+        }
+        guard sealed.count > Seal.tagSize, sealed.count < 4096 else {
+            throw LifeboatError(.corrupt, "key file holds \(sealed.count) sealed bytes, not a master key")
         }
         let kek = try KeyFile.deriveKey(password: password, salt: Array(salt), parameters: scrypt)
         guard let plain = try? Seal.open(sealed, key: kek, counter: 0) else {
@@ -191,10 +224,10 @@ public struct KeyFile: Codable, Sendable {
     }
 
     static func deriveKey(password: String, salt: [UInt8], parameters: ScryptParameters) throws -> SymmetricKey {
-        guard parameters.n > 1, parameters.n & (parameters.n - 1) == 0, parameters.r > 0, parameters.p > 0,
-              parameters.n <= 1 << 22, parameters.r <= 32, parameters.p <= 16 else {
-            throw LifeboatError(.corrupt, "key file has unusable scrypt parameters")
+        if let problem = parameters.problem {
+            throw LifeboatError(.corrupt, "key file has unusable scrypt parameters: \(problem)")
         }
+        guard (16...64).contains(salt.count) else { throw LifeboatError(.corrupt, "key file has a salt of \(salt.count) bytes") }
         do {
             return try KDF.Scrypt.deriveKey(from: Array(password.utf8), salt: salt, outputByteCount: 32,
                                             rounds: parameters.n, blockSize: parameters.r, parallelism: parameters.p)

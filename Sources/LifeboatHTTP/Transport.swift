@@ -1,4 +1,5 @@
 import Foundation
+import LifeboatCore
 import LifeboatStorage
 
 /// One HTTP request, as the remote backends build it.
@@ -69,15 +70,23 @@ public struct HTTPOptions: Sendable {
     public init() {}
 
     /// `LIFEBOAT_CONNECT_TIMEOUT`, `LIFEBOAT_TIMEOUT` (read/stall), `LIFEBOAT_CONNECTIONS`, `LIFEBOAT_CACERT`.
+    /// An invalid value is ignored here; the CLI rejects it at start-up through `validatedFromEnvironment`.
     public static func fromEnvironment() -> HTTPOptions {
-        let env = ProcessInfo.processInfo.environment
+        (try? validatedFromEnvironment()) ?? HTTPOptions()
+    }
+
+    /// The same, with every number range-checked: timeouts of 1 ms to 1 day, 1 to 256 connections.
+    public static func validatedFromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> HTTPOptions {
         var o = HTTPOptions()
-        if let v = env["LIFEBOAT_CONNECT_TIMEOUT"].flatMap(Double.init), v > 0 { o.connectTimeout = v }
-        if let v = env["LIFEBOAT_TIMEOUT"].flatMap(Double.init), v > 0 { o.readTimeout = v }
-        if let v = env["LIFEBOAT_CONNECTIONS"].flatMap(Int.init), v > 0 { o.connections = v }
+        if let v = try Bounds.environment("LIFEBOAT_CONNECT_TIMEOUT", HTTPOptions.timeoutRange, env) { o.connectTimeout = v }
+        if let v = try Bounds.environment("LIFEBOAT_TIMEOUT", HTTPOptions.timeoutRange, env) { o.readTimeout = v }
+        if let v = try Bounds.environmentInt("LIFEBOAT_CONNECTIONS", 1...256, env) { o.connections = v }
         if let v = env["LIFEBOAT_CACERT"], !v.isEmpty { o.caCertFile = v }
         return o
     }
+
+    /// Timeouts a user may set (seconds).
+    public static let timeoutRange: ClosedRange<Double> = 0.001...86400
 }
 
 /// Percent-encoding for URL path segments and query values (RFC 3986 unreserved characters only,

@@ -27,6 +27,8 @@ public struct IndexPack: Sendable, Equatable {
 ///     | per blob: type(u8) compressed(u8) offset(u32) length(u32) rawLength(u32) id(32)
 public enum IndexFormat {
     static let magic: [UInt8] = Array("LBI1".utf8)
+    /// The largest plaintext a blob may have (a chunk is at most the chunker's maximum; trees are far smaller).
+    public static let maxRawLength = 1 << 30
 
     public static func encode(_ packs: [IndexPack]) -> [UInt8] {
         var w = BinaryWriter()
@@ -54,7 +56,8 @@ public enum IndexFormat {
         guard try r.raw(4) == magic else { throw LifeboatError.corrupt("index has a bad magic number") }
         let n = Int(try r.u32())
         var packs: [IndexPack] = []
-        packs.reserveCapacity(min(n, 1 << 20))
+        // A pack record is at least 76 bytes: never reserve more than the bytes can hold.
+        packs.reserveCapacity(min(n, bytes.count / 76))
         for _ in 0..<n {
             let id = try r.id()
             let salt = try r.raw(32)
@@ -67,6 +70,12 @@ public enum IndexFormat {
                 guard let type = BlobType(rawValue: try r.u8()) else { throw LifeboatError.corrupt("index has an unknown blob type") }
                 let comp = try r.u8() == 1
                 let off = try r.u32(), len = try r.u32(), raw = try r.u32()
+                // Every number is checked here, once, so that readers can trust them: a blob lies inside a pack
+                // (after its salt, within 32-bit offsets), holds at least its tag, and expands to at most 1 GiB.
+                guard Int(off) >= PackFormat.headerStart, len >= 16, UInt64(off) + UInt64(len) <= UInt64(UInt32.max),
+                      Int(raw) <= IndexFormat.maxRawLength, comp || UInt64(len) == UInt64(raw) + 16 else {
+                    throw LifeboatError.corrupt("index has an impossible blob entry (offset \(off), length \(len), raw length \(raw))")
+                }
                 blobs.append(PackedBlob(type: type, id: try r.id(), offset: off, length: len, rawLength: raw, compressed: comp))
             }
             packs.append(IndexPack(id: id, salt: salt, markedAt: marked == 0 ? nil : marked, blobs: blobs))

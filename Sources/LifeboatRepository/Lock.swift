@@ -33,10 +33,16 @@ public struct LockInfo: Codable, Sendable, Equatable {
 /// How often held locks are refreshed, and when an unrefreshed lock counts as stale.
 public enum LockTiming {
     public static var refreshInterval: TimeInterval {
-        ProcessInfo.processInfo.environment["LIFEBOAT_LOCK_REFRESH"].flatMap(Double.init) ?? 60
+        (try? Bounds.environment("LIFEBOAT_LOCK_REFRESH", 0.01...3600)).flatMap { $0 } ?? 60
     }
     public static var staleAfter: TimeInterval {
-        ProcessInfo.processInfo.environment["LIFEBOAT_LOCK_STALE"].flatMap(Double.init) ?? 300
+        (try? Bounds.environment("LIFEBOAT_LOCK_STALE", 0.01...(7 * 86400))).flatMap { $0 } ?? 300
+    }
+
+    /// Throws if `LIFEBOAT_LOCK_REFRESH` or `LIFEBOAT_LOCK_STALE` is set to something out of range.
+    public static func validateEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws {
+        _ = try Bounds.environment("LIFEBOAT_LOCK_REFRESH", 0.01...3600, env)
+        _ = try Bounds.environment("LIFEBOAT_LOCK_STALE", 0.01...(7 * 86400), env)
     }
 }
 

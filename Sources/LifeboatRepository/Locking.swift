@@ -3,17 +3,82 @@ import LifeboatCore
 import LifeboatStorage
 import Synchronization
 
-/// A held lock. It refreshes itself in the background until `release()`.
+/// The lifetime of a held lock, as a pure state machine over an injected clock (unit-tested).
+///
+/// Other processes consider a lock stale `staleAfter` seconds after its last refresh. The holder stops trusting
+/// its lock much earlier, at half that time (`usableUntil`): by then a refresh has failed several times in a row
+/// (or the process was suspended), and the work the lock protects is fenced off (`Repository.checkFence`) long
+/// before anyone may remove the lock and sweep what the work still needs.
+public struct LockLease: Sendable, Equatable {
+    public let refreshInterval: TimeInterval
+    public let staleAfter: TimeInterval
+    public private(set) var lastRefresh: Date
+    public private(set) var lastFailure: String?
+
+    public init(refreshedAt: Date, refreshInterval: TimeInterval = LockTiming.refreshInterval, staleAfter: TimeInterval = LockTiming.staleAfter) {
+        self.lastRefresh = refreshedAt
+        self.refreshInterval = refreshInterval
+        self.staleAfter = staleAfter
+    }
+
+    /// The last moment the holder may rely on the lock.
+    public var usableUntil: Date { lastRefresh.addingTimeInterval(staleAfter / 2) }
+
+    public func isUsable(at now: Date) -> Bool { now < usableUntil }
+
+    public mutating func refreshed(at now: Date) { lastRefresh = now; lastFailure = nil }
+    public mutating func refreshFailed(_ why: String) { lastFailure = why }
+
+    /// When to try the next refresh: on schedule, or soon after a failure (several tries fit before `usableUntil`).
+    public func nextAttempt(after now: Date) -> Date {
+        if lastFailure == nil { return max(now, lastRefresh.addingTimeInterval(refreshInterval)) }
+        let retry = max(0.01, min(refreshInterval, staleAfter / 20))
+        return now.addingTimeInterval(retry)
+    }
+}
+
+/// Fences off writes and deletes once a lock that protects them can no longer be relied on. Shared by a
+/// repository handle and the handles derived from it (`Repository.with`).
+public final class LockFence: Sendable {
+    let leases = Mutex<[ObjectIdentifier: (lease: LockLease, lost: String?)]>([:])
+    let clock: @Sendable () -> Date
+    public init(clock: @escaping @Sendable () -> Date = { Date() }) { self.clock = clock }
+
+    func update(_ key: ObjectIdentifier, _ lease: LockLease, lost: String? = nil) {
+        leases.withLock { $0[key] = (lease, lost) }
+    }
+    func remove(_ key: ObjectIdentifier) { _ = leases.withLock { $0.removeValue(forKey: key) } }
+
+    /// Throws if any lock held through this handle is lost or has gone too long without a refresh.
+    public func check() throws {
+        let now = clock()
+        let problem = leases.withLock { l -> String? in
+            for (_, v) in l {
+                if let lost = v.lost { return lost }
+                if !v.lease.isUsable(at: now) {
+                    return "the repository lock was last refreshed at \(Timestamp.format(v.lease.lastRefresh))\(v.lease.lastFailure.map { " (refresh failed: \($0))" } ?? "")"
+                }
+            }
+            return nil
+        }
+        if let problem {
+            throw LifeboatError(.locked, "stopped: \(problem); others may soon consider the lock stale, so nothing more is written or deleted. Run the command again")
+        }
+    }
+}
+
+/// A held lock. It refreshes itself in the background until `release()`; if refreshing keeps failing, the
+/// repository's fence stops the work before the lock could look stale to anyone else.
 public final class RepositoryLock: Sendable {
     let repo: Repository
-    let current: Mutex<(id: ID, info: LockInfo)>
+    let current: Mutex<(id: ID, info: LockInfo, lease: LockLease)>
     let refresher: Mutex<Task<Void, Never>?> = Mutex(nil)
     /// Stale locks seen when this lock was taken (ignored; `unlock` removes them).
     public let staleLocks: Mutex<[LockEntry]> = Mutex([])
 
-    init(repo: Repository, id: ID, info: LockInfo) {
+    init(repo: Repository, id: ID, info: LockInfo, at: Date) {
         self.repo = repo
-        current = Mutex((id, info))
+        current = Mutex((id, info, LockLease(refreshedAt: at)))
     }
 
     /// Locks held by this process, so an interrupted process can release them before it exits.
@@ -26,15 +91,24 @@ public final class RepositoryLock: Sendable {
     }
 
     public var id: ID { current.withLock { $0.id } }
+    public var lease: LockLease { current.withLock { $0.lease } }
 
     func startRefreshing() {
-        let interval = LockTiming.refreshInterval
+        repo.fence.update(ObjectIdentifier(self), lease)
         let task = Task { [weak self] in
             while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: UInt64(interval * 1e9))
+                guard let lease = self?.lease else { return }
+                let wait = lease.nextAttempt(after: Date()).timeIntervalSinceNow
+                try? await Task.sleep(nanoseconds: Bounds.nanoseconds(wait))
                 if Task.isCancelled { return }
                 guard let self else { return }
-                try? await self.refresh()
+                do {
+                    try await self.refresh()
+                } catch {
+                    let why = (error as? LifeboatError)?.message ?? (error as? StorageError)?.message ?? "\(error)"
+                    let l = self.current.withLock { c -> LockLease in c.lease.refreshFailed(why); return c.lease }
+                    self.repo.fence.update(ObjectIdentifier(self), l)
+                }
             }
         }
         refresher.withLock { $0 = task }
@@ -43,16 +117,26 @@ public final class RepositoryLock: Sendable {
 
     /// Writes a new lock object with a new `refreshed` time, then deletes the old one.
     public func refresh() async throws {
+        let now = Date()
         var (old, info) = current.withLock { ($0.id, $0.info) }
-        info.refreshed = Timestamp.format(Date())
+        info.refreshed = Timestamp.format(now)
         let new = try await repo.saveUnpacked(.locks, Array(try JSONEncoder().encode(info)))
-        current.withLock { $0 = (new, info) }
+        let lease = current.withLock { c -> LockLease in
+            c.id = new; c.info = info; c.lease.refreshed(at: now)
+            return c.lease
+        }
+        repo.fence.update(ObjectIdentifier(self), lease)
         try? await repo.backend.delete(Handle(.locks, old.hex))
     }
 
+    /// Stops the refresher, waits until it has stopped (a refresh in flight must not write a new lock object
+    /// after this one is removed), then removes the lock object.
     public func release() async {
         RepositoryLock.held.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
-        refresher.withLock { $0?.cancel(); $0 = nil }
+        let task = refresher.withLock { t -> Task<Void, Never>? in defer { t = nil }; return t }
+        task?.cancel()
+        await task?.value
+        repo.fence.remove(ObjectIdentifier(self))
         let id = current.withLock { $0.id }
         try? await repo.backend.delete(Handle(.locks, id.hex))
     }
@@ -83,11 +167,12 @@ extension Repository {
     /// Takes a lock of `kind`. A shared lock conflicts only with live exclusive locks; a prune lock with
     /// live prune and exclusive locks; an exclusive lock with every live lock. Throws `.locked` naming the holder.
     public func lock(_ kind: LockInfo.Kind, operation: String) async throws -> RepositoryLock {
-        let now = Timestamp.format(Date())
+        let at = Date()
+        let now = Timestamp.format(at)
         let info = LockInfo(kind: kind, created: now, refreshed: now, hostname: localHostname(),
                             username: localUsername(), pid: getpid(), operation: operation)
         let id = try await saveUnpacked(.locks, Array(try JSONEncoder().encode(info)))
-        let held = RepositoryLock(repo: self, id: id, info: info)
+        let held = RepositoryLock(repo: self, id: id, info: info, at: at)
         do {
             let others = try await listLocks().filter { $0.id != id }
             held.staleLocks.withLock { $0 = others.filter(\.stale) }

@@ -52,21 +52,40 @@ public enum PackFormat {
         return Seal.seal(w.bytes, key: key, counter: 0)
     }
 
+    /// The largest pack this program writes (512 MiB) with room to spare; offsets are 32-bit.
+    public static let maxPackSize = Int(UInt32.max)
+
     /// Parses a whole pack file's header (the pack's bytes must be complete).
     public static func parseHeader(_ pack: Data, master: MasterKey) throws -> (salt: [UInt8], blobs: [PackedBlob]) {
         guard pack.count >= headerStart + Seal.tagSize + 4, Array(pack.prefix(4)) == magic else {
             throw LifeboatError.corrupt("not a pack file (bad magic or too short)")
         }
         let salt = Array(pack[pack.startIndex + 4..<pack.startIndex + headerStart])
-        let tail = pack.suffix(4)
-        let hlen = Int(UInt32(tail[tail.startIndex]) | UInt32(tail[tail.startIndex + 1]) << 8
-                       | UInt32(tail[tail.startIndex + 2]) << 16 | UInt32(tail[tail.startIndex + 3]) << 24)
-        let hstart = pack.count - 4 - hlen
-        guard hlen >= Seal.tagSize, hstart >= headerStart else { throw LifeboatError.corrupt("pack header length is invalid") }
-        let key = master.subkey(salt: salt)
-        let plain = try Seal.open(Data(pack[(pack.startIndex + hstart)..<(pack.startIndex + pack.count - 4)]), key: key, counter: 0)
+        let hlen = try headerLength(tail: pack.suffix(4), packSize: pack.count)
+        let sealed = Data(pack[(pack.startIndex + pack.count - 4 - hlen)..<(pack.startIndex + pack.count - 4)])
+        return (salt, try openHeader(sealed, salt: salt, packSize: pack.count, master: master))
+    }
+
+    /// The sealed header's length from a pack's last four bytes, checked against the pack's size.
+    public static func headerLength<D: DataProtocol>(tail: D, packSize: Int) throws -> Int {
+        guard tail.count == 4, packSize >= headerStart + Seal.tagSize + 4, packSize <= maxPackSize else {
+            throw LifeboatError.corrupt("pack size \(packSize) is impossible")
+        }
+        let t = Array(tail)
+        let hlen = Int(UInt32(t[0]) | UInt32(t[1]) << 8 | UInt32(t[2]) << 16 | UInt32(t[3]) << 24)
+        guard hlen >= Seal.tagSize, hlen <= packSize - 4 - headerStart else { throw LifeboatError.corrupt("pack header length \(hlen) is invalid") }
+        return hlen
+    }
+
+    /// Opens and parses a sealed header; every blob must lie between the salt and the header, end to end.
+    public static func openHeader(_ sealed: Data, salt: [UInt8], packSize: Int, master: MasterKey) throws -> [PackedBlob] {
+        let hstart = packSize - 4 - sealed.count
+        guard salt.count == Seal.saltSize, hstart >= headerStart else { throw LifeboatError.corrupt("pack header length is invalid") }
+        let plain = try Seal.open(sealed, key: master.subkey(salt: salt), counter: 0)
+        guard plain.count % headerEntrySize == 0 else { throw LifeboatError.corrupt("pack header has a partial entry") }
         var r = BinaryReader(Array(plain), what: "pack header")
         var blobs: [PackedBlob] = []
+        blobs.reserveCapacity(plain.count / headerEntrySize)
         var offset = headerStart
         while !r.atEnd {
             guard let type = BlobType(rawValue: try r.u8()) else { throw LifeboatError.corrupt("pack header has an unknown blob type") }
@@ -74,11 +93,14 @@ public enum PackFormat {
             let raw = try r.u32()
             let len = try r.u32()
             let id = try r.id()
+            guard len >= UInt32(Seal.tagSize), Int(len) <= hstart - offset else {
+                throw LifeboatError.corrupt("pack header names a blob of \(len) bytes beyond the pack's data")
+            }
             blobs.append(PackedBlob(type: type, id: id, offset: UInt32(offset), length: len, rawLength: raw, compressed: comp == 1))
             offset += Int(len)
         }
         guard offset == hstart else { throw LifeboatError.corrupt("pack header does not describe the pack's bytes") }
-        return (salt, blobs)
+        return blobs
     }
 }
 

@@ -15,6 +15,20 @@ public struct WriteStats: Sendable {
     public var bytesAdded: UInt64 = 0
     public var bytesPacked: UInt64 = 0
     public var packsWritten = 0
+    /// Packs read back and verified before being indexed (`readBackUploads`).
+    public var packsVerified = 0
+}
+
+/// An object that was found damaged and skipped, so that the rest of the repository stays usable.
+public struct DamagedObject: Sendable, CustomStringConvertible {
+    public var type: ObjectType
+    public var id: ID
+    public var reason: String
+    public var description: String {
+        let what = type == .index ? "index file" : (type == .snapshots ? "snapshot" : "\(type.rawValue) object")
+        let hint = type == .index ? "run `lifeboat repair index`" : (type == .snapshots ? "remove it with `lifeboat forget \(id.short)`, or restore the file from a copy" : "run `lifeboat check`")
+        return "\(what) \(id.short) is damaged and was skipped (\(reason)); \(hint)"
+    }
 }
 
 /// An open repository: a backend, the master key, the config and the in-memory index.
@@ -33,6 +47,11 @@ public final class Repository: Sendable {
     public let compression: CompressionMode
     /// When set, nothing is written to the backend.
     public let dryRun: Bool
+    /// Stops writes and deletes once a lock held through this handle can no longer be relied on.
+    public let fence: LockFence
+    /// Read every uploaded pack back and verify it (SHA-256, every blob) before it is indexed, so that no index
+    /// ever names a pack that was not verified (copies and replication set this).
+    public let readBackUploads = Atomic<Bool>(false)
 
     struct State: Sendable {
         var index = MasterIndex()
@@ -42,7 +61,6 @@ public final class Repository: Sendable {
         var stats = WriteStats()
         var indexFiles: [ID: [ID]] = [:]
         var written: [ID] = []
-        var uploaded: [IndexPack] = []
     }
     struct PendingKey: Hashable, Sendable { var type: BlobType; var id: ID }
     let state = Mutex(State())
@@ -53,12 +71,30 @@ public final class Repository: Sendable {
     let subkeys = Mutex<[[UInt8]: SymmetricKey]>([:])
     let trees = Mutex<[ID: Tree]>([:])
     static let cacheLimit = 4096
+    /// Damaged objects skipped so far, and who to tell (the CLI prints a warning; the library never prints).
+    let damage = Mutex<(seen: [DamagedObject], handler: (@Sendable (DamagedObject) -> Void)?)>(([], nil))
+
+    /// Calls `handler` for every damaged object that is skipped from now on.
+    public func onDamage(_ handler: @escaping @Sendable (DamagedObject) -> Void) {
+        damage.withLock { $0.handler = handler }
+    }
+
+    /// Damaged objects skipped by this handle.
+    public var damagedObjects: [DamagedObject] { damage.withLock { $0.seen } }
+
+    func reportDamage(_ type: ObjectType, _ id: ID, _ error: Error) {
+        let reason = (error as? LifeboatError).map(\.description) ?? "\(error)"
+        let d = DamagedObject(type: type, id: id, reason: reason)
+        let handler = damage.withLock { s -> (@Sendable (DamagedObject) -> Void)? in s.seen.append(d); return s.handler }
+        handler?(d)
+    }
 
     static let indexFlushPacks = 8
     static let indexFlushSeconds: TimeInterval = 60
 
     init(backend: any Backend, master: MasterKey, config: RepositoryConfig, keyID: ID,
-         compression: CompressionMode?, dryRun: Bool) throws {
+         compression: CompressionMode?, dryRun: Bool, fence: LockFence = LockFence()) throws {
+        self.fence = fence
         self.backend = backend
         self.master = master
         self.config = config
@@ -68,6 +104,9 @@ public final class Repository: Sendable {
         guard let seed = Data(base64Encoded: config.chunkerSeed), seed.count == 32, config.chunker.problem == nil else {
             throw LifeboatError.corrupt("the repository config has invalid chunker parameters")
         }
+        guard config.packSize >= 1 << 20, config.packSize <= 512 << 20, config.chunker.max <= 64 << 20 else {
+            throw LifeboatError.corrupt("the repository config has an impossible pack size (\(config.packSize)) or chunk size")
+        }
         chunker = FastCDC(parameters: config.chunker, gear: MasterKey.gearTable(seed: Array(seed)))
         let cores = min(4, ProcessInfo.processInfo.activeProcessorCount)
         packSlots = [.data: PackSlots(count: cores), .tree: PackSlots(count: 1)]
@@ -76,7 +115,17 @@ public final class Repository: Sendable {
     /// A copy of this repository handle with other write options (shares nothing mutable).
     public func with(compression: CompressionMode?, dryRun: Bool) throws -> Repository {
         try Repository(backend: backend, master: master, config: config, keyID: keyID,
-                       compression: compression ?? self.compression, dryRun: dryRun)
+                       compression: compression ?? self.compression, dryRun: dryRun, fence: fence)
+    }
+
+    /// Throws if a lock held through this handle is lost (see `LockFence`). Every write but a lock's, and every
+    /// delete through `delete(_:)`, checks it first.
+    public func checkFence() throws { try fence.check() }
+
+    /// Deletes an object after checking the fence; an object that is already gone counts as deleted.
+    public func delete(_ h: Handle) async throws {
+        try checkFence()
+        do { try await backend.delete(h) } catch let e as StorageError where e.kind == .notFound {}
     }
 
     // MARK: - Creating and opening
@@ -126,24 +175,7 @@ public final class Repository: Sendable {
         } catch {
             throw LifeboatError(.io, "cannot read the repository config at \(backend.location)", underlying: error)
         }
-        let keys = try await backend.list(.keys)
-        var found: (MasterKey, ID)?
-        var lastError: Error?
-        for k in keys.sorted(by: { $0.name < $1.name }) {
-            guard let id = ID(hex: k.name) else { continue }
-            do {
-                let data = try await backend.read(Handle(.keys, k.name))
-                let kf = try JSONDecoder().decode(KeyFile.self, from: data)
-                found = (try kf.open(password: password), id)
-                break
-            } catch {
-                lastError = error
-            }
-        }
-        guard let (master, keyID) = found else {
-            if let e = lastError as? LifeboatError, e.code != .wrongPassword { throw e }
-            throw LifeboatError(.wrongPassword, "wrong password: no key in \(backend.location) opens with it")
-        }
+        let (master, keyID) = try await openKey(backend: backend, password: password)
         let plain: [UInt8]
         do {
             plain = try decodeUnpacked(Array(try Seal.openObject(configData, master: master)))
@@ -159,6 +191,71 @@ public final class Repository: Sendable {
         }
         return try Repository(backend: backend, master: master, config: config, keyID: keyID,
                               compression: compression, dryRun: dryRun)
+    }
+
+    /// What reading one key file gave.
+    enum KeyCandidate {
+        case usable(ID, KeyFile)
+        case damaged(ID, String)
+        case foreign(ID, String)
+    }
+
+    /// Reads and classifies one key file: ours and intact, damaged (name does not match the content, JSON or
+    /// parameters unusable, scrypt cost above the limit), or another program's (restic's key format).
+    static func readKey(backend: any Backend, name: String) async throws -> KeyCandidate? {
+        guard let id = ID(hex: name) else { return nil }
+        let data: Data
+        do { data = try await backend.read(Handle(.keys, name)) } catch let e as StorageError where e.kind == .notFound {
+            return nil  // removed since the listing
+        }
+        guard data.count < 64 * 1024 else { return .damaged(id, "it is \(data.count) bytes long, far more than a key") }
+        if let kf = try? JSONDecoder().decode(KeyFile.self, from: data) {
+            guard sha256ID(data) == id else { return .damaged(id, "its SHA-256 does not match its name") }
+            if let problem = kf.scrypt.problem { return .damaged(id, "unusable scrypt parameters: \(problem)") }
+            return .usable(id, kf)
+        }
+        if let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any], o["kdf"] != nil, o["N"] != nil,
+           o["salt"] != nil, o["data"] != nil, o["scrypt"] == nil {
+            return .foreign(id, "restic")
+        }
+        return .damaged(id, "it is not a Lifeboat key file (does not decode)")
+    }
+
+    /// Finds the key that opens with `password`, trying the cheapest scrypt parameters first (a hostile key
+    /// with costly ones is reached only when every other key failed). Tells apart a wrong password, damaged
+    /// key files and another program's repository.
+    static func openKey(backend: any Backend, password: String) async throws -> (MasterKey, ID) {
+        var usable: [(ID, KeyFile)] = []
+        var damaged: [(ID, String)] = []
+        var foreign: [(ID, String)] = []
+        for k in try await backend.list(.keys).sorted(by: { $0.name < $1.name }) {
+            switch try await readKey(backend: backend, name: k.name) {
+            case .usable(let id, let kf): usable.append((id, kf))
+            case .damaged(let id, let why): damaged.append((id, why))
+            case .foreign(let id, let what): foreign.append((id, what))
+            case nil: break
+            }
+        }
+        var wrong = 0
+        for (id, kf) in usable.sorted(by: { ($0.1.scrypt.cost, $0.0) < ($1.1.scrypt.cost, $1.0) }) {
+            do { return (try kf.open(password: password), id) } catch let e as LifeboatError where e.code == .wrongPassword {
+                wrong += 1
+            } catch {
+                damaged.append((id, "\(error)"))
+            }
+        }
+        let damage = damaged.map { "key \($0.0.short): \($0.1)" }.joined(separator: "; ")
+        if wrong > 0 {
+            throw LifeboatError(.wrongPassword, "wrong password: none of the \(wrong) key\(wrong == 1 ? "" : "s") in \(backend.location) opens with it"
+                                + (damaged.isEmpty ? "" : " (also damaged: \(damage))"))
+        }
+        if !foreign.isEmpty && damaged.isEmpty {
+            throw LifeboatError(.noRepository, "\(backend.location) is not a Lifeboat repository: its key files are in \(foreign[0].1)'s format (open it with \(foreign[0].1))")
+        }
+        if !damaged.isEmpty {
+            throw LifeboatError(.corrupt, "no usable key file in \(backend.location): \(damage); restore a key file from a copy of the repository, or open a replica")
+        }
+        throw LifeboatError(.corrupt, "\(backend.location) has a config but no key files: the repository is damaged (restore keys/ from a copy)")
     }
 
     // MARK: - Unpacked objects (config, index, snapshots, locks)
@@ -189,6 +286,7 @@ public final class Repository: Sendable {
     /// Seals and writes an object; its name is the SHA-256 of the stored bytes.
     @discardableResult
     public func saveUnpacked(_ type: ObjectType, _ plain: [UInt8]) async throws -> ID {
+        if type != .locks { try checkFence() }
         let sealed = Seal.sealObject(Data(Repository.encodeUnpacked(plain, compress: type == .index)), master: master)
         let id = sha256ID(sealed)
         if !dryRun || type == .locks { try await backend.write(Handle(type, id.hex), data: sealed) }
@@ -207,16 +305,21 @@ public final class Repository: Sendable {
             return try Repository.decodeUnpacked(Array(try Seal.openObject(data, master: master)))
         } catch let e as LifeboatError {
             throw LifeboatError.corrupt("\(h) is damaged: \(e.message)")
+        } catch {
+            throw LifeboatError.corrupt("\(h) is damaged: \(error)")
         }
     }
 
     // MARK: - Index
 
-    /// Loads every index file. Damaged index files are passed to `onError` (default: thrown).
+    /// Loads every index file. A damaged index file goes to `onError` if given; otherwise it is thrown with
+    /// `strict` (prune, and anything else that would delete what an unreadable index names), or skipped and
+    /// reported (`onDamage`, `damagedObjects`): the blobs it lists are then unknown, which costs a re-upload in
+    /// a backup and names those files in a restore, but never stops the rest of the repository.
     ///
     /// An index file that vanishes between listing and reading was replaced by a prune, which writes
     /// the replacement before deleting: the listing is then repeated to pick the replacement up.
-    public func loadIndex(onError: ((ID, Error) throws -> Void)? = nil) async throws {
+    public func loadIndex(strict: Bool = false, onError: ((ID, Error) throws -> Void)? = nil) async throws {
         var loaded: [ID: [IndexPack]] = [:]
         var vanished = Set<ID>()
         for attempt in 0..<5 {
@@ -238,8 +341,10 @@ public final class Repository: Sendable {
                         missing = true
                         vanished.insert(f)
                     case .failure(let e):
-                        if let onError { try onError(f, e) } else {
-                            throw LifeboatError(.corrupt, "index file \(f.short) is damaged (run `lifeboat check`)", underlying: e as? LifeboatError)
+                        if let onError { try onError(f, e) } else if strict {
+                            throw LifeboatError(.corrupt, "index file \(f.short) is damaged (run `lifeboat repair index`)", underlying: e as? LifeboatError)
+                        } else {
+                            reportDamage(.index, f, e)
                         }
                     }
                     next()
@@ -356,9 +461,13 @@ public final class Repository: Sendable {
     }
 
     func uploadNow(_ pb: FinishedPack) async throws {
+        try checkFence()
         let data = pb.data
         let id = sha256ID(data)
         if !dryRun { try await backend.write(Handle(.data, id.hex), data: data) }
+        if !dryRun && readBackUploads.load(ordering: .relaxed) {
+            try await verifyStoredPack(IndexPack(id: id, salt: pb.salt, blobs: pb.blobs))
+        }
         if !dryRun, let cache = backend as? CachingBackend, pb.blobs.contains(where: { $0.type == .tree }) {
             cache.storeTreePack(id.hex, data)
         }
@@ -367,7 +476,6 @@ public final class Repository: Sendable {
             s.index.add(ip)
             for b in pb.blobs { s.pending.remove(PendingKey(type: b.type, id: b.id)) }
             s.unindexed.append(ip)
-            s.uploaded.append(ip)
             s.stats.packsWritten += 1
             return s.unindexed.count >= Repository.indexFlushPacks
                 || Date().timeIntervalSince(s.lastIndexFlush) > Repository.indexFlushSeconds
@@ -389,16 +497,73 @@ public final class Repository: Sendable {
     /// What a pack file in storage holds, read from its own header, for a pack that no index lists
     /// (uploads of a run that died before writing their index). Nil if it is unreadable, does not match
     /// its name (SHA-256) or its header does not open.
-    public func readUnindexedPack(_ name: String) async -> IndexPack? {
+    /// With `verifyBlobs`, every blob must also open and match its ID.
+    public func readUnindexedPack(_ name: String, verifyBlobs: Bool = false) async -> IndexPack? {
         guard let id = ID(hex: name), let data = try? await backend.read(Handle(.data, name)),
               sha256ID(data) == id, let header = try? PackFormat.parseHeader(data, master: master) else { return nil }
-        return IndexPack(id: id, salt: header.salt, blobs: header.blobs)
+        let pack = IndexPack(id: id, salt: header.salt, blobs: header.blobs)
+        if verifyBlobs { guard (try? verifyPackData(pack, data)) != nil else { return nil } }
+        return pack
     }
 
-    /// The packs this handle uploaded since the last call (for read-back verification).
-    public func takeUploadedPacks() -> [IndexPack] {
-        state.withLock { s in defer { s.uploaded = [] }; return s.uploaded }
+    /// Reads a stored pack back and checks it: its SHA-256 must be its name and every blob must open and match
+    /// its ID.
+    public func verifyStoredPack(_ p: IndexPack) async throws {
+        let data = try await backend.read(Handle(.data, p.id.hex))
+        guard sha256ID(data) == p.id else {
+            throw LifeboatError.corrupt("pack \(p.id.short) reads back from \(backend.location) with a different SHA-256")
+        }
+        try verifyPackData(p, data)
+        state.withLock { $0.stats.packsVerified += 1 }
     }
+
+    func verifyPackData(_ p: IndexPack, _ data: Data) throws {
+        for b in p.blobs {
+            let start = Int(b.offset), end = Int(b.offset) + Int(b.length)
+            guard end <= data.count else { throw LifeboatError.corrupt("pack \(p.id.short) is truncated") }
+            try verifyBlob(data[start..<end], location: BlobLocation(pack: p.id, salt: p.salt, blob: b))
+        }
+    }
+
+    /// What a pack holds, read from its header alone with ranged reads (the salt at the start, the header at the
+    /// end): `repair index` rebuilds the index this way without downloading pack data. The header is
+    /// authenticated; the pack's content hash is not checked (that needs every byte: `check --read-data`).
+    public func readPackHeader(_ id: ID, size: Int) async throws -> IndexPack {
+        let h = Handle(.data, id.hex)
+        guard size >= PackFormat.headerStart + Seal.tagSize + 4, size <= PackFormat.maxPackSize else {
+            throw LifeboatError.corrupt("pack \(id.short) has an impossible size of \(size) bytes")
+        }
+        // One read of the start and one of the end usually suffice (a header is 42 bytes per blob).
+        let head = try await backend.read(h, range: 0..<PackFormat.headerStart)
+        guard Array(head.prefix(4)) == PackFormat.magic else { throw LifeboatError.corrupt("pack \(id.short) does not start like a pack") }
+        let salt = Array(head.dropFirst(4))
+        let guess = min(size - PackFormat.headerStart, 64 * 1024)
+        var tail = try await backend.read(h, range: (size - guess)..<size)
+        guard tail.count == guess else { throw LifeboatError.corrupt("pack \(id.short) is shorter than listed") }
+        let hlen = try PackFormat.headerLength(tail: tail.suffix(4), packSize: size)
+        if hlen + 4 > guess { tail = try await backend.read(h, range: (size - 4 - hlen)..<size) }
+        let sealed = Data(tail.suffix(hlen + 4).prefix(hlen))
+        let blobs = try PackFormat.openHeader(sealed, salt: salt, packSize: size, master: master)
+        return IndexPack(id: id, salt: salt, blobs: blobs)
+    }
+
+    /// Drops from the in-memory index every pack that storage no longer has, so that a backup stores that data
+    /// again instead of referencing it (a pack deleted by hand, a failed disk sector, a bucket lifecycle rule).
+    /// Returns the missing packs. One listing of the data folder; the index is rebuilt only if something is missing.
+    public func forgetMissingPacks() async throws -> [ID] {
+        let stored = Set(try await backend.list(.data).compactMap { ID(hex: $0.name) })
+        return state.withLock { s -> [ID] in
+            let missing = s.index.packIDs.filter { !stored.contains($0) }
+            guard !missing.isEmpty else { return [] }
+            let gone = Set(missing)
+            var idx = MasterIndex()
+            for p in s.index.allPacks() where !gone.contains(p.id) { idx.add(p, bulk: true) }
+            idx.rebuild()
+            s.index = idx
+            return missing
+        }
+    }
+
 
     /// Index files this handle wrote while flushing packs.
     public var writtenIndexFiles: [ID] { state.withLock { $0.written } }
@@ -421,17 +586,31 @@ public final class Repository: Sendable {
         try await flushIndex()
     }
 
-    /// Reads, authenticates, decompresses and verifies one blob.
+    /// Reads, authenticates, decompresses and verifies one blob. When a copy is missing or damaged, the other
+    /// copies the index knows are tried (live packs first), so one lost pack costs only what exists nowhere else.
     public func loadBlob(_ type: BlobType, _ id: ID) async throws -> [UInt8] {
-        guard let loc = index.lookup(id, type: type) else {
+        let idx = index
+        guard let first = idx.lookup(id, type: type) else {
             throw LifeboatError(.notFound, "\(type == .tree ? "tree" : "data") blob \(id.short) is not in the index")
         }
+        do {
+            return try await loadBlob(at: first)
+        } catch let e as LifeboatError where e.code == .corrupt {
+            for loc in idx.lookupAll(id) where loc.blob.type == type && loc != first {
+                if let b = try? await loadBlob(at: loc) { return b }
+            }
+            throw e
+        }
+    }
+
+    /// Reads and opens the blob at one location.
+    public func loadBlob(at loc: BlobLocation) async throws -> [UInt8] {
         let start = Int(loc.blob.offset)
         let sealed: Data
         do {
             sealed = try await backend.read(Handle(.data, loc.pack.hex), range: start..<(start + Int(loc.blob.length)))
         } catch let e as StorageError where e.kind == .notFound || e.kind == .invalidRange {
-            throw LifeboatError.corrupt("pack \(loc.pack.short) holding blob \(id.short) is missing or truncated")
+            throw LifeboatError.corrupt("pack \(loc.pack.short) holding blob \(loc.blob.id.short) is missing or truncated")
         }
         return try openBlob(sealed, location: loc)
     }
@@ -503,8 +682,9 @@ public final class Repository: Sendable {
         try Snapshot.decode(Data(try await loadUnpacked(.snapshots, id)))
     }
 
-    /// All snapshots, oldest first. Damaged ones go to `onError` (default: thrown).
-    public func listSnapshots(onError: ((ID, Error) -> Void)? = nil) async throws -> [(id: ID, snapshot: Snapshot)] {
+    /// All snapshots, oldest first. A damaged one goes to `onError` if given; otherwise it is thrown with `strict`
+    /// (prune: an unreadable snapshot's data must not be deleted), or skipped and reported (`onDamage`).
+    public func listSnapshots(strict: Bool = false, onError: ((ID, Error) -> Void)? = nil) async throws -> [(id: ID, snapshot: Snapshot)] {
         let ids = try await backend.list(.snapshots).compactMap { ID(hex: $0.name) }
         var out: [(id: ID, snapshot: Snapshot)] = []
         try await withThrowingTaskGroup(of: (ID, Result<Snapshot, Error>).self) { g in
@@ -522,7 +702,11 @@ public final class Repository: Sendable {
                 case .failure(let e as LifeboatError) where e.code == .notFound:
                     break  // removed by a concurrent forget after the listing
                 case .failure(let e):
-                    if let onError { onError(id, e) } else { throw e }
+                    if let onError { onError(id, e) } else if strict {
+                        throw LifeboatError(.corrupt, "snapshot \(id.short) is damaged; prune cannot tell what it needs (remove it with `lifeboat forget \(id.short)` or restore it from a copy)", underlying: e as? LifeboatError)
+                    } else {
+                        reportDamage(.snapshots, id, e)
+                    }
                 }
                 next()
             }
@@ -532,14 +716,19 @@ public final class Repository: Sendable {
 
     // MARK: - Keys
 
-    public func listKeys() async throws -> [(id: ID, key: KeyFile)] {
-        var out: [(id: ID, key: KeyFile)] = []
+    /// Every key file: the intact ones with their contents, damaged or foreign ones with what is wrong
+    /// (so that `key list` shows them and `key remove` can remove them).
+    public func listKeys() async throws -> [(id: ID, key: KeyFile?, problem: String?)] {
+        var out: [(id: ID, key: KeyFile?, problem: String?)] = []
         for k in try await backend.list(.keys) {
-            guard let id = ID(hex: k.name) else { continue }
-            let data = try await backend.read(Handle(.keys, k.name))
-            out.append((id, try JSONDecoder().decode(KeyFile.self, from: data)))
+            switch try await Repository.readKey(backend: backend, name: k.name) {
+            case .usable(let id, let kf): out.append((id, kf, nil))
+            case .damaged(let id, let why): out.append((id, nil, "damaged: \(why)"))
+            case .foreign(let id, let what): out.append((id, nil, "a \(what) key file"))
+            case nil: break
+            }
         }
-        return out.sorted { $0.key.created < $1.key.created }
+        return out.sorted { ($0.key?.created ?? "", $0.id) < ($1.key?.created ?? "", $1.id) }
     }
 
     @discardableResult

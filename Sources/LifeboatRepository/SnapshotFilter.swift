@@ -33,8 +33,15 @@ extension Repository {
             guard let last = all.last else { throw LifeboatError(.notFound, "no snapshot matches the filter") }
             return last
         }
-        guard !ref.isEmpty, ref.utf8.allSatisfy({ ID.nibble($0) != nil }) else {
-            throw LifeboatError.invalid("\"\(ref)\" is not a snapshot ID or \"latest\"")
+        let id = try await snapshotID(prefix: ref)
+        return (id, try await loadSnapshot(id))
+    }
+
+    /// The snapshot whose ID starts with `ref`, from the listing alone (so that a damaged snapshot can be named,
+    /// for `forget`).
+    public func snapshotID(prefix ref: String) async throws -> ID {
+        guard !ref.isEmpty, ref.count <= 64, ref.utf8.allSatisfy({ ID.nibble($0) != nil }) else {
+            throw LifeboatError.invalid("\"\(ref.prefix(80))\" is not a snapshot ID or \"latest\"")
         }
         let lower = ref.lowercased()
         let matches = try await backend.list(.snapshots).filter { $0.name.hasPrefix(lower) }
@@ -42,6 +49,6 @@ extension Repository {
         guard matches.count == 1, let id = ID(hex: matches[0].name) else {
             throw LifeboatError.invalid("snapshot prefix \(ref) is ambiguous (\(matches.count) snapshots); give more digits")
         }
-        return (id, try await loadSnapshot(id))
+        return id
     }
 }

@@ -37,6 +37,17 @@ public struct BackupProgress: Sendable {
     public var currentFile = ""
 }
 
+/// A file that changed while it was read: it is stored as read, with the size of what was read.
+struct FileChangedError: Error, CustomStringConvertible {
+    var sizeBefore: UInt64
+    var bytesRead: UInt64
+    var description: String {
+        sizeBefore == bytesRead
+            ? "changed while being read: stored as read (\(bytesRead) bytes); back it up again for a consistent copy"
+            : "changed while being read: stored the \(bytesRead) bytes read (its size was \(sizeBefore) when the backup began); back it up again for a consistent copy"
+    }
+}
+
 /// A source file that could not be read.
 public struct SourceError: Sendable {
     public var path: String
@@ -251,7 +262,7 @@ public final class Archiver: Sendable {
                 }
             } else {
                 files += 1
-                if info.type == .file { bytes += info.size }
+                if info.type == .file { bytes = bytes.addingClamped(info.size) }
             }
             if files % 1000 == 0 {
                 let (f, b) = (files, bytes)
@@ -374,7 +385,7 @@ public final class Archiver: Sendable {
             if content.allSatisfy({ idx.hasLive($0, type: .data) }) {
                 node.content = content
                 summaryState.withLock { $0.filesUnmodified += 1 }
-                progressState.withLock { $0.bytesDone += info.size }
+                progressState.withLock { $0.bytesDone = $0.bytesDone.addingClamped(info.size) }
                 return node
             }
         }
@@ -382,7 +393,7 @@ public final class Archiver: Sendable {
         if info.st.st_nlink > 1, let content = hardlinks.withLock({ $0[key] }) {
             node.content = content
             summaryState.withLock { $0.filesUnmodified += 1 }
-            progressState.withLock { $0.bytesDone += info.size }
+            progressState.withLock { $0.bytesDone = $0.bytesDone.addingClamped(info.size) }
             return node
         }
         let fd = withCPath(path) { open($0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | lb_o_noatime()) }
@@ -390,7 +401,20 @@ public final class Archiver: Sendable {
         if realFd < 0 { recordError(path, fileError("cannot open", path)); return nil }
         defer { close(realFd) }
         do {
-            node.content = try await readContent(fd: realFd, path: path, size: Int(info.size))
+            let (content, bytesRead) = try await readContent(fd: realFd, path: path, size: Int(info.size))
+            node.content = content
+            // The snapshot records what was read: a file that grew or shrank while being read gets the size of
+            // the bytes stored (restore, `--verify` and `dump` rely on size and content agreeing), and the
+            // change is reported (exit code 3), as it is when the file's times changed during the read.
+            var after = stat()
+            let changedTimes = fstat(realFd, &after) == 0
+                && (Int64(after.st_mtim.tv_sec) * 1_000_000_000 + Int64(after.st_mtim.tv_nsec) != info.mtimeNs
+                    || Int64(after.st_ctim.tv_sec) * 1_000_000_000 + Int64(after.st_ctim.tv_nsec) != info.ctimeNs)
+            if bytesRead != node.size || changedTimes {
+                let was = node.size
+                node.size = bytesRead
+                recordError(path, FileChangedError(sizeBefore: was, bytesRead: bytesRead))
+            }
         } catch let e as FileError {
             recordError(path, e); return nil
         } catch {
@@ -402,7 +426,8 @@ public final class Archiver: Sendable {
     }
 
     /// Reads a file in chunks; for large files keeps up to two chunks in flight while reading the next.
-    func readContent(fd: Int32, path: BytePath, size: Int) async throws -> [ID] {
+    /// Returns the blob IDs and the number of bytes read (which differs from `size` if the file changed).
+    func readContent(fd: Int32, path: BytePath, size: Int) async throws -> ([ID], UInt64) {
         var chunker = StreamChunker(cdc: repo.chunker, sizeHint: size)
         let repo = self.repo
         let read: (UnsafeMutableRawBufferPointer) throws -> Int = { buf in
@@ -415,14 +440,17 @@ public final class Archiver: Sendable {
         if size < 2 * repo.chunker.parameters.min {
             // Small files (nearly all of them): one or two chunks, no child tasks.
             var ids: [ID] = []
+            var total: UInt64 = 0
             while let chunk = try chunker.next(read: read) {
                 progressState.withLock { $0.bytesDone += UInt64(chunk.count) }
+                total += UInt64(chunk.count)
                 ids.append(try await repo.saveBlob(.data, chunk).id)
             }
-            return ids
+            return (ids, total)
         }
         return try await withThrowingTaskGroup(of: (Int, ID).self) { g in
             var ids: [ID] = []
+            var total: UInt64 = 0
             var inflight = 0
             var n = 0
             while let chunk = try chunker.next(read: read) {
@@ -430,12 +458,13 @@ public final class Archiver: Sendable {
                 let i = n
                 n += 1
                 ids.append(.zero)
+                total += UInt64(chunk.count)
                 progressState.withLock { $0.bytesDone += UInt64(chunk.count) }
                 g.addTask { (i, try await repo.saveBlob(.data, chunk).id) }
                 inflight += 1
             }
             for try await (i, id) in g { ids[i] = id }
-            return ids
+            return (ids, total)
         }
     }
 }

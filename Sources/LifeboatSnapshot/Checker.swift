@@ -14,7 +14,8 @@ public struct CheckOptions: Sendable {
 /// Which packs `check --read-data-subset` reads.
 public enum ReadDataSubset: Sendable, Equatable {
     case all
-    /// Part `n` of `total` (1-based), by the pack ID's first byte, as restic does.
+    /// Part `n` of `total` (1-based), by the pack ID's first 32 bits (the first byte alone gave nothing to
+    /// parts above 256).
     case part(Int, Int)
     /// A random percentage of the packs.
     case percent(Double)
@@ -22,14 +23,14 @@ public enum ReadDataSubset: Sendable, Equatable {
     public init(parsing s: String) throws {
         if s.hasSuffix("%"), let p = Double(s.dropLast()), p > 0, p <= 100 { self = .percent(p); return }
         let parts = s.split(separator: "/")
-        if parts.count == 2, let n = Int(parts[0]), let t = Int(parts[1]), t > 0, n >= 1, n <= t { self = .part(n, t); return }
+        if parts.count == 2, let n = Int(parts[0]), let t = Int(parts[1]), t > 0, t <= 1 << 20, n >= 1, n <= t { self = .part(n, t); return }
         throw LifeboatError.invalid("invalid --read-data-subset \"\(s)\": use N/T (e.g. 1/5) or P% (e.g. 10%)")
     }
 
     func includes(_ pack: ID) -> Bool {
         switch self {
         case .all: return true
-        case .part(let n, let t): return Int(pack.w0 >> 56) % t == n - 1
+        case .part(let n, let t): return Int(pack.w0 >> 32) % t == n - 1
         case .percent(let p): return Double.random(in: 0..<100) < p
         }
     }

@@ -78,6 +78,11 @@ public final class Copier: Sendable {
     /// blobs: when it turns true, the blobs copied so far are flushed and the copy returns with `stopped`.
     public func copy(_ snapshots: [(id: ID, snapshot: Snapshot)], shouldStop: @escaping @Sendable () -> Bool = { false },
                      onSnapshot: @Sendable (ID, ID) -> Void = { _, _ in }) async throws -> CopyReport {
+        // Every pack this copy uploads is read back and verified before any index names it: a copy that is
+        // stopped or killed leaves only verified, indexed packs or unindexed ones, and unindexed ones are
+        // verified blob by blob before a resumed copy relies on them.
+        destination.readBackUploads.store(true, ordering: .relaxed)
+        let verifiedBefore = destination.writeStats.packsVerified
         let existing = try await destination.listSnapshots()
         let todo = Copier.missing(snapshots, at: existing)
         if !todo.isEmpty { try await recoverUnindexedPacks() }
@@ -88,13 +93,13 @@ public final class Copier: Sendable {
             do {
                 tree = try await copyTree(snap.tree, shouldStop: shouldStop)
             } catch is CopyStopped {
+                // What was uploaded is verified and indexed, so a resumed copy can rely on it.
                 try await destination.flush()
-                _ = destination.takeUploadedPacks()
-                counters.withLock { $0.stopped = true }
+                counters.withLock { $0.stopped = true; $0.packsVerified = destination.writeStats.packsVerified - verifiedBefore }
                 return counters.withLock { $0 }
             }
             try await destination.flush()
-            try await verifyUploads()
+            counters.withLock { $0.packsVerified = destination.writeStats.packsVerified - verifiedBefore }
             var copy = snap
             copy.tree = tree
             copy.original = snap.original ?? id
@@ -119,30 +124,12 @@ public final class Copier: Sendable {
         let indexed = Set(destination.index.allPacks().map { $0.id.hex })
         var found: [IndexPack] = []
         for item in try await destination.backend.list(.data) where !indexed.contains(item.name) {
-            if let pack = await destination.readUnindexedPack(item.name) { found.append(pack) }
+            if let pack = await destination.readUnindexedPack(item.name, verifyBlobs: true) { found.append(pack) }
         }
         guard !found.isEmpty else { return }
         try await destination.writeIndex(found)
         try await destination.loadIndex()
         counters.withLock { $0.packsRecovered = found.count }
-    }
-
-    /// Reads back every pack uploaded since the last call and checks it: its SHA-256 must be its name and
-    /// every blob must open and match its ID.
-    func verifyUploads() async throws {
-        let packs = destination.takeUploadedPacks()
-        try await asyncForEach(packs, parallelism: parallelism) { p in
-            let data = try await self.destination.backend.read(Handle(.data, p.id.hex))
-            guard sha256ID(data) == p.id else {
-                throw LifeboatError.corrupt("pack \(p.id.short) reads back from \(self.destination.backend.location) with a different SHA-256")
-            }
-            for b in p.blobs {
-                let start = Int(b.offset), end = start + Int(b.length)
-                guard end <= data.count else { throw LifeboatError.corrupt("pack \(p.id.short) reads back truncated") }
-                try self.destination.verifyBlob(data[start..<end], location: BlobLocation(pack: p.id, salt: p.salt, blob: b))
-            }
-            self.counters.withLock { $0.packsVerified += 1 }
-        }
     }
 
     func copyTree(_ id: ID, shouldStop: @escaping @Sendable () -> Bool) async throws -> ID {

@@ -51,9 +51,9 @@ struct FileInfo {
     var size: UInt64 { UInt64(st.st_size) }
     var device: UInt64 { UInt64(st.st_dev) }
     var inode: UInt64 { UInt64(st.st_ino) }
-    var mtimeNs: Int64 { Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec) }
-    var ctimeNs: Int64 { Int64(st.st_ctim.tv_sec) * 1_000_000_000 + Int64(st.st_ctim.tv_nsec) }
-    var atimeNs: Int64 { Int64(st.st_atim.tv_sec) * 1_000_000_000 + Int64(st.st_atim.tv_nsec) }
+    var mtimeNs: Int64 { nanoseconds(st.st_mtim) }
+    var ctimeNs: Int64 { nanoseconds(st.st_ctim) }
+    var atimeNs: Int64 { nanoseconds(st.st_atim) }
     var isSparse: Bool { st.st_blocks * 512 < st.st_size }
 }
 
@@ -180,4 +180,13 @@ public func absolutePath(_ path: String) -> BytePath {
         out.append(Array(c))
     }
     return [0x2F] + Array(out.joined(separator: [0x2F]))
+}
+
+/// Nanoseconds since the epoch, clamped to Int64 (a file dated after the year 2262, which anybody who can
+/// write in a backed-up folder can create with `touch`, must not crash the backup).
+func nanoseconds(_ t: timespec) -> Int64 {
+    let (m, o1) = Int64(t.tv_sec).multipliedReportingOverflow(by: 1_000_000_000)
+    let (s, o2) = m.addingReportingOverflow(Int64(t.tv_nsec))
+    if o1 || o2 { return t.tv_sec < 0 ? .min : .max }
+    return s
 }

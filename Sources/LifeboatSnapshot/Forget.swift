@@ -59,7 +59,7 @@ public enum Forget {
         var n = 0
         for g in groups {
             for r in g.remove {
-                try await repo.backend.delete(Handle(.snapshots, r.id.hex))
+                try await repo.delete(Handle(.snapshots, r.id.hex))
                 n += 1
             }
         }

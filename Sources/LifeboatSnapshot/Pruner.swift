@@ -49,8 +49,6 @@ public final class Pruner: Sendable {
         self.now = now
     }
 
-    /// How long after its mark time an earlier prune's mark is assumed to have become visible (its index written).
-    static let markVisibilityMargin: TimeInterval = 600
 
     public func run() async throws -> PruneReport {
         let lock = try await repo.lock(.prune, operation: "prune")
@@ -87,7 +85,8 @@ public final class Pruner: Sendable {
         return used
     }
 
-    /// One mark-and-sweep pass. Returns the number of packs newly marked.
+    /// One mark-and-sweep pass: gather (locks, snapshots, index, storage listing), decide (`PrunePlan.make`,
+    /// pure), execute. Returns the number of packs newly marked.
     ///
     /// `visible` records when this run's marks became visible (their index written): a backup whose lock
     /// is older than that may have read the index before the marks and must hold off the sweep, even with
@@ -102,19 +101,20 @@ public final class Pruner: Sendable {
         let t = now()
         let nowSecs = Int64(t.timeIntervalSince1970)
         let locks = try await repo.listLocks(now: t).filter { !$0.stale && $0.info.kind != .prune }
-        let snaps = try await repo.listSnapshots()
+        // Strict: a snapshot or index file that cannot be read could name packs that would otherwise look unused.
+        let snaps = try await repo.listSnapshots(strict: true)
         report.snapshots = snaps.count
-        try await repo.loadIndex()
+        try await repo.loadIndex(strict: true)
         let loadedFiles = Set(repo.loadedIndexFiles.keys)
         let used = try await usedBlobs(snaps)
         var packs = repo.index.allPacks()
-        let stored = Dictionary(try await repo.backend.list(.data).map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
+        let stored = Set(try await repo.backend.list(.data).compactMap { ID(hex: $0.name) })
 
         // Packs in storage but in no index (an interrupted backup's last uploads): index them as marked.
-        let indexed = Set(packs.map { $0.id.hex })
-        for (name, _) in stored where !indexed.contains(name) {
-            guard var pack = await repo.readUnindexedPack(name) else {
-                report.notes.append("pack \(name.prefix(8)) is unreadable and in no index; left alone (run `lifeboat check`)")
+        let indexed = Set(packs.map(\.id))
+        for id in stored where !indexed.contains(id) {
+            guard var pack = await repo.readUnindexedPack(id.hex) else {
+                report.notes.append("pack \(id.short) is unreadable and in no index; left alone (run `lifeboat check`)")
                 continue
             }
             pack.markedAt = nowSecs
@@ -122,119 +122,74 @@ public final class Pruner: Sendable {
             report.packsMarked += 1
         }
 
-        // Blobs available in a live pack.
-        var live = Set<ID>()
-        for p in packs where p.markedAt == nil { for b in p.blobs { live.insert(b.id) } }
-
-        var toDelete: [IndexPack] = []
-        var keep: [IndexPack] = []
-        // Phase 2: sweep or unmark earlier marks.
-        for var p in packs {
-            guard let m = p.markedAt else { keep.append(p); continue }
-            if m == nowSecs && !indexed.contains(p.id.hex) { keep.append(p); continue }  // just marked orphan
-            let needed = p.blobs.contains { used.contains($0.id) && !live.contains($0.id) }
-            if needed {
-                p.markedAt = nil
-                for b in p.blobs { live.insert(b.id) }
-                report.packsUnmarked += 1
-                keep.append(p)
-                continue
-            }
-            let graceOver = t.timeIntervalSince1970 - Double(m) >= options.grace
-            // A backup whose lock is older than the moment the mark became visible may have read the index
-            // without it and deduplicated against the pack. For this run's marks that moment is known; for an
-            // earlier run's, it was when that run wrote its index, some time after `m`: allow a margin.
-            let markVisible = visible[p.id]?.timeIntervalSince1970 ?? (Double(m) + Pruner.markVisibilityMargin)
-            let cutoff = max(Double(m) + options.grace, markVisible)
-            let safeFromLocks = !locks.contains { $0.info.createdDate.timeIntervalSince1970 < cutoff }
-            if graceOver && safeFromLocks && stored[p.id.hex] != nil {
-                toDelete.append(p)
-            } else if stored[p.id.hex] == nil {
-                // Already gone: drop it from the index.
-                toDelete.append(p)
-            } else {
-                report.packsWaiting += 1
-                keep.append(p)
-            }
-        }
-
-        // Phase 1: mark unused packs; choose partly used packs to repack.
-        var newlyMarked = 0
-        var candidates: [(index: Int, unused: UInt64, total: UInt64)] = []
-        var totalBytes: UInt64 = 0, unusedBytes: UInt64 = 0
-        var seenUsed = Set<ID>()
-        for (i, p) in keep.enumerated() where p.markedAt == nil {
-            var u: UInt64 = 0
-            for b in p.blobs where !used.contains(b.id) || !seenUsed.insert(b.id).inserted { u += UInt64(b.length) }
-            let size = UInt64(p.packSize)
-            totalBytes += size
-            if p.blobs.allSatisfy({ !used.contains($0.id) }) {
-                keep[i].markedAt = nowSecs
-                newlyMarked += 1
-                report.packsMarked += 1
-                continue
-            }
-            unusedBytes += u
-            if u > 0 { candidates.append((i, u, size)) }
-        }
-        report.totalBytes = totalBytes
-        report.unusedBytes = unusedBytes
-
-        var repack: [Int] = []
-        var writerFiles: [ID] = []
-        let allowed = UInt64(options.maxUnused * Double(totalBytes))
-        var remaining = unusedBytes
-        for c in candidates.sorted(by: { Double($0.unused) / Double($0.total) > Double($1.unused) / Double($1.total) }) {
-            if remaining <= allowed { break }
-            repack.append(c.index)
-            remaining -= c.unused
-        }
+        var plan = PrunePlan.make(PruneInputs(packs: packs, indexed: indexed, stored: stored, used: used,
+                                              lockTimes: locks.map(\.info.createdDate), visible: visible, now: t,
+                                              grace: options.grace, maxUnused: options.maxUnused))
+        report.packsUnmarked += plan.unmarked
+        report.packsWaiting += plan.waiting
+        report.packsMarked += plan.newlyMarked
+        report.totalBytes = plan.totalBytes
+        report.unusedBytes = plan.unusedBytes
+        var newlyMarked = plan.newlyMarked
+        let sweep = plan.delete.filter { stored.contains($0.id) }
 
         if options.dryRun {
-            report.packsRepacked += repack.count
-            report.packsDeleted += toDelete.count
-            report.bytesDeleted += toDelete.reduce(0) { $0 + UInt64($1.packSize) }
+            report.packsRepacked += plan.repack.count
+            report.packsDeleted += sweep.count
+            report.bytesDeleted += sweep.reduce(0) { $0 + UInt64($1.packSize) }
             return newlyMarked
         }
 
         // Repack: copy used blobs of chosen packs into new packs, then mark the old ones.
-        if !repack.isEmpty {
+        var writerFiles: [ID] = []
+        if !plan.repack.isEmpty {
             let writer = try repo.with(compression: nil, dryRun: false)
             // The writer's index has the chosen packs marked, so their blobs are stored anew.
-            var marking = keep
-            for i in repack { marking[i].markedAt = nowSecs }
+            var marking = plan.keep
+            for i in plan.repack { marking[i].markedAt = nowSecs }
             writer.replaceIndex(marking)
             var copied = Set<ID>()
-            for i in repack {
-                let p = keep[i]
+            for i in plan.repack {
+                let p = plan.keep[i]
                 let data = try await repo.backend.read(Handle(.data, p.id.hex))
                 for b in p.blobs where used.contains(b.id) && copied.insert(b.id).inserted {
-                    let plain = try repo.openBlob(data[Int(b.offset)..<Int(b.offset + b.length)],
-                                                  location: BlobLocation(pack: p.id, salt: p.salt, blob: b))
+                    let start = Int(b.offset), end = Int(b.offset) + Int(b.length)
+                    guard end <= data.count else {
+                        throw LifeboatError.corrupt("pack \(p.id.short) is shorter than its index says; prune stops (run `lifeboat check`)")
+                    }
+                    let plain = try repo.openBlob(data[start..<end], location: BlobLocation(pack: p.id, salt: p.salt, blob: b))
                     _ = try await writer.saveBlob(b.type, plain, id: b.id)
                     report.bytesRepacked += UInt64(b.rawLength)
                 }
-                keep[i].markedAt = nowSecs
+                plan.keep[i].markedAt = nowSecs
                 report.packsRepacked += 1
                 report.packsMarked += 1
                 newlyMarked += 1
             }
             try await writer.flush()
-            let written = writer.index.allPacks().filter { p in !keep.contains { $0.id == p.id } }
-            keep += written.map { var q = $0; q.markedAt = nil; return q }
+            let kept = Set(plan.keep.map(\.id))
+            plan.keep += writer.index.allPacks().filter { !kept.contains($0.id) }.map { var q = $0; q.markedAt = nil; return q }
             writerFiles = writer.writtenIndexFiles
         }
 
-        // Write the new index, then remove the index files it replaces, then the swept packs.
-        let newFiles = try await repo.writeIndex(keep)
+        // Write the new index, then remove the index files it replaces; only if every one of them is gone are
+        // packs deleted (a surviving old index file would name deleted packs).
+        let newFiles = try await repo.writeIndex(plan.keep)
         let writtenAt = now()
-        for p in keep where p.markedAt == nowSecs && visible[p.id] == nil { visible[p.id] = writtenAt }
-        // Index files read at the start and those the repack flushed are all covered by the new index.
+        for p in plan.keep where p.markedAt == nowSecs && visible[p.id] == nil { visible[p.id] = writtenAt }
+        var failed: [String] = []
         for f in loadedFiles.union(writerFiles).subtracting(newFiles) {
-            try? await repo.backend.delete(Handle(.index, f.hex))
+            do { try await repo.delete(Handle(.index, f.hex)) } catch let e as LifeboatError where e.code == .locked {
+                throw e
+            } catch {
+                failed.append("\(f.short): \(error)")
+            }
         }
-        for p in toDelete where stored[p.id.hex] != nil {
-            try await repo.backend.delete(Handle(.data, p.id.hex))
+        if !failed.isEmpty {
+            throw LifeboatError(.io, "prune stopped before deleting any pack: \(failed.count) superseded index file\(failed.count == 1 ? "" : "s") could not be removed (\(failed.prefix(3).joined(separator: "; "))); the marks are saved, run prune again")
+        }
+        for p in sweep {
+            try await repo.delete(Handle(.data, p.id.hex))
             report.packsDeleted += 1
             report.bytesDeleted += UInt64(p.packSize)
         }

@@ -113,6 +113,11 @@ public struct LocalBackend: Backend {
         var st = Glibc.stat()
         if fstat(fd, &st) != 0 { throw LocalBackend.error("cannot stat", p, errno) }
         let size = Int(st.st_size)
+        // No object Lifeboat writes is near 4 GiB (packs stop at 512 MiB): a larger whole-object read is a
+        // planted (perhaps sparse) file, and allocating for it would fail.
+        if range == nil && size > Int(UInt32.max) {
+            throw StorageError(.permanent, "\(handle) is \(size) bytes, larger than any repository object: remove it")
+        }
         let r = range ?? 0..<size
         guard r.lowerBound >= 0, r.upperBound <= size else {
             throw StorageError(.invalidRange, "\(handle): range \(r) is outside its \(size) bytes")

@@ -1,4 +1,5 @@
 import Foundation
+import LifeboatCore
 
 /// How often and how patiently to retry transient storage errors.
 public struct RetryPolicy: Sendable {
@@ -14,14 +15,21 @@ public struct RetryPolicy: Sendable {
         self.maxDelay = maxDelay
     }
 
-    /// `LIFEBOAT_RETRY=ATTEMPTS[,BASE_SECONDS[,MAX_SECONDS]]` overrides the defaults (tests use short delays).
+    /// `LIFEBOAT_RETRY=ATTEMPTS[,BASE_SECONDS[,MAX_SECONDS]]` overrides the defaults (tests use short delays);
+    /// an invalid value is ignored here (the CLI rejects it at start-up through `validatedFromEnvironment`).
     public static func fromEnvironment() -> RetryPolicy {
-        guard let s = ProcessInfo.processInfo.environment["LIFEBOAT_RETRY"] else { return RetryPolicy() }
-        let p = s.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        (try? validatedFromEnvironment()) ?? RetryPolicy()
+    }
+
+    /// `LIFEBOAT_RETRY` checked: 1 to 100 attempts, delays of 0 to 3,600 seconds (base) and 0 to 86,400 (max).
+    public static func validatedFromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> RetryPolicy {
+        guard let s = env["LIFEBOAT_RETRY"], !s.isEmpty else { return RetryPolicy() }
+        let p = s.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        guard p.count <= 3 else { throw LifeboatError.invalid("LIFEBOAT_RETRY must be ATTEMPTS[,BASE_SECONDS[,MAX_SECONDS]] (got \"\(s)\")") }
         var r = RetryPolicy()
-        if p.count > 0, let a = p[0] { r.attempts = max(1, Int(a)) }
-        if p.count > 1, let b = p[1] { r.baseDelay = b }
-        if p.count > 2, let m = p[2] { r.maxDelay = m }
+        r.attempts = try Bounds.integer(p[0], 1...100, "LIFEBOAT_RETRY's attempts")
+        if p.count > 1 { r.baseDelay = try Bounds.number(p[1], 0...3600, "LIFEBOAT_RETRY's base delay") }
+        if p.count > 2 { r.maxDelay = try Bounds.number(p[2], 0...86400, "LIFEBOAT_RETRY's maximum delay") }
         return r
     }
 
@@ -60,7 +68,7 @@ public struct RetryingBackend: Backend {
                 return try await body(attempt)
             } catch let e as StorageError where e.kind == .transient && attempt < policy.attempts {
                 onRetry(what, attempt, e)
-                try await Task.sleep(nanoseconds: UInt64(policy.delay(beforeRetry: attempt) * 1e9))
+                try await Task.sleep(nanoseconds: Bounds.nanoseconds(policy.delay(beforeRetry: attempt)))
                 attempt += 1
             } catch let e as StorageError where e.kind == .transient {
                 throw StorageError(.transient, "\(e.message) (gave up after \(attempt) attempts)")

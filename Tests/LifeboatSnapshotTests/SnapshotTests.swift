@@ -27,7 +27,10 @@ func tempDir(_ tag: String) -> String {
         }
         var link = Node(name: Array("escape".utf8), type: .symlink)
         link.linkTarget = Array(base.utf8)
-        var viaLink = Node(name: Array("escape".utf8), type: .dir)  // a second "escape" entry: a dir through the symlink
+        // A symlink planted in the target before the restore, where the snapshot has a directory.
+        try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: target + "/planted", withDestinationPath: base)
+        var viaLink = Node(name: Array("planted".utf8), type: .dir)
         viaLink.mode = 0o755
         viaLink.subtree = try await repo.saveTree(Tree(nodes: [file(Array("through-link".utf8))])).id
         let hostile: [Node] = [file(Array("..".utf8)), file(Array("../outside".utf8)), file(Array("/etc-like".utf8)),
@@ -41,11 +44,12 @@ func tempDir(_ tag: String) -> String {
         let outside = try FileManager.default.contentsOfDirectory(atPath: base)
         #expect(outside == ["target"], "nothing created beside the target: \(outside)")
         #expect(FileManager.default.fileExists(atPath: target + "/fine"))
-        #expect(restorer.errors.count >= 6, "each hostile name is reported: \(restorer.errors.map(\.path))")
-        // The second "escape" entry replaced the symlink with a real directory instead of following it.
+        #expect(restorer.errors.count >= 6, "each hostile name is reported: \(restorer.errors.map { "\($0.path): \($0.message)" })")
+        // The planted symlink was replaced by a real directory instead of being followed.
         var isDir: ObjCBool = false
-        #expect(FileManager.default.fileExists(atPath: target + "/escape/through-link", isDirectory: &isDir))
-        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: target + "/escape")) == nil)
+        #expect(FileManager.default.fileExists(atPath: target + "/planted/through-link", isDirectory: &isDir))
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: target + "/planted")) == nil)
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: target + "/escape")) == base, "a symlink is restored as one")
     }
 }
 
@@ -249,30 +253,113 @@ final class SnapshotListingHook: Backend, Sendable {
 }
 
 @Suite struct RestorerTests {
-    /// Blobs reach the writer in file order whatever order their loads finish in; a damaged blob is reported in
-    /// its place and the rest follow; the writer can stop early.
-    @Test func loadInOrderKeepsFileOrder() async throws {
-        let repo = try await Repository.initialize(backend: MemoryBackend(), password: "pw", kdf: ScryptParameters(n: 1024, r: 8, p: 1))
+    func location(pack: UInt8, offset: UInt32, raw: UInt32) -> BlobLocation {
+        BlobLocation(pack: ID(bytes: [UInt8](repeating: pack, count: 32)), salt: [UInt8](repeating: 0, count: 32),
+                     blob: PackedBlob(type: .data, id: ID(bytes: Seal.randomBytes(32)), offset: offset, length: raw + 16,
+                                      rawLength: raw, compressed: false))
+    }
+
+    /// A blob the index does not know has no length: the blobs before it are placed from the start and the
+    /// ones after the last unknown blob from the end, so no byte lands at a wrong offset.
+    @Test func placementsAroundBlobsTheIndexLacks() async throws {
+        let repo = try await smallRepo()
         var ids: [ID] = []
-        for i in 0..<12 { ids.append(try await repo.saveBlob(.data, Array(repeating: UInt8(i), count: 1000 + i * 5000)).id) }
+        for i in 0..<5 { ids.append(try await repo.saveBlob(.data, [UInt8](repeating: UInt8(i), count: 1000 * (i + 1))).id) }
         try await repo.flush()
-        let missing = ID(bytes: Seal.randomBytes(32))
-        var sequence = ids
-        sequence.insert(missing, at: 5)
-        sequence.append(ids[0])  // the same blob twice in one file
-        var seen: [Int] = []
-        var failures = 0
-        let done = await Restorer.loadInOrder(sequence, repo: repo) { id, r in
-            switch r {
-            case .success(let bytes): seen.append(Int(bytes[0]))
-            case .failure: failures += 1; seen.append(-1)
-            }
-            return true
+        let unknown = ID(bytes: Seal.randomBytes(32))
+        var n = Node(name: Array("f".utf8), type: .file)
+        // 1000 + 2000 + [unknown: 7777] + 4000 + 5000
+        n.content = [ids[0], ids[1], unknown, ids[3], ids[4]]
+        n.size = 1000 + 2000 + 7777 + 4000 + 5000
+        let (placed, problems) = Restorer.placements(of: n, index: repo.index)
+        let expected: [UInt64] = [0, 1000, 10_777, 14_777]
+        #expect(placed.map(\.offset) == expected)
+        #expect(placed.map(\.id) == [ids[0], ids[1], ids[3], ids[4]])
+        #expect(problems.count == 1 && problems[0].contains("not in the index"))
+        // Two unknown blobs with a known one between: that one cannot be placed.
+        n.content = [ids[0], unknown, ids[2], unknown, ids[4]]
+        let (p2, _) = Restorer.placements(of: n, index: repo.index)
+        #expect(p2.map(\.id) == [ids[0], ids[4]])
+        #expect(p2.last?.offset == n.size - 5000)
+        // A size smaller than the known tail: nothing from the end is placed.
+        n.content = [ids[0], unknown, ids[4]]
+        n.size = 10
+        let (p3, _) = Restorer.placements(of: n, index: repo.index)
+        #expect(p3.map(\.id) == [ids[0]])
+    }
+
+    @Test func runsMergeNeighboursPerPackAndStayBounded() {
+        func job(_ locs: [BlobLocation]) -> Restorer.FileJob {
+            Restorer.FileJob(rel: [0x61], path: [0x61], node: Node(name: [0x61], type: .file),
+                             placements: locs.map { ($0.blob.id, 0, $0) }, damaged: false)
         }
-        #expect(done && failures == 1)
-        #expect(seen == [0, 1, 2, 3, 4, -1, 5, 6, 7, 8, 9, 10, 11, 0])
-        var count = 0
-        let stopped = await Restorer.loadInOrder(ids, repo: repo) { _, _ in count += 1; return count < 3 }
-        #expect(!stopped && count == 3)
+        let a1 = location(pack: 1, offset: 36, raw: 1000)
+        let a2 = location(pack: 1, offset: 36 + 1016, raw: 1000)            // adjacent
+        let a3 = location(pack: 1, offset: 36 + 2032 + 200_000, raw: 1000)  // a small gap: same read
+        let a4 = location(pack: 1, offset: 36 + 2032 + 200_000 + 1016 + UInt32(Restorer.maxGap) + 1, raw: 1000)  // too far
+        let b1 = location(pack: 2, offset: 36, raw: 50)
+        let runs = Restorer.runs([job([a1, b1, a2]), job([a3, a4, a1])])
+        #expect(runs.map(\.blobs.count) == [3, 1, 1])
+        #expect(runs.map(\.pack) == [a1.pack, a1.pack, b1.pack])
+        #expect(runs[0].blobs.first { $0.location == a1 }!.targets.count == 2, "a blob two files need is read once")
+        // Reads never exceed maxRead.
+        var big: [BlobLocation] = []
+        var off: UInt32 = 36
+        for _ in 0..<40 { big.append(location(pack: 3, offset: off, raw: 1 << 20)); off += (1 << 20) + 16 }
+        let split = Restorer.runs([job(big)])
+        #expect(split.count >= 3 && split.allSatisfy { $0.end - $0.start <= Restorer.maxRead })
+        #expect(split.reduce(0) { $0 + $1.blobs.count } == 40)
+    }
+
+    /// A restore reads packs in few ranged requests, writes every byte where it belongs (also around a blob the
+    /// index lacks), and names the damaged file.
+    @Test func restoreReadsRunsAndKeepsOffsetsAroundDamage() async throws {
+        let repo = try await smallRepo()
+        var files: [(String, [UInt8])] = []
+        for i in 0..<30 { files.append(("f\(i)", Seal.randomBytes(500 + i * 97))) }
+        let chunks = (0..<4).map { _ in Seal.randomBytes(3000) }
+        var nodes: [Node] = []
+        for (name, data) in files {
+            var n = Node(name: Array(name.utf8), type: .file)
+            n.content = [try await repo.saveBlob(.data, data).id]; n.size = UInt64(data.count); n.mode = 0o640
+            nodes.append(n)
+        }
+        var big = Node(name: Array("big".utf8), type: .file)
+        big.content = []
+        for c in chunks { big.content!.append(try await repo.saveBlob(.data, c).id) }
+        let ghost = ID(bytes: Seal.randomBytes(32))
+        big.content!.insert(ghost, at: 2)     // a blob the index lacks, 1234 bytes long
+        big.size = UInt64(4 * 3000 + 1234)
+        big.mode = 0o600
+        nodes.append(big)
+        var root = Node(name: [], type: .dir)
+        root.subtree = try await repo.saveTree(Tree(nodes: nodes)).id
+        try await repo.flush()
+        let target = tempDir("restore-runs")
+        defer { try? FileManager.default.removeItem(atPath: target) }
+        let r = Restorer(repository: repo, options: RestoreOptions())
+        try await r.restore(node: root, snapshotPath: "", target: target)
+        for (name, data) in files {
+            #expect(FileManager.default.contents(atPath: target + "/" + name) == Data(data))
+        }
+        let got = [UInt8](FileManager.default.contents(atPath: target + "/big")!)
+        #expect(got.count == 4 * 3000 + 1234)
+        #expect(Array(got[0..<6000]) == chunks[0] + chunks[1])
+        #expect(Array(got[6000..<7234]) == [UInt8](repeating: 0, count: 1234))
+        #expect(Array(got[7234...]) == chunks[2] + chunks[3], "blobs after the missing one are at their offsets")
+        #expect(r.errors.count == 1 && r.errors[0].path.hasSuffix("big"))
+        // All blobs sit in one or two packs: a handful of reads, not one per blob.
+        #expect(r.progress.packReads <= 3, "\(r.progress.packReads) reads for 33 blobs")
+        #expect(r.progress.filesDone == 31)
+    }
+
+    /// The bounded map keeps its results in input order whatever order the tasks finish in (the pattern that
+    /// Swift 6.3.1 miscompiled under -O once returned the first index for every task).
+    @Test func boundedMapKeepsOrder() async {
+        let out = await boundedMap(Array(0..<50), width: 4) { i -> Int in
+            try? await Task.sleep(nanoseconds: UInt64((50 - i) % 7) * 1_000_000)
+            return i * 2
+        }
+        #expect(out == (0..<50).map { $0 * 2 })
     }
 }

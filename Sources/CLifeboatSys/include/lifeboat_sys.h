@@ -9,4 +9,7 @@ int lb_lsetxattr(const char *path, const char *name, const void *value, size_t s
 int lb_fsetxattr(int fd, const char *name, const void *value, size_t size);
 int lb_o_noatime(void);
 void lb_tune_malloc(void);
+// openat2(2) with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS: opens `path` below `dirfd`
+// without following any symlink on the way. Returns -1 with errno ENOSYS on kernels before 5.6.
+int lb_open_beneath(int dirfd, const char *path, int flags, mode_t mode);
 #endif

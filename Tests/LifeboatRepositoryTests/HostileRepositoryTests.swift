@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+import LifeboatCore
+import LifeboatCrypto
+import LifeboatStorage
+@testable import LifeboatRepository
+
+/// Key files, index files and pack headers written by someone hostile: each is told apart and contained.
+@Suite struct KeyFileTests {
+    @Test func foreignDamagedAndWrongPasswordAreToldApart() async throws {
+        // restic's key format in an otherwise empty "repository".
+        let restic = MemoryBackend()
+        try await restic.write(.config, data: Data("x".utf8))
+        let rk = Data(#"{"created":"2024-01-01T00:00:00Z","username":"u","hostname":"h","kdf":"scrypt","N":32768,"r":8,"p":3,"salt":"AAAA","data":"AAAA"}"#.utf8)
+        try await restic.write(Handle(.keys, sha256ID(rk).hex), data: rk)
+        await #expect { try await Repository.open(backend: restic, password: "pw") } throws: {
+            guard let e = $0 as? LifeboatError else { return false }
+            return e.code == .noRepository && e.message.contains("restic")
+        }
+
+        // A Lifeboat repository whose only key is damaged: not "wrong password".
+        let b = MemoryBackend()
+        _ = try await newRepo(b)
+        let key = try await b.list(.keys)[0].name
+        b.tamper(Handle(.keys, key)) { $0.removeLast(20) }
+        await #expect { try await Repository.open(backend: b, password: "pw") } throws: {
+            guard let e = $0 as? LifeboatError else { return false }
+            return e.code == .corrupt && e.message.contains(String(key.prefix(8)))
+        }
+
+        // Damaged key beside a good one: the good one opens; a wrong password is still "wrong password".
+        let c = MemoryBackend()
+        let repo = try await newRepo(c)
+        try await repo.addKey(password: "second", kdf: cheap)
+        let k2 = try await c.list(.keys).map(\.name).first { $0 != repo.keyID.hex }!
+        c.tamper(Handle(.keys, k2)) { $0[10] ^= 0x55 }
+        _ = try await Repository.open(backend: c, password: "pw")
+        await #expect { try await Repository.open(backend: c, password: "nope") } throws: { ($0 as? LifeboatError)?.code == .wrongPassword }
+        let listed = try await repo.listKeys()
+        #expect(listed.count == 2 && listed.contains { $0.problem != nil })
+    }
+
+    @Test func costlyScryptParametersAreRefusedBeforeAnyWork() async throws {
+        #expect(ScryptParameters(n: 1 << 22, r: 32, p: 16).problem != nil)
+        #expect(ScryptParameters(n: 1 << 20, r: 8, p: 1).problem != nil, "1 GiB of memory")
+        #expect(ScryptParameters(n: 1 << 15, r: 8, p: 3).problem == nil, "the default")
+        #expect(ScryptParameters(n: 1000, r: 8, p: 1).problem != nil, "not a power of two")
+        let b = MemoryBackend()
+        _ = try await newRepo(b)
+        // A planted key with huge parameters, named to sort first.
+        var kf = try KeyFile.create(master: MasterKey.random(), password: "x", parameters: cheap, hostname: "h", username: "u", now: Date())
+        kf.scrypt = ScryptParameters(n: 1 << 22, r: 32, p: 16)
+        let data = try JSONEncoder().encode(kf)
+        try await b.write(Handle(.keys, sha256ID(data).hex), data: data)
+        let start = Date()
+        _ = try await Repository.open(backend: b, password: "pw")
+        #expect(Date().timeIntervalSince(start) < 30, "the hostile key was not derived")
+        let listed = try await (try await Repository.open(backend: b, password: "pw")).listKeys()
+        #expect(listed.contains { $0.problem?.contains("scrypt") == true })
+    }
+}
+
+@Suite struct HostileIndexTests {
+    func entry(offset: UInt32, length: UInt32, raw: UInt32, compressed: Bool) -> [UInt8] {
+        let p = IndexPack(id: ID(bytes: [UInt8](repeating: 1, count: 32)), salt: [UInt8](repeating: 0, count: 32),
+                          blobs: [PackedBlob(type: .data, id: ID(bytes: [UInt8](repeating: 2, count: 32)), offset: offset,
+                                             length: length, rawLength: raw, compressed: compressed)])
+        return IndexFormat.encode([p])
+    }
+
+    @Test func impossibleEntriesAreDamage() {
+        #expect(throws: Never.self) { try IndexFormat.decode(entry(offset: 36, length: 116, raw: 100, compressed: false)) }
+        #expect(throws: Never.self) { try IndexFormat.decode(entry(offset: 36, length: 50, raw: 1000, compressed: true)) }
+        #expect(throws: LifeboatError.self) { try IndexFormat.decode(entry(offset: 0xFFFF_FFF0, length: 0x100, raw: 1, compressed: true)) }
+        #expect(throws: LifeboatError.self) { try IndexFormat.decode(entry(offset: 36, length: 50, raw: 0xFFFF_FFF0, compressed: true)) }
+        #expect(throws: LifeboatError.self) { try IndexFormat.decode(entry(offset: 36, length: 8, raw: 1, compressed: true)) }
+        #expect(throws: LifeboatError.self) { try IndexFormat.decode(entry(offset: 2, length: 50, raw: 10, compressed: true)) }
+        #expect(throws: LifeboatError.self) { try IndexFormat.decode(entry(offset: 36, length: 50, raw: 10, compressed: false)) }
+        // A count of 2^32 - 1 packs in a 12-byte file reserves nothing big and fails cleanly.
+        #expect(throws: LifeboatError.self) { try IndexFormat.decode(Array("LBI1".utf8) + [0xFF, 0xFF, 0xFF, 0xFF]) }
+    }
+
+    @Test func hostileFramingCannotDemandGigabytes() async throws {
+        let b = MemoryBackend()
+        let repo = try await newRepo(b)
+        // A snapshot object that claims to expand to 4 GiB.
+        let framed: [UInt8] = [1, 0xFF, 0xFF, 0xFF, 0xFF, 0x28, 0xB5, 0x2F, 0xFD, 0, 0, 0, 0]
+        let sealed = Seal.sealObject(Data(framed), master: repo.master)
+        try await b.write(Handle(.snapshots, sha256ID(sealed).hex), data: sealed)
+        await #expect(throws: LifeboatError.self) { try await repo.loadUnpacked(.snapshots, sha256ID(sealed)) }
+    }
+
+    @Test func packHeadersReadWithRangesMatchTheWholePack() async throws {
+        let b = MemoryBackend()
+        let repo = try await newRepo(b)
+        for i in 0..<30 { _ = try await repo.saveBlob(.data, blobData(i)) }
+        try await repo.flush()
+        for o in try await b.list(.data) {
+            let id = ID(hex: o.name)!
+            let viaRanges = try await repo.readPackHeader(id, size: o.size)
+            let whole = try await repo.readUnindexedPack(o.name)
+            #expect(viaRanges == whole)
+        }
+        // Impossible sizes and truncated packs are errors, not traps.
+        let one = try await b.list(.data)[0]
+        await #expect(throws: (any Error).self) { try await repo.readPackHeader(ID(hex: one.name)!, size: Int.max) }
+        await #expect(throws: (any Error).self) { try await repo.readPackHeader(ID(hex: one.name)!, size: 10) }
+        b.tamper(Handle(.data, one.name)) { $0.removeLast(3) }
+        await #expect(throws: (any Error).self) { try await repo.readPackHeader(ID(hex: one.name)!, size: one.size) }
+    }
+}
