@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # release-only crash that the debug build could not show (docs/ARCHITECTURE.md, "Tests").
 BIN := .build/release/lifeboat
 
-.PHONY: deps build test unit integration demo bench bench-failover clean
+.PHONY: deps build test unit integration demo bench bench-failover fuzz clean
 
 deps:
 	@scripts/install-deps.sh
@@ -23,6 +23,7 @@ integration: build
 	bash tests/integration/remote.sh $(BIN)
 	bash tests/integration/replication.sh $(BIN)
 	bash tests/integration/failover.sh $(BIN)
+	bash tests/integration/hardening.sh $(BIN)
 
 test: unit integration
 
@@ -37,5 +38,9 @@ bench-failover: deps
 	swift build -c release --product lifeboat
 	python3 bench/failover.py
 
+# libFuzzer on the parsers (tree, index, pack header, object framing, YAML configs, HTTP ranges), FUZZ_SECONDS each.
+fuzz: deps
+	bash fuzz/run.sh
+
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz fuzz/.build

@@ -10,6 +10,11 @@ let package = Package(
     products: [
         .executable(name: "lifeboat", targets: ["lifeboat"]),
         .library(name: "LifeboatSnapshot", targets: ["LifeboatSnapshot"]),
+        // For the fuzz package (fuzz/): the parsers' modules.
+        .library(name: "LifeboatCore", targets: ["LifeboatCore"]),
+        .library(name: "LifeboatRepository", targets: ["LifeboatRepository"]),
+        .library(name: "LifeboatSites", targets: ["LifeboatSites"]),
+        .library(name: "LifeboatFailover", targets: ["LifeboatFailover"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),

@@ -109,6 +109,21 @@ class Tool:
         sh(["restic", "-r", repo, "init", "--repository-version", "2", "-q"], env=env)
         return timed(["restic", "-r", repo, "backup", data, "-q"], env)
 
+    def remote_restore(self, repo, target, env):
+        """Restores the latest snapshot of a remote repository (timed); the metadata cache starts empty."""
+        os.makedirs(target)
+        env = dict(env, LIFEBOAT_CACHE_DIR=target + "-cache", RESTIC_CACHE_DIR=target + "-cache")
+        if self.name == "lifeboat":
+            return timed([LB, "-r", repo, "restore", "latest", "--target", target, "-q"], env)
+        return timed(["restic", "-r", repo, "restore", "latest", "--target", target, "-q"], env)
+
+    def remote_backup(self, repo, data, env):
+        if self.name == "lifeboat":
+            sh([LB, "-r", repo, "init", "-q"], env=env)
+            return timed([LB, "-r", repo, "backup", data, "-q"], env)
+        sh(["restic", "-r", repo, "init", "--repository-version", "2", "-q"], env=env)
+        return timed(["restic", "-r", repo, "backup", data, "-q"], env)
+
     def check(self):
         c = {"lifeboat": [LB, "-r", self.repo, "check", "--read-data", "-q"],
              "restic": ["restic", "-r", self.repo, "check", "--read-data", "-q"],
@@ -125,6 +140,22 @@ def wait_port(port):
         except OSError:
             time.sleep(0.1)
     raise RuntimeError("moto_server did not start")
+
+def serve_requests(port, repo):
+    """GET requests `lifeboat serve` answered for `repo` so far (its Prometheus counter), and how many of them
+    read pack data."""
+    import urllib.request
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read().decode()
+    total = data = 0
+    for line in text.splitlines():
+        m = re.match(r'lifeboat_serve_requests_total\{repo="([^"]*)",method="(GET|HEAD)",type="([^"]*)",code="[^"]*"\} (\d+)', line)
+        if m and m.group(1).strip("/") == repo:
+            total += int(m.group(4))
+            if m.group(3) == "data": data += int(m.group(4))
+    return total, data
+
+def packs_in(repo_dir):
+    return sum(len(fs) for d, _, fs in os.walk(os.path.join(repo_dir, "data")))
 
 def verify_restore(data, target):
     restored = os.path.join(target, data.lstrip("/"))
@@ -179,6 +210,7 @@ def main():
     ap.add_argument("--tools", default="lifeboat,restic,borg")
     ap.add_argument("--skip-micro", action="store_true")
     ap.add_argument("--skip-s3", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each remote restore (the median counts)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     a = ap.parse_args()
     tools_wanted = a.tools.split(",")
@@ -244,6 +276,49 @@ def main():
         finally:
             moto.kill(); subprocess.run(["pkill", "-9", "-f", "moto_server -H 127.0.0.1 -p %d" % port])
 
+    if not a.skip_s3 and shutil.which("moto_server") and "restic" in tools_wanted:
+        # Restores from the remote sites, as a disaster recovery does: median of `rounds` runs each, cache empty.
+        port = free_port()
+        moto = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sport = free_port()
+        serve_root = os.path.join(a.work, "serve")
+        os.makedirs(serve_root)
+        serve = subprocess.Popen([LB, "serve", "--path", serve_root, "--listen", "127.0.0.1:%d" % sport, "--no-auth",
+                                  "--prometheus", "--prometheus-no-auth"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(port); wait_port(sport)
+            s3env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+            for t in tools:
+                if t.name in ("lifeboat", "restic"):
+                    t.s3repo = "s3:http://127.0.0.1:%d/restore/%s" % (port, t.name)
+                    t.remote_backup(t.s3repo, data, dict(t.env, **s3env))
+                    t.restrepo = "rest:http://127.0.0.1:%d/%s" % (sport, t.name)
+                    t.remote_backup(t.restrepo, data, t.env)
+            def median_restore(t, repo, env, tag, count=None):
+                runs = []
+                for i in range(a.rounds):
+                    target = os.path.join(a.work, "rr-%s-%s-%d" % (tag, t.name, i))
+                    before = count() if count else None
+                    r = t.remote_restore(repo, target, env)
+                    if count:
+                        after = count()
+                        r["requests"], r["data_requests"] = after[0] - before[0], after[1] - before[1]
+                    r["exact"] = verify_restore(data, target)
+                    shutil.rmtree(target, ignore_errors=True); shutil.rmtree(target + "-cache", ignore_errors=True)
+                    runs.append(r)
+                runs.sort(key=lambda r: r["wall_s"])
+                med = dict(runs[len(runs) // 2]); med["rounds"] = [x["wall_s"] for x in runs]
+                return med
+            step("restore from S3 (moto)", lambda t: median_restore(t, t.s3repo, dict(t.env, **s3env), "s3"), nbytes2, only=("lifeboat", "restic"))
+            def rest(t):
+                r = median_restore(t, t.restrepo, t.env, "rest", lambda: serve_requests(sport, t.name))
+                r["packs"] = packs_in(os.path.join(serve_root, t.name))
+                return r
+            step("restore from lifeboat serve", rest, nbytes2, only=("lifeboat", "restic"))
+        finally:
+            moto.kill(); serve.kill()
+            subprocess.run(["pkill", "-9", "-f", "moto_server -H 127.0.0.1 -p %d" % port])
+
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     report = {"date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"), "machine": {"cpu": cpu, "cores": os.cpu_count(),
               "kernel": platform.release()}, "data": {"bytes": nbytes, "files": nfiles, "bytes_after_mutation": nbytes2, "scale": a.scale},
@@ -274,8 +349,10 @@ def markdown(r, names):
         if "mb_s" in x and x["mb_s"]: s += ", %.0f MB/s" % x["mb_s"]
         s += "<br>CPU %.1f s, RSS %.0f MiB" % (x["cpu_s"], x["rss_mib"])
         if x.get("exact") is False: s += "<br>**NOT EXACT**"
+        if "requests" in x: s += "<br>%d requests (%d for data; %d packs)" % (x["requests"], x["data_requests"], x.get("packs", 0))
+        if "rounds" in x: s += "<br>median of %s s" % ", ".join("%.2f" % v for v in x["rounds"])
         return s
-    for step in ("init", "first backup", "second backup", "backup after mutation", "full restore", "check all data", "copy to a second repository", "backup to S3 (moto)"):
+    for step in ("init", "first backup", "second backup", "backup after mutation", "full restore", "check all data", "copy to a second repository", "backup to S3 (moto)", "restore from S3 (moto)", "restore from lifeboat serve"):
         if not all(step in r["tools"][n] for n in names if n != "borg"): continue
         row = "| %s | " % step + " | ".join(cell(r["tools"][n][step]) if step in r["tools"][n] else "n/a" for n in names)
         if "restic" in names and "lifeboat" in names:

@@ -86,7 +86,9 @@ extension LifeboatCommand {
         guard !globals.isEmpty, i < args.count else { return args }
         var rest = Array(args[i...])
         var at = 1
-        if rest[0] == "key", rest.count > 1, ["list", "add", "remove", "passwd"].contains(rest[1]) { at = 2 }
+        let groups: [String: Set<String>] = ["key": ["list", "add", "remove", "passwd"], "repair": ["index", "snapshots"],
+                                             "sites": ["status"]]
+        if rest.count > 1, groups[rest[0]]?.contains(rest[1]) == true { at = 2 }
         rest.insert(contentsOf: globals, at: at)
         return rest
     }

@@ -82,8 +82,15 @@ public enum PackFormat {
         let hstart = packSize - 4 - sealed.count
         guard salt.count == Seal.saltSize, hstart >= headerStart else { throw LifeboatError.corrupt("pack header length is invalid") }
         let plain = try Seal.open(sealed, key: master.subkey(salt: salt), counter: 0)
+        return try entries(Array(plain), dataEnd: hstart)
+    }
+
+    /// The blobs a decrypted header lists; they must lie end to end from the salt to `dataEnd` (where the
+    /// sealed header starts).
+    public static func entries(_ plain: [UInt8], dataEnd hstart: Int) throws -> [PackedBlob] {
+        guard hstart >= headerStart, hstart <= maxPackSize else { throw LifeboatError.corrupt("pack header length is invalid") }
         guard plain.count % headerEntrySize == 0 else { throw LifeboatError.corrupt("pack header has a partial entry") }
-        var r = BinaryReader(Array(plain), what: "pack header")
+        var r = BinaryReader(plain, what: "pack header")
         var blobs: [PackedBlob] = []
         blobs.reserveCapacity(plain.count / headerEntrySize)
         var offset = headerStart

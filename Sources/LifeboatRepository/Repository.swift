@@ -270,6 +270,9 @@ public final class Repository: Sendable {
         return [0] + plain
     }
 
+    /// The plaintext of an unpacked object from its framing (after decryption); public for the fuzz targets.
+    public static func decodeObjectFraming(_ framed: [UInt8]) throws -> [UInt8] { try decodeUnpacked(framed) }
+
     static func decodeUnpacked(_ framed: [UInt8]) throws -> [UInt8] {
         guard let first = framed.first else { throw LifeboatError.corrupt("object is empty") }
         switch first {
@@ -440,9 +443,11 @@ public final class Repository: Sendable {
     /// that waits for the oldest (back-pressure). Errors surface here or in `flush()`.
     func upload(_ pack: FinishedPack) async throws {
         let task = Task { try await self.uploadNow(pack) }
+        // Reading a pack back takes as long again as writing it: let that overlap the next uploads.
+        let limit = readBackUploads.load(ordering: .relaxed) ? backend.writeConcurrency + 2 : backend.writeConcurrency
         let oldest = uploads.withLock { u -> Task<Void, Error>? in
             u.append(task)
-            return u.count > backend.writeConcurrency ? u.removeFirst() : nil
+            return u.count > limit ? u.removeFirst() : nil
         }
         if let oldest { try await oldest.value }
     }

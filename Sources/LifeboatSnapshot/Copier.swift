@@ -144,10 +144,7 @@ public final class Copier: Sendable {
         if sameIDs {
             var blobs: [ID] = []
             for n in nodes { blobs += n.content ?? [] }
-            try await asyncForEach(blobs, parallelism: parallelism) { b in
-                if shouldStop() { throw CopyStopped() }
-                try await self.copyBlobKeepingID(b)
-            }
+            try await copyBlobs(blobs, shouldStop: shouldStop)
             if !destination.index.hasLive(id, type: .tree) {
                 let raw = try await source.loadBlob(.tree, id)
                 let r = try await destination.saveBlob(.tree, raw, id: id)
@@ -159,36 +156,64 @@ public final class Copier: Sendable {
         for i in nodes.indices {
             guard let content = nodes[i].content, !content.isEmpty else { continue }
             if shouldStop() { throw CopyStopped() }
-            nodes[i].content = sameChunker ? try await reidentify(content) : try await rechunk(content)
+            nodes[i].content = sameChunker ? try await reidentify(content, shouldStop: shouldStop) : try await rechunk(content)
         }
         let newID = try await destination.saveTree(Tree(nodes: nodes)).id
         treeMap.withLock { $0[id] = newID }
         return newID
     }
 
-    func copyBlobKeepingID(_ id: ID) async throws {
-        if destination.index.hasLive(id, type: .data) {
-            counters.withLock { $0.blobsSkipped += 1 }
-            return
+    /// Copies the data blobs `ids` the destination lacks, reading the source by the pack (`BlobRuns`: a few ranged
+    /// reads per pack, several at once) rather than blob by blob. With the same blob-ID key a blob keeps its ID;
+    /// otherwise it gets the destination's, recorded in `blobMap`.
+    func copyBlobs(_ ids: [ID], shouldStop: @escaping @Sendable () -> Bool) async throws {
+        var wanted: [(location: BlobLocation, target: ID)] = []
+        var seen = Set<ID>()
+        let srcIndex = source.index
+        for b in ids where seen.insert(b).inserted {
+            if sameIDs ? destination.index.hasLive(b, type: .data) : blobMap.withLock({ $0[b] != nil }) {
+                counters.withLock { $0.blobsSkipped += 1 }
+                continue
+            }
+            guard let loc = srcIndex.lookup(b, type: .data) else {
+                throw LifeboatError(.notFound, "data blob \(b.short) is not in the source's index")
+            }
+            wanted.append((loc, b))
         }
-        let data = try await source.loadBlob(.data, id)
-        let r = try await destination.saveBlob(.data, data, id: id)
-        counters.withLock {
-            if r.isNew { $0.blobsSent += 1; $0.bytesSent += UInt64(data.count) } else { $0.blobsSkipped += 1 }
+        try await asyncForEach(BlobRuns.group(wanted), parallelism: parallelism) { run in
+            if shouldStop() { throw CopyStopped() }
+            var failure: Error?
+            await BlobRuns.read(run, from: self.source) { blob, result in
+                guard failure == nil else { return }
+                do {
+                    // A copy that cannot be read here may exist in another pack of the source.
+                    let data = try await { () async throws -> [UInt8] in
+                        switch result {
+                        case .success(let d): return d
+                        case .failure: return try await self.source.loadBlob(.data, blob.location.blob.id)
+                        }
+                    }()
+                    let r = try await self.destination.saveBlob(.data, data, id: self.sameIDs ? blob.location.blob.id : nil)
+                    if !self.sameIDs { self.blobMap.withLock { $0[blob.location.blob.id] = r.id } }
+                    self.counters.withLock {
+                        if r.isNew { $0.blobsSent += 1; $0.bytesSent += UInt64(data.count) } else { $0.blobsSkipped += 1 }
+                    }
+                } catch {
+                    failure = error
+                }
+            }
+            if let failure { throw failure }
         }
     }
 
     /// Same chunks, new IDs (different blob-ID keys).
-    func reidentify(_ content: [ID]) async throws -> [ID] {
-        try await asyncMap(content, parallelism: parallelism) { b in
-            if let known = self.blobMap.withLock({ $0[b] }) { return known }
-            let data = try await self.source.loadBlob(.data, b)
-            let r = try await self.destination.saveBlob(.data, data)
-            self.blobMap.withLock { $0[b] = r.id }
-            self.counters.withLock {
-                if r.isNew { $0.blobsSent += 1; $0.bytesSent += UInt64(data.count) } else { $0.blobsSkipped += 1 }
+    func reidentify(_ content: [ID], shouldStop: @escaping @Sendable () -> Bool) async throws -> [ID] {
+        try await copyBlobs(content, shouldStop: shouldStop)
+        return try blobMap.withLock { m in
+            try content.map { b in
+                guard let id = m[b] else { throw LifeboatError.corrupt("data blob \(b.short) was not copied") }
+                return id
             }
-            return r.id
         }
     }
 
@@ -230,26 +255,6 @@ func asyncForEach<T: Sendable>(_ items: [T], parallelism: Int, _ body: @escaping
             if let x = it.next() { g.addTask { try await body(x) } }
         }
     }
-}
-
-/// Maps every element with at most `parallelism` at once, keeping the order; rethrows the first error.
-func asyncMap<T: Sendable, R: Sendable>(_ items: [T], parallelism: Int, _ body: @escaping @Sendable (T) async throws -> R) async throws -> [R] {
-    var out = [R?](repeating: nil, count: items.count)
-    try await withThrowingTaskGroup(of: (Int, R).self) { g in
-        var next = 0
-        func add() {
-            guard next < items.count else { return }
-            let i = next, x = items[i]
-            next += 1
-            g.addTask { (i, try await body(x)) }
-        }
-        for _ in 0..<parallelism { add() }
-        while let (i, r) = try await g.next() {
-            out[i] = r
-            add()
-        }
-    }
-    return out.map { $0! }
 }
 
 extension Copier {

@@ -26,9 +26,11 @@ public struct RestoreOptions: Sendable {
     /// Pack reads in flight (nil: one per core on a local disk, six on a remote site). Memory is bounded by
     /// this many ranges of at most `maxRead` bytes.
     public var packReaders: Int? = nil
-    /// Files written per batch: the plan of one batch (files, their blobs and offsets) is what restore keeps
-    /// in memory besides the packs being read.
-    public var batchFiles = 20_000
+    /// A batch ends after this many files or `batchBytes` of data: the plan of a batch (files, their blobs and
+    /// offsets) is what restore keeps in memory besides the packs being read, and one batch's data is written
+    /// while the next is planned.
+    public var batchFiles = 4096
+    public var batchBytes = 64 << 20
     public init() {}
 }
 
@@ -75,10 +77,6 @@ public final class Restorer: Sendable {
     let hardlinks = Mutex<[HardlinkKey: BytePath]>([:])
     struct HardlinkKey: Hashable { var device: UInt64; var inode: UInt64 }
     let isRoot = getuid() == 0
-    /// Neighbouring blobs of a pack are read together when the gap between them is at most this.
-    static let maxGap = 256 * 1024
-    /// The longest single read (a run of blobs).
-    static let maxRead = 16 * 1024 * 1024
 
     public init(repository: Repository, options: RestoreOptions) {
         repo = repository
@@ -114,7 +112,9 @@ public final class Restorer: Sendable {
     /// What the walk collects: files to fill (this batch) and directories to finish at the end.
     struct Plan {
         var files: [FileJob] = []
-        var blobs = 0
+        var bytes = 0
+        /// The batch being written while this one is planned.
+        var writing: Task<Void, Error>? = nil
         /// Directories in walk order (parents first), with their paths relative to the target.
         var directories: [(rel: BytePath, path: BytePath, node: Node)] = []
     }
@@ -142,16 +142,32 @@ public final class Restorer: Sendable {
         if node.type == .dir {
             // The totals (for progress) come from a walk of the trees beside the restore, not before it.
             async let totals: Void = countTotals(node)
-            try await restoreDirectory(tree: node.subtree, dirfd: fd, path: base.isEmpty ? [0x2F] : base, rel: [],
-                                       root: fd, index: index, plan: &plan)
-            try await writeData(&plan, root: fd)
+            do {
+                try await restoreDirectory(tree: node.subtree, dirfd: fd, path: base.isEmpty ? [0x2F] : base, rel: [],
+                                           root: fd, index: index, plan: &plan)
+                try await startBatch(&plan, root: fd)
+                try await plan.writing?.value
+            } catch {
+                _ = try? await plan.writing?.value  // the descriptors it uses must outlive it
+                throw error
+            }
             finishDirectories(plan.directories, root: fd)
             await totals
         } else {
             state.withLock { $0.totalFiles = 1; $0.totalBytes = node.size }
             try await restoreEntry(node, dirfd: fd, path: base, rel: node.name, root: fd, index: index, plan: &plan)
-            try await writeData(&plan, root: fd)
+            try await writeData(plan.files, root: fd)
         }
+    }
+
+    /// Hands the planned files to a background write (after the previous batch's write has finished), so that the
+    /// walk creating the next batch's files overlaps the reading and writing of this one.
+    func startBatch(_ plan: inout Plan, root: Int32) async throws {
+        let files = plan.files
+        plan.files = []
+        plan.bytes = 0
+        try await plan.writing?.value
+        plan.writing = files.isEmpty ? nil : Task { try await self.writeData(files, root: root) }
     }
 
     func countTotals(_ node: Node) async {
@@ -193,8 +209,8 @@ public final class Restorer: Sendable {
             if !selected(p, isDir: node.type == .dir).restore { continue }
             let r = rel.isEmpty ? node.name : rel.appendingComponent(node.name)
             try await restoreEntry(node, dirfd: dirfd, path: p, rel: r, root: root, index: index, plan: &plan)
-            if plan.files.count >= options.batchFiles || plan.blobs >= options.batchFiles * 8 {
-                try await writeData(&plan, root: root)
+            if plan.files.count >= options.batchFiles || plan.bytes >= options.batchBytes {
+                try await startBatch(&plan, root: root)
             }
         }
     }
@@ -291,7 +307,7 @@ public final class Restorer: Sendable {
         let (placed, problems) = Restorer.placements(of: node, index: index)
         for p in problems { fail(path, p) }
         plan.files.append(FileJob(rel: rel, path: path, node: node, placements: placed, damaged: !problems.isEmpty))
-        plan.blobs += placed.count
+        plan.bytes += placed.reduce(0) { $0 + Int($1.location.blob.rawLength) }
     }
 
     /// Where each blob of a file goes. Offsets are the sums of the blobs' lengths from the index; a blob the
@@ -335,57 +351,17 @@ public final class Restorer: Sendable {
 
     // MARK: - Data: packs, read in runs
 
-    /// One blob of a pack and the places it goes to.
-    struct Needed: Sendable {
-        var location: BlobLocation
-        var targets: [(file: Int, offset: UInt64)]
-    }
+    typealias Run = BlobRun<(file: Int, offset: UInt64)>
 
-    /// Neighbouring blobs of one pack, read with one ranged request.
-    struct Run: Sendable {
-        var pack: ID
-        var start: Int
-        var end: Int
-        var blobs: [Needed]
-    }
-
-    /// Groups blobs into runs: by pack (in the order the plan first needs each pack), then by offset, merging
-    /// neighbours separated by at most `maxGap` bytes into reads of at most `maxRead` bytes.
+    /// The runs of reads a batch needs (see `BlobRuns`).
     static func runs(_ files: [FileJob]) -> [Run] {
-        var packOrder: [ID] = []
-        var byPack: [ID: [ID: Needed]] = [:]
-        for (f, job) in files.enumerated() {
-            for p in job.placements {
-                let pack = p.location.pack
-                if byPack[pack] == nil { packOrder.append(pack); byPack[pack] = [:] }
-                byPack[pack]![p.id, default: Needed(location: p.location, targets: [])].targets.append((f, p.offset))
-            }
-        }
-        var out: [Run] = []
-        for pack in packOrder {
-            let blobs = byPack[pack]!.values.sorted { $0.location.blob.offset < $1.location.blob.offset }
-            var run: Run? = nil
-            for b in blobs {
-                let s = Int(b.location.blob.offset), e = s + Int(b.location.blob.length)
-                if var r = run, s - r.end <= maxGap, e - r.start <= maxRead, s >= r.end {
-                    r.end = e
-                    r.blobs.append(b)
-                    run = r
-                } else {
-                    if let r = run { out.append(r) }
-                    run = Run(pack: pack, start: s, end: e, blobs: [b])
-                }
-            }
-            if let r = run { out.append(r) }
-        }
-        return out
+        var wanted: [(location: BlobLocation, target: (file: Int, offset: UInt64))] = []
+        for (f, job) in files.enumerated() { for p in job.placements { wanted.append((p.location, (f, p.offset))) } }
+        return BlobRuns.group(wanted)
     }
 
     /// Writes the data of the planned files and finishes each (metadata, verification) when its last blob is in.
-    func writeData(_ plan: inout Plan, root: Int32) async throws {
-        let files = plan.files
-        plan.files = []
-        plan.blobs = 0
+    func writeData(_ files: [FileJob], root: Int32) async throws {
         guard !files.isEmpty else { return }
         let table = FileTable(files: files, root: root)
         // Files with nothing to read are complete already.
@@ -405,33 +381,18 @@ public final class Restorer: Sendable {
 
     func restoreRun(_ run: Run, _ files: [FileJob], _ table: FileTable) async throws {
         try repo.checkFence()
-        let data: Data
-        do {
-            data = try await repo.backend.read(Handle(.data, run.pack.hex), range: run.start..<run.end)
-            state.withLock { $0.packReads += 1 }
-        } catch {
-            for b in run.blobs {
-                await recover(b, files, table, "pack \(run.pack.short) holding blob \(b.location.blob.id.short) cannot be read: \((error as? StorageError)?.message ?? "\(error)")")
+        let ok = await BlobRuns.read(run, from: repo) { b, result in
+            switch result {
+            case .success(let plain): for t in b.targets { write(plain, to: t.file, at: t.offset, files, table) }
+            case .failure(let error): await recover(b, files, table, "\(error)")
             }
-            return
         }
-        for b in run.blobs {
-            let s = Int(b.location.blob.offset) - run.start, e = s + Int(b.location.blob.length)
-            let plain: [UInt8]
-            do {
-                guard e <= data.count else { throw LifeboatError.corrupt("pack \(run.pack.short) is shorter than the index says") }
-                plain = try repo.openBlob(data[(data.startIndex + s)..<(data.startIndex + e)], location: b.location)
-            } catch {
-                await recover(b, files, table, "\(error)")
-                continue
-            }
-            for t in b.targets { write(plain, to: t.file, at: t.offset, files, table) }
-        }
+        if ok { state.withLock { $0.packReads += 1 } }
     }
 
     /// A blob whose copy could not be read or opened: another copy the index knows may still serve; only when
     /// none does is every file that needs it named.
-    func recover(_ b: Needed, _ files: [FileJob], _ table: FileTable, _ message: String) async {
+    func recover(_ b: Run.Blob, _ files: [FileJob], _ table: FileTable, _ message: String) async {
         if let plain = try? await repo.loadBlob(.data, b.location.blob.id) {
             for t in b.targets { write(plain, to: t.file, at: t.offset, files, table) }
             return
@@ -439,7 +400,7 @@ public final class Restorer: Sendable {
         damage(b, files, table, message)
     }
 
-    func damage(_ b: Needed, _ files: [FileJob], _ table: FileTable, _ message: String) {
+    func damage(_ b: Run.Blob, _ files: [FileJob], _ table: FileTable, _ message: String) {
         for t in b.targets {
             fail(files[t.file].path, message)
             if table.placed(t.file, damaged: true) { finishFile(t.file, files, table) }

@@ -109,3 +109,28 @@ import LifeboatStorage
         await #expect(throws: (any Error).self) { try await repo.readPackHeader(ID(hex: one.name)!, size: one.size) }
     }
 }
+
+/// Seeds and crashing inputs found by `make fuzz` for the repository's decoders, replayed.
+@Suite struct RepositoryFuzzRegressionTests {
+    func inputs(_ name: String) -> [[UInt8]] {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        var out: [[UInt8]] = []
+        for dir in ["fuzz/seeds/\(name)", "fuzz/regressions/\(name)"] {
+            let d = root.appendingPathComponent(dir)
+            for f in (try? FileManager.default.contentsOfDirectory(atPath: d.path)) ?? [] where !f.hasPrefix(".") {
+                if let data = FileManager.default.contents(atPath: d.appendingPathComponent(f).path) { out.append(Array(data)) }
+            }
+        }
+        return out
+    }
+
+    @Test func decodersRefuseOrDecodeEveryInput() {
+        for i in inputs("index") { _ = try? IndexFormat.decode(i) }
+        for i in inputs("object") { _ = try? Repository.decodeObjectFraming(i) }
+        for i in inputs("packheader") where i.count >= 8 {
+            let size = i[0..<8].reduce(0) { $0 << 8 | Int($1) } & Int.max
+            _ = try? PackFormat.headerLength(tail: i.suffix(4), packSize: size)
+            _ = try? PackFormat.entries(Array(i.dropFirst(8)), dataEnd: size)
+        }
+    }
+}

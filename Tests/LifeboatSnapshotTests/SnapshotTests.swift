@@ -296,7 +296,7 @@ final class SnapshotListingHook: Backend, Sendable {
         let a1 = location(pack: 1, offset: 36, raw: 1000)
         let a2 = location(pack: 1, offset: 36 + 1016, raw: 1000)            // adjacent
         let a3 = location(pack: 1, offset: 36 + 2032 + 200_000, raw: 1000)  // a small gap: same read
-        let a4 = location(pack: 1, offset: 36 + 2032 + 200_000 + 1016 + UInt32(Restorer.maxGap) + 1, raw: 1000)  // too far
+        let a4 = location(pack: 1, offset: 36 + 2032 + 200_000 + 1016 + UInt32(BlobRuns.maxGap) + 1, raw: 1000)  // too far
         let b1 = location(pack: 2, offset: 36, raw: 50)
         let runs = Restorer.runs([job([a1, b1, a2]), job([a3, a4, a1])])
         #expect(runs.map(\.blobs.count) == [3, 1, 1])
@@ -307,7 +307,7 @@ final class SnapshotListingHook: Backend, Sendable {
         var off: UInt32 = 36
         for _ in 0..<40 { big.append(location(pack: 3, offset: off, raw: 1 << 20)); off += (1 << 20) + 16 }
         let split = Restorer.runs([job(big)])
-        #expect(split.count >= 3 && split.allSatisfy { $0.end - $0.start <= Restorer.maxRead })
+        #expect(split.count >= 3 && split.allSatisfy { $0.end - $0.start <= BlobRuns.maxRead })
         #expect(split.reduce(0) { $0 + $1.blobs.count } == 40)
     }
 
