@@ -114,7 +114,7 @@ let package = Package(
         // Test helpers: the backend conformance suite, fixtures.
         .target(name: "LifeboatTestSupport", dependencies: ["LifeboatStorage"], swiftSettings: swift6),
 
-        .testTarget(name: "LifeboatCoreTests", dependencies: ["LifeboatCore"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatCoreTests", dependencies: ["LifeboatCore", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatChunkerTests", dependencies: ["LifeboatChunker"], swiftSettings: swift6),
         .testTarget(name: "LifeboatCryptoTests", dependencies: ["LifeboatCrypto"], swiftSettings: swift6),
         .testTarget(name: "LifeboatStorageTests", dependencies: ["LifeboatStorage", "LifeboatTestSupport"], swiftSettings: swift6),
@@ -123,7 +123,7 @@ let package = Package(
             "LifeboatREST", "LifeboatS3", "LifeboatServer", "LifeboatHTTP", "LifeboatTestSupport",
         ], swiftSettings: swift6),
         .testTarget(name: "LifeboatFailoverTests", dependencies: ["LifeboatFailover"], swiftSettings: swift6),
-        .testTarget(name: "LifeboatSitesTests", dependencies: ["LifeboatSites"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatSitesTests", dependencies: ["LifeboatSites", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatSnapshotTests", dependencies: ["LifeboatSnapshot", "LifeboatChunker", "LifeboatTestSupport"], swiftSettings: swift6),
     ]
 )

@@ -1,20 +1,7 @@
 import Foundation
 import Testing
 import LifeboatCore
-
-/// The seeds and every crashing input `make fuzz` ever found (fuzz/seeds, fuzz/regressions), replayed: each must
-/// decode or be refused with an error.
-func fuzzInputs(_ name: String) -> [[UInt8]] {
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    var out: [[UInt8]] = []
-    for dir in ["fuzz/seeds/\(name)", "fuzz/regressions/\(name)"] {
-        let d = root.appendingPathComponent(dir)
-        for f in (try? FileManager.default.contentsOfDirectory(atPath: d.path)) ?? [] where !f.hasPrefix(".") {
-            if let data = FileManager.default.contents(atPath: d.appendingPathComponent(f).path) { out.append(Array(data)) }
-        }
-    }
-    return out
-}
+import LifeboatTestSupport
 
 @Suite struct FuzzRegressionTests {
     @Test func treeInputs() {

@@ -3,6 +3,7 @@ import Testing
 import LifeboatCore
 import LifeboatCrypto
 import LifeboatStorage
+import LifeboatTestSupport
 @testable import LifeboatRepository
 
 /// Key files, index files and pack headers written by someone hostile: each is told apart and contained.
@@ -112,22 +113,10 @@ import LifeboatStorage
 
 /// Seeds and crashing inputs found by `make fuzz` for the repository's decoders, replayed.
 @Suite struct RepositoryFuzzRegressionTests {
-    func inputs(_ name: String) -> [[UInt8]] {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        var out: [[UInt8]] = []
-        for dir in ["fuzz/seeds/\(name)", "fuzz/regressions/\(name)"] {
-            let d = root.appendingPathComponent(dir)
-            for f in (try? FileManager.default.contentsOfDirectory(atPath: d.path)) ?? [] where !f.hasPrefix(".") {
-                if let data = FileManager.default.contents(atPath: d.appendingPathComponent(f).path) { out.append(Array(data)) }
-            }
-        }
-        return out
-    }
-
     @Test func decodersRefuseOrDecodeEveryInput() {
-        for i in inputs("index") { _ = try? IndexFormat.decode(i) }
-        for i in inputs("object") { _ = try? Repository.decodeObjectFraming(i) }
-        for i in inputs("packheader") where i.count >= 8 {
+        for i in fuzzInputs("index") { _ = try? IndexFormat.decode(i) }
+        for i in fuzzInputs("object") { _ = try? Repository.decodeObjectFraming(i) }
+        for i in fuzzInputs("packheader") where i.count >= 8 {
             let size = i[0..<8].reduce(0) { $0 << 8 | Int($1) } & Int.max
             _ = try? PackFormat.headerLength(tail: i.suffix(4), packSize: size)
             _ = try? PackFormat.entries(Array(i.dropFirst(8)), dataEnd: size)
