@@ -115,6 +115,9 @@ public final class Restorer: Sendable {
         var bytes = 0
         /// The batch being written while this one is planned.
         var writing: Task<Void, Error>? = nil
+        /// This batch's limits: small at first, so that reading starts early, doubling up to the options'.
+        var limitFiles = 256
+        var limitBytes = 4 << 20
         /// Directories in walk order (parents first), with their paths relative to the target.
         var directories: [(rel: BytePath, path: BytePath, node: Node)] = []
     }
@@ -166,6 +169,8 @@ public final class Restorer: Sendable {
         let files = plan.files
         plan.files = []
         plan.bytes = 0
+        plan.limitFiles = min(plan.limitFiles * 2, options.batchFiles)
+        plan.limitBytes = min(plan.limitBytes * 2, options.batchBytes)
         try await plan.writing?.value
         plan.writing = files.isEmpty ? nil : Task { try await self.writeData(files, root: root) }
     }
@@ -209,7 +214,7 @@ public final class Restorer: Sendable {
             if !selected(p, isDir: node.type == .dir).restore { continue }
             let r = rel.isEmpty ? node.name : rel.appendingComponent(node.name)
             try await restoreEntry(node, dirfd: dirfd, path: p, rel: r, root: root, index: index, plan: &plan)
-            if plan.files.count >= options.batchFiles || plan.bytes >= options.batchBytes {
+            if plan.files.count >= plan.limitFiles || plan.bytes >= plan.limitBytes {
                 try await startBatch(&plan, root: root)
             }
         }
