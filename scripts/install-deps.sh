@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what Lifeboat needs to build and test on Debian, if anything is missing:
 # libzstd (build), attr (xattr tests), and for the remote-site tests openssl, htpasswd (apache2-utils),
-# curl, restic, rclone and moto_server (PyPI: moto[server]).
+# curl, restic, rclone and moto_server (PyPI: moto[server]); the suites use setsid (util-linux), ps/pgrep (procps),
+# ss (iproute2) and chattr (e2fsprogs).
 set -euo pipefail
 need=()
-for pkg in libzstd-dev pkg-config attr openssl apache2-utils curl restic rclone; do
+for pkg in libzstd-dev pkg-config attr openssl apache2-utils curl restic rclone procps util-linux iproute2 e2fsprogs; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

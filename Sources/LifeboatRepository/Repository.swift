@@ -321,43 +321,45 @@ public final class Repository: Sendable {
     /// a backup and names those files in a restore, but never stops the rest of the repository.
     ///
     /// An index file that vanishes between listing and reading was replaced by a prune, which writes
-    /// the replacement before deleting: the listing is then repeated to pick the replacement up.
+    /// the replacement before deleting: everything read is then thrown away and the index is read again from a
+    /// fresh listing. Files of two generations are never merged: an older file's "live" entry for a pack that a
+    /// newer pass marked and swept would otherwise survive, and a backup would deduplicate against deleted data.
     public func loadIndex(strict: Bool = false, onError: ((ID, Error) throws -> Void)? = nil) async throws {
         var loaded: [ID: [IndexPack]] = [:]
         var vanished = Set<ID>()
         for attempt in 0..<5 {
-            let files = try await backend.list(.index).compactMap { ID(hex: $0.name) }.filter { loaded[$0] == nil }
+            loaded = [:]
+            let files = try await backend.list(.index).compactMap { ID(hex: $0.name) }
             var missing = false
-            try await withThrowingTaskGroup(of: (ID, Result<[IndexPack], Error>).self) { g in
-                var it = files.makeIterator()
-                func next() {
-                    guard let f = it.next() else { return }
-                    g.addTask {
-                        do { return (f, .success(try IndexFormat.decode(try await self.loadUnpacked(.index, f)))) } catch { return (f, .failure(error)) }
-                    }
-                }
-                for _ in 0..<8 { next() }
-                while let (f, r) = try await g.next() {
-                    switch r {
-                    case .success(let packs): loaded[f] = packs
-                    case .failure(let e as LifeboatError) where e.code == .notFound:
-                        missing = true
-                        vanished.insert(f)
-                    case .failure(let e):
-                        if let onError { try onError(f, e) } else if strict {
-                            throw LifeboatError(.corrupt, "index file \(f.short) is damaged (run `lifeboat repair index`)", underlying: e as? LifeboatError)
-                        } else {
-                            reportDamage(.index, f, e)
-                        }
-                    }
-                    next()
+            let results = await boundedMap(files, width: 8) { f -> (ID, Result<[IndexPack], Error>) in
+                do { return (f, .success(try IndexFormat.decode(try await self.loadUnpacked(.index, f)))) } catch { return (f, .failure(error)) }
+            }
+            var damaged: [(ID, Error)] = []
+            for (f, r) in results {
+                switch r {
+                case .success(let packs): loaded[f] = packs
+                case .failure(let e as LifeboatError) where e.code == .notFound:
+                    missing = true
+                    vanished.insert(f)
+                case .failure(let e): damaged.append((f, e))
                 }
             }
-            if !missing { break }
+            if !missing {
+                // Damage is reported for the generation that is kept, once.
+                for (f, e) in damaged {
+                    if let onError { try onError(f, e) } else if strict {
+                        throw LifeboatError(.corrupt, "index file \(f.short) is damaged (run `lifeboat repair index`)", underlying: e as? LifeboatError)
+                    } else {
+                        reportDamage(.index, f, e)
+                    }
+                }
+                break
+            }
             if attempt == 4 { throw LifeboatError(.io, "index files keep vanishing while being read (\(vanished.count)); try again") }
         }
         state.withLock { s in
             var idx = MasterIndex()
+            s.indexFiles = [:]
             // Live listings first, then marks, so a mark by prune wins.
             for (f, packs) in loaded {
                 s.indexFiles[f] = packs.map(\.id)
@@ -692,28 +694,20 @@ public final class Repository: Sendable {
     public func listSnapshots(strict: Bool = false, onError: ((ID, Error) -> Void)? = nil) async throws -> [(id: ID, snapshot: Snapshot)] {
         let ids = try await backend.list(.snapshots).compactMap { ID(hex: $0.name) }
         var out: [(id: ID, snapshot: Snapshot)] = []
-        try await withThrowingTaskGroup(of: (ID, Result<Snapshot, Error>).self) { g in
-            var it = ids.makeIterator()
-            func next() {
-                guard let id = it.next() else { return }
-                g.addTask {
-                    do { return (id, .success(try await self.loadSnapshot(id))) } catch { return (id, .failure(error)) }
+        let results = await boundedMap(ids, width: 16) { id -> (ID, Result<Snapshot, Error>) in
+            do { return (id, .success(try await self.loadSnapshot(id))) } catch { return (id, .failure(error)) }
+        }
+        for (id, r) in results {
+            switch r {
+            case .success(let s): out.append((id, s))
+            case .failure(let e as LifeboatError) where e.code == .notFound:
+                break  // removed by a concurrent forget after the listing
+            case .failure(let e):
+                if let onError { onError(id, e) } else if strict {
+                    throw LifeboatError(.corrupt, "snapshot \(id.short) is damaged; prune cannot tell what it needs (remove it with `lifeboat forget \(id.short)` or restore it from a copy)", underlying: e as? LifeboatError)
+                } else {
+                    reportDamage(.snapshots, id, e)
                 }
-            }
-            for _ in 0..<16 { next() }
-            while let (id, r) = try await g.next() {
-                switch r {
-                case .success(let s): out.append((id, s))
-                case .failure(let e as LifeboatError) where e.code == .notFound:
-                    break  // removed by a concurrent forget after the listing
-                case .failure(let e):
-                    if let onError { onError(id, e) } else if strict {
-                        throw LifeboatError(.corrupt, "snapshot \(id.short) is damaged; prune cannot tell what it needs (remove it with `lifeboat forget \(id.short)` or restore it from a copy)", underlying: e as? LifeboatError)
-                    } else {
-                        reportDamage(.snapshots, id, e)
-                    }
-                }
-                next()
             }
         }
         return out.sorted { ($0.snapshot.date, $0.id) < ($1.snapshot.date, $1.id) }

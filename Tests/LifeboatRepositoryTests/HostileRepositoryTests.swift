@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import LifeboatCore
 import LifeboatCrypto
@@ -121,5 +122,57 @@ import LifeboatTestSupport
             _ = try? PackFormat.headerLength(tail: i.suffix(4), packSize: size)
             _ = try? PackFormat.entries(Array(i.dropFirst(8)), dataEnd: size)
         }
+    }
+}
+
+/// Runs a hook when an index file other than `first` is read, once `first` has been read: as a prune pass
+/// replacing index files between a reader's listing and its reads, after the reader got `first`.
+final class IndexReplacedDuringRead: Backend, Sendable {
+    let inner: MemoryBackend
+    let hook = Mutex<(@Sendable () async throws -> Void)?>(nil)
+    let first = Mutex<String>("")
+    let firstDone = Mutex(false)
+    init(_ inner: MemoryBackend) { self.inner = inner }
+    var location: String { inner.location }
+    func list(_ type: ObjectType) async throws -> [ObjectInfo] { try await inner.list(type) }
+    func stat(_ handle: Handle) async throws -> ObjectInfo { try await inner.stat(handle) }
+    func read(_ handle: Handle, range: Range<Int>?) async throws -> Data {
+        guard handle.type == .index else { return try await inner.read(handle, range: range) }
+        let isFirst = handle.name == first.withLock { $0 }
+        if !isFirst, let h = hook.withLock({ h -> (@Sendable () async throws -> Void)? in defer { h = nil }; return h }) {
+            for _ in 0..<100_000 where !firstDone.withLock({ $0 }) { await Task.yield() }
+            try await h()
+        }
+        let d = try await inner.read(handle, range: range)
+        if isFirst { firstDone.withLock { $0 = true } }
+        return d
+    }
+    func write(_ handle: Handle, data: Data) async throws { try await inner.write(handle, data: data) }
+    func delete(_ handle: Handle) async throws { try await inner.delete(handle) }
+}
+
+@Suite struct IndexGenerationTests {
+    /// A reader that saw an index file vanish reads the whole index again; it never keeps an older file's "live"
+    /// entry for a pack the newer generation dropped (a backup would deduplicate against deleted data).
+    @Test func vanishedIndexFileMeansAFreshRead() async throws {
+        let mem = MemoryBackend()
+        let b = IndexReplacedDuringRead(mem)
+        let repo = try await newRepo(b)
+        let p = IndexPack(id: ID(bytes: [UInt8](repeating: 7, count: 32)), salt: [UInt8](repeating: 0, count: 32),
+                          blobs: [PackedBlob(type: .data, id: ID(bytes: [UInt8](repeating: 8, count: 32)), offset: 36, length: 116,
+                                             rawLength: 100, compressed: false)])
+        let old = try await repo.writeIndex([p])       // the older generation: P live
+        let q = IndexPack(id: ID(bytes: [UInt8](repeating: 9, count: 32)), salt: p.salt, blobs: [])
+        let other = try await repo.writeIndex([q])
+        // Once the reader has the older file, a prune replaces both files with one that no longer lists P.
+        b.first.withLock { $0 = old[0].hex }
+        b.hook.withLock { $0 = {
+            _ = try await repo.writeIndex([q])
+            for f in old + other { try await mem.delete(Handle(.index, f.hex)) }
+        } }
+        let reader = try await Repository.open(backend: b, password: "pw")
+        try await reader.loadIndex(strict: true)
+        #expect(!reader.index.contains(pack: p.id), "the older generation's entry for P must not survive")
+        #expect(reader.index.contains(pack: q.id))
     }
 }

@@ -3,7 +3,8 @@
 
   echo.py server PORT [HOST]       echo every byte back, one thread per connection
   echo.py client PORT SECONDS      connect, send a numbered line every 50 ms for SECONDS, check every echo;
-                                   exit 0 if the connection carried everything, 1 if it broke
+                                   exit 0 if the connection carried everything, 1 if it broke; prints
+                                   "connected" once the first line came back (tests wait for it)
 """
 import socket
 import sys
@@ -50,6 +51,8 @@ def client(port, seconds):
                 print("wrong echo %r for %r" % (got, line), file=sys.stderr)
                 return 1
             n += 1
+            if n == 1:
+                print("connected", flush=True)
             time.sleep(0.05)
     except OSError as e:
         print("connection broke after %d lines: %s" % (n, e), file=sys.stderr)

@@ -12,11 +12,25 @@ backend() {
   wait_port "$2"
 }
 
-start_proxy() {  # start_proxy CONFIG: waits until every pool listens
+# handles_sighup PID: PID ignores or catches SIGHUP (/proc/PID/status), i.e. a reload signal no longer kills it.
+handles_sighup() {
+  local k v ign=0 cgt=0
+  while read -r k v; do case $k in SigIgn:) ign=$v;; SigCgt:) cgt=$v;; esac; done 2>/dev/null < "/proc/$1/status" || return 1
+  (( (0x$ign | 0x$cgt) & 1 ))
+}
+
+start_proxy() {  # start_proxy CONFIG: waits until every pool, and the admin API if there is one, listens
   "$BIN" proxy --config "$1" > "$WORK/proxy.log" 2>&1 &
   PROXY_PID=$!
-  for _ in $(seq 1 100); do grep -q "listening" "$WORK/proxy.log" 2>/dev/null && return 0; sleep 0.1; done
-  cat "$WORK/proxy.log"; fail "proxy did not start"
+  local pools want end=$(( SECONDS + 30 ))
+  pools=$("$BIN" proxy --check --config "$1" | sed -n 's/^configuration ok: \([0-9]*\) pools.*/\1/p')
+  want=$(( ${pools:-1} + $(grep -c '^admin:' "$1" || true) ))
+  while [ $SECONDS -lt $end ] && alive "$PROXY_PID"; do
+    # The proxy logs that its pools listen before it sets up SIGHUP: wait for both, a HUP before would kill it.
+    [ "$(grep -c -e ' pool .* listening on ' -e ' admin API listening on ' "$WORK/proxy.log" || true)" -ge "$want" ] && handles_sighup "$PROXY_PID" && return 0
+    sleep 0.1
+  done
+  cat "$WORK/proxy.log"; fail "proxy did not start: $want listeners expected within 30 s"
 }
 
 get() { curl -s -m 3 "http://127.0.0.1:$1/"; }
@@ -64,18 +78,18 @@ YAML
   done
   [ "$failed" = 0 ] || fail "$failed requests failed during failover"
   [ "$served_standby" -ge 40 ] || fail "the standby took over"
-  sleep 0.3
-  grep -q "standby primary web" "$WORK/hook.log" || fail "the hook ran with {new} {old} {pool}"
-  # Manual failback: the old primary comes back but takes no traffic.
+  wait_log "$WORK/hook.log" "standby primary web" || fail "the hook ran with {new} {old} {pool}"
+  # Manual failback: the old primary comes back (its checks pass again) but takes no traffic.
   backend primary "$P1"
-  sleep 0.6
+  wait_log "$WORK/proxy.log" "backend primary is up"
   [ "$(get "$PP")" = standby ] || fail "manual failback keeps the standby"
-  # All backends down: a new client is closed at once, not left hanging.
+  # All backends down: a new client is closed at once, not left hanging (curl would wait 10 s).
   kill -9 "$PID_primary" "$PID_standby"
-  sleep 0.4
+  wait_log "$WORK/proxy.log" "backend standby is down"
+  wait_until 30 "the primary to be down again" eval '[ "$(grep -c "backend primary is down" "$WORK/proxy.log" || true)" -ge 2 ]'
   local t0; t0=$(date +%s%N)
-  get "$PP" && fail "no backend, no answer"
-  [ $(( ($(date +%s%N) - t0) / 1000000 )) -lt 1000 ] || fail "the client is closed at once"
+  curl -s -m 10 "http://127.0.0.1:$PP/" && fail "no backend, no answer"
+  [ $(( ($(date +%s%N) - t0) / 1000000 )) -lt 5000 ] || fail "the client is closed at once"
   kill "$PROXY_PID"
 }
 
@@ -98,8 +112,7 @@ YAML
   grep -q "10 a" "$WORK/rr.counts" && grep -q "10 b" "$WORK/rr.counts" && grep -q "20 c" "$WORK/rr.counts" || { cat "$WORK/rr.counts" "$WORK/proxy.log"; fail "weighted round robin"; }
   # A backend that accepts but never answers (SIGSTOP) is found by the HTTP check's timeout.
   kill -STOP "$PID_b"
-  for _ in $(seq 1 30); do grep -q "backend b is down" "$WORK/proxy.log" && break; sleep 0.1; done
-  grep -q "backend b is down" "$WORK/proxy.log" || fail "the hung backend is detected"
+  wait_log "$WORK/proxy.log" "backend b is down" || fail "the hung backend is detected"
   for i in $(seq 1 12); do get "$PP" || echo -n FAILED; echo; done | sort | uniq -c > "$WORK/rr2.counts"
   ! grep -q " b$" "$WORK/rr2.counts" || fail "no traffic to the hung backend"
   kill -CONT "$PID_b"
@@ -121,7 +134,6 @@ pools:
       - {name: standby, address: 127.0.0.1:$P2, priority: 2}
 YAML
   start_proxy "$WORK/a.yaml"
-  for _ in $(seq 1 50); do grep -q "admin API listening" "$WORK/proxy.log" && break; sleep 0.1; done
   local A="http://127.0.0.1:$PA" H="Authorization: Bearer s3cret-token"
   [ "$(curl -s -o /dev/null -w '%{http_code}' "$A/status")" = 401 ] || fail "the admin API needs the token"
   [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer wrong" "$A/status")" = 401 ] || fail "a wrong token is refused"
@@ -150,7 +162,8 @@ YAML
   cmp -s "$WORK/big.out" "$WORK/www-primary/big" || fail "bandwidth: the data arrives intact"
   [ "$ms" -ge 1200 ] || fail "bandwidth is limited (300 kB in $ms ms at 200 kB/s)"
   curl -s -X POST -H "$H" "$A/pools/web/backends/primary/fault?kind=latency&ms=50&seconds=1" >/dev/null
-  sleep 1.2
+  fault_ended() { curl -s -H "$H" "$A/status" | python3 -c "import json,sys; sys.exit('fault' in json.load(sys.stdin)[0]['backends'][0])"; }
+  wait_until 30 "the 1 s fault to end" fault_ended
   t0=$(date +%s%N); [ "$(get "$PP")" = primary ]; ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   [ "$ms" -lt 400 ] || fail "a fault ends by itself"
   curl -s -H "$H" "$A/metrics" > "$WORK/metrics.txt"
@@ -181,9 +194,9 @@ YAML
   start_proxy "$WORK/e.yaml"
   [ "$(get "$PP")" = primary ] || fail "traffic goes to the primary"
   rm "$WORK/ok-$P1"   # the role check says the primary is no longer primary; it still accepts connections
-  for _ in $(seq 1 30); do grep -q "backend primary is down (exec: exit 1)" "$WORK/proxy.log" && break; sleep 0.1; done
+  wait_log "$WORK/proxy.log" "backend primary is down (exec: exit 1)"
   [ "$(get "$PP")" = standby ] || { cat "$WORK/proxy.log"; fail "the exec check moved traffic"; }
-  for _ in $(seq 1 30); do grep -q "killed after 0.3 s" "$WORK/proxy.log" && break; sleep 0.1; done
+  wait_log "$WORK/proxy.log" "killed after 0.3 s"
   grep -q "slow-hook.sh killed after 0.3 s" "$WORK/proxy.log" || { cat "$WORK/proxy.log"; fail "a hook is killed at its timeout"; }
   kill "$PROXY_PID"
 }
@@ -209,13 +222,13 @@ t_reload_keeps_connections() {
 YAML
   } > "$WORK/r.yaml"
   start_proxy "$WORK/r.yaml"
-  curl -s -X POST "http://127.0.0.1:$PA/pools/web/backends/primary/drain" > /dev/null
+  curl -sf -X POST "http://127.0.0.1:$PA/pools/web/backends/primary/drain" > /dev/null
   # A long-lived connection through the echo pool, which the reload below removes.
   python3 "$(dirname "$0")/echo.py" client "$PE" 3 > "$WORK/client1.out" 2>&1 & local C1=$!
-  sleep 0.5
+  wait_log "$WORK/client1.out" "connected"
   # 1. A broken file: the running configuration stays.
   echo "pools: [{name: web, listen: 127.0.0.1:$PP, backendz: []}]" > "$WORK/r.yaml"; kill -HUP "$PROXY_PID"
-  for _ in $(seq 1 30); do grep -q "reload failed" "$WORK/proxy.log" && break; sleep 0.1; done
+  wait_log "$WORK/proxy.log" "reload failed"
   grep -q 'reload failed, the running configuration stays: .*r.yaml:1:' "$WORK/proxy.log" || { cat "$WORK/proxy.log"; fail "a bad reload is reported with its line"; }
   # 2. A good one: the web pool gains a standby, the echo pool is removed, a new pool appears.
   { web_pool "      - {name: standby, address: 127.0.0.1:$P2, priority: 2}
@@ -226,7 +239,7 @@ YAML
 YAML
   } > "$WORK/r.yaml"
   kill -HUP "$PROXY_PID"
-  for _ in $(seq 1 30); do grep -q "reloaded" "$WORK/proxy.log" && break; sleep 0.1; done
+  wait_log "$WORK/proxy.log" "reloaded"
   grep -q "reloaded .*1 pools added (new), 1 removed (echo), 1 kept" "$WORK/proxy.log" || { cat "$WORK/proxy.log"; fail "the reload is logged"; }
   [ "$(get "$PN")" = standby ] || fail "the new pool serves"
   [ "$(get "$PP")" = standby ] || fail "the drained primary stays drained across the reload; the new standby serves"
@@ -252,10 +265,11 @@ pools:
 YAML
   start_proxy "$WORK/d.yaml"
   python3 "$(dirname "$0")/echo.py" client "$PE" 2 > "$WORK/client.out" 2>&1 & local C=$!
-  sleep 0.5
+  wait_log "$WORK/client.out" "connected"
   local t0; t0=$(date +%s%N)
   kill -TERM "$PROXY_PID"
-  sleep 0.3
+  wait_log "$WORK/proxy.log" "draining"
+  wait_until 30 "the draining proxy to close its listener" eval '[ "$(tcp_sockets 0A "$PE")" = 0 ]'
   python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $PE), timeout=1)" 2>/dev/null && fail "a draining proxy accepts no new connection"
   wait "$C" || { cat "$WORK/client.out"; fail "the open connection finished during the drain"; }
   local rc=0; wait "$PROXY_PID" || rc=$?
@@ -265,7 +279,7 @@ YAML
   sed -i 's/drain_timeout: 10s/drain_timeout: 700ms/' "$WORK/d.yaml"
   start_proxy "$WORK/d.yaml"
   python3 "$(dirname "$0")/echo.py" client "$PE" 5 > "$WORK/client.out" 2>&1 & C=$!
-  sleep 0.3
+  wait_log "$WORK/client.out" "connected"
   t0=$(date +%s%N); kill -TERM "$PROXY_PID"; wait "$PROXY_PID"; rc=$?
   local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   [ "$rc" = 0 ] && [ "$ms" -lt 3000 ] || fail "the drain ends at drain_timeout (rc $rc, $ms ms)"
@@ -290,9 +304,8 @@ YAML
   start_proxy "$WORK/v6.yaml"
   [ "$(curl -s -g -m 3 "http://[::1]:$PP/")" = v6 ] || { cat "$WORK/proxy.log"; fail "an IPv6 listener forwards to an IPv6 backend"; }
   curl -s -g -m 3 -o "$WORK/blob.out" "http://[::1]:$PP/blob"; cmp -s "$WORK/blob.out" "$WORK/www-v6/blob" || fail "the data is intact"
-  sleep 0.5
-  curl -s -g "http://[::1]:$PA/metrics" > "$WORK/m.txt"
-  python3 - "$WORK/m.txt" <<'PY' || { cat "$WORK/m.txt"; fail "bytes and check latency are exported"; }
+  # Counters are updated when a connection closes and as checks run: poll until the metrics agree.
+  v6_metrics() { curl -s -g "http://[::1]:$PA/metrics" > "$WORK/m.txt"; python3 - "$WORK/m.txt" 2>"$WORK/m.err" <<'PY'
 import re, sys
 m = {}
 for line in open(sys.argv[1]):
@@ -306,6 +319,8 @@ assert n >= 3 and m['lifeboat_proxy_check_duration_seconds_bucket{%s,le="+Inf"}'
 assert m['lifeboat_proxy_check_duration_seconds_bucket{%s,le="0.5"}' % l] == n, "every check under the timeout"
 assert m['lifeboat_proxy_connections_total{pool="v6"}'] == 2
 PY
+  }
+  wait_until 30 "the metrics to count checks, bytes and connections" v6_metrics || { cat "$WORK/m.txt" "$WORK/m.err"; fail "bytes and check latency are exported"; }
   kill "$PROXY_PID"
 }
 
@@ -330,11 +345,11 @@ YAML
   # A self-signed certificate that nobody trusts: the check fails.
   tls_config "" > "$WORK/tls.yaml"
   start_proxy "$WORK/tls.yaml"
-  for _ in $(seq 1 50); do grep -q "backend a is down" "$WORK/proxy.log" && break; sleep 0.1; done
+  wait_log "$WORK/proxy.log" "backend a is down"
   grep -q "backend a is down (https: the certificate is not trusted" "$WORK/proxy.log" || { cat "$WORK/proxy.log"; fail "an untrusted certificate fails the check"; }
   # Trusting it (reload): the backend comes up.
   tls_config ", ca_file: $WORK/cert.pem" > "$WORK/tls.yaml"; kill -HUP "$PROXY_PID"
-  for _ in $(seq 1 50); do grep -q "backend a is up" "$WORK/proxy.log" && break; sleep 0.1; done
+  wait_log "$WORK/proxy.log" "backend a is up"
   grep -q "backend a is up (http 200)" "$WORK/proxy.log" || { cat "$WORK/proxy.log"; fail "ca_file trusts the certificate"; }
   kill "$PROXY_PID"
   tls_config ", tls_verify: false" > "$WORK/tls.yaml"

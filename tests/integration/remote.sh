@@ -140,7 +140,7 @@ t_s3_signatures() {
   # boto3's own included, so only `init` runs: HEAD, PUT of the bucket, and signed uploads with bodies.)
   local P; P=$(free_port)
   INITIAL_NO_AUTH_ACTION_COUNT=3 moto_server -H 127.0.0.1 -p "$P" > "$WORK/moto-auth.log" 2>&1 &
-  wait_port "$P"
+  wait_port "$P" 127.0.0.1 60   # no warm-up request: it would use one of the 3 unauthenticated actions
   read -r KID KSEC < <(python3 "$HERE/moto_iam_user.py" "$P")
   local R="s3:http://127.0.0.1:$P/signed/repo"
   AWS_ACCESS_KEY_ID=$KID AWS_SECRET_ACCESS_KEY=$KSEC lb -r "$R" init >/dev/null
@@ -250,9 +250,11 @@ t_serve_graceful_stop() {  # SIGTERM: no new connections, the upload in progress
   curl -s -o /dev/null -w '%{http_code}' --limit-rate 200k -X POST --data-binary @"$WORK/gs-blob" \
     "${SERVE_URL}repo/data/$name" > "$WORK/gs-code" &
   local up=$!
-  sleep 1
+  # The upload is in progress (the server streams it to a temporary file) when the stop comes.
+  wait_until 30 "the slow upload to reach the server" has_nonempty_file "$D/repo/data" ".tmp-${name:0:16}-*"
   kill -TERM "$SERVE_PID"
-  sleep 0.3
+  local port=${SERVE_URL##*:}; port=${port%/}
+  wait_until 30 "serve to close its listener after SIGTERM" eval '[ "$(tcp_sockets 0A "$port")" = 0 ]'
   local rc=0; curl -s -m 2 -o /dev/null "${SERVE_URL}repo/config" || rc=$?
   [ "$rc" = 7 ] || fail "a stopping server accepts no new connection (curl $rc)"
   wait "$up"

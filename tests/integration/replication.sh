@@ -93,10 +93,7 @@ t_replication() {
   primary backup "$S" -q >/dev/null
   "$BIN" replicate --config "$WORK/sites.yaml" --site server > "$WORK/killed.out" 2>&1 &
   local pid=$!
-  for _ in $(seq 1 300); do
-    [ "$(find "$WORK/served/home/data" -type f | wc -l)" -ge 3 ] && break
-    sleep 0.05
-  done
+  wait_until 120 "three packs to reach the server replica" eval '[ "$(find "$WORK/served/home/data" -type f ! -name ".tmp-*" | wc -l)" -ge 3 ]'
   kill -9 "$pid"; wait "$pid" 2>/dev/null || true
   ! grep -q "server: up to date" "$WORK/killed.out" || fail "the kill came in the middle of the copy"
   server check >/dev/null || fail "consistent after SIGKILL"
@@ -108,7 +105,7 @@ t_replication() {
   # 5. --watch picks up new snapshots by itself and stops cleanly on SIGTERM.
   "$BIN" replicate --config "$WORK/sites.yaml" --watch > "$WORK/watch.out" 2>&1 &
   pid=$!
-  sleep 0.5
+  wait_until 30 "replicate --watch to hold the replication lock" holds_flock "$pid" "$WORK/state.json.lock"
   expect_code 11 lb replicate --config "$WORK/sites.yaml"
   grep -q "another" "$WORK/err" || fail "a second replicate is refused while one runs"
   echo "fifth" > "$S/dir/fifth.txt"

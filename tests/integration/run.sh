@@ -197,7 +197,7 @@ t_keys_and_locks() {
   mkfifo "$WORK/never"
   LIFEBOAT_PASSWORD_FILE=$WORK/pw3 "$BIN" -r "$R" backup --stdin <> "$WORK/never" >/dev/null &
   local pid=$!
-  for i in $(seq 1 50); do [ -n "$(ls "$R/locks")" ] && break; sleep 0.1; done
+  wait_until 30 "the backup to take its lock" eval '[ -n "$(ls "$R/locks")" ]'
   [ -n "$(ls "$R/locks")" ] || fail "backup holds a lock"
   LIFEBOAT_PASSWORD_FILE=$WORK/pw3 lb -r "$R" unlock | grep -q "removed 0 stale locks" || fail "a live lock is not stale"
   kill -9 $pid; wait $pid 2>/dev/null || true
@@ -208,7 +208,7 @@ t_keys_and_locks() {
   # SIGTERM releases the lock and exits with 130.
   LIFEBOAT_PASSWORD_FILE=$WORK/pw3 "$BIN" -r "$R" backup --stdin <> "$WORK/never" >/dev/null 2>&1 &
   pid=$!
-  for i in $(seq 1 50); do [ -n "$(ls "$R/locks")" ] && break; sleep 0.1; done
+  wait_until 30 "the backup to take its lock" eval '[ -n "$(ls "$R/locks")" ]'
   [ -n "$(ls "$R/locks")" ] || fail "backup holds a lock"
   kill -TERM $pid
   local code=0; wait $pid || code=$?
