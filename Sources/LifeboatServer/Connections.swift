@@ -60,7 +60,6 @@ public func raiseDescriptorLimit() -> Int {
 /// Counts open connections against a cap (shared by every event loop).
 final class ConnectionCounter: Sendable {
     let open = Atomic<Int>(0)
-    let refused = Atomic<Int>(0)
     let limit: Int
     init(limit: Int) { self.limit = limit }
 
@@ -68,7 +67,6 @@ final class ConnectionCounter: Sendable {
     func admit() -> Bool {
         if open.add(1, ordering: .relaxed).newValue <= limit { return true }
         open.subtract(1, ordering: .relaxed)
-        refused.add(1, ordering: .relaxed)
         return false
     }
     func leave() { open.subtract(1, ordering: .relaxed) }
