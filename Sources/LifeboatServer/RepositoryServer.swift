@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Glibc
 import Hummingbird
+import LifeboatCore
 import LifeboatStorage
 import Logging
 import NIOCore
@@ -289,40 +290,8 @@ public struct RepositoryServer: HTTPResponder {
     }
 
     /// The part of an object of `size` bytes that a `Range` header asks for, or nil when it cannot be served
-    /// (answered 416). One range only: `bytes=A-B`, `bytes=A-` or `bytes=-N`, clamped to the object. The
-    /// numbers are ASCII digits only (no sign, no spaces inside) and saturate instead of overflowing, so a
-    /// value of any length is read as "very large" and clamped; the arithmetic never leaves `0...size`.
-    public static func parseRange(_ spec: String, size: Int) -> Range<Int>? {
-        guard size >= 0 else { return nil }
-        let text = spec.trimmingCharacters(in: .whitespaces)
-        guard text.utf8.count > 6, text.prefix(6).lowercased() == "bytes=" else { return nil }
-        let set = text.dropFirst(6)
-        guard !set.contains(","), let dash = set.firstIndex(of: "-") else { return nil }
-        let first = set[..<dash], last = set[set.index(after: dash)...]
-        if first.isEmpty {
-            // The last N bytes; an empty object has none.
-            guard let n = decimal(last), n > 0, size > 0 else { return nil }
-            return (size - min(n, size))..<size
-        }
-        guard let a = decimal(first), a < size else { return nil }
-        if last.isEmpty { return a..<size }
-        guard let b = decimal(last), b >= a else { return nil }
-        // b < size - 1 here means b + 1 < size: no overflow.
-        return a..<(b >= size - 1 ? size : b + 1)
-    }
-
-    /// A non-empty run of ASCII digits as an Int, saturating at Int.max; nil for anything else.
-    public static func decimal(_ s: Substring) -> Int? {
-        guard !s.isEmpty else { return nil }
-        var v = 0
-        for c in s.utf8 {
-            guard c >= 48 && c <= 57 else { return nil }
-            let (m, o1) = v.multipliedReportingOverflow(by: 10)
-            let (r, o2) = m.addingReportingOverflow(Int(c - 48))
-            v = (o1 || o2) ? Int.max : r
-        }
-        return v
-    }
+    /// (answered 416): `HTTPRange.parse` (LifeboatCore, fuzzed), which never overflows on any number.
+    public static func parseRange(_ spec: String, size: Int) -> Range<Int>? { HTTPRange.parse(spec, size: size) }
 
     func currentUsage() -> Int {
         if let u = used.value.withLock({ $0 }) { return u }
