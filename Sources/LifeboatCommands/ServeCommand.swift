@@ -28,6 +28,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(help: "Serve Prometheus metrics at /metrics.") var prometheus = false
     @Flag(name: .customLong("prometheus-no-auth"), help: "Serve /metrics without authentication.") var prometheusNoAuth = false
     @Flag(name: .customLong("no-verify-upload"), help: "Do not check that uploads match their names (SHA-256).") var noVerifyUpload = false
+    @Option(name: .customLong("idle-timeout"), help: "Close a connection idle, or whose request makes no progress, for this many seconds.")
+    var idleTimeout: Double = 60
+    @Option(name: .customLong("header-timeout"), help: "Answer 408 and close when a request's line and headers take longer than this many seconds.")
+    var headerTimeout: Double = 10
+    @Option(name: .customLong("max-connections"), help: "Connections served at once; more are answered 503 and closed.")
+    var maxConnections: Int = 1000
     @Flag(help: "Log every request.") var verbose = false
     @Flag(help: "Print the listening URL as a JSON line.") var json = false
 
@@ -52,12 +58,17 @@ struct ServeCommand: AsyncParsableCommand {
             }
             options.privateRepos = privateRepos
             options.appendOnly = appendOnly
+            if let maxSize, maxSize < 0 { throw ServeError("--max-size \(maxSize) is negative: give a number of bytes") }
             options.maxSize = maxSize
             options.prometheus = prometheus
             options.prometheusNoAuth = prometheusNoAuth
             options.verifyUploads = !noVerifyUpload
             var listenOptions = ListenOptions()
             (listenOptions.host, listenOptions.port) = try ListenOptions.parse(listen)
+            listenOptions.limits.idleTimeout = idleTimeout
+            listenOptions.limits.headerTimeout = headerTimeout
+            listenOptions.limits.maxConnections = maxConnections
+            try listenOptions.limits.validate()
             if tls {
                 guard let tlsCert, let tlsKey else { throw ServeError("--tls needs --tls-cert and --tls-key") }
                 listenOptions.tlsCert = tlsCert

@@ -10,10 +10,11 @@ public enum HTTPRange {
         guard size > 0 else { return nil }
         let s = spec.trimmingCharacters(in: .whitespaces)
         guard s.count <= 200, s.lowercased().hasPrefix("bytes=") else { return nil }
-        let body = s.dropFirst(6).trimmingCharacters(in: .whitespaces)
+        let body = s.dropFirst(6)
         guard !body.contains(","), let dash = body.firstIndex(of: "-") else { return nil }
-        let first = body[..<dash].trimmingCharacters(in: .whitespaces)
-        let last = body[body.index(after: dash)...].trimmingCharacters(in: .whitespaces)
+        // No blanks inside the range (RFC 9110 has none): "bytes=1 -5" is refused like any other malformed one.
+        let first = String(body[..<dash])
+        let last = String(body[body.index(after: dash)...])
         if first.isEmpty {
             // Suffix: the last N bytes (all of them if N exceeds the size).
             guard let n = number(last), n > 0 else { return nil }

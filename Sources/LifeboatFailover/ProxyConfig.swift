@@ -23,6 +23,21 @@ public struct Endpoint: Sendable, Equatable, Hashable, CustomStringConvertible {
     }
 }
 
+extension Endpoint {
+    /// Whether `ip` is a loopback address written as one: 127.0.0.0/8, ::1, or 127.0.0.0/8 mapped into IPv6
+    /// (::ffff:127.x.y.z). A host name is not an address and is never loopback here, whatever it begins with.
+    public static func isLoopback(ip: String) -> Bool {
+        var v4 = in_addr()
+        if inet_pton(AF_INET, ip, &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
+        var v6 = in6_addr()
+        guard inet_pton(AF_INET6, ip, &v6) == 1 else { return false }
+        let b = withUnsafeBytes(of: &v6) { Array($0) }
+        guard b.count == 16, b[0..<10].allSatisfy({ $0 == 0 }) else { return false }
+        if b[10] == 0 && b[11] == 0 { return b[12..<15].allSatisfy { $0 == 0 } && b[15] == 1 }
+        return b[10] == 0xff && b[11] == 0xff && b[12] == 127
+    }
+}
+
 /// How a backend's health is checked.
 public struct CheckConfig: Sendable, Equatable {
     public enum Kind: String, Sendable { case tcp, http, https, exec }
@@ -96,7 +111,7 @@ public struct ProxyConfig: Sendable, Equatable {
             config.adminListen = listen
             config.adminTokenFile = try y.string(m, "token_file")
         }
-        config.drainTimeout = try y.duration(top, "drain_timeout") ?? config.drainTimeout
+        config.drainTimeout = try y.boundedDuration(top, "drain_timeout", DurationLimits.drain) ?? config.drainTimeout
         guard let pools = top["pools"]?.sequence, !pools.isEmpty else {
             throw y.error(top["pools"] ?? root, "`pools:` must be a non-empty list")
         }
@@ -113,8 +128,8 @@ public struct ProxyConfig: Sendable, Equatable {
                 try y.keys(cm, ["type", "interval", "timeout", "fall", "rise", "path", "expect_status", "expect_body", "command",
                                 "ca_file", "tls_verify"])
                 check.kind = try y.enumValue(cm, "type", CheckConfig.Kind.self) ?? .tcp
-                check.interval = try y.duration(cm, "interval") ?? check.interval
-                check.timeout = try y.duration(cm, "timeout") ?? check.timeout
+                check.interval = try y.boundedDuration(cm, "interval", DurationLimits.checkInterval) ?? check.interval
+                check.timeout = try y.boundedDuration(cm, "timeout", DurationLimits.checkTimeout) ?? check.timeout
                 check.fall = try y.int(cm, "fall", 1...100) ?? check.fall
                 check.rise = try y.int(cm, "rise", 1...100) ?? check.rise
                 check.path = try y.string(cm, "path") ?? check.path
@@ -152,7 +167,7 @@ public struct ProxyConfig: Sendable, Equatable {
                 let hm = try y.mapping(h, "`hooks:`")
                 try y.keys(hm, ["on_switch", "timeout"])
                 onSwitch = try y.strings(hm, "on_switch")
-                hookTimeout = try y.duration(hm, "timeout") ?? hookTimeout
+                hookTimeout = try y.boundedDuration(hm, "timeout", DurationLimits.hookTimeout) ?? hookTimeout
             }
             config.pools.append(PoolConfig(name: name, listen: listen, mode: try y.enumValue(m, "mode", PoolMode.self) ?? .failover,
                                            failback: try y.enumValue(m, "failback", Failback.self) ?? .manual, check: check,
@@ -162,7 +177,39 @@ public struct ProxyConfig: Sendable, Equatable {
     }
 }
 
+/// The durations the proxy file accepts, per key, in seconds. Anything outside (`1e300`, `inf`, `1e11`) is an
+/// error at validation, with its line and column, so no timer or sleep ever gets a value it cannot hold.
+public enum DurationLimits {
+    /// `drain_timeout`: how long SIGTERM waits.
+    public static let drain = 0.001...86_400.0
+    /// `check.interval`.
+    public static let checkInterval = 0.001...86_400.0
+    /// `check.timeout` (also the connect timeout of client traffic).
+    public static let checkTimeout = 0.001...3_600.0
+    /// `hooks.timeout`.
+    public static let hookTimeout = 0.001...86_400.0
+
+    /// `range` as people write it: "1ms to 1d".
+    public static func describe(_ range: ClosedRange<Double>) -> String { "\(show(range.lowerBound)) to \(show(range.upperBound))" }
+
+    static func show(_ s: Double) -> String {
+        for (unit, size) in [("d", 86_400.0), ("h", 3_600.0), ("m", 60.0), ("s", 1.0)] where s >= size && (s / size).rounded() == s / size {
+            return "\(Int(s / size))\(unit)"
+        }
+        return "\(Int((s * 1000).rounded()))ms"
+    }
+}
+
 extension YAMLReader {
+    /// A duration within `range` (seconds). YAMLReader's `duration` takes any positive number, infinity included.
+    func boundedDuration(_ m: Yams.Node.Mapping, _ k: String, _ range: ClosedRange<Double>) throws -> Double? {
+        guard let v = try duration(m, k) else { return nil }
+        guard v.isFinite, range.contains(v) else {
+            throw error(m[k], "`\(k)`: \(m[k]?.string ?? "?") is out of range: give a duration from \(DurationLimits.describe(range))")
+        }
+        return v
+    }
+
     func endpoint(_ m: Yams.Node.Mapping, _ k: String, owner: Yams.Node?) throws -> Endpoint {
         let s = try string(m, k, required: true, owner: owner)!
         guard let e = Endpoint.parse(s) else { throw error(m[k], "`\(k)`: \"\(s)\" is not HOST:PORT (IPv6 as [ADDR]:PORT, port 1–65535)") }

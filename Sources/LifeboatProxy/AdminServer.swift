@@ -20,6 +20,8 @@ public struct AdminServer: Sendable {
     let server: ProxyServer
     let token: String?
     let listen: Endpoint
+    /// What is bound: the checked loopback address without a token, else the configured host.
+    let bindHost: String
 
     public init(server: ProxyServer, listen: Endpoint, tokenFile: String?) throws {
         self.server = server
@@ -30,10 +32,17 @@ public struct AdminServer: Sendable {
                 throw ConfigError("admin", nil, "cannot read a token from \(f)")
             }
             token = t
+            bindHost = listen.host
         } else {
-            guard ["127.0.0.1", "::1", "localhost"].contains(listen.host) || listen.host.hasPrefix("127.") else {
-                throw ConfigError("admin", nil, "admin.listen \(listen) is not a loopback address: set admin.token_file")
+            // The address the name resolves to is what gets bound, and what must be loopback: a name such as
+            // 127.example.com can point anywhere.
+            let address = try? SocketAddress.makeAddressResolvingHost(listen.host, port: listen.port)
+            guard let ip = address?.ipAddress, Endpoint.isLoopback(ip: ip) else {
+                let resolved = address?.ipAddress.map { " (\($0))" } ?? " (it does not resolve)"
+                throw ConfigError("admin", nil, "admin.listen \(listen)\(resolved) is not a loopback address (127.0.0.0/8 or ::1): "
+                                  + "listen on one, or set admin.token_file")
             }
+            bindHost = ip
             token = nil
         }
     }
@@ -155,7 +164,7 @@ public struct AdminServer: Sendable {
         logger.logLevel = .warning
         let app = Application(
             responder: CallbackResponder<BasicRequestContext> { request, _ in try await me.respond(request) },
-            configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "lifeboat-proxy"),
+            configuration: .init(address: .hostname(bindHost, port: listen.port), serverName: "lifeboat-proxy"),
             onServerRunning: { ch in ready("\(ch.localAddress.map { "\($0)" } ?? me.listen.description)") },
             logger: logger)
         try await app.run()

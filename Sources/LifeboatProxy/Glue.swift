@@ -32,13 +32,24 @@ final class GlueHandler: ChannelDuplexHandler {
         partner = nil
     }
 
+    /// Bytes this side holds for shaped writes that have not gone out yet. Above `shapedHighWater` the partner
+    /// stops reading (as when this channel is not writable), so a fault never buffers more than about that much
+    /// per direction, whatever the client sends; it reads again once the queue is back under the mark.
+    private var shapedPending = 0
+    static let shapedHighWater = 256 * 1024
+
     private func partnerWrite(_ buffer: ByteBuffer) {
         guard var shaper, let context else { self.context?.write(wrapOutboundOut(buffer), promise: nil); return }
-        let at = shaper.delay(for: buffer.readableBytes, now: NIODeadline.now())
+        let n = buffer.readableBytes
+        let at = shaper.delay(for: n, now: NIODeadline.now())
         self.shaper = shaper
+        shapedPending += n
         context.eventLoop.scheduleTask(deadline: at) { [weak self] in
-            guard let self, let c = self.context else { return }
+            guard let self else { return }
+            self.shapedPending -= n
+            guard let c = self.context else { return }
             c.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
+            if self.partnerWritable { self.partner?.partnerBecameWritable() }
         }
     }
     private func partnerFlush() { if shaper == nil { context?.flush() } }
@@ -59,7 +70,9 @@ final class GlueHandler: ChannelDuplexHandler {
             context?.read()
         }
     }
-    private var partnerWritable: Bool { context?.channel.isWritable ?? false }
+    private var partnerWritable: Bool {
+        (context?.channel.isWritable ?? false) && shapedPending < GlueHandler.shapedHighWater
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
@@ -89,7 +102,7 @@ final class GlueHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { partner?.partnerBecameWritable() }
+        if partnerWritable { partner?.partnerBecameWritable() }
     }
 
     func read(context: ChannelHandlerContext) {
@@ -112,10 +125,10 @@ struct Shaper {
         var at: NIODeadline
         switch kind {
         case .latency(let s):
-            at = now + .nanoseconds(Int64(s * 1e9))
+            at = now + .nanoseconds(nanoseconds(s))
         case .bandwidth(let rate):
             let start = max(now, lastSend)
-            at = start + .nanoseconds(Int64(Double(bytes) / Double(max(1, rate)) * 1e9))
+            at = start + .nanoseconds(nanoseconds(Double(bytes) / Double(max(1, rate))))
         case .reset, .blackhole:
             at = now
         }

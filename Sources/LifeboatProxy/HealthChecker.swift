@@ -24,7 +24,7 @@ public struct HealthChecker: Sendable {
                                 let r = await self.check(target.endpoint, resolved: target.address, check)
                                 if Task.isCancelled { break }
                                 pool.record(target.id, r)
-                                try? await Task.sleep(nanoseconds: UInt64(check.interval * 1e9))
+                                try? await Task.sleep(nanoseconds: UInt64(nanoseconds(check.interval)))
                             }
                         }
                     }
@@ -51,7 +51,7 @@ public struct HealthChecker: Sendable {
         switch c.kind {
         case .tcp:
             do {
-                let bootstrap = ClientBootstrap(group: group).connectTimeout(.milliseconds(Int64(c.timeout * 1000)))
+                let bootstrap = ClientBootstrap(group: group).connectTimeout(.nanoseconds(nanoseconds(c.timeout)))
                 let ch = try await (resolved.map { bootstrap.connect(to: $0) }
                     ?? bootstrap.connect(host: target.host, port: target.port)).get()
                 try? await ch.close()
@@ -104,7 +104,7 @@ extension HealthChecker {
         request.method = .GET
         do {
             let client = try HealthChecker.client(caFile: c.caFile, verify: c.tlsVerify)
-            let response = try await client.execute(request, timeout: .milliseconds(Int64(c.timeout * 1000)))
+            let response = try await client.execute(request, timeout: .nanoseconds(nanoseconds(c.timeout)))
             let body = try await response.body.collect(upTo: 1 << 20)
             guard Int(response.status.code) == c.expectStatus else {
                 return (false, "http: status \(response.status.code), expected \(c.expectStatus)")

@@ -133,7 +133,7 @@ public final class PoolController: Sendable {
             if let f = l.extras[id]!.fault, f.until <= now { l.extras[id]!.fault = nil }
             let x = l.extras[id]!
             return Route(id: id, endpoint: l.config.backends[i].address, address: x.address,
-                         connectTimeout: .milliseconds(Int64(max(0.05, l.config.check.timeout) * 1000)),
+                         connectTimeout: .nanoseconds(nanoseconds(max(0.05, l.config.check.timeout))),
                          fault: x.fault, traffic: x.traffic)
         }
     }
@@ -280,6 +280,13 @@ public final class PoolController: Sendable {
     var checkTargets: [(id: Int, endpoint: Endpoint, address: SocketAddress?)] {
         live.withLock { l in l.state.members.enumerated().map { ($1.id, l.config.backends[$0].address, l.extras[$1.id]!.address) } }
     }
+}
+
+/// `seconds` as nanoseconds for timers, clamped to 0…1 year: a configuration built in code (the file's values are
+/// range-checked when read) cannot make a conversion trap.
+func nanoseconds(_ seconds: Double) -> Int64 {
+    guard seconds.isFinite, seconds > 0 else { return 0 }
+    return Int64(min(seconds, 365 * 86_400) * 1e9)
 }
 
 /// How a command run with a time limit ended.

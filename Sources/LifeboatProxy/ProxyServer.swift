@@ -197,7 +197,7 @@ public final class ProxyServer: Sendable {
             case .blackhole:
                 // Accepted, then nothing, until the fault ends.
                 pool.attach(id, [client])
-                client.eventLoop.scheduleTask(in: .milliseconds(Int64(max(0, fault.until.timeIntervalSinceNow) * 1000))) {
+                client.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds(fault.until.timeIntervalSinceNow))) {
                     client.close(promise: nil)
                 }
                 return
@@ -242,6 +242,8 @@ public final class ProxyServer: Sendable {
                     backend.close(promise: nil)
                     return
                 }
+                // What the client sent (and its end of input) before the relay existed goes to the backend first.
+                (try? client.pipeline.syncOperations.handler(type: ConnectOnActive.self))?.handOver()
                 // From now on each side reads whenever its partner can take the bytes (GlueHandler.read).
                 try? client.syncOptions?.setOption(.autoRead, value: true)
                 try? backend.syncOptions?.setOption(.autoRead, value: true)
@@ -250,18 +252,61 @@ public final class ProxyServer: Sendable {
     }
 }
 
-/// Starts the backend connection when the client connection becomes active, then steps aside.
+/// Starts the backend connection when the client connection becomes active, holds what the client sends until
+/// the relay is in place, then hands it over and steps aside.
+///
+/// Holding matters although the client channel does not read (autoRead is off): a client that sends its request
+/// and half-closes (or closes) before the backend accepts makes epoll report the end of input, and NIO then
+/// reads everything up to it at once, reads or not. Those bytes and the end of input used to reach the end of the
+/// pipeline before the relay existed and were lost: the backend never got the request, the client never got an
+/// answer, and the client's socket stayed in CLOSE-WAIT until a drain. They are now replayed into the relay.
 final class ConnectOnActive: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
     let pool: PoolController
+    private var context: ChannelHandlerContext?
+    private var held: [ByteBuffer] = []
+    private var inputClosed = false
+
     init(pool: PoolController) { self.pool = pool }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func channelActive(context: ChannelHandlerContext) {
         let channel = context.channel
-        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         let pool = self.pool
         pool.open.add(1, ordering: .relaxed)
         channel.closeFuture.whenComplete { _ in pool.open.subtract(1, ordering: .relaxed) }
+        context.fireChannelActive()
         ProxyServer.connect(channel, pool: pool, excluded: [])
     }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        held.append(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {}
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, case .inputClosed = e {
+            inputClosed = true
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    /// The relay's handler is in the pipeline after this one: pass on what was held, then leave.
+    func handOver() {
+        guard let context else { return }
+        let bytes = held
+        held = []
+        for b in bytes { context.fireChannelRead(wrapInboundOut(b)) }
+        if !bytes.isEmpty { context.fireChannelReadComplete() }
+        if inputClosed { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
 }
+
+@available(*, unavailable)
+extension ConnectOnActive: Sendable {}

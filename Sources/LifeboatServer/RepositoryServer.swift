@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Glibc
 import Hummingbird
+import LifeboatCore
 import LifeboatStorage
 import Logging
 import NIOCore
@@ -68,17 +69,20 @@ public struct RepositoryServer: HTTPResponder {
         var repoLabel = ""
         var typeLabel = ""
         do {
-            let user = try authenticate(request)
+            // --prometheus-no-auth: /metrics without credentials (with some, the caller's own scope applies).
+            let anonymousMetrics = options.prometheusNoAuth && request.uri.path == "/metrics" && request.headers[.authorization] == nil
+            let user = anonymousMetrics ? nil : try authenticate(request)
             let target = try parse(request.uri.path)
             switch target {
             case .metrics:
                 guard options.prometheus else { throw Reply(.notFound, "not found") }
                 if !options.prometheusNoAuth && options.htpasswd != nil && user == nil { throw Reply(.unauthorized, "credentials required") }
                 return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                                body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
+                                body: .init(byteBuffer: ByteBuffer(string: metrics.render(metricsScope(user)))))
             case .repository(let r), .config(let r), .list(let r, _), .object(let r, _):
-                repoLabel = r.isEmpty ? "/" : r
                 try authorize(user: user, repo: r)
+                // Only after authorization: a refused request names no repository in the metrics.
+                repoLabel = r.isEmpty ? "/" : r
             }
             if case .list(_, let t) = target { typeLabel = t.rawValue }
             if case .object(_, let h) = target { typeLabel = h.type.rawValue }
@@ -92,12 +96,33 @@ public struct RepositoryServer: HTTPResponder {
             if r.status == .unauthorized { headers[.wwwAuthenticate] = "Basic realm=\"lifeboat\"" }
             return Response(status: r.status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: r.message + "\n")))
         } catch let e as StorageError {
-            let status: HTTPResponse.Status = e.kind == .notFound ? .notFound : (e.kind == .invalidRange ? .rangeNotSatisfiable : .internalServerError)
+            // The storage's message names files on the server: it goes to the log, never to the client.
+            let status: HTTPResponse.Status
+            let message: String
+            switch e.kind {
+            case .notFound: (status, message) = (.notFound, "not found")
+            case .invalidRange: (status, message) = (.rangeNotSatisfiable, "the range is outside the object")
+            default: (status, message) = (.internalServerError, "storage error (the server's log has the details)")
+            }
             metrics.count(repo: repoLabel, method: request.method.rawValue, type: typeLabel, status: Int(status.code))
             if status == .internalServerError { context.logger.error("\(request.method) \(request.uri.path): \(e.message)") }
             return Response(status: status, headers: [.contentType: "text/plain; charset=utf-8"],
-                            body: .init(byteBuffer: ByteBuffer(string: (status == .internalServerError ? "storage error" : e.message) + "\n")))
+                            body: .init(byteBuffer: ByteBuffer(string: message + "\n")))
+        } catch {
+            // Anything else (a client that went away mid-upload, an unexpected failure): logged, not shown.
+            metrics.count(repo: repoLabel, method: request.method.rawValue, type: typeLabel, status: 500)
+            context.logger.error("\(request.method) \(request.uri.path): \(error)")
+            return Response(status: .internalServerError, headers: [.contentType: "text/plain; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(string: "internal error (the server's log has the details)\n")))
         }
+    }
+
+    /// What `/metrics` shows to `user`: with private repositories, each user sees only the series of their own
+    /// repositories, and a caller without credentials (`--prometheus-no-auth`) sees totals without repository
+    /// names. Without private repositories every user may use every repository, and sees all of them.
+    func metricsScope(_ user: String?) -> MetricsScope {
+        guard options.privateRepos else { return .all }
+        return user.map { .user($0) } ?? .totals
     }
 
     // MARK: authentication and paths
@@ -109,6 +134,8 @@ public struct RepositoryServer: HTTPResponder {
               let text = String(data: decoded, encoding: .utf8), let colon = text.firstIndex(of: ":") else {
             throw Reply(.unauthorized, "credentials required")
         }
+        // bcrypt reads a password as a C string: "secret\0junk" would pass as "secret". No NUL, anywhere.
+        guard !decoded.contains(0) else { throw Reply(.unauthorized, "wrong user or password") }
         let user = String(text[..<colon])
         guard htpasswd.verify(user: user, password: String(text[text.index(after: colon)...])) else {
             throw Reply(.unauthorized, "wrong user or password")
@@ -183,7 +210,8 @@ public struct RepositoryServer: HTTPResponder {
                 throw Reply(.methodNotAllowed, "only POST ?create=true is allowed on a repository")
             }
             do { try backend(repo).createLayout() } catch let e as StorageError {
-                throw Reply(.internalServerError, "cannot create the repository: \(e.message)")
+                // The message names the folder on the server: logged by respond(), not sent.
+                throw StorageError(e.kind == .notFound ? .permanent : e.kind, "cannot create the repository: \(e.message)")
             }
             return Response(status: .ok)
         case .list(let repo, let type):
@@ -261,20 +289,9 @@ public struct RepositoryServer: HTTPResponder {
         return Response(status: status, headers: headers, body: body)
     }
 
-    /// `bytes=A-B`, `bytes=A-` or `bytes=-N` (one range only), clamped to the object.
-    static func parseRange(_ spec: String, size: Int) -> Range<Int>? {
-        guard spec.hasPrefix("bytes="), !spec.contains(",") else { return nil }
-        let parts = spec.dropFirst(6).split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
-        guard parts.count == 2 else { return nil }
-        if parts[0].isEmpty {
-            guard let n = Int(parts[1]), n > 0 else { return nil }
-            return max(0, size - n)..<size
-        }
-        guard let a = Int(parts[0]), a >= 0, a < size else { return nil }
-        let last = parts[1].isEmpty ? size - 1 : (Int(parts[1]) ?? -1)
-        guard last >= a else { return nil }
-        return a..<min(size, last + 1)
-    }
+    /// The part of an object of `size` bytes that a `Range` header asks for, or nil when it cannot be served
+    /// (answered 416): `HTTPRange.parse` (LifeboatCore, fuzzed), which never overflows on any number.
+    public static func parseRange(_ spec: String, size: Int) -> Range<Int>? { HTTPRange.parse(spec, size: size) }
 
     func currentUsage() -> Int {
         if let u = used.value.withLock({ $0 }) { return u }
@@ -302,21 +319,33 @@ public struct RepositoryServer: HTTPResponder {
             throw Reply(.forbidden, "the server is append-only: \(handle) exists and cannot be overwritten")
         }
         let declared = request.headers[.contentLength].flatMap(Int.init)
-        // Room left under --max-size; checked against the declared length now and the real one while streaming.
-        let limit = options.maxSize.map { $0 - currentUsage() }
-        if let limit, declared ?? 0 > limit {
-            throw Reply(.contentTooLarge, "the server's size limit (\(options.maxSize!) bytes) would be exceeded")
+        // --max-size: room is reserved before any byte is written (the declared length at once, then as the body
+        // grows), under the counter's lock, so uploads running side by side can never together pass the limit.
+        let quota = options.maxSize
+        var reserved = 0
+        var previous = 0
+        if let quota {
+            _ = currentUsage()
+            if replace { previous = (try? await b.stat(handle))?.size ?? 0 }
+            if let declared, declared > 0 {
+                guard used.reserve(declared, within: quota) else { throw RepositoryServer.full(quota) }
+                reserved = declared
+            }
         }
         var hasher = SHA256()
         var written = 0
         do {
             try await b.write(handle, replace: replace) { sink in
                 for try await buffer in request.body {
+                    if let quota, sink.count + buffer.readableBytes > reserved {
+                        let more = sink.count + buffer.readableBytes - reserved
+                        guard used.reserve(more, within: quota) else { throw RepositoryServer.full(quota) }
+                        reserved += more
+                    }
                     try buffer.withUnsafeReadableBytes { raw in
                         hasher.update(bufferPointer: raw)
                         try sink.write(raw)
                     }
-                    if let limit, sink.count > limit { throw Reply(.contentTooLarge, "the server's size limit would be exceeded") }
                 }
                 written = sink.count
                 if let declared, declared != written { throw Reply(.badRequest, "the body is shorter than its Content-Length") }
@@ -327,13 +356,32 @@ public struct RepositoryServer: HTTPResponder {
                     }
                 }
             }
-        } catch let e as StorageError where !replace && e.kind == .permanent && e.message.hasSuffix("already exists") {
-            throw Reply(.forbidden, "the server is append-only: \(handle) exists and cannot be overwritten")
+        } catch {
+            if quota != nil { used.release(reserved) }
+            if let e = error as? StorageError, !replace, e.kind == .permanent, e.message.hasSuffix("already exists") {
+                throw Reply(.forbidden, "the server is append-only: \(handle) exists and cannot be overwritten")
+            }
+            throw error
         }
-        used.value.withLock { u in if let v = u { u = v + written } }
+        // The reservation becomes the object; an object it replaced no longer counts.
+        if quota != nil { used.release(reserved - written + previous) }
         metrics.addWritten(repo: repo.isEmpty ? "/" : repo, type: handle.type.rawValue, bytes: written)
         return Response(status: .ok)
     }
+
+    static func full(_ quota: Int) -> Reply {
+        Reply(.contentTooLarge, "the server's size limit (\(quota) bytes) would be exceeded")
+    }
+}
+
+/// Which series of `/metrics` a caller sees.
+public enum MetricsScope: Sendable, Equatable {
+    /// Every repository's series.
+    case all
+    /// Only the series of repositories under `/USER/` (private repositories).
+    case user(String)
+    /// Sums over all repositories, without their names.
+    case totals
 }
 
 /// Prometheus counters of the server (text exposition format).
@@ -345,43 +393,91 @@ public final class ServerMetrics: Sendable {
         var written: [[String]: Int] = [:]
     }
     let state = Mutex(State())
+    /// Distinct series kept per family; requests for more repositories are counted under `repo="(other)"`, so
+    /// clients asking for ever new names cannot make the server's memory grow without bound.
+    static let maxSeries = 10_000
+    static let other = "(other)"
 
     func count(repo: String, method: String, type: String, status: Int) {
-        state.withLock { $0.requests[Key(repo: repo, method: method, type: type, status: status), default: 0] += 1 }
+        state.withLock { s in
+            var k = Key(repo: repo, method: method, type: type, status: status)
+            if s.requests[k] == nil && s.requests.count >= ServerMetrics.maxSeries { k.repo = ServerMetrics.other }
+            s.requests[k, default: 0] += 1
+        }
     }
-    func addRead(repo: String, type: String, bytes: Int) { state.withLock { $0.read[[repo, type], default: 0] += bytes } }
-    func addWritten(repo: String, type: String, bytes: Int) { state.withLock { $0.written[[repo, type], default: 0] += bytes } }
+    func addRead(repo: String, type: String, bytes: Int) { state.withLock { ServerMetrics.add(&$0.read, repo, type, bytes) } }
+    func addWritten(repo: String, type: String, bytes: Int) { state.withLock { ServerMetrics.add(&$0.written, repo, type, bytes) } }
+
+    static func add(_ d: inout [[String]: Int], _ repo: String, _ type: String, _ bytes: Int) {
+        var k = [repo, type]
+        if d[k] == nil && d.count >= maxSeries { k[0] = other }
+        d[k, default: 0] &+= bytes
+    }
 
     static func label(_ s: String) -> String {
         s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
     }
 
-    public func render() -> String {
+    /// The `repo="…",` label of a series in `scope`: "" for totals, nil when the caller may not see it.
+    static func repoLabel(_ repo: String, _ scope: MetricsScope) -> String? {
+        switch scope {
+        case .all: return "repo=\"\(label(repo))\","
+        case .totals: return ""
+        case .user(let u): return repo.split(separator: "/").first == Substring(u) ? "repo=\"\(label(repo))\"," : nil
+        }
+    }
+
+    public func render(_ scope: MetricsScope = .all) -> String {
         let s = state.withLock { $0 }
+        // Series by their rendered labels (summed: totals merge repositories).
+        func lines(_ name: String, _ series: [String: Int]) -> String {
+            series.sorted { $0.key < $1.key }.map { "\(name)\($0.key.isEmpty ? "" : "{\($0.key)}") \($0.value)\n" }.joined()
+        }
+        func trim(_ labels: String) -> String { labels.hasSuffix(",") ? String(labels.dropLast()) : labels }
+        var requests: [String: Int] = [:], errors: [String: Int] = [:]
+        for (k, v) in s.requests {
+            guard let r = ServerMetrics.repoLabel(k.repo, scope) else { continue }
+            requests["\(r)method=\"\(k.method)\",type=\"\(k.type)\",code=\"\(k.status)\"", default: 0] &+= v
+            if k.status >= 400 { errors[trim(r), default: 0] &+= v }
+        }
         var out = "# HELP lifeboat_serve_requests_total Requests served, by repository, method, object type and status.\n"
         out += "# TYPE lifeboat_serve_requests_total counter\n"
-        for (k, v) in s.requests.sorted(by: { "\($0.key)" < "\($1.key)" }) {
-            out += "lifeboat_serve_requests_total{repo=\"\(ServerMetrics.label(k.repo))\",method=\"\(k.method)\",type=\"\(k.type)\",code=\"\(k.status)\"} \(v)\n"
-        }
+        out += lines("lifeboat_serve_requests_total", requests)
         out += "# HELP lifeboat_serve_errors_total Requests answered with a status of 400 or more, by repository.\n"
         out += "# TYPE lifeboat_serve_errors_total counter\n"
-        var errors: [String: Int] = [:]
-        for (k, v) in s.requests where k.status >= 400 { errors[k.repo, default: 0] += v }
-        for (repo, v) in errors.sorted(by: { $0.key < $1.key }) {
-            out += "lifeboat_serve_errors_total{repo=\"\(ServerMetrics.label(repo))\"} \(v)\n"
-        }
+        out += lines("lifeboat_serve_errors_total", errors)
         for (name, help, dict) in [("lifeboat_serve_read_bytes_total", "Object bytes sent", s.read),
                                    ("lifeboat_serve_written_bytes_total", "Object bytes stored", s.written)] {
             out += "# HELP \(name) \(help), by repository and object type.\n# TYPE \(name) counter\n"
-            for (k, v) in dict.sorted(by: { $0.key.joined() < $1.key.joined() }) {
-                out += "\(name){repo=\"\(ServerMetrics.label(k[0]))\",type=\"\(k[1])\"} \(v)\n"
+            var series: [String: Int] = [:]
+            for (k, v) in dict {
+                guard let r = ServerMetrics.repoLabel(k[0], scope) else { continue }
+                series["\(r)type=\"\(k[1])\"", default: 0] &+= v
             }
+            out += lines(name, series)
         }
         return out
     }
 }
 
-/// Bytes stored under the served folder (computed on first need, then kept up to date).
+/// Bytes stored under the served folder (computed on first need, then kept up to date), uploads in progress
+/// counted with the room they reserved.
 final class UsageCounter: Sendable {
     let value = Mutex<Int?>(nil)
+
+    /// Adds `n` bytes if the total stays within `limit` (before the first computation, nothing is counted).
+    func reserve(_ n: Int, within limit: Int) -> Bool {
+        value.withLock { u in
+            guard let v = u else { return true }
+            let (total, overflow) = v.addingReportingOverflow(n)
+            guard !overflow, total <= limit else { return false }
+            u = total
+            return true
+        }
+    }
+
+    /// Gives back `n` bytes (never below zero).
+    func release(_ n: Int) {
+        value.withLock { u in if let v = u { u = max(0, v - n) } }
+    }
 }

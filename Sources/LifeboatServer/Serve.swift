@@ -12,6 +12,8 @@ public struct ListenOptions: Sendable {
     public var port: Int = 8000
     public var tlsCert: String? = nil
     public var tlsKey: String? = nil
+    /// Timeouts and the cap on connections.
+    public var limits = ConnectionLimits()
 
     public init() {}
 
@@ -34,6 +36,13 @@ public func runServer(_ options: ServeOptions, listen: ListenOptions, logLevel: 
                       ready: @escaping @Sendable (String) -> Void) async throws {
     var logger = Logger(label: "lifeboat.serve")
     logger.logLevel = logLevel
+    try listen.limits.validate()
+    let descriptors = raiseDescriptorLimit()
+    let cap = listen.limits.effectiveMaxConnections(descriptorLimit: descriptors)
+    if cap < listen.limits.maxConnections {
+        logger.warning("serving at most \(cap) connections at once: the limit on open files is \(descriptors) (ulimit -n)")
+    }
+    let http = LimitedHTTP1Channel.builder(limits: listen.limits, counter: ConnectionCounter(limit: cap))
     let server: HTTPServerBuilder
     let scheme: String
     if let cert = listen.tlsCert, let key = listen.tlsKey {
@@ -47,10 +56,10 @@ public func runServer(_ options: ServeOptions, listen: ListenOptions, logLevel: 
         }
         let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) },
                                                            privateKey: .privateKey(privateKey))
-        server = try .tls(.http1(), tlsConfiguration: tls)
+        server = try .tls(http, tlsConfiguration: tls)
         scheme = "https"
     } else {
-        server = .http1()
+        server = http
         scheme = "http"
     }
     let app = Application(

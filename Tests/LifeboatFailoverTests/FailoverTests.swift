@@ -219,4 +219,37 @@ func bad(_ t: Double) -> BackendHealth.CheckResult { .init(ok: false, latency: 0
         #expect(problem(example.replacingOccurrences(of: "mode: failover", with: "mode: random")).contains("unknown value"))
         #expect(problem("pools: []").contains("non-empty"))
     }
+
+    /// Durations that used to pass validation and trap later (at SIGTERM, or on a SIGHUP reload of a running proxy).
+    @Test func durationsOutOfRangeHaveLineAndColumn() {
+        func problem(_ text: String) -> String {
+            do { _ = try ProxyConfig.parse(text, path: "p.yaml"); return "" } catch { return "\(error)" }
+        }
+        for bad in ["1e300", "inf", "nan", "1e11", "-1", "0", "1e300s", "99999999999d", "0.0001ms", "2d"] {
+            let interval = problem(example.replacingOccurrences(of: "interval: 100ms", with: "interval: \"\(bad)\""))
+            #expect(interval.hasPrefix("p.yaml:9:"), "interval \(bad): \(interval)")
+            let timeout = problem(example.replacingOccurrences(of: "timeout: 500ms", with: "timeout: \(bad)"))
+            #expect(timeout.hasPrefix("p.yaml:9:"), "timeout \(bad): \(timeout)")
+            let drain = problem("drain_timeout: \(bad)\n" + example)
+            #expect(drain.hasPrefix("p.yaml:1:16: "), "drain_timeout \(bad): \(drain)")
+            let hook = problem(example + "\n      timeout: \(bad)")
+            #expect(hook.hasPrefix("p.yaml:15:16: "), "hooks.timeout \(bad): \(hook)")
+        }
+        #expect(problem("drain_timeout: 1e300\n" + example).contains("out of range: give a duration from 1ms to 1d"))
+        // The bounds themselves are accepted.
+        #expect(problem("drain_timeout: 1d\n" + example) == "")
+        #expect(problem("drain_timeout: 1ms\n" + example) == "")
+        #expect(problem(example.replacingOccurrences(of: "timeout: 500ms", with: "timeout: 1h")) == "")
+        #expect(problem(example.replacingOccurrences(of: "interval: 100ms", with: "interval: 1d")) == "")
+    }
+
+    @Test func loopbackIsAnAddressNotAName() {
+        for ip in ["127.0.0.1", "127.1.2.3", "127.255.255.254", "::1", "0:0:0:0:0:0:0:1", "::ffff:127.0.0.1"] {
+            #expect(Endpoint.isLoopback(ip: ip), "\(ip)")
+        }
+        for host in ["127.evil.example", "127.0.0.1.nip.io", "127.1", "0x7f.0.0.1", "localhost", "0.0.0.0", "::", "128.0.0.1",
+                     "10.0.0.1", "::2", "::ffff:10.0.0.1", "fe80::1", "", "127.0.0.1 ", " 127.0.0.1"] {
+            #expect(!Endpoint.isLoopback(ip: host), "\(host)")
+        }
+    }
 }

@@ -359,7 +359,149 @@ YAML
   grep -q "tls.yaml:4:.*cannot read the CA file" "$WORK/err" || fail "a missing CA file is named with its line"
 }
 
-for t in ${FAILOVER_TESTS:-t_config_errors t_failover_no_failed_requests t_round_robin_and_hung_backend t_admin_api t_exec_check_and_hook_timeout t_reload_keeps_connections t_sigterm_drains t_ipv6_and_metrics t_https_check}; do
+# Issue 11: durations that passed validation and trapped later (at SIGTERM, or on a SIGHUP reload).
+t_config_duration_ranges() {
+  local E PE; E=$(free_port); PE=$(free_port)
+  for bad in 1e300 inf nan 1e11 -1 0; do
+    for key in drain_timeout interval timeout hook; do
+      case $key in
+        drain_timeout) printf 'drain_timeout: "%s"\npools:\n  - name: e\n    listen: 127.0.0.1:%s\n    backends: [{address: 127.0.0.1:%s}]\n' "$bad" "$PE" "$E" ;;
+        interval|timeout) printf 'pools:\n  - name: e\n    listen: 127.0.0.1:%s\n    check: {%s: "%s"}\n    backends: [{address: 127.0.0.1:%s}]\n' "$PE" "$key" "$bad" "$E" ;;
+        hook) printf 'pools:\n  - name: e\n    listen: 127.0.0.1:%s\n    backends: [{address: 127.0.0.1:%s}]\n    hooks: {on_switch: [/bin/true], timeout: "%s"}\n' "$PE" "$E" "$bad" ;;
+      esac > "$WORK/dur.yaml"
+      expect_code 1 lb proxy --check --config "$WORK/dur.yaml" || { cat "$WORK/dur.yaml"; fail "$key: $bad is refused"; }
+      grep -q "dur.yaml:[0-9]*:[0-9]*: " "$WORK/err" || { cat "$WORK/err"; fail "$key: $bad is reported with line and column"; }
+    done
+  done
+  # A running proxy keeps its configuration when a reload brings one, and still drains and exits 0 on SIGTERM.
+  echo_server echo "$E"
+  printf 'drain_timeout: 2s\npools:\n  - name: e\n    listen: 127.0.0.1:%s\n    backends: [{address: 127.0.0.1:%s}]\n' "$PE" "$E" > "$WORK/dur.yaml"
+  start_proxy "$WORK/dur.yaml"
+  sed -i 's/drain_timeout: 2s/drain_timeout: 1e300/' "$WORK/dur.yaml"
+  kill -HUP "$PROXY_PID"
+  for _ in $(seq 1 50); do grep -q "reload failed" "$WORK/proxy.log" && break; sleep 0.1; done
+  grep -q 'reload failed, the running configuration stays: .*dur.yaml:1:16: `drain_timeout`: 1e300 is out of range' "$WORK/proxy.log" || { cat "$WORK/proxy.log"; fail "the reload names the duration"; }
+  kill -TERM "$PROXY_PID"
+  local rc=0; wait "$PROXY_PID" || rc=$?
+  [ "$rc" = 0 ] || { cat "$WORK/proxy.log"; fail "the proxy drains and exits 0 after a refused reload (got $rc)"; }
+}
+
+# Issue 11: "loopback only" is decided on the address the admin listener binds, not on how its name begins.
+t_admin_loopback_is_an_address() {
+  local E PE PA; E=$(free_port); PE=$(free_port); PA=$(free_port)
+  for host in 127.lifeboat.invalid 127.0.0.1.lifeboat.invalid; do
+    printf 'admin: {listen: "%s:%s"}\npools:\n  - name: e\n    listen: 127.0.0.1:%s\n    backends: [{address: 127.0.0.1:%s}]\n' "$host" "$PA" "$PE" "$E" > "$WORK/adm.yaml"
+    expect_code 1 lb proxy --config "$WORK/adm.yaml" || fail "admin on $host without a token is refused"
+    grep -q "is not a loopback address" "$WORK/err" || { cat "$WORK/err" "$WORK/out"; fail "the refusal says why ($host)"; }
+  done
+  # localhost resolves to a loopback address: accepted, and the API answers there.
+  printf 'admin: {listen: "localhost:%s"}\npools:\n  - name: e\n    listen: 127.0.0.1:%s\n    backends: [{address: 127.0.0.1:%s}]\n' "$PA" "$PE" "$E" > "$WORK/adm.yaml"
+  start_proxy "$WORK/adm.yaml"
+  for _ in $(seq 1 50); do grep -q "admin API listening" "$WORK/proxy.log" && break; sleep 0.1; done
+  grep -q "admin API listening" "$WORK/proxy.log" || { cat "$WORK/proxy.log"; fail "the admin API listens on localhost"; }
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PA/status")" = 200 ] || fail "the admin API answers"
+  kill "$PROXY_PID"
+}
+
+# Issue 11: under a bandwidth fault the proxy applies back-pressure instead of buffering what the client sends.
+t_shaped_memory_bounded() {
+  local B PP PA; B=$(free_port); PP=$(free_port); PA=$(free_port)
+  # A backend that reads and discards everything.
+  python3 -c "
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $B)); s.listen(8)
+def sink(c):
+    while c.recv(1 << 20): pass
+while True:
+    c, _ = s.accept(); threading.Thread(target=sink, args=(c,), daemon=True).start()" > "$WORK/sink.log" 2>&1 &
+  wait_port "$B"
+  printf 'admin: {listen: 127.0.0.1:%s}\npools:\n  - name: s\n    listen: 127.0.0.1:%s\n    backends: [{name: sink, address: 127.0.0.1:%s}]\n' "$PA" "$PP" "$B" > "$WORK/shape.yaml"
+  start_proxy "$WORK/shape.yaml"
+  for _ in $(seq 1 50); do grep -q "admin API listening" "$WORK/proxy.log" && break; sleep 0.1; done
+  curl -sf -X POST "http://127.0.0.1:$PA/pools/s/backends/sink/fault?kind=bandwidth&bytes_per_second=1000000&seconds=120" > /dev/null || fail "bandwidth fault set"
+  local before; before=$(awk '/VmRSS/ {print $2}' "/proc/$PROXY_PID/status")
+  # Push up to 300 MiB as fast as possible; stop once the proxy has not taken a byte for 1 s (back-pressure).
+  python3 - "$PP" > "$WORK/push.out" <<'PY' || { cat "$WORK/push.out"; fail "the client pushes"; }
+import select, socket, sys, time
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+c.setblocking(False)
+chunk, sent, total = b"x" * (1 << 20), 0, 300 << 20
+stalled_since = None
+deadline = time.time() + 60
+while sent < total and time.time() < deadline:
+    _, w, _ = select.select([], [c], [], 0.1)
+    if w:
+        try:
+            n = c.send(chunk)
+        except BlockingIOError:
+            n = 0
+        sent += n
+        if n:
+            stalled_since = None
+            continue
+    stalled_since = stalled_since or time.time()
+    if time.time() - stalled_since >= 1.0:
+        break
+print(sent >> 20, "MiB pushed,", "back-pressure" if sent < total else "no back-pressure")
+PY
+  local after; after=$(awk '/VmRSS/ {print $2}' "/proc/$PROXY_PID/status")
+  echo "    $(cat "$WORK/push.out"); proxy RSS $((before / 1024)) MiB -> $((after / 1024)) MiB"
+  grep -q "back-pressure" "$WORK/push.out" && ! grep -q "no back-pressure" "$WORK/push.out" || fail "the client is held back"
+  [ $(( (after - before) / 1024 )) -lt 64 ] || fail "the proxy's memory stays bounded (grew $(( (after - before) / 1024 )) MiB)"
+  kill "$PROXY_PID"
+}
+
+# Issue 11: with a refused standby configured, a client that sends its request and half-closes before the backend
+# accepted used to lose both (NIO reads up to the end of input at once): no answer, and the proxy's socket stayed in
+# CLOSE-WAIT until a drain. Many short half-closing connections: every one is answered and none is left open.
+t_no_close_wait_after_short_connections() {
+  local P1 P2 PP; P1=$(free_port); P2=$(free_port); PP=$(free_port)
+  backend primary "$P1"
+  for mode in failover round-robin; do
+    cat > "$WORK/cw.yaml" <<YAML
+pools:
+  - name: web
+    listen: 127.0.0.1:$PP
+    mode: $mode
+    check: {type: tcp, interval: 100ms, timeout: 500ms, fall: 2, rise: 2}
+    backends:
+      - {name: primary, address: 127.0.0.1:$P1, priority: 1}
+      - {name: standby, address: 127.0.0.1:$P2, priority: 2}
+YAML
+    start_proxy "$WORK/cw.yaml"
+    python3 - "$PP" > "$WORK/cw.out" <<'PY'
+import socket, sys
+port, unanswered = int(sys.argv[1]), 0
+for i in range(200):
+    c = socket.create_connection(("127.0.0.1", port), timeout=3)
+    c.settimeout(2)
+    c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    c.shutdown(socket.SHUT_WR)
+    answer = b""
+    try:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            answer += d
+    except socket.timeout:
+        pass
+    c.close()
+    if not answer.startswith(b"HTTP/1.0 200"):
+        unanswered += 1
+        if unanswered >= 3:
+            break
+print("%d connections, %d unanswered" % (i + 1, unanswered))
+PY
+    local left; left=$(ss -Htan state close-wait "( sport = :$PP )" | wc -l)
+    echo "    $mode: $(cat "$WORK/cw.out"), $left in CLOSE-WAIT"
+    [ "$left" = 0 ] || { ss -tan state close-wait "( sport = :$PP )"; fail "$mode: no connection left in CLOSE-WAIT ($left)"; }
+    grep -q " 0 unanswered" "$WORK/cw.out" || fail "$mode: every short connection is answered"
+    kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true
+  done
+}
+
+for t in ${FAILOVER_TESTS:-t_config_errors t_failover_no_failed_requests t_round_robin_and_hung_backend t_admin_api t_exec_check_and_hook_timeout t_reload_keeps_connections t_sigterm_drains t_ipv6_and_metrics t_https_check t_config_duration_ranges t_admin_loopback_is_an_address t_shaped_memory_bounded t_no_close_wait_after_short_connections}; do
   run_test "$t"
 done
 echo "failover: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
