@@ -43,18 +43,21 @@ struct ProxyCommand: AsyncParsableCommand {
             admin = nil
         }
 
-        let bound: [SocketAddress?]
-        do { bound = try await server.start() } catch { throw fatal("cannot listen: \(error)") }
-        for (pool, address) in zip(cfg.pools, bound) {
-            log("pool \(pool.name) listening on \(address.map { "\($0)" } ?? pool.listen.description) (\(pool.mode.rawValue), \(pool.backends.count) backends)")
-        }
         // SIGHUP: reload. SIGTERM/SIGINT: stop accepting, drain, exit 0 (a second signal exits at once).
+        // Installed before "listening" is logged: a reload sent as soon as the proxy says it is ready must not
+        // kill it (SIGHUP's default action).
         gracefulStop = "draining connections"
         signal(SIGHUP, SIG_IGN)
         let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
         hup.setEventHandler { ProxyCommand.hangups.add(1, ordering: .relaxed) }
         hup.resume()
         defer { hup.cancel() }
+
+        let bound: [SocketAddress?]
+        do { bound = try await server.start() } catch { throw fatal("cannot listen: \(error)") }
+        for (pool, address) in zip(cfg.pools, bound) {
+            log("pool \(pool.name) listening on \(address.map { "\($0)" } ?? pool.listen.description) (\(pool.mode.rawValue), \(pool.backends.count) backends)")
+        }
 
         let path = config
         try await withThrowingTaskGroup(of: Void.self) { g in

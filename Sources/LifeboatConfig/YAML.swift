@@ -82,11 +82,11 @@ public struct YAMLReader: Sendable {
     public func duration(_ m: Yams.Node.Mapping, _ k: String,
                          _ range: ClosedRange<Double> = 0.001...(365 * 86400)) throws -> Double? {
         guard let n = m[k] else { return nil }
-        guard let s = n.string, let v = parseDuration(s), v > 0 else {
+        guard let s = n.string, let v = parseDurationValue(s) else {
             throw error(n, "`\(k)` must be a duration such as 100ms, 30s, 5m or 1h")
         }
-        guard range.contains(v) else {
-            throw error(n, "`\(k)` must be between \(describeSeconds(range.lowerBound)) and \(describeSeconds(range.upperBound)) (got \(s))")
+        guard v.isFinite, range.contains(v) else {
+            throw error(n, "`\(k)`: \(s) is out of range: give a duration from \(describeSeconds(range.lowerBound)) to \(describeSeconds(range.upperBound))")
         }
         return v
     }
@@ -100,6 +100,15 @@ public func parseDuration(_ s: String) -> Double? {
         return v / 1000
     }
     return try? parseSeconds(t)
+}
+
+/// The number of seconds `s` spells (`100ms`, `90`, `1h30m`, `1e300`), in range or not; nil if it is not a duration
+/// at all. Callers check the range.
+public func parseDurationValue(_ s: String) -> Double? {
+    let t = s.trimmingCharacters(in: .whitespaces)
+    guard !t.isEmpty else { return nil }
+    if t.hasSuffix("ms") { return (try? parseSecondsValue(String(t.dropLast(2)))).map { $0 / 1000 } }
+    return try? parseSecondsValue(t)
 }
 
 /// `100ms`, `30s`, `5m`, `2h` or `3d`, for messages about durations.

@@ -125,14 +125,15 @@ public struct CalendarDuration: Sendable, Equatable, CustomStringConvertible {
 /// Parses a span of time in seconds: `90s`, `15m`, `2h`, `1d`, `1h30m`, or a bare number of seconds.
 public func parseSeconds(_ s: String) throws -> Double {
     guard !s.isEmpty else { throw LifeboatError.invalid("invalid duration: it is empty (expected e.g. 90s, 15m, 2h)") }
-    let v = try parseSecondsUnchecked(s)
+    let v = try parseSecondsValue(s)
     guard v.isFinite, v >= 0, v <= Bounds.maxSeconds else {
         throw LifeboatError.invalid("invalid duration \"\(s)\": it must be between 0 and 100 years")
     }
     return v
 }
 
-func parseSecondsUnchecked(_ s: String) throws -> Double {
+/// What `parseSeconds` reads, before its range check (for messages that say a value is out of range).
+public func parseSecondsValue(_ s: String) throws -> Double {
     // Plain decimal numbers only: Double("inf"), Double("nan") and Double("0x10") parse, but are not durations.
     if !s.isEmpty, s.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "." || $0 == "e" || $0 == "E" || $0 == "-" || $0 == "+") }),
        let v = Double(s) { return v }

@@ -111,7 +111,7 @@ public struct ProxyConfig: Sendable, Equatable {
             config.adminListen = listen
             config.adminTokenFile = try y.string(m, "token_file")
         }
-        config.drainTimeout = try y.boundedDuration(top, "drain_timeout", DurationLimits.drain) ?? config.drainTimeout
+        config.drainTimeout = try y.duration(top, "drain_timeout", DurationLimits.drain) ?? config.drainTimeout
         guard let pools = top["pools"]?.sequence, !pools.isEmpty else {
             throw y.error(top["pools"] ?? root, "`pools:` must be a non-empty list")
         }
@@ -128,8 +128,8 @@ public struct ProxyConfig: Sendable, Equatable {
                 try y.keys(cm, ["type", "interval", "timeout", "fall", "rise", "path", "expect_status", "expect_body", "command",
                                 "ca_file", "tls_verify"])
                 check.kind = try y.enumValue(cm, "type", CheckConfig.Kind.self) ?? .tcp
-                check.interval = try y.boundedDuration(cm, "interval", DurationLimits.checkInterval) ?? check.interval
-                check.timeout = try y.boundedDuration(cm, "timeout", DurationLimits.checkTimeout) ?? check.timeout
+                check.interval = try y.duration(cm, "interval", DurationLimits.checkInterval) ?? check.interval
+                check.timeout = try y.duration(cm, "timeout", DurationLimits.checkTimeout) ?? check.timeout
                 check.fall = try y.int(cm, "fall", 1...100) ?? check.fall
                 check.rise = try y.int(cm, "rise", 1...100) ?? check.rise
                 check.path = try y.string(cm, "path") ?? check.path
@@ -167,7 +167,7 @@ public struct ProxyConfig: Sendable, Equatable {
                 let hm = try y.mapping(h, "`hooks:`")
                 try y.keys(hm, ["on_switch", "timeout"])
                 onSwitch = try y.strings(hm, "on_switch")
-                hookTimeout = try y.boundedDuration(hm, "timeout", DurationLimits.hookTimeout) ?? hookTimeout
+                hookTimeout = try y.duration(hm, "timeout", DurationLimits.hookTimeout) ?? hookTimeout
             }
             config.pools.append(PoolConfig(name: name, listen: listen, mode: try y.enumValue(m, "mode", PoolMode.self) ?? .failover,
                                            failback: try y.enumValue(m, "failback", Failback.self) ?? .manual, check: check,
@@ -188,28 +188,9 @@ public enum DurationLimits {
     public static let checkTimeout = 0.001...3_600.0
     /// `hooks.timeout`.
     public static let hookTimeout = 0.001...86_400.0
-
-    /// `range` as people write it: "1ms to 1d".
-    public static func describe(_ range: ClosedRange<Double>) -> String { "\(show(range.lowerBound)) to \(show(range.upperBound))" }
-
-    static func show(_ s: Double) -> String {
-        for (unit, size) in [("d", 86_400.0), ("h", 3_600.0), ("m", 60.0), ("s", 1.0)] where s >= size && (s / size).rounded() == s / size {
-            return "\(Int(s / size))\(unit)"
-        }
-        return "\(Int((s * 1000).rounded()))ms"
-    }
 }
 
 extension YAMLReader {
-    /// A duration within `range` (seconds). YAMLReader's `duration` takes any positive number, infinity included.
-    func boundedDuration(_ m: Yams.Node.Mapping, _ k: String, _ range: ClosedRange<Double>) throws -> Double? {
-        guard let v = try duration(m, k) else { return nil }
-        guard v.isFinite, range.contains(v) else {
-            throw error(m[k], "`\(k)`: \(m[k]?.string ?? "?") is out of range: give a duration from \(DurationLimits.describe(range))")
-        }
-        return v
-    }
-
     func endpoint(_ m: Yams.Node.Mapping, _ k: String, owner: Yams.Node?) throws -> Endpoint {
         let s = try string(m, k, required: true, owner: owner)!
         guard let e = Endpoint.parse(s) else { throw error(m[k], "`\(k)`: \"\(s)\" is not HOST:PORT (IPv6 as [ADDR]:PORT, port 1–65535)") }

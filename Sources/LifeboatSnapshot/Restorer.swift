@@ -115,7 +115,9 @@ public final class Restorer: Sendable {
         var bytes = 0
         /// The batch being written while this one is planned.
         var writing: Task<Void, Error>? = nil
-        /// This batch's limits: small at first, so that reading starts early, doubling up to the options'.
+        /// This batch's limits: on a local disk small at first, so that writing starts early, doubling up to the
+        /// options'; on a remote site the options' from the start, since every batch reads the packs it touches
+        /// once more (requests, not bytes, cost there).
         var limitFiles = 256
         var limitBytes = 4 << 20
         /// Directories in walk order (parents first), with their paths relative to the target.
@@ -142,6 +144,7 @@ public final class Restorer: Sendable {
         let base = Array(snapshotPath.utf8)
         let index = repo.index
         var plan = Plan()
+        if repo.backend.writeConcurrency > 1 { plan.limitFiles = options.batchFiles; plan.limitBytes = options.batchBytes }
         if node.type == .dir {
             // The totals (for progress) come from a walk of the trees beside the restore, not before it.
             async let totals: Void = countTotals(node)
