@@ -61,7 +61,10 @@ struct RepairSnapshots: AsyncParsableCommand {
             let out = global.output
             let repo = try await global.open()
             return try await withRepositoryLock(repo, .shared, "repair snapshots") {
-                try await repo.loadIndex()
+                // Strict: blobs of a damaged index file would look lost and be cut out of the snapshots.
+                do { try await repo.loadIndex(strict: true) } catch let e as LifeboatError where e.code == .corrupt {
+                    throw LifeboatError(.corrupt, "\(e.message); run `lifeboat repair index` first")
+                }
                 var chosen: [(id: ID, snapshot: Snapshot)] = []
                 if snapshots.isEmpty {
                     chosen = try await repo.listSnapshots().filter { filter.filter.matches($0.snapshot) }

@@ -17,9 +17,14 @@ public struct LockLease: Sendable, Equatable {
 
     public init(refreshedAt: Date, refreshInterval: TimeInterval = LockTiming.refreshInterval, staleAfter: TimeInterval = LockTiming.staleAfter) {
         self.lastRefresh = refreshedAt
-        self.refreshInterval = refreshInterval
+        // A refresh must come well before the lease stops being usable (half the stale time), whatever the settings.
+        self.refreshInterval = min(refreshInterval, staleAfter / 4)
         self.staleAfter = staleAfter
     }
+
+    /// True when, at `now`, other processes may already have considered this lock stale: a refresh then cannot
+    /// make it good again (a prune may have swept in between), and the work it protected must stop for good.
+    public func wasStale(at now: Date) -> Bool { now.timeIntervalSince(lastRefresh) >= staleAfter }
 
     /// The last moment the holder may rely on the lock.
     public var usableUntil: Date { lastRefresh.addingTimeInterval(staleAfter / 2) }
@@ -44,8 +49,12 @@ public final class LockFence: Sendable {
     let clock: @Sendable () -> Date
     public init(clock: @escaping @Sendable () -> Date = { Date() }) { self.clock = clock }
 
+    /// Records a lease; once a lease is lost it stays lost.
     func update(_ key: ObjectIdentifier, _ lease: LockLease, lost: String? = nil) {
-        leases.withLock { $0[key] = (lease, lost) }
+        leases.withLock { l in
+            let previous = l[key].flatMap { $0.lost }
+            l[key] = (lease, lost ?? previous)
+        }
     }
     func remove(_ key: ObjectIdentifier) { _ = leases.withLock { $0.removeValue(forKey: key) } }
 
@@ -118,15 +127,25 @@ public final class RepositoryLock: Sendable {
     /// Writes a new lock object with a new `refreshed` time, then deletes the old one.
     public func refresh() async throws {
         let now = Date()
-        var (old, info) = current.withLock { ($0.id, $0.info) }
+        var (old, info, lease) = current.withLock { ($0.id, $0.info, $0.lease) }
+        // Too late: the lock could have been seen as stale (a suspended process, a long outage). The fence stays
+        // closed for good, whatever later refreshes do.
+        if lease.wasStale(at: now) {
+            repo.fence.update(ObjectIdentifier(self), lease, lost: "the repository lock went \(Int(now.timeIntervalSince(lease.lastRefresh))) s without a refresh (others consider it stale after \(Int(lease.staleAfter)) s)")
+            return
+        }
         info.refreshed = Timestamp.format(now)
         let new = try await repo.saveUnpacked(.locks, Array(try JSONEncoder().encode(info)))
-        let lease = current.withLock { c -> LockLease in
+        let renewed = current.withLock { c -> LockLease in
             c.id = new; c.info = info; c.lease.refreshed(at: now)
             return c.lease
         }
-        repo.fence.update(ObjectIdentifier(self), lease)
-        try? await repo.backend.delete(Handle(.locks, old.hex))
+        // If our lock object is already gone, someone removed it (`unlock --remove-all`) and may have swept since.
+        var removedByOthers = false
+        do { try await repo.backend.delete(Handle(.locks, old.hex)) } catch let e as StorageError where e.kind == .notFound {
+            removedByOthers = true
+        } catch {}
+        repo.fence.update(ObjectIdentifier(self), renewed, lost: removedByOthers ? "the repository lock was removed by another process (`lifeboat unlock`?)" : nil)
     }
 
     /// Stops the refresher, waits until it has stopped (a refresh in flight must not write a new lock object

@@ -559,8 +559,15 @@ public final class Repository: Sendable {
     /// Returns the missing packs. One listing of the data folder; the index is rebuilt only if something is missing.
     public func forgetMissingPacks() async throws -> [ID] {
         let stored = Set(try await backend.list(.data).compactMap { ID(hex: $0.name) })
+        // A listing can be incomplete (a flaky site, an eventually consistent one): each pack it lacks is looked
+        // up on its own before it counts as lost.
+        var missing: [ID] = []
+        for p in index.packIDs where !stored.contains(p) {
+            do { _ = try await backend.stat(Handle(.data, p.hex)) } catch let e as StorageError where e.kind == .notFound {
+                missing.append(p)
+            }
+        }
         return state.withLock { s -> [ID] in
-            let missing = s.index.packIDs.filter { !stored.contains($0) }
             guard !missing.isEmpty else { return [] }
             let gone = Set(missing)
             var idx = MasterIndex()

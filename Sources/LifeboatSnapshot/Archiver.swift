@@ -408,8 +408,7 @@ public final class Archiver: Sendable {
             // change is reported (exit code 3), as it is when the file's times changed during the read.
             var after = stat()
             let changedTimes = fstat(realFd, &after) == 0
-                && (Int64(after.st_mtim.tv_sec) * 1_000_000_000 + Int64(after.st_mtim.tv_nsec) != info.mtimeNs
-                    || Int64(after.st_ctim.tv_sec) * 1_000_000_000 + Int64(after.st_ctim.tv_nsec) != info.ctimeNs)
+                && (nanoseconds(after.st_mtim) != info.mtimeNs || nanoseconds(after.st_ctim) != info.ctimeNs)
             if bytesRead != node.size || changedTimes {
                 let was = node.size
                 node.size = bytesRead

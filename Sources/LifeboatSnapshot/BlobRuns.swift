@@ -63,6 +63,9 @@ public enum BlobRuns {
         let data: Data
         do {
             data = try await repo.backend.read(Handle(.data, run.pack.hex), range: run.start..<run.end)
+        } catch is CancellationError {
+            for b in run.blobs { await body(b, .failure(CancellationError())) }
+            return false
         } catch {
             let e = LifeboatError.corrupt("pack \(run.pack.short) cannot be read: \((error as? StorageError)?.message ?? "\(error)")")
             for b in run.blobs { await body(b, .failure(e)) }

@@ -46,11 +46,19 @@ public enum Repair {
         let storedSet = Set(stored.map(\.0))
         var known: [ID: IndexPack] = [:]
         for p in repo.index.allPacks() {
-            if storedSet.contains(p.id) { known[p.id] = p } else { report.missingPacks.append(p.id) }
+            if storedSet.contains(p.id) { known[p.id] = p; continue }
+            // Not in the listing: confirmed missing only if storage says so for that pack itself.
+            do {
+                _ = try await repo.backend.stat(Handle(.data, p.id.hex))
+                known[p.id] = p
+            } catch let e as StorageError where e.kind == .notFound {
+                report.missingPacks.append(p.id)
+            }
         }
         var packs: [IndexPack] = []
         let toRead = stored.filter { readAllPacks || known[$0.0] == nil }
-        for (id, _) in stored where !readAllPacks { if let p = known[id] { packs.append(p) } }
+        let storedIDs = Set(stored.map(\.0))
+        for (id, p) in known where !readAllPacks || !storedIDs.contains(id) { packs.append(p) }
         report.packsFromIndex = packs.count
         // Headers are small: read several at once (remote sites answer in parallel).
         let results = await boundedMap(toRead, width: repo.backend.writeConcurrency * 2) { (id, size) -> (ID, Result<IndexPack, Error>) in
@@ -65,8 +73,13 @@ public enum Repair {
                 p.markedAt = known[id]?.markedAt
                 packs.append(p)
                 report.packsFromHeaders += 1
+            case .failure(let e) where Repair.isDamage(e):
+                // A damaged or truncated pack: keep what an intact index file said, if one did.
+                if let p = known[id] { packs.append(p); report.packsFromIndex += 1 }
+                report.unreadablePacks.append((id, (e as? LifeboatError)?.message ?? (e as? StorageError)?.message ?? "\(e)"))
             case .failure(let e):
-                report.unreadablePacks.append((id, (e as? LifeboatError)?.message ?? "\(e)"))
+                // Not damage (a timeout, a refused connection): stop, so that no index entry is thrown away.
+                throw LifeboatError(.io, "repair index stopped: pack \(id.short) could not be read (\(e)); nothing was changed, run it again", underlying: e as? LifeboatError)
             }
         }
         if dryRun { return report }
@@ -77,6 +90,13 @@ public enum Repair {
         }
         repo.replaceIndex(packs)
         return report
+    }
+
+    /// Damage to an object, as opposed to a failure to reach it (which must stop a repair rather than drop data).
+    static func isDamage(_ e: Error) -> Bool {
+        if let l = e as? LifeboatError { return l.code == .corrupt || l.code == .notFound }
+        if let s = e as? StorageError { return s.kind == .notFound || s.kind == .invalidRange }
+        return false
     }
 
     /// Writes, for each snapshot that references data the index does not have (or whose pack is gone), a new
@@ -138,7 +158,9 @@ struct TreeRepairer {
     /// The repaired tree's ID, or nil if the tree itself cannot be read.
     mutating func repair(tree: ID, path: String, depth: Int) async throws -> ID? {
         if let done = memo[tree] { return done }
-        guard depth < TreeRepairer.maxDepth, blobPresent(tree, .tree), let t = try? await repo.loadTree(tree) else {
+        guard depth < TreeRepairer.maxDepth, blobPresent(tree, .tree) else { return nil }
+        let t: Tree
+        do { t = try await repo.loadTree(tree) } catch where Repair.isDamage(error) {
             return nil
         }
         var nodes: [Node] = []

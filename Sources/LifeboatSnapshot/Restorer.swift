@@ -31,6 +31,10 @@ public struct RestoreOptions: Sendable {
     /// while the next is planned.
     public var batchFiles = 4096
     public var batchBytes = 64 << 20
+    /// From a remote site every batch reads each pack it touches once more, and requests are what cost there:
+    /// batches are large (the plan holds about 200 bytes per file and 100 per blob: 50,000 files ≈ 15 MiB).
+    public var remoteBatchFiles = 50_000
+    public var remoteBatchBytes = 1 << 30
     public init() {}
 }
 
@@ -144,7 +148,7 @@ public final class Restorer: Sendable {
         let base = Array(snapshotPath.utf8)
         let index = repo.index
         var plan = Plan()
-        if repo.backend.writeConcurrency > 1 { plan.limitFiles = options.batchFiles; plan.limitBytes = options.batchBytes }
+        if repo.backend.writeConcurrency > 1 { plan.limitFiles = options.remoteBatchFiles; plan.limitBytes = options.remoteBatchBytes }
         if node.type == .dir {
             // The totals (for progress) come from a walk of the trees beside the restore, not before it.
             async let totals: Void = countTotals(node)
@@ -154,6 +158,7 @@ public final class Restorer: Sendable {
                 try await startBatch(&plan, root: fd)
                 try await plan.writing?.value
             } catch {
+                plan.writing?.cancel()
                 _ = try? await plan.writing?.value  // the descriptors it uses must outlive it
                 throw error
             }
@@ -172,8 +177,8 @@ public final class Restorer: Sendable {
         let files = plan.files
         plan.files = []
         plan.bytes = 0
-        plan.limitFiles = min(plan.limitFiles * 2, options.batchFiles)
-        plan.limitBytes = min(plan.limitBytes * 2, options.batchBytes)
+        plan.limitFiles = min(plan.limitFiles * 2, max(plan.limitFiles, options.batchFiles))
+        plan.limitBytes = min(plan.limitBytes * 2, max(plan.limitBytes, options.batchBytes))
         try await plan.writing?.value
         plan.writing = files.isEmpty ? nil : Task { try await self.writeData(files, root: root) }
     }
@@ -350,7 +355,8 @@ public final class Restorer: Sendable {
             tail.append((content[j], end, loc))
             j -= 1
         }
-        if !tailOK { tail = [] }
+        // Lengths that do not add up to the size (the head would overlap the tail): trust only the head.
+        if !tailOK || end < offset { tail = []; end = node.size }
         let unknown = (k...j).filter { locs[$0] == nil }
         let stranded = (k...j).filter { locs[$0] != nil }.count + (tailOK ? 0 : content.count - 1 - j)
         problems.append("\(unknown.count) of its \(content.count) blobs (\(unknown.prefix(3).map { content[$0].short }.joined(separator: ", "))\(unknown.count > 3 ? ", …" : "")) are not in the index; bytes \(offset)..<\(end) are left as zeros\(stranded > 0 ? " (\(stranded) blobs between them cannot be placed)" : "") (run `lifeboat repair index`, then `lifeboat check`)")
@@ -388,13 +394,16 @@ public final class Restorer: Sendable {
     }
 
     func restoreRun(_ run: Run, _ files: [FileJob], _ table: FileTable) async throws {
+        try Task.checkCancellation()
         try repo.checkFence()
         let ok = await BlobRuns.read(run, from: repo) { b, result in
             switch result {
             case .success(let plain): for t in b.targets { write(plain, to: t.file, at: t.offset, files, table) }
+            case .failure(let error) where error is CancellationError: break
             case .failure(let error): await recover(b, files, table, "\(error)")
             }
         }
+        try Task.checkCancellation()
         if ok { state.withLock { $0.packReads += 1 } }
     }
 
@@ -608,7 +617,8 @@ final class FileTable: Sendable {
     static func openBeneath(_ root: Int32, _ rel: BytePath, _ flags: Int32) -> Int32 {
         if rel.isEmpty { return fcntl(root, F_DUPFD_CLOEXEC, 0) }
         let fd = withCPath(rel) { lb_open_beneath(root, $0, flags | O_NOFOLLOW | O_CLOEXEC, 0) }
-        if fd >= 0 || errno != ENOSYS { return fd }
+        // Kernels before 5.6 (ENOSYS) and seccomp profiles that refuse the call (EPERM) get the same walk by hand.
+        if fd >= 0 || (errno != ENOSYS && errno != EPERM) { return fd }
         var dir = fcntl(root, F_DUPFD_CLOEXEC, 0)
         let parts = rel.split(separator: 0x2F).map(Array.init)
         for (k, part) in parts.enumerated() {
