@@ -328,6 +328,32 @@ extension Sequence {
         #expect(throws: Never.self) { try fence.check() }
     }
 
+    /// Once a lock could have looked stale to others, a later successful refresh must not reopen the fence: a
+    /// prune may have swept in between.
+    @Test func aLockThatWentStaleStaysLost() async throws {
+        let t0 = Date(timeIntervalSince1970: 1000)
+        let lease = LockLease(refreshedAt: t0, refreshInterval: 60, staleAfter: 300)
+        #expect(!lease.wasStale(at: t0.addingTimeInterval(299)) && lease.wasStale(at: t0.addingTimeInterval(300)))
+        #expect(LockLease(refreshedAt: t0, refreshInterval: 60, staleAfter: 100).refreshInterval == 25, "refresh before the lease ends")
+        let now = Mutex(t0)
+        let fence = LockFence(clock: { now.withLock { $0 } })
+        let key = ObjectIdentifier(fence)
+        fence.update(key, lease, lost: "went stale")
+        var fresh = lease
+        fresh.refreshed(at: t0)
+        fence.update(key, fresh)
+        #expect(throws: LifeboatError.self) { try fence.check() }
+
+        // Through the lock itself: a lease older than the stale time is never refreshed again.
+        let mem = MemoryBackend()
+        let repo = try await smallRepo(mem)
+        let lock = try await repo.lock(.shared, operation: "backup")
+        lock.current.withLock { $0.lease = LockLease(refreshedAt: Date().addingTimeInterval(-10_000), refreshInterval: 60, staleAfter: 300) }
+        try await lock.refresh()
+        await #expect(throws: LifeboatError.self) { try await repo.saveSnapshot(Snapshot(time: Date(), tree: .zero, paths: [], hostname: "h")) }
+        await lock.release()
+    }
+
     @Test func refreshFailuresStopTheOperationAndReleaseWaits() async throws {
         let mem = MemoryBackend()
         let repo = try await smallRepo(mem)
