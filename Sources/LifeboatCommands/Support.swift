@@ -84,10 +84,9 @@ public struct GlobalOptions: ParsableArguments {
     }
 
     /// Rejects `LIFEBOAT_*` numbers that are out of range, with the variable's name, before anything uses them
-    /// (the library's non-throwing readers fall back to defaults).
+    /// (the library's non-throwing readers fall back to defaults). `backend()` reads the HTTP and retry settings
+    /// through their validating readers itself.
     static func validateEnvironment(_ env: [String: String]) throws {
-        _ = try HTTPOptions.validatedFromEnvironment(env)
-        _ = try RetryPolicy.validatedFromEnvironment(env)
         _ = try ScryptParameters.validatedFromEnvironment(env)
         try LockTiming.validateEnvironment(env)
         if let s = env["LIFEBOAT_NOW"], !s.isEmpty, currentTimeOverride(s) == nil {

@@ -117,22 +117,12 @@ public final class Checker: Sendable {
             // Packs marked by prune hold no data a snapshot needs (else prune unmarks them) and may vanish: skip them.
             let packs = index.allPacks().filter { $0.markedAt == nil && stored[$0.id.hex] != nil && !missingPacks.contains($0.id) && subset.includes($0.id) }
             progressState.withLock { $0 = (0, packs.count) }
-            let results = try await withThrowingTaskGroup(of: (IndexPack, [CheckIssue], Set<ID>, Int).self) { g in
-                var it = packs.makeIterator()
-                func next() {
-                    guard let p = it.next() else { return }
-                    g.addTask { let (i, b, n) = await self.readPack(p); return (p, i, b, n) }
-                }
-                for _ in 0..<4 { next() }
-                var out: [(IndexPack, [CheckIssue], Set<ID>, Int)] = []
-                while let r = try await g.next() {
-                    out.append(r)
-                    progressState.withLock { $0.done += 1 }
-                    next()
-                }
-                return out
+            let results = await boundedMap(packs, width: 4) { p -> ([CheckIssue], Set<ID>, Int) in
+                let r = await self.readPack(p)
+                self.progressState.withLock { $0.done += 1 }
+                return r
             }
-            for (_, i, b, n) in results {
+            for (i, b, n) in results {
                 issues += i
                 badBlobs.formUnion(b)
                 report.bytesRead += UInt64(n)

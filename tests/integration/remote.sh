@@ -239,13 +239,19 @@ t_faults_s3() {
   faults_were_injected s3
 }
 
-t_serve_graceful_stop() {  # SIGTERM: no new connections, the upload in progress completes, exit 0
-  local D=$WORK/serve-gs
-  mkdir -p "$D"
-  start_serve gs --path "$D" --no-auth
+# serve_repo_and_blob TAG BYTES: `lifeboat serve` on $WORK/serve-TAG (no auth) with a repository "repo", and
+# $WORK/TAG-blob, BYTES of random data; BLOB_NAME is its SHA-256 (the object name it may be stored under).
+serve_repo_and_blob() {
+  mkdir -p "$WORK/serve-$1"
+  start_serve "$1" --path "$WORK/serve-$1" --no-auth
   lb -r "rest:${SERVE_URL}repo" init >/dev/null
-  head -c 600000 /dev/urandom > "$WORK/gs-blob"
-  local name; name=$(sha256sum "$WORK/gs-blob" | cut -d" " -f1)
+  head -c "$2" /dev/urandom > "$WORK/$1-blob"
+  BLOB_NAME=$(sha256sum "$WORK/$1-blob" | cut -d" " -f1)
+}
+
+t_serve_graceful_stop() {  # SIGTERM: no new connections, the upload in progress completes, exit 0
+  local D=$WORK/serve-gs name
+  serve_repo_and_blob gs 600000; name=$BLOB_NAME
   # A slow upload (200 kB/s: 3 s), interrupted by SIGTERM after 1 s.
   curl -s -o /dev/null -w '%{http_code}' --limit-rate 200k -X POST --data-binary @"$WORK/gs-blob" \
     "${SERVE_URL}repo/data/$name" > "$WORK/gs-code" &
@@ -267,12 +273,8 @@ t_serve_graceful_stop() {  # SIGTERM: no new connections, the upload in progress
 # Issue 11: `Range: bytes=0-9223372036854775807` on an existing pack killed the server (overflow). Every form is
 # answered, and the server lives on.
 t_serve_range_requests() {
-  local D=$WORK/serve-range
-  mkdir -p "$D"
-  start_serve range --path "$D" --no-auth
-  lb -r "rest:${SERVE_URL}repo" init >/dev/null
-  head -c 100000 /dev/urandom > "$WORK/range-blob"
-  local name; name=$(sha256sum "$WORK/range-blob" | cut -d" " -f1)
+  local D=$WORK/serve-range name
+  serve_repo_and_blob range 100000; name=$BLOB_NAME
   [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary @"$WORK/range-blob" "${SERVE_URL}repo/data/$name")" = 200 ] || fail "upload"
   local U="${SERVE_URL}repo/data/$name" spec code bytes got
   while read -r spec code bytes; do
