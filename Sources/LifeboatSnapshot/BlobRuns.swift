@@ -37,19 +37,19 @@ public enum BlobRuns {
         var out: [BlobRun<T>] = []
         for pack in packOrder {
             let blobs = byPack[pack]!.values.sorted { $0.location.blob.offset < $1.location.blob.offset }
-            var run: BlobRun<T>? = nil
+            // The open run is the last of `out`, extended in place (a copy of it would make every append copy
+            // its blobs: quadratic in the blobs of a run).
+            var open = false
             for b in blobs {
                 let s = Int(b.location.blob.offset), e = s + Int(b.location.blob.length)
-                if var r = run, s >= r.end, s - r.end <= maxGap, e - r.start <= maxRead {
-                    r.end = e
-                    r.blobs.append(b)
-                    run = r
+                if open, let last = out.indices.last, s >= out[last].end, s - out[last].end <= maxGap, e - out[last].start <= maxRead {
+                    out[last].end = e
+                    out[last].blobs.append(b)
                 } else {
-                    if let r = run { out.append(r) }
-                    run = BlobRun(pack: pack, start: s, end: e, blobs: [b])
+                    out.append(BlobRun(pack: pack, start: s, end: e, blobs: [b]))
+                    open = true
                 }
             }
-            if let r = run { out.append(r) }
         }
         return out
     }
