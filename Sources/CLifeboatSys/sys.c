@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <sys/xattr.h>
+#include <sys/socket.h>
 #include "lifeboat_sys.h"
 #include <errno.h>
 #include <string.h>
@@ -39,4 +40,8 @@ int lb_open_beneath(int dirfd, const char *path, int flags, mode_t mode) {
     errno = ENOSYS;
     return -1;
 #endif
+}
+
+int lb_accept4(int fd) {
+    return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 }

@@ -76,7 +76,8 @@ public final class PoolController: Sendable {
         var lastSwitch: Date?
     }
     let live: Mutex<Live>
-    let connections = Mutex<[Int: [ObjectIdentifier: any Channel]]>([:])
+    /// Open relayed connections per backend ID.
+    let connections = Mutex<[Int: Set<RelayHandle>]>([:])
     /// Client connections accepted and not yet closed (those still connecting included), for draining.
     let open = Atomic<Int>(0)
     let accepted = Atomic<UInt64>(0)
@@ -143,23 +144,23 @@ public final class PoolController: Sendable {
         live.withLock { l in if let i = l.state.index(id: id) { l.state.members[i].connections -= 1 } }
     }
 
-    /// Tracks the channels of a connection to backend `id` (closed if the backend goes down or at the end of a
-    /// drain) until the first one, the client's, closes; then the connection is over.
-    func attach(_ id: Int, _ channels: [any Channel]) {
-        connections.withLock { c in for ch in channels { c[id, default: [:]][ObjectIdentifier(ch)] = ch } }
-        channels[0].closeFuture.whenComplete { _ in
-            self.connections.withLock { c in
-                for ch in channels { c[id]?[ObjectIdentifier(ch)] = nil }
-                if c[id]?.isEmpty == true { c[id] = nil }
-            }
-            self.release(id)
+    /// Tracks a relayed connection to backend `id` (closed if the backend goes down, or at the end of a drain).
+    func attach(_ id: Int, _ connection: RelayHandle) {
+        connections.withLock { _ = $0[id, default: []].insert(connection) }
+    }
+
+    /// The connection is over.
+    func detach(_ id: Int, _ connection: RelayHandle) {
+        connections.withLock { c in
+            c[id]?.remove(connection)
+            if c[id]?.isEmpty == true { c[id] = nil }
         }
     }
 
     /// Closes every open connection (the end of a drain).
     func closeAll() {
-        let all = connections.withLock { $0.values.flatMap { $0.values } }
-        for ch in all { ch.close(promise: nil) }
+        let all = connections.withLock { $0.values.flatMap { $0 } }
+        for c in all { c.close() }
     }
 
     /// Real traffic could not connect to backend `id` (passive detection).
@@ -209,8 +210,8 @@ public final class PoolController: Sendable {
     /// is logged, counted and handed to the hook.
     func afterChange(down: [Int], _ sw: Switch?) {
         for id in down {
-            let open = connections.withLock { $0[id].map { Array($0.values) } ?? [] }
-            for ch in open { ch.close(promise: nil) }
+            let open = connections.withLock { $0[id].map { Array($0) } ?? [] }
+            for c in open { c.close() }
         }
         guard let sw else { return }
         let config = live.withLock { l in

@@ -1,6 +1,8 @@
 #ifndef LIFEBOAT_SYS_H
 #define LIFEBOAT_SYS_H
 #include <sys/types.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 
 // Thin wrappers over Linux calls that Swift's Glibc module does not import.
 ssize_t lb_llistxattr(const char *path, char *list, size_t size);
@@ -12,4 +14,6 @@ void lb_tune_malloc(void);
 // openat2(2) with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS: opens `path` below `dirfd`
 // without following any symlink on the way. Returns -1 with errno ENOSYS on kernels before 5.6.
 int lb_open_beneath(int dirfd, const char *path, int flags, mode_t mode);
+// accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC (not imported: it needs _GNU_SOURCE).
+int lb_accept4(int fd);
 #endif
