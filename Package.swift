@@ -123,6 +123,7 @@ let package = Package(
             "LifeboatREST", "LifeboatS3", "LifeboatServer", "LifeboatHTTP", "LifeboatTestSupport",
         ], swiftSettings: swift6),
         .testTarget(name: "LifeboatFailoverTests", dependencies: ["LifeboatFailover"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatProxyTests", dependencies: ["LifeboatProxy", "LifeboatFailover"], swiftSettings: swift6),
         .testTarget(name: "LifeboatSitesTests", dependencies: ["LifeboatSites", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatSnapshotTests", dependencies: ["LifeboatSnapshot", "LifeboatChunker", "LifeboatTestSupport"], swiftSettings: swift6),
     ]

@@ -238,8 +238,7 @@ final class RelayConnection {
     func connect() {
         guard state == .connecting else { return }
         guard let route = pool.route(excluding: excluded) else {
-            pool.refused.add(1, ordering: .relaxed)
-            close()
+            refuse()
             return
         }
         routeID = route.id
@@ -282,7 +281,9 @@ final class RelayConnection {
 
     private func open(_ address: SocketAddress, timeout: UInt64) {
         let fd = socket(Int32(address.protocol.rawValue), Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { connectFailed("socket: \(String(cString: strerror(errno)))"); return }
+        // Out of descriptors here is the proxy's trouble, not the backend's: the client is turned away and the
+        // backend keeps its health.
+        guard fd >= 0 else { refuse(); return }
         var one: Int32 = 1
         _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, 4)
         let r = address.withSockAddr { Glibc.connect(fd, $0, socklen_t($1)) }
@@ -294,7 +295,7 @@ final class RelayConnection {
         }
         guard loop.register(fd, events: RelayConnection.connectionEvents, owner: .backend(self)) else {
             Glibc.close(fd)
-            connectFailed("cannot watch the socket")
+            refuse()
             return
         }
         backend = fd
@@ -304,6 +305,11 @@ final class RelayConnection {
             if state == .connecting, attempt == a, backend >= 0 { connectFailed("timed out after \(timeout / 1_000_000) ms") }
         }
         if r == 0 { connected() }
+    }
+
+    private func refuse() {
+        pool.refused.add(1, ordering: .relaxed)
+        close()
     }
 
     /// The backend refused, timed out or failed: it is marked down (passive detection) and the next one is tried.
