@@ -20,10 +20,20 @@ public struct HealthChecker: Sendable {
                     let check = pool.config.check
                     for target in pool.checkTargets {
                         g.addTask {
+                            var lastSkipLogged = Date.distantPast
                             while !Task.isCancelled {
                                 let r = await self.check(target.endpoint, resolved: target.address, check)
                                 if Task.isCancelled { break }
-                                pool.record(target.id, r)
+                                switch r {
+                                case .success(let result):
+                                    pool.record(target.id, result)
+                                case .failure(let trouble):
+                                    // The proxy's own trouble says nothing about the backend: not recorded.
+                                    if Date().timeIntervalSince(lastSkipLogged) >= 60 {
+                                        lastSkipLogged = Date()
+                                        pool.log("pool \(pool.config.name): check of \(target.endpoint) not run: \(trouble.detail)")
+                                    }
+                                }
                                 try? await Task.sleep(nanoseconds: UInt64(nanoseconds(check.interval)))
                             }
                         }
@@ -40,14 +50,30 @@ public struct HealthChecker: Sendable {
         }
     }
 
-    func check(_ target: Endpoint, resolved: SocketAddress?, _ c: CheckConfig) async -> BackendHealth.CheckResult {
-        let start = Date()
-        let (ok, detail) = await probe(target, resolved: resolved, c)
-        return .init(ok: ok, latency: Date().timeIntervalSince(start), detail: detail, at: Date())
+    /// A check the proxy could not run for its own reasons (out of descriptors, memory or local ports).
+    struct LocalTrouble: Error { let detail: String }
+
+    /// Errors that are the proxy's trouble, not the backend's: out of file descriptors, memory, buffers or local
+    /// ports. Neither a check nor a client's connect that fails with one of them marks a backend down.
+    static func isLocalTrouble(errno e: Int32) -> Bool {
+        [EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL].contains(e)
     }
 
-    /// One check of the configured kind: healthy or not, and why.
-    func probe(_ target: Endpoint, resolved: SocketAddress?, _ c: CheckConfig) async -> (Bool, String) {
+    static func isLocalTrouble(_ error: any Error) -> Bool {
+        if let io = error as? IOError { return isLocalTrouble(errno: io.errnoCode) }
+        let text = "\(error)"
+        return [EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL].contains { text.contains(String(cString: strerror($0))) }
+    }
+
+    func check(_ target: Endpoint, resolved: SocketAddress?, _ c: CheckConfig) async -> Result<BackendHealth.CheckResult, LocalTrouble> {
+        let start = Date()
+        let (ok, detail) = await probe(target, resolved: resolved, c)
+        guard let ok else { return .failure(LocalTrouble(detail: detail)) }
+        return .success(.init(ok: ok, latency: Date().timeIntervalSince(start), detail: detail, at: Date()))
+    }
+
+    /// One check of the configured kind: healthy or not (nil: not run, the proxy's own trouble), and why.
+    func probe(_ target: Endpoint, resolved: SocketAddress?, _ c: CheckConfig) async -> (Bool?, String) {
         switch c.kind {
         case .tcp:
             do {
@@ -57,7 +83,7 @@ public struct HealthChecker: Sendable {
                 try? await ch.close()
                 return (true, "tcp connect ok")
             } catch {
-                return (false, "tcp connect: \(error)")
+                return (HealthChecker.isLocalTrouble(error) ? nil : false, "tcp connect: \(error)")
             }
         case .exec:
             let argv = c.command.map {
@@ -66,7 +92,9 @@ public struct HealthChecker: Sendable {
             switch await runCommand(argv, timeout: c.timeout) {
             case .exited(let status): return (status == 0, "exec: exit \(status)")
             case .timedOut: return (false, "exec: timed out after \(c.timeout) s")
-            case .cannotStart: return (false, "exec: cannot start \(argv[0])")
+            case .cannotStart(let why):
+                return (why.contains(String(cString: strerror(EMFILE))) || why.contains(String(cString: strerror(ENFILE))) ? nil : false,
+                        "exec: cannot start \(argv[0])")
             }
         case .http, .https:
             return await httpProbe(target, c)
@@ -98,7 +126,7 @@ extension HealthChecker {
 
     /// GET `path`; healthy when the status is `expect_status` and the body holds `expect_body` (if set),
     /// all within `timeout`. A server that accepts but never answers fails by the timeout.
-    func httpProbe(_ target: Endpoint, _ c: CheckConfig) async -> (Bool, String) {
+    func httpProbe(_ target: Endpoint, _ c: CheckConfig) async -> (Bool?, String) {
         let url = "\(c.kind == .https ? "https" : "http")://\(target)\(c.path.hasPrefix("/") ? c.path : "/" + c.path)"
         var request = HTTPClientRequest(url: url)
         request.method = .GET
@@ -118,7 +146,7 @@ extension HealthChecker {
             if text.contains("CERTIFICATE_VERIFY_FAILED") {
                 return (false, "https: the certificate is not trusted (set ca_file, or tls_verify: false)")
             }
-            return (false, "http: \(text)")
+            return (HealthChecker.isLocalTrouble(error) ? nil : false, "http: \(text)")
         }
     }
 }

@@ -239,7 +239,9 @@ public final class PoolController: Sendable {
             l.extras[l.state.members[i].id]?.fault = fault
             return l.config.name
         }
-        guard let pool else { return false }
+        guard let pool, let id = live.withLock({ l in l.state.index(of: name).map { l.state.members[$0].id } }) else { return false }
+        // Connections held by a blackhole end with it (and when it is replaced).
+        for c in connections.withLock({ $0[id].map { Array($0) } ?? [] }) { c.faultChanged() }
         log("pool \(pool): fault on \(name): \(fault.map { "\($0.name) until \(iso8601($0.until))" } ?? "cleared")")
         return true
     }

@@ -15,6 +15,13 @@ struct RelayHandle: Hashable, Sendable {
         let id = self.id
         RelayLoop.all[loop].execute { $0.connections[id]?.close() }
     }
+
+    /// The fault on its backend changed or ended (a connection held by a blackhole is let go).
+    func faultChanged() {
+        guard loop >= 0, loop < RelayLoop.all.count else { return }
+        let id = self.id
+        RelayLoop.all[loop].execute { $0.connections[id]?.faultChanged() }
+    }
 }
 
 /// Why a listener could not be opened, in plain words.
@@ -135,7 +142,19 @@ final class RelayListener: Sendable {
                 default: return
                 }
             }
-            RelayConnection.start(client: c, pool: pool.current.withLock { $0 }, loop: loop)
+            let pool = self.pool.current.withLock { $0 }
+            // A client and its backend take two sockets: past the budget, the client is turned away at once.
+            if RelayLoop.sockets.load(ordering: .relaxed) + 2 > RelayLoop.socketBudget {
+                Glibc.close(c)
+                pool.refused.add(1, ordering: .relaxed)
+                let now = monotonicNanoseconds()
+                if now &- loop.lastBudgetLog >= 60_000_000_000 || loop.lastBudgetLog == 0 {
+                    loop.lastBudgetLog = now
+                    pool.log("pool \(pool.config.name): new connections refused: the relay holds \(RelayLoop.sockets.load(ordering: .relaxed)) sockets, its limit (the descriptor limit less a reserve; raise it with LimitNOFILE= or ulimit -n)")
+                }
+                continue
+            }
+            RelayConnection.start(client: c, pool: pool, loop: loop)
         }
     }
 }
@@ -153,30 +172,40 @@ struct RelayDirection {
     /// The source's end of input was read.
     var eof = false
     var shutdownSent = false
-    /// Shaped chunks waiting for their time (fault injection), from `head`.
+    /// Shaped chunks waiting for their time (fault injection), from `head`; their times never decrease.
     var shaper: Shaper?
-    var shaped: [[UInt8]] = []
+    var shaped: [(at: UInt64, bytes: [UInt8])] = []
     var head = 0
     var shapedBytes = 0
 
     var pendingCount: Int { pending.count - offset }
     var finished: Bool { shutdownSent }
+    /// When the next shaped chunk may go out.
+    var nextShaped: UInt64? { head < shaped.count ? shaped[head].at : nil }
 
-    mutating func releaseFirstShaped() {
-        guard head < shaped.count else { return }
-        let chunk = shaped[head]
-        shaped[head] = []
-        head += 1
-        shapedBytes -= chunk.count
+    /// Moves the shaped chunks whose time has come to the bytes to write.
+    mutating func releaseShaped(now: UInt64) {
+        while head < shaped.count, shaped[head].at <= now {
+            let chunk = shaped[head].bytes
+            shaped[head].bytes = []
+            head += 1
+            shapedBytes -= chunk.count
+            if offset == pending.count {
+                pending = chunk
+                offset = 0
+            } else {
+                // Drop what has gone out before appending: a destination that never quite drains must not make
+                // the buffer grow with everything it was ever sent.
+                if offset > 0 {
+                    pending.removeFirst(offset)
+                    offset = 0
+                }
+                pending.append(contentsOf: chunk)
+            }
+        }
         if head == shaped.count {
             shaped.removeAll(keepingCapacity: true)
             head = 0
-        }
-        if offset == pending.count {
-            pending = chunk
-            offset = 0
-        } else {
-            pending.append(contentsOf: chunk)
         }
     }
 }
@@ -197,18 +226,24 @@ final class RelayConnection {
     var routeID: Int?
     var attached = false
     var excluded: Set<Int> = []
-    var attempt = 0
+    var connectTimeout: UInt64 = 0
     var up = RelayDirection()
     var down = RelayDirection()
     var traffic: TrafficCounters?
     /// In the loop's ready list.
     var queued = false
+    /// While connecting: when the attempt times out. While held by a blackhole fault: when the fault ends.
+    var waitUntil: UInt64 = 0
 
     /// Shaped bytes per direction above which the source is not read (back-pressure under a bandwidth or latency
     /// fault: memory stays bounded whatever the client sends).
     static let shapedHighWater = 256 * 1024
+    /// Shaped chunks (each a timer) per direction: a client that sends a byte at a time is bounded too.
+    static let shapedChunks = 1024
     /// Reads per direction per turn, before other connections get theirs.
     static let readBudget = 16
+    /// Backend host names resolved at once per loop (each on a thread of its own); more clients are turned away.
+    static let maxResolving = 16
 
     var handle: RelayHandle { RelayHandle(loop: loop.index, id: id) }
 
@@ -227,6 +262,7 @@ final class RelayConnection {
             Glibc.close(fd)
             return
         }
+        RelayLoop.sockets.add(1, ordering: .relaxed)
         loop.connections[c.id] = c
         pool.open.add(1, ordering: .relaxed)
         c.connect()
@@ -256,7 +292,8 @@ final class RelayConnection {
                 state = .held
                 pool.attach(route.id, handle)
                 attached = true
-                loop.schedule(at: monotonicNanoseconds() &+ UInt64(nanoseconds(fault.until.timeIntervalSinceNow))) { [self] in close() }
+                waitUntil = monotonicNanoseconds() &+ UInt64(nanoseconds(fault.until.timeIntervalSinceNow))
+                loop.setDeadline(id, waitUntil)
                 return
             case .latency, .bandwidth:
                 up.shaper = Shaper(kind: fault.kind)
@@ -267,11 +304,15 @@ final class RelayConnection {
         if let address = route.address {
             open(address, timeout: timeout)
         } else {
-            // Not resolved with the configuration: resolve now, off the loop (getaddrinfo blocks).
+            // Not resolved with the configuration: resolve now, off the loop (getaddrinfo blocks), a bounded
+            // number at a time.
+            guard loop.resolving < RelayConnection.maxResolving else { refuse(); return }
+            loop.resolving += 1
             let endpoint = route.endpoint, loop = self.loop, id = self.id, routeID = route.id
             Thread.detachNewThread {
                 let address = try? SocketAddress.makeAddressResolvingHost(endpoint.host, port: endpoint.port)
                 loop.execute { loop in
+                    loop.resolving -= 1
                     guard let c = loop.connections[id], c.state == .connecting, c.routeID == routeID, c.backend < 0 else { return }
                     if let address { c.open(address, timeout: timeout) } else { c.connectFailed("cannot resolve \(endpoint.host)") }
                 }
@@ -290,7 +331,7 @@ final class RelayConnection {
         let e = errno
         if r != 0 && e != EINPROGRESS {
             Glibc.close(fd)
-            connectFailed(String(cString: strerror(e)))
+            if HealthChecker.isLocalTrouble(errno: e) { refuse() } else { connectFailed(String(cString: strerror(e))) }
             return
         }
         guard loop.register(fd, events: RelayConnection.connectionEvents, owner: .backend(self)) else {
@@ -298,12 +339,11 @@ final class RelayConnection {
             refuse()
             return
         }
+        RelayLoop.sockets.add(1, ordering: .relaxed)
         backend = fd
-        attempt += 1
-        let a = attempt
-        loop.schedule(at: monotonicNanoseconds() &+ timeout) { [self] in
-            if state == .connecting, attempt == a, backend >= 0 { connectFailed("timed out after \(timeout / 1_000_000) ms") }
-        }
+        connectTimeout = timeout
+        waitUntil = monotonicNanoseconds() &+ timeout
+        loop.setDeadline(id, waitUntil)
         if r == 0 { connected() }
     }
 
@@ -317,6 +357,7 @@ final class RelayConnection {
         if backend >= 0 {
             loop.unregister(backend)
             Glibc.close(backend)
+            RelayLoop.sockets.subtract(1, ordering: .relaxed)
             backend = -1
         }
         if let id = routeID {
@@ -330,6 +371,7 @@ final class RelayConnection {
 
     private func connected() {
         guard let id = routeID else { return }
+        loop.setDeadline(self.id, nil)
         state = .relaying
         pool.attach(id, handle)
         attached = true
@@ -350,9 +392,16 @@ final class RelayConnection {
         switch state {
         case .closed:
             return
-        case .held, .connecting where isClient:
-            // Not read yet; a client that is gone altogether (reset, or both directions shut) ends it.
-            if isClient { up.srcHungUp = up.srcHungUp || hangup; up.srcReadable = up.srcReadable || readable; down.dstWritable = down.dstWritable || writable }
+        case .held:
+            // Held by a blackhole fault: a client that closes (or resets) ends it.
+            if hangup { close() }
+            return
+        case .connecting where isClient:
+            // Not read yet (a half-close waits for the backend); a client that is gone altogether (reset, or both
+            // directions shut) ends it.
+            up.srcHungUp = up.srcHungUp || hangup
+            up.srcReadable = up.srcReadable || readable
+            down.dstWritable = down.dstWritable || writable
             if e & (EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 { close() }
             return
         case .connecting:
@@ -371,6 +420,12 @@ final class RelayConnection {
             connected()
             return
         case .relaying:
+            // A socket error (a reset): whatever is still to move cannot reach that side, and its edge would be
+            // spent while back-pressure keeps the relay from reading or writing it. Close now.
+            if e & EPOLLERR.rawValue != 0 {
+                close()
+                return
+            }
             if isClient {
                 if readable { up.srcReadable = true; up.srcHungUp = up.srcHungUp || hangup }
                 if writable { down.dstWritable = true }
@@ -393,8 +448,15 @@ final class RelayConnection {
         let b = a == .failed ? .failed : move(&down, from: backend, to: client, toBackend: false)
         if a == .failed || b == .failed || (up.finished && down.finished) {
             close()
-        } else if a == .more || b == .more {
-            loop.markReady(self)
+            return
+        }
+        if a == .more || b == .more { loop.markReady(self) }
+        if up.shaper != nil {
+            switch (up.nextShaped, down.nextShaped) {
+            case (nil, nil): loop.setDeadline(id, nil)
+            case (let x?, nil), (nil, let x?): loop.setDeadline(id, x)
+            case (let x?, let y?): loop.setDeadline(id, min(x, y))
+            }
         }
     }
 
@@ -432,7 +494,8 @@ final class RelayConnection {
                 return .idle
             }
             guard d.srcReadable else { return .idle }
-            if d.shaper != nil && d.shapedBytes + d.pendingCount >= RelayConnection.shapedHighWater { return .idle }
+            if d.shaper != nil && (d.shapedBytes + d.pendingCount >= RelayConnection.shapedHighWater
+                                   || d.shaped.count - d.head >= RelayConnection.shapedChunks) { return .idle }
             guard budget > 0 else { return .more }
             budget -= 1
             // 3. Read.
@@ -458,9 +521,8 @@ final class RelayConnection {
             if var shaper = d.shaper {
                 let at = shaper.delay(for: n, now: monotonicNanoseconds())
                 d.shaper = shaper
-                d.shaped.append(Array(UnsafeRawBufferPointer(rebasing: loop.scratch[0..<n])))
+                d.shaped.append((at, Array(UnsafeRawBufferPointer(rebasing: loop.scratch[0..<n]))))
                 d.shapedBytes += n
-                loop.schedule(at: at) { [self] in shapedDue(toBackend: toBackend) }
                 continue
             }
             var m = 0
@@ -481,11 +543,27 @@ final class RelayConnection {
         }
     }
 
-    /// A shaped chunk's time has come: it joins the bytes to write.
-    private func shapedDue(toBackend: Bool) {
-        guard state == .relaying else { return }
-        if toBackend { up.releaseFirstShaped() } else { down.releaseFirstShaped() }
-        pump()
+    /// A time this connection waited for has come: a connect timeout, the end of a blackhole fault, or shaped
+    /// chunks due to go out.
+    func deadlineReached(now: UInt64) {
+        switch state {
+        case .connecting:
+            if backend >= 0 && now >= waitUntil { connectFailed("timed out after \(connectTimeout / 1_000_000) ms") }
+            else if backend >= 0 { loop.setDeadline(id, waitUntil) }
+        case .held:
+            if now >= waitUntil { close() } else { loop.setDeadline(id, waitUntil) }
+        case .relaying:
+            up.releaseShaped(now: now)
+            down.releaseShaped(now: now)
+            pump()
+        case .closed:
+            return
+        }
+    }
+
+    /// The fault on this connection's backend changed or ended: a connection held by a blackhole is let go.
+    func faultChanged() {
+        if state == .held { close() }
     }
 
     // MARK: - Closing
@@ -494,19 +572,23 @@ final class RelayConnection {
     func close() {
         guard state != .closed else { return }
         state = .closed
-        loop.unregister(client)
-        Glibc.close(client)
-        if backend >= 0 {
-            loop.unregister(backend)
-            Glibc.close(backend)
-            backend = -1
-        }
+        // The books first: whoever sees the sockets close sees the counts that go with it.
         if let id = routeID {
             if attached { pool.detach(id, handle) }
             pool.release(id)
             routeID = nil
         }
         pool.open.subtract(1, ordering: .relaxed)
+        loop.setDeadline(id, nil)
+        loop.unregister(client)
+        Glibc.close(client)
+        RelayLoop.sockets.subtract(1, ordering: .relaxed)
+        if backend >= 0 {
+            loop.unregister(backend)
+            Glibc.close(backend)
+            RelayLoop.sockets.subtract(1, ordering: .relaxed)
+            backend = -1
+        }
         loop.connections[id] = nil
         up = RelayDirection()
         down = RelayDirection()

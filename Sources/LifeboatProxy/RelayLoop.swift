@@ -62,8 +62,30 @@ final class RelayLoop: @unchecked Sendable {
         _ = epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &ev)
     }
 
+    /// Sockets the relay holds open (clients and backends, all loops).
+    static let sockets = Atomic<Int>(0)
+
+    /// How many sockets the relay may hold: the descriptor limit less a reserve for everything else in the process
+    /// (the admin API, health checks, hooks, logging, and libdispatch, which aborts the process when it cannot open
+    /// a file). At start-up the soft limit is raised to the hard one, as servers usually do. Past the budget a new
+    /// client is accepted and closed at once (counted as refused), so the process never runs out of descriptors
+    /// through the relay.
+    static let socketBudget: Int = {
+        var lim = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0 else { return 1024 }
+        if lim.rlim_cur < lim.rlim_max {
+            var raised = lim
+            raised.rlim_cur = lim.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { lim = raised }
+        }
+        let soft = Int(clamping: lim.rlim_cur == rlim_t.max ? 1 << 20 : min(lim.rlim_cur, 1 << 24))
+        let reserve = min(1024, max(32, soft / 8))
+        return max(0, soft - reserve)
+    }()
+
     /// The loops of the process, one per core (at most 8), started on first use.
     static let all: [RelayLoop] = {
+        _ = socketBudget
         let n = max(1, min(8, ProcessInfo.processInfo.activeProcessorCount))
         return (0..<n).map { i in
             let loop = RelayLoop(index: i)
@@ -124,11 +146,42 @@ final class RelayLoop: @unchecked Sendable {
         return nextConnectionID
     }
 
-    // MARK: - Timers and the ready list
+    // MARK: - Timers, deadlines and the ready list
 
-    /// Runs `action` on this loop at `deadline` (monotonic ns), or at the next turn if that has passed.
+    /// Runs `action` on this loop at `deadline` (monotonic ns), or at the next turn if that has passed. For the
+    /// loop's own housekeeping; a connection's waits go through `setDeadline`, which holds nothing once it closes.
     func schedule(at deadline: UInt64, _ action: @escaping () -> Void) {
         timers.push(deadline, action)
+    }
+
+    /// When each connection that waits for a time (a connect timeout, the end of a blackhole fault, its next
+    /// shaped write) wants `deadlineReached`: one entry per connection, dropped when it closes, so memory follows
+    /// the open connections whatever the timeouts.
+    private var deadlines: [Int: UInt64] = [:]
+    /// The earliest of `deadlines` (or earlier: a removed entry only makes the next sweep early).
+    private var nextSweep = UInt64.max
+    /// Backend host names being resolved off the loop (bounded).
+    var resolving = 0
+    /// When this loop last logged that the socket budget turned clients away (monotonic ns).
+    var lastBudgetLog: UInt64 = 0
+
+    func setDeadline(_ id: Int, _ deadline: UInt64?) {
+        guard let deadline else {
+            deadlines[id] = nil
+            return
+        }
+        deadlines[id] = deadline
+        if deadline < nextSweep { nextSweep = deadline }
+    }
+
+    private func sweep(now: UInt64) {
+        guard now >= nextSweep else { return }
+        let due = deadlines.filter { $0.value <= now }.map(\.key)
+        for id in due {
+            deadlines[id] = nil
+            connections[id]?.deadlineReached(now: now)
+        }
+        nextSweep = deadlines.values.min() ?? UInt64.max
     }
 
     func markReady(_ c: RelayConnection) {
@@ -147,7 +200,7 @@ final class RelayLoop: @unchecked Sendable {
             var timeout: Int32 = -1
             if !ready.isEmpty {
                 timeout = 0
-            } else if let next = timers.nextDeadline {
+            } else if let next = min(timers.nextDeadline ?? UInt64.max, nextSweep) as UInt64?, next != UInt64.max {
                 let now = monotonicNanoseconds()
                 // Rounded up to the millisecond, at most a minute (a later deadline is re-checked then).
                 timeout = next <= now ? 0 : Int32(min(60_000, (next - now + 999_999) / 1_000_000))
@@ -171,9 +224,10 @@ final class RelayLoop: @unchecked Sendable {
                 case .backend(let c): c.event(ev.events, client: false)
                 }
             }
-            if !timers.isEmpty {
+            if !timers.isEmpty || nextSweep != UInt64.max {
                 let now = monotonicNanoseconds()
                 while let action = timers.popDue(now: now) { action() }
+                sweep(now: now)
             }
             if !ready.isEmpty {
                 let batch = ready

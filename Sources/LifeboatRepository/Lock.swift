@@ -22,9 +22,15 @@ public struct LockInfo: Codable, Sendable, Equatable {
     public var createdDate: Date { Timestamp.parse(created) ?? .distantPast }
     public var refreshedDate: Date { Timestamp.parse(refreshed) ?? .distantPast }
 
-    /// Stale: its process is gone on this host, or it was not refreshed for `staleAfter` seconds.
+    /// A refresh time further ahead than this is not a clock skew but a damaged or hostile lock file (one that
+    /// says "refreshed in the year 9999" would otherwise never go stale).
+    public static let maxFutureSkew: TimeInterval = 3600
+
+    /// Stale: its process is gone on this host, or it was not refreshed for `staleAfter` seconds, or its refresh
+    /// time is more than `maxFutureSkew` ahead of ours.
     public func isStale(now: Date, staleAfter: TimeInterval, localHostname: String) -> Bool {
-        if now.timeIntervalSince(refreshedDate) > staleAfter { return true }
+        let age = now.timeIntervalSince(refreshedDate)
+        if age > staleAfter || age < -LockInfo.maxFutureSkew { return true }
         if hostname == localHostname && pid > 0 && kill(pid, 0) != 0 && errno == ESRCH { return true }
         return false
     }

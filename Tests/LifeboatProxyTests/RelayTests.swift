@@ -23,10 +23,15 @@ final class TestServer: @unchecked Sendable {
         }
         guard ok else { throw POSIXError(.EADDRINUSE) }
         port = Int(UInt16(bigEndian: a.sin_port))
+        // The accept thread closes the socket itself once `stop` has shut it down: closing it here could let the
+        // thread accept on a new socket that reused the number (another test's listener).
         Thread.detachNewThread {
             while true {
                 let c = accept(fd, nil, nil)
-                if c < 0 { return }
+                if c < 0 {
+                    close(fd)
+                    return
+                }
                 Thread.detachNewThread { handler(c); close(c) }
             }
         }
@@ -34,7 +39,6 @@ final class TestServer: @unchecked Sendable {
 
     func stop() {
         shutdown(fd, Int32(SHUT_RDWR))
-        close(fd)
     }
 
     /// Echoes every byte, then closes its side when the client has closed its own.
@@ -54,11 +58,18 @@ final class TestServer: @unchecked Sendable {
     }
 }
 
-/// A port with nothing listening on it (bound, then closed).
+/// A port with nothing listening on it (bound to port 0, then closed).
 func closedPort() -> Int {
-    let s = try! TestServer { _ in }
-    s.stop()
-    return s.port
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var a = sockaddr_in()
+    a.sin_family = sa_family_t(AF_INET)
+    a.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &a) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+    }
+    return Int(UInt16(bigEndian: a.sin_port))
 }
 
 func connectTo(_ port: Int) -> Int32 {

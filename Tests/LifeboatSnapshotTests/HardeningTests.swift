@@ -304,6 +304,20 @@ extension Sequence {
 }
 
 @Suite struct LockLifetimeTests {
+    @Test func aLockRefreshedFarInTheFutureIsStale() {
+        let now = Date(timeIntervalSince1970: 1_000_000)
+        func lock(_ refreshed: Date) -> LockInfo {
+            LockInfo(kind: .exclusive, created: Timestamp.format(refreshed), refreshed: Timestamp.format(refreshed),
+                     hostname: "elsewhere", username: "u", pid: 1, operation: "backup")
+        }
+        #expect(!lock(now.addingTimeInterval(-10)).isStale(now: now, staleAfter: 300, localHostname: "here"))
+        #expect(lock(now.addingTimeInterval(-301)).isStale(now: now, staleAfter: 300, localHostname: "here"))
+        // Clock skew between hosts is tolerated; "the year 9999" is not.
+        #expect(!lock(now.addingTimeInterval(600)).isStale(now: now, staleAfter: 300, localHostname: "here"))
+        #expect(lock(now.addingTimeInterval(3601)).isStale(now: now, staleAfter: 300, localHostname: "here"))
+        #expect(lock(Date(timeIntervalSince1970: 253_402_300_000)).isStale(now: now, staleAfter: 300, localHostname: "here"))
+    }
+
     @Test func leaseIsUsableForHalfTheStaleTime() {
         let t0 = Date(timeIntervalSince1970: 1000)
         var l = LockLease(refreshedAt: t0, refreshInterval: 60, staleAfter: 300)
