@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <stdio.h>
 #include <sys/xattr.h>
 #include <sys/socket.h>
 #include "lifeboat_sys.h"
@@ -44,4 +45,8 @@ int lb_open_beneath(int dirfd, const char *path, int flags, mode_t mode) {
 
 int lb_accept4(int fd) {
     return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+void lb_line_buffer_stdout(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
 }

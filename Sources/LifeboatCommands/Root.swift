@@ -98,6 +98,9 @@ extension LifeboatCommand {
     /// Parses `arguments`, runs the chosen subcommand, and exits with its status.
     public static func run(arguments: [String]) async {
         let args = movingGlobalOptions(arguments)
+        // One line at a time whatever standard output is (a pipe, a file, journald): a wrapper that reads
+        // `backup --json` or `replicate --watch > log` sees each line when it happens, not at exit.
+        lb_line_buffer_stdout()
         lb_tune_malloc()
         installInterruptHandlers()
         do {

@@ -116,6 +116,9 @@ t_replication() {
     sleep 0.3
   done
   [ $ok = 1 ] || fail "--watch replicated the new snapshot"
+  # Issue 12: its lines reach the file while it runs (standard output is line-buffered, not held until exit).
+  alive "$pid" || fail "--watch still runs"
+  wait_until 10 "the copied lines in watch.out while --watch runs" grep -q "copied as" "$WORK/watch.out"
   kill -TERM "$pid"
   local rc=0; wait "$pid" || rc=$?
   [ $rc = 0 ] || { cat "$WORK/watch.out"; fail "--watch exits 0 on SIGTERM (got $rc)"; }

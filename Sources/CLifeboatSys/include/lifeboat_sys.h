@@ -16,4 +16,6 @@ void lb_tune_malloc(void);
 int lb_open_beneath(int dirfd, const char *path, int flags, mode_t mode);
 // accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC (not imported: it needs _GNU_SOURCE).
 int lb_accept4(int fd);
+// Standard output line-buffered whatever it is (a pipe, a file), as a terminal is.
+void lb_line_buffer_stdout(void);
 #endif
