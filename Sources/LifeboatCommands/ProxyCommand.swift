@@ -18,6 +18,7 @@ struct ProxyCommand: AsyncParsableCommand {
     @Option(name: .customLong("config"), help: "The proxy configuration (YAML).") var config: String
     @Flag(help: "Check the configuration and exit.") var check = false
     @Flag(help: "Print events as JSON lines.") var json = false
+    @Option(name: .customLong("pid-file"), help: "Write the process ID here while running (for `kill -HUP $(cat FILE)`: reload).") var pidFile: String?
 
     /// SIGHUPs received (each asks for a reload).
     static let hangups = Atomic<Int>(0)
@@ -53,6 +54,10 @@ struct ProxyCommand: AsyncParsableCommand {
         hup.resume()
         defer { hup.cancel() }
 
+        if let pidFile {
+            do { try PIDFile.create(pidFile) } catch { throw fatal("\(error)") }
+        }
+        defer { if let pidFile { PIDFile.remove(pidFile) } }
         let bound: [SocketAddress?]
         do { bound = try await server.start() } catch { throw fatal("cannot listen: \(error)") }
         for (pool, address) in zip(cfg.pools, bound) {

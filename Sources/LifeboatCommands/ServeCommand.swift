@@ -34,6 +34,7 @@ struct ServeCommand: AsyncParsableCommand {
     var headerTimeout: Double = 10
     @Option(name: .customLong("max-connections"), help: "Connections served at once; more are answered 503 and closed.")
     var maxConnections: Int = 1000
+    @Option(name: .customLong("pid-file"), help: "Write the process ID here while serving (for `kill -TERM $(cat FILE)`).") var pidFile: String?
     @Flag(help: "Log every request.") var verbose = false
     @Flag(help: "Print the listening URL as a JSON line.") var json = false
 
@@ -80,6 +81,10 @@ struct ServeCommand: AsyncParsableCommand {
                         noAuth ? "no authentication" : nil].compactMap { $0 }
             // SIGTERM/SIGINT: stop accepting, let the requests in progress finish, exit 0; a second signal exits at once.
             gracefulStop = "finishing the requests in progress"
+            if let pidFile {
+                do { try PIDFile.create(pidFile) } catch { throw fatal("\(error)") }
+            }
+            defer { if let pidFile { PIDFile.remove(pidFile) } }
             try await runServer(options, listen: listenOptions, logLevel: verbose ? .info : .warning) { url in
                 let line = json ? Output.encode(["message_type": "serving", "url": url, "path": servedPath])
                     : "serving \(servedPath) on \(url)" + (mode.isEmpty ? "" : " (\(mode.joined(separator: ", ")))")

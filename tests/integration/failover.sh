@@ -575,7 +575,40 @@ sys.exit(0 if c.recv(16) == b'ping' else 1)" 2>/dev/null || fail "the proxy serv
   kill "$PROXY_PID"
 }
 
-for t in ${FAILOVER_TESTS:-t_config_errors t_failover_no_failed_requests t_round_robin_and_hung_backend t_admin_api t_exec_check_and_hook_timeout t_reload_keeps_connections t_sigterm_drains t_ipv6_and_metrics t_https_check t_config_duration_ranges t_admin_loopback_is_an_address t_shaped_memory_bounded t_no_close_wait_after_short_connections t_relay_integrity_and_descriptor_exhaustion}; do
+# Issue 12: --pid-file for the proxy and serve, so a reload or stop signals that process, not every lifeboat.
+t_pid_file() {
+  local P1 PP S; P1=$(free_port); PP=$(free_port); S=$(free_port)
+  backend primary "$P1"
+  printf 'pools:\n  - name: web\n    listen: 127.0.0.1:%s\n    backends: [{name: primary, address: 127.0.0.1:%s}]\n' "$PP" "$P1" > "$WORK/pid.yaml"
+  "$BIN" proxy --config "$WORK/pid.yaml" --pid-file "$WORK/proxy.pid" > "$WORK/proxy.log" 2>&1 &
+  PROXY_PID=$!
+  wait_log "$WORK/proxy.log" "listening on" || fail "proxy listens"
+  wait_until 10 "SIGHUP handled" handles_sighup "$PROXY_PID"
+  [ "$(cat "$WORK/proxy.pid")" = "$PROXY_PID" ] || fail "the pid file names the proxy"
+  # A second proxy with the same file is refused and leaves the file alone.
+  expect_code 1 "$BIN" proxy --config "$WORK/pid.yaml" --pid-file "$WORK/proxy.pid"
+  grep -q "names process $PROXY_PID, which is still running" "$WORK/err" || { cat "$WORK/err"; fail "the refusal names the running process"; }
+  [ "$(cat "$WORK/proxy.pid")" = "$PROXY_PID" ] || fail "the file still names the first proxy"
+  kill -HUP "$(cat "$WORK/proxy.pid")"
+  wait_log "$WORK/proxy.log" "reloaded" || fail "HUP through the pid file reloads"
+  kill -TERM "$(cat "$WORK/proxy.pid")"
+  local rc=0; wait "$PROXY_PID" || rc=$?
+  [ $rc = 0 ] || fail "the proxy stops with 0 (got $rc)"
+  [ ! -e "$WORK/proxy.pid" ] || fail "the pid file is removed at the stop"
+  # A file left by a process that is gone is taken over; serve removes its own at the stop too.
+  echo 999999 > "$WORK/serve.pid"
+  mkdir -p "$WORK/served"
+  "$BIN" serve --path "$WORK/served" --listen "127.0.0.1:$S" --no-auth --pid-file "$WORK/serve.pid" > "$WORK/serve.log" 2>&1 &
+  local spid=$!
+  wait_log "$WORK/serve.log" "serving" || fail "serve starts"
+  [ "$(cat "$WORK/serve.pid")" = "$spid" ] || fail "serve takes over a stale pid file"
+  kill -TERM "$(cat "$WORK/serve.pid")"
+  rc=0; wait "$spid" || rc=$?
+  [ $rc = 0 ] || fail "serve stops with 0 (got $rc)"
+  [ ! -e "$WORK/serve.pid" ] || fail "serve removes its pid file"
+}
+
+for t in ${FAILOVER_TESTS:-t_config_errors t_failover_no_failed_requests t_round_robin_and_hung_backend t_admin_api t_exec_check_and_hook_timeout t_reload_keeps_connections t_sigterm_drains t_ipv6_and_metrics t_https_check t_config_duration_ranges t_admin_loopback_is_an_address t_shaped_memory_bounded t_no_close_wait_after_short_connections t_relay_integrity_and_descriptor_exhaustion t_pid_file}; do
   run_test "$t"
 done
 echo "failover: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"

@@ -1,0 +1,51 @@
+import Foundation
+
+/// Replaces `path` with `data` crash-safely: a temporary file beside it, fsync, rename, fsync of the directory.
+/// A crash leaves either the old file or the new one, never a mix.
+public func writeFileAtomically(_ path: String, _ data: Data, mode: mode_t = 0o600) throws {
+    let dir = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+    let tmp = "\(path).tmp-\(getpid())"
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+    guard fd >= 0 else { throw LifeboatError(.io, "cannot write \(tmp): \(String(cString: strerror(errno)))") }
+    let ok = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) == $0.count } && fsync(fd) == 0
+    let e = errno
+    close(fd)
+    guard ok else {
+        unlink(tmp)
+        throw LifeboatError(.io, "cannot write \(tmp): \(String(cString: strerror(e)))")
+    }
+    guard rename(tmp, path) == 0 else {
+        let e = errno
+        unlink(tmp)
+        throw LifeboatError(.io, "cannot write \(path): \(String(cString: strerror(e)))")
+    }
+    let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if dfd >= 0 { fsync(dfd); close(dfd) }
+}
+
+/// A daemon's process ID file (`lifeboat proxy --pid-file`, `lifeboat serve --pid-file`), so that a reload or stop
+/// signals this process and not every `lifeboat` on the host (`kill -HUP $(cat FILE)`).
+public enum PIDFile {
+    /// The process ID a file names, if it holds one.
+    public static func read(_ path: String) -> Int32? {
+        guard let d = FileManager.default.contents(atPath: path), d.count <= 32,
+              let text = String(data: d, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines),
+              let pid = Int32(text), pid > 0 else { return nil }
+        return pid
+    }
+
+    /// Writes this process's ID to `path`. Refuses when the file names another process that is still running
+    /// (a second instance would take over its file); a file left by a process that is gone is replaced.
+    public static func create(_ path: String) throws {
+        let me = getpid()
+        if let other = read(path), other != me, kill(other, 0) == 0 || errno == EPERM {
+            throw LifeboatError(.alreadyExists, "\(path) names process \(other), which is still running: stop it first, or give another --pid-file")
+        }
+        try writeFileAtomically(path, Data("\(me)\n".utf8), mode: 0o644)
+    }
+
+    /// Removes `path` if it still names this process.
+    public static func remove(_ path: String) {
+        if read(path) == getpid() { unlink(path) }
+    }
+}
