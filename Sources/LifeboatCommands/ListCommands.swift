@@ -23,7 +23,10 @@ struct SnapshotsCommand: AsyncParsableCommand {
                 }.reversed()
             }
             if global.json {
-                print(Output.encode(snaps.map { snapshotJSON($0.id, $0.snapshot) }))
+                // One object per line (JSON lines, as every --json output).
+                for s in snaps {
+                    print(Output.encode(snapshotJSON(s.id, s.snapshot).merging(["message_type": "snapshot"]) { a, _ in a }))
+                }
                 return 0
             }
             print("ID        Time                 Host             Tags          Paths")
@@ -57,7 +60,7 @@ struct LsCommand: AsyncParsableCommand {
             return try await withRepositoryLock(repo, .shared, "ls", readOnly: global) {
             try await repo.loadIndex()
             let (id, snap) = try await repo.findSnapshot(snapshot, filter: filter.filter)
-            if global.json { print(Output.encode(snapshotJSON(id, snap).merging(["struct_type": "snapshot"]) { a, _ in a })) }
+            if global.json { print(Output.encode(snapshotJSON(id, snap).merging(["struct_type": "snapshot", "message_type": "snapshot"]) { a, _ in a })) }
             else if !global.quiet { print("snapshot \(id.short) of \(snap.paths) at \(snap.time) by \(snap.username)@\(snap.hostname):") }
             let prefix = dir.map { absolutePath($0).lossy } ?? "/"
             try await walkTree(repo, snap.tree) { path, node in
@@ -66,7 +69,7 @@ struct LsCommand: AsyncParsableCommand {
                 if inScope {
                     let direct = recursive || dir == nil || path == prefix || path.dropFirst(prefix.count + 1).contains("/") == false
                     if direct {
-                        if global.json { print(Output.encode(nodeJSON(path, node))) }
+                        if global.json { print(Output.encode(nodeJSON(path, node).merging(["message_type": "node"]) { a, _ in a })) }
                         else if long {
                             let t = Timestamp.format(Date(timeIntervalSince1970: Double(node.mtimeNs) / 1e9)).prefix(19).replacingOccurrences(of: "T", with: " ")
                             print("\(modeString(node)) \((node.user ?? String(node.uid)).padding(toLength: 8, withPad: " ", startingAt: 0)) \((node.group ?? String(node.gid)).padding(toLength: 8, withPad: " ", startingAt: 0)) \(String(node.size).leftPad(12)) \(t) \(path)\(node.linkTarget.map { " -> " + String(decoding: $0, as: UTF8.self) } ?? "")")
@@ -118,7 +121,7 @@ struct FindCommand: AsyncParsableCommand {
                 found += hits.count
                 if hits.isEmpty { continue }
                 if global.json {
-                    print(Output.encode(["snapshot": id.hex, "hits": hits.count, "matches": hits.map { nodeJSON($0.0, $0.1) }]))
+                    print(Output.encode(["message_type": "matches", "snapshot": id.hex, "hits": hits.count, "matches": hits.map { nodeJSON($0.0, $0.1) }]))
                 } else {
                     print("Found matching entries in snapshot \(id.short) from \(snap.time.prefix(19))")
                     for (p, n) in hits { print("  \(modeString(n)) \(String(n.size).leftPad(10)) \(p)") }

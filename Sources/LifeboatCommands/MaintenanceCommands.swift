@@ -86,7 +86,7 @@ struct StatsCommand: AsyncParsableCommand {
             for b in blobs { if let l = idx.lookup(b, type: .data) { raw = raw.addingClamped(UInt64(l.blob.rawLength)); stored = stored.addingClamped(UInt64(l.blob.length)) } }
             let packBytes = try await repo.backend.list(.data).reduce(UInt64(0)) { $0.addingClamped(UInt64(max(0, $1.size))) }
             if global.json {
-                print(Output.encode(["snapshots_count": snaps.count, "total_file_count": files, "total_size": restoreSize,
+                print(Output.encode(["message_type": "stats", "snapshots_count": snaps.count, "total_file_count": files, "total_size": restoreSize,
                                      "total_blob_count": blobs.count, "total_uncompressed_size": raw, "total_stored_size": stored,
                                      "repository_pack_bytes": packBytes,
                                      "compression_ratio": stored > 0 ? Double(raw) / Double(stored) : 0,
@@ -257,12 +257,12 @@ struct KeyList: AsyncParsableCommand {
             let repo = try await global.open()
             let keys = try await repo.listKeys()
             if global.json {
-                print(Output.encode(keys.map { k -> [String: Any] in
-                    var o: [String: Any] = ["id": k.id.hex, "current": k.id == repo.keyID]
+                for k in keys {
+                    var o: [String: Any] = ["message_type": "key", "id": k.id.hex, "current": k.id == repo.keyID]
                     if let kf = k.key { o["userName"] = kf.username; o["hostName"] = kf.hostname; o["created"] = kf.created }
                     if let p = k.problem { o["problem"] = p }
-                    return o
-                }))
+                    print(Output.encode(o))
+                }
             } else {
                 print(" ID        User        Host                 Created")
                 for k in keys {

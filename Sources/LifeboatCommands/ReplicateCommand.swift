@@ -152,10 +152,13 @@ struct SitesStatusCommand: AsyncParsableCommand {
             + "LIFEBOAT_NOW (RFC 3339 or Unix seconds) sets the clock.")
     @OptionGroup var global: GlobalOptions
     @OptionGroup var sites: SitesFileOptions
+    @Option(name: .customLong("max-lag"), help: "Exit 21 when a replica's lag is longer than this (e.g. 15m, 2h).")
+    var maxLag: String?
 
     func run() async throws {
         try await runCommand(global) {
             let config = try sites.load()
+            let maxLag = try self.maxLag.map { do { return try parseSeconds($0) } catch { throw LifeboatError.invalid("--max-lag: \((error as? LifeboatError)?.message ?? "\(error)")") } }
             let state = ReplicationState.load(config.stateFile)
             let now = currentTime()
             let out = global.output
@@ -205,9 +208,14 @@ struct SitesStatusCommand: AsyncParsableCommand {
                 }
                 rows.append(row)
             }
+            // Usable as a health check: 20 when a site cannot be reached, else 21 when a replica lags more than
+            // --max-lag, else 0.
+            let unreachable = rows.contains { ($0["reachable"] as? Bool) != true }
+            let lagging = maxLag.map { limit in rows.contains { Double(($0["lag_seconds"] as? Int) ?? 0) > limit } } ?? false
+            let code = unreachable ? ExitStatus.siteUnreachable : lagging ? ExitStatus.siteLagging : ExitStatus.ok
             if global.json {
-                print(Output.encode(rows))
-                return 0
+                for r in rows { print(Output.encode(r.merging(["message_type": "site_status"]) { a, _ in a })) }
+                return code
             }
             let header = ["SITE", "ROLE", "REACHABLE", "SNAPSHOTS", "MISSING", "LAG", "PENDING", "LAST SUCCESS", "LAST ERROR"]
             var table = [header]
@@ -225,7 +233,7 @@ struct SitesStatusCommand: AsyncParsableCommand {
             for line in table {
                 out.line(line.enumerated().map { i, c in c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  "))
             }
-            return 0
+            return code
         }
     }
 }

@@ -63,7 +63,7 @@ struct VersionCommand: AsyncParsableCommand {
     @Flag var json = false
     func run() async throws {
         if json {
-            print(Output.encode(["version": LifeboatVersion.string, "repository_format": 1]))
+            print(Output.encode(["message_type": "version", "version": LifeboatVersion.string, "repository_format": 1]))
         } else {
             print("lifeboat \(LifeboatVersion.string) (repository format 1)")
         }

@@ -56,6 +56,10 @@ public enum ExitStatus {
     public static let locked: Int32 = 11
     public static let wrongPassword: Int32 = 12
     public static let interrupted: Int32 = 130
+    /// `sites status`: a site cannot be reached.
+    public static let siteUnreachable: Int32 = 20
+    /// `sites status --max-lag`: a replica lags more than allowed.
+    public static let siteLagging: Int32 = 21
 
     public static func forError(_ error: Error) -> Int32 {
         guard let e = error as? LifeboatError else { return failure }

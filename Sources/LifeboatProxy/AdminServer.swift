@@ -58,7 +58,7 @@ public struct AdminServer: Sendable {
         do {
             switch (request.method, parts.count) {
             case (.get, 1) where parts[0] == "status":
-                return json(pools.map(AdminServer.status))
+                return json(["pools": pools.map(AdminServer.status)])  // one object, lists inside (issue 12)
             case (.get, 1) where parts[0] == "metrics":
                 return text(.ok, ProxyMetrics.render(pools), contentType: "text/plain; version=0.0.4")
             case (.post, 4) where parts[0] == "pools" && parts[2] == "promote":

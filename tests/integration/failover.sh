@@ -137,7 +137,7 @@ YAML
   local A="http://127.0.0.1:$PA" H="Authorization: Bearer s3cret-token"
   [ "$(curl -s -o /dev/null -w '%{http_code}' "$A/status")" = 401 ] || fail "the admin API needs the token"
   [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer wrong" "$A/status")" = 401 ] || fail "a wrong token is refused"
-  curl -s -H "$H" "$A/status" | python3 -c "import json,sys; p=json.load(sys.stdin)[0]; assert p['active']=='primary', p; assert p['backends'][0]['state']=='up'"
+  curl -s -H "$H" "$A/status" | python3 -c "import json,sys; p=json.load(sys.stdin)['pools'][0]; assert p['active']=='primary', p; assert p['backends'][0]['state']=='up'"
   curl -s -X POST -H "$H" "$A/pools/web/backends/primary/disable" >/dev/null
   [ "$(get "$PP")" = standby ] || fail "disable moves traffic away"
   curl -s -X POST -H "$H" "$A/pools/web/backends/primary/enable" >/dev/null
@@ -162,7 +162,7 @@ YAML
   cmp -s "$WORK/big.out" "$WORK/www-primary/big" || fail "bandwidth: the data arrives intact"
   [ "$ms" -ge 1200 ] || fail "bandwidth is limited (300 kB in $ms ms at 200 kB/s)"
   curl -s -X POST -H "$H" "$A/pools/web/backends/primary/fault?kind=latency&ms=50&seconds=1" >/dev/null
-  fault_ended() { curl -s -H "$H" "$A/status" | python3 -c "import json,sys; sys.exit('fault' in json.load(sys.stdin)[0]['backends'][0])"; }
+  fault_ended() { curl -s -H "$H" "$A/status" | python3 -c "import json,sys; sys.exit('fault' in json.load(sys.stdin)['pools'][0]['backends'][0])"; }
   wait_until 30 "the 1 s fault to end" fault_ended
   t0=$(date +%s%N); [ "$(get "$PP")" = primary ]; ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   [ "$ms" -lt 400 ] || fail "a fault ends by itself"
@@ -244,7 +244,7 @@ YAML
   [ "$(get "$PN")" = standby ] || fail "the new pool serves"
   [ "$(get "$PP")" = standby ] || fail "the drained primary stays drained across the reload; the new standby serves"
   curl -s "http://127.0.0.1:$PA/status" | python3 -c "
-import json,sys; p={x['name']:x for x in json.load(sys.stdin)}
+import json,sys; p={x['name']:x for x in json.load(sys.stdin)['pools']}
 assert set(p)=={'web','new'}, p.keys(); b={x['name']:x for x in p['web']['backends']}
 assert b['primary']['draining'] and len(b)==2, b" || fail "status shows the new configuration and keeps operator flags"
   curl -s -m 1 "http://127.0.0.1:$PE/" > /dev/null && fail "the removed pool no longer listens"
@@ -557,7 +557,7 @@ held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(
 before = cpu(); time.sleep(2.0); used = cpu() - before
 # The admin API and the health checks still have descriptors (the relay keeps a reserve).
 status = json.loads(urllib.request.urlopen("http://127.0.0.1:%s/status" % admin, timeout=5).read())
-pool = status[0]
+pool = status["pools"][0]
 for c in held: c.close()
 print("150 idle connections against 64 descriptors: proxy CPU %.2f s in 2 s; /status answers, %d refused, backend %s"
       % (used, pool["connections_refused_total"], pool["backends"][0]["state"]))

@@ -49,11 +49,11 @@ t_damaged_index_and_snapshot() {
   lb -r "$R" backup "$S" -q
   echo more > "$S/more"; lb -r "$R" backup "$S" -q
   # The older snapshot is damaged, so that `latest` (the newer one) is the one to restore.
-  local snaps=( $(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(' '.join(s['id'] for s in json.load(sys.stdin)))") ) idx=( $(ls "$R/index") )
+  local snaps=( $(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(' '.join(s['id'] for s in [json.loads(l) for l in sys.stdin if l.strip()]))") ) idx=( $(ls "$R/index") )
   truncate -s 20 "$R/snapshots/${snaps[0]}"
   truncate -s 30 "$R/index/${idx[0]}"
   lb -r "$R" snapshots --json > "$WORK/s.json" 2> "$WORK/s.err"
-  python3 -c "import json; assert len(json.load(open('$WORK/s.json'))) == 1"
+  python3 -c "import json; assert len([json.loads(l) for l in open('$WORK/s.json') if l.strip()]) == 1"
   grep -q "snapshot ${snaps[0]:0:8} is damaged" "$WORK/s.err" || { cat "$WORK/s.err"; fail "the damaged snapshot is named"; }
   # restore latest goes on (it may lack the blobs the damaged index listed: those files are named, exit 3)
   local rc=0; lb -r "$R" restore latest --target "$WORK/out-dmg1" >/dev/null 2>"$WORK/r.err" || rc=$?
@@ -99,7 +99,7 @@ t_lost_pack() {
   [ "$(json_field "$WORK/rs-dry.json" summary repaired)" = 1 ] || fail "the dry run finds the snapshot to repair"
   lb -r "$R2" repair snapshots --forget --json > "$WORK/rs.json"
   [ "$(json_field "$WORK/rs.json" summary repaired)" = 1 ] || fail "a snapshot was repaired"
-  lb -r "$R2" snapshots --json | python3 -c "import json,sys; s=json.load(sys.stdin); assert len(s) == 1 and 'repaired' in s[0]['tags'], s"
+  lb -r "$R2" snapshots --json | python3 -c "import json,sys; s=[json.loads(l) for l in sys.stdin if l.strip()]; assert len(s) == 1 and 'repaired' in s[0]['tags'], s"
   lb -r "$R2" ls latest --recursive | grep -q '\.repaired$' || fail "the damaged file is renamed .repaired"
   lb -r "$R2" check --read-data >/dev/null
 }

@@ -8,7 +8,7 @@ unset LIFEBOAT_PASSWORD_FILE
 export LIFEBOAT_RETRY=3,0.05,0.2 LIFEBOAT_TIMEOUT=3 LIFEBOAT_CONNECT_TIMEOUT=2 LIFEBOAT_CACHE_DIR=$WORK/cache
 
 status_field() {  # status_field SITE FIELD: from `sites status --json`
-  lb sites status --config "$WORK/sites.yaml" --json | python3 -c "import json,sys; print([r for r in json.load(sys.stdin) if r['site']=='$1'][0].get('$2'))"
+  lb sites status --config "$WORK/sites.yaml" --json | python3 -c "import json,sys; print([r for r in [json.loads(l) for l in sys.stdin if l.strip()] if r['site']=='$1'][0].get('$2'))"
 }
 
 setup_sites() {
@@ -73,6 +73,9 @@ t_replication() {
   [ "$(status_field cloud missing)" = 0 ] || fail "cloud went on"
   [ "$(status_field server reachable)" = False ] || fail "server is reported unreachable"
   [ "$(status_field server last_error)" != None ] || fail "server's last error is kept"
+  # Issue 12: usable as a health check: 20 while a site cannot be reached.
+  expect_code 20 lb sites status --config "$WORK/sites.yaml"
+  grep -q "NO" "$WORK/out" || fail "the table says the site is not reachable"
   SERVE_LISTEN=127.0.0.1:$SERVE_PORT start_serve site2 --path "$WORK/served" --no-auth
   lb replicate --config "$WORK/sites.yaml" >/dev/null
   [ "$(status_field server missing)" = 0 ] || fail "server caught up"
@@ -82,9 +85,14 @@ t_replication() {
   # 3. Lag against an injected clock: a snapshot taken but not replicated, one hour later.
   echo "fourth" > "$S/dir/fourth.txt"
   primary backup "$S" -q >/dev/null
-  local later; later=$(primary snapshots --json | python3 -c "import json,sys,datetime; s=json.load(sys.stdin)[-1]['time']; print('%.6f' % (datetime.datetime.fromisoformat(s[:26].rstrip('Z')+'+00:00').timestamp() + 3600))")
+  local later; later=$(primary snapshots --json | python3 -c "import json,sys,datetime; s=[json.loads(l) for l in sys.stdin if l.strip()][-1]['time']; print('%.6f' % (datetime.datetime.fromisoformat(s[:26].rstrip('Z')+'+00:00').timestamp() + 3600))")
   [ "$(LIFEBOAT_NOW=$later status_field cloud lag_seconds)" = 3600 ] || fail "lag is one hour"
   [ "$(LIFEBOAT_NOW=$later status_field server missing)" = 1 ] || fail "one snapshot missing"
+  # 21 when a replica lags more than --max-lag; 0 within it; a bad value is a usage error.
+  LIFEBOAT_NOW=$later expect_code 21 lb sites status --config "$WORK/sites.yaml" --max-lag 30m
+  LIFEBOAT_NOW=$later expect_code 0 lb sites status --config "$WORK/sites.yaml" --max-lag 2h
+  expect_code 1 lb sites status --config "$WORK/sites.yaml" --max-lag soon
+  grep -q -- "--max-lag" "$WORK/err" || fail "the bad --max-lag is named"
   [ "$(status_field cloud bytes_pending)" -gt 0 ] || fail "bytes pending are counted"
 
   # 4. SIGKILL in the middle of a replication, then a rerun: the destination stays consistent and nothing
@@ -147,7 +155,7 @@ t_copy_command() {
   lb -r "$WORK/cb" --password-file "$WORK/pb" check --read-data >/dev/null
   lb -r "$WORK/cb" --password-file "$WORK/pb" restore latest --target "$WORK/cb-out" -q
   python3 "$HERE/compare_trees.py" "$S" "$WORK/cb-out$S"
-  [ "$(lb -r "$WORK/cb" --password-file "$WORK/pb" snapshots --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["tags"])')" = "['two']" ] || fail "tags kept"
+  [ "$(lb -r "$WORK/cb" --password-file "$WORK/pb" snapshots --json | python3 -c 'import json,sys; print([json.loads(l) for l in sys.stdin if l.strip()][0]["tags"])')" = "['two']" ] || fail "tags kept"
   # Copying again copies nothing; a wrong source password is refused.
   lb -r "$WORK/cb" --password-file "$WORK/pb" copy --from-repo "$WORK/ca" --from-password-file "$WORK/pa" --json > "$WORK/copy2.json"
   [ "$(json_field "$WORK/copy2.json" summary snapshots_present)" = 1 ] || fail "the copied snapshot is recognised"

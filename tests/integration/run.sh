@@ -17,7 +17,7 @@ t_init_and_errors() {
   local before; before=$(find "$R" -type f | wc -l)
   expect_code 12 lb -r "$R" --password-file "$WORK/wrongpw" backup "$HERE"
   [ "$(find "$R" -type f | wc -l)" -eq "$before" ] || fail "wrong password wrote nothing"
-  LIFEBOAT_REPOSITORY=$R lb snapshots --json | python3 -c "import json,sys; assert json.load(sys.stdin)==[]"
+  LIFEBOAT_REPOSITORY=$R lb snapshots --json | python3 -c "import json,sys; assert [json.loads(l) for l in sys.stdin if l.strip()]==[]"
   lb version | grep -q "repository format 1"
   expect_code 64 lb -r "$R" snapshots --no-such-flag
 }
@@ -36,8 +36,8 @@ t_roundtrip_every_kind() {
   lb -r "$R" check --read-data-subset 1/2 --json | python3 -c "import json,sys; d=[json.loads(l) for l in sys.stdin][-1]; assert d['errors']==0, d"
   lb -r "$R" check --read-data-subset 50% >/dev/null
   expect_code 1 lb -r "$R" check --read-data-subset 3/2
-  lb -r "$R" snapshots --tag a --host testhost --json | python3 -c "import json,sys; s=json.load(sys.stdin); assert len(s)==1 and s[0]['tags']==['a','b'], s"
-  lb -r "$R" snapshots --tag nope --json | python3 -c "import json,sys; assert json.load(sys.stdin)==[]"
+  lb -r "$R" snapshots --tag a --host testhost --json | python3 -c "import json,sys; s=[json.loads(l) for l in sys.stdin if l.strip()]; assert len(s)==1 and s[0]['tags']==['a','b'], s"
+  lb -r "$R" snapshots --tag nope --json | python3 -c "import json,sys; assert [json.loads(l) for l in sys.stdin if l.strip()]==[]"
 }
 
 t_incremental_and_parent() {
@@ -53,7 +53,7 @@ t_incremental_and_parent() {
   lb -r "$R" backup "$S" --json > "$WORK/3.json"
   [ "$(json_field "$WORK/3.json" summary files_changed)" = 1 ] || fail "one changed file"
   [ "$(json_field "$WORK/3.json" summary files_new)" = 1 ] || fail "one new file"
-  local ids; ids=$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(' '.join(s['short_id'] for s in json.load(sys.stdin)))")
+  local ids; ids=$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(' '.join(s['short_id'] for s in [json.loads(l) for l in sys.stdin if l.strip()]))")
   set -- $ids
   lb -r "$R" diff "$2" "$3" > "$WORK/diff.txt"
   grep -q "^M .*f7$" "$WORK/diff.txt" && grep -q "^- .*f8$" "$WORK/diff.txt" && grep -q "^+ .*new$" "$WORK/diff.txt" || { cat "$WORK/diff.txt"; fail "diff shows M f7, - f8, + new"; }
@@ -70,7 +70,7 @@ t_backup_root() {  # "/" itself as the backup path (system directories excluded 
   lb -r "$R" init >/dev/null
   lb -r "$R" backup / -x "${ex[@]}" >/dev/null 2>&1 || code=$?
   [ "$code" -eq 0 ] || [ "$code" -eq 3 ] || fail "backup of / exits 0 (or 3 for a file that vanished), got $code"
-  lb -r "$R" snapshots --json | python3 -c "import json,sys; s=json.load(sys.stdin); assert s[0]['paths']==['/'], s"
+  lb -r "$R" snapshots --json | python3 -c "import json,sys; s=[json.loads(l) for l in sys.stdin if l.strip()]; assert s[0]['paths']==['/'], s"
   lb -r "$R" dump latest /etc/passwd | cmp - /etc/passwd
 }
 
@@ -108,10 +108,10 @@ t_stdin_and_dump() {
   lb -r "$R" dump latest numbers.txt | cmp - <(seq 1 100000)
   lb -r "$R" backup --stdin-from-command --stdin-filename db.sql -- sh -c 'echo CREATE TABLE t; echo INSERT 1' >/dev/null
   lb -r "$R" dump latest db.sql | grep -q "INSERT 1"
-  local n; n=$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
+  local n; n=$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(len([json.loads(l) for l in sys.stdin if l.strip()]))")
   expect_code 1 lb -r "$R" backup --stdin-from-command --stdin-filename bad.sql -- sh -c 'echo partial; exit 3'
   grep -q "failed with exit status 3" "$WORK/err" || fail "failing command named"
-  [ "$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")" = "$n" ] || fail "no snapshot from a failed command"
+  [ "$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(len([json.loads(l) for l in sys.stdin if l.strip()]))")" = "$n" ] || fail "no snapshot from a failed command"
   # A directory dumps as tar.
   local S=$WORK/src-tar; mkdir -p "$S/d"; echo one > "$S/d/1"; echo two > "$S/2"
   lb -r "$R" backup "$S" >/dev/null
@@ -149,9 +149,9 @@ t_forget_prune() {
   for i in 1 2 3 4 5; do head -c 400000 /dev/urandom > "$S/f$i"; lb -r "$R" backup "$S" --tag "n$i" >/dev/null; done
   lb -r "$R" forget --keep-last 2 --keep-tag n1 --dry-run > "$WORK/plan.txt"
   grep -q "last snapshot" "$WORK/plan.txt" && grep -q "has tags n1" "$WORK/plan.txt" || { cat "$WORK/plan.txt"; fail "reasons printed"; }
-  [ "$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")" = 5 ] || fail "dry run kept all"
+  [ "$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(len([json.loads(l) for l in sys.stdin if l.strip()]))")" = 5 ] || fail "dry run kept all"
   lb -r "$R" forget --keep-last 2 --json > "$WORK/forget.json"
-  [ "$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")" = 2 ] || fail "two kept"
+  [ "$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(len([json.loads(l) for l in sys.stdin if l.strip()]))")" = 2 ] || fail "two kept"
   rm "$S/f5" "$S/f4"; lb -r "$R" backup "$S" >/dev/null
   lb -r "$R" forget --keep-last 1 >/dev/null
   local size_before; size_before=$(du -sb "$R/data" | cut -f1)
@@ -185,12 +185,12 @@ t_keys_and_locks() {
   echo second > "$WORK/pw2"; echo third > "$WORK/pw3"
   lb -r "$R" key add --new-password-file "$WORK/pw2" >/dev/null
   lb -r "$R" --password-file "$WORK/pw2" snapshots >/dev/null
-  [ "$(lb -r "$R" key list --json | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")" = 2 ]
+  [ "$(lb -r "$R" key list --json | python3 -c "import json,sys; print(len([json.loads(l) for l in sys.stdin if l.strip()]))")" = 2 ]
   lb -r "$R" --password-file "$WORK/pw2" key passwd --new-password-file "$WORK/pw3" >/dev/null
   expect_code 12 lb -r "$R" --password-file "$WORK/pw2" snapshots
   lb -r "$R" --password-file "$WORK/pw3" snapshots >/dev/null
-  local other; other=$(lb -r "$R" --password-file "$WORK/pw3" key list --json | python3 -c "import json,sys; print([k['id'] for k in json.load(sys.stdin) if not k['current']][0])")
-  expect_code 1 lb -r "$R" --password-file "$WORK/pw3" key remove "$(lb -r "$R" --password-file "$WORK/pw3" key list --json | python3 -c "import json,sys; print([k['id'] for k in json.load(sys.stdin) if k['current']][0])")"
+  local other; other=$(lb -r "$R" --password-file "$WORK/pw3" key list --json | python3 -c "import json,sys; print([k['id'] for k in [json.loads(l) for l in sys.stdin if l.strip()] if not k['current']][0])")
+  expect_code 1 lb -r "$R" --password-file "$WORK/pw3" key remove "$(lb -r "$R" --password-file "$WORK/pw3" key list --json | python3 -c "import json,sys; print([k['id'] for k in [json.loads(l) for l in sys.stdin if l.strip()] if k['current']][0])")"
   lb -r "$R" --password-file "$WORK/pw3" key remove "${other:0:8}" >/dev/null
   expect_code 12 lb -r "$R" snapshots
   # A live lock is not stale; a lock left by a killed process is stale and removed by unlock.
@@ -226,7 +226,7 @@ t_sigkill_during_backup() {
     local pid=$!; sleep $delay; kill -9 $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
     lb -r "$R" check >/dev/null || fail "check passes after kill at ${delay}s"
   done
-  lb -r "$R" restore "$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['id'])")" --target "$WORK/o-kill" >/dev/null
+  lb -r "$R" restore "$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print([json.loads(l) for l in sys.stdin if l.strip()][0]['id'])")" --target "$WORK/o-kill" >/dev/null
   [ "$(cat "$WORK/o-kill$S/first")" = first ] || fail "earlier snapshot restores"
   lb -r "$R" unlock >/dev/null
   lb -r "$R" backup "$S" --json > "$WORK/kill.json"
@@ -245,7 +245,7 @@ t_concurrent_backups_and_prune() {
   lb -r "$R" init >/dev/null
   lb -r "$R" backup "$A" >/dev/null; lb -r "$R" forget --keep-last 1 >/dev/null
   head -c 100000 /dev/urandom > "$A/garbage"; lb -r "$R" backup "$A" >/dev/null
-  lb -r "$R" forget "$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print(json.load(sys.stdin)[-1]['id'])")" >/dev/null
+  lb -r "$R" forget "$(lb -r "$R" snapshots --json | python3 -c "import json,sys; print([json.loads(l) for l in sys.stdin if l.strip()][-1]['id'])")" >/dev/null
   rm "$A/garbage"
   lb -r "$R" backup "$A" > "$WORK/ca.txt" 2>&1 &
   local p1=$!
@@ -322,9 +322,48 @@ t_unreadable_files() {
   runuser -u nobody -- "$BIN" -r "$D/repo" --password-file "$D/pw" ls latest --recursive | grep -q readable || fail "readable file backed up"
 }
 
+# Issue 12: with --json, every command's standard output is JSON lines: one object per line, each with a
+# message_type (docs/JSON.md lists them). Run on a scratch repository; the types seen are printed.
+t_json_lines_everywhere() {
+  local R=$WORK/r-json D=$WORK/json-src
+  mkdir -p "$D/sub"; echo one > "$D/a.txt"; echo two > "$D/sub/b.txt"
+  : > "$WORK/all.jsonl"
+  j() { "$BIN" --json "$@" >> "$WORK/all.jsonl" 2>>"$WORK/json.err" || fail "--json $*"; }
+  j -r "$R" init
+  j -r "$R" backup "$D" --tag t
+  echo three > "$D/c.txt"
+  j -r "$R" backup "$D"
+  local ids; ids=$("$BIN" -r "$R" --json snapshots | python3 -c "import json,sys; print(' '.join(json.loads(l)['short_id'] for l in sys.stdin))")
+  j -r "$R" snapshots
+  j -r "$R" snapshots --latest 1
+  j -r "$R" ls latest
+  j -r "$R" find a.txt
+  j -r "$R" diff $ids
+  j -r "$R" stats
+  j -r "$R" check --read-data
+  j -r "$R" restore latest --target "$WORK/json-restore"
+  j -r "$R" forget --keep-last 1 --dry-run
+  j -r "$R" prune --dry-run
+  j -r "$R" key list
+  j -r "$R" unlock
+  j -r "$R" repair index --dry-run
+  j -r "$R" repair snapshots --dry-run
+  j version
+  python3 - "$WORK/all.jsonl" <<'PY' || fail "every line is one JSON object with a message_type"
+import json, sys, collections
+seen = collections.Counter()
+for n, line in enumerate(open(sys.argv[1]), 1):
+    o = json.loads(line)
+    assert isinstance(o, dict), "line %d is not an object: %r" % (n, line[:80])
+    assert isinstance(o.get("message_type"), str), "line %d has no message_type: %r" % (n, line[:120])
+    seen[o["message_type"]] += 1
+print("    message types:", ", ".join("%s %d" % kv for kv in sorted(seen.items())))
+PY
+}
+
 for t in ${CORE_TESTS:-t_init_and_errors t_roundtrip_every_kind t_incremental_and_parent t_backup_root t_excludes t_one_file_system t_stdin_and_dump \
          t_restore_options t_forget_prune t_repack t_keys_and_locks t_sigkill_during_backup t_concurrent_backups_and_prune \
-         t_prune_stress t_corruption t_unreadable_files}; do
+         t_prune_stress t_corruption t_unreadable_files t_json_lines_everywhere}; do
   run_test "$t"
 done
 echo "integration: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
