@@ -46,7 +46,8 @@ public struct LifeboatCommand: AsyncParsableCommand {
         abstract: "Disaster recovery for self-hosted services: deduplicated, compressed, encrypted backups.",
         discussion: """
         Exit codes: 0 ok, 1 failure, 64 usage error, 3 backup/restore finished but some files could not be read or \
-        restored, 10 no repository at the location, 11 repository locked, 12 wrong password, 130 interrupted.
+        restored, 10 no repository at the location, 11 repository locked, 12 wrong password, 20 a site cannot be \
+        reached (sites status), 21 a replica lags more than --max-lag (sites status), 130 interrupted.
         """,
         version: LifeboatVersion.string,
         subcommands: [
@@ -71,10 +72,39 @@ struct VersionCommand: AsyncParsableCommand {
 }
 
 extension LifeboatCommand {
+    /// "unknown command 'snapshot': did you mean 'snapshots'?" for a mistyped command or subcommand (nil when the
+    /// words name commands, or nothing close is known: the parser's own message then stands).
+    static func unknownCommandHint(_ args: [String]) -> String? {
+        var command: any ParsableCommand.Type = LifeboatCommand.self
+        var path = ["lifeboat"]
+        var skipValue = false
+        for word in args {
+            // Global options may sit between the words (`-r REPO key lst`): skip them and their values.
+            if skipValue { skipValue = false; continue }
+            if globalOptionsWithValue.contains(word) { skipValue = true; continue }
+            if word.hasPrefix("-") && (globalFlags.contains(word) || globalOptionsWithValue.contains { word.hasPrefix($0 + "=") }) { continue }
+            let subs = command.configuration.subcommands
+            guard !subs.isEmpty, !word.hasPrefix("-") else { return nil }
+            let names = subs.compactMap { $0.configuration.commandName } + ["help"]
+            if word == "help" { return nil }
+            if let next = subs.first(where: { $0.configuration.commandName == word }) {
+                command = next
+                path.append(word)
+                continue
+            }
+            guard let guess = closestMatch(word, among: names) else { return nil }
+            return "\(path.joined(separator: " ")): unknown command '\(word)': did you mean '\(guess)'? (see '\(path.joined(separator: " ")) --help')"
+        }
+        return nil
+    }
+
     /// Moves global options written before the subcommand to after it (and after `key`'s own subcommand).
+    static let globalOptionsWithValue: Set<String> = ["-r", "--repo", "--password-file", "--cacert", "--timeout", "--s3-object-lock-days", "--s3-object-lock-mode", "--cache-dir"]
+    static let globalFlags: Set<String> = ["--json", "-q", "--quiet", "--no-cache", "--no-lock"]
+
     public static func movingGlobalOptions(_ args: [String]) -> [String] {
-        let withValue: Set<String> = ["-r", "--repo", "--password-file", "--cacert", "--timeout", "--s3-object-lock-days", "--s3-object-lock-mode", "--cache-dir"]
-        let flags: Set<String> = ["--json", "-q", "--quiet", "--no-cache", "--no-lock"]
+        let withValue = globalOptionsWithValue
+        let flags = globalFlags
         var globals: [String] = []
         var i = 0
         while i < args.count {
@@ -103,6 +133,10 @@ extension LifeboatCommand {
         lb_line_buffer_stdout()
         lb_tune_malloc()
         installInterruptHandlers()
+        if let hint = unknownCommandHint(args) {
+            FileHandle.standardError.write(Data((hint + "\n").utf8))
+            Glibc.exit(ExitStatus.usage)
+        }
         do {
             var command = try await asyncParseAsRoot(args)
             if var asyncCommand = command as? AsyncParsableCommand {

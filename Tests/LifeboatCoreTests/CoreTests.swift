@@ -134,3 +134,18 @@ import Testing
         #expect(try parseSeconds("0s") == 0)
     }
 }
+
+@Suite struct SpellingTests {
+    @Test func closeWordsAreSuggested() {
+        let commands = ["init", "backup", "snapshots", "ls", "diff", "restore", "dump", "find", "stats", "check",
+                        "forget", "prune", "repair", "unlock", "key", "copy", "replicate", "sites", "serve", "proxy", "version"]
+        #expect(closestMatch("snapshot", among: commands) == "snapshots")
+        #expect(closestMatch("restroe", among: commands) == "restore")
+        #expect(closestMatch("bakup", among: commands) == "backup")
+        #expect(closestMatch("Prune", among: commands) == "prune")
+        #expect(closestMatch("lss", among: commands) == "ls")
+        #expect(closestMatch("xyzzy", among: commands) == nil)
+        #expect(closestMatch("", among: commands) == nil || closestMatch("", among: commands)!.count <= 1)
+        #expect(closestMatch(String(repeating: "a", count: 10_000), among: commands) == nil)
+    }
+}

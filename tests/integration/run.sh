@@ -14,6 +14,11 @@ t_init_and_errors() {
   echo wrong > "$WORK/wrongpw"
   expect_code 12 lb -r "$R" --password-file "$WORK/wrongpw" snapshots
   grep -q "wrong password" "$WORK/err" || fail "clear wrong-password message"
+  # Issue 12: a mistyped command gets a suggestion (and the usage exit code), at any depth.
+  expect_code 64 lb snapshot
+  grep -q "did you mean 'snapshots'" "$WORK/err" || { cat "$WORK/err"; fail "a suggestion for 'snapshot'"; }
+  expect_code 64 lb -r "$R" key lst
+  grep -q "lifeboat key: unknown command 'lst': did you mean 'list'" "$WORK/err" || { cat "$WORK/err"; fail "a suggestion for 'key lst'"; }
   local before; before=$(find "$R" -type f | wc -l)
   expect_code 12 lb -r "$R" --password-file "$WORK/wrongpw" backup "$HERE"
   [ "$(find "$R" -type f | wc -l)" -eq "$before" ] || fail "wrong password wrote nothing"
