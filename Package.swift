@@ -99,7 +99,7 @@ let package = Package(
         .target(name: "LifeboatFailover", dependencies: ["LifeboatConfig", .product(name: "Yams", package: "Yams")], swiftSettings: swift6),
         // `lifeboat proxy`: the TCP proxy on SwiftNIO, health checks, hooks.
         .target(name: "LifeboatProxy", dependencies: [
-            "LifeboatFailover", "LifeboatConfig", "CLifeboatSys",
+            "LifeboatFailover", "LifeboatConfig", "LifeboatCore", "CLifeboatSys",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),

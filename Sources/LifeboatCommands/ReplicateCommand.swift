@@ -157,8 +157,8 @@ struct SitesStatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await runCommand(global) {
-            let config = try sites.load()
             let maxLag = try self.maxLag.map { do { return try parseSeconds($0) } catch { throw LifeboatError.invalid("--max-lag: \((error as? LifeboatError)?.message ?? "\(error)")") } }
+            let config = try sites.load()
             let state = ReplicationState.load(config.stateFile)
             let now = currentTime()
             let out = global.output

@@ -68,30 +68,14 @@ final class RelayListener: Sendable {
             Glibc.close(fd)
             throw ListenError(description: "\(endpoint): \(String(cString: strerror(e)))")
         }
-        return RelayListener(fd: fd, endpoint: endpoint, address: localAddress(fd), pool: pool)
-    }
-
-    static func localAddress(_ fd: Int32) -> SocketAddress? {
+        // The address as resolved, with the port the kernel chose when 0 was asked for (sin_port and sin6_port
+        // sit at the same offset).
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let r = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        guard r == 0 else { return nil }
-        switch Int32(storage.ss_family) {
-        case AF_INET:
-            let a = withUnsafeBytes(of: storage) { $0.load(as: sockaddr_in.self) }
-            var buf = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
-            var ina = a.sin_addr
-            inet_ntop(AF_INET, &ina, &buf, socklen_t(buf.count))
-            return SocketAddress(a, host: String(cString: buf))
-        case AF_INET6:
-            let a = withUnsafeBytes(of: storage) { $0.load(as: sockaddr_in6.self) }
-            var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-            var ina = a.sin6_addr
-            inet_ntop(AF_INET6, &ina, &buf, socklen_t(buf.count))
-            return SocketAddress(a, host: String(cString: buf))
-        default:
-            return nil
-        }
+        let named = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } } == 0
+        let port = named ? Int(UInt16(bigEndian: withUnsafeBytes(of: storage) { $0.load(fromByteOffset: 2, as: UInt16.self) })) : nil
+        let local = port.flatMap { p in addr.ipAddress.flatMap { try? SocketAddress(ipAddress: $0, port: p) } }
+        return RelayListener(fd: fd, endpoint: endpoint, address: local, pool: pool)
     }
 
     /// Starts accepting on every loop.

@@ -1,5 +1,6 @@
 import CLifeboatSys
 import Foundation
+import LifeboatCore
 import Synchronization
 
 /// Monotonic time in nanoseconds (CLOCK_MONOTONIC), for the relay's timers.
@@ -71,14 +72,7 @@ final class RelayLoop: @unchecked Sendable {
     /// client is accepted and closed at once (counted as refused), so the process never runs out of descriptors
     /// through the relay.
     static let socketBudget: Int = {
-        var lim = rlimit()
-        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0 else { return 1024 }
-        if lim.rlim_cur < lim.rlim_max {
-            var raised = lim
-            raised.rlim_cur = lim.rlim_max
-            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { lim = raised }
-        }
-        let soft = Int(clamping: lim.rlim_cur == rlim_t.max ? 1 << 20 : min(lim.rlim_cur, 1 << 24))
+        let soft = raiseDescriptorLimit()
         let reserve = min(1024, max(32, soft / 8))
         return max(0, soft - reserve)
     }()

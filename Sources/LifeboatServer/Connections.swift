@@ -45,18 +45,6 @@ public struct ConnectionLimits: Sendable, Equatable {
     }
 }
 
-/// Raises the soft limit on open descriptors to the hard limit (as Go programs do at start) and returns it.
-public func raiseDescriptorLimit() -> Int {
-    var l = rlimit()
-    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &l) == 0 else { return 1024 }
-    if l.rlim_cur < l.rlim_max {
-        var raised = l
-        raised.rlim_cur = l.rlim_max
-        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { l = raised }
-    }
-    return l.rlim_cur > rlim_t(Int32.max) ? Int(Int32.max) : Int(l.rlim_cur)
-}
-
 /// Counts open connections against a cap (shared by every event loop).
 final class ConnectionCounter: Sendable {
     let open = Atomic<Int>(0)

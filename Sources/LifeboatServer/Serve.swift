@@ -1,4 +1,5 @@
 import Foundation
+import LifeboatCore
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
