@@ -55,14 +55,18 @@ public struct HealthChecker: Sendable {
 
     /// Errors that are the proxy's trouble, not the backend's: out of file descriptors, memory, buffers or local
     /// ports. Neither a check nor a client's connect that fails with one of them marks a backend down.
-    static func isLocalTrouble(errno e: Int32) -> Bool {
-        [EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL].contains(e)
-    }
+    static let localErrnos: [Int32] = [EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL]
 
+    static func isLocalTrouble(errno e: Int32) -> Bool { localErrnos.contains(e) }
+
+    /// The same for an error as NIO, AsyncHTTPClient or Foundation report it (by errno, else by its text).
     static func isLocalTrouble(_ error: any Error) -> Bool {
         if let io = error as? IOError { return isLocalTrouble(errno: io.errnoCode) }
-        let text = "\(error)"
-        return [EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL].contains { text.contains(String(cString: strerror($0))) }
+        return isLocalTrouble(text: "\(error)")
+    }
+
+    static func isLocalTrouble(text: String) -> Bool {
+        localErrnos.contains { text.contains(String(cString: strerror($0))) }
     }
 
     func check(_ target: Endpoint, resolved: SocketAddress?, _ c: CheckConfig) async -> Result<BackendHealth.CheckResult, LocalTrouble> {
@@ -93,8 +97,7 @@ public struct HealthChecker: Sendable {
             case .exited(let status): return (status == 0, "exec: exit \(status)")
             case .timedOut: return (false, "exec: timed out after \(c.timeout) s")
             case .cannotStart(let why):
-                return (why.contains(String(cString: strerror(EMFILE))) || why.contains(String(cString: strerror(ENFILE))) ? nil : false,
-                        "exec: cannot start \(argv[0])")
+                return (HealthChecker.isLocalTrouble(text: why) ? nil : false, "exec: cannot start \(argv[0])")
             }
         case .http, .https:
             return await httpProbe(target, c)
