@@ -61,7 +61,7 @@ let package = Package(
         // HTTP transports for remote backends: AsyncHTTPClient (HTTP/1.1, TLS) and HTTP/2 over a
         // child process's pipes (rclone). Maps network failures to StorageError kinds.
         .target(name: "LifeboatHTTP", dependencies: [
-            "LifeboatStorage",
+            "LifeboatStorage", "LifeboatCore",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -99,7 +99,7 @@ let package = Package(
         .target(name: "LifeboatFailover", dependencies: ["LifeboatConfig", .product(name: "Yams", package: "Yams")], swiftSettings: swift6),
         // `lifeboat proxy`: the TCP proxy on SwiftNIO, health checks, hooks.
         .target(name: "LifeboatProxy", dependencies: [
-            "LifeboatFailover", "LifeboatConfig", "LifeboatCore", "CLifeboatSys",
+            "LifeboatFailover", "LifeboatConfig", "LifeboatCore", "LifeboatHTTP", "CLifeboatSys",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -17,12 +17,14 @@ struct BackupCommand: AsyncParsableCommand {
     @Option(name: .customLong("host"), help: "Hostname to record (default: this host).") var host: String?
     @Option(name: .customLong("parent"), help: "Parent snapshot (default: the latest of the same host and paths).") var parent: String?
     @Flag(name: .customLong("force"), help: "Read every file, ignoring the parent snapshot.") var force = false
-    @Flag(name: [.short, .customLong("dry-run")], help: "Do everything but write to the repository.") var dryRun = false
+    @Flag(name: [.customShort("n"), .customLong("dry-run")], help: "Do everything but write to the repository.") var dryRun = false
     @Flag(name: .customLong("stdin"), help: "Back up standard input as one file.") var stdin = false
     @Option(name: .customLong("stdin-filename"), help: "File name for --stdin.") var stdinFilename = "stdin"
     @Flag(name: .customLong("stdin-from-command"), help: "Run the command after -- and back up its output (fails if it fails).") var stdinFromCommand = false
     @Option(name: .customLong("compression"), help: "Compression for this backup: off, fast, auto, max.") var compression: String?
     @Option(name: .customLong("read-concurrency"), help: "Files read at once.") var readConcurrency: Int?
+    @Option(name: .customLong("time"), help: "Time to record for the snapshot instead of now: RFC 3339 (2026-12-01T06:00:00Z) or Unix seconds.")
+    var time: String?
 
     func validate() throws {
         if (stdin || stdinFromCommand) == false && paths.isEmpty { throw ValidationError("give at least one path to back up, or --stdin") }
@@ -54,6 +56,12 @@ struct BackupCommand: AsyncParsableCommand {
             opts.tags = tags.flatMap { $0.split(separator: ",").map(String.init) }
             if let host { opts.hostname = host }
             if let r = readConcurrency { opts.fileReaders = max(1, r) }
+            if let time {
+                guard let t = currentTimeOverride(time) else {
+                    throw LifeboatError.invalid("invalid --time \"\(time)\": use RFC 3339 (2026-12-01T06:00:00Z) or Unix seconds")
+                }
+                opts.time = t
+            }
             opts.scanTotals = out.showsProgressBar || (out.json && !out.quiet)
             if stdin || stdinFromCommand {
                 opts.paths = []

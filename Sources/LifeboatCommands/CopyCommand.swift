@@ -29,7 +29,7 @@ struct SourceRepositoryOptions: ParsableArguments {
         let backend = try await global.backend(location: location)
         let password: String
         if let f = passwordFile ?? env["LIFEBOAT_FROM_PASSWORD_FILE"] {
-            password = try readPasswordFile(f)
+            password = try readPasswordFile(f, from: passwordFile != nil ? "--from-password-file" : "LIFEBOAT_FROM_PASSWORD_FILE")
         } else if let p = env["LIFEBOAT_FROM_PASSWORD"] {
             password = p
         } else {

@@ -9,25 +9,31 @@ struct SnapshotsCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var filter: FilterOptions
     @Option(name: .customLong("latest"), help: "Only the newest N snapshots per host and paths.") var latest: Int?
+    @Option(name: .customLong("max-age"), help: "Exit 22 when the newest snapshot of some host and paths is older than this (e.g. 26h, 2d).")
+    var maxAge: String?
 
     func run() async throws {
         try await runCommand(global) {
+            if let latest, latest < 1 { throw LifeboatError.invalid("--latest \(latest): give a count of 1 or more") }
+            let maxAge = try parseMaxAge(self.maxAge)
             let repo = try await global.open()
             var snaps = try await repo.listSnapshots().filter { filter.filter.matches($0.snapshot) }
+            let ages = maxAge.map { Freshness.groups(snaps, maxAge: $0, now: currentTime()) }
             if let latest {
-                var byGroup: [String: Int] = [:]
+                var byGroup: [GroupBy.Key: Int] = [:]
                 snaps = snaps.reversed().filter { s in
-                    let k = s.snapshot.hostname + "\0" + s.snapshot.paths.joined(separator: "\0")
+                    let k = GroupBy.Key(host: s.snapshot.hostname, paths: s.snapshot.paths)
                     byGroup[k, default: 0] += 1
                     return byGroup[k]! <= latest
                 }.reversed()
             }
+            defer { if let ages, let maxAge { reportAges(ages, maxAge: maxAge, output: global.output) } }
             if global.json {
                 // One object per line (JSON lines, as every --json output).
                 for s in snaps {
                     print(Output.encode(snapshotJSON(s.id, s.snapshot).merging(["message_type": "snapshot"]) { a, _ in a }))
                 }
-                return 0
+                return ages.map(ageStatus) ?? 0
             }
             print("ID        Time                 Host             Tags          Paths")
             print(String(repeating: "-", count: 78))
@@ -40,7 +46,7 @@ struct SnapshotsCommand: AsyncParsableCommand {
             }
             print(String(repeating: "-", count: 78))
             print("\(snaps.count) snapshots")
-            return 0
+            return ages.map(ageStatus) ?? 0
         }
     }
 }
@@ -137,8 +143,8 @@ struct FindCommand: AsyncParsableCommand {
 struct DiffCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "diff", abstract: "Show what changed between two snapshots.")
     @OptionGroup var global: GlobalOptions
-    @Argument var first: String
-    @Argument var second: String
+    @Argument(help: "The older snapshot: ID, prefix or latest.") var first: String
+    @Argument(help: "The newer snapshot: ID, prefix or latest.") var second: String
 
     func run() async throws {
         try await runCommand(global) {

@@ -11,10 +11,13 @@ struct CheckCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Flag(name: .customLong("read-data"), help: "Read all pack data and verify every blob.") var readData = false
     @Option(name: .customLong("read-data-subset"), help: "Read a subset: N/T or P%.") var subset: String?
+    @Option(name: .customLong("max-age"), help: "Exit 22 when the newest snapshot of some host and paths is older than this (e.g. 26h, 2d).")
+    var maxAge: String?
 
     func run() async throws {
         try await runCommand(global) {
             let out = global.output
+            let maxAge = try parseMaxAge(self.maxAge)
             let repo = try await global.open()
             return try await withRepositoryLock(repo, .shared, "check", readOnly: global) {
                 var opts = CheckOptions()
@@ -37,12 +40,17 @@ struct CheckCommand: AsyncParsableCommand {
                           "snapshots": report.snapshots, "trees": report.trees, "packs": report.packs, "packs_read": report.packsRead, "duplicate_blobs": report.duplicateBlobs,
                           "bytes_read": report.bytesRead, "issues": report.issues.map { ["severity": $0.severity.rawValue, "object": $0.object, "message": $0.message] },
                           "damaged_snapshots": report.damagedSnapshots.map { ["id": $0.key.hex, "reasons": $0.value] }])
+                var ages: [GroupAge] = []
+                if let maxAge {
+                    ages = Freshness.groups(try await repo.listSnapshots(), maxAge: maxAge, now: currentTime())
+                    reportAges(ages, maxAge: maxAge, output: out)
+                }
                 if report.errors > 0 {
                     out.line("Fatal: repository contains errors")
                     return ExitStatus.failure
                 }
                 out.line("no errors were found")
-                return 0
+                return maxAge == nil ? 0 : ageStatus(ages)
             }
         }
     }
@@ -112,19 +120,19 @@ struct ForgetCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var filter: FilterOptions
     @Argument(help: "Snapshot IDs to remove explicitly.") var ids: [String] = []
-    @Option(name: [.customShort("l"), .customLong("keep-last")]) var keepLast = 0
-    @Option(name: [.customShort("H"), .customLong("keep-hourly")]) var keepHourly = 0
-    @Option(name: [.customShort("d"), .customLong("keep-daily")]) var keepDaily = 0
-    @Option(name: [.customShort("w"), .customLong("keep-weekly")]) var keepWeekly = 0
-    @Option(name: [.customShort("m"), .customLong("keep-monthly")]) var keepMonthly = 0
-    @Option(name: [.customShort("y"), .customLong("keep-yearly")]) var keepYearly = 0
+    @Option(name: [.customShort("l"), .customLong("keep-last")], help: "Keep the newest N snapshots.") var keepLast = 0
+    @Option(name: [.customShort("H"), .customLong("keep-hourly")], help: "Keep the newest snapshot of each of the last N hours that have one.") var keepHourly = 0
+    @Option(name: [.customShort("d"), .customLong("keep-daily")], help: "Keep the newest snapshot of each of the last N days that have one.") var keepDaily = 0
+    @Option(name: [.customShort("w"), .customLong("keep-weekly")], help: "Keep the newest snapshot of each of the last N weeks that have one.") var keepWeekly = 0
+    @Option(name: [.customShort("m"), .customLong("keep-monthly")], help: "Keep the newest snapshot of each of the last N months that have one.") var keepMonthly = 0
+    @Option(name: [.customShort("y"), .customLong("keep-yearly")], help: "Keep the newest snapshot of each of the last N years that have one.") var keepYearly = 0
     @Option(name: .customLong("keep-within"), help: "Keep snapshots within this span of the newest, e.g. 1y2m3d4h.") var keepWithin: String?
     @Option(name: .customLong("keep-tag"), help: "Keep snapshots with these tags (a,b = both).") var keepTags: [String] = []
-    @Option(name: [.customShort("g"), .customLong("group-by")]) var groupBy = "host,paths"
-    @Flag(name: [.customShort("n"), .customLong("dry-run")]) var dryRun = false
-    @Flag(name: .customLong("prune")) var prune = false
-    @Option(name: .customLong("max-unused")) var maxUnused = "5%"
-    @Option(name: .customLong("grace"), help: "Prune grace period before marked packs are deleted (e.g. 1h, 0s).") var grace = "1h"
+    @Option(name: [.customShort("g"), .customLong("group-by")], help: "Apply the policy to each group of snapshots with the same host, paths and/or tags (a comma list).") var groupBy = "host,paths"
+    @Flag(name: [.customShort("n"), .customLong("dry-run")], help: "Show what would be removed; remove nothing.") var dryRun = false
+    @Flag(name: .customLong("prune"), help: "Then run prune (with --max-unused and --grace) to free the space of the removed snapshots.") var prune = false
+    @Option(name: .customLong("max-unused"), help: "With --prune: tolerated unused space, a percentage (5%) or 'unlimited'.") var maxUnused = "5%"
+    @Option(name: .customLong("grace"), help: "With --prune: how long marked packs wait before deletion (e.g. 1h; 0s when no backup runs).") var grace = "1h"
 
     func run() async throws {
         try await runCommand(global) {
@@ -182,7 +190,7 @@ struct PruneCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(name: .customLong("max-unused"), help: "Tolerated unused space: a percentage (5%) or 'unlimited'.") var maxUnused = "5%"
     @Option(name: .customLong("grace"), help: "How long marked packs wait before deletion (e.g. 1h; 0s when no backup runs).") var grace = "1h"
-    @Flag(name: [.short, .customLong("dry-run")]) var dryRun = false
+    @Flag(name: [.customShort("n"), .customLong("dry-run")], help: "Show what would be marked, repacked and deleted; change nothing.") var dryRun = false
 
     func run() async throws {
         try await runCommand(global) {
@@ -202,21 +210,46 @@ struct PruneCommand: AsyncParsableCommand {
         }
         opts.grace = try parseSeconds(grace)
         opts.dryRun = dryRun
-        let r = try await Pruner(repository: repo, options: opts).run()
+        // LIFEBOAT_NOW sets the clock (tests, drills): marks and grace periods are judged by it.
+        let r = try await Pruner(repository: repo, options: opts, now: { currentTime() }).run()
         out.info("\(r.snapshots) snapshots; \(formatBytes(r.unusedBytes)) unused of \(formatBytes(r.totalBytes)) in live packs")
-        out.line("\(dryRun ? "would mark" : "marked") \(r.packsMarked) packs (\(r.packsRepacked) repacked, \(formatBytes(r.bytesRepacked)) copied), unmarked \(r.packsUnmarked), \(dryRun ? "would delete" : "deleted") \(r.packsDeleted) packs (\(formatBytes(r.bytesDeleted))), \(r.packsWaiting) marked packs wait for their grace period")
+        for line in pruneSummary(r, dryRun: dryRun, grace: opts.grace) { out.line(line) }
         for n in r.notes { out.warn(n) }
+        let pending = r.pending
         out.emit(["message_type": "prune", "dry_run": dryRun, "snapshots": r.snapshots, "packs_marked": r.packsMarked,
                   "packs_unmarked": r.packsUnmarked, "packs_deleted": r.packsDeleted, "packs_repacked": r.packsRepacked,
                   "packs_waiting": r.packsWaiting, "bytes_deleted": r.bytesDeleted, "bytes_repacked": r.bytesRepacked,
+                  "pending_packs": pending.packs, "pending_bytes": pending.bytes,
+                  "free_from": pending.freeFrom.map(Timestamp.format) ?? NSNull(), "free_by": pending.freeBy.map(Timestamp.format) ?? NSNull(),
+                  "held_by_locks": pending.heldByLocks,
                   "unused_bytes": r.unusedBytes, "total_bytes": r.totalBytes, "passes": r.passes])
+    }
+
+    /// What a prune freed now, what it left marked, and when that becomes free (in UTC).
+    static func pruneSummary(_ r: PruneReport, dryRun: Bool, grace: Double) -> [String] {
+        func when(_ d: Date) -> String { String(Timestamp.format(d).prefix(16)).replacingOccurrences(of: "T", with: " ") + " UTC" }
+        var lines = ["\(dryRun ? "would free" : "freed") now: \(formatBytes(r.bytesDeleted)) (\(r.packsDeleted) pack\(r.packsDeleted == 1 ? "" : "s") deleted)"
+            + (r.packsRepacked > 0 ? "; \(r.packsRepacked) pack\(r.packsRepacked == 1 ? "" : "s") repacked (\(formatBytes(r.bytesRepacked)) copied)" : "")]
+        if r.packsUnmarked > 0 { lines.append("unmarked \(r.packsUnmarked) pack\(r.packsUnmarked == 1 ? "" : "s") that snapshots need again") }
+        let p = r.pending
+        if p.packs == 0 {
+            lines.append("nothing is left marked")
+        } else if let from = p.freeFrom, let by = p.freeBy {
+            var text = "\(dryRun ? "would leave" : "marked") for deletion: \(formatBytes(p.bytes)) in \(p.packs) pack\(p.packs == 1 ? "" : "s"); "
+            text += by.timeIntervalSince(from) < 60 ? "a prune run after \(when(by)) frees \(p.packs == 1 ? "it" : "them")"
+                : "a prune run after \(when(from)) frees the first, after \(when(by)) all"
+            text += " (grace period \(Units.span(grace)), see `lifeboat prune --help`)"
+            if p.heldByLocks { text += "; some also wait for a running backup, copy or restore to end" }
+            lines.append(text)
+        }
+        return lines
     }
 }
 
 struct UnlockCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "unlock", abstract: "Remove stale locks (or all with --remove-all).")
     @OptionGroup var global: GlobalOptions
-    @Flag(name: .customLong("remove-all")) var removeAll = false
+    @Flag(name: .customLong("remove-all"), help: "Remove live locks too: only when no other lifeboat process uses the repository.") var removeAll = false
 
     func run() async throws {
         try await runCommand(global) {
@@ -239,7 +272,7 @@ struct KeyCommand: AsyncParsableCommand {
 }
 
 func newPassword(_ file: String?, _ global: GlobalOptions) throws -> String {
-    if let file { return try readPasswordFile(file) }
+    if let file { return try readPasswordFile(file, from: "--new-password-file") }
     if let p = ProcessInfo.processInfo.environment["LIFEBOAT_NEW_PASSWORD"], !p.isEmpty { return p }
     guard isatty(0) != 0 else { throw LifeboatError.invalid("give the new password with --new-password-file") }
     let p = try promptPassword("enter new password: ")
@@ -278,7 +311,7 @@ struct KeyList: AsyncParsableCommand {
 struct KeyAdd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "add", abstract: "Add a key (a new password).")
     @OptionGroup var global: GlobalOptions
-    @Option(name: .customLong("new-password-file")) var newPasswordFile: String?
+    @Option(name: .customLong("new-password-file"), help: "File holding the new password (or LIFEBOAT_NEW_PASSWORD; else asked on the terminal).") var newPasswordFile: String?
     func run() async throws {
         try await runCommand(global) {
             let repo = try await global.open()
@@ -293,7 +326,7 @@ struct KeyAdd: AsyncParsableCommand {
 struct KeyRemove: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "remove", abstract: "Remove a key (not the one in use).")
     @OptionGroup var global: GlobalOptions
-    @Argument var id: String
+    @Argument(help: "ID (or unique prefix) of the key to remove, as `key list` shows it.") var id: String
     func run() async throws {
         try await runCommand(global) {
             let repo = try await global.open()
@@ -312,7 +345,7 @@ struct KeyRemove: AsyncParsableCommand {
 struct KeyPasswd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "passwd", abstract: "Change the password of the key in use.")
     @OptionGroup var global: GlobalOptions
-    @Option(name: .customLong("new-password-file")) var newPasswordFile: String?
+    @Option(name: .customLong("new-password-file"), help: "File holding the new password (or LIFEBOAT_NEW_PASSWORD; else asked on the terminal).") var newPasswordFile: String?
     func run() async throws {
         try await runCommand(global) {
             let repo = try await global.open()

@@ -24,7 +24,7 @@ func openSite(_ site: Site, _ global: GlobalOptions) async throws -> Repository 
     var env = ProcessInfo.processInfo.environment
     if let f = site.credentialsFile { env.merge(try readEnvironmentFile(f)) { $1 } }
     let backend = try await global.backend(location: site.repository, environment: env)
-    let password = try site.passwordFile.map(readPasswordFile) ?? global.password(prompt: "enter password for site \(site.name): ")
+    let password = try site.passwordFile.map { try readPasswordFile($0, from: "password_file of site \(site.name)") } ?? global.password(prompt: "enter password for site \(site.name): ")
     return try await Repository.open(backend: backend, password: password)
 }
 
@@ -225,7 +225,7 @@ struct SitesStatusCommand: AsyncParsableCommand {
                     return (x as? CustomStringConvertible).map { "\($0)" } ?? "-"
                 }
                 table.append([v("site"), v("role"), (r["reachable"] as? Bool ?? false) ? "yes" : "NO", v("snapshots"), v("missing"),
-                              (r["lag_seconds"] as? Int).map { formatDuration(Double($0)) } ?? "-",
+                              (r["lag_seconds"] as? Int).map { Units.span(Double($0)) } ?? "-",
                               (r["bytes_pending"] as? UInt64).map(formatBytes) ?? (r["bytes_pending"] as? Int).map { formatBytes(UInt64($0)) } ?? "-",
                               v("last_success"), (r["error"] as? String) ?? (r["last_error"] as? String) ?? "-"].map { $0 })
             }

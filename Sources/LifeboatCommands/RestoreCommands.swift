@@ -28,7 +28,7 @@ struct RestoreCommand: AsyncParsableCommand {
                 try await repo.loadIndex()
                 let (ref, sub) = splitSnapshotRef(snapshot)
                 let (id, snap) = try await repo.findSnapshot(ref, filter: filter.filter)
-                let node = try await Restorer.resolve(repo: repo, tree: snap.tree, subpath: sub)
+                let node = try await Restorer.resolve(repo: repo, tree: snap.tree, subpath: sub, snapshot: (id, snap))
                 var opts = RestoreOptions()
                 opts.includes = includes
                 opts.excludes = excludes
@@ -67,16 +67,16 @@ struct DumpCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "dump", abstract: "Write a file from a snapshot to stdout (a directory as tar).")
     @OptionGroup var global: GlobalOptions
     @OptionGroup var filter: FilterOptions
-    @Argument var snapshot: String
-    @Argument var path: String
+    @Argument(help: "Snapshot ID, prefix or latest.") var snapshot: String
+    @Argument(help: "Path of a file (written as is) or directory (written as tar) inside the snapshot.") var path: String
 
     func run() async throws {
         try await runCommand(global) {
             let repo = try await global.open()
             return try await withRepositoryLock(repo, .shared, "dump", readOnly: global) {
             try await repo.loadIndex()
-            let (_, snap) = try await repo.findSnapshot(snapshot, filter: filter.filter)
-            let node = try await Restorer.resolve(repo: repo, tree: snap.tree, subpath: path)
+            let (id, snap) = try await repo.findSnapshot(snapshot, filter: filter.filter)
+            let node = try await Restorer.resolve(repo: repo, tree: snap.tree, subpath: path, snapshot: (id, snap))
             let w = StdoutWriter()
             if node.type == .file {
                 try await writeContent(repo, node, path: path, to: w)

@@ -24,11 +24,13 @@ func installInterruptHandlers() {
         signal(sig, SIG_IGN)
         let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
         src.setEventHandler {
+            // On a terminal, end the progress line (and the ^C echo) first; in a log, no blank line.
+            let newline = isatty(2) != 0 ? "\n" : ""
             if let message = gracefulStop, stopSignals.add(1, ordering: .relaxed).newValue == 1 {
-                FileHandle.standardError.write(Data("\n\(message) (signal again to stop at once)\n".utf8))
+                FileHandle.standardError.write(Data("\(newline)\(message) (signal again to stop at once)\n".utf8))
                 return
             }
-            FileHandle.standardError.write(Data("\ninterrupted: releasing locks\n".utf8))
+            FileHandle.standardError.write(Data("\(newline)interrupted: releasing locks\n".utf8))
             Task {
                 await RepositoryLock.releaseAll()
                 exit(ExitStatus.interrupted)
@@ -45,23 +47,56 @@ public struct LifeboatCommand: AsyncParsableCommand {
         commandName: "lifeboat",
         abstract: "Disaster recovery for self-hosted services: deduplicated, compressed, encrypted backups.",
         discussion: """
-        Exit codes: 0 ok, 1 failure, 64 usage error, 3 backup/restore finished but some files could not be read or \
-        restored, 10 no repository at the location, 11 repository locked, 12 wrong password, 20 a site cannot be \
-        reached (sites status), 21 a replica lags more than --max-lag (sites status), 130 interrupted.
+        GLOBAL OPTIONS (for every command that opens a repository, before or after its name):
+          -r, --repo <repo>
+                Repository: PATH, s3:https://HOST/BUCKET/PREFIX, rest:https://HOST/PATH
+                or rclone:REMOTE:PATH (or LIFEBOAT_REPOSITORY).
+          --password-file <file>
+                File holding the password (or LIFEBOAT_PASSWORD_FILE;
+                LIFEBOAT_PASSWORD also works).
+          --json
+                One JSON object per line, each with a message_type (docs/JSON.md).
+          -q, --quiet
+                Print only errors and results.
+          --cacert <file>, --timeout <seconds>, --no-cache, --cache-dir <dir>
+                Remote repositories: extra CA certificates, stall timeout, metadata
+                cache (or LIFEBOAT_CACERT, LIFEBOAT_TIMEOUT, LIFEBOAT_CACHE_DIR).
+          --no-lock
+                Read-only commands take no lock (for read-only media).
+
+        EXIT CODES: 0 ok, 1 failure, 3 backup/restore finished but some files could not be read or restored, \
+        10 no repository at the location, 11 repository locked, 12 wrong password, 20 a site cannot be reached \
+        (sites status), 21 a replica lags more than --max-lag (sites status), 22 a snapshot is older than \
+        --max-age (check, snapshots), 64 usage error, 130 interrupted.
         """,
         version: LifeboatVersion.string,
         subcommands: [
             InitCommand.self, BackupCommand.self, SnapshotsCommand.self, LsCommand.self, DiffCommand.self,
             RestoreCommand.self, DumpCommand.self, FindCommand.self, StatsCommand.self, CheckCommand.self,
-            ForgetCommand.self, PruneCommand.self, RepairCommand.self, UnlockCommand.self, KeyCommand.self, CopyCommand.self, ReplicateCommand.self, SitesCommand.self, ServeCommand.self, ProxyCommand.self, VersionCommand.self,
+            ForgetCommand.self, PruneCommand.self, RepairCommand.self, UnlockCommand.self, KeyCommand.self, CopyCommand.self,
+            ReplicateCommand.self, SitesCommand.self, ServeCommand.self, ProxyCommand.self, CompletionCommand.self, VersionCommand.self,
         ]
     )
     public init() {}
 }
 
+/// `lifeboat completion bash|zsh|fish`: the shell completion script, generated from the argument parser.
+struct CompletionCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "completion",
+        abstract: "Print a shell completion script (bash, zsh or fish).")
+    enum Shell: String, ExpressibleByArgument, CaseIterable { case bash, zsh, fish }
+    @Argument(help: "The shell: bash, zsh or fish.") var shell: Shell
+
+    func run() throws {
+        let kind: CompletionShell = switch shell { case .bash: .bash; case .zsh: .zsh; case .fish: .fish }
+        print(LifeboatCommand.completionScript(for: kind), terminator: "")
+    }
+}
+
 struct VersionCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "version", abstract: "Print the version.")
-    @Flag var json = false
+    @Flag(help: "Print one JSON object with message_type \"version\".") var json = false
     func run() async throws {
         if json {
             print(Output.encode(["message_type": "version", "version": LifeboatVersion.string, "repository_format": 1]))

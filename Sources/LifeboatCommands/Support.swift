@@ -95,7 +95,8 @@ public struct GlobalOptions: ParsableArguments {
     }
 
     func password(confirm: Bool = false, prompt: String = "enter password for repository: ") throws -> String {
-        if let f = passwordFile ?? env["LIFEBOAT_PASSWORD_FILE"] { return try readPasswordFile(f) }
+        if let f = passwordFile { return try readPasswordFile(f, from: "--password-file") }
+        if let f = env["LIFEBOAT_PASSWORD_FILE"] { return try readPasswordFile(f, from: "LIFEBOAT_PASSWORD_FILE") }
         if let p = env["LIFEBOAT_PASSWORD"] { return p }
         guard isatty(0) != 0 else {
             throw LifeboatError.invalid("no password given: use --password-file, LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD")
@@ -148,13 +149,21 @@ func makeBackend(_ location: String, http: HTTPOptions = .fromEnvironment(), obj
     return LocalBackend(path: location)
 }
 
-func readPasswordFile(_ path: String) throws -> String {
+/// The password in the first line of `path`; `source` names where the path came from (`--password-file`,
+/// `LIFEBOAT_PASSWORD_FILE`, a site's `password_file`), so that an error says what to fix.
+func readPasswordFile(_ path: String, from source: String = "--password-file") throws -> String {
+    guard !path.isEmpty else {
+        throw LifeboatError.invalid("\(source) is empty: give the path of a file that holds the password")
+    }
     guard let d = FileManager.default.contents(atPath: path) else {
-        throw LifeboatError.invalid("cannot read the password file \(path)")
+        var isDir: ObjCBool = false
+        let why = !FileManager.default.fileExists(atPath: path, isDirectory: &isDir) ? "it does not exist"
+            : isDir.boolValue ? "it is a directory" : "this user (uid \(getuid())) may not read it"
+        throw LifeboatError.invalid("cannot read the password file \(path) (from \(source)): \(why)")
     }
     var s = String(decoding: d, as: UTF8.self)
     if let nl = s.firstIndex(where: { $0 == "\n" || $0 == "\r\n" }) { s = String(s[..<nl]) }
-    guard !s.isEmpty else { throw LifeboatError.invalid("the password file \(path) is empty") }
+    guard !s.isEmpty else { throw LifeboatError.invalid("the password file \(path) (from \(source)) is empty: put the password on its first line") }
     return s
 }
 
@@ -258,19 +267,38 @@ final class Ticker: Sendable {
     }
 }
 
-func formatBytes(_ b: UInt64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    var v = Double(b)
-    var i = 0
-    while v >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
-    return i == 0 ? "\(b) B" : String(format: "%.2f %@", v, units[i])
+func formatBytes(_ b: UInt64) -> String { Units.bytes(b) }
+
+/// `--max-age 26h` in seconds (nil when not given).
+func parseMaxAge(_ text: String?) throws -> Double? {
+    guard let text else { return nil }
+    do {
+        let s = try parseSeconds(text)
+        guard s > 0 else { throw LifeboatError.invalid("give a span longer than 0") }
+        return s
+    } catch { throw LifeboatError.invalid("--max-age \(text): \((error as? LifeboatError)?.message ?? "\(error)")") }
 }
 
-func formatDuration(_ s: Double) -> String {
-    guard s.isFinite, s >= 0, s < 1e12 else { return "--:--" }
-    let t = Int(s)
-    return t >= 3600 ? String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : String(format: "%d:%02d", t / 60, t % 60)
+/// Says which host+paths groups have no snapshot younger than `--max-age` (stderr as text; one `snapshot_age`
+/// object per group with --json), and that there is none at all when the repository (or filter) has none.
+func reportAges(_ ages: [GroupAge], maxAge: Double, output: Output) {
+    if ages.isEmpty { output.warn("no snapshots: nothing is younger than --max-age \(Units.span(maxAge))") }
+    for g in ages {
+        output.emit(["message_type": "snapshot_age", "host": g.host, "paths": g.paths, "latest_id": g.latestID.hex,
+                     "latest_time": Timestamp.format(g.latestTime), "age_seconds": Int(g.ageSeconds.rounded()),
+                     "max_age_seconds": Int(maxAge.rounded()), "stale": g.stale])
+        if g.stale && !output.json {
+            output.warn("too old: the newest snapshot of \(g.host) [\(g.paths.joined(separator: ", "))] is \(g.latestID.short), \(Units.span(g.ageSeconds)) old (--max-age \(Units.span(maxAge)))")
+        }
+    }
 }
+
+/// 22 when some group is stale or there is no snapshot at all, else 0.
+func ageStatus(_ ages: [GroupAge]) -> Int32 {
+    ages.isEmpty || ages.contains(where: \.stale) ? ExitStatus.snapshotTooOld : 0
+}
+
+func formatDuration(_ s: Double) -> String { Units.clock(s) }
 
 /// A text progress line: `[0:12] 45.2% 1234/5000 files 1.2 GiB/2.7 GiB 98 MiB/s ETA 0:15`.
 func progressLine(start: Date, files: Int, totalFiles: Int, bytes: UInt64, totalBytes: UInt64, scanDone: Bool) -> String {

@@ -60,6 +60,9 @@ public enum ExitStatus {
     public static let siteUnreachable: Int32 = 20
     /// `sites status --max-lag`: a replica lags more than allowed.
     public static let siteLagging: Int32 = 21
+    /// `check --max-age`, `snapshots --max-age`: the newest snapshot of some host+paths group is older than
+    /// allowed (or there is no snapshot at all).
+    public static let snapshotTooOld: Int32 = 22
 
     public static func forError(_ error: Error) -> Int32 {
         guard let e = error as? LifeboatError else { return failure }

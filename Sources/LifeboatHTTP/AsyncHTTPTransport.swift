@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import LifeboatCore
 import LifeboatStorage
 import NIOCore
 import NIOFoundationCompat
@@ -13,11 +14,15 @@ public final class AsyncHTTPTransport: HTTPTransport {
     public let origin: String
     let client: HTTPClient
     let host: String
+    /// `host:port` of the origin, as errors name it.
+    let peer: String
 
     /// - Parameter origin: `http://host:port` or `https://host:port` (no path).
     public init(origin: String, options: HTTPOptions = .fromEnvironment()) throws {
         self.origin = origin
-        host = URL(string: origin)?.host ?? origin
+        let url = URL(string: origin)
+        host = url?.host ?? origin
+        peer = NetworkErrorText.peer(host: host, port: url?.port ?? (origin.hasPrefix("https:") ? 443 : 80))
         var tls = TLSConfiguration.makeClientConfiguration()
         if let ca = options.caCertFile {
             do {
@@ -77,6 +82,8 @@ public final class AsyncHTTPTransport: HTTPTransport {
 
     func classify(_ error: any Error, _ spec: HTTPRequestSpec) -> StorageError {
         let what = "\(spec.method) \(origin)"
+        // A failed connection is the peer's trouble, said once and plainly ("connection refused by HOST:PORT").
+        if let text = NetworkErrors.describe(error, peer: peer) { return StorageError(.transient, text) }
         if let e = error as? HTTPClientError {
             switch e {
             case .connectTimeout: return StorageError(.transient, "\(what): connection timed out (host unreachable?)")
@@ -101,10 +108,7 @@ public final class AsyncHTTPTransport: HTTPTransport {
         }
         if let e = error as? NIOConnectionError {
             let causes = e.connectionErrors.map { "\($0.error)" }.joined(separator: "; ")
-            return StorageError(.transient, "\(what): cannot connect (\(causes.isEmpty ? "\(e)" : causes))")
-        }
-        if let e = error as? IOError {
-            return StorageError(.transient, "\(what): \(e.description)")
+            return StorageError(.transient, "cannot connect to \(peer) (\(causes.isEmpty ? "\(e)" : causes))")
         }
         if error is ChannelError {
             return StorageError(.transient, "\(what): connection failed: \(error)")

@@ -1,5 +1,7 @@
 import Foundation
+import LifeboatCore
 import LifeboatFailover
+import LifeboatHTTP
 import NIOCore
 import NIOPosix
 
@@ -87,7 +89,8 @@ public struct HealthChecker: Sendable {
                 try? await ch.close()
                 return (true, "tcp connect ok")
             } catch {
-                return (HealthChecker.isLocalTrouble(error) ? nil : false, "tcp connect: \(error)")
+                let peer = resolved.map(NetworkErrors.peer) ?? NetworkErrorText.peer(host: target.host, port: target.port)
+                return (HealthChecker.isLocalTrouble(error) ? nil : false, "tcp connect: \(NetworkErrors.describe(error, peer: peer) ?? "\(error)")")
             }
         case .exec:
             let argv = c.command.map {
@@ -149,7 +152,8 @@ extension HealthChecker {
             if text.contains("CERTIFICATE_VERIFY_FAILED") {
                 return (false, "https: the certificate is not trusted (set ca_file, or tls_verify: false)")
             }
-            return (HealthChecker.isLocalTrouble(error) ? nil : false, "http: \(text)")
+            let plain = NetworkErrors.describe(error, peer: NetworkErrorText.peer(host: target.host, port: target.port))
+            return (HealthChecker.isLocalTrouble(error) ? nil : false, "http: \(plain ?? text)")
         }
     }
 }

@@ -1,6 +1,8 @@
 import CLifeboatSys
 import Foundation
+import LifeboatCore
 import LifeboatFailover
+import LifeboatHTTP
 import NIOCore
 import Synchronization
 
@@ -205,6 +207,8 @@ final class RelayConnection {
     let pool: PoolController
     let client: Int32
     var backend: Int32 = -1
+    /// `host:port` of the backend being connected to, as connect errors name it.
+    var backendPeer = ""
     var state = State.connecting
     /// The backend chosen (its connection count taken), and whether the pool tracks this connection under it.
     var routeID: Int?
@@ -305,6 +309,7 @@ final class RelayConnection {
     }
 
     private func open(_ address: SocketAddress, timeout: UInt64) {
+        backendPeer = NetworkErrors.peer(address)
         let fd = socket(Int32(address.protocol.rawValue), Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         // Out of descriptors here is the proxy's trouble, not the backend's: the client is turned away and the
         // backend keeps its health.
@@ -315,7 +320,7 @@ final class RelayConnection {
         let e = errno
         if r != 0 && e != EINPROGRESS {
             Glibc.close(fd)
-            if HealthChecker.isLocalTrouble(errno: e) { refuse() } else { connectFailed(String(cString: strerror(e))) }
+            if HealthChecker.isLocalTrouble(errno: e) { refuse() } else { connectFailed(NetworkErrorText.describe(errno: e, peer: backendPeer)) }
             return
         }
         guard loop.register(fd, events: RelayConnection.connectionEvents, owner: .backend(self)) else {
@@ -397,7 +402,7 @@ final class RelayConnection {
             var len = socklen_t(4)
             _ = getsockopt(backend, SOL_SOCKET, SO_ERROR, &err, &len)
             if err != 0 {
-                connectFailed(String(cString: strerror(err)))
+                connectFailed(NetworkErrorText.describe(errno: err, peer: backendPeer))
                 return
             }
             if readable { down.srcReadable = true; down.srcHungUp = hangup }

@@ -12,7 +12,8 @@ public struct CopyReport: Sendable {
     public var copied: [(source: ID, destination: ID)] = []
     /// Source snapshots the destination already had.
     public var alreadyPresent = 0
-    /// Blobs stored at the destination, and their bytes before compression.
+    /// Blobs stored at the destination, and their bytes as stored there (compressed and encrypted: what
+    /// travels, and what `sites status` counts as pending).
     public var blobsSent = 0
     public var bytesSent: UInt64 = 0
     /// Blobs the destination already had.
@@ -148,7 +149,7 @@ public final class Copier: Sendable {
             if !destination.index.hasLive(id, type: .tree) {
                 let raw = try await source.loadBlob(.tree, id)
                 let r = try await destination.saveBlob(.tree, raw, id: id)
-                counters.withLock { if r.isNew { $0.blobsSent += 1; $0.bytesSent += UInt64(raw.count) } }
+                counters.withLock { if r.isNew { $0.blobsSent += 1; $0.bytesSent += UInt64(r.storedLength) } }
             }
             treeMap.withLock { $0[id] = id }
             return id
@@ -196,7 +197,7 @@ public final class Copier: Sendable {
                     let r = try await self.destination.saveBlob(.data, data, id: self.sameIDs ? blob.location.blob.id : nil)
                     if !self.sameIDs { self.blobMap.withLock { $0[blob.location.blob.id] = r.id } }
                     self.counters.withLock {
-                        if r.isNew { $0.blobsSent += 1; $0.bytesSent += UInt64(data.count) } else { $0.blobsSkipped += 1 }
+                        if r.isNew { $0.blobsSent += 1; $0.bytesSent += UInt64(r.storedLength) } else { $0.blobsSkipped += 1 }
                     }
                 } catch {
                     failure = error
@@ -227,7 +228,7 @@ public final class Copier: Sendable {
             buffer.removeFirst(n)
             let r = try await destination.saveBlob(.data, chunk)
             counters.withLock {
-                if r.isNew { $0.blobsSent += 1; $0.bytesSent += UInt64(chunk.count) } else { $0.blobsSkipped += 1 }
+                if r.isNew { $0.blobsSent += 1; $0.bytesSent += UInt64(r.storedLength) } else { $0.blobsSkipped += 1 }
             }
             out.append(r.id)
         }

@@ -50,6 +50,15 @@ public struct PrunePlan: Sendable, Equatable {
     /// How long after its mark time an earlier prune's mark is assumed to have become visible (its index written).
     public static let markVisibilityMargin: TimeInterval = 600
 
+    /// The earliest time (Unix seconds) a pack marked at `m` may be deleted: its grace period is over, and a
+    /// backup whose lock is older than the moment the mark became visible may have read the index without it
+    /// and deduplicated against the pack. For this run's marks that moment is known (`visible`); for an earlier
+    /// run's, it was when that run wrote its index, some time after `m`: allow a margin. (A live lock created
+    /// before this time holds the pack longer, until its operation ends.)
+    public static func sweepTime(markedAt m: Int64, visible: Date?, grace: TimeInterval) -> Double {
+        max(Double(m) + grace, visible?.timeIntervalSince1970 ?? (Double(m) + markVisibilityMargin))
+    }
+
     public static func make(_ input: PruneInputs) -> PrunePlan {
         var plan = PrunePlan()
         let nowSecs = Int64(input.now.timeIntervalSince1970)
@@ -68,11 +77,7 @@ public struct PrunePlan: Sendable, Equatable {
             }
             let t = input.now.timeIntervalSince1970
             let graceOver = t - Double(m) >= input.grace
-            // A backup whose lock is older than the moment the mark became visible may have read the index
-            // without it and deduplicated against the pack. For this run's marks that moment is known; for an
-            // earlier run's, it was when that run wrote its index, some time after `m`: allow a margin.
-            let markVisible = input.visible[p.id]?.timeIntervalSince1970 ?? (Double(m) + markVisibilityMargin)
-            let cutoff = max(Double(m) + input.grace, markVisible)
+            let cutoff = sweepTime(markedAt: m, visible: input.visible[p.id], grace: input.grace)
             let safeFromLocks = !input.lockTimes.contains { $0.timeIntervalSince1970 < cutoff }
             if !input.stored.contains(p.id) || (graceOver && safeFromLocks) {
                 plan.delete.append(p)
@@ -105,5 +110,36 @@ public struct PrunePlan: Sendable, Equatable {
             remaining -= min(remaining, c.unused)
         }
         return plan
+    }
+}
+
+/// The space marked packs hold after a prune, and when a later prune may give it back: what `prune` and
+/// `forget --prune` tell the user beside what they freed now.
+public struct PendingSpace: Sendable, Equatable {
+    public var packs = 0
+    public var bytes: UInt64 = 0
+    /// The earliest and latest moments a later prune may delete them.
+    public var freeFrom: Date?
+    public var freeBy: Date?
+    /// Some of them are also held by a running operation (backup, copy, restore) whose lock is older than
+    /// their sweep time: they wait for it to end, whatever the clock says.
+    public var heldByLocks = false
+
+    public init() {}
+
+    /// Sums the marked packs of `index` (the index a prune pass wrote, or would write).
+    public static func of(_ index: [IndexPack], visible: [ID: Date], grace: TimeInterval, lockTimes: [Date]) -> PendingSpace {
+        var r = PendingSpace()
+        for p in index {
+            guard let m = p.markedAt else { continue }
+            let at = PrunePlan.sweepTime(markedAt: m, visible: visible[p.id], grace: grace)
+            r.packs += 1
+            r.bytes &+= UInt64(p.packSize)
+            let date = Date(timeIntervalSince1970: at)
+            if r.freeFrom.map({ date < $0 }) ?? true { r.freeFrom = date }
+            if r.freeBy.map({ date > $0 }) ?? true { r.freeBy = date }
+            if lockTimes.contains(where: { $0.timeIntervalSince1970 < at }) { r.heldByLocks = true }
+        }
+        return r
     }
 }

@@ -27,6 +27,8 @@ public struct PruneReport: Sendable {
     public var totalBytes: UInt64 = 0
     public var passes = 0
     public var notes: [String] = []
+    /// What the marked packs left in the index hold, and when a later prune may delete them.
+    public var pending = PendingSpace()
 }
 
 /// Two-phase garbage collection that never blocks backups.
@@ -133,10 +135,14 @@ public final class Pruner: Sendable {
         var newlyMarked = plan.newlyMarked
         let sweep = plan.delete.filter { stored.contains($0.id) }
 
+        let lockTimes = locks.map(\.info.createdDate)
         if options.dryRun {
             report.packsRepacked += plan.repack.count
             report.packsDeleted += sweep.count
             report.bytesDeleted += sweep.reduce(0) { $0 + UInt64($1.packSize) }
+            var marking = plan.keep
+            for i in plan.repack { marking[i].markedAt = nowSecs }
+            report.pending = PendingSpace.of(marking, visible: visible, grace: options.grace, lockTimes: lockTimes)
             return newlyMarked
         }
 
@@ -193,6 +199,7 @@ public final class Pruner: Sendable {
             report.packsDeleted += 1
             report.bytesDeleted += UInt64(p.packSize)
         }
+        report.pending = PendingSpace.of(plan.keep, visible: visible, grace: options.grace, lockTimes: lockTimes)
         return newlyMarked
     }
 }

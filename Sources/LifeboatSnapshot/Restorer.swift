@@ -96,17 +96,25 @@ public final class Restorer: Sendable {
         errorList.withLock { $0.append(RestoreError(path: path.lossyString, message: message)) }
     }
 
-    /// Finds the node at `subpath` (`/`-separated) below `tree`. Nil subpath: the root itself.
-    public static func resolve(repo: Repository, tree: ID, subpath: String) async throws -> Node {
+    /// Finds the node at `subpath` (`/`-separated) below `tree`. Nil subpath: the root itself. `snapshot`
+    /// (the snapshot's ID and record) lets an error say which snapshot it looked in: `latest` is not a name
+    /// the user can look up afterwards.
+    public static func resolve(repo: Repository, tree: ID, subpath: String,
+                               snapshot: (id: ID, snapshot: Snapshot)? = nil) async throws -> Node {
+        let which = snapshot.map { s in
+            "snapshot \(s.id.short) (\(s.snapshot.time.prefix(19).replacingOccurrences(of: "T", with: " ")), host \(s.snapshot.hostname), "
+                + "paths \(s.snapshot.paths.joined(separator: ", ")))"
+        } ?? "the snapshot"
+        let hint = snapshot.map { "; see what it holds with `lifeboat ls \($0.id.short)`" } ?? ""
         var node = Node(name: [], type: .dir)
         node.subtree = tree
         node.mode = 0o755
         for comp in subpath.split(separator: "/") where comp != "." {
             guard node.type == .dir, let sub = node.subtree else {
-                throw LifeboatError(.notFound, "\(subpath): \(node.nameString) is not a directory")
+                throw LifeboatError(.notFound, "\(subpath) is not in \(which): \(node.nameString) is not a directory there\(hint)")
             }
             guard let next = try await repo.loadTree(sub).node(named: Array(comp.utf8)) else {
-                throw LifeboatError(.notFound, "\(subpath) is not in the snapshot")
+                throw LifeboatError(.notFound, "\(subpath) is not in \(which)\(hint)")
             }
             node = next
         }

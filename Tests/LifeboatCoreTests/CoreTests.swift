@@ -149,3 +149,47 @@ import Testing
         #expect(closestMatch(String(repeating: "a", count: 10_000), among: commands) == nil)
     }
 }
+
+@Suite struct UnitsTests {
+    @Test func spansHaveUnits() {
+        #expect(Units.span(0) == "0s")
+        #expect(Units.span(45.9) == "45s")
+        #expect(Units.span(713) == "11m 53s")
+        #expect(Units.span(3600) == "1h 00m")
+        #expect(Units.span(7199) == "1h 59m")
+        #expect(Units.span(90_000) == "1d 1h")
+        #expect(Units.span(-5) == "0s")
+        #expect(Units.span(.nan) == "unknown")
+        #expect(Units.span(.infinity) == "unknown")
+        #expect(Units.span(1e300) == "unknown")
+    }
+
+    @Test func bytesInBinaryUnits() {
+        #expect(Units.bytes(0) == "0 B")
+        #expect(Units.bytes(1023) == "1023 B")
+        #expect(Units.bytes(1536) == "1.50 KiB")
+        #expect(Units.bytes(UInt64.max).hasSuffix("PiB"))
+    }
+
+    @Test func clockReadings() {
+        #expect(Units.clock(7) == "0:07")
+        #expect(Units.clock(3723) == "1:02:03")
+        #expect(Units.clock(-1) == "--:--")
+    }
+}
+
+@Suite struct NetworkErrorTextTests {
+    @Test func namesThePeerAndTheCause() {
+        #expect(NetworkErrorText.describe(errno: ECONNREFUSED, peer: "127.0.0.1:8000").hasPrefix("connection refused by 127.0.0.1:8000"))
+        #expect(NetworkErrorText.describe(errno: ETIMEDOUT, peer: "10.0.0.1:443").hasPrefix("connection to 10.0.0.1:443 timed out"))
+        #expect(NetworkErrorText.describe(errno: ECONNRESET, peer: "h:1") == "connection reset by h:1")
+        // Unknown numbers still name the peer, with the system's words.
+        #expect(NetworkErrorText.describe(errno: 9999, peer: "h:1").hasPrefix("connection to h:1 failed: "))
+    }
+
+    @Test func ipv6PeersInBrackets() {
+        #expect(NetworkErrorText.peer(host: "::1", port: 80) == "[::1]:80")
+        #expect(NetworkErrorText.peer(host: "[::1]", port: 80) == "[::1]:80")
+        #expect(NetworkErrorText.peer(host: "example.com", port: 443) == "example.com:443")
+    }
+}

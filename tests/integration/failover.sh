@@ -90,7 +90,13 @@ YAML
   local t0; t0=$(date +%s%N)
   curl -s -m 10 "http://127.0.0.1:$PP/" && fail "no backend, no answer"
   [ $(( ($(date +%s%N) - t0) / 1000000 )) -lt 5000 ] || fail "the client is closed at once"
-  kill "$PROXY_PID"
+  # Issue 12: a refused connection reads as one, named by address and port, in the log and in /status.
+  grep -q "backend standby is down (.*connection refused by 127.0.0.1:$P2" "$WORK/proxy.log" || { cat "$WORK/proxy.log"; fail "the log says the connection was refused, and by whom"; }
+  grep -qi "errno\|error set" "$WORK/proxy.log" && { cat "$WORK/proxy.log"; fail "no library wording in the log"; }
+  # A clean stop logs no error.
+  kill -TERM "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true
+  grep -qi "error\|cancel" "$WORK/proxy.log" && { cat "$WORK/proxy.log"; fail "a clean stop logs no error"; }
+  return 0
 }
 
 t_round_robin_and_hung_backend() {

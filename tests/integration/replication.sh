@@ -94,6 +94,14 @@ t_replication() {
   expect_code 1 lb sites status --config "$WORK/sites.yaml" --max-lag soon
   grep -q -- "--max-lag" "$WORK/err" || fail "the bad --max-lag is named"
   [ "$(status_field cloud bytes_pending)" -gt 0 ] || fail "bytes pending are counted"
+  # Issue 12: the lag reads with its units, and what was pending is what replication then sends (both count
+  # bytes as stored: compressed and encrypted), for a replica that names data like the primary.
+  LIFEBOAT_NOW=$later lb sites status --config "$WORK/sites.yaml" > "$WORK/table.out" || true
+  grep -q "1h 00m" "$WORK/table.out" || { cat "$WORK/table.out"; fail "the lag is printed with its units"; }
+  local pending; pending=$(status_field cloud bytes_pending)
+  [ "$(status_field cloud bytes_pending_exact)" = True ] || fail "the S3 replica's pending bytes are exact"
+  lb replicate --config "$WORK/sites.yaml" --site cloud --json > "$WORK/rep3.json"
+  [ "$(json_field "$WORK/rep3.json" site_done bytes_sent)" = "$pending" ] || fail "bytes sent ($(json_field "$WORK/rep3.json" site_done bytes_sent)) = bytes pending ($pending)"
 
   # 4. SIGKILL in the middle of a replication, then a rerun: the destination stays consistent and nothing
   #    that had arrived is sent again (no blob is stored twice).

@@ -161,7 +161,27 @@ t_forget_prune() {
   lb -r "$R" forget --keep-last 1 >/dev/null
   local size_before; size_before=$(du -sb "$R/data" | cut -f1)
   lb -r "$R" prune --grace 1h > "$WORK/p1.txt"
-  grep -q "deleted 0 packs" "$WORK/p1.txt" || { cat "$WORK/p1.txt"; fail "first pass only marks"; }
+  grep -q "freed now: 0 B (0 packs deleted)" "$WORK/p1.txt" || { cat "$WORK/p1.txt"; fail "first pass only marks"; }
+  # Issue 12: it says how much is marked and when a prune gives it back (the time, in UTC), in text and JSON.
+  grep -Eq "^marked for deletion: [0-9.]+ [KM]iB in [0-9]+ packs?; a prune run after 20[0-9-]+ [0-9:]+ UTC frees" "$WORK/p1.txt" \
+    || { cat "$WORK/p1.txt"; fail "the marked space and its time are told"; }
+  lb -r "$R" prune --grace 1h -n --json > "$WORK/p1.json"
+  python3 - "$WORK/p1.json" <<'PY' || fail "the JSON tells the pending bytes and their time, an hour from now"
+import json, sys, datetime
+d = [json.loads(l) for l in open(sys.argv[1]) if l.strip()][-1]
+assert d["message_type"] == "prune" and d["dry_run"] and d["pending_bytes"] > 0 and d["pending_packs"] > 0, d
+t = datetime.datetime.fromisoformat(d["free_by"][:26].rstrip("Z") + "+00:00").timestamp()
+now = datetime.datetime.now(datetime.timezone.utc).timestamp()
+assert 3000 < t - now < 3700, (t - now, d)
+PY
+  # Before that time a prune frees nothing; at it (the clock set by LIFEBOAT_NOW), the space comes back.
+  local free_by; free_by=$(json_field "$WORK/p1.json" prune free_by)
+  lb -r "$R" prune --grace 1h > "$WORK/p1b.txt"
+  grep -q "freed now: 0 B" "$WORK/p1b.txt" || { cat "$WORK/p1b.txt"; fail "nothing is freed before the time"; }
+  LIFEBOAT_NOW=$(python3 -c "import datetime; print(datetime.datetime.fromisoformat('${free_by:0:26}'.rstrip('Z') + '+00:00').timestamp() + 60)") \
+    lb -r "$R" prune --grace 1h > "$WORK/p1c.txt"
+  grep -Eq "freed now: [0-9.]+ [KM]iB \([1-9][0-9]* packs? deleted\)" "$WORK/p1c.txt" && grep -q "nothing is left marked" "$WORK/p1c.txt" \
+    || { cat "$WORK/p1c.txt"; fail "the space is freed once the time has come"; }
   lb -r "$R" prune --grace 0s --max-unused 0% > "$WORK/p2.txt"
   [ "$(du -sb "$R/data" | cut -f1)" -lt "$size_before" ] || { cat "$WORK/p2.txt"; fail "prune freed space"; }
   lb -r "$R" check --read-data >/dev/null
@@ -341,11 +361,12 @@ t_json_lines_everywhere() {
   local ids; ids=$("$BIN" -r "$R" --json snapshots | python3 -c "import json,sys; print(' '.join(json.loads(l)['short_id'] for l in sys.stdin))")
   j -r "$R" snapshots
   j -r "$R" snapshots --latest 1
+  j -r "$R" snapshots --latest 1 --max-age 1d
   j -r "$R" ls latest
   j -r "$R" find a.txt
   j -r "$R" diff $ids
   j -r "$R" stats
-  j -r "$R" check --read-data
+  j -r "$R" check --read-data --max-age 1d
   j -r "$R" restore latest --target "$WORK/json-restore"
   j -r "$R" forget --keep-last 1 --dry-run
   j -r "$R" prune --dry-run
@@ -366,9 +387,91 @@ print("    message types:", ", ".join("%s %d" % kv for kv in sorted(seen.items()
 PY
 }
 
+# Issue 12: health checks on the age of the newest snapshots (exit 22), per host and paths.
+t_max_age() {
+  local R=$WORK/r-age A=$WORK/age-a B=$WORK/age-b
+  mkdir -p "$A" "$B"; echo a > "$A/f"; echo b > "$B/f"
+  expect_code 0 lb -r "$R" init
+  # No snapshot at all is the oldest there is.
+  expect_code 22 lb -r "$R" check --max-age 1h
+  grep -q "no snapshots" "$WORK/err" || fail "an empty repository is named"
+  lb -r "$R" backup "$A" -q; lb -r "$R" backup "$B" -q
+  expect_code 0 lb -r "$R" check --max-age 1h
+  expect_code 0 lb -r "$R" snapshots --latest 1 --max-age 1h
+  # Two hours later (LIFEBOAT_NOW), one group is backed up again (the time set with --time, as restic's):
+  # only the other is too old, and named.
+  local later; later=$(( $(date +%s) + 7200 ))
+  echo a2 > "$A/f"; lb -r "$R" backup "$A" -q --time "$later"
+  expect_code 1 lb -r "$R" backup "$A" --time yesterday
+  grep -q -- "invalid --time" "$WORK/err" || fail "a bad --time is named"
+  LIFEBOAT_NOW=$later expect_code 22 lb -r "$R" check --max-age 1h
+  grep -Eq "too old: the newest snapshot of .* \[$B\] is [0-9a-f]{8}, (1h 59m|2h 00m) old \(--max-age 1h 00m\)" "$WORK/err" || { cat "$WORK/err"; fail "the old group is named with its age"; }
+  grep -q "$A" "$WORK/err" && fail "the fresh group is not reported"
+  LIFEBOAT_NOW=$later expect_code 22 lb -r "$R" snapshots --latest 1 --max-age 1h
+  grep -q "2 snapshots" "$WORK/out" || fail "the listing is still printed"
+  LIFEBOAT_NOW=$later expect_code 0 lb -r "$R" snapshots --max-age 1h --path "$A"
+  LIFEBOAT_NOW=$later expect_code 0 lb -r "$R" check --max-age 3h
+  LIFEBOAT_NOW=$later lb -r "$R" --json snapshots --max-age 1h > "$WORK/age.json" || true
+  python3 - "$WORK/age.json" "$B" <<'PY' || fail "snapshot_age objects tell each group's age"
+import json, sys
+ages = [o for o in map(json.loads, open(sys.argv[1])) if o["message_type"] == "snapshot_age"]
+assert len(ages) == 2, ages
+old = [a for a in ages if a["stale"]]
+assert len(old) == 1 and old[0]["paths"] == [sys.argv[2]] and 7190 < old[0]["age_seconds"] < 7300 and old[0]["max_age_seconds"] == 3600, ages
+PY
+  # A repository error wins over age (exit 1); bad spans are refused with the option named.
+  expect_code 1 lb -r "$R" check --max-age soon
+  grep -q -- "--max-age soon" "$WORK/err" || fail "the bad --max-age is named"
+  expect_code 1 lb -r "$R" snapshots --max-age 0
+  expect_code 1 lb -r "$R" snapshots --latest 0
+}
+
+# Issue 12: errors name the thing, the cause and the next step; short flags follow restic; completions.
+t_cli_words() {
+  local R=$WORK/r-words S=$WORK/src-words
+  mkdir -p "$S"; echo x > "$S/x"
+  lb -r "$R" init >/dev/null; lb -r "$R" backup "$S" -q
+  # dump/restore of a path that is not there say which snapshot "latest" was, and how to look inside.
+  expect_code 1 lb -r "$R" dump latest /nope
+  grep -Eq "/nope is not in snapshot [0-9a-f]{8} \(20[0-9-]+ [0-9:]+, host .*, paths $S\); see what it holds with .lifeboat ls [0-9a-f]{8}." "$WORK/err" \
+    || { cat "$WORK/err"; fail "dump names the snapshot"; }
+  expect_code 1 lb -r "$R" restore "latest:/nope" --target "$WORK/o-words"
+  grep -q "is not in snapshot [0-9a-f]\{8\}" "$WORK/err" || fail "restore names the snapshot"
+  # An empty or wrong password file names where the path came from.
+  LIFEBOAT_PASSWORD_FILE= expect_code 1 lb -r "$R" snapshots
+  grep -q "LIFEBOAT_PASSWORD_FILE is empty: give the path of a file" "$WORK/err" || { cat "$WORK/err"; fail "an empty LIFEBOAT_PASSWORD_FILE is named"; }
+  expect_code 1 lb -r "$R" --password-file "$WORK/none" snapshots
+  grep -q "cannot read the password file $WORK/none (from --password-file): it does not exist" "$WORK/err" || { cat "$WORK/err"; fail "a missing password file"; }
+  expect_code 1 lb -r "$R" --password-file "$WORK" snapshots
+  grep -q "it is a directory" "$WORK/err" || fail "a directory as password file"
+  # A refused connection reads as one, named by address and port, once (no nested library wording).
+  local port; port=$(free_port)
+  LIFEBOAT_RETRY=1,0.01,0.01 expect_code 1 lb -r "rest:http://127.0.0.1:$port/repo" snapshots
+  grep -q "connection refused by 127.0.0.1:$port (is the server running" "$WORK/err" || { cat "$WORK/err"; fail "a refused connection is said plainly"; }
+  grep -qi "errno\|error set" "$WORK/err" && { cat "$WORK/err"; fail "no library wording"; }
+  # -n is the dry run (restic's letter) in backup, forget and prune; -d is --keep-daily.
+  echo y > "$S/y"
+  expect_code 0 lb -r "$R" backup -n "$S"
+  [ "$(lb -r "$R" --json snapshots | wc -l)" = 1 ] || fail "backup -n writes no snapshot"
+  expect_code 0 lb -r "$R" forget -d 1 -n
+  expect_code 0 lb -r "$R" prune -n
+  expect_code 64 lb -r "$R" prune -d
+  # Shell completions from the argument parser; an unknown shell is a usage error.
+  lb completion bash > "$WORK/c.bash"
+  bash -n "$WORK/c.bash" && bash -c "source '$WORK/c.bash' && complete -p lifeboat" >/dev/null || fail "the bash completion loads"
+  grep -q "snapshots" "$WORK/c.bash" || fail "bash completion knows the commands"
+  lb completion zsh | grep -q "#compdef lifeboat" || fail "zsh completion"
+  lb completion fish | grep -q "^complete -c 'lifeboat'" || fail "fish completion"
+  if command -v zsh >/dev/null; then lb completion zsh > "$WORK/c.zsh"; zsh -n "$WORK/c.zsh" || fail "zsh parses it"; fi
+  expect_code 64 lb completion tcsh
+  # Global options and exit codes in the top-level help.
+  lb --help > "$WORK/help.txt"
+  for w in "--repo" "--password-file" "--json" "22 a snapshot is older than"; do grep -q -- "$w" "$WORK/help.txt" || fail "top-level help shows $w"; done
+}
+
 for t in ${CORE_TESTS:-t_init_and_errors t_roundtrip_every_kind t_incremental_and_parent t_backup_root t_excludes t_one_file_system t_stdin_and_dump \
          t_restore_options t_forget_prune t_repack t_keys_and_locks t_sigkill_during_backup t_concurrent_backups_and_prune \
-         t_prune_stress t_corruption t_unreadable_files t_json_lines_everywhere}; do
+         t_prune_stress t_corruption t_unreadable_files t_json_lines_everywhere t_max_age t_cli_words}; do
   run_test "$t"
 done
 echo "integration: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
