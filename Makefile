@@ -24,6 +24,7 @@ integration: build
 	bash tests/integration/replication.sh $(BIN)
 	bash tests/integration/failover.sh $(BIN)
 	bash tests/integration/hardening.sh $(BIN)
+	bash tests/integration/examples.sh $(BIN)
 
 test: unit integration
 

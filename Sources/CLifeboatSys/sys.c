@@ -1,4 +1,5 @@
 #define _GNU_SOURCE
+#include <sys/ioctl.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/xattr.h>
@@ -49,4 +50,10 @@ int lb_accept4(int fd) {
 
 void lb_line_buffer_stdout(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+}
+
+int lb_terminal_columns(int fd) {
+    struct winsize ws;
+    if (ioctl(fd, TIOCGWINSZ, &ws) != 0) return 0;
+    return ws.ws_col;
 }

@@ -6,7 +6,7 @@ import LifeboatRepository
 import LifeboatSnapshot
 
 struct BackupCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "backup", abstract: "Back up files, or standard input, into a new snapshot.")
+    static let configuration = CommandConfiguration(commandName: "backup", abstract: "Back up files, or standard input, into a new snapshot.", discussion: Examples.backup)
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Files and directories to back up.") var paths: [String] = []
     @Option(name: [.short, .customLong("exclude")], help: "Exclude a pattern (repeatable).") var excludes: [String] = []
@@ -75,8 +75,11 @@ struct BackupCommand: AsyncParsableCommand {
             let start = Date()
             let ticker = Ticker(output: out) {
                 let p = archiver.progress
-                return (progressLine(start: start, files: p.filesDone, totalFiles: p.totalFiles, bytes: p.bytesDone,
-                                     totalBytes: p.totalBytes, scanDone: p.scanFinished),
+                // Totals grow while the scan runs: a percent, a bar and an ETA only once they are final.
+                let done = p.scanFinished
+                return (ProgressLine(elapsed: Date().timeIntervalSince(start),
+                                     items: (p.filesDone, done ? p.totalFiles : nil, done ? "files" : "files (scanning)"),
+                                     bytes: (p.bytesDone, done ? p.totalBytes : nil)),
                         ["message_type": "status", "files_done": p.filesDone, "total_files": p.totalFiles,
                          "bytes_done": p.bytesDone, "total_bytes": p.totalBytes, "seconds_elapsed": Date().timeIntervalSince(start),
                          "percent_done": p.totalBytes > 0 ? Double(p.bytesDone) / Double(p.totalBytes) : 0, "error_count": p.errors])

@@ -49,6 +49,8 @@ struct CopyCommand: AsyncParsableCommand {
         nothing present is read twice; otherwise data is re-identified (and re-chunked if the chunker parameters \
         differ). Each snapshot is written only after its data and index are durable at the destination and every \
         pack uploaded for it was read back and verified. An interrupted copy resumes where it stopped.
+
+        \(Examples.copy)
         """)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var source: SourceRepositoryOptions
@@ -85,13 +87,15 @@ func copySnapshots(from src: Repository, to dst: Repository, refs: [String], fil
     }
     let copier = Copier(source: src, destination: dst)
     let start = Date()
+    let ticker = try await copyProgress(copier, chosen, output: out)
     let report = try await copier.copy(chosen, shouldStop: shouldStop) { from, to in
         out.info("snapshot \(from.short) copied to \(dst.backend.location) as \(to.short)")
         out.emit(["message_type": "snapshot_copied", "source": from.hex, "destination": to.hex])
     }
+    ticker?.stop(out)
     let elapsed = Date().timeIntervalSince(start)
-    out.info("\(report.copied.count) snapshots copied, \(report.alreadyPresent) already present; \(report.blobsSent) blobs sent "
-             + "(\(formatBytes(report.bytesSent))), \(report.blobsSkipped) already there; \(report.packsVerified) packs verified"
+    out.info("\(Units.count(report.copied.count, "snapshot")) copied, \(report.alreadyPresent) already present; \(Units.count(report.blobsSent, "blob")) sent "
+             + "(\(formatBytes(report.bytesSent))), \(report.blobsSkipped) already there; \(Units.count(report.packsVerified, "pack")) verified"
              + (report.packsRecovered > 0 ? "; \(report.packsRecovered) packs of an interrupted run reused" : "")
              + (report.reencoded ? "; data re-identified\(report.rechunked ? " and re-chunked" : "") (different keys)" : "")
              + (report.stopped ? "; stopped before the end" : ""))
@@ -100,4 +104,19 @@ func copySnapshots(from src: Repository, to dst: Repository, refs: [String], fil
               "packs_verified": report.packsVerified, "packs_recovered": report.packsRecovered, "stopped": report.stopped, "reencoded": report.reencoded,
               "seconds": (elapsed * 1000).rounded() / 1000])
     return report
+}
+
+/// The progress bar of a copy (or a replication to one site), on a terminal only: snapshots and bytes, against
+/// totals worked out first (the snapshots the destination lacks, and the stored bytes of the blobs they need
+/// that it does not have: a walk of their trees, as `sites status` does).
+func copyProgress(_ copier: Copier, _ chosen: [(id: ID, snapshot: Snapshot)], output out: Output) async throws -> Ticker? {
+    guard out.showsProgressBar else { return nil }
+    let missing = Copier.missing(chosen, at: try await copier.destination.listSnapshots())
+    let pending = try await Copier.pendingBytes(missing.map(\.snapshot), source: copier.source, destination: copier.destination)
+    let start = Date()
+    return Ticker(output: out) {
+        let p = copier.progress
+        return (ProgressLine(elapsed: Date().timeIntervalSince(start), items: (p.copied.count, missing.count, "snapshots"),
+                             bytes: (p.bytesSent, max(pending.bytes, p.bytesSent))), [:])
+    }
 }

@@ -6,7 +6,7 @@ import LifeboatCore
 import LifeboatRepository
 
 struct InitCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "init", abstract: "Create a new repository.")
+    static let configuration = CommandConfiguration(commandName: "init", abstract: "Create a new repository.", discussion: Examples.`init`)
     @OptionGroup var global: GlobalOptions
     @Option(name: .customLong("chunk-min"), help: "Minimum chunk size in bytes.") var chunkMin = ChunkerParameters.default.min
     @Option(name: .customLong("chunk-avg"), help: "Average chunk size in bytes (a power of two).") var chunkAvg = ChunkerParameters.default.avg

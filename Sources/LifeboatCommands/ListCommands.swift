@@ -5,7 +5,7 @@ import LifeboatRepository
 import LifeboatSnapshot
 
 struct SnapshotsCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "snapshots", abstract: "List snapshots.")
+    static let configuration = CommandConfiguration(commandName: "snapshots", abstract: "List snapshots.", discussion: Examples.snapshots)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var filter: FilterOptions
     @Option(name: .customLong("latest"), help: "Only the newest N snapshots per host and paths.") var latest: Int?
@@ -42,17 +42,17 @@ struct SnapshotsCommand: AsyncParsableCommand {
                 let host = s.hostname.padding(toLength: 16, withPad: " ", startingAt: 0)
                 let tags = s.tags.joined(separator: ",").padding(toLength: 13, withPad: " ", startingAt: 0)
                 print("\(id.short)  \(time)  \(host) \(tags) \(s.paths.first ?? "")")
-                for p in s.paths.dropFirst() { print(String(repeating: " ", count: 65) + p) }
+                for p in s.paths.dropFirst() { print(String(repeating: " ", count: 62) + p) }
             }
             print(String(repeating: "-", count: 78))
-            print("\(snaps.count) snapshots")
+            print(Units.count(snaps.count, "snapshot"))
             return ages.map(ageStatus) ?? 0
         }
     }
 }
 
 struct LsCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List files in a snapshot.")
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List files in a snapshot.", discussion: Examples.ls)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var filter: FilterOptions
     @Argument(help: "Snapshot ID, prefix or latest.") var snapshot: String
@@ -96,7 +96,7 @@ extension String {
 }
 
 struct FindCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "find", abstract: "Find files by name pattern in snapshots.")
+    static let configuration = CommandConfiguration(commandName: "find", abstract: "Find files by name pattern in snapshots.", discussion: Examples.find)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var filter: FilterOptions
     @Argument(help: "Glob patterns matched against names (or paths, if they contain /).") var patterns: [String]
@@ -141,7 +141,7 @@ struct FindCommand: AsyncParsableCommand {
 }
 
 struct DiffCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "diff", abstract: "Show what changed between two snapshots.")
+    static let configuration = CommandConfiguration(commandName: "diff", abstract: "Show what changed between two snapshots.", discussion: Examples.diff)
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The older snapshot: ID, prefix or latest.") var first: String
     @Argument(help: "The newer snapshot: ID, prefix or latest.") var second: String

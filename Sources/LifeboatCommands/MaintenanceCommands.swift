@@ -7,7 +7,7 @@ import LifeboatSnapshot
 import LifeboatStorage
 
 struct CheckCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "check", abstract: "Check the repository for errors.")
+    static let configuration = CommandConfiguration(commandName: "check", abstract: "Check the repository for errors.", discussion: Examples.check)
     @OptionGroup var global: GlobalOptions
     @Flag(name: .customLong("read-data"), help: "Read all pack data and verify every blob.") var readData = false
     @Option(name: .customLong("read-data-subset"), help: "Read a subset: N/T or P%.") var subset: String?
@@ -26,7 +26,7 @@ struct CheckCommand: AsyncParsableCommand {
                 let start = Date()
                 let ticker = Ticker(output: out) {
                     let p = checker.progress
-                    return ("[\(formatDuration(Date().timeIntervalSince(start)))] \(p.done)/\(p.total) packs read",
+                    return (ProgressLine(elapsed: Date().timeIntervalSince(start), items: (p.done, p.total, "packs read")),
                             ["message_type": "status", "packs_done": p.done, "total_packs": p.total])
                 }
                 let report = try await checker.run()
@@ -35,7 +35,7 @@ struct CheckCommand: AsyncParsableCommand {
                 for (id, reasons) in report.damagedSnapshots.sorted(by: { $0.key < $1.key }) {
                     out.warn("snapshot \(id.short) is damaged: \(reasons.prefix(10).joined(separator: "; "))\(reasons.count > 10 ? "; ..." : "")")
                 }
-                out.info("checked \(report.snapshots) snapshots, \(report.trees) trees, \(report.packs) packs, \(report.blobs) blobs\(report.duplicateBlobs > 0 ? " (\(report.duplicateBlobs) stored twice)" : "")\(opts.readData != nil ? "; read \(report.packsRead) packs (\(formatBytes(report.bytesRead)))" : "")")
+                out.info("checked \(Units.count(report.snapshots, "snapshot")), \(Units.count(report.trees, "tree")), \(Units.count(report.packs, "pack")), \(Units.count(report.blobs, "blob"))\(report.duplicateBlobs > 0 ? " (\(report.duplicateBlobs) stored twice)" : "")\(opts.readData != nil ? "; read \(Units.count(report.packsRead, "pack")) (\(formatBytes(report.bytesRead)))" : "")")
                 out.emit(["message_type": "summary", "errors": report.errors, "warnings": report.issues.count - report.errors,
                           "snapshots": report.snapshots, "trees": report.trees, "packs": report.packs, "packs_read": report.packsRead, "duplicate_blobs": report.duplicateBlobs,
                           "bytes_read": report.bytesRead, "issues": report.issues.map { ["severity": $0.severity.rawValue, "object": $0.object, "message": $0.message] },
@@ -57,11 +57,13 @@ struct CheckCommand: AsyncParsableCommand {
 }
 
 struct StatsCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "stats", abstract: "Show sizes: restored size and deduplicated raw data.")
+    static let configuration = CommandConfiguration(commandName: "stats", abstract: "Show sizes: restored size and deduplicated raw data.", discussion: Examples.stats)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var filter: FilterOptions
     @Argument(help: "Snapshots (default: all).") var snapshots: [String] = []
-    @Option(name: .customLong("mode"), help: "restore-size, raw-data.") var mode = "restore-size"
+    enum Mode: String, ExpressibleByArgument, CaseIterable { case restoreSize = "restore-size", rawData = "raw-data" }
+    @Option(name: .customLong("mode"), help: "restore-size: files and the bytes a restore writes; raw-data: the deduplicated data, before and after compression. (--json prints both.)")
+    var mode: Mode = .restoreSize
 
     func run() async throws {
         try await runCommand(global) {
@@ -73,41 +75,24 @@ struct StatsCommand: AsyncParsableCommand {
                 snaps = []
                 for s in snapshots { snaps.append(try await repo.findSnapshot(s, filter: filter.filter)) }
             }
-            var files = 0
-            var restoreSize: UInt64 = 0
-            var blobs = Set<ID>()
-            var seenTrees = Set<ID>()
-            for (_, s) in snaps {
-                var stack = [s.tree]
-                while let t = stack.popLast() {
-                    let tree = try await repo.loadTree(t)
-                    let firstVisit = seenTrees.insert(t).inserted
-                    for n in tree.nodes {
-                        if let st = n.subtree { stack.append(st) }
-                        if n.type == .file { files += 1; restoreSize = restoreSize.addingClamped(n.size) }
-                        if firstVisit { for b in n.content ?? [] { blobs.insert(b) } }
-                    }
-                }
-            }
-            let idx = repo.index
-            var raw: UInt64 = 0, stored: UInt64 = 0
-            for b in blobs { if let l = idx.lookup(b, type: .data) { raw = raw.addingClamped(UInt64(l.blob.rawLength)); stored = stored.addingClamped(UInt64(l.blob.length)) } }
-            let packBytes = try await repo.backend.list(.data).reduce(UInt64(0)) { $0.addingClamped(UInt64(max(0, $1.size))) }
+            let st = try await RepositoryStats.compute(snaps, repository: repo)
             if global.json {
-                print(Output.encode(["message_type": "stats", "snapshots_count": snaps.count, "total_file_count": files, "total_size": restoreSize,
-                                     "total_blob_count": blobs.count, "total_uncompressed_size": raw, "total_stored_size": stored,
-                                     "repository_pack_bytes": packBytes,
-                                     "compression_ratio": stored > 0 ? Double(raw) / Double(stored) : 0,
-                                     "dedup_ratio": raw > 0 ? Double(restoreSize) / Double(raw) : 0]))
+                var o: [String: Any] = ["message_type": "stats", "mode": mode.rawValue, "compression_ratio": st.compressionRatio, "dedup_ratio": st.dedupRatio]
+                if let d = try? JSONEncoder().encode(st), let fields = try? JSONSerialization.jsonObject(with: d) as? [String: Any] {
+                    o.merge(fields) { a, _ in a }
+                }
+                print(Output.encode(o))
+            } else if mode == .restoreSize {
+                print("Snapshots processed:   \(st.snapshots)")
+                print("Total file count:      \(st.files)")
+                print("Total restore size:    \(formatBytes(st.restoreSize))")
             } else {
-                print("Snapshots processed:   \(snaps.count)")
-                print("Total file count:      \(files)")
-                print("Total restore size:    \(formatBytes(restoreSize))")
-                print("Unique data blobs:     \(blobs.count)")
-                print("Deduplicated raw size: \(formatBytes(raw))")
-                print("Stored (compressed):   \(formatBytes(stored))")
-                print("Repository packs:      \(formatBytes(packBytes))")
-                if raw > 0 { print(String(format: "Deduplication ratio:   %.2fx, compression ratio %.2fx", Double(restoreSize) / Double(raw), stored > 0 ? Double(raw) / Double(stored) : 0)) }
+                print("Snapshots processed:   \(st.snapshots)")
+                print("Unique data blobs:     \(st.blobs)")
+                print("Deduplicated raw size: \(formatBytes(st.rawSize))")
+                print("Stored (compressed):   \(formatBytes(st.storedSize))")
+                print("Repository packs:      \(formatBytes(st.packBytes))")
+                if st.rawSize > 0 { print(String(format: "Deduplication ratio:   %.2fx, compression ratio %.2fx", st.dedupRatio, st.compressionRatio)) }
             }
             return 0
             }
@@ -116,7 +101,7 @@ struct StatsCommand: AsyncParsableCommand {
 }
 
 struct ForgetCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "forget", abstract: "Remove snapshots by a retention policy (and optionally prune).")
+    static let configuration = CommandConfiguration(commandName: "forget", abstract: "Remove snapshots by a retention policy (and optionally prune).", discussion: Examples.forget)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var filter: FilterOptions
     @Argument(help: "Snapshot IDs to remove explicitly.") var ids: [String] = []
@@ -177,7 +162,7 @@ struct ForgetCommand: AsyncParsableCommand {
                 return dryRun ? 0 : try await Forget.execute(groups, repo: repo)
             }
             if prune && !dryRun {
-                out.info("\(removed) snapshots removed; pruning")
+                out.info("\(Units.count(removed, "snapshot")) removed; pruning")
                 try await PruneCommand.prune(repo: repo, maxUnused: maxUnused, grace: grace, dryRun: false, out: out)
             }
             return 0
@@ -186,7 +171,7 @@ struct ForgetCommand: AsyncParsableCommand {
 }
 
 struct PruneCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "prune", abstract: "Remove unreferenced data (two-phase, safe alongside backups).")
+    static let configuration = CommandConfiguration(commandName: "prune", abstract: "Remove unreferenced data (two-phase, safe alongside backups).", discussion: Examples.prune)
     @OptionGroup var global: GlobalOptions
     @Option(name: .customLong("max-unused"), help: "Tolerated unused space: a percentage (5%) or 'unlimited'.") var maxUnused = "5%"
     @Option(name: .customLong("grace"), help: "How long marked packs wait before deletion (e.g. 1h; 0s when no backup runs).") var grace = "1h"
@@ -247,7 +232,7 @@ struct PruneCommand: AsyncParsableCommand {
 }
 
 struct UnlockCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "unlock", abstract: "Remove stale locks (or all with --remove-all).")
+    static let configuration = CommandConfiguration(commandName: "unlock", abstract: "Remove stale locks (or all with --remove-all).", discussion: Examples.unlock)
     @OptionGroup var global: GlobalOptions
     @Flag(name: .customLong("remove-all"), help: "Remove live locks too: only when no other lifeboat process uses the repository.") var removeAll = false
 
@@ -274,7 +259,7 @@ struct KeyCommand: AsyncParsableCommand {
 func newPassword(_ file: String?, _ global: GlobalOptions) throws -> String {
     if let file { return try readPasswordFile(file, from: "--new-password-file") }
     if let p = ProcessInfo.processInfo.environment["LIFEBOAT_NEW_PASSWORD"], !p.isEmpty { return p }
-    guard isatty(0) != 0 else { throw LifeboatError.invalid("give the new password with --new-password-file") }
+    guard isatty(0) != 0 else { throw LifeboatError.invalid("give the new password with --new-password-file or LIFEBOAT_NEW_PASSWORD (there is no terminal to ask on)") }
     let p = try promptPassword("enter new password: ")
     guard try promptPassword("enter password again: ") == p, !p.isEmpty else { throw LifeboatError.invalid("passwords do not match") }
     return p
@@ -283,7 +268,7 @@ func newPassword(_ file: String?, _ global: GlobalOptions) throws -> String {
 import Glibc
 
 struct KeyList: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "list", abstract: "List keys.")
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List keys.", discussion: Examples.keyList)
     @OptionGroup var global: GlobalOptions
     func run() async throws {
         try await runCommand(global) {
@@ -309,7 +294,7 @@ struct KeyList: AsyncParsableCommand {
 }
 
 struct KeyAdd: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "add", abstract: "Add a key (a new password).")
+    static let configuration = CommandConfiguration(commandName: "add", abstract: "Add a key (a new password).", discussion: Examples.keyAdd)
     @OptionGroup var global: GlobalOptions
     @Option(name: .customLong("new-password-file"), help: "File holding the new password (or LIFEBOAT_NEW_PASSWORD; else asked on the terminal).") var newPasswordFile: String?
     func run() async throws {
@@ -324,7 +309,7 @@ struct KeyAdd: AsyncParsableCommand {
 }
 
 struct KeyRemove: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "remove", abstract: "Remove a key (not the one in use).")
+    static let configuration = CommandConfiguration(commandName: "remove", abstract: "Remove a key (not the one in use).", discussion: Examples.keyRemove)
     @OptionGroup var global: GlobalOptions
     @Argument(help: "ID (or unique prefix) of the key to remove, as `key list` shows it.") var id: String
     func run() async throws {
@@ -343,7 +328,7 @@ struct KeyRemove: AsyncParsableCommand {
 }
 
 struct KeyPasswd: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "passwd", abstract: "Change the password of the key in use.")
+    static let configuration = CommandConfiguration(commandName: "passwd", abstract: "Change the password of the key in use.", discussion: Examples.keyPasswd)
     @OptionGroup var global: GlobalOptions
     @Option(name: .customLong("new-password-file"), help: "File holding the new password (or LIFEBOAT_NEW_PASSWORD; else asked on the terminal).") var newPasswordFile: String?
     func run() async throws {

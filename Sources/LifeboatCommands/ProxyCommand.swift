@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LifeboatCore
 import LifeboatFailover
+import LifeboatHTTP
 import LifeboatProxy
 import NIOCore
 import Synchronization
@@ -14,6 +15,8 @@ struct ProxyCommand: AsyncParsableCommand {
         Each pool listens on one address and forwards TCP to its backends: failover (the best healthy backend by \
         priority; failback manual or auto), round-robin or least-connections. A connection that a backend refuses \
         is retried on the next healthy one before any byte is forwarded. See docs/FAILOVER.md for the configuration.
+
+        \(Examples.proxy)
         """)
     @Option(name: .customLong("config"), help: "The proxy configuration (YAML).") var config: String
     @Flag(help: "Check the configuration and exit.") var check = false
@@ -27,7 +30,7 @@ struct ProxyCommand: AsyncParsableCommand {
         let cfg: ProxyConfig
         do { cfg = try ProxyConfig.load(config) } catch { throw fatal("\(error)") }
         if check {
-            print("configuration ok: \(cfg.pools.count) pools, \(cfg.pools.reduce(0) { $0 + $1.backends.count }) backends")
+            print("configuration ok: \(Units.count(cfg.pools.count, "pool")), \(Units.count(cfg.pools.reduce(0) { $0 + $1.backends.count }, "backend"))")
             return
         }
         let json = self.json
@@ -61,7 +64,7 @@ struct ProxyCommand: AsyncParsableCommand {
         let bound: [SocketAddress?]
         do { bound = try await server.start() } catch { throw fatal("cannot listen: \(error)") }
         for (pool, address) in zip(cfg.pools, bound) {
-            log("pool \(pool.name) listening on \(address.map { "\($0)" } ?? pool.listen.description) (\(pool.mode.rawValue), \(pool.backends.count) backends)")
+            log("pool \(pool.name) listening on \(address.map(NetworkErrors.peer) ?? pool.listen.description) (\(pool.mode.rawValue), \(Units.count(pool.backends.count, "backend")))")
         }
 
         let path = config

@@ -17,6 +17,8 @@ struct RepairIndex: AsyncParsableCommand {
         discussion: """
         Entries of intact index files whose packs exist are kept; every pack no intact index file lists has its \
         header read (two small ranged reads). New index files are written before the old ones are removed.
+
+        \(Examples.repairIndex)
         """)
     @OptionGroup var global: GlobalOptions
     @Flag(name: .customLong("read-all-packs"), help: "Read every pack's header, not only those no intact index lists.") var readAllPacks = false
@@ -49,6 +51,8 @@ struct RepairSnapshots: AsyncParsableCommand {
         A file that lost pieces keeps the rest and is renamed NAME.repaired; a directory whose listing is lost \
         becomes an empty NAME.repaired. Repaired snapshots get the tag `repaired`. If the files still exist, a new \
         backup is the better repair. Run `repair index` first.
+
+        \(Examples.repairSnapshots)
         """)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var filter: FilterOptions
@@ -82,7 +86,7 @@ struct RepairSnapshots: AsyncParsableCommand {
                     out.emit(["message_type": "snapshot_repaired", "original": r.original.hex, "repaired": r.repaired?.hex ?? NSNull(),
                               "dry_run": dryRun, "changes": r.changes.map { ["path": $0.path, "problem": $0.problem] }])
                 }
-                out.info("\(chosen.count) snapshots checked, \(results.count) \(dryRun ? "need" : "got") repair")
+                out.info("\(Units.count(chosen.count, "snapshot")) checked, \(results.count) \(dryRun ? "to repair" : "repaired")")
                 out.emit(["message_type": "summary", "snapshots": chosen.count, "repaired": results.count, "dry_run": dryRun])
                 return 0
             }

@@ -45,6 +45,8 @@ struct ReplicateCommand: AsyncParsableCommand {
         Copies the primary's snapshots that a replica lacks (as `copy` does: verified, resumable). A site that fails \
         is retried with exponential backoff while the others go on. With --watch it keeps polling the primary until \
         SIGINT/SIGTERM, which finishes the current object, keeps what was copied and exits 0.
+
+        \(Examples.replicate)
         """)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var sites: SitesFileOptions
@@ -108,6 +110,8 @@ struct ReplicateCommand: AsyncParsableCommand {
                     let report = try await withRepositoryLock(dst, .shared, "replicate") {
                         try await dst.loadIndex()
                         let copier = Copier(source: primary, destination: dst)
+                        let ticker = try await copyProgress(copier, snapshots, output: out)
+                        defer { ticker?.stop(out) }
                         return try await copier.copy(snapshots, shouldStop: { stopRequested() }) { from, to in
                             out.info("\(site.name): snapshot \(from.short) copied as \(to.short)")
                             out.emit(["message_type": "snapshot_copied", "site": site.name, "source": from.hex, "destination": to.hex])
@@ -149,7 +153,7 @@ struct SitesStatusCommand: AsyncParsableCommand {
         commandName: "status",
         abstract: "For each site: reachable, snapshots present and missing against the primary, lag, bytes pending, last error.",
         discussion: "Lag is the age of the newest primary snapshot the site does not have yet (0 when it has them all). "
-            + "LIFEBOAT_NOW (RFC 3339 or Unix seconds) sets the clock.")
+            + "LIFEBOAT_NOW (RFC 3339 or Unix seconds) sets the clock.\n\n" + Examples.sitesStatus)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var sites: SitesFileOptions
     @Option(name: .customLong("max-lag"), help: "Exit 21 when a replica's lag is longer than this (e.g. 15m, 2h).")

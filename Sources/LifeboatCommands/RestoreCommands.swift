@@ -7,7 +7,7 @@ import LifeboatRepository
 import LifeboatSnapshot
 
 struct RestoreCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "restore", abstract: "Restore a snapshot (or a part of it) into a directory.")
+    static let configuration = CommandConfiguration(commandName: "restore", abstract: "Restore a snapshot (or a part of it) into a directory.", discussion: Examples.restore)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var filter: FilterOptions
     @Argument(help: "SNAPSHOT[:SUBPATH]: an ID, prefix or latest, optionally with a path inside it.") var snapshot: String
@@ -39,8 +39,8 @@ struct RestoreCommand: AsyncParsableCommand {
                 let start = Date()
                 let ticker = Ticker(output: out) {
                     let p = restorer.progress
-                    return (progressLine(start: start, files: p.filesDone, totalFiles: p.totalFiles, bytes: p.bytesDone,
-                                         totalBytes: p.totalBytes, scanDone: true),
+                    return (ProgressLine(elapsed: Date().timeIntervalSince(start), items: (p.filesDone, p.totalFiles, "files"),
+                                         bytes: (p.bytesDone, p.totalBytes)),
                             ["message_type": "status", "files_restored": p.filesDone, "total_files": p.totalFiles,
                              "bytes_restored": p.bytesDone, "total_bytes": p.totalBytes, "seconds_elapsed": Date().timeIntervalSince(start)])
                 }
@@ -64,7 +64,7 @@ struct RestoreCommand: AsyncParsableCommand {
 }
 
 struct DumpCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "dump", abstract: "Write a file from a snapshot to stdout (a directory as tar).")
+    static let configuration = CommandConfiguration(commandName: "dump", abstract: "Write a file from a snapshot to stdout (a directory as tar).", discussion: Examples.dump)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var filter: FilterOptions
     @Argument(help: "Snapshot ID, prefix or latest.") var snapshot: String

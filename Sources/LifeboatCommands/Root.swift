@@ -68,6 +68,8 @@ public struct LifeboatCommand: AsyncParsableCommand {
         10 no repository at the location, 11 repository locked, 12 wrong password, 20 a site cannot be reached \
         (sites status), 21 a replica lags more than --max-lag (sites status), 22 a snapshot is older than \
         --max-age (check, snapshots), 64 usage error, 130 interrupted.
+
+        \(Examples.root)
         """,
         version: LifeboatVersion.string,
         subcommands: [
@@ -84,7 +86,8 @@ public struct LifeboatCommand: AsyncParsableCommand {
 struct CompletionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "completion",
-        abstract: "Print a shell completion script (bash, zsh or fish).")
+        abstract: "Print a shell completion script (bash, zsh or fish).",
+        discussion: Examples.completion)
     enum Shell: String, ExpressibleByArgument, CaseIterable { case bash, zsh, fish }
     @Argument(help: "The shell: bash, zsh or fish.") var shell: Shell
 
@@ -95,7 +98,7 @@ struct CompletionCommand: ParsableCommand {
 }
 
 struct VersionCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "version", abstract: "Print the version.")
+    static let configuration = CommandConfiguration(commandName: "version", abstract: "Print the version.", discussion: Examples.version)
     @Flag(help: "Print one JSON object with message_type \"version\".") var json = false
     func run() async throws {
         if json {

@@ -13,6 +13,8 @@ struct ServeCommand: AsyncParsableCommand {
         Lifeboat clients use it with -r rest:https://USER:PASS@HOST:PORT/REPO, restic clients with \
         -r rest:https://USER:PASS@HOST:PORT/REPO too. Users come from an htpasswd file with bcrypt \
         entries (htpasswd -B); without one the server refuses to start unless --no-auth is given.
+
+        \(Examples.serve)
         """)
 
     @Option(help: "Folder holding the repositories.") var path: String
@@ -70,6 +72,9 @@ struct ServeCommand: AsyncParsableCommand {
             listenOptions.limits.headerTimeout = headerTimeout
             listenOptions.limits.maxConnections = maxConnections
             try listenOptions.limits.validate()
+            if !tls && (tlsCert != nil || tlsKey != nil) {
+                throw ServeError("--tls-cert and --tls-key are used only with --tls: add --tls to serve HTTPS (or drop them to serve plain HTTP)")
+            }
             if tls {
                 guard let tlsCert, let tlsKey else { throw ServeError("--tls needs --tls-cert and --tls-key") }
                 listenOptions.tlsCert = tlsCert

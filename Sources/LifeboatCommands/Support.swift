@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLifeboatSys
 import Foundation
 import Glibc
 import LifeboatCompression
@@ -11,6 +12,7 @@ import LifeboatS3
 import LifeboatSites
 import LifeboatSnapshot
 import LifeboatStorage
+import Synchronization
 
 /// Options every repository command takes.
 public struct GlobalOptions: ParsableArguments {
@@ -179,17 +181,25 @@ func promptPassword(_ prompt: String) throws -> String {
     return line
 }
 
+/// Whether a progress bar stands on the terminal's last line: a line printed meanwhile clears it first (the
+/// bar is drawn again on the next tick), so that text never runs on after the bar.
+let progressBarShown = Atomic<Bool>(false)
+
+func clearProgressBar() {
+    if progressBarShown.exchange(false, ordering: .relaxed) { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+}
+
 /// Prints results as text or JSON lines; progress goes to stderr only on a terminal.
 struct Output: Sendable {
     var json: Bool
     var quiet: Bool
 
     func line(_ s: String) {
-        if !json { print(s) }
+        if !json { clearProgressBar(); print(s) }
     }
 
     func info(_ s: String) {
-        if !json && !quiet { print(s) }
+        if !json && !quiet { clearProgressBar(); print(s) }
     }
 
     func emit(_ object: [String: Any]) {
@@ -203,6 +213,7 @@ struct Output: Sendable {
     }
 
     func warn(_ s: String) {
+        clearProgressBar()
         if json {
             FileHandle.standardError.write(Data((Output.encode(["message_type": "error", "message": s]) + "\n").utf8))
         } else {
@@ -243,7 +254,7 @@ func runCommand(_ global: GlobalOptions, _ body: () async throws -> Int32) async
 /// Periodically renders progress on stderr (TTY) or as JSON status lines.
 final class Ticker: Sendable {
     let task: Task<Void, Never>
-    init(output: Output, interval: Double = 0.25, render: @escaping @Sendable () -> (text: String, json: [String: Any])) {
+    init(output: Output, interval: Double = 0.25, render: @escaping @Sendable () -> (line: ProgressLine, json: [String: Any])) {
         let bar = output.showsProgressBar
         let json = output.json && !output.quiet
         task = Task {
@@ -254,8 +265,11 @@ final class Ticker: Sendable {
                 ticks += 1
                 let r = render()
                 if bar {
-                    FileHandle.standardError.write(Data(("\r\u{1B}[K" + r.text).utf8))
-                } else if json && ticks % 4 == 0 {
+                    // Redrawn in place, fitted to the terminal's width as it is now (it may have been resized).
+                    let columns = Int(lb_terminal_columns(2))
+                    FileHandle.standardError.write(Data(("\r\u{1B}[K" + r.line.render(width: columns > 0 ? columns : 80)).utf8))
+                    progressBarShown.store(true, ordering: .relaxed)
+                } else if json && ticks % 4 == 0 && !r.json.isEmpty {
                     print(Output.encode(r.json))
                 }
             }
@@ -263,7 +277,7 @@ final class Ticker: Sendable {
     }
     func stop(_ output: Output) {
         task.cancel()
-        if output.showsProgressBar { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        if output.showsProgressBar { clearProgressBar() }
     }
 }
 
@@ -300,17 +314,6 @@ func ageStatus(_ ages: [GroupAge]) -> Int32 {
 
 func formatDuration(_ s: Double) -> String { Units.clock(s) }
 
-/// A text progress line: `[0:12] 45.2% 1234/5000 files 1.2 GiB/2.7 GiB 98 MiB/s ETA 0:15`.
-func progressLine(start: Date, files: Int, totalFiles: Int, bytes: UInt64, totalBytes: UInt64, scanDone: Bool) -> String {
-    let el = Date().timeIntervalSince(start)
-    let rate = el > 0 ? Double(bytes) / el : 0
-    var s = "[\(formatDuration(el))]"
-    if totalBytes > 0 { s += String(format: " %5.1f%%", min(100, Double(bytes) * 100 / Double(totalBytes))) }
-    s += " \(files)\(totalFiles > 0 ? "/\(totalFiles)" : "") files \(formatBytes(bytes))\(totalBytes > 0 ? "/\(formatBytes(totalBytes))" : "")"
-    s += " \(formatBytes(rate.isFinite && rate < 1.8e19 ? UInt64(max(0, rate)) : UInt64.max))/s"
-    if scanDone && rate > 0 && totalBytes > bytes { s += " ETA \(formatDuration(Double(totalBytes - bytes) / rate))" }
-    return s
-}
 
 /// Snapshot filter options shared by snapshots, forget, restore's `latest`, and more.
 struct FilterOptions: ParsableArguments {

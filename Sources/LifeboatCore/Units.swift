@@ -2,6 +2,11 @@ import Foundation
 
 /// Sizes and spans of time as people read them, shared by the CLI's text output and the agent's logs.
 public enum Units {
+    /// `1 snapshot`, `2 snapshots` (`plural` for nouns that do not take an s).
+    public static func count(_ n: Int, _ noun: String, plural: String? = nil) -> String {
+        "\(n) \(n == 1 ? noun : plural ?? noun + "s")"
+    }
+
     /// `512 B`, `1.50 KiB`, `6.22 GiB` (powers of 1024, as restic prints).
     public static func bytes(_ b: UInt64) -> String {
         let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]

@@ -193,3 +193,54 @@ import Testing
         #expect(NetworkErrorText.peer(host: "example.com", port: 443) == "example.com:443")
     }
 }
+
+@Suite struct ProgressLineTests {
+    let line = ProgressLine(elapsed: 12, items: (1234, 5000, "files"), bytes: (1_288_490_188, 2_899_102_924))
+
+    @Test func fitsEveryWidth() {
+        // Never as wide as the terminal (the last column wraps on some), whatever the width; no newline.
+        for width in [0, 1, 9, 10, 20, 40, 60, 80, 120, 200, 5000] {
+            let text = line.render(width: width)
+            #expect(text.count < max(10, min(width, 1000)), "width \(width): \(text.count) characters")
+            #expect(!text.contains("\n"))
+        }
+    }
+
+    @Test func showsPercentRateAndETA_andABarWhenThereIsRoom() {
+        let wide = line.render(width: 120)
+        #expect(wide.hasPrefix("[0:12] ["))
+        #expect(wide.contains(" 44.4%"))
+        #expect(wide.contains("1234/5000 files"))
+        #expect(wide.contains("1.20 GiB/2.70 GiB"))
+        #expect(wide.contains("102.40 MiB/s"))
+        #expect(wide.contains("ETA 0:15"))
+        // Narrower: the rate and the counts give way first; the percent and the ETA stay; the bar takes what is left.
+        let mid = line.render(width: 60)
+        #expect(mid.contains("ETA 0:15") && mid.contains("44.4%") && !mid.contains("/s") && !mid.contains("files"))
+        #expect(line.render(width: 30) == "[0:12]  44.4%  ETA 0:15")
+    }
+
+    @Test func barCellsFollowTheFraction() throws {
+        let half = ProgressLine(elapsed: 1, items: (1, 2, "x")).render(width: 80)
+        let parts = half.split(separator: "[")
+        try #require(parts.count == 2, "\(half)")
+        let bar = parts[1].prefix { $0 != "]" }
+        #expect(bar.count >= 10 && bar.filter { $0 == "#" }.count * 2 == bar.count, "\(half)")
+    }
+
+    @Test func unknownTotalsGiveNoPercentNoBarNoETA() {
+        let scanning = ProgressLine(elapsed: 3, items: (10, nil, "files"), bytes: (4096, nil))
+        #expect(scanning.fraction == nil && scanning.eta == nil)
+        let text = scanning.render(width: 100)
+        #expect(!text.contains("%") && !text.contains("ETA") && !text.contains("#"))
+        #expect(text.contains("10 files"))
+    }
+
+    @Test func hostileFiguresDoNotTrap() {
+        let odd = ProgressLine(elapsed: .nan, items: (Int.max, 1, "x"), bytes: (UInt64.max, 1))
+        _ = odd.render(width: 80)
+        #expect(odd.fraction == 1)
+        #expect(ProgressLine(elapsed: .infinity, items: (-5, 10, "x")).render(width: 80).contains("0.0%"))
+        #expect(ProgressLine(elapsed: 0, bytes: (0, 0)).fraction == nil)
+    }
+}

@@ -23,7 +23,7 @@ start_proxy() {  # start_proxy CONFIG: waits until every pool, and the admin API
   "$BIN" proxy --config "$1" > "$WORK/proxy.log" 2>&1 &
   PROXY_PID=$!
   local pools want end=$(( SECONDS + 30 ))
-  pools=$("$BIN" proxy --check --config "$1" | sed -n 's/^configuration ok: \([0-9]*\) pools.*/\1/p')
+  pools=$("$BIN" proxy --check --config "$1" | sed -n 's/^configuration ok: \([0-9]*\) pools\?,.*/\1/p')
   want=$(( ${pools:-1} + $(grep -c '^admin:' "$1" || true) ))
   while [ $SECONDS -lt $end ] && alive "$PROXY_PID"; do
     # The proxy logs that its pools listen before it sets up SIGHUP: wait for both, a HUP before would kill it.

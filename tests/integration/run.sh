@@ -464,6 +464,23 @@ t_cli_words() {
   lb completion fish | grep -q "^complete -c 'lifeboat'" || fail "fish completion"
   if command -v zsh >/dev/null; then lb completion zsh > "$WORK/c.zsh"; zsh -n "$WORK/c.zsh" || fail "zsh parses it"; fi
   expect_code 64 lb completion tcsh
+  # stats --mode picks what is printed; a mode it does not know is a usage error.
+  lb -r "$R" stats > "$WORK/st1.txt"; lb -r "$R" stats --mode raw-data > "$WORK/st2.txt"
+  grep -q "Total restore size" "$WORK/st1.txt" && ! grep -q "Deduplicated raw size" "$WORK/st1.txt" || fail "restore-size mode"
+  grep -q "Deduplicated raw size" "$WORK/st2.txt" && ! grep -q "Total restore size" "$WORK/st2.txt" || fail "raw-data mode"
+  expect_code 64 lb -r "$R" stats --mode bogus
+  # serve refuses TLS files without --tls instead of serving plain HTTP beside them.
+  expect_code 1 lb serve --path "$WORK" --no-auth --tls-cert "$WORK/none.pem" --tls-key "$WORK/none.key" --listen 127.0.0.1:0
+  grep -q "add --tls" "$WORK/err" || { cat "$WORK/err"; fail "TLS files without --tls are refused"; }
+  # A snapshot's further paths line up under its first.
+  mkdir -p "$WORK/p2a" "$WORK/p2b"; lb -r "$R" backup "$WORK/p2a" "$WORK/p2b" -q >/dev/null
+  lb -r "$R" snapshots > "$WORK/snaps.txt"
+  python3 - "$WORK/snaps.txt" "$WORK/p2a" "$WORK/p2b" <<'PY' || { cat "$WORK/snaps.txt"; fail "paths line up"; }
+import sys
+lines = open(sys.argv[1]).read().splitlines()
+a = [l for l in lines if l.endswith(sys.argv[2])][0]; b = [l for l in lines if l.endswith(sys.argv[3])][0]
+assert a.index(sys.argv[2]) == b.index(sys.argv[3]), (a, b)
+PY
   # Global options and exit codes in the top-level help.
   lb --help > "$WORK/help.txt"
   for w in "--repo" "--password-file" "--json" "22 a snapshot is older than"; do grep -q -- "$w" "$WORK/help.txt" || fail "top-level help shows $w"; done

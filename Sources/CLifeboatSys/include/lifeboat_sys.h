@@ -18,4 +18,6 @@ int lb_open_beneath(int dirfd, const char *path, int flags, mode_t mode);
 int lb_accept4(int fd);
 // Standard output line-buffered whatever it is (a pipe, a file), as a terminal is.
 void lb_line_buffer_stdout(void);
+/* Columns of the terminal on fd, or 0 if fd is not a terminal (TIOCGWINSZ: ioctl is variadic, not callable from Swift). */
+int lb_terminal_columns(int fd);
 #endif
