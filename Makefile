@@ -12,6 +12,8 @@ deps:
 
 build: deps
 	swift build -c release --product lifeboat
+	@mkdir -p .build/man
+	python3 scripts/manpage.py $(BIN) .build/man/lifeboat.1
 
 unit: deps
 	mkdir -p .build
@@ -24,6 +26,7 @@ integration: build
 	bash tests/integration/replication.sh $(BIN)
 	bash tests/integration/failover.sh $(BIN)
 	bash tests/integration/hardening.sh $(BIN)
+	bash tests/integration/databases.sh $(BIN)
 	bash tests/integration/examples.sh $(BIN)
 
 test: unit integration

@@ -106,9 +106,17 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
         ], swiftSettings: swift6),
+        // The backend registry: repository locations to backends, with retries and the metadata cache.
+        .target(name: "LifeboatBackends", dependencies: [
+            "LifeboatCore", "LifeboatStorage", "LifeboatRepository", "LifeboatHTTP", "LifeboatREST", "LifeboatS3",
+        ], swiftSettings: swift6),
+        // Replication and site status over the sites file: what `replicate`, `sites status` and the agent share.
+        .target(name: "LifeboatReplication", dependencies: [
+            "LifeboatCore", "LifeboatBackends", "LifeboatSites", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage",
+        ], swiftSettings: swift6),
         // The command-line interface as a library.
         .target(name: "LifeboatCommands", dependencies: [
-            "LifeboatSnapshot", "CLifeboatSys", "LifeboatREST", "LifeboatS3", "LifeboatServer", "LifeboatSites", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig",
+            "LifeboatSnapshot", "CLifeboatSys", "LifeboatBackends", "LifeboatReplication", "LifeboatS3", "LifeboatServer", "LifeboatSites", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatHTTP",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swift6),
@@ -132,6 +140,10 @@ let package = Package(
         ], swiftSettings: swift6),
         .testTarget(name: "LifeboatFailoverTests", dependencies: ["LifeboatFailover"], swiftSettings: swift6),
         .testTarget(name: "LifeboatProxyTests", dependencies: ["LifeboatProxy", "LifeboatFailover"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatReplicationTests", dependencies: [
+            "LifeboatReplication", "LifeboatBackends", "LifeboatSites", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage",
+            "LifeboatCrypto", "LifeboatCore",
+        ], swiftSettings: swift6),
         .testTarget(name: "LifeboatSitesTests", dependencies: ["LifeboatSites", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatSnapshotTests", dependencies: ["LifeboatSnapshot", "LifeboatChunker", "LifeboatTestSupport"], swiftSettings: swift6),
     ]

@@ -133,11 +133,17 @@ struct BackupCommand: AsyncParsableCommand {
     func backupCommandOutput(_ archiver: Archiver) async throws -> BackupResult {
         let p = Process()
         let exe = paths[0]
-        p.executableURL = URL(fileURLWithPath: exe.contains("/") ? exe : (findInPath(exe) ?? exe))
+        guard let path = exe.contains("/") ? exe : findInPath(exe) else {
+            throw LifeboatError.invalid("cannot run \(exe): no such command in PATH (\(ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")); no snapshot was saved")
+        }
+        guard access(path, X_OK) == 0 else {
+            throw LifeboatError.invalid("cannot run \(path): \(String(cString: strerror(errno))); no snapshot was saved")
+        }
+        p.executableURL = URL(fileURLWithPath: path)
         p.arguments = Array(paths.dropFirst())
         let pipe = Pipe()
         p.standardOutput = pipe
-        do { try p.run() } catch { throw LifeboatError.invalid("cannot run \(exe): \(error)") }
+        do { try p.run() } catch { throw LifeboatError.invalid("cannot run \(path): \((error as NSError).localizedDescription); no snapshot was saved") }
         let fd = pipe.fileHandleForReading.fileDescriptor
         return try await archiver.runStream(name: stdinFilename, read: { buf in
             while true {
@@ -147,6 +153,11 @@ struct BackupCommand: AsyncParsableCommand {
             }
         }, finish: {
             p.waitUntilExit()
+            if p.terminationReason == .uncaughtSignal {
+                let sig = p.terminationStatus
+                let name = strsignal(sig).map { String(cString: $0) } ?? "signal \(sig)"
+                throw LifeboatError(.io, "the command \(exe) was killed by signal \(sig) (\(name)); no snapshot was saved")
+            }
             if p.terminationStatus != 0 {
                 throw LifeboatError(.io, "the command \(exe) failed with exit status \(p.terminationStatus); no snapshot was saved")
             }

@@ -152,41 +152,18 @@ struct DiffCommand: AsyncParsableCommand {
             return try await withRepositoryLock(repo, .shared, "diff", readOnly: global) {
             try await repo.loadIndex()
             let a = try await repo.findSnapshot(first), b = try await repo.findSnapshot(second)
-            var added = 0, removed = 0, modified = 0
-            func emit(_ change: String, _ path: String) {
-                if global.json { print(Output.encode(["message_type": "change", "path": path, "modifier": change])) } else { print("\(change)    \(path)") }
-            }
-            func diff(_ ta: ID?, _ tb: ID?, _ path: String) async throws {
-                if ta == tb { return }
-                let na = try await ta.asyncMap { try await repo.loadTree($0).nodes } ?? []
-                let nb = try await tb.asyncMap { try await repo.loadTree($0).nodes } ?? []
-                let ma = Dictionary(na.map { ($0.name, $0) }, uniquingKeysWith: { x, _ in x })
-                let mb = Dictionary(nb.map { ($0.name, $0) }, uniquingKeysWith: { x, _ in x })
-                let names = Set(ma.keys).union(mb.keys).sorted { $0.lexicographicallyPrecedes($1) }
-                for n in names {
-                    let p = path + "/" + String(decoding: n, as: UTF8.self)
-                    switch (ma[n], mb[n]) {
-                    case (nil, let y?):
-                        added += 1; emit("+", p + (y.type == .dir ? "/" : ""))
-                        if y.type == .dir { try await diff(nil, y.subtree, p) }
-                    case (let x?, nil):
-                        removed += 1; emit("-", p + (x.type == .dir ? "/" : ""))
-                        if x.type == .dir { try await diff(x.subtree, nil, p) }
-                    case (let x?, let y?):
-                        if x.type != y.type { modified += 1; emit("T", p) }
-                        else if x.type == .dir { try await diff(x.subtree, y.subtree, p) }
-                        else if x.content != y.content || x.linkTarget != y.linkTarget { modified += 1; emit("M", p) }
-                        else if x.mode != y.mode || x.uid != y.uid || x.gid != y.gid || x.xattrs != y.xattrs { modified += 1; emit("U", p) }
-                    default: break
-                    }
+            let stats = try await SnapshotDiff.compare(repo, from: a.snapshot.tree, to: b.snapshot.tree) { change in
+                if global.json {
+                    print(Output.encode(["message_type": "change", "path": change.path, "modifier": change.modifier.rawValue]))
+                } else {
+                    print("\(change.modifier.rawValue)    \(change.path)")
                 }
             }
-            try await diff(a.snapshot.tree, b.snapshot.tree, "")
             if global.json {
                 print(Output.encode(["message_type": "statistics", "source_snapshot": a.id.hex, "target_snapshot": b.id.hex,
-                                     "added": added, "removed": removed, "changed": modified]))
+                                     "added": stats.added, "removed": stats.removed, "changed": stats.changed]))
             } else if !global.quiet {
-                print("\nFiles: \(added) new, \(removed) removed, \(modified) changed")
+                print("\nFiles: \(stats.added) new, \(stats.removed) removed, \(stats.changed) changed")
             }
             return 0
             }

@@ -3,10 +3,11 @@ import CLifeboatSys
 import Foundation
 import Glibc
 import LifeboatCompression
+import LifeboatBackends
 import LifeboatCore
+import LifeboatReplication
 import LifeboatCrypto
 import LifeboatHTTP
-import LifeboatREST
 import LifeboatRepository
 import LifeboatS3
 import LifeboatSites
@@ -60,9 +61,9 @@ public struct GlobalOptions: ParsableArguments {
         return r
     }
 
-    /// The backend for `location` (default: the repository option), wrapped in the retry decorator and,
-    /// for remote sites, the metadata cache. `environment` supplies credentials (default: the process's).
-    func backend(location: String? = nil, environment: [String: String]? = nil) async throws -> any Backend {
+    /// How backends are reached, from the options and the environment (validated: out-of-range numbers are
+    /// refused with their name).
+    func backendSettings() throws -> BackendSettings {
         try GlobalOptions.validateEnvironment(env)
         var http = try HTTPOptions.validatedFromEnvironment(env)
         if let cacert { http.caCertFile = cacert }
@@ -75,14 +76,27 @@ public struct GlobalOptions: ParsableArguments {
             }
             lock = ObjectLock(days: days, mode: mode)
         }
+        return BackendSettings(http: http, retry: try RetryPolicy.validatedFromEnvironment(env), objectLock: lock,
+                               cache: !noCache, cacheDir: cacheDir, environment: env)
+    }
+
+    /// The backend for `location` (default: the repository option), wrapped in the retry decorator and,
+    /// for remote sites, the metadata cache.
+    func backend(location: String? = nil) async throws -> any Backend {
         let out = output
-        let remote = try await makeBackend(try location ?? repositoryLocation(), http: http, objectLock: lock,
-                                           environment: environment ?? env)
-        let retrying = RetryingBackend(remote, policy: try RetryPolicy.validatedFromEnvironment(env)) { what, attempt, error in
+        return try await BackendRegistry.open(try location ?? repositoryLocation(), settings: try backendSettings()) { what, attempt, error in
             out.warn("\(what) failed (attempt \(attempt)): \(error.message); retrying")
         }
-        if remote is LocalBackend || noCache { return retrying }
-        return CachingBackend(retrying, cacheRoot: cacheDir ?? CachingBackend.defaultRoot())
+    }
+
+    /// How `replicate` and `sites status` open the sites of a sites file: these options, each site's own password
+    /// and credentials files; a site without a password file gets the repository password (asked on a terminal).
+    func siteAccess() throws -> SiteAccess {
+        let out = output
+        let file = passwordFile, env = self.env
+        return SiteAccess(settings: try backendSettings(), onRetry: { site, what, attempt, error in
+            out.warn("\(site): \(what) failed (attempt \(attempt)): \(error.message); retrying")
+        }, password: { site in try GlobalOptions.password(file: file, environment: env, prompt: "enter password for site \(site.name): ") })
     }
 
     /// Rejects `LIFEBOAT_*` numbers that are out of range, with the variable's name, before anything uses them
@@ -97,6 +111,12 @@ public struct GlobalOptions: ParsableArguments {
     }
 
     func password(confirm: Bool = false, prompt: String = "enter password for repository: ") throws -> String {
+        try GlobalOptions.password(file: passwordFile, environment: env, confirm: confirm, prompt: prompt)
+    }
+
+    /// The password from --password-file, LIFEBOAT_PASSWORD_FILE, LIFEBOAT_PASSWORD, else asked on the terminal.
+    static func password(file passwordFile: String?, environment env: [String: String], confirm: Bool = false,
+                         prompt: String) throws -> String {
         if let f = passwordFile { return try readPasswordFile(f, from: "--password-file") }
         if let f = env["LIFEBOAT_PASSWORD_FILE"] { return try readPasswordFile(f, from: "LIFEBOAT_PASSWORD_FILE") }
         if let p = env["LIFEBOAT_PASSWORD"] { return p }
@@ -127,46 +147,6 @@ public struct GlobalOptions: ParsableArguments {
     }
 
     var output: Output { Output(json: json, quiet: quiet) }
-}
-
-/// The backend registry: turns a repository location into a backend.
-func makeBackend(_ location: String, http: HTTPOptions = .fromEnvironment(), objectLock: ObjectLock? = nil,
-                 environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> any Backend {
-    func rest(_ prefix: String) -> String? { location.hasPrefix(prefix) ? String(location.dropFirst(prefix.count)) : nil }
-    if objectLock != nil && !location.hasPrefix("s3:") {
-        throw LifeboatError.invalid("--s3-object-lock-days applies to s3: repositories only")
-    }
-    do {
-        if let p = rest("local:") { return LocalBackend(path: p) }
-        if let s = rest("s3:") { return try S3Backend.make(s, options: http, objectLock: objectLock, environment: environment) }
-        if let u = rest("rest:") { return try RESTBackend.make(url: u, options: http, environment: environment) }
-        if let r = rest("rclone:") { return try await RcloneBackend.make(r, options: http, environment: environment) }
-    } catch let e as S3Error {
-        throw LifeboatError.invalid(e.description)
-    }
-    if let colon = location.firstIndex(of: ":"), !location.hasPrefix("/"), !location.hasPrefix("."),
-       location[..<colon].allSatisfy({ $0.isLetter }) && location[..<colon].count > 1 {
-        throw LifeboatError.invalid("unknown repository scheme \"\(location[..<colon]):\": use a path, local:, s3:, rest: or rclone:")
-    }
-    return LocalBackend(path: location)
-}
-
-/// The password in the first line of `path`; `source` names where the path came from (`--password-file`,
-/// `LIFEBOAT_PASSWORD_FILE`, a site's `password_file`), so that an error says what to fix.
-func readPasswordFile(_ path: String, from source: String = "--password-file") throws -> String {
-    guard !path.isEmpty else {
-        throw LifeboatError.invalid("\(source) is empty: give the path of a file that holds the password")
-    }
-    guard let d = FileManager.default.contents(atPath: path) else {
-        var isDir: ObjCBool = false
-        let why = !FileManager.default.fileExists(atPath: path, isDirectory: &isDir) ? "it does not exist"
-            : isDir.boolValue ? "it is a directory" : "this user (uid \(getuid())) may not read it"
-        throw LifeboatError.invalid("cannot read the password file \(path) (from \(source)): \(why)")
-    }
-    var s = String(decoding: d, as: UTF8.self)
-    if let nl = s.firstIndex(where: { $0 == "\n" || $0 == "\r\n" }) { s = String(s[..<nl]) }
-    guard !s.isEmpty else { throw LifeboatError.invalid("the password file \(path) (from \(source)) is empty: put the password on its first line") }
-    return s
 }
 
 func promptPassword(_ prompt: String) throws -> String {
@@ -205,6 +185,12 @@ struct Output: Sendable {
     func emit(_ object: [String: Any]) {
         guard json else { return }
         print(Output.encode(object))
+    }
+
+    /// An Encodable record as a dictionary (to add a message_type); empty if it does not encode to an object.
+    static func object(_ value: some Encodable) -> [String: Any] {
+        guard let d = try? JSONEncoder().encode(value), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] else { return [:] }
+        return o
     }
 
     static func encode(_ object: Any) -> String {
@@ -351,23 +337,20 @@ func snapshotJSON(_ id: ID, _ s: Snapshot) -> [String: Any] {
 func withRepositoryLock<T>(_ repo: Repository, _ kind: LockInfo.Kind, _ operation: String, readOnly: GlobalOptions? = nil,
                            _ body: () async throws -> T) async throws -> T {
     if let g = readOnly, g.noLock { return try await body() }
-    let lock: RepositoryLock
+    var started = false
     do {
-        lock = try await repo.lock(kind, operation: operation)
-    } catch let e as StorageError where readOnly != nil && e.kind == .permanent {
+        return try await repo.withLock(kind, operation: operation, staleLocks: { stale in
+            for l in stale {
+                FileHandle.standardError.write(Data("warning: stale lock \(l.id.short) of \(l.info.operation) by PID \(l.info.pid) on \(l.info.hostname) (refreshed \(l.info.refreshed)) is ignored; `lifeboat unlock` removes it\n".utf8))
+            }
+        }) {
+            started = true
+            return try await body()
+        }
+    } catch let e as StorageError where !started && readOnly != nil && e.kind == .permanent {
+        // A read-only command on read-only media: go on without a lock.
         readOnly?.output.warn("warning: cannot create a lock (\(e.message)); the repository looks read-only, so \(operation) goes on without one")
         return try await body()
-    }
-    for l in lock.staleLocks.withLock({ $0 }) {
-        FileHandle.standardError.write(Data("warning: stale lock \(l.id.short) of \(l.info.operation) by PID \(l.info.pid) on \(l.info.hostname) (refreshed \(l.info.refreshed)) is ignored; `lifeboat unlock` removes it\n".utf8))
-    }
-    do {
-        let r = try await body()
-        await lock.release()
-        return r
-    } catch {
-        await lock.release()
-        throw error
     }
 }
 

@@ -215,6 +215,22 @@ extension Repository {
         return held
     }
 
+    /// Runs `body` holding a lock of `kind`, released afterwards whatever happens; `staleLocks` hears of the
+    /// stale locks seen (and ignored) when it was taken.
+    public func withLock<T>(_ kind: LockInfo.Kind, operation: String, staleLocks: ([LockEntry]) -> Void = { _ in },
+                            _ body: () async throws -> T) async throws -> T {
+        let lock = try await self.lock(kind, operation: operation)
+        staleLocks(lock.staleLocks.withLock { $0 })
+        do {
+            let r = try await body()
+            await lock.release()
+            return r
+        } catch {
+            await lock.release()
+            throw error
+        }
+    }
+
     /// Removes stale locks (or all locks with `all`). Returns the removed IDs.
     public func removeLocks(all: Bool) async throws -> [ID] {
         var removed: [ID] = []

@@ -43,8 +43,8 @@ struct FileChangedError: Error, CustomStringConvertible {
     var bytesRead: UInt64
     var description: String {
         sizeBefore == bytesRead
-            ? "changed while being read: stored as read (\(bytesRead) bytes); back it up again for a consistent copy"
-            : "changed while being read: stored the \(bytesRead) bytes read (its size was \(sizeBefore) when the backup began); back it up again for a consistent copy"
+            ? "changed while being read: stored as read (\(bytesRead) bytes); back it up again for a consistent copy (a live database's files: back up its dump instead, see the README's Databases section)"
+            : "changed while being read: stored the \(bytesRead) bytes read (its size was \(sizeBefore) when the backup began); back it up again for a consistent copy (a live database's files: back up its dump instead, see the README's Databases section)"
     }
 }
 
@@ -212,7 +212,7 @@ public final class Archiver: Sendable {
     public func runStream(name: String, read: @Sendable (UnsafeMutableRawBufferPointer) throws -> Int,
                           finish: @Sendable () throws -> Void = {}) async throws -> BackupResult {
         let start = Date()
-        guard Node.isSafeName(Array(name.utf8)) else { throw LifeboatError.invalid("invalid --stdin-filename \"\(name)\"") }
+        guard Node.isSafeName(Array(name.utf8)) else { throw LifeboatError.invalid("invalid --stdin-filename \"\(name)\": give a plain file name (no \"/\", not empty, \".\" or \"..\"); it is stored as /NAME in the snapshot") }
         var chunker = StreamChunker(cdc: repo.chunker)
         var content: [ID] = []
         var size: UInt64 = 0

@@ -365,6 +365,8 @@ t_json_lines_everywhere() {
   j -r "$R" ls latest
   j -r "$R" find a.txt
   j -r "$R" diff $ids
+  "$BIN" -r "$R" diff $ids > "$WORK/diff.txt"
+  grep -q "^+    $D/c.txt\$" "$WORK/diff.txt" && grep -q "Files: 1 new, 0 removed, 0 changed" "$WORK/diff.txt" || { cat "$WORK/diff.txt"; fail "diff names the added file"; }
   j -r "$R" stats
   j -r "$R" check --read-data --max-age 1d
   j -r "$R" restore latest --target "$WORK/json-restore"
@@ -464,6 +466,13 @@ t_cli_words() {
   lb completion fish | grep -q "^complete -c 'lifeboat'" || fail "fish completion"
   if command -v zsh >/dev/null; then lb completion zsh > "$WORK/c.zsh"; zsh -n "$WORK/c.zsh" || fail "zsh parses it"; fi
   expect_code 64 lb completion tcsh
+  # --stdin-from-command: a command killed by a signal, one that is not there, a bad file name: each said plainly.
+  expect_code 1 lb -r "$R" backup --stdin-from-command --stdin-filename x.sql -- sh -c 'echo part; kill -9 $$'
+  grep -q "the command sh was killed by signal 9" "$WORK/err" || { cat "$WORK/err"; fail "a killed command is named as killed"; }
+  expect_code 1 lb -r "$R" backup --stdin-from-command --stdin-filename x.sql -- no-such-cmd-lifeboat
+  grep -q "cannot run no-such-cmd-lifeboat: no such command in PATH" "$WORK/err" && ! grep -q "NSCocoa\|Domain=" "$WORK/err" || { cat "$WORK/err"; fail "a missing command"; }
+  expect_code 1 lb -r "$R" backup --stdin --stdin-filename db/x.sql < /dev/null
+  grep -q 'give a plain file name (no "/"' "$WORK/err" || { cat "$WORK/err"; fail "why the file name is refused"; }
   # stats --mode picks what is printed; a mode it does not know is a usage error.
   lb -r "$R" stats > "$WORK/st1.txt"; lb -r "$R" stats --mode raw-data > "$WORK/st2.txt"
   grep -q "Total restore size" "$WORK/st1.txt" && ! grep -q "Deduplicated raw size" "$WORK/st1.txt" || fail "restore-size mode"
@@ -481,6 +490,13 @@ lines = open(sys.argv[1]).read().splitlines()
 a = [l for l in lines if l.endswith(sys.argv[2])][0]; b = [l for l in lines if l.endswith(sys.argv[3])][0]
 assert a.index(sys.argv[2]) == b.index(sys.argv[3]), (a, b)
 PY
+  # The man page `make build` writes from the argument parser: every command, its options and its examples.
+  local man; man=$(dirname "$BIN")/../man/lifeboat.1
+  python3 "$HERE/../../scripts/manpage.py" "$BIN" "$WORK/lifeboat.1"
+  [ ! -f "$man" ] || cmp -s <(grep -v '^\.TH' "$man") <(grep -v '^\.TH' "$WORK/lifeboat.1") || fail "the built man page is this binary's"
+  for c in init backup restore "key add" "sites status" completion; do grep -q "^\.SS lifeboat $c\$" "$WORK/lifeboat.1" || fail "man page: lifeboat $c"; done
+  grep -qF -- '\-\-max\-age' "$WORK/lifeboat.1" && grep -q 'EXAMPLES:' "$WORK/lifeboat.1" || fail "man page: options and examples"
+  if command -v man >/dev/null; then MANWIDTH=80 man -l "$WORK/lifeboat.1" > "$WORK/man.txt" 2>/dev/null; grep -q "lifeboat backup" "$WORK/man.txt" || fail "man renders the page"; fi
   # Global options and exit codes in the top-level help.
   lb --help > "$WORK/help.txt"
   for w in "--repo" "--password-file" "--json" "22 a snapshot is older than"; do grep -q -- "$w" "$WORK/help.txt" || fail "top-level help shows $w"; done

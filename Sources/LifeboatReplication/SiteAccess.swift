@@ -1,0 +1,43 @@
+import Foundation
+import LifeboatBackends
+import LifeboatCore
+import LifeboatRepository
+import LifeboatSites
+import LifeboatStorage
+
+/// How to open the sites of a sites file: each with its own password file and credentials file, over the
+/// backend settings of the caller (the CLI's options, the agent's plan).
+public struct SiteAccess: Sendable {
+    public var settings: BackendSettings
+    /// Hears of each retried request, per site.
+    public var onRetry: @Sendable (_ site: String, _ what: String, _ attempt: Int, _ error: StorageError) -> Void
+    /// The password of a site without `password_file` (the CLI asks on the terminal or reads its own options).
+    public var password: @Sendable (Site) throws -> String
+
+    public init(settings: BackendSettings,
+                onRetry: @escaping @Sendable (String, String, Int, StorageError) -> Void = { _, _, _, _ in },
+                password: @escaping @Sendable (Site) throws -> String) {
+        self.settings = settings
+        self.onRetry = onRetry
+        self.password = password
+    }
+
+    /// Opens a site's repository: its credentials file's `KEY=VALUE` lines join the environment for this site only.
+    public func open(_ site: Site) async throws -> Repository {
+        var s = settings
+        if let f = site.credentialsFile { s.environment.merge(try readEnvironmentFile(f)) { $1 } }
+        let name = site.name, onRetry = self.onRetry
+        let backend = try await BackendRegistry.open(site.repository, settings: s) { onRetry(name, $0, $1, $2) }
+        let password = try site.passwordFile.map { try readPasswordFile($0, from: "password_file of site \(site.name)") } ?? self.password(site)
+        return try await Repository.open(backend: backend, password: password)
+    }
+}
+
+/// A short, single-line description of an error for logs, the state file and status records.
+public func errorText(_ error: any Error) -> String {
+    switch error {
+    case let e as LifeboatError: return e.description
+    case let e as StorageError: return e.message
+    default: return "\(error)"
+    }
+}
