@@ -4,7 +4,7 @@
 (examples included), arguments and options. `make build` runs it; the page lands in .build/man/lifeboat.1.
 
 Usage: scripts/manpage.py path/to/lifeboat OUTPUT.1"""
-import datetime, json, re, subprocess, sys
+import datetime, json, os, re, subprocess, sys
 
 
 def esc(text):
@@ -23,7 +23,11 @@ def names(arg):
 def arguments(cmd, lines, shared):
     args = [a for a in cmd.get("arguments", []) if a.get("shouldDisplay", True)]
     positionals = [a for a in args if a["kind"] == "positional"]
-    options = [a for a in args if a["kind"] != "positional" and names(a) not in shared and names(a) not in ("-h, --help", "--version")]
+    # Options shared with every repository command are listed once, under GLOBAL OPTIONS; a command that takes
+    # none of them (serve, proxy, version) keeps its own (its --json, say).
+    takes_globals = any(names(a) == "-r, --repo" for a in args)
+    options = [a for a in args if a["kind"] != "positional" and not (takes_globals and names(a) in shared)
+               and names(a) not in ("-h, --help", "--version")]
     for a in positionals:
         lines += [".TP", "\\fI%s\\fR%s" % (esc(a.get("valueName", "")), " ..." if a.get("isRepeating") else ""), esc(a.get("abstract", ""))]
     for a in options:
@@ -68,7 +72,9 @@ def main():
     shared_args = [a for a in backup["arguments"] if a["kind"] != "positional" and names(a) in {names(b) for b in snapshots["arguments"]}
                    and names(a) not in ("-h, --help", "--version", "--host", "--tag", "--path")]
     shared = {names(a) for a in shared_args}
-    date = datetime.date.today().isoformat()
+    # Reproducible builds: SOURCE_DATE_EPOCH, when set, is the page's date.
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    date = (datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc).date() if epoch.isdigit() else datetime.date.today()).isoformat()
     lines = ['.TH LIFEBOAT 1 "%s" "%s" "Lifeboat manual"' % (date, esc(version)), ".SH NAME",
              "lifeboat \\- %s" % esc(root.get("abstract", "")), ".SH SYNOPSIS", "\\fBlifeboat\\fR [\\fIglobal options\\fR] \\fIcommand\\fR [\\fIoptions\\fR] [\\fIarguments\\fR]",
              ".SH DESCRIPTION"]

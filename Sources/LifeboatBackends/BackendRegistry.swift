@@ -54,7 +54,13 @@ public enum BackendRegistry {
     public static func open(_ location: String, settings: BackendSettings,
                             onRetry: @escaping @Sendable (_ what: String, _ attempt: Int, _ error: StorageError) -> Void) async throws -> any Backend {
         let remote = try await make(location, http: settings.http, objectLock: settings.objectLock, environment: settings.environment)
-        let retrying = RetryingBackend(remote, policy: settings.retry, onRetry: onRetry)
+        // "read config failed (attempt 1): http://… answered 500", not "…: read config: http://… answered 500":
+        // backends name the operation in their messages too.
+        let retrying = RetryingBackend(remote, policy: settings.retry) { what, attempt, error in
+            var e = error
+            if e.message.hasPrefix(what + ": ") { e.message = String(e.message.dropFirst(what.count + 2)) }
+            onRetry(what, attempt, e)
+        }
         if remote is LocalBackend || !settings.cache { return retrying }
         return CachingBackend(retrying, cacheRoot: settings.cacheDir ?? CachingBackend.defaultRoot())
     }

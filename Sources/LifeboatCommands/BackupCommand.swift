@@ -60,6 +60,10 @@ struct BackupCommand: AsyncParsableCommand {
                 guard let t = currentTimeOverride(time) else {
                     throw LifeboatError.invalid("invalid --time \"\(time)\": use RFC 3339 (2026-12-01T06:00:00Z) or Unix seconds")
                 }
+                // A snapshot dated ahead would pass `--max-age` health checks until that date.
+                guard t.timeIntervalSince(currentTime()) <= Freshness.futureTolerance else {
+                    throw LifeboatError.invalid("--time \(time) is in the future: a snapshot may be dated now or earlier")
+                }
                 opts.time = t
             }
             opts.scanTotals = out.showsProgressBar || (out.json && !out.quiet)
@@ -166,9 +170,11 @@ struct BackupCommand: AsyncParsableCommand {
 }
 
 func findInPath(_ name: String) -> String? {
+    guard !name.isEmpty else { return nil }
     for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
         let p = "\(dir)/\(name)"
-        if access(p, X_OK) == 0 { return p }
+        var st = stat()
+        if access(p, X_OK) == 0, stat(p, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { return p }
     }
     return nil
 }

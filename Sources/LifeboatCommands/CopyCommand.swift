@@ -87,12 +87,12 @@ func copySnapshots(from src: Repository, to dst: Repository, refs: [String], fil
     }
     let copier = Copier(source: src, destination: dst)
     let start = Date()
-    let ticker = try await copyProgress(copier, chosen, output: out)
+    let ticker = await copyProgress(copier, chosen, output: out)
+    defer { ticker?.stop(out) }
     let report = try await copier.copy(chosen, shouldStop: shouldStop) { from, to in
         out.info("snapshot \(from.short) copied to \(dst.backend.location) as \(to.short)")
         out.emit(["message_type": "snapshot_copied", "source": from.hex, "destination": to.hex])
     }
-    ticker?.stop(out)
     let elapsed = Date().timeIntervalSince(start)
     out.info("\(Units.count(report.copied.count, "snapshot")) copied, \(report.alreadyPresent) already present; \(Units.count(report.blobsSent, "blob")) sent "
              + "(\(formatBytes(report.bytesSent))), \(report.blobsSkipped) already there; \(Units.count(report.packsVerified, "pack")) verified"
@@ -109,14 +109,16 @@ func copySnapshots(from src: Repository, to dst: Repository, refs: [String], fil
 /// The progress bar of a copy (or a replication to one site), on a terminal only: snapshots and bytes, against
 /// totals worked out first (the snapshots the destination lacks, and the stored bytes of the blobs they need
 /// that it does not have: a walk of their trees, as `sites status` does).
-func copyProgress(_ copier: Copier, _ chosen: [(id: ID, snapshot: Snapshot)], output out: Output) async throws -> Ticker? {
+/// Working the totals out cannot fail the copy: without them the bar counts what was sent.
+func copyProgress(_ copier: Copier, _ chosen: [(id: ID, snapshot: Snapshot)], output out: Output) async -> Ticker? {
     guard out.showsProgressBar else { return nil }
-    let missing = Copier.missing(chosen, at: try await copier.destination.listSnapshots())
-    let pending = try await Copier.pendingBytes(missing.map(\.snapshot), source: copier.source, destination: copier.destination)
+    let present = (try? await copier.destination.listSnapshots()) ?? []
+    let missing = Copier.missing(chosen, at: present)
+    let pending = (try? await Copier.pendingBytes(missing.map(\.snapshot), source: copier.source, destination: copier.destination))?.bytes
     let start = Date()
     return Ticker(output: out) {
         let p = copier.progress
         return (ProgressLine(elapsed: Date().timeIntervalSince(start), items: (p.copied.count, missing.count, "snapshots"),
-                             bytes: (p.bytesSent, max(pending.bytes, p.bytesSent))), [:])
+                             bytes: (p.bytesSent, pending.map { max($0, p.bytesSent) })), [:])
     }
 }

@@ -212,7 +212,11 @@ struct PruneCommand: AsyncParsableCommand {
 
     /// What a prune freed now, what it left marked, and when that becomes free (in UTC).
     static func pruneSummary(_ r: PruneReport, dryRun: Bool, grace: Double) -> [String] {
-        func when(_ d: Date) -> String { String(Timestamp.format(d).prefix(16)).replacingOccurrences(of: "T", with: " ") + " UTC" }
+        // Rounded up to the minute: a prune run "after 07:22" is never too early.
+        func when(_ d: Date) -> String {
+            let up = Date(timeIntervalSince1970: (d.timeIntervalSince1970 / 60).rounded(.up) * 60)
+            return String(Timestamp.format(up).prefix(16)).replacingOccurrences(of: "T", with: " ") + " UTC"
+        }
         var lines = ["\(dryRun ? "would free" : "freed") now: \(formatBytes(r.bytesDeleted)) (\(r.packsDeleted) pack\(r.packsDeleted == 1 ? "" : "s") deleted)"
             + (r.packsRepacked > 0 ? "; \(r.packsRepacked) pack\(r.packsRepacked == 1 ? "" : "s") repacked (\(formatBytes(r.bytesRepacked)) copied)" : "")]
         if r.packsUnmarked > 0 { lines.append("unmarked \(r.packsUnmarked) pack\(r.packsUnmarked == 1 ? "" : "s") that snapshots need again") }

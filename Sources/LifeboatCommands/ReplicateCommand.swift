@@ -72,7 +72,7 @@ struct ReplicateCommand: AsyncParsableCommand {
         let out = global.output
         let replicator = Replicator(config: config, access: try global.siteAccess())
         return try await replicator.pass(replicas, force: force, shouldStop: { stopRequested() }, willCopy: { _, copier, snapshots in
-            let ticker = try await copyProgress(copier, snapshots, output: out)
+            let ticker = await copyProgress(copier, snapshots, output: out)
             return ticker.map { t in { t.stop(out) } }
         }) { event in
             switch event {

@@ -163,11 +163,19 @@ func promptPassword(_ prompt: String) throws -> String {
 
 /// Whether a progress bar stands on the terminal's last line: a line printed meanwhile clears it first (the
 /// bar is drawn again on the next tick), so that text never runs on after the bar.
-let progressBarShown = Atomic<Bool>(false)
+/// Drawing the bar and printing a line take the same lock, so that neither lands in the middle of the other.
+/// Its value: whether a bar stands on the last line.
+let progressBar = Mutex<Bool>(false)
 
-func clearProgressBar() {
-    if progressBarShown.exchange(false, ordering: .relaxed) { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+/// Clears the bar (if one is shown), then runs `body` (a print) before any bar is drawn again.
+func withProgressBarCleared(_ body: () -> Void = {}) {
+    progressBar.withLock { shown in
+        if shown { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)); shown = false }
+        body()
+    }
 }
+
+func clearProgressBar() { withProgressBarCleared() }
 
 /// Prints results as text or JSON lines; progress goes to stderr only on a terminal.
 struct Output: Sendable {
@@ -175,11 +183,11 @@ struct Output: Sendable {
     var quiet: Bool
 
     func line(_ s: String) {
-        if !json { clearProgressBar(); print(s) }
+        if !json { withProgressBarCleared { print(s) } }
     }
 
     func info(_ s: String) {
-        if !json && !quiet { clearProgressBar(); print(s) }
+        if !json && !quiet { withProgressBarCleared { print(s) } }
     }
 
     func emit(_ object: [String: Any]) {
@@ -199,11 +207,12 @@ struct Output: Sendable {
     }
 
     func warn(_ s: String) {
-        clearProgressBar()
-        if json {
-            FileHandle.standardError.write(Data((Output.encode(["message_type": "error", "message": s]) + "\n").utf8))
-        } else {
-            FileHandle.standardError.write(Data((s + "\n").utf8))
+        withProgressBarCleared {
+            if json {
+                FileHandle.standardError.write(Data((Output.encode(["message_type": "error", "message": s]) + "\n").utf8))
+            } else {
+                FileHandle.standardError.write(Data((s + "\n").utf8))
+            }
         }
     }
 
@@ -238,11 +247,18 @@ func runCommand(_ global: GlobalOptions, _ body: () async throws -> Int32) async
 }
 
 /// Periodically renders progress on stderr (TTY) or as JSON status lines.
+final class StopFlag: Sendable {
+    let value = Atomic<Bool>(false)
+}
+
 final class Ticker: Sendable {
     let task: Task<Void, Never>
+    /// Set under the bar's lock by `stop`: a tick already under way then draws nothing.
+    let stopped = StopFlag()
     init(output: Output, interval: Double = 0.25, render: @escaping @Sendable () -> (line: ProgressLine, json: [String: Any])) {
         let bar = output.showsProgressBar
         let json = output.json && !output.quiet
+        let stopped = self.stopped
         task = Task {
             var ticks = 0
             while !Task.isCancelled {
@@ -253,8 +269,12 @@ final class Ticker: Sendable {
                 if bar {
                     // Redrawn in place, fitted to the terminal's width as it is now (it may have been resized).
                     let columns = Int(lb_terminal_columns(2))
-                    FileHandle.standardError.write(Data(("\r\u{1B}[K" + r.line.render(width: columns > 0 ? columns : 80)).utf8))
-                    progressBarShown.store(true, ordering: .relaxed)
+                    let text = "\r\u{1B}[K" + r.line.render(width: columns > 0 ? columns : 80)
+                    progressBar.withLock { shown in
+                        guard !stopped.value.load(ordering: .relaxed) else { return }
+                        FileHandle.standardError.write(Data(text.utf8))
+                        shown = true
+                    }
                 } else if json && ticks % 4 == 0 && !r.json.isEmpty {
                     print(Output.encode(r.json))
                 }
@@ -263,7 +283,7 @@ final class Ticker: Sendable {
     }
     func stop(_ output: Output) {
         task.cancel()
-        if output.showsProgressBar { clearProgressBar() }
+        withProgressBarCleared { stopped.value.store(true, ordering: .relaxed) }
     }
 }
 
@@ -286,8 +306,10 @@ func reportAges(_ ages: [GroupAge], maxAge: Double, output: Output) {
     for g in ages {
         output.emit(["message_type": "snapshot_age", "host": g.host, "paths": g.paths, "latest_id": g.latestID.hex,
                      "latest_time": Timestamp.format(g.latestTime), "age_seconds": Int(g.ageSeconds.rounded()),
-                     "max_age_seconds": Int(maxAge.rounded()), "stale": g.stale])
-        if g.stale && !output.json {
+                     "max_age_seconds": Int(maxAge.rounded()), "stale": g.stale, "future": g.future])
+        if g.future && !output.json {
+            output.warn("dated in the future: the newest snapshot of \(g.host) [\(g.paths.joined(separator: ", "))] is \(g.latestID.short), \(Units.span(-g.ageSeconds)) ahead of this host's clock; its age cannot be judged (check the clocks, or back up again)")
+        } else if g.stale && !output.json {
             output.warn("too old: the newest snapshot of \(g.host) [\(g.paths.joined(separator: ", "))] is \(g.latestID.short), \(Units.span(g.ageSeconds)) old (--max-age \(Units.span(maxAge)))")
         }
     }

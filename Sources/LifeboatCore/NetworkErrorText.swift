@@ -15,7 +15,7 @@ public enum NetworkErrorText {
         case ECONNRESET: return "connection reset by \(peer)"
         case EPIPE: return "connection closed by \(peer) while sending"
         case ECONNABORTED: return "connection to \(peer) aborted"
-        case EADDRNOTAVAIL: return "cannot connect to \(peer): no local address or port is free"
+        case EADDRNOTAVAIL: return "cannot connect to \(peer): address not available (no free local port, or no local address to reach it from)"
         case EMFILE, ENFILE: return "cannot connect to \(peer): too many open files in this process (raise LimitNOFILE / ulimit -n)"
         case EACCES, EPERM: return "connection to \(peer) not permitted (a local firewall rule?)"
         default: return "connection to \(peer) failed: \(String(cString: strerror(code)))"

@@ -86,8 +86,11 @@ public enum LifeboatVersion {
 
 /// RFC 3339 timestamps with nanosecond precision in UTC, e.g. `2026-11-30T06:05:22.123456789Z`.
 public enum Timestamp {
+    /// RFC 3339 in UTC with nanoseconds. Times outside the years 0001 to 9999 (or NaN: a hostile or broken
+    /// input's arithmetic) are written as the nearest of those bounds, never trapped on.
     public static func format(_ date: Date) -> String {
-        let t = date.timeIntervalSince1970
+        let raw = date.timeIntervalSince1970
+        let t = raw.isNaN ? 0 : min(max(raw, -62_135_596_800), 253_402_300_799)
         var secs = Int64(t.rounded(.down))
         var nanos = Int64(((t - Double(secs)) * 1e9).rounded())
         if nanos >= 1_000_000_000 { secs += 1; nanos -= 1_000_000_000 }
@@ -108,7 +111,9 @@ public enum Timestamp {
             return v
         }
         guard let y = num(0..<4), let mo = num(5..<7), let d = num(8..<10),
-              let h = num(11..<13), let mi = num(14..<16), let sec = num(17..<19) else { return nil }
+              let h = num(11..<13), let mi = num(14..<16), let sec = num(17..<19),
+              (1...12).contains(mo), (1...31).contains(d), (0...23).contains(h), (0...59).contains(mi), (0...60).contains(sec)
+        else { return nil }
         var i = 19
         var frac = 0.0
         if i < b.count, b[i] == 46 {
@@ -118,7 +123,7 @@ public enum Timestamp {
         }
         var offset: Int64 = 0
         if i < b.count, b[i] == 43 || b[i] == 45 {
-            guard let oh = num((i + 1)..<(i + 3)), let om = num((i + 4)..<(i + 6)) else { return nil }
+            guard let oh = num((i + 1)..<(i + 3)), let om = num((i + 4)..<(i + 6)), oh <= 23, om <= 59 else { return nil }
             offset = (oh * 3600 + om * 60) * (b[i] == 45 ? -1 : 1)
         } else if i >= b.count || b[i] != 90 { return nil }
         let days = daysFromCivil(y, mo, d)

@@ -19,7 +19,7 @@ public enum Units {
     /// A span with its units: `45s`, `11m 53s`, `2h 05m`, `3d 4h`; negative or unknown spans (a clock
     /// that went back, NaN) are `0s` and `unknown`.
     public static func span(_ seconds: Double) -> String {
-        guard seconds.isFinite, seconds < 1e12 else { return "unknown" }
+        guard seconds.isFinite, abs(seconds) < 1e12 else { return "unknown" }
         let t = max(0, Int(seconds.rounded(.down)))
         switch t {
         case ..<60: return "\(t)s"

@@ -10,17 +10,23 @@ public struct GroupAge: Sendable, Codable, Equatable {
     public var latestTime: Date
     /// Seconds between the newest snapshot and `now` (negative when the snapshot is in the future: clock skew).
     public var ageSeconds: Double
-    /// Whether the age passes the limit.
+    /// Whether the age passes the limit, or the snapshot is dated further in the future than clocks drift
+    /// (`future`): its age cannot be judged, and a health check must not pass on it for years.
     public var stale: Bool
+    public var future: Bool
 
     enum CodingKeys: String, CodingKey {
-        case host, paths, latestID = "latest_id", latestTime = "latest_time", ageSeconds = "age_seconds", stale
+        case host, paths, latestID = "latest_id", latestTime = "latest_time", ageSeconds = "age_seconds", stale, future
     }
 }
 
 public enum Freshness {
     /// One entry per host+paths group (sorted by host, then paths), with its newest snapshot and whether that
-    /// one is older than `maxAge` seconds at `now`. Pure: the clock is passed in.
+    /// one is older than `maxAge` seconds at `now` (or dated more than `futureTolerance` ahead of it). Pure: the
+    /// clock is passed in.
+    /// How far in the future a snapshot may be dated (a host whose clock runs ahead) before it counts as stale.
+    public static let futureTolerance: Double = 300
+
     public static func groups(_ snaps: [(id: ID, snapshot: Snapshot)], maxAge: Double, now: Date) -> [GroupAge] {
         var newest: [GroupBy.Key: (id: ID, snapshot: Snapshot)] = [:]
         for s in snaps {
@@ -31,8 +37,9 @@ public enum Freshness {
         return newest.sorted { ($0.key.host, $0.key.paths.joined(separator: "\0")) < ($1.key.host, $1.key.paths.joined(separator: "\0")) }
             .map { key, s in
                 let age = now.timeIntervalSince(s.snapshot.date)
+                let future = age < -futureTolerance
                 return GroupAge(host: key.host, paths: key.paths, latestID: s.id, latestTime: s.snapshot.date,
-                                ageSeconds: age, stale: age > maxAge)
+                                ageSeconds: age, stale: age > maxAge || future, future: future)
             }
     }
 }

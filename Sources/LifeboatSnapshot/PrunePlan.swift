@@ -56,6 +56,7 @@ public struct PrunePlan: Sendable, Equatable {
     /// run's, it was when that run wrote its index, some time after `m`: allow a margin. (A live lock created
     /// before this time holds the pack longer, until its operation ends.)
     public static func sweepTime(markedAt m: Int64, visible: Date?, grace: TimeInterval) -> Double {
+        // Doubles: a mark near Int64.max (a broken writer's) cannot overflow; a time past year 9999 stays one.
         max(Double(m) + grace, visible?.timeIntervalSince1970 ?? (Double(m) + markVisibilityMargin))
     }
 

@@ -162,6 +162,8 @@ import Testing
         #expect(Units.span(.nan) == "unknown")
         #expect(Units.span(.infinity) == "unknown")
         #expect(Units.span(1e300) == "unknown")
+        #expect(Units.span(-1e19) == "unknown")
+        #expect(Units.span(-.infinity) == "unknown")
     }
 
     @Test func bytesInBinaryUnits() {
@@ -242,5 +244,24 @@ import Testing
         #expect(odd.fraction == 1)
         #expect(ProgressLine(elapsed: .infinity, items: (-5, 10, "x")).render(width: 80).contains("0.0%"))
         #expect(ProgressLine(elapsed: 0, bytes: (0, 0)).fraction == nil)
+    }
+}
+
+@Suite struct TimestampRangeTests {
+    @Test func fieldsOutOfRangeAreNotTimes() {
+        #expect(Timestamp.parse("2026-19-45T99:00:00Z") == nil)
+        #expect(Timestamp.parse("2026-12-01T24:00:00Z") == nil)
+        #expect(Timestamp.parse("2026-12-01T06:60:00Z") == nil)
+        #expect(Timestamp.parse("2026-12-01T06:00:00+24:00") == nil)
+        #expect(Timestamp.parse("2026-00-01T06:00:00Z") == nil)
+        #expect(Timestamp.parse("2026-12-01T06:00:60Z") != nil)  // a leap second
+        #expect(Timestamp.parse("2026-12-01T06:00:00.5+01:30") != nil)
+    }
+
+    @Test func formatNeverTraps() {
+        #expect(Timestamp.format(Date(timeIntervalSince1970: .nan)) == "1970-01-01T00:00:00.000000000Z")
+        #expect(Timestamp.format(Date(timeIntervalSince1970: 1e300)).hasPrefix("9999-12-31T23:59:59"))
+        #expect(Timestamp.format(Date(timeIntervalSince1970: -1e300)).hasPrefix("0001-01-01T00:00:00"))
+        #expect(Timestamp.format(Date(timeIntervalSince1970: Double(Int64.max))).hasPrefix("9999-"))
     }
 }

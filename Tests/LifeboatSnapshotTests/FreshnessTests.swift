@@ -37,6 +37,15 @@ import LifeboatCore
         #expect(ahead.ageSeconds < 0 && !ahead.stale)
     }
 
+    @Test func datedFarAheadIsStale_nearAheadIsClockSkew() {
+        // A host whose clock runs 5 minutes ahead is fine; a snapshot dated a day ahead would otherwise pass every
+        // --max-age check until that day.
+        let near = Freshness.groups([snap(1, host: "a", paths: ["/"], ago: -Freshness.futureTolerance)], maxAge: 60, now: now)[0]
+        #expect(!near.future && !near.stale)
+        let far = Freshness.groups([snap(1, host: "a", paths: ["/"], ago: -86_400)], maxAge: 1e9, now: now)[0]
+        #expect(far.future && far.stale)
+    }
+
     @Test func noSnapshotsNoGroups() {
         #expect(Freshness.groups([], maxAge: 60, now: now).isEmpty)
     }

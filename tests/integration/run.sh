@@ -389,6 +389,29 @@ print("    message types:", ", ".join("%s %d" % kv for kv in sorted(seen.items()
 PY
 }
 
+# Issue 12: a reader of `backup --json | …` gets the first status line while the backup still runs. The data comes
+# from a command that waits, after its first 8 MiB, until the reader has seen a status line: were standard output
+# held until exit, it would wait forever (bounded here by a timeout) and the test fails.
+t_json_streams_through_a_pipe() {
+  local R=$WORK/r-pipe
+  lb -r "$R" init >/dev/null
+  mkfifo "$WORK/gate"
+  timeout 60 "$BIN" -r "$R" backup --json --stdin-from-command --stdin-filename stream.bin -- \
+      sh -c "head -c 8388608 /dev/urandom; read line < '$WORK/gate'; head -c 1048576 /dev/urandom" \
+    | timeout 60 python3 -c '
+import json, sys
+gate, first = sys.argv[1], None
+for n, line in enumerate(sys.stdin):
+    o = json.loads(line)
+    if first is None and o["message_type"] == "status":
+        first = o
+        with open(gate, "w") as g: g.write("go\n")   # lets the data source finish
+last = o
+assert first is not None and first["bytes_done"] < 9437184, first
+assert last["message_type"] == "summary" and last["total_bytes_processed"] == 9437184, last
+' "$WORK/gate" || fail "the status line reached the pipe while the backup ran"
+}
+
 # Issue 12: health checks on the age of the newest snapshots (exit 22), per host and paths.
 t_max_age() {
   local R=$WORK/r-age A=$WORK/age-a B=$WORK/age-b
@@ -403,7 +426,7 @@ t_max_age() {
   # Two hours later (LIFEBOAT_NOW), one group is backed up again (the time set with --time, as restic's):
   # only the other is too old, and named.
   local later; later=$(( $(date +%s) + 7200 ))
-  echo a2 > "$A/f"; lb -r "$R" backup "$A" -q --time "$later"
+  echo a2 > "$A/f"; LIFEBOAT_NOW=$later lb -r "$R" backup "$A" -q --time "$later"
   expect_code 1 lb -r "$R" backup "$A" --time yesterday
   grep -q -- "invalid --time" "$WORK/err" || fail "a bad --time is named"
   LIFEBOAT_NOW=$later expect_code 22 lb -r "$R" check --max-age 1h
@@ -413,6 +436,10 @@ t_max_age() {
   grep -q "2 snapshots" "$WORK/out" || fail "the listing is still printed"
   LIFEBOAT_NOW=$later expect_code 0 lb -r "$R" snapshots --max-age 1h --path "$A"
   LIFEBOAT_NOW=$later expect_code 0 lb -r "$R" check --max-age 3h
+  # Back at the real time, A's newest snapshot is dated two hours ahead: its age cannot be judged (exit 22).
+  expect_code 22 lb -r "$R" check --max-age 3h
+  grep -q "dated in the future: the newest snapshot of .* \[$A\] is [0-9a-f]\{8\}, 1h 5[0-9]m ahead\|dated in the future: the newest snapshot of .* \[$A\] is [0-9a-f]\{8\}, 2h 00m ahead" "$WORK/err" \
+    || { cat "$WORK/err"; fail "a snapshot dated ahead is named"; }
   LIFEBOAT_NOW=$later lb -r "$R" --json snapshots --max-age 1h > "$WORK/age.json" || true
   python3 - "$WORK/age.json" "$B" <<'PY' || fail "snapshot_age objects tell each group's age"
 import json, sys
@@ -446,6 +473,13 @@ t_cli_words() {
   grep -q "cannot read the password file $WORK/none (from --password-file): it does not exist" "$WORK/err" || { cat "$WORK/err"; fail "a missing password file"; }
   expect_code 1 lb -r "$R" --password-file "$WORK" snapshots
   grep -q "it is a directory" "$WORK/err" || fail "a directory as password file"
+  # A device is refused, not read to its end (/dev/zero never ends); a pipe works.
+  expect_code 1 lb -r "$R" --password-file /dev/zero snapshots
+  grep -q "it is not a regular file" "$WORK/err" || { cat "$WORK/err"; fail "a device as password file"; }
+  expect_code 0 lb -r "$R" --password-file <(cat "$LIFEBOAT_PASSWORD_FILE") snapshots
+  # A snapshot may not be dated ahead (it would pass --max-age checks until then).
+  expect_code 1 lb -r "$R" backup "$S" --time "$(( $(date +%s) + 86400 ))"
+  grep -q "is in the future" "$WORK/err" || { cat "$WORK/err"; fail "--time ahead is refused"; }
   # A refused connection reads as one, named by address and port, once (no nested library wording).
   local port; port=$(free_port)
   LIFEBOAT_RETRY=1,0.01,0.01 expect_code 1 lb -r "rest:http://127.0.0.1:$port/repo" snapshots
@@ -504,7 +538,7 @@ PY
 
 for t in ${CORE_TESTS:-t_init_and_errors t_roundtrip_every_kind t_incremental_and_parent t_backup_root t_excludes t_one_file_system t_stdin_and_dump \
          t_restore_options t_forget_prune t_repack t_keys_and_locks t_sigkill_during_backup t_concurrent_backups_and_prune \
-         t_prune_stress t_corruption t_unreadable_files t_json_lines_everywhere t_max_age t_cli_words}; do
+         t_prune_stress t_corruption t_unreadable_files t_json_lines_everywhere t_json_streams_through_a_pipe t_max_age t_cli_words}; do
   run_test "$t"
 done
 echo "integration: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
