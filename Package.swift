@@ -94,7 +94,12 @@ let package = Package(
         // YAML configuration reading with file:line:column errors (sites file, proxy configuration).
         .target(name: "LifeboatConfig", dependencies: ["LifeboatCore", .product(name: "Yams", package: "Yams")], swiftSettings: swift6),
         // Sites (sites.yaml), replication state and lag: what replicate and sites status share.
-        .target(name: "LifeboatSites", dependencies: ["LifeboatCore", "LifeboatConfig"], swiftSettings: swift6),
+        .target(name: "LifeboatSites", dependencies: ["LifeboatCore", "LifeboatConfig", .product(name: "Yams", package: "Yams")], swiftSettings: swift6),
+        // The plan file (lifeboat.yaml): sources, schedules (cron), retention, objectives, checks, alerts; its
+        // validation against the world, and the preview of what the agent will do.
+        .target(name: "LifeboatPlan", dependencies: [
+            "LifeboatCore", "LifeboatConfig", "LifeboatSites", "LifeboatFailover", .product(name: "Yams", package: "Yams"),
+        ], swiftSettings: swift6),
         // Failover: health state machine and pool selection (pure), proxy config.
         .target(name: "LifeboatFailover", dependencies: ["LifeboatConfig", .product(name: "Yams", package: "Yams")], swiftSettings: swift6),
         // `lifeboat proxy`: the TCP proxy on SwiftNIO, health checks, hooks.
@@ -116,7 +121,7 @@ let package = Package(
         ], swiftSettings: swift6),
         // The command-line interface as a library.
         .target(name: "LifeboatCommands", dependencies: [
-            "LifeboatSnapshot", "CLifeboatSys", "LifeboatBackends", "LifeboatReplication", "LifeboatS3", "LifeboatServer", "LifeboatSites", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatHTTP",
+            "LifeboatSnapshot", "CLifeboatSys", "LifeboatBackends", "LifeboatReplication", "LifeboatPlan", "LifeboatS3", "LifeboatServer", "LifeboatSites", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatHTTP",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swift6),
@@ -140,6 +145,7 @@ let package = Package(
         ], swiftSettings: swift6),
         .testTarget(name: "LifeboatFailoverTests", dependencies: ["LifeboatFailover"], swiftSettings: swift6),
         .testTarget(name: "LifeboatProxyTests", dependencies: ["LifeboatProxy", "LifeboatFailover"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatPlanTests", dependencies: ["LifeboatPlan", "LifeboatCore"], swiftSettings: swift6),
         .testTarget(name: "LifeboatReplicationTests", dependencies: [
             "LifeboatReplication", "LifeboatBackends", "LifeboatSites", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage",
             "LifeboatCrypto", "LifeboatCore",

@@ -178,6 +178,16 @@ enum Examples {
         ("Log events as JSON lines", "lifeboat proxy --config /etc/lifeboat/proxy.yml --json"),
     ])
 
+    static let configValidate = render([
+        ("Check the plan file before the agent reads it", "lifeboat config validate"),
+        ("Another file, findings as JSON lines", "lifeboat config validate --config ./lifeboat.yaml --json"),
+    ])
+
+    static let plan = render([
+        ("What the agent will do, and whether each schedule meets its RPO", "lifeboat plan"),
+        ("The same for another file, as JSON lines", "lifeboat plan --config ./lifeboat.yaml --json"),
+    ])
+
     static let completion = render([
         ("Bash, for every user", "lifeboat completion bash > /etc/bash_completion.d/lifeboat"),
         ("Zsh, into a folder of $fpath (fpath+=~/.zfunc in ~/.zshrc)", "lifeboat completion zsh > ~/.zfunc/_lifeboat"),

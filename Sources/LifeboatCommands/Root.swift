@@ -76,7 +76,8 @@ public struct LifeboatCommand: AsyncParsableCommand {
             InitCommand.self, BackupCommand.self, SnapshotsCommand.self, LsCommand.self, DiffCommand.self,
             RestoreCommand.self, DumpCommand.self, FindCommand.self, StatsCommand.self, CheckCommand.self,
             ForgetCommand.self, PruneCommand.self, RepairCommand.self, UnlockCommand.self, KeyCommand.self, CopyCommand.self,
-            ReplicateCommand.self, SitesCommand.self, ServeCommand.self, ProxyCommand.self, CompletionCommand.self, VersionCommand.self,
+            ReplicateCommand.self, SitesCommand.self, ServeCommand.self, ProxyCommand.self, ConfigCommand.self, PlanCommand.self,
+            CompletionCommand.self, VersionCommand.self,
         ]
     )
     public init() {}

@@ -132,7 +132,7 @@ public enum Timestamp {
     }
 
     // Howard Hinnant's civil-from-days algorithms.
-    static func civil(_ secs: Int64) -> (Int64, Int64, Int64, Int64, Int64, Int64) {
+    public static func civil(_ secs: Int64) -> (Int64, Int64, Int64, Int64, Int64, Int64) {
         var days = secs / 86400
         var rem = secs % 86400
         if rem < 0 { rem += 86400; days -= 1 }
@@ -148,7 +148,7 @@ public enum Timestamp {
         return (y, m, d, rem / 3600, (rem % 3600) / 60, rem % 60)
     }
 
-    static func daysFromCivil(_ y0: Int64, _ m: Int64, _ d: Int64) -> Int64 {
+    public static func daysFromCivil(_ y0: Int64, _ m: Int64, _ d: Int64) -> Int64 {
         let y = m <= 2 ? y0 - 1 : y0
         let era = (y >= 0 ? y : y - 399) / 400
         let yoe = y - era * 400

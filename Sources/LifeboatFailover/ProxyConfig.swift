@@ -94,6 +94,11 @@ public struct ProxyConfig: Sendable, Equatable {
         let y = YAMLReader(path: path)
         let (top, root) = try y.document(text, describedAs: "`pools:`")
         try y.keys(top, ["admin", "drain_timeout", "pools"])
+        return try parse(top, root: root, reader: y)
+    }
+
+    /// The proxy's keys of a mapping: the proxy file's top, or the plan file's `proxy:` section.
+    public static func parse(_ top: Yams.Node.Mapping, root: Yams.Node?, reader y: YAMLReader) throws -> ProxyConfig {
         var config = ProxyConfig(adminListen: nil, adminTokenFile: nil, pools: [])
         var listeners: [Endpoint: String] = [:]
         func claim(_ e: Endpoint, _ who: String, _ node: Yams.Node?) throws {
@@ -191,7 +196,7 @@ public enum DurationLimits {
 }
 
 extension YAMLReader {
-    func endpoint(_ m: Yams.Node.Mapping, _ k: String, owner: Yams.Node?) throws -> Endpoint {
+    public func endpoint(_ m: Yams.Node.Mapping, _ k: String, owner: Yams.Node?) throws -> Endpoint {
         let s = try string(m, k, required: true, owner: owner)!
         guard let e = Endpoint.parse(s) else { throw error(m[k], "`\(k)`: \"\(s)\" is not HOST:PORT (IPv6 as [ADDR]:PORT, port 1–65535)") }
         return e

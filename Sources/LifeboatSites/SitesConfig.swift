@@ -1,6 +1,7 @@
 import Foundation
 import LifeboatCore
 import LifeboatConfig
+import Yams
 
 /// One place a repository lives.
 public struct Site: Sendable, Equatable {
@@ -52,6 +53,13 @@ public struct SitesConfig: Sendable {
         let y = YAMLReader(path: path)
         let (top, root) = try y.document(text, describedAs: "`sites:`")
         try y.keys(top, ["sites", "replication"])
+        return try parse(top, root: root, reader: y)
+    }
+
+    /// The `sites:` and `replication:` sections of a mapping (the sites file's, or the plan file's: its other
+    /// keys are the caller's to check; `replicationKeys` are further keys its `replication:` may hold).
+    public static func parse(_ top: Yams.Node.Mapping, root: Yams.Node?, reader y: YAMLReader, replicationKeys: [String] = []) throws -> SitesConfig {
+        let path = y.path
         guard let list = top["sites"]?.sequence else { throw y.error(top["sites"] ?? root, "`sites:` must be a list") }
         var sites: [Site] = []
         for item in list {
@@ -76,7 +84,7 @@ public struct SitesConfig: Sendable {
         var config = SitesConfig(sites: sites, stateFile: stateDefault, path: path)
         if let r = top["replication"] {
             let rm = try y.mapping(r, "`replication:`")
-            try y.keys(rm, ["interval", "max_backoff", "state_file"])
+            try y.keys(rm, ["interval", "max_backoff", "state_file"] + replicationKeys)
             config.interval = try y.duration(rm, "interval") ?? config.interval
             config.maxBackoff = try y.duration(rm, "max_backoff") ?? config.maxBackoff
             config.stateFile = try y.string(rm, "state_file") ?? config.stateFile

@@ -36,6 +36,7 @@ ME=$ROOT/home/me
 mkdir -p "$WORK/bin"; ln -s "$BIN" "$WORK/bin/lifeboat"
 export LIFEBOAT_REPOSITORY=$ROOT/srv/lifeboat LIFEBOAT_PASSWORD_FILE=$ROOT/etc/lifeboat/password
 export LIFEBOAT_SITES=$ROOT/etc/lifeboat/sites.yaml LIFEBOAT_NEW_PASSWORD=typed-at-the-prompt
+export LIFEBOAT_CONFIG=$ROOT/etc/lifeboat/lifeboat.yaml
 export LIFEBOAT_CACHE_DIR=$WORK/cache
 
 # ---- The examples: $WORK/examples.tsv, one per line: command path ("key list"), description, command line.
@@ -192,6 +193,21 @@ sites:
   - {name: usb, repository: $ROOT/mnt/usb/repo, password_file: $ROOT/etc/lifeboat/usb.pw, role: replica}
 replication: {interval: 60s, max_backoff: 15m, state_file: $ROOT/var/lib/lifeboat/replication.json}
 YAML
+  # The plan file, at LIFEBOAT_CONFIG and as ./lifeboat.yaml in the home folder (the examples' working folder).
+  cat > "$LIFEBOAT_CONFIG" <<YAML
+sites:
+  - {name: home, repository: $LIFEBOAT_REPOSITORY, password_file: $ROOT/etc/lifeboat/password, role: primary}
+  - {name: usb, repository: $ROOT/mnt/usb/repo, password_file: $ROOT/etc/lifeboat/usb.pw, role: replica}
+sources:
+  - name: documents
+    paths: [$ME/Documents]
+    schedule: "*/15 * * * *"
+    retention: {keep_hourly: 24, keep_daily: 7}
+    objectives: {rpo: 30m, rto: 15m}
+checks: {schedule: "0 3 * * *", read_data_subset: 5%, full_coverage_within: 30d}
+prune: {schedule: "30 4 * * 0"}
+YAML
+  cp "$LIFEBOAT_CONFIG" "$ME/lifeboat.yaml"
   # A proxy pool on a free port; nothing listens at its backends (the proxy runs all the same, and says so).
   cat > "$ROOT/etc/lifeboat/proxy.yml" <<YAML
 drain_timeout: 5s

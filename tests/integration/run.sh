@@ -412,6 +412,64 @@ assert last["message_type"] == "summary" and last["total_bytes_processed"] == 94
 ' "$WORK/gate" || fail "the status line reached the pipe while the backup ran"
 }
 
+# Issue 13 (first part): the plan file, `config validate` and `plan`.
+t_plan_file() {
+  local P=$WORK/plan
+  mkdir -p "$P"; echo pw > "$P/local.pw"; echo pw > "$P/usb.pw"
+  cat > "$P/lifeboat.yaml" <<YAML
+timezone: UTC
+sites:
+  - {name: local, repository: $P/repo, password_file: $P/local.pw, role: primary}
+  - {name: usb, repository: $P/usb, password_file: $P/usb.pw, role: replica}
+sources:
+  - name: web
+    paths: [$P/www]
+    schedule: "*/15 * * * *"
+    objectives: {rpo: 30m, rto: 15m}
+  - name: weekdays
+    paths: [$P/docs]
+    schedule: "0 9 * * mon-fri"
+    objectives: {rpo: 1d}
+checks: {schedule: "0 3 * * *", read_data_subset: 5%}
+prune: {schedule: "@weekly"}
+YAML
+  # The weekday job waits from Friday to Monday: three days, more than its RPO of one day.
+  expect_code 1 lb config validate --config "$P/lifeboat.yaml"
+  grep -q "lifeboat.yaml:[0-9]*:[0-9]*: error: source weekdays: rpo 1d 0h is shorter than the longest wait between runs of \"0 9 \* \* mon-fri\" (3d 0h)" "$WORK/err" \
+    || { cat "$WORK/err"; fail "the RPO the schedule cannot meet is an error with its place"; }
+  grep -q "configuration has 1 error" "$WORK/out" || fail "the summary counts the error"
+  LIFEBOAT_NOW=2026-12-04T10:07:00Z LIFEBOAT_CONFIG=$P/lifeboat.yaml expect_code 1 lb plan
+  grep -q "next:       2026-12-07 09:00:00 UTC, 2026-12-08 09:00:00 UTC, 2026-12-09 09:00:00 UTC" "$WORK/out" || { cat "$WORK/out"; fail "plan shows the next runs"; }
+  grep -q "NOT met: the longest wait between runs is 3d 0h" "$WORK/out" || fail "plan says the RPO is not met"
+  sed -i 's/rpo: 1d}/rpo: 3d}/' "$P/lifeboat.yaml"
+  expect_code 0 lb config validate --config "$P/lifeboat.yaml"
+  grep -q "configuration ok: 2 sources, 2 sites, 0 alert targets" "$WORK/out" || fail "a good plan is ok"
+  LIFEBOAT_NOW=2026-12-01T10:07:00Z expect_code 0 lb plan --config "$P/lifeboat.yaml" --json
+  python3 - "$WORK/out" <<'PY' || fail "plan --json: one job per line with its next runs"
+import json, sys
+jobs = [json.loads(l) for l in open(sys.argv[1])]
+assert [j["name"] for j in jobs] == ["web", "weekdays", "check (read 5%)", "prune"], jobs
+web = jobs[0]
+assert web["message_type"] == "job" and web["next"][0].startswith("2026-12-01T10:15:00") and web["meets_rpo"] is True, web
+assert web["sites"] == ["local", "usb"] and web["rpo_seconds"] == 1800 and web["longest_gap_seconds"] == 900, web
+PY
+  # Neighbours: a missing password file, a bad cron field, an unknown key, no file at all.
+  rm "$P/usb.pw"
+  expect_code 1 lb config validate --config "$P/lifeboat.yaml"
+  grep -q "error: site usb: password_file $P/usb.pw: it does not exist" "$WORK/err" || { cat "$WORK/err"; fail "a missing password file"; }
+  grep -q "^pw" "$WORK/err" "$WORK/out" && fail "no secret in the output"
+  echo pw > "$P/usb.pw"
+  sed -i 's|"\*/15 \* \* \* \*"|"*/15 25 * * *"|' "$P/lifeboat.yaml"
+  expect_code 1 lb config validate --config "$P/lifeboat.yaml"
+  grep -q "lifeboat.yaml:8:15: \`schedule\`: hour 25 is out of range 0-23" "$WORK/err" || { cat "$WORK/err"; fail "a bad cron field with its place"; }
+  printf 'colour: blue\n' >> "$P/lifeboat.yaml"
+  sed -i 's|"\*/15 25 \* \* \*"|"*/15 * * * *"|' "$P/lifeboat.yaml"
+  expect_code 1 lb config validate --config "$P/lifeboat.yaml" --json
+  grep -q '"message_type":"diagnostic"' "$WORK/out" && grep -q 'unknown key \\"colour\\"' "$WORK/out" || { cat "$WORK/out"; fail "an unknown key, as JSON"; }
+  expect_code 1 lb config validate --config "$P/none.yaml"
+  grep -q "none.yaml: cannot read the plan file" "$WORK/err" || fail "no file"
+}
+
 # Issue 12: health checks on the age of the newest snapshots (exit 22), per host and paths.
 t_max_age() {
   local R=$WORK/r-age A=$WORK/age-a B=$WORK/age-b
@@ -538,7 +596,7 @@ PY
 
 for t in ${CORE_TESTS:-t_init_and_errors t_roundtrip_every_kind t_incremental_and_parent t_backup_root t_excludes t_one_file_system t_stdin_and_dump \
          t_restore_options t_forget_prune t_repack t_keys_and_locks t_sigkill_during_backup t_concurrent_backups_and_prune \
-         t_prune_stress t_corruption t_unreadable_files t_json_lines_everywhere t_json_streams_through_a_pipe t_max_age t_cli_words}; do
+         t_prune_stress t_corruption t_unreadable_files t_json_lines_everywhere t_json_streams_through_a_pipe t_max_age t_cli_words t_plan_file}; do
   run_test "$t"
 done
 echo "integration: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"

@@ -1,0 +1,355 @@
+import Foundation
+import LifeboatConfig
+import LifeboatCore
+import LifeboatFailover
+import LifeboatSites
+import Yams
+
+/// Where something was written in the plan file (`file:line:column`), for messages about it.
+public struct Location: Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var column: Int
+    public var description: String { line > 0 ? "\(file):\(line):\(column)" : file }
+    init(_ file: String, _ node: Yams.Node?) {
+        self.file = file
+        line = node?.mark?.line ?? 0
+        column = node?.mark?.column ?? 0
+    }
+}
+
+/// What a source backs up.
+public enum SourceKind: Sendable, Equatable {
+    case files(paths: [String], exclude: [String])
+    /// `pg_dump --format=custom` of the database the DSN file names (the DSN never reaches argv or logs).
+    case postgres(dsnFile: String)
+    /// SQLite's online copy (`VACUUM INTO`) of a database file.
+    case sqlite(path: String)
+    /// `mariadb-dump --single-transaction` with a client defaults file (user, password, socket).
+    case mariadb(defaultsFile: String, databases: [String])
+    /// Any command whose standard output is the backup.
+    case command([String])
+
+    public var name: String {
+        switch self {
+        case .files: "files"
+        case .postgres: "postgres"
+        case .sqlite: "sqlite"
+        case .mariadb: "mariadb"
+        case .command: "command"
+        }
+    }
+}
+
+/// A service's recovery objectives: how much data it may lose (RPO) and how long a restore may take (RTO).
+public struct Objectives: Sendable, Equatable {
+    public var rpo: Double?
+    public var rto: Double?
+}
+
+public struct Hooks: Sendable, Equatable {
+    public var before: [String] = []
+    public var after: [String] = []
+    public var timeout: Double = 300
+}
+
+/// One protected source of the plan.
+public struct Source: Sendable {
+    public var name: String
+    public var kind: SourceKind
+    public var schedule: Schedule
+    public var scheduleText: String
+    public var retention: RetentionPolicy?
+    public var objectives: Objectives?
+    public var hooks: Hooks?
+    /// The sites it writes to (the primary; replicas get it by replication). Empty: every site.
+    public var sites: [String]
+    public var location: Location
+    public var scheduleLocation: Location
+    public var rpoLocation: Location?
+}
+
+/// A job on a schedule of its own (checks, prune).
+public struct PeriodicJob: Sendable {
+    public var schedule: Schedule
+    public var scheduleText: String
+    public var location: Location
+}
+
+public struct ChecksJob: Sendable {
+    public var job: PeriodicJob
+    /// What each run reads: "5%" or "1/7" (nil: metadata only).
+    public var readDataSubset: String?
+    /// Every pack read at least once within this span.
+    public var fullCoverageWithin: Double?
+}
+
+public struct Limits: Sendable, Equatable {
+    public enum IOClass: String, Sendable { case idle, bestEffort = "best-effort", realtime }
+    public var jobs = 2
+    public var nice = 10
+    public var ionice: IOClass = .idle
+}
+
+/// Where alerts go, and which events they take (empty: every event).
+public struct AlertTarget: Sendable, Equatable {
+    public enum Kind: String, Sendable { case webhook, healthchecks, command }
+    public var kind: Kind
+    public var url: String?
+    public var command: [String]?
+    public var on: [AlertEvent]
+}
+
+/// Every event Lifeboat alerts on (later features add theirs).
+public enum AlertEvent: String, Sendable, CaseIterable {
+    case failure, warning, rpoBreach = "rpo_breach", lag, checkError = "check_error", `switch`, agentRestart = "agent_restart"
+}
+
+public struct AgentSettings: Sendable, Equatable {
+    public var listen = "127.0.0.1:9900"
+    public var tokenFile: String?
+    public var users: String?
+    public var tlsCert: String?
+    public var tlsKey: String?
+    public var state = "/var/lib/lifeboat/agent.db"
+}
+
+/// The whole disaster-recovery plan (`lifeboat.yaml`): sites, sources with schedules, retention and objectives,
+/// checks, prune, replication, the proxy, limits, alerts and the agent. Parsing checks the file's form (unknown
+/// keys, types, ranges, cron expressions, names) with line and column; `PlanCheck` checks it against the world.
+public struct Plan: Sendable {
+    public var path: String
+    public var sites: SitesConfig
+    public var maxLag: Double?
+    public var sources: [Source]
+    public var checks: ChecksJob?
+    public var prune: PeriodicJob?
+    public var proxy: ProxyConfig?
+    public var limits = Limits()
+    public var alerts: [AlertTarget] = []
+    public var agent = AgentSettings()
+
+    public static let defaultPath = "/etc/lifeboat/lifeboat.yaml"
+    static func nameCharacters(_ c: Character) -> Bool { c.isLetter || c.isNumber || c == "-" || c == "_" || c == "." }
+
+    public static func load(_ path: String) throws -> Plan {
+        var st = stat()
+        if stat(path, &st) == 0, st.st_size > 16 << 20 {
+            throw ConfigError(path, nil, "the file is \(st.st_size) bytes: a plan file is text of at most 16 MiB")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError(path, nil, "cannot read the plan file") }
+        return try parse(String(decoding: data, as: UTF8.self), path: path)
+    }
+
+    public static func parse(_ text: String, path: String, timeZone: TimeZone = .current) throws -> Plan {
+        let y = YAMLReader(path: path)
+        let (top, root) = try y.document(text, describedAs: "`sites:` and `sources:`")
+        try y.keys(top, ["sites", "sources", "checks", "prune", "replication", "proxy", "limits", "alerts", "agent", "timezone"])
+        let sites = try SitesConfig.parse(top, root: root, reader: y, replicationKeys: ["max_lag"])
+        var plan = Plan(path: path, sites: sites, sources: [])
+        var zone = timeZone
+        if let z = try y.string(top, "timezone") {
+            guard let tz = TimeZone(identifier: z) else { throw y.error(top["timezone"], "unknown time zone \"\(z)\" (use a name such as Europe/Berlin or UTC)") }
+            zone = tz
+        }
+        if let r = top["replication"]?.mapping { plan.maxLag = try y.duration(r, "max_lag") }
+
+        guard let list = top["sources"]?.sequence, !list.isEmpty else {
+            throw y.error(top["sources"] ?? root, "`sources:` must be a non-empty list of what to back up")
+        }
+        for node in list { plan.sources.append(try source(node, y, plan, zone)) }
+
+        if let c = top["checks"] {
+            let m = try y.mapping(c, "`checks:`")
+            try y.keys(m, ["schedule", "read_data_subset", "full_coverage_within", "timezone"])
+            var subset: String?
+            if let s = try y.string(m, "read_data_subset") {
+                guard (try? ReadDataSubsetText.validate(s)) != nil else {
+                    throw y.error(m["read_data_subset"], "`read_data_subset`: \"\(s)\" is not N% (0-100) or N/T")
+                }
+                subset = s
+            }
+            plan.checks = ChecksJob(job: try job(m, c, y, zone), readDataSubset: subset,
+                                    fullCoverageWithin: try y.duration(m, "full_coverage_within", 3600...(3660 * 86400)))
+        }
+        if let p = top["prune"] {
+            let m = try y.mapping(p, "`prune:`")
+            try y.keys(m, ["schedule", "timezone"])
+            plan.prune = try job(m, p, y, zone)
+        }
+        if let p = top["proxy"] { plan.proxy = try ProxyConfig.parse(try y.mapping(p, "`proxy:`"), root: p, reader: y) }
+        if let l = top["limits"] {
+            let m = try y.mapping(l, "`limits:`")
+            try y.keys(m, ["jobs", "nice", "ionice"])
+            plan.limits.jobs = try y.int(m, "jobs", 1...64) ?? plan.limits.jobs
+            plan.limits.nice = try y.int(m, "nice", -20...19) ?? plan.limits.nice
+            if let s = try y.string(m, "ionice") {
+                guard let c = Limits.IOClass(rawValue: s) else { throw y.error(m["ionice"], "`ionice`: use idle, best-effort or realtime") }
+                plan.limits.ionice = c
+            }
+        }
+        if let a = top["alerts"] {
+            guard let seq = a.sequence else { throw y.error(a, "`alerts:` must be a list") }
+            for node in seq { plan.alerts.append(try alert(node, y)) }
+        }
+        if let a = top["agent"] {
+            let m = try y.mapping(a, "`agent:`")
+            try y.keys(m, ["listen", "token_file", "users", "tls", "state"])
+            if m["listen"] != nil { plan.agent.listen = try y.endpoint(m, "listen", owner: a).description }
+            plan.agent.tokenFile = try y.string(m, "token_file")
+            plan.agent.users = try y.string(m, "users")
+            plan.agent.state = try y.string(m, "state") ?? plan.agent.state
+            if let t = m["tls"] {
+                let tm = try y.mapping(t, "`tls:`")
+                try y.keys(tm, ["cert", "key"])
+                plan.agent.tlsCert = try y.string(tm, "cert", required: true, owner: t)
+                plan.agent.tlsKey = try y.string(tm, "key", required: true, owner: t)
+            }
+        }
+        return plan
+    }
+
+    static func zone(_ m: Yams.Node.Mapping, _ y: YAMLReader, _ fallback: TimeZone) throws -> TimeZone {
+        guard let z = try y.string(m, "timezone") else { return fallback }
+        guard let tz = TimeZone(identifier: z) else { throw y.error(m["timezone"], "unknown time zone \"\(z)\" (use a name such as Europe/Berlin or UTC)") }
+        return tz
+    }
+
+    static func schedule(_ m: Yams.Node.Mapping, _ owner: Yams.Node, _ y: YAMLReader, _ zone: TimeZone) throws -> (Schedule, String) {
+        let text = try y.string(m, "schedule", required: true, owner: owner)!
+        do {
+            let s = try Schedule(parsing: text, timeZone: try Plan.zone(m, y, zone))
+            return (s, text)
+        } catch let e as ScheduleError {
+            throw y.error(m["schedule"], "`schedule`: \(e.description)")
+        }
+    }
+
+    static func job(_ m: Yams.Node.Mapping, _ node: Yams.Node, _ y: YAMLReader, _ zone: TimeZone) throws -> PeriodicJob {
+        let (s, text) = try schedule(m, node, y, zone)
+        return PeriodicJob(schedule: s, scheduleText: text, location: Location(y.path, m["schedule"]))
+    }
+
+    static func source(_ node: Yams.Node, _ y: YAMLReader, _ plan: Plan, _ zone: TimeZone) throws -> Source {
+        let m = try y.mapping(node, "each source")
+        try y.keys(m, ["name", "paths", "exclude", "postgres", "sqlite", "mariadb", "command", "schedule", "timezone",
+                       "retention", "objectives", "hooks", "sites"])
+        let name = try y.string(m, "name", required: true, owner: node)!
+        guard name.count <= 64, name.allSatisfy(nameCharacters) else {
+            throw y.error(m["name"], "source name \"\(name)\" may hold letters, digits, - _ . only (at most 64)")
+        }
+        guard !plan.sources.contains(where: { $0.name == name }) else { throw y.error(m["name"], "duplicate source name \"\(name)\"") }
+        let kinds = ["paths", "postgres", "sqlite", "mariadb", "command"].filter { m[$0] != nil }
+        guard kinds.count == 1 else {
+            throw y.error(node, kinds.isEmpty ? "source \(name): say what to back up: paths, postgres, sqlite, mariadb or command"
+                                              : "source \(name): one of \(kinds.joined(separator: ", ")), not several")
+        }
+        let kind: SourceKind
+        switch kinds[0] {
+        case "paths":
+            let paths = try y.strings(m, "paths")!
+            for (i, p) in paths.enumerated() where !p.hasPrefix("/") {
+                throw y.error(m["paths"]?.sequence?[i], "source \(name): path \"\(p)\" must be absolute")
+            }
+            kind = .files(paths: paths, exclude: try y.strings(m, "exclude") ?? [])
+        case "postgres":
+            let pm = try y.mapping(m["postgres"]!, "`postgres:`")
+            try y.keys(pm, ["dsn_file"])
+            kind = .postgres(dsnFile: try y.string(pm, "dsn_file", required: true, owner: m["postgres"])!)
+        case "sqlite":
+            let sm = try y.mapping(m["sqlite"]!, "`sqlite:`")
+            try y.keys(sm, ["path"])
+            kind = .sqlite(path: try y.string(sm, "path", required: true, owner: m["sqlite"])!)
+        case "mariadb":
+            let mm = try y.mapping(m["mariadb"]!, "`mariadb:`")
+            try y.keys(mm, ["defaults_file", "databases"])
+            kind = .mariadb(defaultsFile: try y.string(mm, "defaults_file", required: true, owner: m["mariadb"])!,
+                            databases: try y.strings(mm, "databases") ?? [])
+        default:
+            kind = .command(try y.strings(m, "command")!)
+        }
+        if m["exclude"] != nil, case .files = kind {} else if m["exclude"] != nil {
+            throw y.error(m["exclude"], "source \(name): `exclude` applies to `paths` only")
+        }
+        let (sched, text) = try schedule(m, node, y, zone)
+        var retention: RetentionPolicy?
+        if let r = m["retention"] {
+            let rm = try y.mapping(r, "`retention:`")
+            try y.keys(rm, ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within", "keep_tag"])
+            let limit = 0...1_000_000
+            var p = RetentionPolicy(last: try y.int(rm, "keep_last", limit) ?? 0, hourly: try y.int(rm, "keep_hourly", limit) ?? 0,
+                                    daily: try y.int(rm, "keep_daily", limit) ?? 0, weekly: try y.int(rm, "keep_weekly", limit) ?? 0,
+                                    monthly: try y.int(rm, "keep_monthly", limit) ?? 0, yearly: try y.int(rm, "keep_yearly", limit) ?? 0)
+            if let w = try y.string(rm, "keep_within") {
+                do { p.within = try CalendarDuration(parsing: w) } catch { throw y.error(rm["keep_within"], "`keep_within`: \"\(w)\" is not a span such as 1y2m3d4h") }
+            }
+            p.tags = (try y.strings(rm, "keep_tag") ?? []).map { $0.split(separator: ",").map(String.init) }
+            guard !p.isEmpty else { throw y.error(r, "source \(name): `retention:` keeps nothing; give keep_daily, keep_last, …, or leave it out to keep everything") }
+            retention = p
+        }
+        var objectives: Objectives?
+        var rpoLocation: Location?
+        if let o = m["objectives"] {
+            let om = try y.mapping(o, "`objectives:`")
+            try y.keys(om, ["rpo", "rto"])
+            objectives = Objectives(rpo: try y.duration(om, "rpo", 1...(3660 * 86400)), rto: try y.duration(om, "rto", 1...(3660 * 86400)))
+            rpoLocation = Location(y.path, om["rpo"])
+        }
+        var hooks: Hooks?
+        if let h = m["hooks"] {
+            let hm = try y.mapping(h, "`hooks:`")
+            try y.keys(hm, ["before", "after", "timeout"])
+            hooks = Hooks(before: try y.strings(hm, "before") ?? [], after: try y.strings(hm, "after") ?? [],
+                          timeout: try y.duration(hm, "timeout", 0.001...86_400) ?? 300)
+        }
+        var sites: [String] = []
+        if m["sites"] != nil {
+            sites = try y.strings(m, "sites") ?? []
+            for (i, s) in sites.enumerated() where !plan.sites.sites.contains(where: { $0.name == s }) {
+                throw y.error(m["sites"]?.sequence?[i], "source \(name): no site named \"\(s)\" (sites: \(plan.sites.sites.map(\.name).joined(separator: ", ")))")
+            }
+        }
+        return Source(name: name, kind: kind, schedule: sched, scheduleText: text, retention: retention, objectives: objectives,
+                      hooks: hooks, sites: sites, location: Location(y.path, m["name"]), scheduleLocation: Location(y.path, m["schedule"]),
+                      rpoLocation: rpoLocation)
+    }
+
+    static func alert(_ node: Yams.Node, _ y: YAMLReader) throws -> AlertTarget {
+        let m = try y.mapping(node, "each alert target")
+        try y.keys(m, ["type", "url", "command", "on"])
+        guard let kind = try y.enumValue(m, "type", AlertTarget.Kind.self) else {
+            throw y.error(node, "an alert target needs `type`: webhook, healthchecks or command")
+        }
+        var target = AlertTarget(kind: kind, on: [])
+        switch kind {
+        case .webhook, .healthchecks:
+            let url = try y.string(m, "url", required: true, owner: node)!
+            guard let u = URL(string: url), ["http", "https"].contains(u.scheme ?? ""), u.host != nil else {
+                throw y.error(m["url"], "`url`: \"\(url)\" is not an http(s) URL")
+            }
+            target.url = url
+        case .command:
+            target.command = try y.strings(m, "command")
+            guard target.command != nil else { throw y.error(node, "a command alert needs `command: [program, args…]`") }
+        }
+        for (i, e) in (try y.strings(m, "on") ?? []).enumerated() {
+            guard let ev = AlertEvent(rawValue: e) else {
+                throw y.error(m["on"]?.sequence?[i], "unknown event \"\(e)\" (events: \(AlertEvent.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            target.on.append(ev)
+        }
+        return target
+    }
+}
+
+/// `N%` or `N/T`, as `check --read-data-subset` takes it.
+enum ReadDataSubsetText {
+    static func validate(_ s: String) throws {
+        if s.hasSuffix("%") {
+            guard let v = Double(s.dropLast()), v.isFinite, v > 0, v <= 100 else { throw ScheduleError("bad") }
+            return
+        }
+        let parts = s.split(separator: "/")
+        guard parts.count == 2, let n = Int(parts[0]), let t = Int(parts[1]), t >= 1, t <= 1_000_000, n >= 1, n <= t else { throw ScheduleError("bad") }
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import LifeboatCore
+import LifeboatSites
+
+/// A finding of `config validate`: an error stops the agent from starting (or from taking a reload), a warning
+/// does not.
+public struct Diagnostic: Sendable, Equatable, CustomStringConvertible {
+    public enum Severity: String, Sendable { case error, warning }
+    public var severity: Severity
+    public var location: String
+    public var message: String
+    public var description: String { "\(location): \(severity.rawValue): \(message)" }
+}
+
+/// What the agent will do with one job, as `lifeboat plan` shows it.
+public struct JobPreview: Sendable {
+    public enum Kind: String, Sendable { case backup, check, prune }
+    public var kind: Kind
+    public var name: String
+    public var schedule: String
+    public var next: [Date]
+    /// Where it writes (backups: the primary and, by replication, the replicas).
+    public var sites: [String]
+    public var rpo: Double?
+    public var rto: Double?
+    /// The longest wait between two runs in the coming year, and whether the RPO covers it.
+    public var longestGap: Double?
+    public var meetsRPO: Bool?
+}
+
+public enum PlanCheck {
+    /// Checks the plan against the world and against itself: objectives the schedule cannot meet, schedules that
+    /// never run, password, credentials and DSN files that cannot be read, sources without objectives. Reads
+    /// files only to see that they can be read; their contents are never reported.
+    public static func diagnose(_ plan: Plan, now: Date, readable: (String) -> String? = PlanCheck.unreadable) -> [Diagnostic] {
+        var out: [Diagnostic] = []
+        func error(_ at: CustomStringConvertible, _ m: String) { out.append(Diagnostic(severity: .error, location: at.description, message: m)) }
+        func warn(_ at: CustomStringConvertible, _ m: String) { out.append(Diagnostic(severity: .warning, location: at.description, message: m)) }
+        for site in plan.sites.sites {
+            if let f = site.passwordFile, let why = readable(f) { error(plan.path, "site \(site.name): password_file \(f): \(why)") }
+            if site.passwordFile == nil { warn(plan.path, "site \(site.name) has no password_file: the agent cannot open it without one") }
+            if let f = site.credentialsFile, let why = readable(f) { error(plan.path, "site \(site.name): credentials_file \(f): \(why)") }
+        }
+        for s in plan.sources {
+            guard let gap = s.schedule.longestGap(from: now) else {
+                error(s.scheduleLocation, "source \(s.name): schedule \"\(s.scheduleText)\" never runs")
+                continue
+            }
+            if let rpo = s.objectives?.rpo, gap > rpo {
+                error(s.rpoLocation ?? s.location, "source \(s.name): rpo \(Units.span(rpo)) is shorter than the longest wait between runs of \"\(s.scheduleText)\" (\(Units.span(gap))): the schedule cannot meet it")
+            }
+            if s.objectives?.rpo == nil {
+                warn(s.location, "source \(s.name) has no objectives: add `objectives: {rpo: …, rto: …}` to have them measured")
+            }
+            switch s.kind {
+            case .postgres(let f): if let why = readable(f) { error(s.location, "source \(s.name): dsn_file \(f): \(why)") }
+            case .mariadb(let f, _): if let why = readable(f) { error(s.location, "source \(s.name): defaults_file \(f): \(why)") }
+            case .sqlite(let p): if let why = readable(p) { error(s.location, "source \(s.name): database \(p): \(why)") }
+            case .files, .command: break
+            }
+        }
+        if let c = plan.checks, c.job.schedule.longestGap(from: now) == nil { error(c.job.location, "checks: the schedule never runs") }
+        if let p = plan.prune, p.schedule.longestGap(from: now) == nil { error(p.location, "prune: the schedule never runs") }
+        if let c = plan.checks, let within = c.fullCoverageWithin, c.readDataSubset == nil {
+            error(c.job.location, "checks: full_coverage_within \(Units.span(within)) needs read_data_subset (the part of the data each check reads)")
+        }
+        return out
+    }
+
+    /// Why `path` cannot be read, or nil when it can (not a secret: only whether).
+    public static func unreadable(_ path: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return errno == ENOENT ? "it does not exist" : String(cString: strerror(errno)) }
+        if (st.st_mode & S_IFMT) == S_IFDIR { return "it is a directory" }
+        return access(path, R_OK) == 0 ? nil : "this user (uid \(getuid())) may not read it"
+    }
+
+    /// Every job of the plan with its next `count` runs after `now`.
+    public static func preview(_ plan: Plan, now: Date, count: Int = 3) -> [JobPreview] {
+        var jobs: [JobPreview] = []
+        let allSites = plan.sites.sites.map(\.name)
+        for s in plan.sources {
+            let gap = s.schedule.longestGap(from: now)
+            jobs.append(JobPreview(kind: .backup, name: s.name, schedule: s.schedule.description, next: s.schedule.upcoming(count, after: now),
+                                   sites: s.sites.isEmpty ? allSites : s.sites, rpo: s.objectives?.rpo, rto: s.objectives?.rto,
+                                   longestGap: gap, meetsRPO: s.objectives?.rpo.map { rpo in gap.map { $0 <= rpo } ?? false }))
+        }
+        if let c = plan.checks {
+            jobs.append(JobPreview(kind: .check, name: "check" + (c.readDataSubset.map { " (read \($0))" } ?? ""), schedule: c.job.schedule.description,
+                                   next: c.job.schedule.upcoming(count, after: now), sites: allSites))
+        }
+        if let p = plan.prune {
+            jobs.append(JobPreview(kind: .prune, name: "prune", schedule: p.schedule.description, next: p.schedule.upcoming(count, after: now),
+                                   sites: allSites))
+        }
+        return jobs
+    }
+}

@@ -1,0 +1,122 @@
+import Foundation
+import Testing
+import LifeboatCore
+@testable import LifeboatPlan
+
+@Suite struct PlanFileTests {
+    let sites = """
+    sites:
+      - {name: local, repository: /srv/lifeboat/repo, password_file: /etc/lifeboat/local.pw, role: primary}
+      - {name: offsite, repository: "s3:https://s3.example.com/dr/web", password_file: /etc/lifeboat/s3.pw, credentials_file: /etc/lifeboat/s3.env, role: replica}
+
+    """
+    let sources = """
+    sources:
+      - name: web-files
+        paths: [/srv/www, /etc/nginx]
+        exclude: ["*.tmp"]
+        schedule: "*/15 * * * *"
+        retention: {keep_hourly: 24, keep_daily: 7, keep_weekly: 4, keep_monthly: 12}
+        objectives: {rpo: 30m, rto: 15m}
+        hooks: {before: ["/usr/local/bin/quiesce"], after: ["/usr/local/bin/resume"], timeout: 60s}
+      - name: shop-db
+        postgres: {dsn_file: /etc/lifeboat/shop.dsn}
+        schedule: every 1h
+        objectives: {rpo: 1h, rto: 30m}
+
+    """
+    let rest = """
+    checks: {schedule: "0 3 * * *", read_data_subset: 5%, full_coverage_within: 30d}
+    prune: {schedule: "30 4 * * 0"}
+    replication: {interval: 60s, max_backoff: 15m, max_lag: 30m}
+    limits: {jobs: 2, nice: 10, ionice: idle}
+    alerts:
+      - {type: webhook, url: "https://hooks.example.com/T0/B0", on: [failure, rpo_breach, lag, check_error, switch]}
+      - {type: healthchecks, url: "https://hc.example.com/ping/UUID"}
+      - {type: command, command: ["/usr/local/bin/page-oncall", "{event}", "{source}", "{message}"]}
+    agent: {listen: 127.0.0.1:9900, token_file: /etc/lifeboat/agent.token, state: /var/lib/lifeboat/agent.db}
+    """
+
+    @Test func theIssuesExampleReads() throws {
+        let plan = try Plan.parse(sites + sources + rest, path: "lifeboat.yaml", timeZone: utcZone)
+        #expect(plan.sources.map(\.name) == ["web-files", "shop-db"])
+        #expect(plan.sources[0].kind == .files(paths: ["/srv/www", "/etc/nginx"], exclude: ["*.tmp"]))
+        #expect(plan.sources[1].kind == .postgres(dsnFile: "/etc/lifeboat/shop.dsn"))
+        #expect(plan.sources[0].objectives == Objectives(rpo: 1800, rto: 900))
+        #expect(plan.sources[1].schedule == .every(3600))
+        #expect(plan.checks?.readDataSubset == "5%" && plan.checks?.fullCoverageWithin == 30 * 86400)
+        #expect(plan.maxLag == 1800)
+        #expect(plan.alerts.map(\.kind) == [.webhook, .healthchecks, .command])
+        #expect(plan.alerts[0].on == [.failure, .rpoBreach, .lag, .checkError, .switch])
+        #expect(plan.agent.listen == "127.0.0.1:9900")
+        #expect(plan.sites.replicas.map(\.name) == ["offsite"])
+    }
+
+    func error(_ text: String) -> String {
+        do { _ = try Plan.parse(text, path: "p.yaml", timeZone: utcZone); return "accepted" } catch { return "\(error)" }
+    }
+
+    @Test func formErrorsHaveLineAndColumn() {
+        #expect(error(sites + sources + "colour: blue\n").hasPrefix("p.yaml:16:1: unknown key \"colour\""))
+        #expect(error(sites + "sources:\n  - {name: a, paths: [/a], schedule: \"61 * * * *\"}\n").contains("p.yaml:5:38: `schedule`: minute 61 is out of range"))
+        #expect(error(sites + "sources:\n  - {name: a, paths: [/a], schedule: every 1h, sites: [moon]}\n").contains("no site named \"moon\""))
+        #expect(error(sites + "sources:\n  - {name: a, paths: [relative], schedule: every 1h}\n").contains("must be absolute"))
+        #expect(error(sites + "sources:\n  - {name: a, schedule: every 1h}\n").contains("say what to back up"))
+        #expect(error(sites + "sources:\n  - {name: a, paths: [/a], sqlite: {path: /db}, schedule: every 1h}\n").contains("not several"))
+        #expect(error(sites + "sources:\n  - {name: a, paths: [/a], schedule: every 1h}\n  - {name: a, paths: [/b], schedule: every 1h}\n").contains("duplicate source name"))
+        #expect(error(sites + "sources:\n  - {name: a, paths: [/a], schedule: every 1h, objectives: {rpo: 1e300}}\n").contains("out of range"))
+        #expect(error(sites + "sources:\n  - {name: a, paths: [/a], schedule: every 1h, retention: {}}\n").contains("keeps nothing"))
+        #expect(error(sites + "sources:\n  - {name: a, paths: [/a], schedule: every 1h, timezone: Mars/Olympus}\n").contains("unknown time zone"))
+        #expect(error(sites + sources + "alerts: [{type: webhook, url: ftp://x}]\n").contains("not an http(s) URL"))
+        #expect(error(sites + sources + "alerts: [{type: webhook, url: \"https://x\", on: [fire]}]\n").contains("unknown event \"fire\""))
+        #expect(error(sites + sources + "checks: {schedule: daily}\n").contains("has 1 fields"))
+        #expect(error(sites + sources + "limits: {jobs: 0}\n").contains("`jobs` must be an integer in 1…64"))
+        #expect(error(sources).contains("`sites:` must be a list"))
+        #expect(error("- just a list\n").contains("expected a mapping"))
+    }
+
+    @Test func diagnosesWhatTheFormCannotSay() throws {
+        let text = sites + """
+        sources:
+          - name: hourly
+            paths: [/a]
+            schedule: "0 * * * *"
+            objectives: {rpo: 30m}
+          - name: bare
+            paths: [/b]
+            schedule: every 1h
+          - name: never
+            paths: [/c]
+            schedule: "0 0 30 2 *"
+          - name: db
+            postgres: {dsn_file: /nowhere/shop.dsn}
+            schedule: every 1h
+            objectives: {rpo: 2h}
+
+        """
+        let plan = try Plan.parse(text, path: "p.yaml", timeZone: utcZone)
+        let found = PlanCheck.diagnose(plan, now: utc("2026-12-01T00:00:00Z")) { path in path == "/nowhere/shop.dsn" ? "it does not exist" : nil }
+        let texts = found.map(\.description)
+        #expect(texts.contains { $0.hasPrefix("p.yaml:8:23: error: source hourly: rpo 30m 00s is shorter than the longest wait between runs of \"0 * * * *\" (1h 00m)") }, "\(texts)")
+        #expect(texts.contains { $0.contains("warning: source bare has no objectives") })
+        #expect(texts.contains { $0.contains("error: source never: schedule \"0 0 30 2 *\" never runs") })
+        #expect(texts.contains { $0.contains("error: source db: dsn_file /nowhere/shop.dsn: it does not exist") })
+        #expect(!texts.contains { $0.contains("source db: rpo") })
+        let jobs = PlanCheck.preview(plan, now: utc("2026-12-01T00:00:00Z"))
+        #expect(jobs.first { $0.name == "hourly" }?.meetsRPO == false)
+        #expect(jobs.first { $0.name == "db" }?.meetsRPO == true)
+        #expect(jobs.first { $0.name == "hourly" }?.next == [utc("2026-12-01T01:00:00Z"), utc("2026-12-01T02:00:00Z"), utc("2026-12-01T03:00:00Z")])
+        #expect(jobs.first { $0.name == "never" }?.next == [])
+    }
+
+    @Test func aThousandSourcesValidateQuickly() throws {
+        var text = sites + "sources:\n"
+        for i in 0..<1000 { text += "  - {name: s\(i), paths: [/srv/\(i)], schedule: \"*/\(i % 59 + 1) * * * *\", objectives: {rpo: 2h}}\n" }
+        let start = Date()
+        let plan = try Plan.parse(text, path: "big.yaml", timeZone: utcZone)
+        _ = PlanCheck.diagnose(plan, now: utc("2026-12-01T00:00:00Z")) { _ in nil }
+        #expect(plan.sources.count == 1000)
+        // Not a timing test (make bench measures it); a bound against an accidental quadratic walk.
+        #expect(Date().timeIntervalSince(start) < 60)
+    }
+}
