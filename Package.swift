@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "LifeboatRepository", targets: ["LifeboatRepository"]),
         .library(name: "LifeboatSites", targets: ["LifeboatSites"]),
         .library(name: "LifeboatFailover", targets: ["LifeboatFailover"]),
+        .library(name: "LifeboatPlan", targets: ["LifeboatPlan"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
@@ -145,7 +146,7 @@ let package = Package(
         ], swiftSettings: swift6),
         .testTarget(name: "LifeboatFailoverTests", dependencies: ["LifeboatFailover"], swiftSettings: swift6),
         .testTarget(name: "LifeboatProxyTests", dependencies: ["LifeboatProxy", "LifeboatFailover"], swiftSettings: swift6),
-        .testTarget(name: "LifeboatPlanTests", dependencies: ["LifeboatPlan", "LifeboatCore"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatPlanTests", dependencies: ["LifeboatPlan", "LifeboatCore", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatReplicationTests", dependencies: [
             "LifeboatReplication", "LifeboatBackends", "LifeboatSites", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage",
             "LifeboatCrypto", "LifeboatCore",

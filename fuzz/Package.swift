@@ -16,6 +16,7 @@ let package = Package(
         .executableTarget(name: "FuzzObject", dependencies: [.product(name: "LifeboatRepository", package: "Lifeboat")], swiftSettings: fuzz),
         .executableTarget(name: "FuzzConfig", dependencies: [
             .product(name: "LifeboatSites", package: "Lifeboat"), .product(name: "LifeboatFailover", package: "Lifeboat"),
+            .product(name: "LifeboatPlan", package: "Lifeboat"),
         ], swiftSettings: fuzz),
         .executableTarget(name: "FuzzRange", dependencies: [.product(name: "LifeboatCore", package: "Lifeboat")], swiftSettings: fuzz),
     ]

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import LifeboatCore
+import LifeboatTestSupport
 @testable import LifeboatPlan
 
 @Suite struct PlanFileTests {
@@ -118,5 +119,26 @@ import LifeboatCore
         #expect(plan.sources.count == 1000)
         // Not a timing test (make bench measures it); a bound against an accidental quadratic walk.
         #expect(Date().timeIntervalSince(start) < 60)
+    }
+}
+
+/// The fuzz seeds and any crashing inputs `make fuzz` found for the configuration readers, replayed through the
+/// plan file reader, its checks and its preview, and as cron expressions: a plan or an error, never a trap.
+@Suite struct PlanFuzzRegressionTests {
+    @Test func configInputs() {
+        let inputs = fuzzInputs("config")
+        #expect(!inputs.isEmpty)
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        for i in inputs {
+            let text = String(decoding: i, as: UTF8.self)
+            if let plan = try? Plan.parse(text, path: "fuzz.yaml", timeZone: berlin) {
+                _ = PlanCheck.diagnose(plan, now: now) { _ in nil }
+                _ = PlanCheck.preview(plan, now: now)
+            }
+            if let line = text.split(separator: "\n").first, let s = try? Schedule(parsing: String(line), timeZone: berlin) {
+                _ = s.upcoming(3, after: now)
+                _ = s.longestGap(from: now)
+            }
+        }
     }
 }

@@ -1,11 +1,23 @@
+import Foundation
 import LifeboatFailover
+import LifeboatPlan
 import LifeboatSites
 
-/// Any text as a sites file and as a proxy configuration: a configuration or an error with line:column.
+/// Any text as a sites file, a proxy configuration and a plan file (then checked and previewed, which runs its
+/// schedules), and its first line as a cron expression: a configuration or an error with line:column, never a trap.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
     _ = try? SitesConfig.parse(text, path: "fuzz.yaml")
     _ = try? ProxyConfig.parse(text, path: "fuzz.yaml")
+    let now = Date(timeIntervalSince1970: 1_800_000_000)
+    if let plan = try? Plan.parse(text, path: "fuzz.yaml", timeZone: TimeZone(identifier: "Europe/Berlin") ?? .current) {
+        _ = PlanCheck.diagnose(plan, now: now) { _ in nil }
+        _ = PlanCheck.preview(plan, now: now)
+    }
+    if let line = text.split(separator: "\n").first, let s = try? Schedule(parsing: String(line), timeZone: TimeZone(identifier: "America/New_York") ?? .current) {
+        _ = s.upcoming(3, after: now)
+        _ = s.longestGap(from: now)
+    }
     return 0
 }
