@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # release-only crash that the debug build could not show (docs/ARCHITECTURE.md, "Tests").
 BIN := .build/release/lifeboat
 
-.PHONY: deps build test unit integration demo bench bench-failover fuzz clean
+.PHONY: deps build test unit integration demo bench bench-failover bench-plan fuzz clean
 
 deps:
 	@scripts/install-deps.sh
@@ -41,6 +41,10 @@ bench: deps
 bench-failover: deps
 	swift build -c release --product lifeboat
 	python3 bench/failover.py
+
+# `config validate` and `plan` on a plan of 1,000 sources (target: validate under 1 s).
+bench-plan: build
+	python3 bench/plan.py
 
 # libFuzzer on the parsers (tree, index, pack header, object framing, YAML configs, HTTP ranges), FUZZ_SECONDS each.
 fuzz: deps

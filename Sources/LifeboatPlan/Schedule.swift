@@ -157,15 +157,27 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
                 if let p = previousLast { longest = max(longest, first.timeIntervalSince(p)) }
                 previousLast = Date(timeIntervalSince1970: Double(day * 86400 + tMax - Int64(offset)))
             } else {
-                guard let start = CronExpression.instant(day * 86400, in: zone), let end = CronExpression.instant(day * 86400 + 86399, in: zone) else { continue }
-                // A daylight-saving change this day: every run of it, in order.
-                var t = start.addingTimeInterval(-1)
-                var runs = 0
-                while runs < 100_000, let n = next(after: t, in: zone), n <= end {
-                    if let p = previousLast { longest = max(longest, n.timeIntervalSince(p)) }
-                    previousLast = n
-                    t = n
-                    runs += 1
+                // A daylight-saving change near this day: its runs in order, each wall-clock time read with the
+                // offset in force before or after the change (a skipped time runs at the change, a repeated one
+                // once, the first time), without asking the zone per run.
+                let before = zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(day * 86400) - 54_000))
+                let after = zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(day * 86400) + 140_400))
+                let change = zone.nextDaylightSavingTimeTransition(after: Date(timeIntervalSince1970: Double(day * 86400) - 54_000))?
+                    .timeIntervalSince1970 ?? Double(day * 86400)
+                for h in hours {
+                    for m in minutes {
+                        for sec in seconds {
+                            let wall = Double(day * 86400 + Int64(h * 3600 + m * 60 + sec))
+                            let early = wall - Double(before), late = wall - Double(after)
+                            let t = early < change ? early : (late >= change ? late : change)
+                            let run = Date(timeIntervalSince1970: t)
+                            if let p = previousLast {
+                                guard run > p else { continue }  // the same instant twice (skipped times), or an earlier one
+                                longest = max(longest, run.timeIntervalSince(p))
+                            }
+                            previousLast = run
+                        }
+                    }
                 }
             }
         }
