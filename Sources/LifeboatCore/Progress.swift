@@ -1,7 +1,7 @@
 /// One progress line for a terminal, fitted to its width so that it never wraps (a wrapped line cannot be
 /// redrawn in place and scrolls): `[0:12] [#########.........]  45.2%  1234/5000 files  1.20 GiB/2.70 GiB
 /// 98.00 MiB/s  ETA 0:15`. Pure: the caller passes the figures, the clock reading and the width.
-public struct ProgressLine: Sendable, Equatable {
+public struct ProgressLine: Sendable {
     public var elapsed: Double
     /// Things counted (files, packs, snapshots): done, total if known, and their name.
     public var items: (done: Int, total: Int?, unit: String)?
@@ -11,11 +11,6 @@ public struct ProgressLine: Sendable, Equatable {
         self.elapsed = elapsed
         self.items = items
         self.bytes = bytes
-    }
-
-    public static func == (a: ProgressLine, b: ProgressLine) -> Bool {
-        a.elapsed == b.elapsed && a.items?.done == b.items?.done && a.items?.total == b.items?.total && a.items?.unit == b.items?.unit
-            && a.bytes?.done == b.bytes?.done && a.bytes?.total == b.bytes?.total
     }
 
     /// Done, from 0 to 1, by bytes when their total is known, else by items; nil when neither total is known.

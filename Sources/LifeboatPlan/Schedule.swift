@@ -78,7 +78,10 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
         return out
     }
 
-    func dayMatches(year: Int64, month: Int, day: Int, weekday: Int) -> Bool {
+    /// 0 (Sunday) to 6 of a day counted from 1970-01-01, a Thursday; days before it too.
+    static func weekday(ofDay day: Int64) -> Int { Int(((day % 7) + 11) % 7) }
+
+    func dayMatches(month: Int, day: Int, weekday: Int) -> Bool {
         guard months.contains(month) else { return false }
         switch (dayRestricted, weekdayRestricted) {
         case (true, true): return days.contains(day) || weekdays.contains(weekday)
@@ -108,9 +111,8 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
         var day = from >= 0 ? from / 86400 : (from - 86399) / 86400
         var start = from - day * 86400  // second of the day to start from
         for _ in 0..<(9 * 366) {
-            let (y, mo, d, _, _, _) = Timestamp.civil(day * 86400)
-            let weekday = Int(((day % 7) + 11) % 7)  // 1970-01-01 was a Thursday (4)
-            if dayMatches(year: y, month: Int(mo), day: Int(d), weekday: weekday) {
+            let (_, mo, d, _, _, _) = Timestamp.civil(day * 86400)
+            if dayMatches(month: Int(mo), day: Int(d), weekday: CronExpression.weekday(ofDay: day)) {
                 let h0 = Int(start / 3600), m0 = Int(start / 60 % 60), s0 = Int(start % 60)
                 for h in hours where h >= h0 {
                     for m in minutes where h > h0 || m >= m0 {
@@ -147,8 +149,8 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
         var previousLast: Date?
         var matchingDays = 0
         for day in firstDay..<(firstDay + 367) {
-            let (y, mo, d, _, _, _) = Timestamp.civil(day * 86400)
-            guard dayMatches(year: y, month: Int(mo), day: Int(d), weekday: Int(((day % 7) + 11) % 7)) else { continue }
+            let (_, mo, d, _, _, _) = Timestamp.civil(day * 86400)
+            guard dayMatches(month: Int(mo), day: Int(d), weekday: CronExpression.weekday(ofDay: day)) else { continue }
             matchingDays += 1
             // One offset all day (no change within it, checked around the day's bounds): times are plain sums.
             let offset = zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(day * 86400) - 54_000))
