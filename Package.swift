@@ -30,6 +30,9 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // The agent: its state database and its metrics.
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C shim for the system libzstd (Debian: libzstd-dev).
@@ -120,10 +123,22 @@ let package = Package(
         .target(name: "LifeboatReplication", dependencies: [
             "LifeboatCore", "LifeboatBackends", "LifeboatSites", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage",
         ], swiftSettings: swift6),
+        // `lifeboat agent`: runs the plan (scheduler, jobs, state database, alerts, metrics, local API).
+        .target(name: "LifeboatAgent", dependencies: [
+            "LifeboatPlan", "LifeboatReplication", "LifeboatSnapshot", "LifeboatBackends", "LifeboatRepository", "LifeboatCore",
+            "LifeboatSites", "LifeboatServer", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatStorage", "LifeboatHTTP", "CLifeboatSys",
+            .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+        ], swiftSettings: swift6),
         // The command-line interface as a library.
         .target(name: "LifeboatCommands", dependencies: [
-            "LifeboatSnapshot", "CLifeboatSys", "LifeboatBackends", "LifeboatReplication", "LifeboatPlan", "LifeboatS3", "LifeboatServer", "LifeboatSites", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatHTTP",
+            "LifeboatSnapshot", "CLifeboatSys", "LifeboatBackends", "LifeboatReplication", "LifeboatPlan", "LifeboatAgent", "LifeboatS3", "LifeboatServer", "LifeboatSites", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatHTTP",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swift6),
         .executableTarget(name: "lifeboat", dependencies: ["LifeboatCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")], swiftSettings: swift6),
@@ -146,6 +161,7 @@ let package = Package(
         ], swiftSettings: swift6),
         .testTarget(name: "LifeboatFailoverTests", dependencies: ["LifeboatFailover"], swiftSettings: swift6),
         .testTarget(name: "LifeboatProxyTests", dependencies: ["LifeboatProxy", "LifeboatFailover"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatAgentTests", dependencies: ["LifeboatAgent", "LifeboatPlan", "LifeboatCore", "LifeboatSnapshot"], swiftSettings: swift6),
         .testTarget(name: "LifeboatPlanTests", dependencies: ["LifeboatPlan", "LifeboatCore", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatReplicationTests", dependencies: [
             "LifeboatReplication", "LifeboatBackends", "LifeboatSites", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage",

@@ -4,12 +4,13 @@
 # curl, restic, rclone and moto_server (PyPI: moto[server]); for the database recipes (tests/integration/databases.sh)
 # PostgreSQL 15 (postgresql-15, postgresql-client-15), MariaDB (mariadb-server, mariadb-client) and sqlite3: the
 # suite starts servers of its own on sockets under its work folder, and neither uses nor stops the system services
-# these packages may start; the suites use setsid and runuser (util-linux), ps/pgrep (procps), ss (iproute2) and
+# these packages may start; the agent's state database needs libsqlite3-dev (GRDB), and its suite a real
+# Prometheus server and promtool (prometheus); the suites use setsid and runuser (util-linux), ps/pgrep (procps), ss (iproute2) and
 # chattr (e2fsprogs).
 set -euo pipefail
 need=()
 for pkg in libzstd-dev pkg-config attr openssl apache2-utils curl restic rclone procps util-linux iproute2 e2fsprogs \
-           postgresql-15 postgresql-client-15 mariadb-server mariadb-client sqlite3; do
+           postgresql-15 postgresql-client-15 mariadb-server mariadb-client sqlite3 libsqlite3-dev prometheus; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -57,3 +57,21 @@ int lb_terminal_columns(int fd) {
     if (ioctl(fd, TIOCGWINSZ, &ws) != 0) return 0;
     return ws.ws_col;
 }
+
+int lb_ioprio_set_self(int ioclass, int level) {
+#ifdef SYS_ioprio_set
+    return (int)syscall(SYS_ioprio_set, 1, 0, (ioclass << 13) | (level & 7));
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int lb_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+#else
+    (void)actions; (void)from;
+    return ENOSYS;
+#endif
+}

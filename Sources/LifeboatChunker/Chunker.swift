@@ -92,7 +92,8 @@ public struct StreamChunker {
     }
 
     /// A boundary is always found within `max` bytes; one more read window keeps reads large.
-    static func fullSize(_ cdc: FastCDC) -> Int { cdc.parameters.max + 1 << 20 }
+    /// (Also the most one call of `next` reads.)
+    public static func fullSize(_ cdc: FastCDC) -> Int { cdc.parameters.max + 1 << 20 }
 
     static func uninitialized(_ n: Int) -> [UInt8] {
         [UInt8](unsafeUninitializedCapacity: n) { _, count in count = n }

@@ -188,6 +188,16 @@ enum Examples {
         ("The same for another file, as JSON lines", "lifeboat plan --config ./lifeboat.yaml --json"),
     ])
 
+    static let agent = render([
+        ("Run the plan (LIFEBOAT_CONFIG or /etc/lifeboat/lifeboat.yaml)", "lifeboat agent"),
+        ("Another plan, JSON logs; kill -HUP $(cat /run/agent.pid) reloads", "lifeboat agent --config ./lifeboat.yaml --json --pid-file /run/agent.pid"),
+    ])
+
+    static let status = render([
+        ("Each source's RPO at each site; exit 22 when one is missed", "lifeboat status"),
+        ("The same as one JSON object", "lifeboat status --json"),
+    ])
+
     static let completion = render([
         ("Bash, for every user", "lifeboat completion bash > /etc/bash_completion.d/lifeboat"),
         ("Zsh, into a folder of $fpath (fpath+=~/.zfunc in ~/.zshrc)", "lifeboat completion zsh > ~/.zfunc/_lifeboat"),

@@ -23,7 +23,7 @@ public struct RPOWatch: Sendable, Equatable {
     public let objective: Double
     public private(set) var breached = false
 
-    public init(objective: Double) { self.objective = objective }
+    public init(objective: Double, breached: Bool = false) { self.objective = objective; self.breached = breached }
 
     /// The current RPO: seconds since the newest snapshot (nil when there is none: infinitely old).
     public static func age(newest: Date?, now: Date) -> Double? {

@@ -13,6 +13,8 @@ public struct SiteAccess: Sendable {
     public var onRetry: @Sendable (_ site: String, _ what: String, _ attempt: Int, _ error: StorageError) -> Void
     /// The password of a site without `password_file` (the CLI asks on the terminal or reads its own options).
     public var password: @Sendable (Site) throws -> String
+    /// Where opened repositories come from instead (the agent's cache: keys unlocked once, not one scrypt per job).
+    public var reuse: (@Sendable (Site) async throws -> Repository)?
 
     public init(settings: BackendSettings,
                 onRetry: @escaping @Sendable (String, String, Int, StorageError) -> Void = { _, _, _, _ in },
@@ -22,8 +24,14 @@ public struct SiteAccess: Sendable {
         self.password = password
     }
 
-    /// Opens a site's repository: its credentials file's `KEY=VALUE` lines join the environment for this site only.
+    /// A site's repository: from `reuse` when set, else opened.
     public func open(_ site: Site) async throws -> Repository {
+        if let reuse { return try await reuse(site) }
+        return try await openNew(site)
+    }
+
+    /// Opens a site's repository: its credentials file's `KEY=VALUE` lines join the environment for this site only.
+    public func openNew(_ site: Site) async throws -> Repository {
         var s = settings
         if let f = site.credentialsFile { s.environment.merge(try readEnvironmentFile(f)) { $1 } }
         let name = site.name, onRetry = self.onRetry

@@ -232,6 +232,18 @@ extension Repository {
     }
 
     /// Removes stale locks (or all locks with `all`). Returns the removed IDs.
+    /// Removes the locks that processes of this host left when they died (their PID is gone): always safe,
+    /// unlike stale locks of other hosts, which only `unlock` removes.
+    public func removeDeadLocalLocks() async throws -> [LockEntry] {
+        let host = localHostname()
+        var removed: [LockEntry] = []
+        for l in try await listLocks() where l.stale && l.info.hostname == host && l.info.pid > 0 && kill(l.info.pid, 0) != 0 && errno == ESRCH {
+            try? await backend.delete(Handle(.locks, l.id.hex))
+            removed.append(l)
+        }
+        return removed
+    }
+
     public func removeLocks(all: Bool) async throws -> [ID] {
         var removed: [ID] = []
         for l in try await listLocks() where all || l.stale {

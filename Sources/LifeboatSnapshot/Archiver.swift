@@ -208,20 +208,55 @@ public final class Archiver: Sendable {
         return BackupResult(snapshotID: id, snapshot: snap, errors: errors)
     }
 
-    /// Backs up a stream (`--stdin`) as one file named `name` in the snapshot root.
-    public func runStream(name: String, read: @Sendable (UnsafeMutableRawBufferPointer) throws -> Int,
+    /// Backs up a stream (`--stdin`) as one file named `name` in the snapshot root. `read` may block (the CLI's
+    /// standard input); `finish` runs after the end of the stream and before the snapshot is saved (a failing
+    /// dump command fails the backup).
+    public func runStream(name: String, read: @escaping @Sendable (UnsafeMutableRawBufferPointer) throws -> Int,
                           finish: @Sendable () throws -> Void = {}) async throws -> BackupResult {
+        try await runStream(name: name, readAsync: { max in
+            var b = [UInt8](repeating: 0, count: max)
+            let n = try b.withUnsafeMutableBytes { try read($0) }
+            b.removeLast(max - n)
+            return b
+        }, finish: { try finish() })
+    }
+
+    /// The same with a read that waits without holding a thread (the agent: a dump command's pipe read on a
+    /// thread of its own). `readAsync(max)` returns up to `max` bytes, none at the end.
+    public func runStream(name: String, readAsync: @Sendable (Int) async throws -> [UInt8],
+                          finish: @Sendable () async throws -> Void = {}) async throws -> BackupResult {
         let start = Date()
         guard Node.isSafeName(Array(name.utf8)) else { throw LifeboatError.invalid("invalid --stdin-filename \"\(name)\": give a plain file name (no \"/\", not empty, \".\" or \"..\"); it is stored as /NAME in the snapshot") }
         var chunker = StreamChunker(cdc: repo.chunker)
         var content: [ID] = []
         var size: UInt64 = 0
-        while let chunk = try chunker.next(read: read) {
+        // The chunker reads synchronously, at most `window` bytes per chunk: the staging buffer holds that much
+        // (or the rest of the stream) before each call, so its reads never wait.
+        let window = StreamChunker.fullSize(repo.chunker)
+        var staged: [UInt8] = []
+        var taken = 0
+        var ended = false
+        while true {
+            while !ended && staged.count - taken < window {
+                let more = try await readAsync(min(1 << 20, window))
+                if more.isEmpty { ended = true; break }
+                if taken >= window { staged.removeFirst(taken); taken = 0 }  // amortized: one move per window
+                staged += more
+            }
+            let chunk = try staged.withUnsafeBytes { src -> [UInt8]? in
+                try chunker.next(read: { buf in
+                    let n = min(buf.count, src.count - taken)
+                    if n > 0 { buf.baseAddress!.copyMemory(from: src.baseAddress! + taken, byteCount: n) }
+                    taken += n
+                    return n
+                })
+            }
+            guard let chunk else { break }
             content.append(try await repo.saveBlob(.data, chunk).id)
             size += UInt64(chunk.count)
             progressState.withLock { $0.bytesDone = size }
         }
-        try finish()
+        try await finish()
         var node = Node(name: Array(name.utf8), type: .file)
         node.mode = 0o644
         node.uid = getuid(); node.gid = getgid()

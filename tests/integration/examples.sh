@@ -206,8 +206,16 @@ sources:
     objectives: {rpo: 30m, rto: 15m}
 checks: {schedule: "0 3 * * *", read_data_subset: 5%, full_coverage_within: 30d}
 prune: {schedule: "30 4 * * 0"}
+replication: {state_file: $ROOT/var/lib/lifeboat/replication.json}
+agent: {listen: 127.0.0.1:$(free_port), state: $ROOT/var/lib/lifeboat/agent.db}
 YAML
   cp "$LIFEBOAT_CONFIG" "$ME/lifeboat.yaml"
+  # The agent once: it backs up the source and replicates it (for `lifeboat status`), then stops on SIGTERM.
+  "$BIN" agent > "$WORK/agent.log" 2>&1 &  # not through lb(): $! must be the agent
+  local agent=$!
+  wait_log "$WORK/agent.log" "msg=replicated" 60 || { kill "$agent"; fail "the agent backs up and replicates at its first start"; return 1; }
+  kill -TERM "$agent"
+  wait "$agent" || { fail "the agent exits 0 after SIGTERM"; return 1; }
   # A proxy pool on a free port; nothing listens at its backends (the proxy runs all the same, and says so).
   cat > "$ROOT/etc/lifeboat/proxy.yml" <<YAML
 drain_timeout: 5s
@@ -267,6 +275,7 @@ run_example() {  # run_example N: the Nth line of run.tsv
       [[ $run == *"127.0.0.1:$port"* ]] || { fail "a serve example listens on 127.0.0.1:8000 (for the test to choose the port)"; return 1; }
       ready=port ;;
     "lifeboat proxy "*) [[ $run == *--check* ]] || ready="log:listening on" ;;
+    "lifeboat agent"*) ready="err:API listening" ;;
     *" --watch"*) ready="log:up to date" ;;
     *" init"|*" init "*)
       target=$(sed -nE 's/^lifeboat (.* )?(-r|--repo)[ =]([^ ]+).*/\3/p' <<< "$run")
@@ -289,6 +298,7 @@ run_example() {  # run_example N: the Nth line of run.tsv
   case "$ready" in
     port) wait_port "$port" 127.0.0.1 30 || { tail -n 8 "$out" "$err" | sed 's/^/      | /'; return 1; } ;;
     log:*) wait_log "$out" "${ready#log:}" 30 || { tail -n 8 "$err" | sed 's/^/      | /'; return 1; } ;;
+    err:*) wait_log "$err" "${ready#err:}" 30 || return 1 ;;
   esac
   alive "$pid" || { fail "it stopped on its own"; return 1; }
   if [ -n "$pidfile" ]; then

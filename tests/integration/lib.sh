@@ -158,6 +158,7 @@ s3_answers() { [ "$(curl -s -m 30 -o /dev/null -w '%{http_code}' "http://127.0.0
 start_moto() {
   MOTO_PORT=$(free_port)
   moto_server -H 127.0.0.1 -p "$MOTO_PORT" > "$WORK/moto.log" 2>&1 &
+  MOTO_PID=$!
   wait_port "$MOTO_PORT" 127.0.0.1 60
   # moto loads its S3 backend on the first S3 request: do it here, not in a command with short timeouts.
   wait_until 60 "moto to answer S3 requests" s3_answers "$MOTO_PORT"

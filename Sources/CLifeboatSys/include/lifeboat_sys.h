@@ -20,4 +20,9 @@ int lb_accept4(int fd);
 void lb_line_buffer_stdout(void);
 /* Columns of the terminal on fd, or 0 if fd is not a terminal (TIOCGWINSZ: ioctl is variadic, not callable from Swift). */
 int lb_terminal_columns(int fd);
+/* ioprio_set(IOPRIO_WHO_PROCESS, 0, class << 13 | level) for this process (class 1 realtime, 2 best-effort, 3 idle). */
+int lb_ioprio_set_self(int ioclass, int level);
+#include <spawn.h>
+/* posix_spawn_file_actions_addclosefrom_np(actions, from): the child gets no descriptor >= from (glibc 2.34). */
+int lb_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
 #endif

@@ -1,0 +1,615 @@
+import CLifeboatSys
+import Foundation
+import Glibc
+import LifeboatBackends
+import LifeboatCore
+import LifeboatPlan
+import LifeboatReplication
+import LifeboatRepository
+import LifeboatSites
+import LifeboatSnapshot
+import LifeboatStorage
+import Logging
+
+/// `lifeboat agent`: one long-running process that carries out the plan. It schedules each source's backup
+/// (then its retention, then a replication pass), replication on its interval, prune and check on theirs; at
+/// most `limits.jobs` at once, never two runs of one job; records every run in the state database before and
+/// after; watches each source's RPO at each site and alerts once per breach and once per recovery; and answers
+/// the API (status, history, run now, pause, resume, metrics).
+public actor Agent {
+    public private(set) var plan: Plan
+    let store: StateStore
+    var scheduler: Scheduler
+    var alerts: AlertDispatcher
+    public nonisolated let metrics: AgentMetrics
+    let logger: Logger
+    let access: SiteAccess
+    let clock: @Sendable () -> Date
+    public let started: Date
+
+    /// Each site's repository, opened once (keys unlocked once); jobs work on derived handles.
+    var repositories: [String: Repository] = [:]
+    var running: [JobID: Task<Void, Never>] = [:]
+    var observations: [String: SiteObservation] = [:]
+    var facts: [String: SiteFacts] = [:]
+    var watches: [String: RPOWatch] = [:]
+    var stopping = false
+    /// Open conditions (alerted, not yet cleared): key → since.
+    var conditions: [String: Date]?
+    /// Sites that could not be reached, and until when they are not tried again.
+    var down: [String: (until: Date, failures: Int, why: String)] = [:]
+
+    public init(plan: Plan, store: StateStore, access: SiteAccess, logger: Logger, retryBase: Double = 1,
+                clock: @escaping @Sendable () -> Date = { currentTime() }) throws {
+        self.plan = plan
+        self.store = store
+        self.logger = logger
+        self.clock = clock
+        started = clock()
+        scheduler = Scheduler()
+        metrics = AgentMetrics(started: started)
+        let log = logger
+        alerts = AlertDispatcher(targets: plan.alerts, retryBase: retryBase) { log.warning("\($0)") }
+        self.access = access
+        for o in try store.observations() { observations["\(o.source)@\(o.site)"] = o }
+    }
+
+    // MARK: - Running
+
+    /// Runs until `stop()`: schedules, starts jobs, watches objectives. Returns when every job has ended or
+    /// `stopTimeout` has passed since the stop.
+    public func run(stopTimeout: Double) async throws {
+        let now = clock()
+        // A previous agent that died mid-run left rows `running`: they are recorded as interrupted, alerted once.
+        let stale = try store.interruptStale(now: now)
+        let cleanStop = try store.flag("clean_stop")
+        try store.setFlag("clean_stop", nil)
+        if !stale.isEmpty || cleanStop == "0" {
+            let what = stale.isEmpty ? "" : ": \(stale.map(\.job).joined(separator: ", ")) interrupted"
+            logger.warning("the previous agent did not stop cleanly\(what)")
+            alerts.send(Alert(.agentRestart, message: "the agent restarted after an unclean stop\(what)", time: now))
+        }
+        try store.setFlag("clean_stop", "0")
+        loadSchedule(now: now)
+        applyLimits()
+        logger.info("agent started", metadata: ["plan": "\(plan.path)", "sources": "\(plan.sources.count)", "sites": "\(plan.sites.sites.count)",
+                                                "jobs_at_once": "\(plan.limits.jobs)"])
+
+        while !stopping {
+            let now = clock()
+            evaluateObjectives(now: now)
+            for job in scheduler.due(at: now) where running.count < plan.limits.jobs {
+                start(job, now: now)
+            }
+            let wake = scheduler.nextWake(after: now).map { $0.timeIntervalSince(now) } ?? 1
+            try? await Task.sleep(for: .milliseconds(Int64(max(0.01, min(wake, 0.25)) * 1000)))
+        }
+
+        logger.info("stopping: no new jobs; waiting for \(running.count) running (at most \(Int(stopTimeout)) s)")
+        let deadline = ContinuousClock.now + .milliseconds(Int64(stopTimeout * 1000))
+        while !running.isEmpty && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        if !running.isEmpty {
+            logger.warning("stop timeout: cancelling \(running.keys.map(\.description).sorted().joined(separator: ", "))")
+            for t in running.values { t.cancel() }
+            let grace = ContinuousClock.now + .seconds(5)
+            while !running.isEmpty && ContinuousClock.now < grace { try? await Task.sleep(for: .milliseconds(50)) }
+        }
+        await RepositoryLock.releaseAll()
+        await alerts.finish(timeout: 5)
+        try? store.setFlag("clean_stop", "1")
+        logger.info("agent stopped")
+    }
+
+    /// Asks the loop to stop scheduling (SIGTERM).
+    public func stop() { stopping = true }
+
+    func loadSchedule(now: Date) {
+        let rows = (try? store.jobs()) ?? [:]
+        scheduler.load(StatusBuilder.jobs(plan), lastRun: { rows[$0.description]?.lastStart }, paused: { rows[$0.description]?.paused ?? false }, now: now)
+        // Breaches alerted before a restart are not alerted again.
+        let open = (try? store.breaches()) ?? [:]
+        var next: [String: RPOWatch] = [:]
+        for s in plan.sources {
+            guard let rpo = s.objectives?.rpo else { continue }
+            for site in StatusBuilder.sites(of: s, in: plan) {
+                let key = "rpo:\(s.name)@\(site)"
+                var w = watches[key].flatMap { $0.objective == rpo ? $0 : nil } ?? RPOWatch(objective: rpo)
+                if open[key] != nil && !w.breached { w = RPOWatch(objective: rpo, breached: true) }
+                next[key] = w
+            }
+        }
+        watches = next
+    }
+
+    /// nice and ionice for the whole agent (its hooks and dump tools inherit them).
+    func applyLimits() {
+        errno = 0
+        if setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, Int32(plan.limits.nice)) != 0 {
+            logger.warning("cannot set nice \(plan.limits.nice): \(String(cString: strerror(errno)))")
+        }
+        let cls: Int32 = switch plan.limits.ionice { case .realtime: 1; case .bestEffort: 2; case .idle: 3 }
+        if lb_ioprio_set_self(cls, cls == 3 ? 0 : 4) != 0 {
+            logger.warning("cannot set ionice \(plan.limits.ionice.rawValue): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Takes a new plan (SIGHUP): jobs that stay keep their state; the running ones finish. A plan that does not
+    /// parse or validate never replaces the running one.
+    public func reload(_ next: Plan) {
+        let old = plan
+        plan = next
+        let removedSites = Set(old.sites.sites.map(\.name)).subtracting(next.sites.sites.map(\.name))
+        for s in old.sites.sites where removedSites.contains(s.name) || next.sites.sites.first(where: { $0.name == s.name }) != s {
+            repositories[s.name] = nil
+        }
+        if old.alerts != next.alerts {
+            let log = logger
+            let previous = alerts
+            alerts = AlertDispatcher(targets: next.alerts) { log.warning("\($0)") }
+            Task { await previous.finish(timeout: 30) }
+        }
+        loadSchedule(now: clock())
+        logger.info("plan reloaded", metadata: ["plan": "\(next.path)", "sources": "\(next.sources.count)"])
+    }
+
+    // MARK: - API actions
+
+    public enum ActionResult: Sendable, Equatable { case ok, unknown, alreadyRunning }
+
+    public func runNow(_ job: JobID) -> ActionResult {
+        if running[job] != nil { _ = scheduler.runNow(job, now: clock()); return .alreadyRunning }
+        return scheduler.runNow(job, now: clock()) ? .ok : .unknown
+    }
+
+    public func setPaused(_ job: JobID, _ paused: Bool) -> ActionResult {
+        guard scheduler.setPaused(job, paused) else { return .unknown }
+        do { try store.setPaused(job.description, paused) } catch { logger.error("\(errorText(error))") }
+        logger.info(paused ? "paused" : "resumed", metadata: ["job": "\(job)"])
+        return .ok
+    }
+
+    public func status() -> AgentStatus {
+        let now = clock()
+        let s = StatusBuilder.build(plan: plan, observations: Array(observations.values), lastRuns: (try? store.lastRuns()) ?? [:],
+                                    jobs: (try? store.jobs()) ?? [:], scheduler: scheduler, running: Set(running.keys), facts: facts,
+                                    since: started, agentStarted: started, origin: "agent", now: now)
+        return s
+    }
+
+    public func history(job: String?, limit: Int) throws -> [RunRecord] { try store.history(job: job, limit: limit) }
+
+    // MARK: - Objectives
+
+    func evaluateObjectives(now: Date) {
+        for s in plan.sources {
+            for site in StatusBuilder.sites(of: s, in: plan) {
+                let key = "rpo:\(s.name)@\(site)"
+                guard var w = watches[key] else { continue }
+                // No snapshot yet: the clock runs from the agent's start.
+                let newest = observations["\(s.name)@\(site)"]?.newest
+                let t = w.observe(newest: newest ?? (now.timeIntervalSince(started) > w.objective ? nil : now), now: now)
+                watches[key] = w
+                switch t {
+                case .breached(let age, let objective)?:
+                    let ageText = age.map { "its newest snapshot there is \(Units.span($0)) old" } ?? "it has no snapshot there"
+                    logger.warning("RPO breached", metadata: ["source": "\(s.name)", "site": "\(site)", "objective": "\(Units.span(objective))"])
+                    alerts.send(Alert(.rpoBreach, source: s.name, site: site,
+                                      message: "source \(s.name) misses its RPO of \(Units.span(objective)) at site \(site): \(ageText)", time: now))
+                    try? store.setBreach(key, since: now)
+                case .cleared(let age, let objective)?:
+                    logger.info("RPO met again", metadata: ["source": "\(s.name)", "site": "\(site)"])
+                    alerts.send(Alert(.rpoBreach, source: s.name, site: site,
+                                      message: "source \(s.name) meets its RPO of \(Units.span(objective)) at site \(site) again: newest snapshot \(Units.span(age)) old",
+                                      time: now, resolved: true))
+                    try? store.setBreach(key, since: nil)
+                case nil: break
+                }
+            }
+        }
+    }
+
+    /// A condition (a site down or lagging, a job failing) alerted once when it starts and once when it ends,
+    /// across restarts (the `breach` table).
+    func condition(_ key: String, _ on: Bool, event: AlertEvent, source: String? = nil, site: String?, message: String) {
+        if conditions == nil { conditions = (try? store.breaches()) ?? [:] }
+        let open = conditions?[key] != nil
+        guard open != on else { return }
+        conditions?[key] = on ? clock() : nil
+        try? store.setBreach(key, since: on ? clock() : nil)
+        alerts.send(Alert(event, source: source, site: site, message: message, time: clock(), resolved: !on))
+        if on { logger.warning("alert", metadata: ["event": "\(event.rawValue)", "message": "\(message)"]) }
+    }
+
+    /// Whether an error means the site cannot be reached (after the backend's retries), not that the job failed.
+    static func unreachable(_ error: any Error) -> Bool {
+        if let e = error as? StorageError { return e.kind == .transient }
+        if let e = error as? LifeboatError, let u = e.underlying { return unreachable(u) }
+        return false
+    }
+
+    /// A failed job alerts once until it succeeds again; a failure because its site cannot be reached marks the
+    /// site down (its one `failure` alert, and a backoff during which jobs needing it fail at once instead of
+    /// holding a job slot through timeouts) instead of one alert per job.
+    func failed(_ key: String, event: AlertEvent, source: String?, site: String, error: (any Error)?, message: String) {
+        if let error, Agent.unreachable(error) {
+            siteDown(site, errorText(error))
+        } else {
+            condition("fail:\(key)", true, event: event, source: source, site: site, message: message)
+        }
+    }
+
+    func succeeded(_ key: String, event: AlertEvent, source: String?, site: String, message: String) {
+        siteUp(site)
+        condition("fail:\(key)", false, event: event, source: source, site: site, message: message)
+    }
+
+    /// A site that could not be reached: not tried again before its backoff (the replication interval, doubled
+    /// per failure, at most max_backoff) ends.
+    func siteDown(_ site: String, _ why: String) {
+        repositories[site] = nil
+        var d = down[site] ?? (until: clock(), failures: 0, why: why)
+        d.failures = min(d.failures + 1, 30)
+        d.why = why
+        d.until = clock().addingTimeInterval(min(plan.sites.maxBackoff, plan.sites.interval * pow(2, Double(d.failures - 1))))
+        down[site] = d
+        var f = facts[site] ?? SiteFacts()
+        f.reachable = false
+        f.lastError = why
+        facts[site] = f
+        condition("down:\(site)", true, event: .failure, site: site, message: "site \(site) cannot be reached: \(why)")
+    }
+
+    func siteUp(_ site: String) {
+        down[site] = nil
+        var f = facts[site] ?? SiteFacts()
+        f.reachable = true
+        f.lastError = nil
+        facts[site] = f
+        condition("down:\(site)", false, event: .failure, site: site, message: "site \(site) is reachable again")
+    }
+
+    // MARK: - Jobs
+
+    func start(_ job: JobID, now: Date) {
+        let delay = scheduler.start(job, now: now)
+        let scheduled = delay.map { now.addingTimeInterval(-$0) }
+        let task = Task { [plan] in
+            await self.execute(job, plan: plan, scheduled: scheduled, delay: delay)
+            self.finished(job)
+        }
+        running[job] = task
+    }
+
+    func finished(_ job: JobID) {
+        running[job] = nil
+        scheduler.finish(job)
+    }
+
+    /// A site's repository: a fresh handle on the cached one (opened at first use, again after a failure).
+    func repository(_ site: Site) async throws -> Repository {
+        if let d = down[site.name], clock() < d.until {
+            throw LifeboatError(.io, "site \(site.name) is down (\(d.why)); it is tried again after \(Timestamp.format(d.until))",
+                                underlying: StorageError(.transient, d.why))
+        }
+        if let r = repositories[site.name] { return try r.with(compression: nil, dryRun: false) }
+        let r = try await access.openNew(site)
+        repositories[site.name] = r
+        // Locks that processes of this host left when they died (this agent, killed mid-backup): gone for good.
+        if let removed = try? await r.removeDeadLocalLocks(), !removed.isEmpty {
+            logger.info("removed locks of dead processes", metadata: ["site": "\(site.name)",
+                        "locks": "\(removed.map { "\($0.id.short) (\($0.info.operation), PID \($0.info.pid))" }.joined(separator: ", "))"])
+        }
+        return try r.with(compression: nil, dryRun: false)
+    }
+
+    func forgetRepository(_ site: String) { repositories[site] = nil }
+
+    /// The access the replicator and status use: through the cache.
+    func cachedAccess() -> SiteAccess {
+        var a = access
+        a.reuse = { [weak self] site in
+            guard let self else { throw LifeboatError(.interrupted, "the agent stopped") }
+            return try await self.repository(site)
+        }
+        return a
+    }
+
+    func record(_ id: Int64?, _ run: RunRecord, delay: Double?) {
+        if let id {
+            do {
+                try store.end(id, finished: run.finished ?? clock(), result: run.result, error: run.error, snapshot: run.snapshot,
+                              bytes: run.bytes, files: run.files, errors: run.errors)
+            } catch { logger.error("\(errorText(error))") }
+        }
+        metrics.jobFinished(run, delay: delay)
+    }
+
+    func begin(_ job: JobID, site: String?, scheduled: Date?) -> (Int64?, RunRecord) {
+        let now = clock()
+        let run = RunRecord(job: job.description, site: site, scheduled: scheduled, started: now, result: .running)
+        do { return (try store.begin(job: job.description, site: site, scheduled: scheduled, started: now), run) } catch {
+            logger.error("\(errorText(error))")
+            return (nil, run)
+        }
+    }
+
+    func execute(_ job: JobID, plan: Plan, scheduled: Date?, delay: Double?) async {
+        alerts.ping(job: job.description, .start)
+        var meta: Logger.Metadata = ["job": "\(job)"]
+        if let delay { meta["delay"] = "\(String(format: "%.3f", delay))" }
+        logger.info("job started", metadata: meta)
+        let ok: Bool
+        switch job.kind {
+        case .backup:
+            guard let source = plan.sources.first(where: { $0.name == job.source }) else { return }
+            ok = await backup(source, plan: plan, job: job, scheduled: scheduled, delay: delay)
+        case .replicate: ok = await replicate(plan: plan, job: job, scheduled: scheduled, delay: delay)
+        case .prune: ok = await prune(plan: plan, job: job, scheduled: scheduled, delay: delay)
+        case .check: ok = await check(plan: plan, job: job, scheduled: scheduled, delay: delay)
+        }
+        alerts.ping(job: job.description, ok ? .success : .failure("see the agent's log and `lifeboat status`"))
+    }
+
+    /// The site a source's backups are written to: the primary (replicas get them by replication), or the first
+    /// of its own `sites` when it names no primary.
+    static func target(of source: Source, in plan: Plan) -> Site {
+        if source.sites.isEmpty || source.sites.contains(plan.sites.primary.name) { return plan.sites.primary }
+        return plan.sites.sites.first { $0.name == source.sites[0] } ?? plan.sites.primary
+    }
+
+    func backup(_ source: Source, plan: Plan, job: JobID, scheduled: Date?, delay: Double?) async -> Bool {
+        let site = Agent.target(of: source, in: plan)
+        let (id, base) = begin(job, site: site.name, scheduled: scheduled)
+        var run = base
+        let env = ["LIFEBOAT_SOURCE": source.name, "LIFEBOAT_SITE": site.name]
+        var failure: String?
+        var failureError: (any Error)?
+        var outcome: BackupOutcome?
+        var snapshotTime = clock()
+        do {
+            if let h = source.hooks, !h.before.isEmpty { try await HookRunner.run(h.before, timeout: h.timeout, environment: env, what: "before") }
+            do {
+                let repo = try await repository(site)
+                snapshotTime = clock()
+                outcome = try await SourceBackup.run(source, repo: repo, time: snapshotTime)
+            } catch {
+                failure = errorText(error)
+                failureError = error
+                if !(error is LifeboatError) || (error as? LifeboatError)?.code == .wrongPassword { forgetRepository(site.name) }
+            }
+            // After hooks run whatever happened (a `resume` after a `quiesce`).
+            if let h = source.hooks, !h.after.isEmpty {
+                do { try await HookRunner.run(h.after, timeout: h.timeout, environment: env, what: "after") } catch {
+                    failure = [failure, "\(error)"].compactMap { $0 }.joined(separator: "; ")
+                }
+            }
+        } catch {
+            failure = "\(error)"
+        }
+        run.finished = clock()
+        if let o = outcome {
+            run.snapshot = o.snapshot?.hex
+            run.bytes = Int64(clamping: o.bytes)
+            run.files = Int64(o.files)
+            run.errors = Int64(o.errors.count)
+        }
+        if let failure {
+            run.result = .failure
+            run.error = failure
+            logger.error("backup failed", metadata: ["source": "\(source.name)", "site": "\(site.name)", "error": "\(failure)"])
+            failed(job.description, event: .failure, source: source.name, site: site.name, error: failureError,
+                   message: "backup of \(source.name) to \(site.name) failed: \(failure)")
+            observe(source: source.name, site: site.name, newest: nil, success: nil, error: failure)
+        } else if let o = outcome {
+            run.result = o.errors.isEmpty ? .success : .warning
+            if !o.errors.isEmpty {
+                let first = o.errors.prefix(3).map { "\($0.path): \($0.message)" }.joined(separator: "; ")
+                run.error = "\(o.errors.count) file\(o.errors.count == 1 ? "" : "s") not read: \(first)"
+                alerts.send(Alert(.warning, source: source.name, site: site.name, message: "backup of \(source.name) finished with \(run.error!)", time: clock()))
+            }
+            succeeded(job.description, event: .failure, source: source.name, site: site.name, message: "backup of \(source.name) to \(site.name) succeeds again")
+            logger.info("backup done", metadata: ["source": "\(source.name)", "site": "\(site.name)", "snapshot": "\(o.snapshot?.short ?? "-")",
+                                                  "files": "\(o.files)", "bytes": "\(o.bytes)", "added": "\(o.added)", "forgotten": "\(o.removed)"])
+            observe(source: source.name, site: site.name, newest: o.snapshot == nil ? nil : snapshotTime, success: clock(), error: nil)
+            // The new snapshot goes to the replicas now, not at the next interval.
+            _ = scheduler.runNow(JobID(.replicate), now: clock())
+        }
+        record(id, run, delay: delay)
+        return failure == nil
+    }
+
+    func observe(source: String, site: String, newest: Date??, success: Date?, error: String?) {
+        let key = "\(source)@\(site)"
+        var o = observations[key] ?? SiteObservation(source: source, site: site, newest: nil, checked: clock())
+        o.checked = clock()
+        if let newest, let n = newest { o.newest = max(o.newest ?? n, n) }
+        if let success { o.lastSuccess = success; o.lastError = nil }
+        if let error { o.lastError = error }
+        observations[key] = o
+        do { try store.observe(o) } catch { logger.error("\(errorText(error))") }
+    }
+
+    /// Lists a site's snapshots and records each source's newest one there.
+    func refresh(site: Site, plan: Plan, snapshots: [(id: ID, snapshot: Snapshot)]) {
+        for s in plan.sources where StatusBuilder.sites(of: s, in: plan).contains(site.name) {
+            let tag = SourceBackup.tag(s.name)
+            let newest = snapshots.filter { $0.snapshot.tags.contains(tag) }.map(\.snapshot.date).max()
+            let key = "\(s.name)@\(site.name)"
+            var o = observations[key] ?? SiteObservation(source: s.name, site: site.name, newest: nil, checked: clock())
+            o.checked = clock()
+            // Forgotten or pruned snapshots move the newest back: the listing is the truth.
+            o.newest = newest
+            observations[key] = o
+            try? store.observe(o)
+        }
+    }
+
+    func replicate(plan: Plan, job: JobID, scheduled: Date?, delay: Double?) async -> Bool {
+        let (id, base) = begin(job, site: nil, scheduled: scheduled)
+        var run = base
+        let now = clock()
+        // Sites that are down wait out their backoff; the others are brought up to date on every pass.
+        let due = plan.sites.replicas.filter { down[$0.name].map { now >= $0.until } ?? true }
+        let failed = Mutex<[String: String]>([:])
+        let copied = Mutex<Int>(0)
+        let bytes = Mutex<UInt64>(0)
+        let replicator = Replicator(config: plan.sites, access: cachedAccess(), clock: clock)
+        let logger = self.logger
+        do {
+            _ = try await replicator.pass(due, force: true, shouldStop: { Task.isCancelled }) { event in
+                switch event {
+                case .primaryFailed(let site, let error): failed.withLock { $0[site] = error }
+                case .siteFailed(let site, let error): failed.withLock { $0[site] = error }
+                case .snapshotCopied: copied.withLock { $0 += 1 }
+                case .siteDone(let site, let report):
+                    bytes.withLock { $0 += report.bytesSent }
+                    if !report.copied.isEmpty { logger.info("replicated", metadata: ["site": "\(site)", "snapshots": "\(report.copied.count)", "bytes": "\(report.bytesSent)"]) }
+                case .staleLocks(let site, let locks):
+                    logger.warning("stale locks ignored", metadata: ["site": "\(site)", "locks": "\(locks.map(\.id.short).joined(separator: ","))"])
+                }
+            }
+        } catch {
+            failed.withLock { $0[plan.sites.primary.name] = errorText(error) }
+        }
+        let failures = failed.withLock { $0 }
+        // What each site holds now: newest per source, lag of each replica behind the primary.
+        var primarySnaps: [(id: ID, snapshot: Snapshot)]?
+        for site in [plan.sites.primary] + plan.sites.replicas {
+            if let why = failures[site.name] {
+                siteDown(site.name, why)
+                continue
+            }
+            guard site.role == .primary || due.contains(where: { $0.name == site.name }) else { continue }
+            do {
+                let repo = try await repository(site)
+                let snaps = try await repo.listSnapshots()
+                refresh(site: site, plan: plan, snapshots: snaps)
+                siteUp(site.name)
+                var f = facts[site.name] ?? SiteFacts()
+                if site.role == .primary { primarySnaps = snaps } else if let p = primarySnaps {
+                    let missing = Copier.missing(p, at: snaps)
+                    f.snapshotsMissing = missing.count
+                    f.lagSeconds = replicationLag(missing: missing.map(\.snapshot.date), now: clock()).lag
+                }
+                facts[site.name] = f
+                if let maxLag = plan.maxLag, let lag = f.lagSeconds {
+                    condition("lag:\(site.name)", lag > maxLag, event: .lag, site: site.name,
+                              message: lag > maxLag ? "site \(site.name) lags \(Units.span(lag)) behind the primary (max_lag \(Units.span(maxLag)))"
+                                                    : "site \(site.name) is within max_lag again")
+                }
+            } catch {
+                siteDown(site.name, errorText(error))
+            }
+        }
+        run.finished = clock()
+        run.bytes = Int64(clamping: bytes.withLock { $0 })
+        run.files = Int64(copied.withLock { $0 })
+        run.errors = Int64(failures.count)
+        if failures.isEmpty { run.result = .success } else {
+            run.result = .failure
+            run.error = failures.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "; ")
+            logger.error("replication failed", metadata: ["error": "\(run.error!)"])
+        }
+        record(id, run, delay: delay)
+        return failures.isEmpty
+    }
+
+    func prune(plan: Plan, job: JobID, scheduled: Date?, delay: Double?) async -> Bool {
+        var allOK = true
+        for site in plan.sites.sites {
+            let (id, base) = begin(job, site: site.name, scheduled: scheduled)
+            var run = base
+            do {
+                let repo = try await repository(site)
+                var forgotten = 0
+                for s in plan.sources where StatusBuilder.sites(of: s, in: plan).contains(site.name) {
+                    forgotten += try await SourceBackup.forget(s, repo: repo)
+                }
+                var opts = PruneOptions()
+                opts.grace = 3600
+                let r = try await Pruner(repository: repo, options: opts, now: clock).run()
+                run.result = .success
+                run.bytes = Int64(clamping: r.bytesDeleted)
+                run.files = Int64(r.packsDeleted)
+                logger.info("prune done", metadata: ["site": "\(site.name)", "forgotten": "\(forgotten)", "packs_deleted": "\(r.packsDeleted)",
+                                                     "bytes_freed": "\(r.bytesDeleted)", "pending_bytes": "\(r.pending.bytes)"])
+                refresh(site: site, plan: plan, snapshots: try await repo.listSnapshots())
+                succeeded("prune@\(site.name)", event: .failure, source: nil, site: site.name, message: "prune at \(site.name) succeeds again")
+            } catch {
+                allOK = false
+                forgetRepository(site.name)
+                run.result = .failure
+                run.error = errorText(error)
+                logger.error("prune failed", metadata: ["site": "\(site.name)", "error": "\(run.error!)"])
+                failed("prune@\(site.name)", event: .failure, source: nil, site: site.name, error: error, message: "prune at \(site.name) failed: \(run.error!)")
+            }
+            run.finished = clock()
+            record(id, run, delay: delay)
+        }
+        return allOK
+    }
+
+    /// The part of the data a check reads this time: `read_data_subset` as N/T parts, rotating, so that every
+    /// pack is read once per T runs.
+    public static func checkPart(subset: String?, counter: Int) -> (ReadDataSubset?, parts: Int) {
+        guard let subset else { return (nil, 0) }
+        var total: Int
+        if subset.hasSuffix("%"), let p = Double(subset.dropLast()), p > 0 {
+            total = Int((100 / p).rounded(.up))
+        } else {
+            let parts = subset.split(separator: "/")
+            total = parts.count == 2 ? Int(parts[1]) ?? 1 : 1
+        }
+        total = max(1, min(total, 1 << 20))
+        return (total == 1 ? .all : .part(counter % total + 1, total), total)
+    }
+
+    func check(plan: Plan, job: JobID, scheduled: Date?, delay: Double?) async -> Bool {
+        let counter = (try? store.advance(job.description)) ?? 0
+        let (subset, parts) = Agent.checkPart(subset: plan.checks?.readDataSubset, counter: counter)
+        var allOK = true
+        for site in plan.sites.sites {
+            let (id, base) = begin(job, site: site.name, scheduled: scheduled)
+            var run = base
+            do {
+                let repo = try await repository(site)
+                var opts = CheckOptions()
+                opts.readData = subset
+                let report = try await repo.withLock(.shared, operation: "check (agent)") { try await Checker(repository: repo, options: opts).run() }
+                run.bytes = Int64(clamping: report.bytesRead)
+                run.files = Int64(report.packsRead)
+                run.errors = Int64(report.errors)
+                if parts > 0 {
+                    var f = facts[site.name] ?? SiteFacts()
+                    f.scrubCoverage = Double(counter % parts + 1) / Double(parts)
+                    facts[site.name] = f
+                }
+                if report.errors > 0 {
+                    run.result = .failure
+                    let first = report.issues.filter { $0.severity == .error }.prefix(3).map(\.description).joined(separator: "; ")
+                    run.error = "\(report.errors) error\(report.errors == 1 ? "" : "s"): \(first)"
+                    failed("check@\(site.name)", event: .checkError, source: nil, site: site.name, error: nil, message: "check of \(site.name) found \(run.error!)")
+                    allOK = false
+                } else {
+                    run.result = .success
+                    succeeded("check@\(site.name)", event: .checkError, source: nil, site: site.name, message: "check of \(site.name) finds no error again")
+                }
+                logger.info("check done", metadata: ["site": "\(site.name)", "errors": "\(report.errors)", "packs_read": "\(report.packsRead)",
+                                                     "part": "\(subset.map { "\($0)" } ?? "metadata")"])
+            } catch {
+                allOK = false
+                forgetRepository(site.name)
+                run.result = .failure
+                run.error = errorText(error)
+                failed("check@\(site.name)", event: .checkError, source: nil, site: site.name, error: error, message: "check of \(site.name) could not run: \(run.error!)")
+            }
+            run.finished = clock()
+            record(id, run, delay: delay)
+        }
+        return allOK
+    }
+}
+
+import Synchronization

@@ -1,0 +1,235 @@
+import Foundation
+import Hummingbird
+import LifeboatConfig
+import LifeboatFailover
+import LifeboatCore
+import LifeboatPlan
+import LifeboatReplication
+import LifeboatServer
+import Logging
+import NIOCore
+
+/// The agent's local API on `agent.listen`:
+///
+/// - `GET /status`: `AgentStatus` as JSON.
+/// - `GET /history?job=backup:web&limit=N`: the newest runs, newest first.
+/// - `POST /jobs/{job}/run`: run a job now (`backup:NAME`, `replicate`, `prune`, `check`).
+/// - `POST /jobs/{job}/pause`, `POST /jobs/{job}/resume`; `POST /sources/{name}/pause|resume|run` for backups.
+/// - `GET /metrics`: Prometheus text.
+///
+/// With `token_file`, `Authorization: Bearer TOKEN` is accepted; with `users` (an htpasswd file, bcrypt), HTTP
+/// basic authentication is; with both, either. With neither, the API must listen on a loopback address
+/// (checked at start): only local clients reach it. Answers never hold secrets (no DSNs, passwords, URLs' tokens).
+public struct AgentAPI: Sendable {
+    let agent: Agent
+    let token: String?
+    let users: Htpasswd?
+    let listen: Endpoint
+    let bindHost: String
+
+    public init(agent: Agent, settings: AgentSettings) throws {
+        self.agent = agent
+        guard let l = Endpoint.parse(settings.listen) else { throw LifeboatError.invalid("agent.listen \(settings.listen) is not HOST:PORT") }
+        listen = l
+        if let f = settings.tokenFile {
+            token = try readPasswordFile(f, from: "agent.token_file")
+        } else {
+            token = nil
+        }
+        if let f = settings.users {
+            do { users = try Htpasswd(path: f) } catch { throw LifeboatError.invalid("agent.users \(f): \(error)") }
+        } else {
+            users = nil
+        }
+        if token == nil && users == nil {
+            let address = try? SocketAddress.makeAddressResolvingHost(l.host, port: l.port)
+            guard let ip = address?.ipAddress, Endpoint.isLoopback(ip: ip) else {
+                throw LifeboatError.invalid("agent.listen \(l) is not a loopback address (127.0.0.0/8 or ::1): listen on one, or set agent.token_file or agent.users")
+            }
+            bindHost = ip
+        } else {
+            bindHost = l.host
+        }
+    }
+
+    struct Problem: Error { var status: HTTPResponse.Status; var message: String }
+
+    func authorized(_ request: Request) -> Bool {
+        if token == nil && users == nil { return true }
+        guard let header = request.headers[.authorization] else { return false }
+        if let token, header.hasPrefix("Bearer ") {
+            return constantTimeEqual(Array(header.dropFirst(7).utf8), Array(token.utf8))
+        }
+        if let users, header.hasPrefix("Basic "), let d = Data(base64Encoded: String(header.dropFirst(6))),
+           let s = String(data: d, encoding: .utf8), let colon = s.firstIndex(of: ":") {
+            return users.verify(user: String(s[..<colon]), password: String(s[s.index(after: colon)...]))
+        }
+        return false
+    }
+
+    public static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        e.dateEncodingStrategy = .custom { d, enc in
+            var c = enc.singleValueContainer()
+            try c.encode(Timestamp.format(d))
+        }
+        return e
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .custom { dec in
+            let s = try dec.singleValueContainer().decode(String.self)
+            guard let t = Timestamp.parse(s) else { throw DecodingError.dataCorrupted(.init(codingPath: dec.codingPath, debugDescription: "bad time \(s)")) }
+            return t
+        }
+        return d
+    }
+
+    func respond(_ request: Request) async -> Response {
+        guard authorized(request) else {
+            var r = text(.unauthorized, "authentication required\n")
+            if users != nil { r.headers[.wwwAuthenticate] = "Basic realm=\"lifeboat agent\"" }
+            return r
+        }
+        let parts = request.uri.path.split(separator: "/").map { String($0).removingPercentEncoding ?? String($0) }
+        do {
+            switch (request.method, parts.count) {
+            case (.get, 1) where parts[0] == "status":
+                return try json(await agent.status())
+            case (.get, 1) where parts[0] == "metrics":
+                agent.metrics.update(await agent.status())
+                return text(.ok, agent.metrics.render(), contentType: "text/plain; version=0.0.4")
+            case (.get, 1) where parts[0] == "history":
+                let q = request.uri.queryParameters
+                let limit = q["limit"].flatMap { Int(String($0)) } ?? 100
+                guard (1...10_000).contains(limit) else { throw Problem(status: .badRequest, message: "limit must be 1 to 10000") }
+                return try json(try await agent.history(job: q["job"].map(String.init), limit: limit))
+            case (.post, 3) where parts[0] == "jobs" || parts[0] == "sources":
+                guard let job = parts[0] == "jobs" ? JobID(parsing: parts[1]) : JobID.backup(parts[1]) as JobID? else {
+                    throw Problem(status: .badRequest, message: "a job is backup:SOURCE, replicate, prune or check")
+                }
+                let result: Agent.ActionResult
+                switch parts[2] {
+                case "run": result = await agent.runNow(job)
+                case "pause": result = await agent.setPaused(job, true)
+                case "resume": result = await agent.setPaused(job, false)
+                default: throw Problem(status: .notFound, message: "unknown action \(parts[2]): run, pause or resume")
+                }
+                switch result {
+                case .ok: return try json(["job": job.description, "action": parts[2], "result": "ok"])
+                case .alreadyRunning: return try json(["job": job.description, "action": parts[2], "result": "running; it runs again when it ends"])
+                case .unknown: throw Problem(status: .notFound, message: "no job \(job) in the plan")
+                }
+            default:
+                throw Problem(status: .notFound, message: "unknown endpoint: GET /status, /history, /metrics; POST /jobs/JOB/run|pause|resume")
+            }
+        } catch let p as Problem {
+            return text(p.status, p.message + "\n")
+        } catch {
+            return text(.internalServerError, errorText(error) + "\n")
+        }
+    }
+
+    func json<T: Encodable>(_ value: T) throws -> Response {
+        let data = try AgentAPI.encoder().encode(value)
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    func text(_ status: HTTPResponse.Status, _ s: String, contentType: String = "text/plain; charset=utf-8") -> Response {
+        Response(status: status, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(string: s)))
+    }
+
+    /// Serves until cancelled; `ready` receives the bound address.
+    public func run(ready: @escaping @Sendable (String) -> Void) async throws {
+        let me = self
+        var logger = Logger(label: "lifeboat.agent.api")
+        // Hummingbird logs the cancellation of a stop as an error: nothing a user should see.
+        logger.logLevel = .critical
+        let app = Application(
+            responder: CallbackResponder<BasicRequestContext> { request, _ in await me.respond(request) },
+            configuration: .init(address: .hostname(bindHost, port: listen.port), serverName: "lifeboat-agent"),
+            onServerRunning: { ch in
+                ready(ch.localAddress.flatMap { a in a.ipAddress.map { ip in ip.contains(":") ? "[\(ip)]:\(a.port ?? 0)" : "\(ip):\(a.port ?? 0)" } } ?? me.listen.description)
+            },
+            logger: logger)
+        try await app.run()
+    }
+}
+
+func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    guard a.count == b.count else { return false }
+    var d: UInt8 = 0
+    for i in 0..<a.count { d |= a[i] ^ b[i] }
+    return d == 0
+}
+
+/// swift-log's handler for the agent: logfmt lines (`time=… level=info msg="backup done" source=web …`) or JSON
+/// lines, on standard error, one write per line.
+public struct LineLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level = .info
+    let json: Bool
+
+    public init(json: Bool) { self.json = json }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var all = metadata
+        if let m = event.metadata { all.merge(m) { $1 } }
+        let time = Timestamp.format(Date())
+        let line: String
+        if json {
+            var o: [String: String] = ["time": time, "level": event.level.rawValue, "msg": "\(event.message)", "message_type": "log"]
+            for (k, v) in all { o[k] = "\(v)" }
+            let d = (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])) ?? Data()
+            line = String(decoding: d, as: UTF8.self)
+        } else {
+            var s = "time=\(time) level=\(event.level.rawValue) msg=\(LineLogHandler.quote("\(event.message)"))"
+            for (k, v) in all.sorted(by: { $0.key < $1.key }) { s += " \(k)=\(LineLogHandler.quote("\(v)"))" }
+            line = s
+        }
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+
+    static func quote(_ s: String) -> String {
+        if !s.isEmpty && s.allSatisfy({ !$0.isWhitespace && $0 != "\"" && $0 != "=" && !$0.isNewline }) { return s }
+        return "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n") + "\""
+    }
+}
+
+/// A client of a running agent's API (`lifeboat status`), with the plan's token or nothing.
+public enum AgentClient {
+    public enum Failure: Error { case unreachable(String), refused(String) }
+
+    /// GET `path` from the agent of `settings`; `.unreachable` when nothing answers (the caller then reads the
+    /// database), `.refused` for an HTTP error.
+    public static func get(_ path: String, settings: AgentSettings, timeout: Double = 5) async throws(Failure) -> [UInt8] {
+        guard let l = Endpoint.parse(settings.listen) else { throw .refused("agent.listen \(settings.listen) is not HOST:PORT") }
+        let host = (l.host == "0.0.0.0" ? "127.0.0.1" : l.host == "::" ? "::1" : l.host)
+        let scheme = settings.tlsCert != nil ? "https" : "http"
+        var req = HTTPClientRequest(url: "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(l.port)\(path)")
+        if let f = settings.tokenFile, let t = try? readPasswordFile(f, from: "agent.token_file") {
+            req.headers.add(name: "Authorization", value: "Bearer \(t)")
+        }
+        do {
+            let resp = try await HTTPClient.shared.execute(req, timeout: .milliseconds(Int64(timeout * 1000)))
+            let body = try await resp.body.collect(upTo: 64 << 20)
+            guard resp.status.code == 200 else {
+                throw Failure.refused("the agent at \(l) answered \(resp.status.code): \(String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines))")
+            }
+            return Array(buffer: body)
+        } catch let f as Failure {
+            throw f
+        } catch {
+            throw .unreachable("no agent answers at \(l): \(error)")
+        }
+    }
+}
+
+import AsyncHTTPClient

@@ -1,0 +1,273 @@
+import Foundation
+import GRDB
+import LifeboatCore
+
+/// One run of a job, as the state database keeps it.
+public struct RunRecord: Sendable, Equatable, Codable {
+    public enum Result: String, Sendable, Codable {
+        case running, success
+        /// Finished, with files it could not read (the CLI's exit 3).
+        case warning
+        case failure
+        /// The agent died while it ran (found at the next start).
+        case interrupted
+    }
+    public var id: Int64?
+    public var job: String
+    /// The site it ran against (nil: several, e.g. replication).
+    public var site: String?
+    public var scheduled: Date?
+    public var started: Date
+    public var finished: Date?
+    public var result: Result
+    public var error: String?
+    public var snapshot: String?
+    public var bytes: Int64 = 0
+    public var files: Int64 = 0
+    public var errors: Int64 = 0
+
+    public var duration: Double? { finished.map { $0.timeIntervalSince(started) } }
+}
+
+/// The newest snapshot of a source at a site, as last seen there.
+public struct SiteObservation: Sendable, Equatable {
+    public var source: String
+    public var site: String
+    public var newest: Date?
+    public var checked: Date
+    public var lastSuccess: Date?
+    public var lastError: String?
+}
+
+/// The agent's state: job history, last runs, pauses, what each site holds, breaches alerted, scrub coverage.
+/// SQLite through GRDB in WAL mode with `synchronous=FULL`: a transaction that returned is on disk, so a SIGKILL
+/// loses nothing reported done. History is bounded (`keepRuns` newest rows).
+public final class StateStore: Sendable {
+    let db: any DatabaseWriter
+    public let path: String
+    public static let keepRuns = 20_000
+
+    /// Opens (creating and migrating) the database at `path` for the agent.
+    public init(path: String) throws {
+        self.path = path
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        do {
+            db = try DatabasePool(path: path, configuration: config)
+            try StateStore.migrator.migrate(db)
+        } catch {
+            throw LifeboatError(.io, "cannot open the agent's state database \(path): \(StateStore.describe(error)); check the path (agent.state) and its permissions")
+        }
+    }
+
+    /// Opens an existing database read-only (`lifeboat status` without a reachable agent).
+    public init(readingFrom path: String) throws {
+        self.path = path
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw LifeboatError(.notFound, "no agent state database at \(path): has the agent run with this plan (agent.state)?")
+        }
+        var config = Configuration()
+        config.readonly = true
+        config.busyMode = .timeout(5)
+        do { db = try DatabaseQueue(path: path, configuration: config) } catch {
+            throw LifeboatError(.io, "cannot read the agent's state database \(path): \(StateStore.describe(error))")
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let e = error as? DatabaseError { return e.message ?? "SQLite error \(e.resultCode.rawValue)" }
+        return "\(error)"
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE run (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, site TEXT, scheduled REAL, started REAL NOT NULL,
+                    finished REAL, result TEXT NOT NULL, error TEXT, snapshot TEXT,
+                    bytes INTEGER NOT NULL DEFAULT 0, files INTEGER NOT NULL DEFAULT 0, errors INTEGER NOT NULL DEFAULT 0);
+                CREATE INDEX run_job ON run(job, started);
+                CREATE TABLE job (job TEXT PRIMARY KEY, last_start REAL, paused INTEGER NOT NULL DEFAULT 0, counter INTEGER NOT NULL DEFAULT 0);
+                CREATE TABLE site_source (source TEXT NOT NULL, site TEXT NOT NULL, newest REAL, checked REAL NOT NULL,
+                    last_success REAL, last_error TEXT, PRIMARY KEY (source, site));
+                CREATE TABLE breach (key TEXT PRIMARY KEY, since REAL NOT NULL);
+                CREATE TABLE agent (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                """)
+        }
+        return m
+    }
+
+    func write<T>(_ body: @Sendable (Database) throws -> T) throws -> T {
+        do { return try db.write(body) } catch {
+            throw LifeboatError(.io, "cannot write the agent's state database \(path): \(StateStore.describe(error))")
+        }
+    }
+    func read<T>(_ body: @Sendable (Database) throws -> T) throws -> T {
+        do { return try db.read(body) } catch {
+            throw LifeboatError(.io, "cannot read the agent's state database \(path): \(StateStore.describe(error))")
+        }
+    }
+
+    static func date(_ v: Double?) -> Date? {
+        guard let v, v.isFinite, abs(v) < 253_402_300_799 else { return nil }
+        return Date(timeIntervalSince1970: v)
+    }
+
+    // MARK: runs
+
+    /// Records a run's start (and the job's last start, for catch-up); returns its row id.
+    public func begin(job: String, site: String?, scheduled: Date?, started: Date) throws -> Int64 {
+        try write { db in
+            try db.execute(sql: "INSERT INTO run (job, site, scheduled, started, result) VALUES (?, ?, ?, ?, 'running')",
+                           arguments: [job, site, scheduled?.timeIntervalSince1970, started.timeIntervalSince1970])
+            let id = db.lastInsertedRowID
+            try db.execute(sql: """
+                INSERT INTO job (job, last_start) VALUES (?, ?) ON CONFLICT(job) DO UPDATE SET last_start = excluded.last_start
+                """, arguments: [job, started.timeIntervalSince1970])
+            return id
+        }
+    }
+
+    /// Records a run's end.
+    public func end(_ id: Int64, finished: Date, result: RunRecord.Result, error: String? = nil, snapshot: String? = nil,
+                    bytes: Int64 = 0, files: Int64 = 0, errors: Int64 = 0) throws {
+        let keep = StateStore.keepRuns
+        try write { db in
+            try db.execute(sql: "UPDATE run SET finished = ?, result = ?, error = ?, snapshot = ?, bytes = ?, files = ?, errors = ? WHERE id = ?",
+                           arguments: [finished.timeIntervalSince1970, result.rawValue, error.map { String($0.prefix(4000)) }, snapshot, bytes, files, errors, id])
+            if id % 1000 == 0 { try db.execute(sql: "DELETE FROM run WHERE id <= ?", arguments: [id - Int64(keep)]) }
+        }
+    }
+
+    /// Runs left `running` by a process that died: marked `interrupted`; returns them.
+    public func interruptStale(now: Date) throws -> [RunRecord] {
+        try write { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT * FROM run WHERE result = 'running'")
+            try db.execute(sql: "UPDATE run SET result = 'interrupted', finished = ?, error = 'the agent stopped while it ran' WHERE result = 'running'",
+                           arguments: [now.timeIntervalSince1970])
+            return rows.map(StateStore.record)
+        }
+    }
+
+    static func record(_ r: Row) -> RunRecord {
+        RunRecord(id: r["id"], job: r["job"], site: r["site"], scheduled: date(r["scheduled"]), started: date(r["started"]) ?? Date(timeIntervalSince1970: 0),
+                  finished: date(r["finished"]), result: RunRecord.Result(rawValue: r["result"] ?? "") ?? .failure,
+                  error: r["error"], snapshot: r["snapshot"], bytes: r["bytes"] ?? 0, files: r["files"] ?? 0, errors: r["errors"] ?? 0)
+    }
+
+    /// The newest runs, newest first (of one job, or all), at most `limit`.
+    public func history(job: String? = nil, limit: Int = 100) throws -> [RunRecord] {
+        let n = max(1, min(limit, 10_000))
+        return try read { db in
+            let rows = job == nil
+                ? try Row.fetchAll(db, sql: "SELECT * FROM run ORDER BY id DESC LIMIT ?", arguments: [n])
+                : try Row.fetchAll(db, sql: "SELECT * FROM run WHERE job = ? ORDER BY id DESC LIMIT ?", arguments: [job, n])
+            return rows.map(StateStore.record)
+        }
+    }
+
+    /// Each job's newest finished run of the given result (nil: any), keyed by "job" or "job@site".
+    public func lastRuns(result: RunRecord.Result? = nil) throws -> [String: RunRecord] {
+        try read { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT * FROM run WHERE id IN (SELECT MAX(id) FROM run WHERE finished IS NOT NULL \(result == nil ? "" : "AND result = ?")
+                GROUP BY job, site)
+                """, arguments: result.map { [$0.rawValue] } ?? [])
+            var out: [String: RunRecord] = [:]
+            for r in rows.map(StateStore.record) { out[r.job + (r.site.map { "@" + $0 } ?? "")] = r }
+            return out
+        }
+    }
+
+    // MARK: jobs
+
+    public struct JobRow: Sendable { public var lastStart: Date?; public var paused: Bool; public var counter: Int }
+
+    public func jobs() throws -> [String: JobRow] {
+        try read { db in
+            var out: [String: JobRow] = [:]
+            for r in try Row.fetchAll(db, sql: "SELECT * FROM job") {
+                out[r["job"]] = JobRow(lastStart: StateStore.date(r["last_start"]), paused: (r["paused"] as Int? ?? 0) != 0,
+                                       counter: max(0, min(r["counter"] as Int? ?? 0, 1 << 40)))
+            }
+            return out
+        }
+    }
+
+    public func setPaused(_ job: String, _ paused: Bool) throws {
+        try write { db in
+            try db.execute(sql: "INSERT INTO job (job, paused) VALUES (?, ?) ON CONFLICT(job) DO UPDATE SET paused = excluded.paused",
+                           arguments: [job, paused ? 1 : 0])
+        }
+    }
+
+    /// Increments a job's counter (the check's rotation through the parts of the data) and returns the old value.
+    public func advance(_ job: String) throws -> Int {
+        try write { db in
+            let old = try Int.fetchOne(db, sql: "SELECT counter FROM job WHERE job = ?", arguments: [job]) ?? 0
+            try db.execute(sql: "INSERT INTO job (job, counter) VALUES (?, ?) ON CONFLICT(job) DO UPDATE SET counter = excluded.counter",
+                           arguments: [job, old &+ 1])
+            return max(0, old)
+        }
+    }
+
+    // MARK: sites
+
+    public func observe(_ o: SiteObservation) throws {
+        try write { db in
+            try db.execute(sql: """
+                INSERT INTO site_source (source, site, newest, checked, last_success, last_error) VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT(source, site) DO UPDATE SET newest = excluded.newest, checked = excluded.checked,
+                    last_success = excluded.last_success, last_error = excluded.last_error
+                """, arguments: [o.source, o.site, o.newest?.timeIntervalSince1970, o.checked.timeIntervalSince1970,
+                                 o.lastSuccess?.timeIntervalSince1970, o.lastError])
+        }
+    }
+
+    public func observations() throws -> [SiteObservation] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM site_source ORDER BY source, site").map {
+                SiteObservation(source: $0["source"], site: $0["site"], newest: StateStore.date($0["newest"]), checked: StateStore.date($0["checked"]) ?? Date(timeIntervalSince1970: 0),
+                                lastSuccess: StateStore.date($0["last_success"]), lastError: $0["last_error"])
+            }
+        }
+    }
+
+    // MARK: breaches, agent flags
+
+    public func breaches() throws -> [String: Date] {
+        try read { db in
+            var out: [String: Date] = [:]
+            for r in try Row.fetchAll(db, sql: "SELECT * FROM breach") { out[r["key"]] = StateStore.date(r["since"]) ?? Date(timeIntervalSince1970: 0) }
+            return out
+        }
+    }
+
+    public func setBreach(_ key: String, since: Date?) throws {
+        try write { db in
+            if let since {
+                try db.execute(sql: "INSERT OR REPLACE INTO breach (key, since) VALUES (?, ?)", arguments: [key, since.timeIntervalSince1970])
+            } else {
+                try db.execute(sql: "DELETE FROM breach WHERE key = ?", arguments: [key])
+            }
+        }
+    }
+
+    public func flag(_ key: String) throws -> String? {
+        try read { db in try String.fetchOne(db, sql: "SELECT value FROM agent WHERE key = ?", arguments: [key]) }
+    }
+
+    public func setFlag(_ key: String, _ value: String?) throws {
+        try write { db in
+            if let value {
+                try db.execute(sql: "INSERT OR REPLACE INTO agent (key, value) VALUES (?, ?)", arguments: [key, value])
+            } else {
+                try db.execute(sql: "DELETE FROM agent WHERE key = ?", arguments: [key])
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+import Foundation
+import LifeboatCore
+import LifeboatPlan
+
+/// What `lifeboat status` shows and `GET /status` answers: every source with, per site, its newest snapshot, its
+/// current RPO against the objective and its last success; every job's next and last run; the sites' lag.
+public struct AgentStatus: Sendable, Codable {
+    public struct SourceSite: Sendable, Codable {
+        public var site: String
+        public var newestSnapshot: Date?
+        /// Age of the newest snapshot (since `since` when there is none yet).
+        public var rpoSeconds: Double
+        public var meetsRPO: Bool?
+        public var lastSuccess: Date?
+        public var lastError: String?
+    }
+    public struct SourceRow: Sendable, Codable {
+        public var name: String
+        public var kind: String
+        public var schedule: String
+        public var nextRun: Date?
+        public var paused: Bool
+        public var running: Bool
+        public var rpoObjectiveSeconds: Double?
+        public var rtoObjectiveSeconds: Double?
+        public var sites: [SourceSite]
+        public var lastRun: RunRecord?
+        public var lastError: String?
+    }
+    public struct JobRow: Sendable, Codable {
+        public var job: String
+        public var schedule: String
+        public var nextRun: Date?
+        public var paused: Bool
+        public var running: Bool
+        public var lastRun: RunRecord?
+    }
+    public struct SiteRow: Sendable, Codable {
+        public var site: String
+        public var role: String
+        public var reachable: Bool
+        public var lagSeconds: Double?
+        public var snapshotsMissing: Int?
+        public var lastError: String?
+        public var scrubCoverage: Double?
+    }
+
+    public var time: Date
+    public var plan: String
+    /// Where this status came from: "agent" (its API) or "database" (read while no agent answered).
+    public var origin: String
+    public var agentStarted: Date?
+    public var sources: [SourceRow]
+    public var jobs: [JobRow]
+    public var sites: [SiteRow]
+    public var running: [String]
+
+    /// Whether every RPO is met.
+    public var objectivesMet: Bool { !sources.contains { $0.sites.contains { $0.meetsRPO == false } } }
+
+    enum CodingKeys: String, CodingKey {
+        case time, plan, origin, agentStarted = "agent_started", sources, jobs, sites, running
+    }
+}
+
+extension AgentStatus.SourceSite {
+    enum CodingKeys: String, CodingKey {
+        case site, newestSnapshot = "newest_snapshot", rpoSeconds = "rpo_seconds", meetsRPO = "meets_rpo", lastSuccess = "last_success", lastError = "last_error"
+    }
+}
+extension AgentStatus.SourceRow {
+    enum CodingKeys: String, CodingKey {
+        case name, kind, schedule, nextRun = "next_run", paused, running, rpoObjectiveSeconds = "rpo_objective_seconds",
+             rtoObjectiveSeconds = "rto_objective_seconds", sites, lastRun = "last_run", lastError = "last_error"
+    }
+}
+extension AgentStatus.JobRow {
+    enum CodingKeys: String, CodingKey { case job, schedule, nextRun = "next_run", paused, running, lastRun = "last_run" }
+}
+extension AgentStatus.SiteRow {
+    enum CodingKeys: String, CodingKey {
+        case site, role, reachable, lagSeconds = "lag_seconds", snapshotsMissing = "snapshots_missing", lastError = "last_error", scrubCoverage = "scrub_coverage"
+    }
+}
+
+/// Replication and check facts per site that the agent keeps in memory (and the database's `site_source`).
+public struct SiteFacts: Sendable, Equatable {
+    public var reachable = true
+    public var lagSeconds: Double?
+    public var snapshotsMissing: Int?
+    public var lastError: String?
+    public var scrubCoverage: Double?
+    public init() {}
+}
+
+/// Builds the status, pure: from the plan, what the database holds, the scheduler (nil: no agent running, next
+/// runs computed from the schedules) and now.
+public enum StatusBuilder {
+    /// The sites a source's RPO is judged at: its `sites`, or every site.
+    public static func sites(of source: Source, in plan: Plan) -> [String] {
+        source.sites.isEmpty ? plan.sites.sites.map(\.name) : source.sites
+    }
+
+    public static func build(plan: Plan, observations: [SiteObservation], lastRuns: [String: RunRecord], jobs: [String: StateStore.JobRow],
+                             scheduler: Scheduler?, running: Set<JobID>, facts: [String: SiteFacts], since: Date, agentStarted: Date?,
+                             origin: String, now: Date) -> AgentStatus {
+        var obs: [String: SiteObservation] = [:]
+        for o in observations { obs["\(o.source)@\(o.site)"] = o }
+        func next(_ job: JobID, _ schedule: Schedule) -> Date? {
+            if let s = scheduler { return s.entry(job)?.due }
+            return schedule.next(after: max(now, jobs[job.description]?.lastStart ?? now))
+        }
+        var sources: [AgentStatus.SourceRow] = []
+        for s in plan.sources {
+            let id = JobID.backup(s.name)
+            var rows: [AgentStatus.SourceSite] = []
+            for site in sites(of: s, in: plan) {
+                let o = obs["\(s.name)@\(site)"]
+                let age = RPOWatch.age(newest: o?.newest, now: now) ?? max(0, now.timeIntervalSince(since))
+                rows.append(.init(site: site, newestSnapshot: o?.newest, rpoSeconds: age,
+                                  meetsRPO: s.objectives?.rpo.map { o?.newest != nil && age <= $0 },
+                                  lastSuccess: o?.lastSuccess, lastError: o?.lastError))
+            }
+            let last = lastRuns[id.description] ?? lastRuns.first { $0.key.hasPrefix(id.description + "@") }?.value
+            sources.append(.init(name: s.name, kind: s.kind.name, schedule: s.scheduleText, nextRun: next(id, s.schedule),
+                                 paused: scheduler?.entry(id)?.paused ?? jobs[id.description]?.paused ?? false,
+                                 running: running.contains(id), rpoObjectiveSeconds: s.objectives?.rpo, rtoObjectiveSeconds: s.objectives?.rto,
+                                 sites: rows, lastRun: last, lastError: last?.result == .failure ? last?.error : nil))
+        }
+        var jobRows: [AgentStatus.JobRow] = []
+        for (id, schedule, text) in otherJobs(plan) {
+            let last = lastRuns[id.description] ?? lastRuns.filter { $0.key.hasPrefix(id.description + "@") }.values.max { $0.started < $1.started }
+            jobRows.append(.init(job: id.description, schedule: text, nextRun: next(id, schedule),
+                                 paused: scheduler?.entry(id)?.paused ?? jobs[id.description]?.paused ?? false,
+                                 running: running.contains(id), lastRun: last))
+        }
+        let siteRows = plan.sites.sites.map { site -> AgentStatus.SiteRow in
+            let f = facts[site.name] ?? SiteFacts()
+            return .init(site: site.name, role: site.role.rawValue, reachable: f.reachable, lagSeconds: site.role == .primary ? 0 : f.lagSeconds,
+                         snapshotsMissing: site.role == .primary ? 0 : f.snapshotsMissing, lastError: f.lastError, scrubCoverage: f.scrubCoverage)
+        }
+        return AgentStatus(time: now, plan: plan.path, origin: origin, agentStarted: agentStarted, sources: sources, jobs: jobRows,
+                           sites: siteRows, running: running.map(\.description).sorted())
+    }
+
+    /// The plan's jobs other than backups: replication (on its interval), prune and check (on their schedules).
+    public static func otherJobs(_ plan: Plan) -> [(JobID, Schedule, String)] {
+        var out: [(JobID, Schedule, String)] = [(JobID(.replicate), .every(plan.sites.interval), "every \(Units.span(plan.sites.interval).replacingOccurrences(of: " ", with: ""))")]
+        if let p = plan.prune { out.append((JobID(.prune), p.schedule, p.scheduleText)) }
+        if let c = plan.checks { out.append((JobID(.check), c.job.schedule, c.job.scheduleText)) }
+        return out
+    }
+
+    /// Every job of the plan with its schedule.
+    public static func jobs(_ plan: Plan) -> [(JobID, Schedule)] {
+        plan.sources.map { (JobID.backup($0.name), $0.schedule) } + otherJobs(plan).map { ($0.0, $0.1) }
+    }
+}

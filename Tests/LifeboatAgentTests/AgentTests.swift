@@ -1,0 +1,292 @@
+import Foundation
+import Testing
+@testable import LifeboatAgent
+import LifeboatCore
+import LifeboatPlan
+import LifeboatSnapshot
+
+let t0 = Date(timeIntervalSince1970: 1_796_000_000)  // 2026-11-29T…Z, a whole multiple of 10 s
+let utc = TimeZone(identifier: "UTC")!
+
+func every(_ s: Double) -> Schedule { .every(s) }
+func cron(_ s: String) -> Schedule { try! Schedule(parsing: s, timeZone: utc) }
+
+@Suite struct SchedulerTests {
+    @Test func neverRunJobsRunAtOnceThenOnTheirSchedule() {
+        var s = Scheduler()
+        let job = JobID.backup("web")
+        s.load([(job, every(60))], lastRun: { _ in nil }, paused: { _ in false }, now: t0)
+        #expect(s.due(at: t0) == [job])
+        let late = s.start(job, now: t0)
+        #expect(late == 0)
+        #expect(s.due(at: t0.addingTimeInterval(30)).isEmpty)
+        s.finish(job)
+        let e = s.entry(job)!
+        #expect(e.scheduled == Date(timeIntervalSince1970: (t0.timeIntervalSince1970 / 60).rounded(.down) * 60 + 60))
+        #expect(e.due! >= e.scheduled!)
+        #expect(e.due!.timeIntervalSince(e.scheduled!) <= 6)  // a tenth of the interval at most
+        #expect(s.due(at: e.due!) == [job])
+    }
+
+    @Test func aRunningJobIsNeverStartedTwice() {
+        var s = Scheduler()
+        let job = JobID.backup("db")
+        s.load([(job, every(1))], lastRun: { _ in nil }, paused: { _ in false }, now: t0)
+        s.start(job, now: t0)
+        // Its next time passes while it runs: not due again until it ends, then once (no pile-up).
+        #expect(s.due(at: t0.addingTimeInterval(10)).isEmpty)
+        s.finish(job)
+        #expect(s.due(at: t0.addingTimeInterval(10)) == [job])
+        s.start(job, now: t0.addingTimeInterval(10))
+        #expect(s.due(at: t0.addingTimeInterval(10)).isEmpty)
+    }
+
+    @Test func missedRunsAreCaughtUpOnceAtStart() {
+        var s = Scheduler()
+        let job = JobID.backup("web")
+        // Last run 5 hours ago on an hourly schedule: four runs missed, one catch-up now.
+        s.load([(job, cron("0 * * * *"))], lastRun: { _ in t0.addingTimeInterval(-5 * 3600) }, paused: { _ in false }, now: t0)
+        #expect(s.due(at: t0) == [job])
+        let late = s.start(job, now: t0)!
+        #expect(late > 3 * 3600)  // measured from the first missed time
+        s.finish(job)
+        #expect(s.due(at: t0.addingTimeInterval(1)).isEmpty)
+        // Not missed: ran 10 minutes ago, next at the hour.
+        var fresh = Scheduler()
+        let hour = Date(timeIntervalSince1970: (t0.timeIntervalSince1970 / 3600).rounded(.down) * 3600)
+        fresh.load([(job, cron("0 * * * *"))], lastRun: { _ in hour.addingTimeInterval(60) }, paused: { _ in false }, now: hour.addingTimeInterval(600))
+        #expect(fresh.due(at: hour.addingTimeInterval(600)).isEmpty)
+        #expect(fresh.entry(job)!.scheduled == hour.addingTimeInterval(3600))
+    }
+
+    @Test func pausedJobsAreNotStartedAndResumeWhereTheyWere() {
+        var s = Scheduler()
+        let job = JobID.backup("web")
+        s.load([(job, every(10))], lastRun: { _ in nil }, paused: { $0 == job }, now: t0)
+        #expect(s.due(at: t0.addingTimeInterval(100)).isEmpty)
+        #expect(s.nextWake(after: t0) == nil)
+        let resumed = s.setPaused(job, false)
+        #expect(resumed)
+        #expect(s.due(at: t0) == [job])
+        let unknown = s.setPaused(JobID.backup("nope"), true)
+        #expect(!unknown)
+    }
+
+    @Test func runNowOfARunningJobRunsItOnceMoreAfterwards() {
+        var s = Scheduler()
+        let job = JobID(.replicate)
+        s.load([(job, every(3600))], lastRun: { _ in t0 }, paused: { _ in false }, now: t0.addingTimeInterval(1))
+        #expect(s.due(at: t0.addingTimeInterval(2)).isEmpty)
+        let r1 = s.runNow(job, now: t0.addingTimeInterval(2))
+        #expect(r1)
+        #expect(s.due(at: t0.addingTimeInterval(2)) == [job])
+        let manual = s.start(job, now: t0.addingTimeInterval(2))
+        #expect(manual == nil)  // a manual run: no delay to measure
+        let r2 = s.runNow(job, now: t0.addingTimeInterval(3))
+        #expect(r2)
+        #expect(s.due(at: t0.addingTimeInterval(3)).isEmpty)
+        s.finish(job)
+        #expect(s.due(at: t0.addingTimeInterval(3)) == [job])
+        let r3 = s.runNow(JobID(.prune), now: t0)
+        #expect(!r3)
+    }
+
+    @Test func reloadKeepsUnchangedJobsAndForgetsRemovedOnesAfterTheyEnd() {
+        var s = Scheduler()
+        let a = JobID.backup("a"), b = JobID.backup("b")
+        s.load([(a, every(60)), (b, every(60))], lastRun: { _ in nil }, paused: { _ in false }, now: t0)
+        s.start(a, now: t0)
+        s.start(b, now: t0)
+        s.finish(a)
+        let kept = s.entry(a)
+        s.load([(a, every(60))], lastRun: { _ in t0 }, paused: { _ in false }, now: t0.addingTimeInterval(5))
+        #expect(s.entry(a) == kept)
+        #expect(s.entry(b)?.running == true)  // still running: kept until it ends
+        #expect(s.due(at: t0.addingTimeInterval(1000)) == [a])
+        s.finish(b)
+        #expect(s.entry(b) == nil)
+        // A changed schedule is a new job.
+        s.load([(a, every(30))], lastRun: { _ in t0 }, paused: { _ in false }, now: t0.addingTimeInterval(5))
+        #expect(s.entry(a)?.schedule == every(30))
+    }
+
+    @Test func delaysAreStableSpreadAndBounded() {
+        var seen = Set<Double>()
+        for i in 0..<50 {
+            let job = JobID.backup("source-\(i)")
+            let d = Scheduler.delay(for: job, schedule: cron("*/15 * * * *"), now: t0, maxJitter: 30)
+            #expect(d >= 0 && d < 30)
+            #expect(d == Scheduler.delay(for: job, schedule: cron("*/15 * * * *"), now: t0.addingTimeInterval(999), maxJitter: 30))
+            seen.insert(d)
+        }
+        #expect(seen.count > 40)
+        // A 2-second schedule gets at most 0.2 s.
+        #expect(Scheduler.delay(for: .backup("x"), schedule: cron("*/2 * * * * *"), now: t0, maxJitter: 30) < 0.2)
+    }
+
+    @Test func jobIDsRoundTripAndRejectNonsense() {
+        for s in ["backup:web-files", "replicate", "prune", "check"] { #expect(JobID(parsing: s)?.description == s) }
+        for s in ["backup", "backup:", "prune:x", "nope", "", ":"] { #expect(JobID(parsing: s) == nil) }
+    }
+}
+
+@Suite struct PostgresDSNTests {
+    @Test func uriBecomesEnvironment() throws {
+        let env = try PostgresDSN.environment("postgresql://shop:s%40cret@db.example.com:5433/shop?sslmode=require&application_name=lifeboat\n")
+        #expect(env == ["PGUSER": "shop", "PGPASSWORD": "s@cret", "PGHOST": "db.example.com", "PGPORT": "5433", "PGDATABASE": "shop",
+                        "PGSSLMODE": "require", "PGAPPNAME": "lifeboat"])
+        let socket = try PostgresDSN.environment("postgres:///shop?host=/run/postgresql&user=postgres")
+        #expect(socket == ["PGDATABASE": "shop", "PGHOST": "/run/postgresql", "PGUSER": "postgres"])
+        #expect(try PostgresDSN.environment("postgresql://[::1]:5432/x")["PGHOST"] == "::1")
+    }
+
+    @Test func keywordValueForm() throws {
+        let env = try PostgresDSN.environment("host=localhost port=5432 dbname=shop user=app password = 'it\\'s a \\\\ quoted' sslmode=disable")
+        #expect(env["PGHOST"] == "localhost")
+        #expect(env["PGDATABASE"] == "shop")
+        #expect(env["PGSSLMODE"] == "disable")
+        #expect(env["PGPASSWORD"] == "it's a \\ quoted")
+    }
+
+    @Test func badDSNsAreRefusedWithoutEchoingThem() {
+        for bad in ["", "nonsense", "host=x password='open", "postgresql://u:p@h/db?x", "postgresql://h/db?sslpassword=zz", "postgresql://h/%zz", "zz'x y=1"] {
+            do {
+                _ = try PostgresDSN.environment(bad)
+                Issue.record("accepted \(bad)")
+            } catch let e as LifeboatError {
+                #expect(!e.message.contains("open") || bad.isEmpty)
+                #expect(!e.message.contains("zz"))
+            } catch { Issue.record("\(error)") }
+        }
+    }
+}
+
+@Suite struct AgentPureTests {
+    @Test func checksRotateThroughEveryPart() {
+        #expect(Agent.checkPart(subset: nil, counter: 3).0 == nil)
+        #expect(Agent.checkPart(subset: "100%", counter: 3).0 == .all)
+        var parts: [ReadDataSubsetPart] = []
+        for c in 0..<40 {
+            let (s, total) = Agent.checkPart(subset: "5%", counter: c)
+            #expect(total == 20)
+            if case .part(let n, let t)? = s { parts.append(ReadDataSubsetPart(n: n, t: t)) }
+        }
+        #expect(Set(parts.prefix(20).map(\.n)) == Set(1...20))
+        #expect(parts[20].n == 1)
+        #expect(Agent.checkPart(subset: "30%", counter: 0).parts == 4)
+        #expect(Agent.checkPart(subset: "1/7", counter: 13).0 == .part(7, 7))
+    }
+
+    @Test func logfmtQuotesWhatNeedsIt() {
+        #expect(LineLogHandler.quote("plain") == "plain")
+        #expect(LineLogHandler.quote("two words") == "\"two words\"")
+        #expect(LineLogHandler.quote("a=b") == "\"a=b\"")
+        #expect(LineLogHandler.quote("say \"hi\"\nbye") == "\"say \\\"hi\\\"\\nbye\"")
+        #expect(LineLogHandler.quote("") == "\"\"")
+    }
+
+    func plan(_ extra: String = "") throws -> Plan {
+        try Plan.parse("""
+            sites:
+              - {name: a, repository: /tmp/a, password_file: /dev/null, role: primary}
+              - {name: b, repository: /tmp/b, password_file: /dev/null, role: replica}
+            sources:
+              - {name: web, paths: [/srv], schedule: every 1h, objectives: {rpo: 2h}}
+              - {name: db, paths: [/var/db], schedule: every 1h, sites: [a]}
+            prune: {schedule: "0 4 * * *"}
+            \(extra)
+            """, path: "plan.yaml", timeZone: utc)
+    }
+
+    @Test func statusJudgesEachSiteAgainstTheObjective() throws {
+        let p = try plan()
+        let obs = [SiteObservation(source: "web", site: "a", newest: t0.addingTimeInterval(-600), checked: t0),
+                   SiteObservation(source: "web", site: "b", newest: t0.addingTimeInterval(-3 * 3600), checked: t0)]
+        let s = StatusBuilder.build(plan: p, observations: obs, lastRuns: [:], jobs: [:], scheduler: nil, running: [], facts: [:],
+                                    since: t0.addingTimeInterval(-86400), agentStarted: nil, origin: "database", now: t0)
+        let web = s.sources.first { $0.name == "web" }!
+        #expect(web.sites.map(\.site) == ["a", "b"])
+        #expect(web.sites.map(\.meetsRPO) == [true, false])
+        #expect(web.sites[1].rpoSeconds == 3 * 3600)
+        #expect(!s.objectivesMet)
+        let db = s.sources.first { $0.name == "db" }!
+        #expect(db.sites.map(\.site) == ["a"])  // its own sites only
+        #expect(db.sites[0].meetsRPO == nil)    // no objective
+        #expect(s.jobs.map(\.job) == ["replicate", "prune"])
+        // Without a snapshot, the RPO counts from `since` and is not met.
+        let none = StatusBuilder.build(plan: p, observations: [], lastRuns: [:], jobs: [:], scheduler: nil, running: [], facts: [:],
+                                       since: t0.addingTimeInterval(-60), agentStarted: nil, origin: "database", now: t0)
+        #expect(none.sources[0].sites[0].rpoSeconds == 60)
+        #expect(none.sources[0].sites[0].meetsRPO == false)
+        // It encodes and decodes (the API and `lifeboat status`).
+        let back = try AgentAPI.decoder().decode(AgentStatus.self, from: AgentAPI.encoder().encode(s))
+        #expect(back.sources.count == 2 && back.sources[0].sites[1].meetsRPO == false)
+    }
+}
+
+struct ReadDataSubsetPart: Hashable { var n: Int; var t: Int }
+
+@Suite struct StateStoreTests {
+    func tempPath() -> String { NSTemporaryDirectory() + "lifeboat-state-\(UInt64.random(in: 0...UInt64.max))/agent.db" }
+
+    @Test func runsArePersistedAndStaleOnesInterrupted() throws {
+        let path = tempPath()
+        defer { try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent) }
+        do {
+            let s = try StateStore(path: path)
+            let a = try s.begin(job: "backup:web", site: "a", scheduled: t0, started: t0.addingTimeInterval(0.5))
+            try s.end(a, finished: t0.addingTimeInterval(3), result: .success, snapshot: "abcd", bytes: 10, files: 2)
+            _ = try s.begin(job: "backup:db", site: "a", scheduled: nil, started: t0.addingTimeInterval(4))
+            try s.setPaused("backup:db", true)
+            try s.observe(SiteObservation(source: "web", site: "a", newest: t0, checked: t0, lastSuccess: t0, lastError: nil))
+            try s.setBreach("rpo:web@b", since: t0)
+            #expect(try s.advance("check") == 0)
+            #expect(try s.advance("check") == 1)
+        }
+        // A new process (the agent after a SIGKILL) sees it all; the run left `running` becomes `interrupted`.
+        let s = try StateStore(path: path)
+        let stale = try s.interruptStale(now: t0.addingTimeInterval(60))
+        #expect(stale.map(\.job) == ["backup:db"])
+        let h = try s.history()
+        #expect(h.map(\.result) == [.interrupted, .success])
+        #expect(h[1].snapshot == "abcd" && h[1].duration == 2.5 && h[1].files == 2)
+        let jobs = try s.jobs()
+        #expect(jobs["backup:db"]?.paused == true)
+        #expect(jobs["backup:web"]?.lastStart == t0.addingTimeInterval(0.5))
+        #expect(jobs["check"]?.counter == 2)
+        #expect(try s.observations().first?.newest == t0)
+        #expect(try s.breaches()["rpo:web@b"] == t0)
+        #expect(try s.lastRuns(result: .success)["backup:web@a"]?.snapshot == "abcd")
+        // Read-only access (status without an agent) sees the same.
+        let r = try StateStore(readingFrom: path)
+        #expect(try r.history(limit: 1).first?.result == .interrupted)
+        #expect(throws: LifeboatError.self) { try StateStore(readingFrom: path + ".missing") }
+    }
+}
+
+@Suite struct HookTests {
+    @Test func aHangingHookIsKilledAtItsTimeout() async throws {
+        let start = ContinuousClock.now
+        do {
+            try await HookRunner.run(["sleep 30 & sleep 30"], timeout: 0.3, environment: [:], what: "before")
+            Issue.record("no timeout")
+        } catch let e as ChildError {
+            #expect(e.description.contains("did not finish within"))
+        }
+        #expect(ContinuousClock.now - start < .seconds(10))
+    }
+
+    @Test func aFailingHookSaysWhyAndTheEnvironmentReachesIt() async throws {
+        await #expect(throws: ChildError.self) {
+            try await HookRunner.run(["echo oops >&2; exit 3"], timeout: 5, environment: [:], what: "after")
+        }
+        do {
+            try await HookRunner.run(["test \"$LIFEBOAT_SOURCE\" = web"], timeout: 5, environment: ["LIFEBOAT_SOURCE": "web"], what: "before")
+        }
+        do {
+            try await HookRunner.run(["exit 7"], timeout: 5, environment: [:], what: "before")
+        } catch let e as ChildError {
+            #expect(e.description.contains("exit status 7"))
+        }
+    }
+}

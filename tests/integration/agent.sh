@@ -1,0 +1,326 @@
+#!/usr/bin/env bash
+# Integration tests of `lifeboat agent` with the release binary: a local primary and a moto S3 replica, sources on
+# a 2-second schedule, replication, prune and checks; a real Prometheus server scraping the agent and firing a
+# rule when a site stops; a webhook receiver getting the alert and its clearing; SIGHUP with a broken plan;
+# SIGKILL in the middle of a backup, then a restart; SIGTERM while a job runs; hooks that hang.
+# Usage: tests/integration/agent.sh path/to/lifeboat   (AGENT_TESTS="t_a t_b" runs only those)
+set -uo pipefail
+source "$(dirname "$0")/lib.sh" "${1:?usage: agent.sh path/to/lifeboat}" agent
+unset LIFEBOAT_PASSWORD_FILE
+export LIFEBOAT_RETRY=2,0.05,0.2 LIFEBOAT_TIMEOUT=2 LIFEBOAT_CONNECT_TIMEOUT=1 LIFEBOAT_CACHE_DIR=$WORK/cache
+REPO_ROOT=$(cd "$HERE/../.." && pwd)
+
+# The world: two sites (home: a folder; cloud: moto S3), a webhook receiver, a token, a source tree, a SQLite db.
+setup_world() {
+  echo pw-home > "$WORK/home.pw"; echo pw-cloud > "$WORK/cloud.pw"; chmod 600 "$WORK"/*.pw
+  start_moto
+  printf 'AWS_ACCESS_KEY_ID=test\nAWS_SECRET_ACCESS_KEY=test\n' > "$WORK/s3.env"
+  unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+  CLOUD="s3:http://127.0.0.1:$MOTO_PORT/lifeboat-dr/web"
+  lb -r "$WORK/home" --password-file "$WORK/home.pw" init >/dev/null
+  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test lb -r "$CLOUD" --password-file "$WORK/cloud.pw" \
+    init --copy-chunker-params-from "$WORK/home" --from-password-file "$WORK/home.pw" >/dev/null
+  mkdir -p "$WORK/www/site"
+  echo "<h1>hello</h1>" > "$WORK/www/site/index.html"
+  head -c 200000 /dev/urandom > "$WORK/www/site/logo.png"
+  echo "scratch" > "$WORK/www/site/x.tmp"
+  rm -f "$WORK/shop.db"
+  sqlite3 "$WORK/shop.db" "CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT); INSERT INTO orders (item) VALUES ('boat'), ('oar');"
+  head -c 32 /dev/urandom | base64 > "$WORK/agent.token"
+  HOOK_PORT=$(free_port)
+  python3 "$HERE/webhook.py" "$HOOK_PORT" "$WORK/hooks.jsonl" "${HOOK_FAIL_FIRST:-0}" &
+  wait_port "$HOOK_PORT"
+  API_PORT=$(free_port)
+}
+
+# write_plan [EXTRA-SOURCES-YAML]: the plan; RPO of `www` is $RPO (default 1m).
+write_plan() {
+  cat > "$WORK/lifeboat.yaml" <<YAML
+sites:
+  - {name: home, repository: $WORK/home, password_file: $WORK/home.pw, role: primary}
+  - {name: cloud, repository: "$CLOUD", password_file: $WORK/cloud.pw, credentials_file: $WORK/s3.env, role: replica}
+sources:
+  - name: www
+    paths: [$WORK/www]
+    exclude: ["*.tmp"]
+    schedule: "*/2 * * * * *"
+    retention: {keep_last: 3}
+    objectives: {rpo: ${RPO:-1m}, rto: 15m}
+    hooks: {before: ["echo before \$LIFEBOAT_SOURCE >> $WORK/hook.log"], after: ["echo after >> $WORK/hook.log"], timeout: 10s}
+  - name: shop-db
+    sqlite: {path: $WORK/shop.db}
+    schedule: "*/2 * * * * *"
+    retention: {keep_last: 2}
+    objectives: {rpo: 1m, rto: 30m}
+${1:-}
+checks: {schedule: "*/3 * * * * *", read_data_subset: 50%}
+prune: {schedule: "*/5 * * * * *"}
+replication: {interval: 2s, max_backoff: 2s, max_lag: 1h, state_file: $WORK/replication.json}
+limits: {jobs: 2, nice: 5, ionice: best-effort}
+alerts:
+  - {type: webhook, url: "http://127.0.0.1:$HOOK_PORT/alert"}
+agent: {listen: 127.0.0.1:$API_PORT, token_file: $WORK/agent.token, state: $WORK/agent.db}
+YAML
+}
+
+start_agent() {  # start_agent [ARGS…]: in the background (AGENT_PID), logs in $WORK/agent.log (appended), until the API listens
+  local starts; starts=$(grep -c "API listening" "$WORK/agent.log" 2>/dev/null || true)
+  "$BIN" agent --config "$WORK/lifeboat.yaml" "$@" >> "$WORK/agent.log" 2>&1 &  # not through lb(): $! must be the agent
+  AGENT_PID=$!
+  wait_until 60 "the agent's API to listen" eval '[ "$(grep -c "API listening" "$WORK/agent.log")" -gt "${starts:-0}" ]' || return 1
+  wait_port "$API_PORT"
+}
+restart_log() { : > "$WORK/agent.log"; }
+stop_agent() {  # SIGTERM; the agent exits 0
+  local rc=0
+  kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || rc=$?
+  [ "$rc" = 0 ] || { tail -5 "$WORK/agent.log"; fail "SIGTERM: exit 0 (got $rc)"; }
+}
+
+api() {  # api METHOD PATH: with the token; prints the body, fails on an HTTP error
+  curl -sS --fail-with-body -X "$1" -H "Authorization: Bearer $(cat "$WORK/agent.token")" "http://127.0.0.1:$API_PORT$2"
+}
+status_json() { lb status --config "$WORK/lifeboat.yaml" --json || [ $? = 22 ]; }  # 22: an RPO is missed
+# newest SOURCE SITE: the newest snapshot time the agent reports ("None" if none)
+newest() {
+  status_json > "$WORK/newest.json"
+  python3 -c "import json,sys; s=json.loads(sys.stdin.read()); print([x for x in [r for r in s['sources'] if r['name']=='$1'][0]['sites'] if x['site']=='$2'][0].get('newest_snapshot'))" < "$WORK/newest.json" || { head -c 2000 "$WORK/newest.json"; return 1; }
+}
+has_snapshot() { [ "$(newest "$1" "$2")" != None ]; }
+newest_api() {  # newest_api SOURCE SITE: the same from the running agent's API (while the plan file is broken)
+  api GET /status | python3 -c "import json,sys; s=json.load(sys.stdin); print([x for x in [r for r in s['sources'] if r['name']=='$1'][0]['sites'] if x['site']=='$2'][0].get('newest_snapshot'))"
+}
+# events EVENT [SITE] [RESOLVED]: how many webhook alerts of EVENT (at SITE; resolved true/false) arrived
+events() {
+  python3 - "$WORK/hooks.jsonl" "$1" "${2:-}" "${3:-}" <<'PY'
+import json, sys
+n = 0
+for l in open(sys.argv[1]) if __import__("os").path.exists(sys.argv[1]) else []:
+    r = json.loads(l)
+    if r["answered"] != 200: continue
+    b = json.loads(r["body"])
+    if b["event"] != sys.argv[2]: continue
+    if sys.argv[3] and b.get("site") != sys.argv[3]: continue
+    if sys.argv[4] and str(b["resolved"]).lower() != sys.argv[4]: continue
+    n += 1
+print(n)
+PY
+}
+history_has() {  # history_has JOB RESULT [SITE]
+  api GET "/history?job=$1&limit=50" | python3 -c "import json,sys; h=json.load(sys.stdin); sys.exit(0 if any(r['result']=='$2' and ('$3'=='' or r.get('site')=='$3') for r in h) else 1)"
+}
+cloud() { AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test lb -r "$CLOUD" --password-file "$WORK/cloud.pw" "$@"; }
+
+t_agent_runs_the_plan() {
+  setup_world; write_plan
+  start_agent
+  # Both sources reach both sites: backed up to home, replicated to cloud, within a few schedules.
+  for s in www shop-db; do for site in home cloud; do
+    wait_until 60 "$s at $site" has_snapshot "$s" "$site"
+  done; done
+  wait_until 30 "every objective met" eval 'status_json | python3 -c "import json,sys; sys.exit(0 if json.loads(sys.stdin.read())[\"objectives_met\"] else 1)"'
+  # Prune and check ran at both sites; retention keeps the newest 3 of www at home.
+  for site in home cloud; do
+    wait_until 60 "prune at $site" history_has prune success "$site"
+    wait_until 60 "check at $site" history_has check success "$site"
+  done
+  wait_until 30 "retention at home" eval '[ "$(lb -r "$WORK/home" --password-file "$WORK/home.pw" snapshots --tag source=www --json | grep -c "\"id\"")" -le 4 ]'
+  grep -q "^before www" "$WORK/hook.log" && grep -q "^after" "$WORK/hook.log" || fail "the hooks ran, with LIFEBOAT_SOURCE"
+
+  # What the cloud holds restores: the database is a consistent copy, the tree lacks the excluded file.
+  cloud restore latest --tag source=shop-db --target "$WORK/r-db" -q
+  [ "$(sqlite3 "$WORK/r-db/shop-db.sqlite" "SELECT group_concat(item) FROM orders")" = "boat,oar" ] || fail "the database restores from the replica"
+  cloud restore latest --tag source=www --target "$WORK/r-www" -q
+  cmp "$WORK/www/site/logo.png" "$WORK/r-www$WORK/www/site/logo.png" || fail "the tree restores from the replica"
+  [ ! -e "$WORK/r-www$WORK/www/site/x.tmp" ] || fail "excluded files are not backed up"
+
+  # The API: a token is needed; status, history, metrics; pause and resume; run now.
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$API_PORT/status")" = 401 ] || fail "no token: 401"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer wrong' "http://127.0.0.1:$API_PORT/status")" = 401 ] || fail "a wrong token: 401"
+  api GET /metrics > "$WORK/metrics.txt"
+  for m in 'lifeboat_source_rpo_seconds{source="www",site="cloud"}' 'lifeboat_source_rpo_objective_seconds{source="www"} 60' \
+           'lifeboat_job_runs_total{job="backup:www",result="success"}' 'lifeboat_replication_lag_seconds{site="cloud"}' \
+           'lifeboat_scrub_coverage_ratio{site="home"}' 'lifeboat_site_up{site="cloud"} 1' 'lifeboat_job_start_delay_seconds{job="backup:www"}'; do
+    grep -qF "$m" "$WORK/metrics.txt" || fail "/metrics has $m"
+  done
+  if command -v promtool >/dev/null; then promtool check metrics < "$WORK/metrics.txt" || fail "promtool accepts /metrics"; fi
+  ! grep -q "pw-home\|pw-cloud\|AWS_SECRET\|$(cat "$WORK/agent.token")" "$WORK/metrics.txt" "$WORK/agent.log" || fail "no secret in metrics or logs"
+  api POST /jobs/backup:www/pause > /dev/null
+  local runs; runs=$(api GET "/history?job=backup:www&limit=10000" | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
+  [ "$(status_json | python3 -c "import json,sys; print([r for r in json.loads(sys.stdin.read())['sources'] if r['name']=='www'][0]['paused'])")" = True ] || fail "paused shows"
+  sleep 4.5  # two schedules pass while paused (the test of an absence needs a span)
+  local after; after=$(api GET "/history?job=backup:www&limit=10000" | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
+  [ "$after" -le $((runs + 1)) ] || fail "a paused source does not run ($runs runs, then $after)"
+  api POST /jobs/backup:www/resume > /dev/null
+  wait_until 20 "www runs again" eval '[ "$(api GET "/history?job=backup:www&limit=10000" | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")" -gt '"$after"' ]'
+  api POST /jobs/nope/run > /dev/null 2>&1 && fail "an unknown job is refused"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $(cat "$WORK/agent.token")" "http://127.0.0.1:$API_PORT/jobs/backup:nope/run")" = 404 ] || fail "unknown job: 404"
+  api POST /jobs/check/run | grep -q '"result"' || fail "run now answers"
+
+  # Text status through the API, then from the database once the agent is gone.
+  lb status --config "$WORK/lifeboat.yaml" > "$WORK/status.txt" || fail "status exits 0 while objectives are met"
+  grep -q "agent running since" "$WORK/status.txt" && grep -qE "^www +home" "$WORK/status.txt" || { cat "$WORK/status.txt"; fail "text status"; }
+  stop_agent
+  grep -q "agent stopped" "$WORK/agent.log" || fail "the agent says it stopped"
+  lb status --config "$WORK/lifeboat.yaml" > "$WORK/status2.txt" || fail "status from the database"
+  grep -q "from its database" "$WORK/status2.txt" || fail "status says it read the database"
+  # An hour later, nothing has run: every RPO is missed, exit 22.
+  local rc=0; LIFEBOAT_NOW=$(( $(date +%s) + 3600 )) lb status --config "$WORK/lifeboat.yaml" --json > "$WORK/late.json" || rc=$?
+  [ "$rc" = 22 ] || fail "missed objectives: exit 22 (got $rc)"
+  grep -q '"objectives_met":false' "$WORK/late.json" || fail "objectives_met false"
+  [ "$(events agent_restart)" = 0 ] || fail "a clean start sends no agent_restart"
+}
+
+t_site_outage_alerts_once_and_prometheus_fires() {
+  setup_world; RPO=6s write_plan
+  # Prometheus scrapes the agent every second with the token and evaluates the shipped rules.
+  local PROM_PORT; PROM_PORT=$(free_port)
+  mkdir -p "$WORK/prom"
+  cat > "$WORK/prom/prometheus.yml" <<YAML
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+rule_files: [$REPO_ROOT/docs/deploy/prometheus-rules.yml]
+scrape_configs:
+  - job_name: lifeboat
+    authorization: {credentials_file: $WORK/agent.token}
+    static_configs: [{targets: ["127.0.0.1:$API_PORT"]}]
+YAML
+  prometheus --config.file="$WORK/prom/prometheus.yml" --storage.tsdb.path="$WORK/prom/data" \
+    --web.listen-address="127.0.0.1:$PROM_PORT" > "$WORK/prom.log" 2>&1 &
+  wait_port "$PROM_PORT" 127.0.0.1 60
+  start_agent
+  wait_until 60 "www at cloud" has_snapshot www cloud
+  prom_alert() {  # prom_alert NAME SITE: firing in Prometheus
+    curl -s "http://127.0.0.1:$PROM_PORT/api/v1/alerts" | python3 -c "import json,sys; a=json.load(sys.stdin)['data']['alerts']; sys.exit(0 if any(x['labels'].get('alertname')=='$1' and x['labels'].get('site')=='$2' and x['state']=='firing' for x in a) else 1)"
+  }
+  wait_until 30 "Prometheus to scrape the agent" eval 'curl -s "http://127.0.0.1:$PROM_PORT/api/v1/query?query=up%7Bjob%3D%22lifeboat%22%7D" | grep -q "\"1\"\]"'
+  prom_alert LifeboatRPOBreached cloud && fail "no alert while the site is up"
+
+  # The cloud stops answering (moto frozen): replication fails; the RPO at cloud passes its 6 s objective.
+  kill -STOP "$MOTO_PID"
+  wait_until 60 "the webhook to get rpo_breach for cloud" eval '[ "$(events rpo_breach cloud false)" -ge 1 ]'
+  wait_until 60 "Prometheus to fire LifeboatRPOBreached for cloud" prom_alert LifeboatRPOBreached cloud
+  prom_alert LifeboatRPOBreached home && fail "home still meets its objective"
+  wait_until 30 "the site-down alert" eval '[ "$(events failure cloud false)" -ge 1 ]'
+  # Backups to home go on while cloud is down.
+  local before; before=$(newest www home)
+  wait_until 20 "backups to home go on" eval '[ "$(newest www home)" != "$before" ]'
+  [ "$(events rpo_breach cloud false)" -le 2 ] || fail "one rpo_breach per source at cloud, not one per check ($(events rpo_breach cloud false))"
+  [ "$(events failure cloud false)" = 1 ] || fail "one site-down alert, not one per pass ($(events failure cloud false))"
+  local rc=0; lb status --config "$WORK/lifeboat.yaml" > "$WORK/st.txt" || rc=$?
+  [ "$rc" = 22 ] || fail "status exits 22 while an RPO is missed (got $rc)"
+
+  # Back: replication catches up, the RPO clears, the webhook hears it once, the Prometheus alert ends.
+  kill -CONT "$MOTO_PID"
+  wait_until 60 "the rpo_breach at cloud to clear" eval '[ "$(events rpo_breach cloud true)" -ge 1 ]'
+  wait_until 60 "Prometheus to stop firing" eval '! prom_alert LifeboatRPOBreached cloud'
+  wait_until 30 "the site-up alert" eval '[ "$(events failure cloud true)" = 1 ]'
+  python3 - "$WORK/hooks.jsonl" <<'PY' || fail "webhook bodies are complete JSON without secrets"
+import json, sys
+for l in open(sys.argv[1]):
+    b = json.loads(json.loads(l)["body"])
+    assert {"event", "message", "time", "resolved", "host"} <= b.keys(), b
+    assert "pw-" not in l and "AWS_SECRET" not in l, l
+PY
+  stop_agent
+}
+
+t_webhook_retries_until_delivered() {
+  HOOK_FAIL_FIRST=2 setup_world; write_plan '  - {name: broken, command: [sh, -c, "exit 4"], schedule: "*/2 * * * * *"}'
+  start_agent
+  # The command source fails: one failure alert (retried past two 500s), not one per run.
+  wait_until 60 "the failure alert" eval '[ "$(events failure)" -ge 1 ]'
+  wait_until 30 "a third failing run" eval '[ "$(api GET "/history?job=backup:broken" | grep -o "\"failure\"" | wc -l)" -ge 3 ]'
+  [ "$(events failure)" = 1 ] || fail "one failure alert while the job keeps failing ($(events failure))"
+  [ "$(grep -c '"answered": 500' "$WORK/hooks.jsonl")" = 2 ] || fail "two refused deliveries before"
+  api GET "/history?job=backup:broken&limit=1" | grep -q "exit status 4" || fail "the run's error names the exit status"
+  stop_agent
+}
+
+t_sighup_with_a_broken_plan_keeps_the_running_one() {
+  setup_world; write_plan
+  start_agent --pid-file "$WORK/agent.pid"
+  wait_until 60 "www at home" has_snapshot www home
+  cp "$WORK/lifeboat.yaml" "$WORK/good.yaml"
+  sed -i 's#schedule: "\*/2 \* \* \* \* \*"#schedule: "*/2 * * * * * *"#' "$WORK/lifeboat.yaml"  # 7 fields: an error
+  kill -HUP "$(cat "$WORK/agent.pid")"
+  wait_log "$WORK/agent.log" "reload refused, the running plan stays" 20
+  grep -q "lifeboat.yaml:[0-9]*:[0-9]*" <(grep "reload refused" "$WORK/agent.log") || fail "the refusal names file:line:column"
+  alive "$AGENT_PID" || fail "the agent runs on"
+  local before; before=$(newest_api www home)
+  wait_until 20 "backups go on with the old plan" eval '[ "$(newest_api www home)" != "$before" ]'
+  # A good change is taken: a new source appears and runs.
+  cp "$WORK/good.yaml" "$WORK/lifeboat.yaml"
+  write_plan '  - {name: notes, command: [sh, -c, "echo a note"], schedule: "*/2 * * * * *"}'
+  kill -HUP "$AGENT_PID"
+  wait_log "$WORK/agent.log" "plan reloaded" 20
+  wait_until 30 "the new source to back up" has_snapshot notes home
+  stop_agent
+  [ ! -e "$WORK/agent.pid" ] || fail "the PID file is removed"
+  # A plan with errors never starts the agent.
+  sed -i 's#rpo: 1m, rto: 30m#rpo: 1s, rto: 30m#' "$WORK/lifeboat.yaml"
+  local rc=0; lb agent --config "$WORK/lifeboat.yaml" > "$WORK/bad.out" 2>&1 || rc=$?
+  [ "$rc" = 1 ] || fail "a plan with errors: exit 1 (got $rc)"
+  grep -q "the agent does not start" "$WORK/bad.out" && grep -q "lifeboat.yaml:[0-9]*:[0-9]*: error" "$WORK/bad.out" || { cat "$WORK/bad.out"; fail "says why, with file:line:column"; }
+}
+
+t_sigkill_mid_backup_then_restart() {
+  setup_world
+  # A source whose dump takes long: killed mid-backup.
+  write_plan "  - {name: slow, command: [sh, -c, \"head -c 100000 /dev/urandom; echo started > $WORK/slow.started; sleep 20\"], schedule: every 1h}"
+  start_agent
+  wait_until 60 "www at home" has_snapshot www home
+  wait_until 30 "the slow backup to be under way" test -e "$WORK/slow.started"
+  local runs_before; runs_before=$(sqlite3 "$WORK/agent.db" "SELECT count(*) FROM run WHERE result='success'")
+  kill -KILL "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null || true
+  # The state database survived: every run reported done is there, the killed one is still `running`.
+  [ "$(sqlite3 "$WORK/agent.db" "PRAGMA integrity_check")" = ok ] || fail "the database is intact"
+  [ "$(sqlite3 "$WORK/agent.db" "SELECT count(*) FROM run WHERE result='success'")" -ge "$runs_before" ] || fail "no finished run lost"
+  [ "$(sqlite3 "$WORK/agent.db" "SELECT count(*) FROM run WHERE job='backup:slow' AND result='running'")" = 1 ] || fail "the killed run was recorded as running"
+  ls "$WORK/home/locks" | grep -q . || fail "the dead agent left its lock"
+  # Restart: the run becomes `interrupted`, one agent_restart alert, the stale lock is no obstacle.
+  rm -f "$WORK/slow.started"
+  start_agent --stop-timeout 2s
+  wait_log "$WORK/agent.log" "did not stop cleanly" 20
+  [ "$(sqlite3 "$WORK/agent.db" "SELECT count(*) FROM run WHERE job='backup:slow' AND result='interrupted'")" = 1 ] || fail "recorded as interrupted"
+  wait_until 30 "the agent_restart alert" eval '[ "$(events agent_restart)" = 1 ]'
+  # It is caught up: the hourly source last started before the kill is not due again, the others go on; prune
+  # (which must not delete what the dead backup wrote while its lock is there) succeeds.
+  local t; t=$(newest www home)
+  wait_until 20 "backups after the restart" eval '[ "$(newest www home)" != "$t" ]'
+  wait_until 60 "prune after the restart" eval 'api GET "/history?job=prune&limit=5" | grep -q "\"success\""'
+  api POST /jobs/backup:slow/run > /dev/null
+  wait_until 30 "the slow backup to start again" test -e "$WORK/slow.started"
+  # SIGTERM while it runs, with a short stop timeout: cancelled, locks released, exit 0.
+  kill -TERM "$AGENT_PID"
+  wait_until 30 "the agent to stop" eval '! alive "$AGENT_PID"'
+  wait "$AGENT_PID" || fail "SIGTERM with a job running: exit 0"
+  grep -q "stop timeout: cancelling backup:slow" "$WORK/agent.log" || fail "the log says the job was cancelled"
+  [ "$(sqlite3 "$WORK/agent.db" "SELECT value FROM agent WHERE key='clean_stop'")" = 1 ] || fail "a clean stop is recorded"
+  [ -z "$(ls "$WORK/home/locks")" ] || fail "no lock left after the stop (the dead agent's removed at the restart)"
+  grep -q "removed locks of dead processes" "$WORK/agent.log" || fail "the log names the dead agent's locks it removed"
+}
+
+t_hook_timeout_kills_the_hook() {
+  setup_world
+  write_plan "  - {name: hung, paths: [$WORK/www], schedule: every 1h, hooks: {before: [\"sleep 300 # hung-hook-$$\"], timeout: 1s}}"
+  start_agent --stop-timeout 2s
+  wait_until 30 "the hook to time out" eval 'api GET "/history?job=backup:hung" | grep -q "did not finish within 1 s"'
+  pgrep -f "hung-hook-$$" > /dev/null && fail "the hung hook was killed"
+  [ "$(events failure)" = 1 ] || fail "one failure alert"
+  kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || fail "exit 0"
+}
+
+t_unit_and_rules_are_valid() {
+  command -v systemd-analyze > /dev/null || { echo "    (no systemd-analyze: skipped the unit)"; return 0; }
+  sed "s#/usr/local/bin/lifeboat#$BIN#g" "$REPO_ROOT/docs/deploy/lifeboat-agent.service" > "$WORK/lifeboat-agent.service"
+  systemd-analyze verify "$WORK/lifeboat-agent.service" > "$WORK/verify.out" 2>&1 || { cat "$WORK/verify.out"; fail "systemd-analyze verify"; }
+  ! grep -v "^$" "$WORK/verify.out" | grep -q . || { cat "$WORK/verify.out"; fail "no warning"; }
+  promtool check rules "$REPO_ROOT/docs/deploy/prometheus-rules.yml" > /dev/null || fail "promtool check rules"
+  (cd "$REPO_ROOT/docs/deploy" && promtool test rules prometheus-rules.test.yml > /dev/null) || fail "promtool test rules"
+}
+
+ALL="t_unit_and_rules_are_valid t_agent_runs_the_plan t_site_outage_alerts_once_and_prometheus_fires t_webhook_retries_until_delivered
+t_sighup_with_a_broken_plan_keeps_the_running_one t_sigkill_mid_backup_then_restart t_hook_timeout_kills_the_hook"
+for t in ${AGENT_TESTS:-$ALL}; do restart_log; rm -f "$WORK/hooks.jsonl" "$WORK/hook.log" "$WORK/agent.db"*; rm -rf "$WORK/home" "$WORK/prom" "$WORK/cache" "$WORK/replication.json"; run_test "$t"; done
+echo "agent: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
+[ "$FAILED" -eq 0 ]
