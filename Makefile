@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # release-only crash that the debug build could not show (docs/ARCHITECTURE.md, "Tests").
 BIN := .build/release/lifeboat
 
-.PHONY: deps build test unit integration demo bench bench-failover bench-plan fuzz clean
+.PHONY: deps build test unit integration demo bench bench-failover bench-plan bench-agent fuzz clean
 
 deps:
 	@scripts/install-deps.sh
@@ -42,6 +42,10 @@ bench: deps
 bench-failover: deps
 	swift build -c release --product lifeboat
 	python3 bench/failover.py
+
+# The agent with 50 sources on 2 sites every minute for 10 minutes: idle CPU and RSS, API latency, start delay.
+bench-agent: build
+	python3 bench/agent.py
 
 # `config validate` and `plan` on a plan of 1,000 sources (target: validate under 1 s).
 bench-plan: build

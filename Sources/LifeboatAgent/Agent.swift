@@ -41,7 +41,7 @@ public actor Agent {
 
     public init(plan: Plan, store: StateStore, access: SiteAccess, logger: Logger, retryBase: Double = 1,
                 clock: @escaping @Sendable () -> Date = { currentTime() }) throws {
-        self.plan = plan
+        self.plan = RecoveryKit.withSelfBackup(plan)
         self.store = store
         self.logger = logger
         self.clock = clock
@@ -52,6 +52,7 @@ public actor Agent {
         alerts = AlertDispatcher(targets: plan.alerts, retryBase: retryBase) { log.warning("\($0)") }
         self.access = access
         for o in try store.observations() { observations["\(o.source)@\(o.site)"] = o }
+        facts = SiteFacts.decode(try store.flag(SiteFacts.key))
     }
 
     // MARK: - Running
@@ -137,8 +138,9 @@ public actor Agent {
 
     /// Takes a new plan (SIGHUP): jobs that stay keep their state; the running ones finish. A plan that does not
     /// parse or validate never replaces the running one.
-    public func reload(_ next: Plan) {
+    public func reload(_ file: Plan) {
         let old = plan
+        let next = RecoveryKit.withSelfBackup(file)
         plan = next
         let removedSites = Set(old.sites.sites.map(\.name)).subtracting(next.sites.sites.map(\.name))
         for s in old.sites.sites where removedSites.contains(s.name) || next.sites.sites.first(where: { $0.name == s.name }) != s {
@@ -317,6 +319,7 @@ public actor Agent {
     }
 
     func record(_ id: Int64?, _ run: RunRecord, delay: Double?) {
+        if let d = try? JSONEncoder().encode(facts) { try? store.setFlag(SiteFacts.key, String(decoding: d, as: UTF8.self)) }
         if let id {
             do {
                 try store.end(id, finished: run.finished ?? clock(), result: run.result, error: run.error, snapshot: run.snapshot,
@@ -369,6 +372,7 @@ public actor Agent {
         var outcome: BackupOutcome?
         var snapshotTime = clock()
         do {
+            if source.name == RecoveryKit.selfSource { try RecoveryKit.stage(plan, store: store) }
             if let h = source.hooks, !h.before.isEmpty { try await HookRunner.run(h.before, timeout: h.timeout, environment: env, what: "before") }
             do {
                 let repo = try await repository(site)

@@ -117,6 +117,14 @@ public final class StateStore: Sendable {
         return Date(timeIntervalSince1970: v)
     }
 
+    /// A consistent copy of the database (`VACUUM INTO`) while the agent goes on writing: what the agent's own
+    /// backup takes.
+    public func copy(to path: String) throws {
+        do { try db.writeWithoutTransaction { try $0.execute(sql: "VACUUM INTO ?", arguments: [path]) } } catch {
+            throw LifeboatError(.io, "cannot copy the agent's state database to \(path): \(StateStore.describe(error))")
+        }
+    }
+
     // MARK: runs
 
     /// Records a run's start (and the job's last start, for catch-up); returns its row id.

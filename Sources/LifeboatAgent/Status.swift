@@ -84,13 +84,20 @@ extension AgentStatus.SiteRow {
 }
 
 /// Replication and check facts per site that the agent keeps in memory (and the database's `site_source`).
-public struct SiteFacts: Sendable, Equatable {
+public struct SiteFacts: Sendable, Equatable, Codable {
     public var reachable = true
     public var lagSeconds: Double?
     public var snapshotsMissing: Int?
     public var lastError: String?
     public var scrubCoverage: Double?
     public init() {}
+
+    /// Kept in the state database (for `lifeboat status` without an agent) as one JSON value.
+    public static let key = "site_facts"
+    public static func decode(_ text: String?) -> [String: SiteFacts] {
+        guard let text, let d = try? JSONDecoder().decode([String: SiteFacts].self, from: Data(text.utf8)) else { return [:] }
+        return d
+    }
 }
 
 /// Builds the status, pure: from the plan, what the database holds, the scheduler (nil: no agent running, next
@@ -154,5 +161,64 @@ public enum StatusBuilder {
     /// Every job of the plan with its schedule.
     public static func jobs(_ plan: Plan) -> [(JobID, Schedule)] {
         plan.sources.map { (JobID.backup($0.name), $0.schedule) } + otherJobs(plan).map { ($0.0, $0.1) }
+    }
+}
+
+/// What a reload would change: the running agent's jobs and sites (from its status) against a plan file. Pure.
+public struct PlanChange: Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable { case added, removed, changed }
+    public var kind: Kind
+    /// The job (`backup:web`, `prune`, …) or `site:NAME`.
+    public var subject: String
+    public var detail: String
+
+    public var description: String {
+        let mark = switch kind { case .added: "+"; case .removed: "-"; case .changed: "~" }
+        return "\(mark) \(subject)\(detail.isEmpty ? "" : ": \(detail)")"
+    }
+
+    public static func between(running: AgentStatus, next plan: Plan) -> [PlanChange] {
+        var out: [PlanChange] = []
+        func span(_ v: Double?) -> String { v.map { Units.span($0) } ?? "none" }
+        let old = Dictionary(running.sources.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let new = Dictionary(plan.sources.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        for s in plan.sources {
+            let job = JobID.backup(s.name).description
+            guard let o = old[s.name] else {
+                out.append(PlanChange(kind: .added, subject: job, detail: "\(s.kind.name), \(s.scheduleText)"))
+                continue
+            }
+            var what: [String] = []
+            if o.kind != s.kind.name { what.append("\(o.kind) -> \(s.kind.name)") }
+            if o.schedule != s.scheduleText { what.append("schedule \"\(o.schedule)\" -> \"\(s.scheduleText)\"") }
+            if o.rpoObjectiveSeconds != s.objectives?.rpo { what.append("rpo \(span(o.rpoObjectiveSeconds)) -> \(span(s.objectives?.rpo))") }
+            if o.rtoObjectiveSeconds != s.objectives?.rto { what.append("rto \(span(o.rtoObjectiveSeconds)) -> \(span(s.objectives?.rto))") }
+            let oldSites = o.sites.map(\.site), newSites = StatusBuilder.sites(of: s, in: plan)
+            if oldSites != newSites { what.append("sites \(oldSites.joined(separator: ",")) -> \(newSites.joined(separator: ","))") }
+            if !what.isEmpty { out.append(PlanChange(kind: .changed, subject: job, detail: what.joined(separator: "; "))) }
+        }
+        for o in running.sources where new[o.name] == nil {
+            out.append(PlanChange(kind: .removed, subject: JobID.backup(o.name).description, detail: o.running ? "running now: it finishes first" : ""))
+        }
+        let oldJobs = Dictionary(running.jobs.map { ($0.job, $0.schedule) }, uniquingKeysWith: { a, _ in a })
+        let newJobs = StatusBuilder.otherJobs(plan)
+        for (id, _, text) in newJobs {
+            if let s = oldJobs[id.description] {
+                if s != text { out.append(PlanChange(kind: .changed, subject: id.description, detail: "schedule \"\(s)\" -> \"\(text)\"")) }
+            } else {
+                out.append(PlanChange(kind: .added, subject: id.description, detail: text))
+            }
+        }
+        for (job, _) in oldJobs.sorted(by: { $0.key < $1.key }) where !newJobs.contains(where: { $0.0.description == job }) {
+            out.append(PlanChange(kind: .removed, subject: job, detail: ""))
+        }
+        let oldSites = Set(running.sites.map(\.site))
+        for s in plan.sites.sites where !oldSites.contains(s.name) {
+            out.append(PlanChange(kind: .added, subject: "site:\(s.name)", detail: "\(s.role.rawValue), \(s.repository)"))
+        }
+        for s in running.sites where !plan.sites.sites.contains(where: { $0.name == s.site }) {
+            out.append(PlanChange(kind: .removed, subject: "site:\(s.site)", detail: ""))
+        }
+        return out
     }
 }

@@ -16,11 +16,15 @@ public struct BackendSettings: Sendable {
     public var cache = true
     public var cacheDir: String?
     public var environment: [String: String]
+    /// Bandwidth limits in KiB/s (`--limit-upload`/`--limit-download`, a site's `limit_upload`/`limit_download`).
+    public var limitUpload: Int?
+    public var limitDownload: Int?
 
     public init(http: HTTPOptions, retry: RetryPolicy, objectLock: ObjectLock? = nil, cache: Bool = true, cacheDir: String? = nil,
-                environment: [String: String] = ProcessInfo.processInfo.environment) {
+                environment: [String: String] = ProcessInfo.processInfo.environment, limitUpload: Int? = nil, limitDownload: Int? = nil) {
         self.http = http; self.retry = retry; self.objectLock = objectLock; self.cache = cache; self.cacheDir = cacheDir
         self.environment = environment
+        self.limitUpload = limitUpload; self.limitDownload = limitDownload
     }
 }
 
@@ -61,7 +65,10 @@ public enum BackendRegistry {
             if e.message.hasPrefix(what + ": ") { e.message = String(e.message.dropFirst(what.count + 2)) }
             onRetry(what, attempt, e)
         }
-        if remote is LocalBackend || !settings.cache { return retrying }
-        return CachingBackend(retrying, cacheRoot: settings.cacheDir ?? CachingBackend.defaultRoot())
+        // Limits apply to what crosses the network (or reaches the disk), not to the cache's hits.
+        let limited: any Backend = settings.limitUpload == nil && settings.limitDownload == nil ? retrying
+            : ThrottledBackend(retrying, uploadKiBps: settings.limitUpload, downloadKiBps: settings.limitDownload)
+        if remote is LocalBackend || !settings.cache { return limited }
+        return CachingBackend(limited, cacheRoot: settings.cacheDir ?? CachingBackend.defaultRoot())
     }
 }

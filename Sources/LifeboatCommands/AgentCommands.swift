@@ -6,6 +6,7 @@ import LifeboatCore
 import LifeboatHTTP
 import LifeboatPlan
 import LifeboatReplication
+import LifeboatRepository
 import LifeboatStorage
 import Logging
 import Synchronization
@@ -113,7 +114,9 @@ struct AgentCommand: AsyncParsableCommand {
         let env = ProcessInfo.processInfo.environment
         try GlobalOptions.validateEnvironment(env)
         let settings = BackendSettings(http: try HTTPOptions.validatedFromEnvironment(env), retry: try RetryPolicy.validatedFromEnvironment(env),
-                                       environment: env)
+                                       environment: env,
+                                       limitUpload: try GlobalOptions.limit(nil, env["LIFEBOAT_LIMIT_UPLOAD"], "", "LIFEBOAT_LIMIT_UPLOAD"),
+                                       limitDownload: try GlobalOptions.limit(nil, env["LIFEBOAT_LIMIT_DOWNLOAD"], "", "LIFEBOAT_LIMIT_DOWNLOAD"))
         return SiteAccess(settings: settings, onRetry: { site, what, attempt, error in
             logger.warning("retrying", metadata: ["site": "\(site)", "what": "\(what)", "attempt": "\(attempt)", "error": "\(error.message)"])
         }, password: { site in
@@ -148,7 +151,7 @@ struct StatusCommand: AsyncParsableCommand {
                 let runs = try store.lastRuns()
                 let since = runs.values.map(\.started).min() ?? currentTime()
                 status = StatusBuilder.build(plan: plan, observations: try store.observations(), lastRuns: runs, jobs: try store.jobs(),
-                                             scheduler: nil, running: [], facts: [:], since: since, agentStarted: nil, origin: "database",
+                                             scheduler: nil, running: [], facts: SiteFacts.decode(try store.flag(SiteFacts.key)), since: since, agentStarted: nil, origin: "database",
                                              now: currentTime())
             } catch { throw fatal(errorText(error)) }
         } catch AgentClient.Failure.refused(let why) {
@@ -201,5 +204,42 @@ struct StatusCommand: AsyncParsableCommand {
             r.enumerated().map { i, v in i == r.count - 1 ? v : v.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
                 .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
         }.joined(separator: "\n") + "\n"
+    }
+}
+
+struct RecoveryKitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "recovery-kit",
+        abstract: "Write the one page to keep offline: sites, key fingerprints, where secrets lived, how to rebuild and restore.",
+        discussion: """
+        Opens every site of the plan (with its own password file) for its repository ID, key IDs and newest \
+        snapshots, and writes Markdown: the sites and how to reach them (locations without credentials), where every \
+        password, credentials, DSN and token file lived (never their contents), the commands that restore the \
+        agent's own backup (its plan and state database, the source lifeboat-agent) and then every source. Exit \
+        status 20 when a site could not be opened (the kit is still written, and says so).
+
+        \(Examples.recoveryKit)
+        """)
+    @OptionGroup var file: PlanFileOptions
+    @Option(name: [.short, .customLong("output")], help: "Write the kit to this file (mode 0600) instead of standard output.") var output: String?
+
+    func run() async throws {
+        let plan = try file.load()
+        let logger = Logger(label: "lifeboat.recovery-kit") { _ in LineLogHandler(json: false) }
+        let access: SiteAccess
+        do { access = try AgentCommand.siteAccess(logger: logger) } catch { throw fatal(errorText(error)) }
+        let sites = await RecoveryKit.gather(plan, access: access)
+        let text = RecoveryKit.render(RecoveryKit.withSelfBackup(plan), sites: sites, now: currentTime(), host: localHostname())
+        if let output {
+            do { try writeFileAtomically(output, Data(text.utf8)) } catch { throw fatal("cannot write \(output): \(error)") }
+            let reached = sites.filter { $0.error == nil }.count
+            FileHandle.standardError.write(Data("wrote \(output): \(Units.count(plan.sites.sites.count, "site")), \(reached) reached, \(Units.count(plan.sources.count, "source"))\n".utf8))
+        } else {
+            print(text, terminator: "")
+        }
+        for f in sites where f.error != nil {
+            FileHandle.standardError.write(Data("warning: site \(f.site.name) could not be opened: \(f.error!)\n".utf8))
+        }
+        if sites.contains(where: { $0.error != nil }) { throw ArgumentParser.ExitCode(ExitStatus.siteUnreachable) }
     }
 }

@@ -74,17 +74,18 @@ struct CopyCommand: AsyncParsableCommand {
     }
 }
 
-/// Loads both indexes, picks the source snapshots and copies them, printing one line per snapshot.
+/// Picks the source snapshots, loads both indexes and copies them, printing one line per snapshot.
 func copySnapshots(from src: Repository, to dst: Repository, refs: [String], filter: SnapshotFilter, output out: Output,
                    shouldStop: @escaping @Sendable () -> Bool) async throws -> CopyReport {
-    try await src.loadIndex()
-    try await dst.loadIndex()
     var chosen: [(id: ID, snapshot: Snapshot)] = []
     if refs.isEmpty {
         chosen = try await src.listSnapshots().filter { filter.matches($0.snapshot) }
     } else {
         for r in refs { chosen.append(try await src.findSnapshot(r, filter: filter)) }
     }
+    // After the snapshots: a backup running beside the copy writes its index before its snapshot.
+    try await src.loadIndex()
+    try await dst.loadIndex()
     let copier = Copier(source: src, destination: dst)
     let start = Date()
     let ticker = await copyProgress(copier, chosen, output: out)

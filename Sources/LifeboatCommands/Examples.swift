@@ -198,6 +198,11 @@ enum Examples {
         ("The same as one JSON object", "lifeboat status --json"),
     ])
 
+    static let recoveryKit = render([
+        ("Write the kit of the plan to a file, then print it and keep it offline", "lifeboat recovery-kit --output ./recovery-kit.md"),
+        ("The same to standard output", "lifeboat recovery-kit"),
+    ])
+
     static let completion = render([
         ("Bash, for every user", "lifeboat completion bash > /etc/bash_completion.d/lifeboat"),
         ("Zsh, into a folder of $fpath (fpath+=~/.zfunc in ~/.zshrc)", "lifeboat completion zsh > ~/.zfunc/_lifeboat"),

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LifeboatConfig
 import LifeboatCore
+import LifeboatAgent
 import LifeboatPlan
 
 /// The plan file option of `config validate` and `plan` (and later the agent).
@@ -66,21 +67,22 @@ struct ConfigValidateCommand: ParsableCommand {
     }
 }
 
-struct PlanCommand: ParsableCommand {
+struct PlanCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plan",
         abstract: "Show what the agent will do: each job, its next runs, sites and objectives.",
         discussion: """
         For every source: its schedule and next three runs (in the plan's time zone), the sites it writes to, its \
         RPO and RTO, and whether the schedule can meet the RPO (the longest wait between runs in the coming year \
-        must not pass it); then the check and prune jobs. Exits 1 when a schedule cannot meet its RPO. LIFEBOAT_NOW \
-        (RFC 3339 or Unix seconds) sets the clock.
+        must not pass it); then the check and prune jobs. With an agent running (agent.listen), what a reload \
+        would change: jobs and sites added, removed or changed. Exits 1 when a schedule cannot meet its RPO. \
+        LIFEBOAT_NOW (RFC 3339 or Unix seconds) sets the clock.
 
         \(Examples.plan)
         """)
     @OptionGroup var file: PlanFileOptions
 
-    func run() throws {
+    func run() async throws {
         let plan = try file.load()
         let now = currentTime()
         let jobs = PlanCheck.preview(plan, now: now)
@@ -110,6 +112,18 @@ struct PlanCommand: ParsableCommand {
                     }
                     print("  objectives: \(objectives)\(rto): \(verdict)")
                 }
+            }
+        }
+        // With an agent running this plan's API: what a reload would change.
+        if let body = try? await AgentClient.get("/status", settings: plan.agent, timeout: 3),
+           let running = try? AgentAPI.decoder().decode(AgentStatus.self, from: Data(body)) {
+            let changes = PlanChange.between(running: running, next: RecoveryKit.withSelfBackup(plan))
+            if file.json {
+                for c in changes { print(Output.encode(["message_type": "change", "change": c.kind.rawValue, "subject": c.subject, "detail": c.detail])) }
+            } else {
+                let since = running.agentStarted.map { " (running since \(Timestamp.format($0)))" } ?? ""
+                print(changes.isEmpty ? "\nthe running agent\(since) has this plan: a reload changes nothing"
+                                      : "\na reload of the running agent\(since) would change:\n" + changes.map { "  \($0)" }.joined(separator: "\n"))
             }
         }
         if jobs.contains(where: { $0.meetsRPO == false }) { throw ArgumentParser.ExitCode(ExitStatus.failure) }

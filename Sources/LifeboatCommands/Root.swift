@@ -61,13 +61,16 @@ public struct LifeboatCommand: AsyncParsableCommand {
           --cacert <file>, --timeout <seconds>, --no-cache, --cache-dir <dir>
                 Remote repositories: extra CA certificates, stall timeout, metadata
                 cache (or LIFEBOAT_CACERT, LIFEBOAT_TIMEOUT, LIFEBOAT_CACHE_DIR).
+          --limit-upload <KiB/s>, --limit-download <KiB/s>
+                Bandwidth limits (or LIFEBOAT_LIMIT_UPLOAD, LIFEBOAT_LIMIT_DOWNLOAD;
+                sites: limit_upload, limit_download).
           --no-lock
                 Read-only commands take no lock (for read-only media).
 
         EXIT CODES: 0 ok, 1 failure, 3 backup/restore finished but some files could not be read or restored, \
         10 no repository at the location, 11 repository locked, 12 wrong password, 20 a site cannot be reached \
         (sites status), 21 a replica lags more than --max-lag (sites status), 22 a snapshot is older than \
-        --max-age (check, snapshots), 64 usage error, 130 interrupted.
+        --max-age (check, snapshots) or an RPO is missed (status), 64 usage error, 130 interrupted.
 
         \(Examples.root)
         """,
@@ -77,7 +80,7 @@ public struct LifeboatCommand: AsyncParsableCommand {
             RestoreCommand.self, DumpCommand.self, FindCommand.self, StatsCommand.self, CheckCommand.self,
             ForgetCommand.self, PruneCommand.self, RepairCommand.self, UnlockCommand.self, KeyCommand.self, CopyCommand.self,
             ReplicateCommand.self, SitesCommand.self, ServeCommand.self, ProxyCommand.self, ConfigCommand.self, PlanCommand.self,
-            AgentCommand.self, StatusCommand.self,
+            AgentCommand.self, StatusCommand.self, RecoveryKitCommand.self,
             CompletionCommand.self, VersionCommand.self,
         ]
     )

@@ -41,6 +41,12 @@ public struct GlobalOptions: ParsableArguments {
     @Option(name: .customLong("password-file"), help: "File holding the password (or LIFEBOAT_PASSWORD_FILE; LIFEBOAT_PASSWORD also works).")
     var passwordFile: String?
 
+    @Option(name: .customLong("limit-upload"), help: "Limit uploads to a repository to this many KiB/s (or LIFEBOAT_LIMIT_UPLOAD).")
+    var limitUpload: Int?
+
+    @Option(name: .customLong("limit-download"), help: "Limit downloads from a repository to this many KiB/s (or LIFEBOAT_LIMIT_DOWNLOAD).")
+    var limitDownload: Int?
+
     @Flag(help: "Print one JSON object per line instead of text.")
     var json = false
 
@@ -77,7 +83,17 @@ public struct GlobalOptions: ParsableArguments {
             lock = ObjectLock(days: days, mode: mode)
         }
         return BackendSettings(http: http, retry: try RetryPolicy.validatedFromEnvironment(env), objectLock: lock,
-                               cache: !noCache, cacheDir: cacheDir, environment: env)
+                               cache: !noCache, cacheDir: cacheDir, environment: env,
+                               limitUpload: try GlobalOptions.limit(limitUpload, env["LIFEBOAT_LIMIT_UPLOAD"], "--limit-upload", "LIFEBOAT_LIMIT_UPLOAD"),
+                               limitDownload: try GlobalOptions.limit(limitDownload, env["LIFEBOAT_LIMIT_DOWNLOAD"], "--limit-download", "LIFEBOAT_LIMIT_DOWNLOAD"))
+    }
+
+    /// A bandwidth limit in KiB/s from an option or else its environment variable, range-checked with its name.
+    static func limit(_ option: Int?, _ variable: String?, _ optionName: String, _ variableName: String) throws -> Int? {
+        if let option { return try Bounds.check(option, ThrottledBackend.limitRange, optionName) }
+        guard let v = variable, !v.isEmpty else { return nil }
+        guard let n = Int(v) else { throw LifeboatError.invalid("\(variableName) must be a whole number of KiB/s (got \"\(v)\")") }
+        return try Bounds.check(n, ThrottledBackend.limitRange, variableName)
     }
 
     /// The backend for `location` (default: the repository option), wrapped in the retry decorator and,

@@ -11,6 +11,7 @@ public struct Location: Sendable, Equatable, CustomStringConvertible {
     public var line: Int
     public var column: Int
     public var description: String { line > 0 ? "\(file):\(line):\(column)" : file }
+    public init(file: String, line: Int = 0, column: Int = 0) { self.file = file; self.line = line; self.column = column }
     init(_ file: String, _ node: Yams.Node?) {
         self.file = file
         line = node?.mark?.line ?? 0
@@ -67,6 +68,13 @@ public struct Source: Sendable {
     public var location: Location
     public var scheduleLocation: Location
     public var rpoLocation: Location?
+
+    public init(name: String, kind: SourceKind, schedule: Schedule, scheduleText: String, retention: RetentionPolicy?, objectives: Objectives?,
+                hooks: Hooks?, sites: [String], location: Location, scheduleLocation: Location, rpoLocation: Location?) {
+        self.name = name; self.kind = kind; self.schedule = schedule; self.scheduleText = scheduleText; self.retention = retention
+        self.objectives = objectives; self.hooks = hooks; self.sites = sites; self.location = location
+        self.scheduleLocation = scheduleLocation; self.rpoLocation = rpoLocation
+    }
 }
 
 /// A job on a schedule of its own (checks, prune).
@@ -239,6 +247,8 @@ public struct Plan: Sendable {
             throw y.error(m["name"], "source name \"\(name)\" may hold letters, digits, - _ . only (at most 64)")
         }
         guard !plan.sources.contains(where: { $0.name == name }) else { throw y.error(m["name"], "duplicate source name \"\(name)\"") }
+        // The agent's own backup (its plan and state database; RecoveryKit.selfSource).
+        guard name != "lifeboat-agent" else { throw y.error(m["name"], "the source name \"lifeboat-agent\" is the agent's own backup: choose another") }
         let kinds = ["paths", "postgres", "sqlite", "mariadb", "command"].filter { m[$0] != nil }
         guard kinds.count == 1 else {
             throw y.error(node, kinds.isEmpty ? "source \(name): say what to back up: paths, postgres, sqlite, mariadb or command"

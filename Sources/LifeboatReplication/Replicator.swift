@@ -48,8 +48,11 @@ public struct Replicator: Sendable {
         var allOK = true
         let primaryName = config.primary.name
         try await primary.withLock(.shared, operation: "replicate (source)", staleLocks: { if !$0.isEmpty { events(.staleLocks(site: primaryName, locks: $0)) } }) {
-            try await primary.loadIndex()
+            // Snapshots first, then the index: a backup writes its index before its snapshot, so every snapshot
+            // listed has its data in the index loaded next (the other order missed a backup finishing in between:
+            // "tree blob … is not in the index", seen with the agent's backups and replication running together).
             let snapshots = try await primary.listSnapshots()
+            try await primary.loadIndex()
             for site in replicas ?? config.replicas {
                 if shouldStop() { break }
                 var s = state.sites[site.name] ?? SiteState()

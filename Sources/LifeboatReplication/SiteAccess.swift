@@ -34,6 +34,9 @@ public struct SiteAccess: Sendable {
     public func openNew(_ site: Site) async throws -> Repository {
         var s = settings
         if let f = site.credentialsFile { s.environment.merge(try readEnvironmentFile(f)) { $1 } }
+        // The site's own limits, else the caller's (the CLI's --limit-upload/--limit-download).
+        s.limitUpload = site.limitUpload ?? s.limitUpload
+        s.limitDownload = site.limitDownload ?? s.limitDownload
         let name = site.name, onRetry = self.onRetry
         let backend = try await BackendRegistry.open(site.repository, settings: s) { onRetry(name, $0, $1, $2) }
         let password = try site.passwordFile.map { try readPasswordFile($0, from: "password_file of site \(site.name)") } ?? self.password(site)

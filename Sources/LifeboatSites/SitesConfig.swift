@@ -15,6 +15,9 @@ public struct Site: Sendable, Equatable {
     /// File of `KEY=VALUE` lines added to the environment when this site is opened
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `LIFEBOAT_REST_PASSWORD`, `RCLONE_CONFIG_…`).
     public var credentialsFile: String?
+    /// Bandwidth limits for this site in KiB/s (`limit_upload`, `limit_download`).
+    public var limitUpload: Int? = nil
+    public var limitDownload: Int? = nil
 }
 
 /// The site list (`sites.yaml`), shared by `replicate`, `sites status` and, later, the daemon.
@@ -27,6 +30,7 @@ public struct Site: Sendable, Equatable {
 ///     password_file: /etc/lifeboat/offsite.pw
 ///     credentials_file: /etc/lifeboat/offsite.env
 ///     role: replica
+///     limit_upload: 2048       # KiB/s (also limit_download)
 /// replication:
 ///   interval: 60s            # how often --watch looks for new snapshots
 ///   max_backoff: 15m         # longest wait before retrying a site that failed
@@ -64,7 +68,7 @@ public struct SitesConfig: Sendable {
         var sites: [Site] = []
         for item in list {
             let m = try y.mapping(item, "each site")
-            try y.keys(m, ["name", "repository", "role", "password_file", "credentials_file"])
+            try y.keys(m, ["name", "repository", "role", "password_file", "credentials_file", "limit_upload", "limit_download"])
             let name = try y.string(m, "name", required: true, owner: item)!
             guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }) else {
                 throw y.error(m["name"], "site name \"\(name)\" may hold letters, digits, - _ . only")
@@ -73,7 +77,9 @@ public struct SitesConfig: Sendable {
             guard let role = try y.enumValue(m, "role", Site.Role.self) else { throw y.error(item, "missing `role` (primary or replica)") }
             sites.append(Site(name: name, repository: try y.string(m, "repository", required: true, owner: item)!, role: role,
                               passwordFile: try y.string(m, "password_file"),
-                              credentialsFile: try y.string(m, "credentials_file")))
+                              credentialsFile: try y.string(m, "credentials_file"),
+                              limitUpload: try y.int(m, "limit_upload", 1...(10 << 20)),
+                              limitDownload: try y.int(m, "limit_download", 1...(10 << 20))))
         }
         let primaries = sites.filter { $0.role == .primary }.count
         guard primaries == 1 else { throw y.error(top["sites"], "exactly one site must be primary (found \(primaries))") }

@@ -290,3 +290,61 @@ struct ReadDataSubsetPart: Hashable { var n: Int; var t: Int }
         }
     }
 }
+
+@Suite struct PlanChangeAndKitTests {
+    func plan(_ sources: String, prune: String = "") throws -> Plan {
+        try Plan.parse("""
+            sites:
+              - {name: a, repository: /tmp/a, password_file: /etc/lifeboat/a.pw, role: primary}
+              - {name: b, repository: "rest:https://alice:s3cret@backup.example.com:8000/alice", password_file: /etc/lifeboat/b.pw, credentials_file: /etc/lifeboat/b.env, role: replica}
+            sources:
+            \(sources)
+            \(prune)
+            agent: {token_file: /etc/lifeboat/agent.token, state: /var/lib/lifeboat/agent.db}
+            """, path: "/etc/lifeboat/lifeboat.yaml", timeZone: utc)
+    }
+
+    @Test func aReloadShowsWhatChanges() throws {
+        let old = try plan("""
+              - {name: web, paths: [/srv], schedule: every 1h, objectives: {rpo: 2h}}
+              - {name: gone, paths: [/old], schedule: every 1h}
+            """)
+        let running = StatusBuilder.build(plan: RecoveryKit.withSelfBackup(old), observations: [], lastRuns: [:], jobs: [:], scheduler: nil,
+                                          running: [.backup("gone")], facts: [:], since: t0, agentStarted: t0, origin: "agent", now: t0)
+        let next = try plan("""
+              - {name: web, paths: [/srv], schedule: every 30m, objectives: {rpo: 1h}}
+              - {name: db, sqlite: {path: /var/db.sqlite}, schedule: every 1h}
+            """, prune: "prune: {schedule: \"0 4 * * *\"}")
+        let changes = PlanChange.between(running: running, next: RecoveryKit.withSelfBackup(next))
+        #expect(changes.map(\.description) == [
+            "~ backup:web: schedule \"every 1h\" -> \"every 30m\"; rpo 2h 00m -> 1h 00m",
+            "+ backup:db: sqlite, every 1h",
+            "- backup:gone: running now: it finishes first",
+            "+ prune: 0 4 * * *",
+        ])
+        #expect(PlanChange.between(running: running, next: RecoveryKit.withSelfBackup(old)).isEmpty)
+    }
+
+    @Test func theKitNamesWhereSecretsLivedButNoSecret() throws {
+        let p = RecoveryKit.withSelfBackup(try plan("""
+              - {name: web, paths: [/srv], schedule: every 1h, objectives: {rpo: 2h, rto: 30m}}
+              - {name: shop, postgres: {dsn_file: /etc/lifeboat/shop.dsn}, schedule: every 1h}
+            """))
+        let a = p.sites.sites[0], b = p.sites.sites[1]
+        let text = RecoveryKit.render(p, sites: [
+            RecoveryKit.SiteFacts(site: a, repositoryID: "0123abcd", keyIDs: ["f00dfeedf00dfeedf00dfeed"], snapshots: 3, newest: ["web": t0]),
+            RecoveryKit.SiteFacts(site: b, error: "connection refused"),
+        ], now: t0, host: "web1")
+        #expect(!text.contains("s3cret"))
+        #expect(text.contains("`rest:https://…@backup.example.com:8000/alice`"))
+        for s in ["/etc/lifeboat/a.pw", "/etc/lifeboat/b.env", "/etc/lifeboat/shop.dsn", "/etc/lifeboat/agent.token", "`0123abcd`",
+                  "`f00dfeedf00dfeed`", "NO: connection refused", "restore latest --tag source=lifeboat-agent",
+                  "lifeboat restore latest --tag source=web --target /", "pg_restore", "RTO 30m 00s"] {
+            #expect(text.contains(s), "the kit has \(s)")
+        }
+        #expect(RecoveryKit.redacted("/srv/repo") == "/srv/repo")
+        #expect(RecoveryKit.redacted("s3:https://s3.example.com/b/p") == "s3:https://s3.example.com/b/p")
+        #expect(RecoveryKit.redacted("rest:http://u:p@h/x@y") == "rest:http://…@h/x@y")
+        #expect(throws: (any Error).self) { _ = try plan("  - {name: lifeboat-agent, paths: [/x], schedule: every 1h}") }
+    }
+}

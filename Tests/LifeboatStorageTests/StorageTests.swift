@@ -19,6 +19,25 @@ import LifeboatTestSupport
         #expect(leftovers.isEmpty)
     }
 
+    @Test func throttledBackend() async throws {
+        // The decorator passes the contract (with limits high enough not to slow the suite).
+        try await BackendConformance.run(ThrottledBackend(MemoryBackend(), uploadKiBps: 1 << 20, downloadKiBps: 1 << 20))
+    }
+
+    @Test func rateLimiterHoldsTheAverageRate() {
+        let r = RateLimiter(bytesPerSecond: 1000)
+        let t0 = ContinuousClock.now
+        // A burst of one second's worth is free; beyond it, each byte waits its turn.
+        #expect(r.reserve(1000, now: t0) == .zero)
+        #expect(r.reserve(500, now: t0) == .milliseconds(500))
+        #expect(r.reserve(500, now: t0) == .milliseconds(1000))
+        // Time pays the debt back: 1 s later the debt is 0 and 500 more wait 0.5 s.
+        #expect(r.reserve(500, now: t0 + .seconds(1)) == .milliseconds(500))
+        // A long pause refills no more than the burst.
+        #expect(r.reserve(1000, now: t0 + .seconds(100)) == .zero)
+        #expect(r.reserve(1, now: t0 + .seconds(100)) == .milliseconds(1))
+    }
+
     @Test func localRejectsHostileNames() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lb-host-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }

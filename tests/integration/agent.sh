@@ -38,7 +38,7 @@ write_plan() {
   cat > "$WORK/lifeboat.yaml" <<YAML
 sites:
   - {name: home, repository: $WORK/home, password_file: $WORK/home.pw, role: primary}
-  - {name: cloud, repository: "$CLOUD", password_file: $WORK/cloud.pw, credentials_file: $WORK/s3.env, role: replica}
+  - {name: cloud, repository: "$CLOUD", password_file: $WORK/cloud.pw, credentials_file: $WORK/s3.env, role: replica, limit_upload: 102400}
 sources:
   - name: www
     paths: [$WORK/www]
@@ -310,6 +310,74 @@ t_hook_timeout_kills_the_hook() {
   kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || fail "exit 0"
 }
 
+t_recovery_kit_rebuilds_from_one_site_alone() {
+  setup_world; write_plan
+  start_agent
+  wait_until 60 "the agent's own backup at cloud" has_snapshot lifeboat-agent cloud
+  wait_until 60 "shop-db at cloud" has_snapshot shop-db cloud
+  # Its own backup runs hourly (and at the first start, before any history): once more now, with history.
+  local first; first=$(newest lifeboat-agent cloud)
+  api POST /jobs/backup:lifeboat-agent/run > /dev/null
+  wait_until 60 "a second own backup at cloud" eval '[ "$(newest lifeboat-agent cloud)" != "$first" ]'
+  # `plan` with the agent running: nothing to change; then an edit shows.
+  lb plan --config "$WORK/lifeboat.yaml" > "$WORK/plan1.txt"
+  grep -q "a reload changes nothing" "$WORK/plan1.txt" || { tail -3 "$WORK/plan1.txt"; fail "plan: nothing changes"; }
+  sed 's#schedule: "\*/2 \* \* \* \* \*"#schedule: "*/4 * * * * *"#' "$WORK/lifeboat.yaml" > "$WORK/edited.yaml"
+  lb plan --config "$WORK/edited.yaml" --json > "$WORK/plan2.json"
+  grep -q '"message_type":"change".*"subject":"backup:www"' "$WORK/plan2.json" || { cat "$WORK/plan2.json"; fail "plan --json: the change"; }
+  stop_agent
+  lb recovery-kit --config "$WORK/lifeboat.yaml" --output "$WORK/kit.md" 2> "$WORK/kit.err" || { cat "$WORK/kit.err"; fail "recovery-kit exits 0"; }
+  [ "$(stat -c %a "$WORK/kit.md")" = 600 ] || fail "the kit is written 0600"
+  for s in "| home | primary |" "| cloud | replica |" "$WORK/home.pw" "$WORK/s3.env" "$WORK/agent.token" "source=shop-db"; do
+    grep -qF "$s" "$WORK/kit.md" || fail "the kit has $s"
+  done
+  ! grep -q "pw-home\|pw-cloud\|AWS_SECRET\|$(cat "$WORK/agent.token")" "$WORK/kit.md" || fail "no secret in the kit"
+
+  # Disaster: the host loses its primary, its plan, its state and its data. Only the cloud and the secrets remain.
+  # (The kit is written while the plan is still there: this one after the primary is gone, to show that it then
+  # rebuilds from the site that answers.)
+  rm -rf "$WORK/home"
+  local rc=0; lb recovery-kit --config "$WORK/lifeboat.yaml" --output "$WORK/kit2.md" 2> /dev/null || rc=$?
+  [ "$rc" = 20 ] || fail "a site that cannot be opened: exit 20 (got $rc)"
+  cp "$WORK/lifeboat.yaml" "$WORK/plan.before"
+  rm -rf "$WORK/lifeboat.yaml" "$WORK/agent.db"* "$WORK/www" "$WORK/shop.db" "$WORK/self-backup"
+  grep -q "| home | primary | .* NO: " "$WORK/kit2.md" || fail "the kit says home could not be reached"
+  # Follow its section 3 (rebuild from cloud) and 4 (restore every source) as written, then compare.
+  rm -rf /tmp/lifeboat-self
+  python3 - "$WORK/kit2.md" > "$WORK/rebuild.sh" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+print("set -euo pipefail")
+print(blocks[0])                     # rebuild: the plan and the state database back in place
+for line in blocks[1].splitlines():  # restore: the files source and the SQLite source
+    if "source=www" in line or "source=shop-db" in line or "config validate" in line:
+        print(line.split("   #")[0])
+PY
+  grep -q "LIFEBOAT_REPOSITORY=.*lifeboat-dr/web" "$WORK/rebuild.sh" || { cat "$WORK/rebuild.sh"; fail "the kit rebuilds from cloud, the site that answers"; }
+  (unset LIFEBOAT_REPOSITORY; PATH=$(dirname "$BIN"):$PATH bash "$WORK/rebuild.sh") > "$WORK/rebuild.out" 2>&1 || { cat "$WORK/rebuild.sh" "$WORK/rebuild.out"; fail "the kit's commands run"; }
+  rm -rf /tmp/lifeboat-self
+  cmp "$WORK/plan.before" "$WORK/lifeboat.yaml" || fail "the plan file is back"
+  [ "$(sqlite3 "$WORK/agent.db" "PRAGMA integrity_check")" = ok ] || fail "the state database is back and intact"
+  [ "$(sqlite3 "$WORK/agent.db" "SELECT count(*) FROM run WHERE result='success'")" -gt 0 ] || fail "with its history"
+  [ -f "$WORK/www/site/logo.png" ] && [ ! -e "$WORK/www/site/x.tmp" ] || fail "the files are back"
+  [ "$(sqlite3 "$WORK/shop.db" "SELECT group_concat(item) FROM orders")" = "boat,oar" ] || fail "the database is back"
+}
+
+t_bandwidth_limits() {
+  lb -r "$WORK/bw" --password-file "$WORK/pw" init > /dev/null
+  mkdir -p "$WORK/bwdata"; head -c 1572864 /dev/urandom > "$WORK/bwdata/blob"
+  local t0 t1; t0=$(date +%s%N)
+  lb -r "$WORK/bw" --password-file "$WORK/pw" backup "$WORK/bwdata" --limit-upload 512 -q
+  t1=$(date +%s%N)
+  # 1.5 MiB at 512 KiB/s with a burst of one second: at least 2 s (a lower bound holds on a loaded machine).
+  [ $(( (t1 - t0) / 1000000 )) -ge 1800 ] || fail "--limit-upload 512 holds the upload to 512 KiB/s (took $(( (t1 - t0) / 1000000 )) ms)"
+  expect_code 1 lb -r "$WORK/bw" --password-file "$WORK/pw" snapshots --limit-upload 0
+  grep -q "limit-upload" "$WORK/err" "$WORK/out" || fail "an out-of-range limit is named"
+  LIFEBOAT_LIMIT_DOWNLOAD=abc expect_code 1 lb -r "$WORK/bw" --password-file "$WORK/pw" snapshots
+  grep -q "LIFEBOAT_LIMIT_DOWNLOAD" "$WORK/err" "$WORK/out" || fail "a bad LIFEBOAT_LIMIT_DOWNLOAD is named"
+}
+
 t_unit_and_rules_are_valid() {
   command -v systemd-analyze > /dev/null || { echo "    (no systemd-analyze: skipped the unit)"; return 0; }
   sed "s#/usr/local/bin/lifeboat#$BIN#g" "$REPO_ROOT/docs/deploy/lifeboat-agent.service" > "$WORK/lifeboat-agent.service"
@@ -319,7 +387,7 @@ t_unit_and_rules_are_valid() {
   (cd "$REPO_ROOT/docs/deploy" && promtool test rules prometheus-rules.test.yml > /dev/null) || fail "promtool test rules"
 }
 
-ALL="t_unit_and_rules_are_valid t_agent_runs_the_plan t_site_outage_alerts_once_and_prometheus_fires t_webhook_retries_until_delivered
+ALL="t_unit_and_rules_are_valid t_bandwidth_limits t_agent_runs_the_plan t_recovery_kit_rebuilds_from_one_site_alone t_site_outage_alerts_once_and_prometheus_fires t_webhook_retries_until_delivered
 t_sighup_with_a_broken_plan_keeps_the_running_one t_sigkill_mid_backup_then_restart t_hook_timeout_kills_the_hook"
 for t in ${AGENT_TESTS:-$ALL}; do restart_log; rm -f "$WORK/hooks.jsonl" "$WORK/hook.log" "$WORK/agent.db"*; rm -rf "$WORK/home" "$WORK/prom" "$WORK/cache" "$WORK/replication.json"; run_test "$t"; done
 echo "agent: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
