@@ -121,7 +121,7 @@ let package = Package(
         ], swiftSettings: swift6),
         // Replication and site status over the sites file: what `replicate`, `sites status` and the agent share.
         .target(name: "LifeboatReplication", dependencies: [
-            "LifeboatCore", "LifeboatBackends", "LifeboatSites", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage",
+            "LifeboatCore", "LifeboatBackends", "LifeboatSites", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage", "LifeboatS3",
         ], swiftSettings: swift6),
         // `lifeboat agent`: runs the plan (scheduler, jobs, state database, alerts, metrics, local API).
         .target(name: "LifeboatAgent", dependencies: [
@@ -161,7 +161,7 @@ let package = Package(
         ], swiftSettings: swift6),
         .testTarget(name: "LifeboatFailoverTests", dependencies: ["LifeboatFailover"], swiftSettings: swift6),
         .testTarget(name: "LifeboatProxyTests", dependencies: ["LifeboatProxy", "LifeboatFailover"], swiftSettings: swift6),
-        .testTarget(name: "LifeboatAgentTests", dependencies: ["LifeboatAgent", "LifeboatPlan", "LifeboatCore", "LifeboatSnapshot"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatAgentTests", dependencies: ["LifeboatAgent", "LifeboatPlan", "LifeboatCore", "LifeboatSnapshot", "LifeboatSites"], swiftSettings: swift6),
         .testTarget(name: "LifeboatPlanTests", dependencies: ["LifeboatPlan", "LifeboatCore", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatReplicationTests", dependencies: [
             "LifeboatReplication", "LifeboatBackends", "LifeboatSites", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage",

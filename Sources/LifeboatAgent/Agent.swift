@@ -34,10 +34,14 @@ public actor Agent {
     var facts: [String: SiteFacts] = [:]
     var watches: [String: RPOWatch] = [:]
     var stopping = false
+    let alertBox: AlertBox
     /// Open conditions (alerted, not yet cleared): key → since.
     var conditions: [String: Date]?
     /// Sites that could not be reached, and until when they are not tried again.
     var down: [String: (until: Date, failures: Int, why: String)] = [:]
+
+    /// The plan's proxy pools, run by the agent (nil without a `proxy:` section at start).
+    public nonisolated let proxy: AgentProxy?
 
     public init(plan: Plan, store: StateStore, access: SiteAccess, logger: Logger, retryBase: Double = 1,
                 clock: @escaping @Sendable () -> Date = { currentTime() }) throws {
@@ -51,6 +55,11 @@ public actor Agent {
         let log = logger
         alerts = AlertDispatcher(targets: plan.alerts, retryBase: retryBase) { log.warning("\($0)") }
         self.access = access
+        // A switch of a pool is an alert; the dispatcher is looked up when it happens (a reload may replace it).
+        let box = AlertBox()
+        proxy = plan.proxy.map { AgentProxy(config: $0, logger: logger) { line in box.send(Alert(.switch, message: line, time: clock())) } }
+        alertBox = box
+        box.set(alerts)
         for o in try store.observations() { observations["\(o.source)@\(o.site)"] = o }
         facts = SiteFacts.decode(try store.flag(SiteFacts.key))
     }
@@ -60,6 +69,14 @@ public actor Agent {
     /// Runs until `stop()`: schedules, starts jobs, watches objectives. Returns when every job has ended or
     /// `stopTimeout` has passed since the stop.
     public func run(stopTimeout: Double) async throws {
+        // The pools first: a pool that cannot listen stops the start before anything is recorded.
+        var healthChecks: Task<Void, Never>?
+        if let proxy {
+            do { try await proxy.start(logger: logger) } catch {
+                throw LifeboatError(.io, "the proxy cannot listen: \(error); the agent does not start")
+            }
+            healthChecks = Task { await proxy.runHealthChecks() }
+        }
         let now = clock()
         // A previous agent that died mid-run left rows `running`: they are recorded as interrupted, alerted once.
         let stale = try store.interruptStale(now: now)
@@ -97,6 +114,10 @@ public actor Agent {
             let grace = ContinuousClock.now + .seconds(5)
             while !running.isEmpty && ContinuousClock.now < grace { try? await Task.sleep(for: .milliseconds(50)) }
         }
+        if let proxy {
+            await proxy.drain(logger: logger)
+            healthChecks?.cancel()
+        }
         await RepositoryLock.releaseAll()
         await alerts.finish(timeout: 5)
         try? store.setFlag("clean_stop", "1")
@@ -105,6 +126,25 @@ public actor Agent {
 
     /// Asks the loop to stop scheduling (SIGTERM).
     public func stop() { stopping = true }
+
+    /// Re-reads the plan file (SIGHUP): a file that does not parse or has errors keeps the running plan, and
+    /// the log says why. Returns whether the new plan was taken.
+    @discardableResult
+    public func reload(from path: String) -> Bool {
+        do {
+            let next = try Plan.load(path)
+            let problems = PlanCheck.diagnose(next, now: currentTime()).filter { $0.severity == .error }
+            guard problems.isEmpty else {
+                logger.error("reload refused, the running plan stays: \(problems.map(\.description).joined(separator: "; "))")
+                return false
+            }
+            reload(next)
+            return true
+        } catch {
+            logger.error("reload refused, the running plan stays: \(error)")
+            return false
+        }
+    }
 
     func loadSchedule(now: Date) {
         let rows = (try? store.jobs()) ?? [:]
@@ -144,13 +184,20 @@ public actor Agent {
         plan = next
         let removedSites = Set(old.sites.sites.map(\.name)).subtracting(next.sites.sites.map(\.name))
         for s in old.sites.sites where removedSites.contains(s.name) || next.sites.sites.first(where: { $0.name == s.name }) != s {
-            repositories[s.name] = nil
+            forgetRepository(s.name)
         }
         if old.alerts != next.alerts {
             let log = logger
             let previous = alerts
             alerts = AlertDispatcher(targets: next.alerts) { log.warning("\($0)") }
+            alertBox.set(alerts)
             Task { await previous.finish(timeout: 30) }
+        }
+        switch (proxy, next.proxy) {
+        case (let p?, let c?): Task { await p.reload(c, logger: logger) }
+        case (nil, _?): logger.warning("the plan now has a proxy section: its pools start at the agent's next start")
+        case (_?, nil): logger.warning("the plan no longer has a proxy section: the pools run until the agent's next start")
+        case (nil, nil): break
         }
         loadSchedule(now: clock())
         logger.info("plan reloaded", metadata: ["plan": "\(next.path)", "sources": "\(next.sources.count)"])
@@ -250,7 +297,9 @@ public actor Agent {
     /// A site that could not be reached: not tried again before its backoff (the replication interval, doubled
     /// per failure, at most max_backoff) ends.
     func siteDown(_ site: String, _ why: String) {
-        repositories[site] = nil
+        forgetRepository(site)
+        // A job that failed at once because the site is in its backoff does not extend it.
+        if let d = down[site], clock() < d.until { return }
         var d = down[site] ?? (until: clock(), failures: 0, why: why)
         d.failures = min(d.failures + 1, 30)
         d.why = why
@@ -306,7 +355,18 @@ public actor Agent {
         return try r.with(compression: nil, dryRun: false)
     }
 
-    func forgetRepository(_ site: String) { repositories[site] = nil }
+    func forgetRepository(_ site: String) { repositories[site] = nil; repositories[site + "#admin"] = nil }
+
+    /// Where a site's deletes (retention, prune) go: its `admin_repository` when it has one (an append-only
+    /// server or a locked bucket refuses them), else the site itself.
+    func deleter(_ site: Site) async throws -> Repository {
+        guard site.adminRepository != nil else { return try await repository(site) }
+        let key = site.name + "#admin"
+        if let r = repositories[key] { return try r.with(compression: nil, dryRun: false) }
+        let r = try await access.openAdmin(site)
+        repositories[key] = r
+        return try r.with(compression: nil, dryRun: false)
+    }
 
     /// The access the replicator and status use: through the cache.
     func cachedAccess() -> SiteAccess {
@@ -378,6 +438,10 @@ public actor Agent {
                 let repo = try await repository(site)
                 snapshotTime = clock()
                 outcome = try await SourceBackup.run(source, repo: repo, time: snapshotTime)
+                // Retention where deletes are allowed (a site's admin access when it has one).
+                if source.retention != nil, outcome?.snapshot != nil {
+                    outcome?.removed = try await SourceBackup.forget(source, repo: try await deleter(site))
+                }
             } catch {
                 failure = errorText(error)
                 failureError = error
@@ -459,7 +523,7 @@ public actor Agent {
         let failed = Mutex<[String: String]>([:])
         let copied = Mutex<Int>(0)
         let bytes = Mutex<UInt64>(0)
-        let replicator = Replicator(config: plan.sites, access: cachedAccess(), clock: clock)
+        let replicator = Replicator(config: plan.sites, access: cachedAccess(), storage: store.replicationStorage(), clock: clock)
         let logger = self.logger
         do {
             _ = try await replicator.pass(due, force: true, shouldStop: { Task.isCancelled }) { event in
@@ -480,6 +544,7 @@ public actor Agent {
         let failures = failed.withLock { $0 }
         // What each site holds now: newest per source, lag of each replica behind the primary.
         var primarySnaps: [(id: ID, snapshot: Snapshot)]?
+        var primaryRepo: Repository?
         for site in [plan.sites.primary] + plan.sites.replicas {
             if let why = failures[site.name] {
                 siteDown(site.name, why)
@@ -492,10 +557,17 @@ public actor Agent {
                 refresh(site: site, plan: plan, snapshots: snaps)
                 siteUp(site.name)
                 var f = facts[site.name] ?? SiteFacts()
-                if site.role == .primary { primarySnaps = snaps } else if let p = primarySnaps {
+                if site.role == .primary { primarySnaps = snaps; primaryRepo = repo } else if let p = primarySnaps {
                     let missing = Copier.missing(p, at: snaps)
                     f.snapshotsMissing = missing.count
                     f.lagSeconds = replicationLag(missing: missing.map(\.snapshot.date), now: clock()).lag
+                    f.bytesPending = 0
+                    // Behind (a copy stopped half-way, a site back from an outage): how much is still to send.
+                    if !missing.isEmpty, let source = primaryRepo {
+                        try await source.loadIndex()
+                        try await repo.loadIndex()
+                        f.bytesPending = try await Copier.pendingBytes(missing.map(\.snapshot), source: source, destination: repo).bytes
+                    }
                 }
                 facts[site.name] = f
                 if let maxLag = plan.maxLag, let lag = f.lagSeconds {
@@ -526,7 +598,8 @@ public actor Agent {
             let (id, base) = begin(job, site: site.name, scheduled: scheduled)
             var run = base
             do {
-                let repo = try await repository(site)
+                _ = try await repository(site)  // down sites fail here, at once
+                let repo = try await deleter(site)
                 var forgotten = 0
                 for s in plan.sources where StatusBuilder.sites(of: s, in: plan).contains(site.name) {
                     forgotten += try await SourceBackup.forget(s, repo: repo)
@@ -558,15 +631,7 @@ public actor Agent {
     /// The part of the data a check reads this time: `read_data_subset` as N/T parts, rotating, so that every
     /// pack is read once per T runs.
     public static func checkPart(subset: String?, counter: Int) -> (ReadDataSubset?, parts: Int) {
-        guard let subset else { return (nil, 0) }
-        var total: Int
-        if subset.hasSuffix("%"), let p = Double(subset.dropLast()), p > 0 {
-            total = Int((100 / p).rounded(.up))
-        } else {
-            let parts = subset.split(separator: "/")
-            total = parts.count == 2 ? Int(parts[1]) ?? 1 : 1
-        }
-        total = max(1, min(total, 1 << 20))
+        guard let total = ChecksJob.parts(subset) else { return (nil, 0) }
         return (total == 1 ? .all : .part(counter % total + 1, total), total)
     }
 
@@ -617,3 +682,10 @@ public actor Agent {
 }
 
 import Synchronization
+
+/// The current alert dispatcher, for senders outside the actor (the proxy's switch callback).
+final class AlertBox: Sendable {
+    let current = Mutex<AlertDispatcher?>(nil)
+    func set(_ d: AlertDispatcher) { current.withLock { $0 = d } }
+    func send(_ a: Alert) { current.withLock { $0 }?.send(a) }
+}

@@ -15,7 +15,8 @@ import NIOCore
 /// - `GET /history?job=backup:web&limit=N`: the newest runs, newest first.
 /// - `POST /jobs/{job}/run`: run a job now (`backup:NAME`, `replicate`, `prune`, `check`).
 /// - `POST /jobs/{job}/pause`, `POST /jobs/{job}/resume`; `POST /sources/{name}/pause|resume|run` for backups.
-/// - `GET /metrics`: Prometheus text.
+/// - `GET /metrics`: Prometheus text (the proxy's too when the plan has pools).
+/// - `/proxy/…`: the proxy's admin endpoints (`GET /proxy/status`, `POST /proxy/pools/P/backends/B/drain`, …).
 ///
 /// With `token_file`, `Authorization: Bearer TOKEN` is accepted; with `users` (an htpasswd file, bcrypt), HTTP
 /// basic authentication is; with both, either. With neither, the API must listen on a loopback address
@@ -100,7 +101,10 @@ public struct AgentAPI: Sendable {
                 return try json(await agent.status())
             case (.get, 1) where parts[0] == "metrics":
                 agent.metrics.update(await agent.status())
-                return text(.ok, agent.metrics.render(), contentType: "text/plain; version=0.0.4")
+                return text(.ok, agent.metrics.render() + (agent.proxy?.metrics ?? ""), contentType: "text/plain; version=0.0.4")
+            case (_, _) where parts.first == "proxy":
+                guard let proxy = agent.proxy else { throw Problem(status: .notFound, message: "the plan runs no proxy") }
+                return try await proxy.admin.respond(request, parts: Array(parts.dropFirst()))
             case (.get, 1) where parts[0] == "history":
                 let q = request.uri.queryParameters
                 let limit = q["limit"].flatMap { Int(String($0)) } ?? 100
@@ -205,6 +209,25 @@ public struct LineLogHandler: LogHandler {
 
 /// A client of a running agent's API (`lifeboat status`), with the plan's token or nothing.
 public enum AgentClient {
+    /// The agent's status: from its API, or, when no agent answers, from its state database (read-only).
+    public static func status(of plan: Plan) async throws -> AgentStatus {
+        do {
+            let body = try await get("/status", settings: plan.agent)
+            do { return try AgentAPI.decoder().decode(AgentStatus.self, from: Data(body)) } catch {
+                throw LifeboatError(.corrupt, "the agent's answer cannot be read: \(error)")
+            }
+        } catch Failure.unreachable {
+            let store = try StateStore(readingFrom: plan.agent.state)
+            let runs = try store.lastRuns()
+            let since = runs.values.map(\.started).min() ?? currentTime()
+            return StatusBuilder.build(plan: RecoveryKit.withSelfBackup(plan), observations: try store.observations(), lastRuns: runs,
+                                       jobs: try store.jobs(), scheduler: nil, running: [], facts: SiteFacts.decode(try store.flag(SiteFacts.key)),
+                                       since: since, agentStarted: nil, origin: "database", now: currentTime())
+        } catch Failure.refused(let why) {
+            throw LifeboatError(.io, why)
+        }
+    }
+
     public enum Failure: Error { case unreachable(String), refused(String) }
 
     /// GET `path` from the agent of `settings`; `.unreachable` when nothing answers (the caller then reads the

@@ -52,6 +52,7 @@ public final class AgentMetrics: Sendable {
             let l = [("site", site.site)]
             if let lag = site.lagSeconds { gauge("replication_lag", "seconds", "Age of the oldest snapshot of the primary that the replica lacks (0: up to date).", l).set(to: lag) }
             if let n = site.snapshotsMissing { gauge("replication_snapshots_pending", "", "Snapshots of the primary the replica lacks.", l).set(to: Double(n)) }
+            if let n = site.bytesPending { gauge("replication_pending", "bytes", "Bytes (as stored) the replica still needs from the primary.", l).set(to: Double(n)) }
             gauge("site_up", "", "1 if the agent's last contact with the site succeeded.", l).set(to: site.reachable ? 1 : 0)
             if let c = site.scrubCoverage { gauge("scrub_coverage", "ratio", "Part of the site's packs read by checks in the current coverage cycle.", l).set(to: c) }
         }

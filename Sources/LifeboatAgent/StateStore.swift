@@ -1,6 +1,8 @@
 import Foundation
 import GRDB
 import LifeboatCore
+import LifeboatReplication
+import LifeboatSites
 
 /// One run of a job, as the state database keeps it.
 public struct RunRecord: Sendable, Equatable, Codable {
@@ -243,6 +245,20 @@ public final class StateStore: Sendable {
                                 lastSuccess: StateStore.date($0["last_success"]), lastError: $0["last_error"])
             }
         }
+    }
+
+    // MARK: replication
+
+    /// The replicator's per-site state, in this database (the agent's replication state is not a file of its own).
+    public func replicationStorage() -> ReplicationStateStorage {
+        ReplicationStateStorage(load: { [self] in
+            guard let text = try? self.flag("replication_state"),
+                  let s = try? JSONDecoder().decode(ReplicationState.self, from: Data(text.utf8)) else { return ReplicationState() }
+            return s
+        }, save: { [self] state in
+            let data = try JSONEncoder().encode(state)
+            try self.setFlag("replication_state", String(decoding: data, as: UTF8.self))
+        })
     }
 
     // MARK: breaches, agent flags

@@ -1,6 +1,7 @@
 import Foundation
 import LifeboatCore
 import LifeboatPlan
+import LifeboatReplication
 
 /// What `lifeboat status` shows and `GET /status` answers: every source with, per site, its newest snapshot, its
 /// current RPO against the objective and its last success; every job's next and last run; the sites' lag.
@@ -41,6 +42,7 @@ public struct AgentStatus: Sendable, Codable {
         public var reachable: Bool
         public var lagSeconds: Double?
         public var snapshotsMissing: Int?
+        public var bytesPending: UInt64?
         public var lastError: String?
         public var scrubCoverage: Double?
     }
@@ -79,7 +81,8 @@ extension AgentStatus.JobRow {
 }
 extension AgentStatus.SiteRow {
     enum CodingKeys: String, CodingKey {
-        case site, role, reachable, lagSeconds = "lag_seconds", snapshotsMissing = "snapshots_missing", lastError = "last_error", scrubCoverage = "scrub_coverage"
+        case site, role, reachable, lagSeconds = "lag_seconds", snapshotsMissing = "snapshots_missing", bytesPending = "bytes_pending",
+             lastError = "last_error", scrubCoverage = "scrub_coverage"
     }
 }
 
@@ -88,6 +91,7 @@ public struct SiteFacts: Sendable, Equatable, Codable {
     public var reachable = true
     public var lagSeconds: Double?
     public var snapshotsMissing: Int?
+    public var bytesPending: UInt64?
     public var lastError: String?
     public var scrubCoverage: Double?
     public init() {}
@@ -144,7 +148,8 @@ public enum StatusBuilder {
         let siteRows = plan.sites.sites.map { site -> AgentStatus.SiteRow in
             let f = facts[site.name] ?? SiteFacts()
             return .init(site: site.name, role: site.role.rawValue, reachable: f.reachable, lagSeconds: site.role == .primary ? 0 : f.lagSeconds,
-                         snapshotsMissing: site.role == .primary ? 0 : f.snapshotsMissing, lastError: f.lastError, scrubCoverage: f.scrubCoverage)
+                         snapshotsMissing: site.role == .primary ? 0 : f.snapshotsMissing, bytesPending: site.role == .primary ? 0 : f.bytesPending,
+                         lastError: f.lastError, scrubCoverage: f.scrubCoverage)
         }
         return AgentStatus(time: now, plan: plan.path, origin: origin, agentStarted: agentStarted, sources: sources, jobs: jobRows,
                            sites: siteRows, running: running.map(\.description).sorted())
@@ -220,5 +225,26 @@ public struct PlanChange: Sendable, Equatable, CustomStringConvertible {
             out.append(PlanChange(kind: .removed, subject: "site:\(s.site)", detail: ""))
         }
         return out
+    }
+}
+
+extension AgentStatus {
+    /// The agent's view of each site as `sites status` prints it (no site is opened: reachability, lag and the
+    /// last error are the agent's last contact).
+    public func siteStatusRows(_ plan: Plan) -> [SiteStatus] {
+        sites.map { row in
+            let site = plan.sites.sites.first { $0.name == row.site }
+            var s = SiteStatus(site: row.site, role: row.role, repository: RecoveryKit.redacted(site?.repository ?? ""), reachable: row.reachable)
+            s.error = row.reachable ? nil : row.lastError
+            s.lastError = row.lastError
+            s.missing = row.snapshotsMissing
+            s.bytesPending = row.bytesPending
+            s.lagSeconds = row.lagSeconds.map { Int($0.rounded()) }
+            let successes = sources.flatMap(\.sites).filter { $0.site == row.site }.compactMap(\.lastSuccess)
+            s.lastSuccess = successes.max().map { Timestamp.format($0) }
+            let newest = sources.flatMap(\.sites).filter { $0.site == row.site }.compactMap(\.newestSnapshot).max()
+            s.newestSnapshot = newest.map { Timestamp.format($0) }
+            return s
+        }
     }
 }

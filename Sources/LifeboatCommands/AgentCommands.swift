@@ -83,22 +83,12 @@ struct AgentCommand: AsyncParsableCommand {
             g.addTask {
                 // Signals: a stop ends the loop; a hangup reloads (a bad plan keeps the running one).
                 var seen = 0
-                while !stopRequested() {
+                while !stopRequested() && !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(50))
                     let n = AgentCommand.hangups.load(ordering: .relaxed)
                     guard n != seen else { continue }
                     seen = n
-                    do {
-                        let next = try Plan.load(path)
-                        let problems = PlanCheck.diagnose(next, now: currentTime()).filter { $0.severity == .error }
-                        guard problems.isEmpty else {
-                            logger.error("reload refused, the running plan stays: \(problems.map(\.description).joined(separator: "; "))")
-                            continue
-                        }
-                        await agent.reload(next)
-                    } catch {
-                        logger.error("reload refused, the running plan stays: \(error)")
-                    }
+                    await agent.reload(from: path)
                 }
                 await agent.stop()
             }
@@ -142,23 +132,7 @@ struct StatusCommand: AsyncParsableCommand {
     func run() async throws {
         let plan = try file.load()
         let status: AgentStatus
-        do {
-            let body = try await AgentClient.get("/status", settings: plan.agent)
-            status = try AgentAPI.decoder().decode(AgentStatus.self, from: Data(body))
-        } catch AgentClient.Failure.unreachable {
-            do {
-                let store = try StateStore(readingFrom: plan.agent.state)
-                let runs = try store.lastRuns()
-                let since = runs.values.map(\.started).min() ?? currentTime()
-                status = StatusBuilder.build(plan: plan, observations: try store.observations(), lastRuns: runs, jobs: try store.jobs(),
-                                             scheduler: nil, running: [], facts: SiteFacts.decode(try store.flag(SiteFacts.key)), since: since, agentStarted: nil, origin: "database",
-                                             now: currentTime())
-            } catch { throw fatal(errorText(error)) }
-        } catch AgentClient.Failure.refused(let why) {
-            throw fatal(why)
-        } catch {
-            throw fatal("the agent's answer cannot be read: \(error)")
-        }
+        do { status = try await AgentClient.status(of: plan) } catch { throw fatal(errorText(error)) }
         if file.json {
             let data = (try? AgentAPI.encoder().encode(status)) ?? Data("{}".utf8)
             var o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
@@ -201,8 +175,9 @@ struct StatusCommand: AsyncParsableCommand {
     static func table(_ rows: [[String]]) -> String {
         let widths = (0..<(rows.first?.count ?? 0)).map { c in rows.map { $0[c].count }.max() ?? 0 }
         return rows.map { r in
-            r.enumerated().map { i, v in i == r.count - 1 ? v : v.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
-                .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
+            // Trailing blanks only: a continuation row starts with an empty column.
+            String(r.enumerated().map { i, v in i == r.count - 1 ? v : v.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ").reversed().drop { $0 == " " }.reversed())
         }.joined(separator: "\n") + "\n"
     }
 }

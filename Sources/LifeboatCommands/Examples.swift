@@ -158,6 +158,7 @@ enum Examples {
         ("Health check: exit 20 if a site is unreachable, 21 if one lags over 2h",
          "lifeboat sites status --max-lag 2h"),
         ("One JSON line per site", "lifeboat sites status --json"),
+        ("What the running agent knows, without opening the sites", "lifeboat sites status --agent"),
     ])
 
     static let serve = render([

@@ -6,6 +6,8 @@ import LifeboatCore
 import LifeboatReplication
 import LifeboatRepository
 import LifeboatSites
+import LifeboatAgent
+import LifeboatPlan
 import LifeboatSnapshot
 import LifeboatStorage
 
@@ -113,13 +115,23 @@ struct SitesStatusCommand: AsyncParsableCommand {
     @OptionGroup var sites: SitesFileOptions
     @Option(name: .customLong("max-lag"), help: "Exit 21 when a replica's lag is longer than this (e.g. 15m, 2h).")
     var maxLag: String?
+    @Flag(name: .customLong("agent"), help: "Ask the agent of the plan file (--config, or LIFEBOAT_CONFIG) instead of opening the sites: its API, else its database.")
+    var fromAgent = false
 
     func run() async throws {
         try await runCommand(global) {
             let maxLag = try self.maxLag.map { do { return try parseSeconds($0) } catch { throw LifeboatError.invalid("--max-lag: \((error as? LifeboatError)?.message ?? "\(error)")") } }
-            let config = try sites.load()
-            let rows = await SitesStatus.collect(config, state: ReplicationState.load(config.stateFile), now: currentTime(),
+            let rows: [SiteStatus]
+            if fromAgent {
+                let path = sites.config ?? ProcessInfo.processInfo.environment["LIFEBOAT_CONFIG"] ?? Plan.defaultPath
+                let plan: Plan
+                do { plan = try Plan.load(path) } catch let e as ConfigError { throw LifeboatError.invalid(e.description) }
+                rows = try await AgentClient.status(of: plan).siteStatusRows(plan)
+            } else {
+                let config = try sites.load()
+                rows = await SitesStatus.collect(config, state: ReplicationState.load(config.stateFile), now: currentTime(),
                                                  access: try global.siteAccess())
+            }
             let code = SitesStatus.exitStatus(rows, maxLag: maxLag)
             let out = global.output
             if global.json {

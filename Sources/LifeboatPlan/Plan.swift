@@ -90,6 +90,21 @@ public struct ChecksJob: Sendable {
     public var readDataSubset: String?
     /// Every pack read at least once within this span.
     public var fullCoverageWithin: Double?
+
+    /// How many parts the data is read in, one per run, in turn: `5%` is 20, `1/7` is 7 (nil: metadata only).
+    public var parts: Int? { ChecksJob.parts(readDataSubset) }
+
+    public static func parts(_ subset: String?) -> Int? {
+        guard let subset else { return nil }
+        var total = 1
+        if subset.hasSuffix("%"), let p = Double(subset.dropLast()), p.isFinite, p > 0 {
+            total = Int(min(1_048_576.0, (100 / p).rounded(.up)))
+        } else {
+            let parts = subset.split(separator: "/")
+            total = parts.count == 2 ? Int(parts[1]) ?? 1 : 1
+        }
+        return max(1, min(total, 1 << 20))
+    }
 }
 
 public struct Limits: Sendable, Equatable {

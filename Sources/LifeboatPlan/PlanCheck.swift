@@ -40,6 +40,7 @@ public enum PlanCheck {
             if let f = site.passwordFile, let why = readable(f) { error(plan.path, "site \(site.name): password_file \(f): \(why)") }
             if site.passwordFile == nil { warn(plan.path, "site \(site.name) has no password_file: the agent cannot open it without one") }
             if let f = site.credentialsFile, let why = readable(f) { error(plan.path, "site \(site.name): credentials_file \(f): \(why)") }
+            if let f = site.adminCredentialsFile, let why = readable(f) { error(plan.path, "site \(site.name): admin_credentials_file \(f): \(why)") }
         }
         for s in plan.sources {
             guard let gap = s.schedule.longestGap(from: now) else {
@@ -51,6 +52,13 @@ public enum PlanCheck {
             }
             if s.objectives?.rpo == nil {
                 warn(s.location, "source \(s.name) has no objectives: add `objectives: {rpo: …, rto: …}` to have them measured")
+            }
+            // A site that locks what it receives longer than the retention keeps it: forget fails until the lock ends.
+            if let policy = s.retention, policy.tags.isEmpty, let span = PlanCheck.retentionSpan(policy, gap: gap) {
+                for site in plan.sites.sites where s.sites.isEmpty || s.sites.contains(site.name) {
+                    guard let days = site.objectLockDays, span < Double(days) * 86400 else { continue }
+                    warn(s.location, "source \(s.name): its retention forgets snapshots after about \(Units.span(span)), but site \(site.name) locks what it receives for \(days) days: forgetting them fails there until the lock ends (keep them at least \(days) days, e.g. keep_within: \(days)d, or shorten the lock)")
+                }
             }
             switch s.kind {
             case .postgres(let f): if let why = readable(f) { error(s.location, "source \(s.name): dsn_file \(f): \(why)") }
@@ -64,7 +72,25 @@ public enum PlanCheck {
         if let c = plan.checks, let within = c.fullCoverageWithin, c.readDataSubset == nil {
             error(c.job.location, "checks: full_coverage_within \(Units.span(within)) needs read_data_subset (the part of the data each check reads)")
         }
+        // Each check reads one of `parts` parts in turn: a full cycle takes parts × the longest wait between checks.
+        if let c = plan.checks, let within = c.fullCoverageWithin, let parts = c.parts, let gap = c.job.schedule.longestGap(from: now),
+           Double(parts) * gap > within {
+            error(c.job.location, "checks: reading \(c.readDataSubset ?? "") of the data per run, one part of \(parts) in turn, every pack is read only every \(Units.span(Double(parts) * gap)) (the longest wait between checks is \(Units.span(gap))), not within full_coverage_within \(Units.span(within)): read a larger part or check more often")
+        }
         return out
+    }
+
+    /// About how long a retention policy keeps a snapshot (the longest of its rules; `keep_last` counted in
+    /// runs `gap` apart); nil when it keeps some forever (`keep_tag`) or keeps nothing.
+    public static func retentionSpan(_ p: RetentionPolicy, gap: Double) -> Double? {
+        guard p.tags.isEmpty, !p.isEmpty else { return nil }
+        var span = Double(p.last) * gap
+        span = max(span, Double(p.hourly) * 3600, Double(p.daily) * 86400, Double(p.weekly) * 7 * 86400)
+        span = max(span, Double(p.monthly) * 30 * 86400, Double(p.yearly) * 365 * 86400)
+        if let w = p.within {
+            span = max(span, Double(w.years) * 365 * 86400 + Double(w.months) * 30 * 86400 + Double(w.days) * 86400 + Double(w.hours) * 3600)
+        }
+        return span
     }
 
     /// Why `path` cannot be read, or nil when it can (not a secret: only whether).

@@ -47,13 +47,25 @@ public struct AdminServer: Sendable {
         }
     }
 
+    /// The same endpoints inside another API (the agent's, under `/proxy/`), which does its own authentication.
+    public init(embeddedIn server: ProxyServer) {
+        self.server = server
+        listen = Endpoint(host: "127.0.0.1", port: 0)
+        bindHost = "127.0.0.1"
+        token = nil
+    }
+
     struct Problem: Error { var status: HTTPResponse.Status; var message: String }
 
     func respond(_ request: Request) async throws -> Response {
         if let token, request.headers[.authorization] != "Bearer \(token)" {
             return text(.unauthorized, "a bearer token is required\n")
         }
-        let parts = request.uri.path.split(separator: "/").map(String.init)
+        return try await respond(request, parts: request.uri.path.split(separator: "/").map(String.init))
+    }
+
+    /// Answers a request whose path, split at "/", is `parts` (after any prefix of the embedding API).
+    public func respond(_ request: Request, parts: [String]) async throws -> Response {
         let pools = server.pools
         do {
             switch (request.method, parts.count) {
@@ -172,8 +184,8 @@ public struct AdminServer: Sendable {
 }
 
 /// Prometheus text for the proxy.
-enum ProxyMetrics {
-    static func render(_ pools: [PoolController]) -> String {
+public enum ProxyMetrics {
+    public static func render(_ pools: [PoolController]) -> String {
         let all = pools.map { $0.status() }
         var out = ""
         func family(_ name: String, _ type: String, _ help: String) { out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n" }

@@ -17,6 +17,22 @@ public enum ReplicationEvent: Sendable {
     case staleLocks(site: String, locks: [LockEntry])
 }
 
+/// Where a replicator keeps its per-site state (last success, last error, failures for backoff).
+public struct ReplicationStateStorage: Sendable {
+    public var load: @Sendable () -> ReplicationState
+    public var save: @Sendable (ReplicationState) throws -> Void
+
+    public init(load: @escaping @Sendable () -> ReplicationState, save: @escaping @Sendable (ReplicationState) throws -> Void) {
+        self.load = load
+        self.save = save
+    }
+
+    /// A JSON file replaced atomically (`replication.state_file`: `replicate` and `sites status`).
+    public static func file(_ path: String) -> ReplicationStateStorage {
+        ReplicationStateStorage(load: { ReplicationState.load(path) }, save: { try $0.save(path) })
+    }
+}
+
 /// Brings replica sites up to date with the primary, one pass at a time, remembering per site in the state
 /// file when it last succeeded, its last error and its failures (for backoff and `sites status`).
 public struct Replicator: Sendable {
@@ -24,10 +40,14 @@ public struct Replicator: Sendable {
     public let access: SiteAccess
     /// "Now" for attempts, successes and backoff (LIFEBOAT_NOW in tests and drills).
     public let clock: @Sendable () -> Date
+    /// Where the per-site state is kept: the sites file's state file, or the agent's database.
+    public let storage: ReplicationStateStorage
 
-    public init(config: SitesConfig, access: SiteAccess, clock: @escaping @Sendable () -> Date = { currentTime() }) {
+    public init(config: SitesConfig, access: SiteAccess, storage: ReplicationStateStorage? = nil,
+                clock: @escaping @Sendable () -> Date = { currentTime() }) {
         self.config = config
         self.access = access
+        self.storage = storage ?? .file(config.stateFile)
         self.clock = clock
     }
 
@@ -37,7 +57,7 @@ public struct Replicator: Sendable {
     public func pass(_ replicas: [Site]? = nil, force: Bool, shouldStop: @escaping @Sendable () -> Bool = { false },
                      willCopy: (Site, Copier, [(id: ID, snapshot: Snapshot)]) async throws -> (() -> Void)? = { _, _, _ in nil },
                      events: @escaping @Sendable (ReplicationEvent) -> Void) async throws -> Bool {
-        var state = ReplicationState.load(config.stateFile)
+        var state = storage.load()
         let primary: Repository
         do {
             primary = try await access.open(config.primary)
@@ -87,7 +107,7 @@ public struct Replicator: Sendable {
                     events(.siteFailed(site: site.name, error: text))
                 }
                 state.sites[site.name] = s
-                try state.save(config.stateFile)
+                try storage.save(state)
             }
         }
         return allOK

@@ -2,6 +2,7 @@ import Foundation
 import LifeboatBackends
 import LifeboatCore
 import LifeboatRepository
+import LifeboatS3
 import LifeboatSites
 import LifeboatStorage
 
@@ -30,10 +31,24 @@ public struct SiteAccess: Sendable {
         return try await openNew(site)
     }
 
+    /// Opens a site's repository for deletes: through `admin_repository` with `admin_credentials_file` when the
+    /// site has them (it refuses deletes otherwise), else as `openNew`.
+    public func openAdmin(_ site: Site) async throws -> Repository {
+        guard let admin = site.adminRepository else { return try await openNew(site) }
+        var s = site
+        s.repository = admin
+        s.credentialsFile = site.adminCredentialsFile
+        s.objectLockDays = nil
+        return try await openNew(s)
+    }
+
     /// Opens a site's repository: its credentials file's `KEY=VALUE` lines join the environment for this site only.
     public func openNew(_ site: Site) async throws -> Repository {
         var s = settings
         if let f = site.credentialsFile { s.environment.merge(try readEnvironmentFile(f)) { $1 } }
+        if let days = site.objectLockDays {
+            s.objectLock = ObjectLock(days: days, mode: site.objectLockMode == "compliance" ? .compliance : .governance)
+        }
         // The site's own limits, else the caller's (the CLI's --limit-upload/--limit-download).
         s.limitUpload = site.limitUpload ?? s.limitUpload
         s.limitDownload = site.limitDownload ?? s.limitDownload

@@ -18,6 +18,14 @@ public struct Site: Sendable, Equatable {
     /// Bandwidth limits for this site in KiB/s (`limit_upload`, `limit_download`).
     public var limitUpload: Int? = nil
     public var limitDownload: Int? = nil
+    /// For a site that refuses deletes (an append-only server, S3 Object Lock): where deletes go instead (the
+    /// server's path without append-only, or a location whose credentials may delete), with its own credentials
+    /// file. The same repository, so the same password.
+    public var adminRepository: String? = nil
+    public var adminCredentialsFile: String? = nil
+    /// S3 Object Lock on what is written to this site: days and mode ("governance" or "compliance").
+    public var objectLockDays: Int? = nil
+    public var objectLockMode: String? = nil
 }
 
 /// The site list (`sites.yaml`), shared by `replicate`, `sites status` and, later, the daemon.
@@ -31,6 +39,9 @@ public struct Site: Sendable, Equatable {
 ///     credentials_file: /etc/lifeboat/offsite.env
 ///     role: replica
 ///     limit_upload: 2048       # KiB/s (also limit_download)
+///     object_lock: {days: 30, mode: governance}   # S3 Object Lock on what is written
+///     admin_repository: s3:https://s3.example.com/backups/home   # where deletes (prune) go, with
+///     admin_credentials_file: /etc/lifeboat/offsite-admin.env    # credentials allowed to delete
 /// replication:
 ///   interval: 60s            # how often --watch looks for new snapshots
 ///   max_backoff: 15m         # longest wait before retrying a site that failed
@@ -68,7 +79,8 @@ public struct SitesConfig: Sendable {
         var sites: [Site] = []
         for item in list {
             let m = try y.mapping(item, "each site")
-            try y.keys(m, ["name", "repository", "role", "password_file", "credentials_file", "limit_upload", "limit_download"])
+            try y.keys(m, ["name", "repository", "role", "password_file", "credentials_file", "limit_upload", "limit_download",
+                           "admin_repository", "admin_credentials_file", "object_lock"])
             let name = try y.string(m, "name", required: true, owner: item)!
             guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }) else {
                 throw y.error(m["name"], "site name \"\(name)\" may hold letters, digits, - _ . only")
@@ -79,7 +91,23 @@ public struct SitesConfig: Sendable {
                               passwordFile: try y.string(m, "password_file"),
                               credentialsFile: try y.string(m, "credentials_file"),
                               limitUpload: try y.int(m, "limit_upload", 1...(10 << 20)),
-                              limitDownload: try y.int(m, "limit_download", 1...(10 << 20))))
+                              limitDownload: try y.int(m, "limit_download", 1...(10 << 20)),
+                              adminRepository: try y.string(m, "admin_repository"),
+                              adminCredentialsFile: try y.string(m, "admin_credentials_file")))
+            if m["admin_credentials_file"] != nil && m["admin_repository"] == nil {
+                throw y.error(m["admin_credentials_file"], "site \(name): admin_credentials_file without admin_repository")
+            }
+            if let l = m["object_lock"] {
+                let lm = try y.mapping(l, "`object_lock:`")
+                try y.keys(lm, ["days", "mode"])
+                sites[sites.count - 1].objectLockDays = try y.int(lm, "days", 1...36500)
+                guard sites[sites.count - 1].objectLockDays != nil else { throw y.error(l, "site \(name): object_lock needs `days`") }
+                if let mode = try y.string(lm, "mode") {
+                    guard ["governance", "compliance"].contains(mode) else { throw y.error(lm["mode"], "`mode`: governance or compliance") }
+                    sites[sites.count - 1].objectLockMode = mode
+                }
+                guard sites[sites.count - 1].repository.hasPrefix("s3:") else { throw y.error(l, "site \(name): object_lock applies to s3: repositories only") }
+            }
         }
         let primaries = sites.filter { $0.role == .primary }.count
         guard primaries == 1 else { throw y.error(top["sites"], "exactly one site must be primary (found \(primaries))") }

@@ -4,6 +4,7 @@ import Testing
 import LifeboatCore
 import LifeboatPlan
 import LifeboatSnapshot
+import LifeboatSites
 
 let t0 = Date(timeIntervalSince1970: 1_796_000_000)  // 2026-11-29T…Z, a whole multiple of 10 s
 let utc = TimeZone(identifier: "UTC")!
@@ -221,6 +222,18 @@ func cron(_ s: String) -> Schedule { try! Schedule(parsing: s, timeZone: utc) }
         // It encodes and decodes (the API and `lifeboat status`).
         let back = try AgentAPI.decoder().decode(AgentStatus.self, from: AgentAPI.encoder().encode(s))
         #expect(back.sources.count == 2 && back.sources[0].sites[1].meetsRPO == false)
+        // `sites status --agent`: the agent's facts as site rows.
+        var down = SiteFacts()
+        down.reachable = false
+        down.lastError = "connection refused"
+        down.lagSeconds = 7200.4
+        down.snapshotsMissing = 2
+        let rows = StatusBuilder.build(plan: p, observations: obs, lastRuns: [:], jobs: [:], scheduler: nil, running: [], facts: ["b": down],
+                                       since: t0, agentStarted: t0, origin: "agent", now: t0).siteStatusRows(p)
+        #expect(rows.map(\.site) == ["a", "b"])
+        #expect(rows[0].reachable && rows[0].lagSeconds == 0)
+        #expect(!rows[1].reachable && rows[1].error == "connection refused" && rows[1].lagSeconds == 7200 && rows[1].missing == 2)
+        #expect(rows[1].newestSnapshot == Timestamp.format(t0.addingTimeInterval(-3 * 3600)))
     }
 }
 
@@ -261,6 +274,16 @@ struct ReadDataSubsetPart: Hashable { var n: Int; var t: Int }
         let r = try StateStore(readingFrom: path)
         #expect(try r.history(limit: 1).first?.result == .interrupted)
         #expect(throws: LifeboatError.self) { try StateStore(readingFrom: path + ".missing") }
+        // The replicator's state lives in the database too.
+        let storage = s.replicationStorage()
+        #expect(storage.load().sites.isEmpty)
+        var state = storage.load()
+        var site = SiteState()
+        site.consecutiveFailures = 3
+        site.lastError = "refused"
+        state.sites["cloud"] = site
+        try storage.save(state)
+        #expect(try StateStore(path: path).replicationStorage().load().sites["cloud"]?.consecutiveFailures == 3)
     }
 }
 

@@ -110,6 +110,55 @@ import LifeboatTestSupport
         #expect(jobs.first { $0.name == "never" }?.next == [])
     }
 
+    @Test func lockedSitesWarnAboutShortRetentionAndAdminAccessParses() throws {
+        let text = """
+        sites:
+          - {name: local, repository: /srv/repo, password_file: /pw, role: primary}
+          - name: vault
+            repository: "s3:https://s3.example.com/b/p"
+            password_file: /pw
+            role: replica
+            object_lock: {days: 30, mode: compliance}
+            admin_repository: "s3:https://s3.example.com/b/p"
+            admin_credentials_file: /admin.env
+        sources:
+          - {name: short, paths: [/a], schedule: every 1h, retention: {keep_daily: 7}}
+          - {name: long, paths: [/b], schedule: every 1h, retention: {keep_daily: 7, keep_within: 40d}}
+          - {name: local-only, paths: [/c], schedule: every 1h, retention: {keep_last: 2}, sites: [local]}
+        """
+        let plan = try Plan.parse(text, path: "p.yaml", timeZone: utcZone)
+        let vault = plan.sites.sites[1]
+        #expect(vault.objectLockDays == 30 && vault.objectLockMode == "compliance")
+        #expect(vault.adminRepository == "s3:https://s3.example.com/b/p" && vault.adminCredentialsFile == "/admin.env")
+        let found = PlanCheck.diagnose(plan, now: utc("2026-12-01T00:00:00Z")) { $0 == "/admin.env" ? "it does not exist" : nil }.map(\.description)
+        #expect(found.contains { $0.contains("warning: source short: its retention forgets snapshots after about 7d") && $0.contains("site vault locks what it receives for 30 days") }, "\(found)")
+        #expect(!found.contains { $0.contains("source long: its retention") })
+        #expect(!found.contains { $0.contains("source local-only: its retention") })
+        #expect(found.contains { $0.contains("error: site vault: admin_credentials_file /admin.env: it does not exist") })
+        #expect(PlanCheck.retentionSpan(RetentionPolicy(last: 3), gap: 3600) == Double(10_800))
+        #expect(PlanCheck.retentionSpan(RetentionPolicy(daily: 1, tags: [["keep"]]), gap: 3600) == nil)
+        // object_lock on a folder; object_lock without days; admin credentials without an admin repository.
+        for site in ["{name: v, role: replica, repository: /x, object_lock: {days: 30}}",
+                     "{name: v, role: replica, repository: \"s3:https://h/b\", object_lock: {mode: governance}}",
+                     "{name: v, role: replica, repository: \"s3:https://h/b\", admin_credentials_file: /a.env}"] {
+            let t = "sites:\n  - {name: local, repository: /srv/repo, role: primary}\n  - \(site)\nsources:\n  - {name: a, paths: [/a], schedule: every 1h}\n"
+            #expect(throws: (any Error).self, "\(site)") { _ = try Plan.parse(t, path: "p.yaml", timeZone: utcZone) }
+        }
+    }
+
+    @Test func checksMustCoverEveryPackWithinTheirSpan() throws {
+        func findings(_ checks: String) throws -> [String] {
+            let plan = try Plan.parse(sites + "sources:\n  - {name: a, paths: [/a], schedule: every 1h}\nchecks: \(checks)\n", path: "p.yaml", timeZone: utcZone)
+            return PlanCheck.diagnose(plan, now: utc("2026-12-01T00:00:00Z")) { _ in nil }.map(\.description)
+        }
+        // 5% daily: 20 days for a full cycle.
+        #expect(try findings("{schedule: \"0 3 * * *\", read_data_subset: 5%, full_coverage_within: 30d}").allSatisfy { !$0.contains("checks: reading") })
+        let slow = try findings("{schedule: \"0 3 * * 0\", read_data_subset: 5%, full_coverage_within: 30d}")
+        #expect(slow.contains { $0.contains("error: checks: reading 5% of the data per run, one part of 20 in turn, every pack is read only every 140d") }, "\(slow)")
+        #expect(try findings("{schedule: \"0 3 * * *\", read_data_subset: 1/40, full_coverage_within: 30d}").contains { $0.contains("one part of 40") })
+        #expect(ChecksJob.parts("30%") == 4 && ChecksJob.parts("100%") == 1 && ChecksJob.parts(nil) == nil && ChecksJob.parts("0.0001%") == 1_000_000)
+    }
+
     @Test func aThousandSourcesValidateQuickly() throws {
         var text = sites + "sources:\n"
         for i in 0..<1000 { text += "  - {name: s\(i), paths: [/srv/\(i)], schedule: \"*/\(i % 59 + 1) * * * *\", objectives: {rpo: 2h}}\n" }

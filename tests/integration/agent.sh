@@ -59,6 +59,7 @@ replication: {interval: 2s, max_backoff: 2s, max_lag: 1h, state_file: $WORK/repl
 limits: {jobs: 2, nice: 5, ionice: best-effort}
 alerts:
   - {type: webhook, url: "http://127.0.0.1:$HOOK_PORT/alert"}
+${ALERTS_EXTRA:-}
 agent: {listen: 127.0.0.1:$API_PORT, token_file: $WORK/agent.token, state: $WORK/agent.db}
 YAML
 }
@@ -97,7 +98,7 @@ import json, sys
 n = 0
 for l in open(sys.argv[1]) if __import__("os").path.exists(sys.argv[1]) else []:
     r = json.loads(l)
-    if r["answered"] != 200: continue
+    if r["answered"] != 200 or not r["path"].startswith("/alert"): continue
     b = json.loads(r["body"])
     if b["event"] != sys.argv[2]: continue
     if sys.argv[3] and b.get("site") != sys.argv[3]: continue
@@ -225,7 +226,11 @@ PY
 }
 
 t_webhook_retries_until_delivered() {
-  HOOK_FAIL_FIRST=2 setup_world; write_plan '  - {name: broken, command: [sh, -c, "exit 4"], schedule: "*/2 * * * * *"}'
+  HOOK_FAIL_FIRST=2 setup_world
+  # Beside the webhook: healthchecks pings (to the same receiver) and a command that pages (into a file).
+  ALERTS_EXTRA="  - {type: healthchecks, url: \"http://127.0.0.1:$HOOK_PORT/hc/0f1e\"}
+  - {type: command, command: [sh, -c, 'echo \"\$0|\$1|\$2\" >> $WORK/paged', '{event}', '{source}', '{message}'], on: [failure]}" \
+    write_plan '  - {name: broken, command: [sh, -c, "exit 4"], schedule: "*/2 * * * * *"}'
   start_agent
   # The command source fails: one failure alert (retried past two 500s), not one per run.
   wait_until 60 "the failure alert" eval '[ "$(events failure)" -ge 1 ]'
@@ -233,6 +238,13 @@ t_webhook_retries_until_delivered() {
   [ "$(events failure)" = 1 ] || fail "one failure alert while the job keeps failing ($(events failure))"
   [ "$(grep -c '"answered": 500' "$WORK/hooks.jsonl")" = 2 ] || fail "two refused deliveries before"
   api GET "/history?job=backup:broken&limit=1" | grep -q "exit status 4" || fail "the run's error names the exit status"
+  # healthchecks: /start at each start, the bare URL on success, /fail on failure.
+  wait_until 20 "healthchecks pings" eval 'grep -q "\"/hc/0f1e/fail\"" "$WORK/hooks.jsonl" && grep -q "\"/hc/0f1e/start\"" "$WORK/hooks.jsonl" && grep -q "\"/hc/0f1e\"" "$WORK/hooks.jsonl"'
+  grep '"/hc/0f1e/fail"' "$WORK/hooks.jsonl" | grep -q "backup:broken" || fail "the failing job is named in its fail ping"
+  # The command target: only failures (its `on`), once, with the placeholders filled in.
+  wait_until 20 "the paging command" test -s "$WORK/paged"
+  [ "$(cat "$WORK/paged")" = "failure|broken|backup of broken to home failed: sh failed with exit status 4; no snapshot was saved" ] \
+    || { cat "$WORK/paged"; fail "the command got {event}, {source} and {message}"; }
   stop_agent
 }
 
@@ -364,6 +376,88 @@ PY
   [ "$(sqlite3 "$WORK/shop.db" "SELECT group_concat(item) FROM orders")" = "boat,oar" ] || fail "the database is back"
 }
 
+t_append_only_site_prunes_through_admin_access() {
+  setup_world
+  mkdir -p "$WORK/served"
+  start_serve vault --path "$WORK/served" --append-only --no-auth
+  SERVE_URL=${SERVE_URL%/}
+  echo pw-vault > "$WORK/vault.pw"
+  lb -r "rest:$SERVE_URL/vault" --password-file "$WORK/vault.pw" init --copy-chunker-params-from "$WORK/home" --from-password-file "$WORK/home.pw" > /dev/null
+  vault_plan() {  # vault_plan [ADMIN-LINE]
+    cat > "$WORK/lifeboat.yaml" <<YAML
+sites:
+  - {name: home, repository: $WORK/home, password_file: $WORK/home.pw, role: primary}
+  - name: vault
+    repository: "rest:$SERVE_URL/vault"
+    password_file: $WORK/vault.pw
+    role: replica
+    $1
+sources:
+  - {name: www, paths: [$WORK/www], schedule: "*/2 * * * * *", retention: {keep_last: 2}, objectives: {rpo: 1m}}
+prune: {schedule: "*/3 * * * * *"}
+replication: {interval: 2s, max_backoff: 2s, state_file: $WORK/replication.json}
+alerts:
+  - {type: webhook, url: "http://127.0.0.1:$HOOK_PORT/alert"}
+agent: {listen: 127.0.0.1:$API_PORT, token_file: $WORK/agent.token, state: $WORK/agent.db}
+YAML
+  }
+  vault_count() { lb -r "$WORK/served/vault" --password-file "$WORK/vault.pw" snapshots --tag source=www --json | grep -c '"id"' || true; }
+  # Without admin access, the append-only server refuses the prune's deletes: it fails, alerting once.
+  vault_plan ""
+  start_agent
+  wait_until 60 "a prune refused at vault" history_has prune failure vault
+  api GET "/history?job=prune&limit=20" | grep -q "append-only\|403\|forbidden\|Forbidden" || { api GET "/history?job=prune&limit=3"; fail "the error says the server refuses"; }
+  wait_until 30 "the failure alert" eval '[ "$(events failure vault false)" = 1 ]'
+  stop_agent
+  # With admin_repository (the server's own folder: no append-only there), retention and prune reach the vault.
+  vault_plan "admin_repository: $WORK/served/vault"
+  start_agent
+  wait_until 60 "a prune at vault" history_has prune success vault
+  local t; t=$(newest www vault)
+  wait_until 30 "more backups replicated to vault" eval '[ "$(newest www vault)" != "$t" ]'
+  wait_until 60 "the next prune at vault" eval '[ "$(api GET "/history?job=prune&limit=100" | grep -o "\"site\":\"vault\"[^}]*\"success\"\|\"success\"[^}]*\"site\":\"vault\"" | wc -l)" -ge 2 ]'
+  [ "$(vault_count)" -le 4 ] || fail "the vault keeps what the retention keeps, give or take the newest runs (has $(vault_count))"
+  wait_until 30 "the failure to clear" eval '[ "$(events failure vault true)" = 1 ]'
+  stop_agent
+}
+
+t_proxy_pools_run_in_the_agent() {
+  setup_world
+  local A B P; A=$(free_port); B=$(free_port); P=$(free_port)
+  python3 "$HERE/echo.py" server "$A" & local primary=$!
+  python3 "$HERE/echo.py" server "$B" &
+  wait_port "$A"; wait_port "$B"
+  write_plan
+  cat >> "$WORK/lifeboat.yaml" <<YAML
+proxy:
+  drain_timeout: 2s
+  pools:
+    - name: web
+      listen: 127.0.0.1:$P
+      mode: failover
+      check: {type: tcp, interval: 200ms, timeout: 200ms, fall: 1, rise: 1}
+      backends:
+        - {name: primary, address: 127.0.0.1:$A, priority: 1}
+        - {name: standby, address: 127.0.0.1:$B, priority: 2}
+YAML
+  start_agent
+  wait_port "$P"
+  active() { api GET /proxy/status | python3 -c "import json,sys; print(json.load(sys.stdin)['pools'][0]['active'])"; }
+  wait_until 20 "the pool to serve from primary" eval '[ "$(active)" = primary ]'
+  [ "$(printf 'hello\n' | timeout 5 python3 -c "import socket,sys; s=socket.create_connection(('127.0.0.1',$P)); s.sendall(b'hello\n'); print(s.recv(100).decode().strip())")" = hello ] || fail "the pool forwards"
+  api GET /metrics | grep -q 'lifeboat_proxy_backend_up{pool="web",backend="primary"} 1' || fail "the proxy's metrics join the agent's"
+  # The primary dies: the pool switches, and the switch is an alert.
+  kill "$primary"
+  wait_until 20 "the switch to standby" eval '[ "$(active)" = standby ]'
+  wait_until 20 "the switch alert" eval '[ "$(events switch)" -ge 1 ]'
+  # Administered through the agent's API: drain, and the pool's admin answers under /proxy/.
+  api POST /proxy/pools/web/backends/primary/disable | grep -q '"disabled":true' || fail "disable through the agent's API"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$API_PORT/proxy/status")" = 401 ] || fail "the proxy's endpoints need the token too"
+  stop_agent
+  grep -q "proxy drained" "$WORK/agent.log" || fail "the pools drain at the stop"
+  ! port_open "$P" || fail "the pool stops listening"
+}
+
 t_bandwidth_limits() {
   lb -r "$WORK/bw" --password-file "$WORK/pw" init > /dev/null
   mkdir -p "$WORK/bwdata"; head -c 1572864 /dev/urandom > "$WORK/bwdata/blob"
@@ -387,7 +481,7 @@ t_unit_and_rules_are_valid() {
   (cd "$REPO_ROOT/docs/deploy" && promtool test rules prometheus-rules.test.yml > /dev/null) || fail "promtool test rules"
 }
 
-ALL="t_unit_and_rules_are_valid t_bandwidth_limits t_agent_runs_the_plan t_recovery_kit_rebuilds_from_one_site_alone t_site_outage_alerts_once_and_prometheus_fires t_webhook_retries_until_delivered
+ALL="t_unit_and_rules_are_valid t_bandwidth_limits t_append_only_site_prunes_through_admin_access t_proxy_pools_run_in_the_agent t_agent_runs_the_plan t_recovery_kit_rebuilds_from_one_site_alone t_site_outage_alerts_once_and_prometheus_fires t_webhook_retries_until_delivered
 t_sighup_with_a_broken_plan_keeps_the_running_one t_sigkill_mid_backup_then_restart t_hook_timeout_kills_the_hook"
 for t in ${AGENT_TESTS:-$ALL}; do restart_log; rm -f "$WORK/hooks.jsonl" "$WORK/hook.log" "$WORK/agent.db"*; rm -rf "$WORK/home" "$WORK/prom" "$WORK/cache" "$WORK/replication.json"; run_test "$t"; done
 echo "agent: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"

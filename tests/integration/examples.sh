@@ -216,6 +216,8 @@ YAML
   wait_log "$WORK/agent.log" "msg=replicated" 60 || { kill "$agent"; fail "the agent backs up and replicates at its first start"; return 1; }
   kill -TERM "$agent"
   wait "$agent" || { fail "the agent exits 0 after SIGTERM"; return 1; }
+  # The agent's own backup is now the newest snapshot; the examples' `latest` means the home folders again.
+  lb backup "$ME/Documents" "$ME/Pictures" --tag home >/dev/null
   # A proxy pool on a free port; nothing listens at its backends (the proxy runs all the same, and says so).
   cat > "$ROOT/etc/lifeboat/proxy.yml" <<YAML
 drain_timeout: 5s

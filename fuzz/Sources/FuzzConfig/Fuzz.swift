@@ -4,12 +4,14 @@ import LifeboatPlan
 import LifeboatSites
 
 /// Any text as a sites file, a proxy configuration and a plan file (then checked and previewed, which runs its
-/// schedules), and its first line as a cron expression: a configuration or an error with line:column, never a trap.
+/// schedules), as a PostgreSQL DSN file, and its first line as a cron expression: a configuration or an error with
+/// line:column, never a trap.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
     _ = try? SitesConfig.parse(text, path: "fuzz.yaml")
     _ = try? ProxyConfig.parse(text, path: "fuzz.yaml")
+    _ = try? PostgresDSN.environment(text)
     let now = Date(timeIntervalSince1970: 1_800_000_000)
     if let plan = try? Plan.parse(text, path: "fuzz.yaml", timeZone: TimeZone(identifier: "Europe/Berlin") ?? .current) {
         _ = PlanCheck.diagnose(plan, now: now) { _ in nil }

@@ -1,0 +1,55 @@
+import Foundation
+import LifeboatCore
+import LifeboatFailover
+import LifeboatHTTP
+import LifeboatPlan
+import LifeboatProxy
+import Logging
+
+/// The plan's `proxy:` section run inside the agent: the pools listen, health checks run, a switch is an alert
+/// (`switch`), the proxy's admin endpoints answer under the agent's API (`/proxy/status`, `/proxy/pools/…`), its
+/// metrics join the agent's, a reload reloads the pools, and a stop drains them.
+public final class AgentProxy: Sendable {
+    public let server: ProxyServer
+    public let admin: AdminServer
+    let config: ProxyConfig
+
+    /// `onSwitch` hears each switch line ("pool web: switch primary -> standby (health)").
+    public init(config: ProxyConfig, logger: Logger, onSwitch: @escaping @Sendable (String) -> Void) {
+        self.config = config
+        server = ProxyServer(config: config) { line in
+            logger.info("proxy", metadata: ["event": "\(line)"])
+            if line.contains(": switch ") { onSwitch(line) }
+        }
+        admin = AdminServer(embeddedIn: server)
+    }
+
+    /// Binds the pools' listeners; then health checks run until `drain`.
+    public func start(logger: Logger) async throws {
+        let bound = try await server.start()
+        for (pool, address) in zip(config.pools, bound) {
+            logger.info("proxy pool listening", metadata: ["pool": "\(pool.name)", "address": "\(address.map(NetworkErrors.peer) ?? pool.listen.description)",
+                                                           "mode": "\(pool.mode.rawValue)"])
+        }
+    }
+
+    /// Health checks, until the task is cancelled.
+    public func runHealthChecks() async { await HealthChecker().run(server) }
+
+    public func reload(_ next: ProxyConfig, logger: Logger) async {
+        do {
+            let summary = try await server.reload(next)
+            logger.info("proxy reloaded", metadata: ["summary": "\(summary)"])
+        } catch {
+            logger.error("proxy reload failed, its pools stay as they were: \(error)")
+        }
+    }
+
+    /// Stops accepting and lets connections finish (at most the proxy's drain_timeout).
+    public func drain(logger: Logger) async {
+        let forced = await server.drain(timeout: config.drainTimeout)
+        logger.info("proxy drained", metadata: ["closed_at_timeout": "\(forced)"])
+    }
+
+    public var metrics: String { ProxyMetrics.render(server.pools) }
+}
