@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import LifeboatConfig
 import LifeboatFailover
 import LifeboatCore
@@ -8,6 +9,8 @@ import LifeboatReplication
 import LifeboatServer
 import Logging
 import NIOCore
+import NIOSSL
+import HummingbirdTLS
 
 /// The agent's local API on `agent.listen`:
 ///
@@ -20,16 +23,29 @@ import NIOCore
 ///
 /// With `token_file`, `Authorization: Bearer TOKEN` is accepted; with `users` (an htpasswd file, bcrypt), HTTP
 /// basic authentication is; with both, either. With neither, the API must listen on a loopback address
-/// (checked at start): only local clients reach it. Answers never hold secrets (no DSNs, passwords, URLs' tokens).
+/// (checked at start): only local clients reach it. With `tls: {cert, key}` it speaks HTTPS. Answers never hold
+/// secrets (no DSNs, passwords, URLs' tokens).
 public struct AgentAPI: Sendable {
     let agent: Agent
     let token: String?
     let users: Htpasswd?
     let listen: Endpoint
     let bindHost: String
+    let tls: TLSConfiguration?
 
     public init(agent: Agent, settings: AgentSettings) throws {
         self.agent = agent
+        if let cert = settings.tlsCert, let key = settings.tlsKey {
+            do {
+                let chain = try NIOSSLCertificate.fromPEMFile(cert)
+                let privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
+                tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
+            } catch {
+                throw LifeboatError.invalid("agent.tls: cannot load the certificate \(cert) or the key \(key): \(error)")
+            }
+        } else {
+            tls = nil
+        }
         guard let l = Endpoint.parse(settings.listen) else { throw LifeboatError.invalid("agent.listen \(settings.listen) is not HOST:PORT") }
         listen = l
         if let f = settings.tokenFile {
@@ -151,8 +167,10 @@ public struct AgentAPI: Sendable {
         var logger = Logger(label: "lifeboat.agent.api")
         // Hummingbird logs the cancellation of a stop as an error: nothing a user should see.
         logger.logLevel = .critical
+        let server: HTTPServerBuilder = try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
         let app = Application(
             responder: CallbackResponder<BasicRequestContext> { request, _ in await me.respond(request) },
+            server: server,
             configuration: .init(address: .hostname(bindHost, port: listen.port), serverName: "lifeboat-agent"),
             onServerRunning: { ch in
                 ready(ch.localAddress.flatMap { a in a.ipAddress.map { ip in ip.contains(":") ? "[\(ip)]:\(a.port ?? 0)" : "\(ip):\(a.port ?? 0)" } } ?? me.listen.description)
@@ -216,19 +234,19 @@ public enum AgentClient {
             do { return try AgentAPI.decoder().decode(AgentStatus.self, from: Data(body)) } catch {
                 throw LifeboatError(.corrupt, "the agent's answer cannot be read: \(error)")
             }
-        } catch Failure.unreachable {
+        } catch let f as Failure {
+            if case .refused(let why) = f { throw LifeboatError(.io, why) }
+            // Nothing answers, or it wants a user and password: what the agent last wrote to its database.
             let store = try StateStore(readingFrom: plan.agent.state)
             let runs = try store.lastRuns()
             let since = runs.values.map(\.started).min() ?? currentTime()
             return StatusBuilder.build(plan: RecoveryKit.withSelfBackup(plan), observations: try store.observations(), lastRuns: runs,
                                        jobs: try store.jobs(), scheduler: nil, running: [], facts: SiteFacts.decode(try store.flag(SiteFacts.key)),
                                        since: since, agentStarted: nil, origin: "database", now: currentTime())
-        } catch Failure.refused(let why) {
-            throw LifeboatError(.io, why)
         }
     }
 
-    public enum Failure: Error { case unreachable(String), refused(String) }
+    public enum Failure: Error { case unreachable(String), refused(String), unauthorized(String) }
 
     /// GET `path` from the agent of `settings`; `.unreachable` when nothing answers (the caller then reads the
     /// database), `.refused` for an HTTP error.
@@ -240,9 +258,24 @@ public enum AgentClient {
         if let f = settings.tokenFile, let t = try? readPasswordFile(f, from: "agent.token_file") {
             req.headers.add(name: "Authorization", value: "Bearer \(t)")
         }
+        // HTTPS: the agent's own certificate is trusted as a root (it is often self-signed), and the name is not
+        // checked: this client talks to the agent of this host's plan, on the address the plan gives.
+        var client = HTTPClient.shared
+        var owned: HTTPClient?
+        if let cert = settings.tlsCert {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.additionalTrustRoots = [.file(cert)]
+            tls.certificateVerification = .noHostnameVerification
+            owned = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: .init(tlsConfiguration: tls))
+            client = owned!
+        }
+        defer { if let owned { Task { try? await owned.shutdown() } } }
         do {
-            let resp = try await HTTPClient.shared.execute(req, timeout: .milliseconds(Int64(timeout * 1000)))
+            let resp = try await client.execute(req, timeout: .milliseconds(Int64(timeout * 1000)))
             let body = try await resp.body.collect(upTo: 64 << 20)
+            if resp.status.code == 401 {
+                throw Failure.unauthorized("the agent at \(l) wants credentials this client does not have (agent.users without agent.token_file)")
+            }
             guard resp.status.code == 200 else {
                 throw Failure.refused("the agent at \(l) answered \(resp.status.code): \(String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines))")
             }

@@ -445,7 +445,7 @@ YAML
   active() { api GET /proxy/status | python3 -c "import json,sys; print(json.load(sys.stdin)['pools'][0]['active'])"; }
   wait_until 20 "the pool to serve from primary" eval '[ "$(active)" = primary ]'
   [ "$(printf 'hello\n' | timeout 5 python3 -c "import socket,sys; s=socket.create_connection(('127.0.0.1',$P)); s.sendall(b'hello\n'); print(s.recv(100).decode().strip())")" = hello ] || fail "the pool forwards"
-  api GET /metrics | grep -q 'lifeboat_proxy_backend_up{pool="web",backend="primary"} 1' || fail "the proxy's metrics join the agent's"
+  wait_until 20 "the proxy's metrics in the agent's" eval 'api GET /metrics | grep -q "lifeboat_proxy_backend_up{pool=\"web\",backend=\"primary\"} 1"'
   # The primary dies: the pool switches, and the switch is an alert.
   kill "$primary"
   wait_until 20 "the switch to standby" eval '[ "$(active)" = standby ]'
@@ -456,6 +456,54 @@ YAML
   stop_agent
   grep -q "proxy drained" "$WORK/agent.log" || fail "the pools drain at the stop"
   ! port_open "$P" || fail "the pool stops listening"
+}
+
+t_api_authentication_choices() {
+  setup_world; write_plan
+  # No token and no users: only a loopback address is allowed.
+  sed -i "s#agent: {listen: 127.0.0.1:$API_PORT, token_file: $WORK/agent.token,#agent: {listen: 0.0.0.0:$API_PORT,#" "$WORK/lifeboat.yaml"
+  local rc=0; "$BIN" agent --config "$WORK/lifeboat.yaml" > "$WORK/open.out" 2>&1 || rc=$?
+  [ "$rc" = 1 ] && grep -q "not a loopback address" "$WORK/open.out" || { cat "$WORK/open.out"; fail "an open API on 0.0.0.0 is refused (exit $rc)"; }
+  # Users (htpasswd, bcrypt) over HTTPS: basic authentication; status falls back to the database without them.
+  make_cert
+  if command -v htpasswd > /dev/null; then htpasswd -B -b -c "$WORK/agent.htpasswd" ops ops-password 2>/dev/null
+  else python3 -c "import crypt; print('ops:' + crypt.crypt('ops-password', crypt.mksalt(crypt.METHOD_BLOWFISH)))" > "$WORK/agent.htpasswd"; fi
+  sed -i "s#agent: {listen: 0.0.0.0:$API_PORT,#agent: {listen: 127.0.0.1:$API_PORT, users: $WORK/agent.htpasswd, tls: {cert: $WORK/cert.pem, key: $WORK/key.pem},#" "$WORK/lifeboat.yaml"
+  lb config validate --config "$WORK/lifeboat.yaml" > /dev/null
+  start_agent
+  [ "$(curl -s --cacert "$WORK/cert.pem" -o /dev/null -w '%{http_code}' -u ops:ops-password "https://localhost:$API_PORT/status")" = 200 ] || fail "basic auth over HTTPS"
+  [ "$(curl -s --cacert "$WORK/cert.pem" -o /dev/null -w '%{http_code}' -u ops:wrong "https://localhost:$API_PORT/status")" = 401 ] || fail "a wrong password: 401"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$API_PORT/status")" != 200 ] || fail "no plain HTTP when tls is set"
+  wait_until 60 "www at home" has_snapshot www home
+  lb status --config "$WORK/lifeboat.yaml" > "$WORK/st.txt" 2>&1 || [ $? = 22 ] || { cat "$WORK/st.txt"; fail "status without the users' password"; }
+  grep -q "from its database" "$WORK/st.txt" || { cat "$WORK/st.txt"; fail "status reads the database when the API wants a user"; }
+  stop_agent
+  # A token over HTTPS: `lifeboat status` asks the agent itself (its certificate trusted as a root).
+  sed -i "s#users: $WORK/agent.htpasswd,#token_file: $WORK/agent.token,#" "$WORK/lifeboat.yaml"
+  start_agent
+  lb status --config "$WORK/lifeboat.yaml" > "$WORK/st2.txt" 2>&1 || [ $? = 22 ] || { cat "$WORK/st2.txt"; fail "status over HTTPS"; }
+  grep -q "agent running since" "$WORK/st2.txt" || { cat "$WORK/st2.txt"; fail "status asks the agent over HTTPS"; }
+  stop_agent
+}
+
+t_full_disk_fails_the_job_then_the_next_run_succeeds() {
+  setup_world
+  mkdir -p "$WORK/small"
+  mount -t tmpfs -o size=2m tmpfs "$WORK/small" 2>/dev/null || { echo "    (cannot mount a tmpfs here: skipped)"; return 0; }
+  lb -r "$WORK/small/repo" --password-file "$WORK/home.pw" init > /dev/null
+  head -c 3000000 /dev/urandom > "$WORK/www/site/big.bin"
+  write_plan
+  sed -i "s#repository: $WORK/home,#repository: $WORK/small/repo,#" "$WORK/lifeboat.yaml"
+  start_agent
+  wait_until 60 "a backup that fails on the full disk" eval 'api GET "/history?job=backup:www&limit=20" | grep -q "No space left on device\|no space"'
+  [ "$(events failure)" -ge 1 ] || wait_until 20 "the failure alert" eval '[ "$(events failure)" -ge 1 ]'
+  # Space comes back: the next run succeeds, the failure clears.
+  mount -o remount,size=64m "$WORK/small"
+  wait_until 60 "www backed up after the disk grew" eval 'api GET "/history?job=backup:www&limit=1" | grep -q "\"success\""'
+  wait_until 30 "the failure to clear" eval '[ "$(events failure "" true)" -ge 1 ]'
+  lb -r "$WORK/small/repo" --password-file "$WORK/home.pw" check > /dev/null || fail "the repository checks clean after the full disk"
+  stop_agent
+  umount "$WORK/small"
 }
 
 t_bandwidth_limits() {
@@ -481,7 +529,7 @@ t_unit_and_rules_are_valid() {
   (cd "$REPO_ROOT/docs/deploy" && promtool test rules prometheus-rules.test.yml > /dev/null) || fail "promtool test rules"
 }
 
-ALL="t_unit_and_rules_are_valid t_bandwidth_limits t_append_only_site_prunes_through_admin_access t_proxy_pools_run_in_the_agent t_agent_runs_the_plan t_recovery_kit_rebuilds_from_one_site_alone t_site_outage_alerts_once_and_prometheus_fires t_webhook_retries_until_delivered
+ALL="t_unit_and_rules_are_valid t_api_authentication_choices t_full_disk_fails_the_job_then_the_next_run_succeeds t_bandwidth_limits t_append_only_site_prunes_through_admin_access t_proxy_pools_run_in_the_agent t_agent_runs_the_plan t_recovery_kit_rebuilds_from_one_site_alone t_site_outage_alerts_once_and_prometheus_fires t_webhook_retries_until_delivered
 t_sighup_with_a_broken_plan_keeps_the_running_one t_sigkill_mid_backup_then_restart t_hook_timeout_kills_the_hook"
 for t in ${AGENT_TESTS:-$ALL}; do restart_log; rm -f "$WORK/hooks.jsonl" "$WORK/hook.log" "$WORK/agent.db"*; rm -rf "$WORK/home" "$WORK/prom" "$WORK/cache" "$WORK/replication.json"; run_test "$t"; done
 echo "agent: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"

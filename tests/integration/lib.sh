@@ -54,6 +54,7 @@ suite_cleanup() {  # on exit, whatever happened: stop everything the suite start
   suite_pids; stop_pids "${PIDS[@]}"
   pkill -9 -f "$WORK" 2>/dev/null   # anything that left the session on its own (none should)
   umount "$WORK"/src-xfs/mnt 2>/dev/null
+  umount "$WORK"/small 2>/dev/null
   if [ -n "${KEEP_WORK:-}" ]; then echo "kept $WORK (KEEP_WORK)"; else rm -rf "$WORK"; fi
 }
 trap suite_cleanup EXIT
