@@ -18,12 +18,12 @@ public enum RecoveryKit {
         ((plan.agent.state as NSString).deletingLastPathComponent as NSString).appendingPathComponent("self-backup")
     }
 
-    /// The agent's own source: the staging folder, every hour, keeping 24 hourly and 30 daily copies.
+    /// The agent's own source: the staging folder, on `agent.self_backup` (default every hour), keeping 24 hourly
+    /// and 30 daily copies.
     public static func selfBackupSource(_ plan: Plan) -> Source {
-        var policy = RetentionPolicy(last: 0, hourly: 24, daily: 30, weekly: 0, monthly: 0, yearly: 0)
-        policy.tags = []
-        return Source(name: selfSource, kind: .files(paths: [stagingDirectory(plan)], exclude: []), schedule: .every(3600),
-                      scheduleText: "every 1h", retention: policy, objectives: nil, hooks: nil, sites: [],
+        let policy = RetentionPolicy(last: 0, hourly: 24, daily: 30, weekly: 0, monthly: 0, yearly: 0)
+        return Source(name: selfSource, kind: .files(paths: [stagingDirectory(plan)], exclude: []), schedule: plan.agent.selfBackup,
+                      scheduleText: plan.agent.selfBackupText, retention: policy, objectives: nil, hooks: nil, sites: [],
                       location: Location(file: plan.path), scheduleLocation: Location(file: plan.path),
                       rpoLocation: nil)
     }
@@ -148,8 +148,8 @@ public enum RecoveryKit {
             case .postgres:
                 o += "lifeboat dump latest \(tag) /\(s.name).pgdump > /tmp/\(s.name).pgdump\n"
                 o += "pg_restore --clean --if-exists --create --dbname postgres /tmp/\(s.name).pgdump   # as the postgres user\n"
-            case .mariadb:
-                o += "lifeboat dump latest \(tag) /\(s.name).sql | mariadb --defaults-extra-file=…   # the defaults file above\n"
+            case .mariadb(let defaults, _):
+                o += "lifeboat dump latest \(tag) /\(s.name).sql | mariadb --defaults-extra-file=\(quote(defaults))\n"
             case .sqlite(let path):
                 o += "lifeboat dump latest \(tag) /\(s.name).sqlite > \(quote(path)).restored && mv \(quote(path)).restored \(quote(path))   # with its writers stopped\n"
             case .command(let argv):

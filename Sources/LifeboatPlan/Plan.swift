@@ -135,6 +135,9 @@ public struct AgentSettings: Sendable, Equatable {
     public var tlsCert: String?
     public var tlsKey: String?
     public var state = "/var/lib/lifeboat/agent.db"
+    /// When the agent backs up its own plan and state (the source `lifeboat-agent`).
+    public var selfBackup: Schedule = .every(3600)
+    public var selfBackupText = "every 1h"
 }
 
 /// The whole disaster-recovery plan (`lifeboat.yaml`): sites, sources with schedules, retention and objectives,
@@ -217,7 +220,14 @@ public struct Plan: Sendable {
         }
         if let a = top["agent"] {
             let m = try y.mapping(a, "`agent:`")
-            try y.keys(m, ["listen", "token_file", "users", "tls", "state"])
+            try y.keys(m, ["listen", "token_file", "users", "tls", "state", "self_backup"])
+            if let text = try y.string(m, "self_backup") {
+                switch Result(catching: { () throws(ScheduleError) -> Schedule in try Schedule(parsing: text, timeZone: zone) }) {
+                case .success(let schedule): plan.agent.selfBackup = schedule
+                case .failure(let e): throw y.error(m["self_backup"], "`self_backup`: \(e.description)")
+                }
+                plan.agent.selfBackupText = text
+            }
             if m["listen"] != nil { plan.agent.listen = try y.endpoint(m, "listen", owner: a).description }
             plan.agent.tokenFile = try y.string(m, "token_file")
             plan.agent.users = try y.string(m, "users")

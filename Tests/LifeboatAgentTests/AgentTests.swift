@@ -323,7 +323,7 @@ struct ReadDataSubsetPart: Hashable { var n: Int; var t: Int }
             sources:
             \(sources)
             \(prune)
-            agent: {token_file: /etc/lifeboat/agent.token, state: /var/lib/lifeboat/agent.db}
+            agent: {token_file: /etc/lifeboat/agent.token, state: /var/lib/lifeboat/agent.db, self_backup: "15 * * * *"}
             """, path: "/etc/lifeboat/lifeboat.yaml", timeZone: utc)
     }
 
@@ -365,6 +365,8 @@ struct ReadDataSubsetPart: Hashable { var n: Int; var t: Int }
                   "lifeboat restore latest --tag source=web --target /", "pg_restore", "RTO 30m 00s"] {
             #expect(text.contains(s), "the kit has \(s)")
         }
+        #expect(p.sources.last?.name == "lifeboat-agent" && p.sources.last?.scheduleText == "15 * * * *")
+        #expect(p.sources.last?.schedule.next(after: t0).map { Calendar(identifier: .gregorian).component(.minute, from: $0) } == 15)
         #expect(RecoveryKit.redacted("/srv/repo") == "/srv/repo")
         #expect(RecoveryKit.redacted("s3:https://s3.example.com/b/p") == "s3:https://s3.example.com/b/p")
         #expect(RecoveryKit.redacted("rest:http://u:p@h/x@y") == "rest:http://…@h/x@y")
