@@ -123,8 +123,8 @@ public struct AgentAPI: Sendable {
                 return try await proxy.admin.respond(request, parts: Array(parts.dropFirst()))
             case (.get, 1) where parts[0] == "history":
                 let q = request.uri.queryParameters
-                let limit = q["limit"].flatMap { Int(String($0)) } ?? 100
-                guard (1...10_000).contains(limit) else { throw Problem(status: .badRequest, message: "limit must be 1 to 10000") }
+                let limit = q["limit"].map { Int(String($0)) ?? -1 } ?? 100
+                guard (1...10_000).contains(limit) else { throw Problem(status: .badRequest, message: "limit must be a whole number from 1 to 10000") }
                 return try json(try await agent.history(job: q["job"].map(String.init), limit: limit))
             case (.post, 3) where parts[0] == "jobs" || parts[0] == "sources":
                 guard let job = parts[0] == "jobs" ? JobID(parsing: parts[1]) : JobID.backup(parts[1]) as JobID? else {

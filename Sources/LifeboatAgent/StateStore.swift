@@ -159,14 +159,18 @@ public final class StateStore: Sendable {
             let rows = try Row.fetchAll(db, sql: "SELECT * FROM run WHERE result = 'running'")
             try db.execute(sql: "UPDATE run SET result = 'interrupted', finished = ?, error = 'the agent stopped while it ran' WHERE result = 'running'",
                            arguments: [now.timeIntervalSince1970])
-            return rows.map(StateStore.record)
+            return rows.compactMap(StateStore.record)
         }
     }
 
-    static func record(_ r: Row) -> RunRecord {
-        RunRecord(id: r["id"], job: r["job"], site: r["site"], scheduled: date(r["scheduled"]), started: date(r["started"]) ?? Date(timeIntervalSince1970: 0),
-                  finished: date(r["finished"]), result: RunRecord.Result(rawValue: r["result"] ?? "") ?? .failure,
-                  error: r["error"], snapshot: r["snapshot"], bytes: r["bytes"] ?? 0, files: r["files"] ?? 0, errors: r["errors"] ?? 0)
+    /// A run row; nil when it lacks a job name (the file is the agent's, but it may come back from a backup that
+    /// a hostile site served: every value is read leniently, never trapping on a wrong type).
+    static func record(_ r: Row) -> RunRecord? {
+        guard let job = r.text("job") else { return nil }
+        return RunRecord(id: r.integer("id"), job: job, site: r.text("site"), scheduled: date(r.real("scheduled")),
+                         started: date(r.real("started")) ?? Date(timeIntervalSince1970: 0), finished: date(r.real("finished")),
+                         result: RunRecord.Result(rawValue: r.text("result") ?? "") ?? .failure, error: r.text("error"),
+                         snapshot: r.text("snapshot"), bytes: r.integer("bytes") ?? 0, files: r.integer("files") ?? 0, errors: r.integer("errors") ?? 0)
     }
 
     /// The newest runs, newest first (of one job, or all), at most `limit`.
@@ -176,7 +180,7 @@ public final class StateStore: Sendable {
             let rows = job == nil
                 ? try Row.fetchAll(db, sql: "SELECT * FROM run ORDER BY id DESC LIMIT ?", arguments: [n])
                 : try Row.fetchAll(db, sql: "SELECT * FROM run WHERE job = ? ORDER BY id DESC LIMIT ?", arguments: [job, n])
-            return rows.map(StateStore.record)
+            return rows.compactMap(StateStore.record)
         }
     }
 
@@ -188,7 +192,7 @@ public final class StateStore: Sendable {
                 GROUP BY job, site)
                 """, arguments: result.map { [$0.rawValue] } ?? [])
             var out: [String: RunRecord] = [:]
-            for r in rows.map(StateStore.record) { out[r.job + (r.site.map { "@" + $0 } ?? "")] = r }
+            for r in rows.compactMap(StateStore.record) { out[r.job + (r.site.map { "@" + $0 } ?? "")] = r }
             return out
         }
     }
@@ -201,8 +205,9 @@ public final class StateStore: Sendable {
         try read { db in
             var out: [String: JobRow] = [:]
             for r in try Row.fetchAll(db, sql: "SELECT * FROM job") {
-                out[r["job"]] = JobRow(lastStart: StateStore.date(r["last_start"]), paused: (r["paused"] as Int? ?? 0) != 0,
-                                       counter: max(0, min(r["counter"] as Int? ?? 0, 1 << 40)))
+                guard let job = r.text("job") else { continue }
+                out[job] = JobRow(lastStart: StateStore.date(r.real("last_start")), paused: (r.integer("paused") ?? 0) != 0,
+                                  counter: Int(max(0, min(r.integer("counter") ?? 0, 1 << 40))))
             }
             return out
         }
@@ -218,7 +223,8 @@ public final class StateStore: Sendable {
     /// Increments a job's counter (the check's rotation through the parts of the data) and returns the old value.
     public func advance(_ job: String) throws -> Int {
         try write { db in
-            let old = try Int.fetchOne(db, sql: "SELECT counter FROM job WHERE job = ?", arguments: [job]) ?? 0
+            let row = try Row.fetchOne(db, sql: "SELECT counter FROM job WHERE job = ?", arguments: [job])
+            let old = Int(max(0, min(row?.integer("counter") ?? 0, 1 << 40)))
             try db.execute(sql: "INSERT INTO job (job, counter) VALUES (?, ?) ON CONFLICT(job) DO UPDATE SET counter = excluded.counter",
                            arguments: [job, old &+ 1])
             return max(0, old)
@@ -240,9 +246,11 @@ public final class StateStore: Sendable {
 
     public func observations() throws -> [SiteObservation] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM site_source ORDER BY source, site").map {
-                SiteObservation(source: $0["source"], site: $0["site"], newest: StateStore.date($0["newest"]), checked: StateStore.date($0["checked"]) ?? Date(timeIntervalSince1970: 0),
-                                lastSuccess: StateStore.date($0["last_success"]), lastError: $0["last_error"])
+            try Row.fetchAll(db, sql: "SELECT * FROM site_source ORDER BY source, site").compactMap { r -> SiteObservation? in
+                guard let source = r.text("source"), let site = r.text("site") else { return nil }
+                return SiteObservation(source: source, site: site, newest: StateStore.date(r.real("newest")),
+                                       checked: StateStore.date(r.real("checked")) ?? Date(timeIntervalSince1970: 0),
+                                       lastSuccess: StateStore.date(r.real("last_success")), lastError: r.text("last_error"))
             }
         }
     }
@@ -266,7 +274,9 @@ public final class StateStore: Sendable {
     public func breaches() throws -> [String: Date] {
         try read { db in
             var out: [String: Date] = [:]
-            for r in try Row.fetchAll(db, sql: "SELECT * FROM breach") { out[r["key"]] = StateStore.date(r["since"]) ?? Date(timeIntervalSince1970: 0) }
+            for r in try Row.fetchAll(db, sql: "SELECT * FROM breach") {
+                if let key = r.text("key") { out[key] = StateStore.date(r.real("since")) ?? Date(timeIntervalSince1970: 0) }
+            }
             return out
         }
     }
@@ -282,7 +292,7 @@ public final class StateStore: Sendable {
     }
 
     public func flag(_ key: String) throws -> String? {
-        try read { db in try String.fetchOne(db, sql: "SELECT value FROM agent WHERE key = ?", arguments: [key]) }
+        try read { db in try Row.fetchOne(db, sql: "SELECT value FROM agent WHERE key = ?", arguments: [key])?.text("value") }
     }
 
     public func setFlag(_ key: String, _ value: String?) throws {
@@ -294,4 +304,12 @@ public final class StateStore: Sendable {
             }
         }
     }
+}
+
+extension Row {
+    /// Lenient reads: nil for NULL, a missing column or a value of another type (GRDB's typed subscripts trap).
+    func value(_ column: String) -> DatabaseValue { hasColumn(column) ? self[column] as DatabaseValue : .null }
+    func text(_ column: String) -> String? { String.fromDatabaseValue(value(column)) }
+    func integer(_ column: String) -> Int64? { Int64.fromDatabaseValue(value(column)) }
+    func real(_ column: String) -> Double? { Double.fromDatabaseValue(value(column)) }
 }

@@ -287,6 +287,51 @@ struct ReadDataSubsetPart: Hashable { var n: Int; var t: Int }
     }
 }
 
+@Suite struct HostileStateTests {
+    @Test func aStateDatabaseOfWrongTypesIsReadWithoutTrapping() throws {
+        // As a hostile site could serve it back through the recovery kit: the migration marked done, tables
+        // without constraints, every value of a wrong type.
+        let dir = NSTemporaryDirectory() + "lifeboat-hostile-\(UInt64.random(in: 0...UInt64.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let path = dir + "/agent.db"
+        let sql = """
+            CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
+            INSERT INTO grdb_migrations VALUES ('v1');
+            CREATE TABLE run (id, job, site, scheduled, started, finished, result, error, snapshot, bytes, files, errors);
+            INSERT INTO run VALUES ('x', NULL, 7, 'soon', 1e308, X'00ff', 42, 3.5, NULL, 'many', -1, 9e99);
+            INSERT INTO run VALUES (2, 'backup:web', NULL, NULL, 'yesterday', NULL, 'running', NULL, NULL, NULL, NULL, NULL);
+            CREATE TABLE job (job, last_start, paused, counter);
+            INSERT INTO job VALUES (NULL, 1, 1, 1); INSERT INTO job VALUES ('check', 'x', 'yes', 9e99);
+            CREATE TABLE site_source (source, site, newest, checked, last_success, last_error);
+            INSERT INTO site_source VALUES ('web', 'a', 'new', -1e300, X'01', 5); INSERT INTO site_source VALUES (NULL, NULL, 1, 1, 1, 1);
+            CREATE TABLE breach (key, since); INSERT INTO breach VALUES (1, 'x'); INSERT INTO breach VALUES ('rpo:web@a', 1e400);
+            CREATE TABLE agent (key, value); INSERT INTO agent VALUES ('site_facts', 12); INSERT INTO agent VALUES ('replication_state', X'ff');
+            """
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+        p.arguments = [path, sql]
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/sqlite3") else { return }
+        try p.run(); p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        let s = try StateStore(readingFrom: path)
+        let h = try s.history()
+        #expect(h.map(\.job) == ["backup:web"])
+        #expect(h[0].started == Date(timeIntervalSince1970: 0))
+        _ = try s.lastRuns()
+        #expect(try s.jobs()["check"]?.counter == 0)  // 9e99 is no whole number: ignored
+        #expect(try s.observations().map(\.source) == ["web"])
+        _ = try s.breaches()
+        #expect(try s.flag("site_facts") == nil)
+        #expect(SiteFacts.decode(try s.flag("site_facts")).isEmpty)
+        let w = try StateStore(path: path)
+        #expect(w.replicationStorage().load().sites.isEmpty)
+        #expect(try w.interruptStale(now: t0).map(\.job) == ["backup:web"])
+        // Its tables lack the keys writes rely on: a clear error, not a trap.
+        #expect(throws: LifeboatError.self) { try w.advance("check") }
+    }
+}
+
 @Suite struct HookTests {
     @Test func aHangingHookIsKilledAtItsTimeout() async throws {
         let start = ContinuousClock.now
