@@ -305,20 +305,22 @@ public actor Agent {
         d.why = why
         d.until = clock().addingTimeInterval(min(plan.sites.maxBackoff, plan.sites.interval * pow(2, Double(d.failures - 1))))
         down[site] = d
-        var f = facts[site] ?? SiteFacts()
-        f.reachable = false
-        f.lastError = why
-        facts[site] = f
-        condition("down:\(site)", true, event: .failure, site: site, message: "site \(site) cannot be reached: \(why)")
+        reachable(site, error: why)
     }
 
     func siteUp(_ site: String) {
         down[site] = nil
+        reachable(site, error: nil)
+    }
+
+    /// Records whether a site answered (nil: it did) and alerts on the change.
+    func reachable(_ site: String, error why: String?) {
         var f = facts[site] ?? SiteFacts()
-        f.reachable = true
-        f.lastError = nil
+        f.reachable = why == nil
+        f.lastError = why
         facts[site] = f
-        condition("down:\(site)", false, event: .failure, site: site, message: "site \(site) is reachable again")
+        condition("down:\(site)", why != nil, event: .failure, site: site,
+                  message: why.map { "site \(site) cannot be reached: \($0)" } ?? "site \(site) is reachable again")
     }
 
     // MARK: - Jobs

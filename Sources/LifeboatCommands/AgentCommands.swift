@@ -27,7 +27,6 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("stop-timeout"), help: "On SIGTERM, how long running jobs may take to finish (default 60s).") var stopTimeout = "60s"
     @Option(name: .customLong("pid-file"), help: "Write the process ID here while running (for `kill -HUP $(cat FILE)`: reload).") var pidFile: String?
 
-    static let hangups = Atomic<Int>(0)
     static let apiFailed = Atomic<Bool>(false)
 
     func run() async throws {
@@ -57,10 +56,7 @@ struct AgentCommand: AsyncParsableCommand {
         } catch { throw fatal(errorText(error)) }
 
         gracefulStop = "stopping: no new jobs; running jobs finish"
-        signal(SIGHUP, SIG_IGN)
-        let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
-        hup.setEventHandler { AgentCommand.hangups.add(1, ordering: .relaxed) }
-        hup.resume()
+        let hup = countHangups()
         defer { hup.cancel() }
         if let pidFile {
             do { try PIDFile.create(pidFile) } catch { throw fatal("\(error)") }
@@ -85,7 +81,7 @@ struct AgentCommand: AsyncParsableCommand {
                 var seen = 0
                 while !stopRequested() && !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(50))
-                    let n = AgentCommand.hangups.load(ordering: .relaxed)
+                    let n = hangups.load(ordering: .relaxed)
                     guard n != seen else { continue }
                     seen = n
                     await agent.reload(from: path)

@@ -24,7 +24,6 @@ struct ProxyCommand: AsyncParsableCommand {
     @Option(name: .customLong("pid-file"), help: "Write the process ID here while running (for `kill -HUP $(cat FILE)`: reload).") var pidFile: String?
 
     /// SIGHUPs received (each asks for a reload).
-    static let hangups = Atomic<Int>(0)
 
     func run() async throws {
         let cfg: ProxyConfig
@@ -51,10 +50,7 @@ struct ProxyCommand: AsyncParsableCommand {
         // Installed before "listening" is logged: a reload sent as soon as the proxy says it is ready must not
         // kill it (SIGHUP's default action).
         gracefulStop = "draining connections"
-        signal(SIGHUP, SIG_IGN)
-        let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
-        hup.setEventHandler { ProxyCommand.hangups.add(1, ordering: .relaxed) }
-        hup.resume()
+        let hup = countHangups()
         defer { hup.cancel() }
 
         if let pidFile {
@@ -78,7 +74,7 @@ struct ProxyCommand: AsyncParsableCommand {
                 var seen = 0
                 while !stopRequested() {
                     try await Task.sleep(nanoseconds: 50_000_000)
-                    let n = ProxyCommand.hangups.load(ordering: .relaxed)
+                    let n = hangups.load(ordering: .relaxed)
                     guard n != seen else { continue }
                     seen = n
                     current = await ProxyCommand.reload(server, from: path, current: current, log: log)

@@ -14,6 +14,18 @@ let stopSignals = Atomic<Int>(0)
 /// object, drain connections): what to print then.
 nonisolated(unsafe) var gracefulStop: String?
 
+/// SIGHUPs received: each asks a daemon (proxy, agent) to reload.
+let hangups = Atomic<Int>(0)
+
+/// Counts SIGHUPs in `hangups` instead of dying of them (SIGHUP's default); cancel the source to stop.
+func countHangups() -> DispatchSourceSignal {
+    signal(SIGHUP, SIG_IGN)
+    let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+    hup.setEventHandler { hangups.add(1, ordering: .relaxed) }
+    hup.resume()
+    return hup
+}
+
 /// Whether a graceful stop was asked for.
 func stopRequested() -> Bool { stopSignals.load(ordering: .relaxed) > 0 }
 
