@@ -123,9 +123,18 @@ let package = Package(
         .target(name: "LifeboatReplication", dependencies: [
             "LifeboatCore", "LifeboatBackends", "LifeboatSites", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage", "LifeboatS3",
         ], swiftSettings: swift6),
+        // Child processes: own process group, timeouts, captured output, another user (hooks, dumps, playbooks).
+        .target(name: "LifeboatProcess", dependencies: ["LifeboatCore", "CLifeboatSys"], swiftSettings: swift6),
+        // Proof of recovery: playbooks (run, audit log, resume), drills per site in a sandbox (restore, site-loss,
+        // corruption, from-kit), verification of restored trees, the engines' checks, reports.
+        .target(name: "LifeboatDrill", dependencies: [
+            "LifeboatPlan", "LifeboatProcess", "LifeboatReplication", "LifeboatSnapshot", "LifeboatRepository", "LifeboatSites",
+            "LifeboatStorage", "LifeboatCore", "LifeboatConfig",
+            .product(name: "GRDB", package: "GRDB.swift"),
+        ], swiftSettings: swift6),
         // `lifeboat agent`: runs the plan (scheduler, jobs, state database, alerts, metrics, local API).
         .target(name: "LifeboatAgent", dependencies: [
-            "LifeboatPlan", "LifeboatReplication", "LifeboatSnapshot", "LifeboatBackends", "LifeboatRepository", "LifeboatCore",
+            "LifeboatDrill", "LifeboatProcess", "LifeboatPlan", "LifeboatReplication", "LifeboatSnapshot", "LifeboatBackends", "LifeboatRepository", "LifeboatCore",
             "LifeboatSites", "LifeboatServer", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatStorage", "LifeboatHTTP", "CLifeboatSys",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -139,7 +148,7 @@ let package = Package(
         ], swiftSettings: swift6),
         // The command-line interface as a library.
         .target(name: "LifeboatCommands", dependencies: [
-            "LifeboatSnapshot", "CLifeboatSys", "LifeboatBackends", "LifeboatReplication", "LifeboatPlan", "LifeboatAgent", "LifeboatS3", "LifeboatServer", "LifeboatSites", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatHTTP",
+            "LifeboatSnapshot", "CLifeboatSys", "LifeboatBackends", "LifeboatReplication", "LifeboatPlan", "LifeboatAgent", "LifeboatDrill", "LifeboatProcess", "LifeboatS3", "LifeboatServer", "LifeboatSites", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatHTTP",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -75,3 +75,7 @@ int lb_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
     return ENOSYS;
 #endif
 }
+
+int lb_spawn_chdir(posix_spawn_file_actions_t *actions, const char *path) {
+    return posix_spawn_file_actions_addchdir_np(actions, path);
+}

@@ -3,7 +3,9 @@ import Foundation
 import Glibc
 import LifeboatBackends
 import LifeboatCore
+import LifeboatDrill
 import LifeboatPlan
+import LifeboatProcess
 import LifeboatReplication
 import LifeboatRepository
 import LifeboatSites
@@ -88,6 +90,11 @@ public actor Agent {
             alerts.send(Alert(.agentRestart, message: "the agent restarted after an unclean stop\(what)", time: now))
         }
         try store.setFlag("clean_stop", "0")
+        // Sandboxes of drills that a dead agent left (SIGKILL mid-drill): their processes stopped, the folders gone.
+        for root in Set(plan.drills.map(\.sandbox)) {
+            for d in await Sandbox.sweep(root: root) { logger.warning("removed the sandbox of an interrupted drill", metadata: ["sandbox": "\(d)"]) }
+        }
+        for r in (try? store.latestDrills()) ?? [] where plan.drills.contains(where: { $0.name == r.drill }) { metrics.drill(r) }
         loadSchedule(now: now)
         applyLimits()
         logger.info("agent started", metadata: ["plan": "\(plan.path)", "sources": "\(plan.sources.count)", "sites": "\(plan.sites.sites.count)",
@@ -223,7 +230,8 @@ public actor Agent {
         let now = clock()
         let s = StatusBuilder.build(plan: plan, observations: Array(observations.values), lastRuns: (try? store.lastRuns()) ?? [:],
                                     jobs: (try? store.jobs()) ?? [:], scheduler: scheduler, running: Set(running.keys), facts: facts,
-                                    since: started, agentStarted: started, origin: "agent", now: now)
+                                    since: started, agentStarted: started, origin: "agent", now: now,
+                                    drillReports: (try? store.latestDrills()) ?? [])
         return s
     }
 
@@ -413,6 +421,9 @@ public actor Agent {
         case .replicate: ok = await replicate(plan: plan, job: job, scheduled: scheduled, delay: delay)
         case .prune: ok = await prune(plan: plan, job: job, scheduled: scheduled, delay: delay)
         case .check: ok = await check(plan: plan, job: job, scheduled: scheduled, delay: delay)
+        case .drill:
+            guard let drill = plan.drills.first(where: { $0.name == job.source }) else { return }
+            ok = await self.drill(drill, plan: plan, job: job, scheduled: scheduled, delay: delay)
         }
         alerts.ping(job: job.description, ok ? .success : .failure("see the agent's log and `lifeboat status`"))
     }
@@ -439,7 +450,7 @@ public actor Agent {
             do {
                 let repo = try await repository(site)
                 snapshotTime = clock()
-                outcome = try await SourceBackup.run(source, repo: repo, time: snapshotTime)
+                outcome = try await SourceBackup.run(source, repo: repo, time: snapshotTime, massChange: plan.massChange)
                 // Retention where deletes are allowed (a site's admin access when it has one).
                 if source.retention != nil, outcome?.snapshot != nil {
                     outcome?.removed = try await SourceBackup.forget(source, repo: try await deleter(site))
@@ -479,6 +490,16 @@ public actor Agent {
                 run.error = "\(o.errors.count) file\(o.errors.count == 1 ? "" : "s") not read: \(first)"
                 alerts.send(Alert(.warning, source: source.name, site: site.name, message: "backup of \(source.name) finished with \(run.error!)", time: clock()))
             }
+            if let m = o.massChange, m.suspicious {
+                // Ransomware encrypting the source looks like this: the run is a warning and the alert names the snapshot.
+                run.result = .warning
+                let text = "suspicious mass change in snapshot \(o.snapshot?.short ?? "?") of \(source.name): \(m.description)"
+                run.error = [run.error, text].compactMap { $0 }.joined(separator: "; ")
+                logger.warning("mass change", metadata: ["source": "\(source.name)", "snapshot": "\(o.snapshot?.short ?? "-")", "detail": "\(m.description)"])
+                alerts.send(Alert(.massChange, source: source.name, site: site.name,
+                                  message: text + ". Do not let retention or prune remove the snapshots before it; restore from an older one if the source was encrypted",
+                                  time: clock()))
+            }
             succeeded(job.description, event: .failure, source: source.name, site: site.name, message: "backup of \(source.name) to \(site.name) succeeds again")
             logger.info("backup done", metadata: ["source": "\(source.name)", "site": "\(site.name)", "snapshot": "\(o.snapshot?.short ?? "-")",
                                                   "files": "\(o.files)", "bytes": "\(o.bytes)", "added": "\(o.added)", "forgotten": "\(o.removed)"])
@@ -488,6 +509,60 @@ public actor Agent {
         }
         record(id, run, delay: delay)
         return failure == nil
+    }
+
+    /// A drill: each site of `from` on its own; a report per site (state database, files, metrics); one
+    /// `drill_failed` alert while it fails at a site, one when it passes again.
+    func drill(_ drill: Drill, plan: Plan, job: JobID, scheduled: Date?, delay: Double?) async -> Bool {
+        var env = DrillEnvironment(plan: plan, access: access, reports: Agent.reportDirectory(plan), host: localHostname())
+        env.clock = clock
+        let log = logger
+        env.log = { log.info("\($0)") }
+        env.audit = AuditLog(path: Agent.auditLogPath(plan))
+        env.kit = { site in await Agent.kit(plan, site: site, access: self.access) }
+        env.backend = { [proxy] action, pool, backend in try AgentProxy.act(proxy, action, pool: pool, backend: backend) }
+        var allOK = true
+        for site in drill.from {
+            let (id, base) = begin(job, site: site, scheduled: scheduled)
+            var run = base
+            let reports = await DrillRunner.run(drill, sites: [site], env: env)
+            for r in reports {
+                do { try store.saveDrill(r) } catch { logger.error("\(errorText(error))") }
+                metrics.drill(r)
+                run.result = r.passed ? .success : .failure
+                run.error = r.failures.isEmpty ? nil : r.failures.joined(separator: "; ")
+                run.snapshot = r.snapshot
+                run.bytes = Int64(clamping: r.bytes)
+                run.files = Int64(r.files)
+                let measured = "RTO \(DrillReport.span(r.rtoSeconds)), RPO \(DrillReport.span(r.rpoSeconds))"
+                condition("drill:\(drill.name)@\(site)", !r.passed, event: .drillFailed, source: drill.source, site: site,
+                          message: r.passed ? "drill \(drill.name) passes again at \(site): \(measured)"
+                                            : "drill \(drill.name) of \(drill.source) failed at \(site): \(r.failures.joined(separator: "; ")) (report \(r.id))")
+                allOK = allOK && r.passed
+            }
+            if reports.isEmpty { run.result = .failure; run.error = "no report"; allOK = false }
+            run.finished = clock()
+            record(id, run, delay: delay)
+        }
+        return allOK
+    }
+
+    /// Where drill reports are written: `drills/` beside the state database.
+    public static func reportDirectory(_ plan: Plan) -> String {
+        ((plan.agent.state as NSString).deletingLastPathComponent as NSString).appendingPathComponent("drills")
+    }
+
+    /// The playbooks' audit log: `audit.jsonl` beside the state database.
+    public static func auditLogPath(_ plan: Plan) -> String {
+        ((plan.agent.state as NSString).deletingLastPathComponent as NSString).appendingPathComponent("audit.jsonl")
+    }
+
+    /// The recovery kit as it would be printed with only `site` reachable (a from-kit drill starts from it).
+    public static func kit(_ plan: Plan, site: Site, access: SiteAccess) async -> String {
+        var one = plan
+        one.sites.sites = plan.sites.sites.filter { $0.name == site.name }
+        let facts = await RecoveryKit.gather(one, access: access)
+        return RecoveryKit.render(RecoveryKit.withSelfBackup(plan), sites: facts, now: currentTime(), host: localHostname())
     }
 
     func observe(source: String, site: String, newest: Date??, success: Date?, error: String?) {

@@ -242,7 +242,8 @@ public enum AgentClient {
             let since = runs.values.map(\.started).min() ?? currentTime()
             return StatusBuilder.build(plan: RecoveryKit.withSelfBackup(plan), observations: try store.observations(), lastRuns: runs,
                                        jobs: try store.jobs(), scheduler: nil, running: [], facts: SiteFacts.decode(try store.flag(SiteFacts.key)),
-                                       since: since, agentStarted: nil, origin: "database", now: currentTime())
+                                       since: since, agentStarted: nil, origin: "database", now: currentTime(),
+                                       drillReports: (try? store.latestDrills()) ?? [])
         }
     }
 
@@ -251,10 +252,16 @@ public enum AgentClient {
     /// GET `path` from the agent of `settings`; `.unreachable` when nothing answers (the caller then reads the
     /// database), `.refused` for an HTTP error.
     public static func get(_ path: String, settings: AgentSettings, timeout: Double = 5) async throws(Failure) -> [UInt8] {
+        try await request(post: false, path, settings: settings, timeout: timeout)
+    }
+
+    /// A request to the agent of `settings` (POST for actions).
+    public static func request(post: Bool, _ path: String, settings: AgentSettings, timeout: Double = 5) async throws(Failure) -> [UInt8] {
         guard let l = Endpoint.parse(settings.listen) else { throw .refused("agent.listen \(settings.listen) is not HOST:PORT") }
         let host = (l.host == "0.0.0.0" ? "127.0.0.1" : l.host == "::" ? "::1" : l.host)
         let scheme = settings.tlsCert != nil ? "https" : "http"
         var req = HTTPClientRequest(url: "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(l.port)\(path)")
+        req.method = post ? .POST : .GET
         if let f = settings.tokenFile, let t = try? readPasswordFile(f, from: "agent.token_file") {
             req.headers.add(name: "Authorization", value: "Bearer \(t)")
         }

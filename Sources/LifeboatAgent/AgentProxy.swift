@@ -52,4 +52,23 @@ public final class AgentProxy: Sendable {
     }
 
     public var metrics: String { ProxyMetrics.render(server.pools) }
+
+    /// A playbook's backend action on the agent's own pools.
+    public static func act(_ proxy: AgentProxy?, _ action: PlaybookStep.BuiltIn, pool: String, backend: String) throws -> String {
+        guard let proxy else { throw LifeboatError(.notFound, "the agent runs no proxy (the plan has no proxy section)") }
+        guard let p = proxy.server.pools.first(where: { $0.config.name == pool }) else { throw LifeboatError(.notFound, "no pool \(pool)") }
+        switch action {
+        case .disableBackend, .enableBackend:
+            guard p.setFlags(backend, disabled: action == .disableBackend, draining: action == .enableBackend ? false : nil) else {
+                throw LifeboatError(.notFound, "no backend \(backend) in pool \(pool)")
+            }
+            return "\(pool)/\(backend) \(action == .disableBackend ? "disabled" : "enabled")"
+        case .promoteBackend:
+            guard p.config.mode == .failover else { throw LifeboatError.invalid("promote applies to failover pools, and \(pool) is not one") }
+            guard p.promote(backend) != nil else { throw LifeboatError(.notFound, "backend \(backend) of pool \(pool) cannot be promoted (unknown or not healthy)") }
+            return "\(pool) now serves from \(backend)"
+        default:
+            throw LifeboatError.invalid("\(action.rawValue) is not a backend action")
+        }
+    }
 }

@@ -3,6 +3,7 @@ import Foundation
 import LifeboatCore
 import LifeboatHTTP
 import LifeboatPlan
+import LifeboatProcess
 import NIOCore
 
 /// One alert: an event of Lifeboat (docs/AGENT.md lists them), about a source and/or a site.

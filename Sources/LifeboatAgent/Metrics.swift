@@ -1,4 +1,5 @@
 import Foundation
+import LifeboatDrill
 import Prometheus
 
 /// The agent's Prometheus metrics (swift-prometheus): per source and site the last success, the current RPO and
@@ -57,6 +58,17 @@ public final class AgentMetrics: Sendable {
             if let c = site.scrubCoverage { gauge("scrub_coverage", "ratio", "Part of the site's packs read by checks in the current coverage cycle.", l).set(to: c) }
         }
         gauge("jobs_running", "", "Jobs running now.").set(to: Double(status.running.count))
+    }
+
+    /// A drill's last run at a site (`lifeboat_drill_*{drill,site}`).
+    public func drill(_ r: DrillReport) {
+        let l = [("drill", r.drill), ("site", r.site)]
+        gauge("drill_last_run", "timestamp_seconds", "When the drill last ran at the site (the disaster it declared, Unix time).", l).set(to: r.declared.timeIntervalSince1970)
+        gauge("drill_passed", "", "1 when the drill's last run at the site passed, 0 when it failed.", l).set(to: r.passed ? 1 : 0)
+        // A failed run measured no recovery: its RTO is the time it ran until it failed.
+        gauge("drill_rto", "seconds", "The recovery time the drill's last run measured (until it failed, when it failed).", l)
+            .set(to: r.rtoSeconds ?? r.finished.timeIntervalSince(r.declared))
+        if let rpo = r.rpoSeconds { gauge("drill_rpo", "seconds", "The data-loss window the drill's last run measured (disaster time minus the restored snapshot's).", l).set(to: rpo) }
     }
 
     public func render() -> String { registry.emitToString() }

@@ -3,9 +3,9 @@ import LifeboatPlan
 
 /// A job of the agent: a source's backup (with its retention), the replication pass, prune, or the check.
 public struct JobID: Hashable, Sendable, Comparable, CustomStringConvertible {
-    public enum Kind: String, Sendable, CaseIterable { case backup, replicate, prune, check }
+    public enum Kind: String, Sendable, CaseIterable { case backup, replicate, prune, check, drill }
     public var kind: Kind
-    /// The source's name for backups; empty for the others.
+    /// The source's name for backups, the drill's for drills; empty for the others.
     public var source: String
 
     public init(_ kind: Kind, _ source: String = "") { self.kind = kind; self.source = source }
@@ -16,7 +16,7 @@ public struct JobID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public init?(parsing s: String) {
         let parts = s.split(separator: ":", maxSplits: 1).map(String.init)
         guard let k = parts.first.flatMap(Kind.init(rawValue:)) else { return nil }
-        if k == .backup { guard parts.count == 2, !parts[1].isEmpty else { return nil } } else if parts.count != 1 { return nil }
+        if k == .backup || k == .drill { guard parts.count == 2, !parts[1].isEmpty else { return nil } } else if parts.count != 1 { return nil }
         self.init(k, parts.count == 2 ? parts[1] : "")
     }
     public static func < (a: JobID, b: JobID) -> Bool { a.description < b.description }

@@ -3,6 +3,7 @@ import Glibc
 import GRDB
 import LifeboatCore
 import LifeboatPlan
+import LifeboatProcess
 import LifeboatRepository
 import LifeboatSnapshot
 
@@ -15,6 +16,8 @@ public struct BackupOutcome: Sendable {
     /// Files that could not be read (the run is a warning, not a failure).
     public var errors: [SourceError]
     public var removed = 0
+    /// What the mass-change detector found against the parent snapshot (files sources with a parent).
+    public var massChange: MassChangeReport?
 }
 
 /// Backs up one source of the plan into a repository: files through the archiver, databases and commands as
@@ -25,6 +28,7 @@ public enum SourceBackup {
     public static func tag(_ source: String) -> String { "source=\(source)" }
 
     public static func run(_ source: Source, repo: Repository, hostname: String = localHostname(), time: Date,
+                           massChange: MassChangeThresholds? = MassChangeThresholds(),
                            shouldStop: @escaping @Sendable () -> Bool = { false }) async throws -> BackupOutcome {
         try await repo.withLock(.shared, operation: "backup \(source.name) (agent)") {
             try await repo.loadIndex()
@@ -64,8 +68,13 @@ public enum SourceBackup {
                 result = try await stream(argv, environment: [:], name: source.name, archiver: archiver)
             }
             let s = result.snapshot.summary ?? SnapshotSummary()
-            return BackupOutcome(snapshot: result.snapshotID, files: s.totalFilesProcessed, bytes: s.totalBytesProcessed,
-                                 added: s.dataAddedPacked, errors: result.errors)
+            var outcome = BackupOutcome(snapshot: result.snapshotID, files: s.totalFilesProcessed, bytes: s.totalBytesProcessed,
+                                        added: s.dataAddedPacked, errors: result.errors)
+            // Every backup with a parent is compared with it: ransomware shows as most files turned random.
+            if let t = massChange, let parentID = opts.parent, result.snapshotID != nil, let parent = try? await repo.loadSnapshot(parentID) {
+                outcome.massChange = try? await MassChangeDetector.compare(repo, parent: parent, current: result.snapshot, thresholds: t)
+            }
+            return outcome
         }
     }
 
@@ -154,16 +163,4 @@ public enum SourceBackup {
 
 /// Reads up to `max` bytes on a Dispatch thread, not on one of Swift concurrency's few: a pipe that stays
 /// quiet (a dump tool waiting on a lock) must not stall the agent's other jobs and its API.
-func blockingRead(_ fd: Int32, max: Int, what: String) async throws -> [UInt8] {
-    try await withCheckedThrowingContinuation { (cont: CheckedContinuation<[UInt8], any Error>) in
-        DispatchQueue.global().async {
-            var b = [UInt8](repeating: 0, count: max)
-            while true {
-                let n = b.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, max) }
-                if n >= 0 { b.removeLast(max - n); cont.resume(returning: b); return }
-                if errno != EINTR { cont.resume(throwing: LifeboatError(.io, "cannot read \(what): \(String(cString: strerror(errno)))")); return }
-            }
-        }
-    }
-}
 

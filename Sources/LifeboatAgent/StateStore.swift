@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import LifeboatCore
+import LifeboatDrill
 import LifeboatReplication
 import LifeboatSites
 
@@ -100,6 +101,13 @@ public final class StateStore: Sendable {
                 CREATE TABLE agent (key TEXT PRIMARY KEY, value TEXT NOT NULL);
                 """)
         }
+        m.registerMigration("v2: drill reports") { db in
+            try db.execute(sql: """
+                CREATE TABLE drill_report (id TEXT PRIMARY KEY, drill TEXT NOT NULL, site TEXT NOT NULL, declared REAL NOT NULL,
+                    passed INTEGER NOT NULL, rto REAL, rpo REAL, report TEXT NOT NULL);
+                CREATE INDEX drill_report_drill ON drill_report(drill, site, declared);
+                """)
+        }
         return m
     }
 
@@ -125,6 +133,51 @@ public final class StateStore: Sendable {
         do { try db.writeWithoutTransaction { try $0.execute(sql: "VACUUM INTO ?", arguments: [path]) } } catch {
             throw LifeboatError(.io, "cannot copy the agent's state database to \(path): \(StateStore.describe(error))")
         }
+    }
+
+    // MARK: drills
+
+    /// Drill reports kept at most (the newest).
+    public static let keepDrillReports = 5000
+
+    public func saveDrill(_ r: DrillReport) throws {
+        let json = r.json()
+        let keep = StateStore.keepDrillReports
+        try write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO drill_report (id, drill, site, declared, passed, rto, rpo, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           arguments: [r.id, r.drill, r.site, r.declared.timeIntervalSince1970, r.passed ? 1 : 0, r.rtoSeconds, r.rpoSeconds, json])
+            try db.execute(sql: "DELETE FROM drill_report WHERE rowid <= (SELECT MAX(rowid) FROM drill_report) - ?", arguments: [keep])
+        }
+    }
+
+    /// A report from its JSON column; nil when it does not decode (a damaged or hostile file).
+    static func drillReport(_ r: Row) -> DrillReport? {
+        guard let text = r.text("report"), text.utf8.count <= 4 << 20 else { return nil }
+        return try? DrillReport.decoder().decode(DrillReport.self, from: Data(text.utf8))
+    }
+
+    /// The newest report of each drill at each site.
+    public func latestDrills() throws -> [DrillReport] {
+        try read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT report FROM drill_report WHERE rowid IN (SELECT MAX(rowid) FROM drill_report GROUP BY drill, site) ORDER BY drill, site
+                """).compactMap(StateStore.drillReport)
+        }
+    }
+
+    /// Reports, newest first (of one drill, or all), at most `limit`.
+    public func drillReports(drill: String? = nil, limit: Int = 100) throws -> [DrillReport] {
+        let n = max(1, min(limit, 10_000))
+        return try read { db in
+            let rows = drill == nil
+                ? try Row.fetchAll(db, sql: "SELECT report FROM drill_report ORDER BY rowid DESC LIMIT ?", arguments: [n])
+                : try Row.fetchAll(db, sql: "SELECT report FROM drill_report WHERE drill = ? ORDER BY rowid DESC LIMIT ?", arguments: [drill, n])
+            return rows.compactMap(StateStore.drillReport)
+        }
+    }
+
+    public func drillReport(id: String) throws -> DrillReport? {
+        try read { db in try Row.fetchOne(db, sql: "SELECT report FROM drill_report WHERE id = ?", arguments: [id]).flatMap(StateStore.drillReport) }
     }
 
     // MARK: runs

@@ -1,5 +1,6 @@
 import Foundation
 import LifeboatCore
+import LifeboatDrill
 import LifeboatPlan
 import LifeboatReplication
 
@@ -24,6 +25,8 @@ public struct AgentStatus: Sendable, Codable {
         public var running: Bool
         public var rpoObjectiveSeconds: Double?
         public var rtoObjectiveSeconds: Double?
+        /// The longest RTO the newest drill at each site measured.
+        public var measuredRTOSeconds: Double?
         public var sites: [SourceSite]
         public var lastRun: RunRecord?
         public var lastError: String?
@@ -56,12 +59,30 @@ public struct AgentStatus: Sendable, Codable {
     public var jobs: [JobRow]
     public var sites: [SiteRow]
     public var running: [String]
+    /// Each drill's last run at each site.
+    public var drills: [DrillRow]?
+
+    public struct DrillRow: Sendable, Codable {
+        public var drill: String
+        public var source: String
+        public var scenario: String
+        public var site: String
+        public var passed: Bool
+        public var declared: Date
+        public var rtoSeconds: Double?
+        public var rpoSeconds: Double?
+        public var report: String
+        public var failures: [String]
+        enum CodingKeys: String, CodingKey {
+            case drill, source, scenario, site, passed, declared, rtoSeconds = "rto_seconds", rpoSeconds = "rpo_seconds", report, failures
+        }
+    }
 
     /// Whether every RPO is met.
     public var objectivesMet: Bool { !sources.contains { $0.sites.contains { $0.meetsRPO == false } } }
 
     enum CodingKeys: String, CodingKey {
-        case time, plan, origin, agentStarted = "agent_started", sources, jobs, sites, running
+        case time, plan, origin, agentStarted = "agent_started", sources, jobs, sites, running, drills
     }
 }
 
@@ -73,7 +94,7 @@ extension AgentStatus.SourceSite {
 extension AgentStatus.SourceRow {
     enum CodingKeys: String, CodingKey {
         case name, kind, schedule, nextRun = "next_run", paused, running, rpoObjectiveSeconds = "rpo_objective_seconds",
-             rtoObjectiveSeconds = "rto_objective_seconds", sites, lastRun = "last_run", lastError = "last_error"
+             rtoObjectiveSeconds = "rto_objective_seconds", measuredRTOSeconds = "measured_rto_seconds", sites, lastRun = "last_run", lastError = "last_error"
     }
 }
 extension AgentStatus.JobRow {
@@ -114,7 +135,7 @@ public enum StatusBuilder {
 
     public static func build(plan: Plan, observations: [SiteObservation], lastRuns: [String: RunRecord], jobs: [String: StateStore.JobRow],
                              scheduler: Scheduler?, running: Set<JobID>, facts: [String: SiteFacts], since: Date, agentStarted: Date?,
-                             origin: String, now: Date) -> AgentStatus {
+                             origin: String, now: Date, drillReports: [DrillReport] = []) -> AgentStatus {
         var obs: [String: SiteObservation] = [:]
         for o in observations { obs["\(o.source)@\(o.site)"] = o }
         func next(_ job: JobID, _ schedule: Schedule) -> Date? {
@@ -136,6 +157,7 @@ public enum StatusBuilder {
             sources.append(.init(name: s.name, kind: s.kind.name, schedule: s.scheduleText, nextRun: next(id, s.schedule),
                                  paused: scheduler?.entry(id)?.paused ?? jobs[id.description]?.paused ?? false,
                                  running: running.contains(id), rpoObjectiveSeconds: s.objectives?.rpo, rtoObjectiveSeconds: s.objectives?.rto,
+                                 measuredRTOSeconds: drillReports.filter { $0.source == s.name }.compactMap(\.rtoSeconds).max(),
                                  sites: rows, lastRun: last, lastError: last?.result == .failure ? last?.error : nil))
         }
         var jobRows: [AgentStatus.JobRow] = []
@@ -151,8 +173,12 @@ public enum StatusBuilder {
                          snapshotsMissing: site.role == .primary ? 0 : f.snapshotsMissing, bytesPending: site.role == .primary ? 0 : f.bytesPending,
                          lastError: f.lastError, scrubCoverage: f.scrubCoverage)
         }
+        let drills = drillReports.filter { r in plan.drills.contains { $0.name == r.drill } }.map {
+            AgentStatus.DrillRow(drill: $0.drill, source: $0.source, scenario: $0.scenario, site: $0.site, passed: $0.passed, declared: $0.declared,
+                                 rtoSeconds: $0.rtoSeconds, rpoSeconds: $0.rpoSeconds, report: $0.id, failures: $0.failures)
+        }
         return AgentStatus(time: now, plan: plan.path, origin: origin, agentStarted: agentStarted, sources: sources, jobs: jobRows,
-                           sites: siteRows, running: running.map(\.description).sorted())
+                           sites: siteRows, running: running.map(\.description).sorted(), drills: drills)
     }
 
     /// The plan's jobs other than backups: replication (on its interval), prune and check (on their schedules).
@@ -160,6 +186,7 @@ public enum StatusBuilder {
         var out: [(JobID, Schedule, String)] = [(JobID(.replicate), .every(plan.sites.interval), "every \(Units.span(plan.sites.interval).replacingOccurrences(of: " ", with: ""))")]
         if let p = plan.prune { out.append((JobID(.prune), p.schedule, p.scheduleText)) }
         if let c = plan.checks { out.append((JobID(.check), c.job.schedule, c.job.scheduleText)) }
+        for d in plan.drills { if let s = d.schedule { out.append((JobID(.drill, d.name), s, d.scheduleText ?? "")) } }
         return out
     }
 

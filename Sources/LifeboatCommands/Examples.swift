@@ -204,6 +204,31 @@ enum Examples {
         ("The same to standard output", "lifeboat recovery-kit"),
     ])
 
+    static let drillRun = render([
+        ("Run the drill documents-weekly now, from each of its sites", "lifeboat drill run documents-weekly"),
+        ("From site usb only, keeping the sandbox to look at", "lifeboat drill run documents-weekly --site usb --keep"),
+    ])
+
+    static let drillList = render([
+        ("Every drill of the plan with its last result at each site", "lifeboat drill list"),
+    ])
+
+    static let drillReport = render([
+        ("The newest report of a drill at each site, as Markdown", "lifeboat drill report documents-weekly"),
+        ("The same as a self-contained web page", "lifeboat drill report documents-weekly --format html > /tmp/drill.html"),
+    ])
+
+    static let playbookLint = render([
+        ("Check a playbook before it is needed", "lifeboat playbook lint ./playbooks/restore-documents.yaml"),
+    ])
+
+    static let playbookRun = render([
+        ("Each step with its variables resolved; nothing runs",
+         "lifeboat playbook run ./playbooks/restore-documents.yaml --dry-run"),
+        ("Run it: restore into /tmp/restore, verify, check",
+         "lifeboat playbook run ./playbooks/restore-documents.yaml --target /tmp/restore"),
+    ])
+
     static let completion = render([
         ("Bash, for every user", "lifeboat completion bash > /etc/bash_completion.d/lifeboat"),
         ("Zsh, into a folder of $fpath (fpath+=~/.zfunc in ~/.zshrc)", "lifeboat completion zsh > ~/.zfunc/_lifeboat"),

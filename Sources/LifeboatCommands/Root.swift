@@ -82,7 +82,8 @@ public struct LifeboatCommand: AsyncParsableCommand {
         EXIT CODES: 0 ok, 1 failure, 3 backup/restore finished but some files could not be read or restored, \
         10 no repository at the location, 11 repository locked, 12 wrong password, 20 a site cannot be reached \
         (sites status), 21 a replica lags more than --max-lag (sites status), 22 a snapshot is older than \
-        --max-age (check, snapshots) or an RPO is missed (status), 64 usage error, 130 interrupted.
+        --max-age (check, snapshots) or an RPO is missed (status), 23 a drill failed (drill run), 24 a playbook step \
+        failed (playbook run), 64 usage error, 130 interrupted.
 
         \(Examples.root)
         """,
@@ -92,7 +93,7 @@ public struct LifeboatCommand: AsyncParsableCommand {
             RestoreCommand.self, DumpCommand.self, FindCommand.self, StatsCommand.self, CheckCommand.self,
             ForgetCommand.self, PruneCommand.self, RepairCommand.self, UnlockCommand.self, KeyCommand.self, CopyCommand.self,
             ReplicateCommand.self, SitesCommand.self, ServeCommand.self, ProxyCommand.self, ConfigCommand.self, PlanCommand.self,
-            AgentCommand.self, StatusCommand.self, RecoveryKitCommand.self,
+            AgentCommand.self, StatusCommand.self, RecoveryKitCommand.self, DrillCommand.self, PlaybookCommand.self,
             CompletionCommand.self, VersionCommand.self,
         ]
     )

@@ -63,6 +63,10 @@ public enum ExitStatus {
     /// `check --max-age`, `snapshots --max-age`: the newest snapshot of some host+paths group is older than
     /// allowed (or there is no snapshot at all).
     public static let snapshotTooOld: Int32 = 22
+    /// `drill run`: a drill failed at some site (a step, or an objective missed).
+    public static let drillFailed: Int32 = 23
+    /// `playbook run`: a step failed (`--resume` runs it again from there).
+    public static let playbookFailed: Int32 = 24
 
     public static func forError(_ error: Error) -> Int32 {
         guard let e = error as? LifeboatError else { return failure }

@@ -62,6 +62,8 @@ public struct BackendConfig: Sendable, Equatable {
     public var address: Endpoint
     public var priority: Int
     public var weight: Int
+    /// Drills may disable, promote or kill it (`chaos: true`); no drill touches another backend.
+    public var chaos = false
 }
 
 public struct PoolConfig: Sendable, Equatable {
@@ -159,12 +161,12 @@ public struct ProxyConfig: Sendable, Equatable {
             var backends: [BackendConfig] = []
             for (i, b) in list.enumerated() {
                 let bm = try y.mapping(b, "each backend")
-                try y.keys(bm, ["name", "address", "priority", "weight"])
+                try y.keys(bm, ["name", "address", "priority", "weight", "chaos"])
                 let bname = try y.string(bm, "name") ?? "backend\(i + 1)"
                 if backends.contains(where: { $0.name == bname }) { throw y.error(bm["name"], "duplicate backend name \"\(bname)\"") }
                 backends.append(BackendConfig(name: bname, address: try y.endpoint(bm, "address", owner: b),
                                               priority: try y.int(bm, "priority", 0...1_000_000) ?? (i + 1),
-                                              weight: try y.int(bm, "weight", 1...1000) ?? 1))
+                                              weight: try y.int(bm, "weight", 1...1000) ?? 1, chaos: try y.bool(bm, "chaos") ?? false))
             }
             var onSwitch: [String]? = nil
             var hookTimeout = 10.0

@@ -126,6 +126,50 @@ public struct AlertTarget: Sendable, Equatable {
 /// Every event Lifeboat alerts on (later features add theirs).
 public enum AlertEvent: String, Sendable, CaseIterable {
     case failure, warning, rpoBreach = "rpo_breach", lag, checkError = "check_error", `switch`, agentRestart = "agent_restart"
+    case drillFailed = "drill_failed", massChange = "mass_change"
+}
+
+/// What a drill plays out.
+public enum DrillScenario: String, Sendable, CaseIterable {
+    /// Restore the newest snapshot at each site into the sandbox, verify it, run the playbook.
+    case restore
+    /// The primary is lost: each replica alone, without one read from the primary.
+    case siteLoss = "site-loss"
+    /// A copy of the source is encrypted and backed up to a drill repository at each site, then the attacker's
+    /// deletes are tried with the client's credentials; the clean snapshot must survive and restore.
+    case ransomware
+    /// Bytes of a sandbox copy of a site's repository are flipped; the check must name every damaged pack.
+    case corruption
+    /// Recovery from nothing: the recovery kit alone rebuilds the plan from a site, which restores the source.
+    case fromKit = "from-kit"
+    /// The primary backend of a proxy pool is killed while clients run through the proxy.
+    case nodeCrash = "node-crash"
+}
+
+/// A drill of the plan: a scenario, for a source, from each site of `from` on its own.
+public struct Drill: Sendable {
+    public var name: String
+    public var source: String
+    /// The sites drilled, each on its own (default: every site that holds the source).
+    public var from: [String]
+    public var scenario: DrillScenario
+    /// Where each run restores, in a fresh folder of its own that is removed afterwards.
+    public var sandbox: String
+    /// The recovery procedure (relative paths are taken from the plan file's folder).
+    public var playbook: String?
+    public var schedule: Schedule?
+    public var scheduleText: String?
+    /// The user that the playbook's commands run as (PostgreSQL refuses to run as root).
+    public var runAs: String?
+    /// The whole run's time limit; a run still going then is killed and fails.
+    public var timeout: Double = 3600
+    /// Variables for the playbook (as `--var`).
+    public var variables: [String: String] = [:]
+    public var location: Location
+
+    public init(name: String, source: String, from: [String], scenario: DrillScenario, sandbox: String, location: Location) {
+        self.name = name; self.source = source; self.from = from; self.scenario = scenario; self.sandbox = sandbox; self.location = location
+    }
 }
 
 public struct AgentSettings: Sendable, Equatable {
@@ -154,8 +198,12 @@ public struct Plan: Sendable {
     public var limits = Limits()
     public var alerts: [AlertTarget] = []
     public var agent = AgentSettings()
+    public var drills: [Drill] = []
+    public var massChange = MassChangeThresholds()
 
     public static let defaultPath = "/etc/lifeboat/lifeboat.yaml"
+
+    public init(path: String, sites: SitesConfig, sources: [Source]) { self.path = path; self.sites = sites; self.sources = sources }
     static func nameCharacters(_ c: Character) -> Bool { c.isLetter || c.isNumber || c == "-" || c == "_" || c == "." }
 
     public static func load(_ path: String) throws -> Plan {
@@ -170,7 +218,7 @@ public struct Plan: Sendable {
     public static func parse(_ text: String, path: String, timeZone: TimeZone = .current) throws -> Plan {
         let y = YAMLReader(path: path)
         let (top, root) = try y.document(text, describedAs: "`sites:` and `sources:`")
-        try y.keys(top, ["sites", "sources", "checks", "prune", "replication", "proxy", "limits", "alerts", "agent", "timezone"])
+        try y.keys(top, ["sites", "sources", "checks", "prune", "replication", "proxy", "limits", "alerts", "agent", "timezone", "drills", "mass_change"])
         let sites = try SitesConfig.parse(top, root: root, reader: y, replicationKeys: ["max_lag"])
         var plan = Plan(path: path, sites: sites, sources: [])
         var zone = timeZone
@@ -239,7 +287,83 @@ public struct Plan: Sendable {
                 plan.agent.tlsKey = try y.string(tm, "key", required: true, owner: t)
             }
         }
+        if let d = top["drills"] {
+            guard let seq = d.sequence else { throw y.error(d, "`drills:` must be a list") }
+            for node in seq { plan.drills.append(try drill(node, y, plan, zone)) }
+        }
+        if let mc = top["mass_change"] {
+            let m = try y.mapping(mc, "`mass_change:`")
+            try y.keys(m, ["changed_files", "high_entropy", "min_files", "entropy_bits"])
+            plan.massChange.changedShare = try share(m, "changed_files", y) ?? plan.massChange.changedShare
+            plan.massChange.entropyShare = try share(m, "high_entropy", y) ?? plan.massChange.entropyShare
+            plan.massChange.minFiles = try y.int(m, "min_files", 1...100_000_000) ?? plan.massChange.minFiles
+            if let n = m["entropy_bits"] {
+                guard let v = n.float, v.isFinite, v >= 1, v <= 8 else { throw y.error(n, "`entropy_bits` must be a number from 1 to 8") }
+                plan.massChange.entropyBits = v
+            }
+        }
         return plan
+    }
+
+    /// `50%` or a fraction from 0 to 1.
+    static func share(_ m: Yams.Node.Mapping, _ k: String, _ y: YAMLReader) throws -> Double? {
+        guard let n = m[k] else { return nil }
+        let s = n.string ?? ""
+        let v = s.hasSuffix("%") ? Double(s.dropLast()).map { $0 / 100 } : Double(s)
+        guard let v, v.isFinite, v > 0, v <= 1 else { throw y.error(n, "`\(k)` must be a share such as 50% (or 0.5), above 0 and at most 100%") }
+        return v
+    }
+
+    static func drill(_ node: Yams.Node, _ y: YAMLReader, _ plan: Plan, _ zone: TimeZone) throws -> Drill {
+        let m = try y.mapping(node, "each drill")
+        try y.keys(m, ["name", "source", "from", "scenario", "sandbox", "playbook", "schedule", "timezone", "run_as", "timeout", "variables"])
+        let name = try y.string(m, "name", required: true, owner: node)!
+        guard name.count <= 64, name.allSatisfy(nameCharacters) else {
+            throw y.error(m["name"], "drill name \"\(name)\" may hold letters, digits, - _ . only (at most 64)")
+        }
+        guard !plan.drills.contains(where: { $0.name == name }) else { throw y.error(m["name"], "duplicate drill name \"\(name)\"") }
+        let sourceName = try y.string(m, "source", required: true, owner: node)!
+        guard let source = plan.sources.first(where: { $0.name == sourceName }) else {
+            throw y.error(m["source"], "drill \(name): no source named \"\(sourceName)\" (sources: \(plan.sources.map(\.name).joined(separator: ", ")))")
+        }
+        let scenario = try y.enumValue(m, "scenario", DrillScenario.self) ?? .restore
+        if scenario == .ransomware || scenario == .nodeCrash {
+            throw y.error(m["scenario"], "drill \(name): the \(scenario.rawValue) scenario is not available in this version (restore, site-loss, corruption, from-kit are)")
+        }
+        let holding = source.sites.isEmpty ? plan.sites.sites.map(\.name) : source.sites
+        var from = try y.strings(m, "from") ?? []
+        for (i, s) in from.enumerated() where !plan.sites.sites.contains(where: { $0.name == s }) {
+            throw y.error(m["from"]?.sequence?[i], "drill \(name): no site named \"\(s)\" (sites: \(plan.sites.sites.map(\.name).joined(separator: ", ")))")
+        }
+        if from.isEmpty { from = scenario == .siteLoss ? holding.filter { $0 != plan.sites.primary.name } : holding }
+        if scenario == .siteLoss {
+            if let i = from.firstIndex(of: plan.sites.primary.name) {
+                throw y.error(m["from"]?.sequence?[i], "drill \(name): site-loss drills the replicas with the primary lost: leave the primary \(plan.sites.primary.name) out of `from`")
+            }
+            guard !from.isEmpty else { throw y.error(node, "drill \(name): site-loss needs a replica site, and the plan has none") }
+        }
+        let sandbox = try y.string(m, "sandbox", required: true, owner: node)!
+        guard sandbox.hasPrefix("/"), !sandbox.split(separator: "/").contains(".."), sandbox != "/" else {
+            throw y.error(m["sandbox"], "drill \(name): `sandbox` must be an absolute folder other than / (each run makes a fresh folder in it)")
+        }
+        var drill = Drill(name: name, source: sourceName, from: from, scenario: scenario, sandbox: sandbox, location: Location(y.path, m["name"]))
+        if let p = try y.string(m, "playbook") {
+            drill.playbook = p.hasPrefix("/") ? p : ((y.path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(p)
+        }
+        if m["schedule"] != nil {
+            let (s, text) = try schedule(m, node, y, zone)
+            drill.schedule = s
+            drill.scheduleText = text
+        }
+        drill.runAs = try y.string(m, "run_as")
+        drill.timeout = try y.duration(m, "timeout", 1...(7 * 86400)) ?? drill.timeout
+        if let v = m["variables"] {
+            for (k, val) in try y.mapping(v, "`variables:`") {
+                guard let key = k.string, !key.isEmpty, val.scalar != nil, let s = val.string else { throw y.error(k, "each variable is a name and a string") }
+                drill.variables[key] = s
+            }
+        }
+        return drill
     }
 
     static func zone(_ m: Yams.Node.Mapping, _ y: YAMLReader, _ fallback: TimeZone) throws -> TimeZone {

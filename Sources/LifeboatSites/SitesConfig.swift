@@ -28,6 +28,13 @@ public struct Site: Sendable, Equatable {
     public var objectLockMode: String? = nil
 }
 
+extension Site {
+    public init(name: String, repository: String, role: Role, passwordFile: String?, credentialsFile: String?) {
+        self.init(name: name, repository: repository, role: role, passwordFile: passwordFile, credentialsFile: credentialsFile,
+                  limitUpload: nil, limitDownload: nil, adminRepository: nil, adminCredentialsFile: nil)
+    }
+}
+
 /// The site list (`sites.yaml`), shared by `replicate`, `sites status` and, later, the daemon.
 ///
 /// ```yaml
@@ -53,6 +60,8 @@ public struct SitesConfig: Sendable {
     public var maxBackoff: Double = 900
     public var stateFile: String
     public var path: String
+
+    public init(sites: [Site], stateFile: String, path: String) { self.sites = sites; self.stateFile = stateFile; self.path = path }
 
     public var primary: Site { sites.first { $0.role == .primary }! }
     public var replicas: [Site] { sites.filter { $0.role == .replica } }

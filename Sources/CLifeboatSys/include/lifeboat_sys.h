@@ -25,4 +25,6 @@ int lb_ioprio_set_self(int ioclass, int level);
 #include <spawn.h>
 /* posix_spawn_file_actions_addclosefrom_np(actions, from): the child gets no descriptor >= from (glibc 2.34). */
 int lb_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
+/* posix_spawn_file_actions_addchdir_np(actions, path): the child starts in path (glibc 2.29). */
+int lb_spawn_chdir(posix_spawn_file_actions_t *actions, const char *path);
 #endif

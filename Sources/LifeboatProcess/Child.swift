@@ -1,24 +1,56 @@
 import CLifeboatSys
 import Foundation
 import Glibc
+import LifeboatCore
 
 /// A child process in a process group of its own, so that a timeout kills it and everything it started (a hook
 /// that runs `sleep`, a dump tool's helpers). Arguments go in argv; secrets go in the environment only.
-struct Child: Sendable {
-    let pid: pid_t
-    let program: String
+public struct Child: Sendable {
+    public let pid: pid_t
+    public let program: String
 
-    struct Exit: Sendable {
-        var status: Int32
-        var signal: Int32?
-        var timedOut: Bool
-        var ok: Bool { signal == nil && status == 0 && !timedOut }
+    public struct Exit: Sendable {
+        public var status: Int32
+        public var signal: Int32?
+        public var timedOut: Bool
+        public var ok: Bool { signal == nil && status == 0 && !timedOut }
+        public var description: String {
+            timedOut ? "was killed at its timeout" : signal.map { "was killed by signal \($0)" } ?? "failed with exit status \(status)"
+        }
+    }
+
+    /// A user a child runs as: its IDs and home (from the password database).
+    public struct User: Sendable, Equatable {
+        public var name: String
+        public var uid: uid_t
+        public var gid: gid_t
+        public var home: String
+
+        public init?(named name: String) {
+            guard let pw = getpwnam(name) else { return nil }
+            self.name = name
+            uid = pw.pointee.pw_uid
+            gid = pw.pointee.pw_gid
+            home = String(cString: pw.pointee.pw_dir)
+        }
     }
 
     /// Starts `argv` (looked up in PATH when it has no slash) with `environment` added to this process's.
-    /// `stdout`/`stderr`: descriptors for the child (nil: /dev/null).
-    static func spawn(_ argv: [String], environment: [String: String] = [:], stdout: Int32? = nil, stderr: Int32? = nil) throws -> Child {
+    /// `stdout`/`stderr`: descriptors for the child (nil: /dev/null). `user`: run as that user (through
+    /// util-linux `setpriv`, with its groups and home; the caller must be root). `directory`: its working folder.
+    public static func spawn(_ argv: [String], environment: [String: String] = [:], stdout: Int32? = nil, stderr: Int32? = nil,
+                             user: User? = nil, directory: String? = nil) throws -> Child {
         guard let first = argv.first, !first.isEmpty else { throw ChildError("an empty command") }
+        if let user {
+            guard getuid() == 0 || getuid() == user.uid else { throw ChildError("cannot run \(first) as \(user.name): only root can change user") }
+            guard let setpriv = Child.which("setpriv") else { throw ChildError("cannot run \(first) as \(user.name): setpriv (util-linux) is not in PATH") }
+            var env = environment
+            env["HOME"] = user.home
+            env["USER"] = user.name
+            env["LOGNAME"] = user.name
+            return try spawn([setpriv, "--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups", "--"] + argv, environment: env,
+                             stdout: stdout, stderr: stderr, user: nil, directory: directory)
+        }
         let path: String
         if first.contains("/") { path = first } else {
             guard let p = Child.which(first) else { throw ChildError("\(first): no such command in PATH") }
@@ -27,6 +59,7 @@ struct Child: Sendable {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
+        if let directory { _ = lb_spawn_chdir(&actions, directory) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         if let stdout { posix_spawn_file_actions_adddup2(&actions, stdout, 1) } else { posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0) }
         if let stderr { posix_spawn_file_actions_adddup2(&actions, stderr, 2) } else { posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) }
@@ -54,7 +87,7 @@ struct Child: Sendable {
         return Child(pid: pid, program: first)
     }
 
-    static func which(_ name: String) -> String? {
+    public static func which(_ name: String) -> String? {
         for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") {
             let p = "\(dir)/\(name)"
             var st = stat()
@@ -64,7 +97,7 @@ struct Child: Sendable {
     }
 
     /// Waits for the child; after `timeout` seconds its whole process group gets SIGTERM, and SIGKILL 5 s later.
-    func wait(timeout: Double? = nil) async -> Exit {
+    public func wait(timeout: Double? = nil) async -> Exit {
         let start = ContinuousClock.now
         var timedOut = false
         var termSent: ContinuousClock.Instant?
@@ -97,23 +130,23 @@ struct Child: Sendable {
     }
 
     /// Kills the whole group now (the job was cancelled).
-    func killGroup() { kill(-pid, SIGKILL) }
+    public func killGroup() { kill(-pid, SIGKILL) }
 }
 
-struct ChildError: Error, CustomStringConvertible {
-    var description: String
-    init(_ d: String) { description = d }
+public struct ChildError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
 }
 
 /// A pipe whose read end collects up to `limit` bytes in the background (a child's standard error, for the
 /// error message), discarding the rest.
-final class Capture: Sendable {
-    let readFD: Int32
-    let writeFD: Int32
-    let limit: Int
+public final class Capture: Sendable {
+    public let readFD: Int32
+    public let writeFD: Int32
+    public let limit: Int
     private let task: Task<[UInt8], Never>
 
-    init(limit: Int = 16 << 10) throws {
+    public init(limit: Int = 16 << 10) throws {
         var fds: [Int32] = [0, 0]
         guard makePipe(&fds) else { throw ChildError("cannot create a pipe: \(String(cString: strerror(errno)))") }
         readFD = fds[0]
@@ -141,20 +174,20 @@ final class Capture: Sendable {
     }
 
     /// Closes this process's write end (after the spawn) so that the reader sees the end when the child exits.
-    func closeWriter() { close(writeFD) }
+    public func closeWriter() { close(writeFD) }
 
     /// The last lines captured, trimmed, on one line.
-    func text() async -> String {
+    public func text(lines count: Int = 3) async -> String {
         let bytes = await task.value
         let s = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        let lines = s.split(whereSeparator: \.isNewline).suffix(3).joined(separator: " / ")
-        return String(lines.suffix(600))
+        let lines = s.split(whereSeparator: \.isNewline).suffix(count).joined(separator: " / ")
+        return String(lines.suffix(count * 200))
     }
 }
 
 /// Runs hook commands (`/bin/sh -c`), one after another, each killed at the timeout.
-enum HookRunner {
-    static func run(_ commands: [String], timeout: Double, environment: [String: String], what: String) async throws {
+public enum HookRunner {
+    public static func run(_ commands: [String], timeout: Double, environment: [String: String], what: String) async throws {
         for c in commands {
             let capture = try Capture()
             let child: Child
@@ -178,9 +211,23 @@ enum HookRunner {
 }
 
 /// A pipe whose ends are closed on exec (children get only what they are given as 0, 1, 2).
-func makePipe(_ fds: inout [Int32]) -> Bool {
+public func makePipe(_ fds: inout [Int32]) -> Bool {
     guard pipe(&fds) == 0 else { return false }
     _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
     _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
     return true
+}
+
+/// Reads up to `max` bytes on a Dispatch thread (a blocking read never holds one of Swift concurrency's threads).
+public func blockingRead(_ fd: Int32, max: Int, what: String) async throws -> [UInt8] {
+    try await withCheckedThrowingContinuation { (cont: CheckedContinuation<[UInt8], any Error>) in
+        DispatchQueue.global().async {
+            var b = [UInt8](repeating: 0, count: max)
+            while true {
+                let n = b.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, max) }
+                if n >= 0 { b.removeLast(max - n); cont.resume(returning: b); return }
+                if errno != EINTR { cont.resume(throwing: LifeboatError(.io, "cannot read \(what): \(String(cString: strerror(errno)))")); return }
+            }
+        }
+    }
 }
