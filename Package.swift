@@ -173,7 +173,8 @@ let package = Package(
         ], swiftSettings: swift6),
         .testTarget(name: "LifeboatFailoverTests", dependencies: ["LifeboatFailover"], swiftSettings: swift6),
         .testTarget(name: "LifeboatProxyTests", dependencies: ["LifeboatProxy", "LifeboatFailover"], swiftSettings: swift6),
-        .testTarget(name: "LifeboatAgentTests", dependencies: ["LifeboatAgent", "LifeboatPlan", "LifeboatCore", "LifeboatSnapshot", "LifeboatSites"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatAgentTests", dependencies: ["LifeboatAgent", "LifeboatDrill", "LifeboatProcess", "LifeboatPlan", "LifeboatCore", "LifeboatSnapshot", "LifeboatSites"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatDrillTests", dependencies: ["LifeboatDrill", "LifeboatPlan", "LifeboatProcess", "LifeboatCore"], swiftSettings: swift6),
         .testTarget(name: "LifeboatPlanTests", dependencies: ["LifeboatPlan", "LifeboatCore", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatReplicationTests", dependencies: [
             "LifeboatReplication", "LifeboatBackends", "LifeboatSites", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage",

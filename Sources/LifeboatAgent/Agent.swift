@@ -277,6 +277,7 @@ public actor Agent {
         try? store.setBreach(key, since: on ? clock() : nil)
         alerts.send(Alert(event, source: source, site: site, message: message, time: clock(), resolved: !on))
         if on { logger.warning("alert", metadata: ["event": "\(event.rawValue)", "message": "\(message)"]) }
+        else { logger.info("alert cleared", metadata: ["event": "\(event.rawValue)", "message": "\(message)"]) }
     }
 
     /// Whether an error means the site cannot be reached (after the backend's retries), not that the job failed.
@@ -515,7 +516,6 @@ public actor Agent {
     /// `drill_failed` alert while it fails at a site, one when it passes again.
     func drill(_ drill: Drill, plan: Plan, job: JobID, scheduled: Date?, delay: Double?) async -> Bool {
         var env = DrillEnvironment(plan: plan, access: access, reports: Agent.reportDirectory(plan), host: localHostname())
-        env.clock = clock
         let log = logger
         env.log = { log.info("\($0)") }
         env.audit = AuditLog(path: Agent.auditLogPath(plan))

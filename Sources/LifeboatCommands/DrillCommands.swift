@@ -77,7 +77,7 @@ struct DrillRunCommand: AsyncParsableCommand {
         var out = "drill \(r.drill) at \(r.site): \(r.passed ? "PASSED" : "FAILED")  RTO \(objective(r.rtoSeconds, r.rtoObjective))  RPO \(objective(r.rpoSeconds, r.rpoObjective))\n"
         for s in r.steps {
             out += String(format: "  %-4@ %-32@ %8.3f s  %@\n", s.result.rawValue as NSString, String(s.name.prefix(32)) as NSString, s.seconds,
-                          String((s.detail ?? "").prefix(100)) as NSString)
+                          String((s.detail ?? "").prefix(200)) as NSString)
         }
         for f in r.failures { out += "  failed: \(f)\n" }
         out += "  report: \(reports)/\(r.id).md (.html, .json)"

@@ -21,7 +21,8 @@ public struct DrillEnvironment: Sendable {
     /// Keep the sandbox afterwards (to look at it).
     public var keep = false
     public var host: String
-    public var clock: @Sendable () -> Date = { currentTime() }
+    /// Now (`LIFEBOAT_NOW` when set), advancing with the monotonic clock: durations are real even under an injected time.
+    public var clock: @Sendable () -> Date = steadyClock()
     public var log: @Sendable (String) -> Void = { _ in }
     /// The recovery kit as it would be printed for a site (from-kit drills start from it alone).
     public var kit: (@Sendable (Site) async throws -> String)?
@@ -31,6 +32,16 @@ public struct DrillEnvironment: Sendable {
 
     public init(plan: Plan, access: SiteAccess, reports: String, host: String) {
         self.plan = plan; self.access = access; self.reports = reports; self.host = host
+    }
+}
+
+/// `currentTime()` once, then the monotonic time elapsed since: steps measure real durations under `LIFEBOAT_NOW`.
+public func steadyClock() -> @Sendable () -> Date {
+    let base = currentTime()
+    let start = ContinuousClock.now
+    return {
+        let d = ContinuousClock.now - start
+        return base.addingTimeInterval(Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
     }
 }
 
@@ -203,7 +214,7 @@ public enum DrillRunner {
         }
         let restores = book.steps.contains { if case .lifeboat(.restore, _) = $0.action { return true } else { return false } }
         if !restores {
-            book.steps.insert(PlaybookStep(name: "restore", action: .lifeboat(.restore, [:]), location: Location(file: book.path)), at: 0)
+            book.steps.insert(PlaybookStep(name: "restore", action: .lifeboat(.restore, PlaybookStep.restoreDefaults), location: Location(file: book.path)), at: 0)
         }
         return book
     }
@@ -281,7 +292,7 @@ struct SiteActions: PlaybookActions {
         let t4 = currentTime()
         r.phases = ["fetch": t1.timeIntervalSince(t0), "restore": t2.timeIntervalSince(t1), "verify": t3.timeIntervalSince(t2), "integrity": t4.timeIntervalSince(t3)]
         r.facts?["verified_files"] = "\(v.files)"
-        r.detail = "snapshot \(chosen.id.short) of \(Timestamp.format(chosen.snapshot.date)) from \(siteName): \(Units.count(v.files, "file")), \(Units.bytes(v.bytes)) verified\(integrity.map { "; \($0)" } ?? "")"
+        r.detail = "snapshot \(chosen.id.short) of \(String(Timestamp.format(chosen.snapshot.date).prefix(19))) from \(siteName): \(Units.count(v.files, "file")), \(Units.bytes(v.bytes)) verified\(integrity.map { "; \($0)" } ?? "")"
         // The playbook's commands run as the drill's user: the restored tree is theirs.
         if let owner { try chownTree(target, owner) }
     }

@@ -93,7 +93,7 @@ public struct PlaybookRunner: Sendable {
     public var onStep: @Sendable (StepRecord) -> Void = { _ in }
     /// The whole run's end: a step still going then is killed.
     public var deadline: Date?
-    public var clock: @Sendable () -> Date = { currentTime() }
+    public var clock: @Sendable () -> Date = steadyClock()
 
     public init(playbook: Playbook, variables: [String: String], actions: any PlaybookActions) {
         self.playbook = playbook; self.variables = variables; self.actions = actions

@@ -132,6 +132,10 @@ public struct Playbook: Sendable {
                     marks.append((s, v.mark))
                 }
             }
+            if a == .restore {
+                // What a restore takes unless the step says otherwise: the run's source, snapshot, site and sandbox.
+                for (k, v) in PlaybookStep.restoreDefaults where args[k] == nil { args[k] = v }
+            }
             for r in a.required where args[r] == nil { throw y.error(node, "step \"\(name)\": `lifeboat: \(a.rawValue)` needs `with: {\(r): …}`") }
             step.action = .lifeboat(a, args)
         default:
@@ -199,6 +203,9 @@ public struct PlaybookStep: Sendable {
             }
         }
     }
+    /// A restore step's arguments when it does not give them.
+    public static let restoreDefaults = ["source": "{source}", "snapshot": "{snapshot}", "site": "{site}", "target": "{sandbox}"]
+
     public var name: String
     public var action: Action
     /// A single try's time limit (a `check`: each try's, within its deadline).
@@ -249,52 +256,58 @@ extension PlaybookStep.Command {
     }
 }
 
-/// `{name}` substitution: `{{` and `}}` are literal braces; a brace that opens no name is an error.
+/// `{name}` substitution. A template is `{name}` with a name of letters, digits and `_` (at most 64), not right
+/// after a `$`: so shell text keeps its meaning (`${HOME}`, `{ cmd; }`, `awk '{print $1}'` stay as written).
+/// `{{` writes a literal `{` (for a literal `{name}`); any other brace is literal as it is.
 public enum Template {
     public struct Problem: Error, CustomStringConvertible { public var description: String }
 
-    public static func variables(in text: String) -> Result<[String], Problem> {
-        var out: [String] = []
-        var it = Array(text.unicodeScalars)[...]
-        while let c = it.first {
-            it = it.dropFirst()
+    enum Piece { case text(String), variable(String) }
+
+    static func pieces(_ text: String) -> [Piece] {
+        var out: [Piece] = []
+        var lit = ""
+        let s = Array(text.unicodeScalars)
+        var i = 0
+        func isName(_ c: Unicode.Scalar) -> Bool { c.isASCII && (CharacterSet.alphanumerics.contains(c) || c == "_") }
+        while i < s.count {
+            let c = s[i]
             if c == "{" {
-                if it.first == "{" { it = it.dropFirst(); continue }
-                guard let end = it.firstIndex(of: "}") else { return .failure(Problem(description: "a `{` without its `}` (write {{ for a brace)")) }
-                let name = String(String.UnicodeScalarView(it[it.startIndex..<end]))
-                guard !name.isEmpty, name.count <= 64, name.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) || $0 == "_" }) else {
-                    return .failure(Problem(description: "\"{\(name.prefix(40))}\" is not a variable (names hold letters, digits and _; write {{ for a brace)"))
+                if i + 1 < s.count && s[i + 1] == "{" { lit += "{"; i += 2; continue }
+                if i > 0 && s[i - 1] == "$" { lit += "{"; i += 1; continue }
+                var j = i + 1
+                while j < s.count && j - i <= 65 && isName(s[j]) { j += 1 }
+                if j > i + 1 && j - i - 1 <= 64 && j < s.count && s[j] == "}" {
+                    if !lit.isEmpty { out.append(.text(lit)); lit = "" }
+                    var name = ""
+                    name.unicodeScalars.append(contentsOf: s[(i + 1)..<j])
+                    out.append(.variable(name))
+                    i = j + 1
+                    continue
                 }
-                out.append(name)
-                it = it[(end + 1)...]
-            } else if c == "}" {
-                if it.first == "}" { it = it.dropFirst(); continue }
-                return .failure(Problem(description: "a `}` without its `{` (write }} for a brace)"))
+                lit += "{"
+                i += 1
+            } else if c == "}" && i + 1 < s.count && s[i + 1] == "}" {
+                lit += "}"
+                i += 2
+            } else {
+                lit.unicodeScalars.append(c)
+                i += 1
             }
         }
-        return .success(out)
+        if !lit.isEmpty { out.append(.text(lit)) }
+        return out
+    }
+
+    /// The variables `text` uses, in order.
+    public static func variables(in text: String) -> Result<[String], Problem> {
+        .success(pieces(text).compactMap { if case .variable(let n) = $0 { return n } else { return nil } })
     }
 
     /// Replaces each `{name}` by its value (an unknown one stays as written; parsing has refused it already).
     public static func render(_ text: String, _ vars: [String: String]) -> String {
-        var out = ""
-        var it = Array(text.unicodeScalars)[...]
-        while let c = it.first {
-            it = it.dropFirst()
-            if c == "{" {
-                if it.first == "{" { it = it.dropFirst(); out += "{"; continue }
-                if let end = it.firstIndex(of: "}") {
-                    let name = String(String.UnicodeScalarView(it[it.startIndex..<end]))
-                    out += vars[name] ?? "{\(name)}"
-                    it = it[(end + 1)...]
-                } else { out += "{" }
-            } else if c == "}" {
-                if it.first == "}" { it = it.dropFirst() }
-                out += "}"
-            } else {
-                out.unicodeScalars.append(c)
-            }
-        }
-        return out
+        pieces(text).map { p in
+            switch p { case .text(let t): t; case .variable(let n): vars[n] ?? "{\(n)}" }
+        }.joined()
     }
 }

@@ -130,7 +130,10 @@ public struct RestoreVerifier: Sendable {
         var out: [String] = []
         func fail(_ what: String) { out.append(path + "\u{0}" + what) }
         let fd = withCPath(n.name) { openat(dirfd, $0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
-        guard fd >= 0 else { fail(errno == ELOOP ? "a symlink, not a file" : "cannot open: \(String(cString: strerror(errno)))"); return (out, 0) }
+        guard fd >= 0 else {
+            fail(errno == ELOOP ? "a symlink, not a file" : errno == ENOENT ? "missing" : "cannot open: \(String(cString: strerror(errno)))")
+            return (out, 0)
+        }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { fail("not a regular file"); return (out, 0) }

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 @testable import LifeboatAgent
+@testable import LifeboatDrill
+import LifeboatProcess
 import LifeboatCore
 import LifeboatPlan
 import LifeboatSnapshot
@@ -410,6 +412,10 @@ struct ReadDataSubsetPart: Hashable { var n: Int; var t: Int }
                   "lifeboat restore latest --tag source=web --target /", "pg_restore", "RTO 30m 00s"] {
             #expect(text.contains(s), "the kit has \(s)")
         }
+        // A from-kit drill reads the kit as a person would type it: the first reachable site, its secrets' places.
+        let lines = try FromKit.parse(text)
+        #expect(lines.repository == a.repository && lines.passwordFile == "/etc/lifeboat/a.pw")
+        #expect(lines.staging == RecoveryKit.stagingDirectory(p) && lines.planPath == p.path)
         #expect(p.sources.last?.name == "lifeboat-agent" && p.sources.last?.scheduleText == "15 * * * *")
         #expect(p.sources.last?.schedule.next(after: t0).map { Calendar(identifier: .gregorian).component(.minute, from: $0) } == 15)
         #expect(RecoveryKit.redacted("/srv/repo") == "/srv/repo")

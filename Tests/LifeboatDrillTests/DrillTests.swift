@@ -1,0 +1,165 @@
+import Foundation
+import Testing
+import LifeboatCore
+import LifeboatPlan
+import LifeboatProcess
+@testable import LifeboatDrill
+
+/// Built-in actions that restore nothing: a restore records a snapshot (or fails when told to).
+struct FakeActions: PlaybookActions {
+    var failRestore = false
+    func restore(_ args: [String: String], into r: inout StepRecord) async throws {
+        if failRestore { throw LifeboatError(.notFound, "no snapshot") }
+        r.facts = ["snapshot": "abcd1234", "snapshot_time": "2026-12-01T10:00:00Z", "files": "3", "bytes": "42"]
+        r.phases = ["fetch": 0.1, "restore": 0.2, "verify": 0.05, "integrity": 0]
+    }
+    func replicate(site: String?) async throws -> String { "0 snapshots copied" }
+    func backend(_ action: PlaybookStep.BuiltIn, pool: String, backend: String) async throws -> String { "done" }
+}
+
+@Suite struct PlaybookRunnerTests {
+    func book(_ text: String) throws -> Playbook { try Playbook.parse(text, path: "pb.yaml") }
+    func dir() -> String {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("lb-drill-\(UUID().uuidString)").path
+        try! FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        return d
+    }
+
+    @Test func stopsAtTheFirstFailureAndAlwaysCleansUp() async throws {
+        let d = dir()
+        defer { try? FileManager.default.removeItem(atPath: d) }
+        let b = try book("""
+            steps:
+              - {name: one, run: "echo one > {sandbox}/one"}
+              - {name: two, run: "echo out; echo err >&2; exit 3"}
+              - {name: three, run: "touch {sandbox}/three"}
+            cleanup:
+              - {name: clean, run: "touch {sandbox}/clean"}
+            """)
+        var r = PlaybookRunner(playbook: b, variables: ["sandbox": d, "run_id": "r1"], actions: FakeActions())
+        r.audit = AuditLog(path: d + "/audit.jsonl")
+        let run = await r.run(id: "r1")
+        #expect(run.failedStep == "two")
+        #expect(run.steps.map(\.name) == ["one", "two", "clean"])
+        #expect(run.steps[1].detail?.contains("failed with exit status 3") == true && run.steps[1].output?.contains("err") == true)
+        #expect(FileManager.default.fileExists(atPath: d + "/one") && !FileManager.default.fileExists(atPath: d + "/three"))
+        #expect(FileManager.default.fileExists(atPath: d + "/clean"), "cleanup runs after a failure")
+        let log = try #require(try AuditLog(path: d + "/audit.jsonl").run("r1"))
+        #expect(log.variables["sandbox"] == d && log.steps["two"]?.result == .failed && log.steps["one"]?.result == .ok)
+    }
+
+    @Test func retriesChecksTimeoutsAndManualSteps() async throws {
+        let d = dir()
+        defer { try? FileManager.default.removeItem(atPath: d) }
+        let b = try book("""
+            steps:
+              - {name: flaky, run: "test -f {sandbox}/tried || { touch {sandbox}/tried; exit 1; }", retries: 1, retry_delay: 10ms}
+              - {name: appears, check: "test -f {sandbox}/later", within: 5s, interval: 50ms}
+              - {name: confirm, manual: "Call the bank", confirmed_in_drills: true}
+              - {name: hangs, run: "sleep 30", timeout: 200ms}
+            """)
+        let later = d + "/later"
+        Task { try? await Task.sleep(for: .milliseconds(300)); FileManager.default.createFile(atPath: later, contents: nil) }
+        var r = PlaybookRunner(playbook: b, variables: ["sandbox": d], actions: FakeActions())
+        r.drill = true
+        let start = ContinuousClock.now
+        let run = await r.run(id: "r2")
+        #expect(run.steps[0].result == .ok && run.steps[0].attempts == 2)
+        #expect(run.steps[1].result == .ok && run.steps[1].attempts > 1)
+        #expect(run.steps[2].result == .ok, "a drill takes the confirmation from the file")
+        #expect(run.steps[3].result == .failed && run.steps[3].detail?.contains("was killed") == true)
+        #expect(ContinuousClock.now - start < .seconds(10), "the hung step did not hold the run")
+        // Outside a drill nobody confirms on a pipe: the manual step fails; a drill without the flag fails it too.
+        let m = try book("steps:\n  - {name: m, manual: \"Do it\"}\n")
+        #expect(await PlaybookRunner(playbook: m, variables: [:], actions: FakeActions()).run(id: "r3").failedStep == "m")
+        var drill = PlaybookRunner(playbook: m, variables: [:], actions: FakeActions())
+        drill.drill = true
+        #expect(await drill.run(id: "r4").steps[0].detail?.contains("confirmed_in_drills") == true)
+        var asked = PlaybookRunner(playbook: m, variables: [:], actions: FakeActions())
+        asked.confirm = { _ in true }
+        #expect(await asked.run(id: "r5").ok)
+    }
+
+    @Test func theDeadlineStopsTheRun() async throws {
+        let b = try book("steps:\n  - {name: long, run: \"sleep 30\"}\n  - {name: next, run: \"true\"}\n")
+        var r = PlaybookRunner(playbook: b, variables: [:], actions: FakeActions())
+        r.deadline = Date().addingTimeInterval(0.3)
+        let run = await r.run(id: "r6")
+        #expect(run.failedStep == "long" && run.steps.count == 1)
+    }
+}
+
+@Suite struct DrillJudgeTests {
+    func report(rto: Double?, rpo: Double?) -> DrillReport {
+        var r = DrillReport(id: "x", drill: "d", source: "s", site: "usb", scenario: "restore", host: "h",
+                            declared: Timestamp.parse("2026-12-01T12:00:00Z")!)
+        r.rtoObjective = rto
+        r.rpoObjective = rpo
+        return r
+    }
+    func step(_ name: String, _ start: Double, _ end: Double, ok: Bool = true, restore: Bool = false, phase: String = "playbook") -> StepRecord {
+        let t = Timestamp.parse("2026-12-01T12:00:00Z")!
+        var s = StepRecord(index: 1, name: name, kind: "run", summary: "", phase: phase, started: t.addingTimeInterval(start),
+                           ended: t.addingTimeInterval(end), result: ok ? .ok : .failed)
+        if restore {
+            s.facts = ["snapshot": "abcd", "snapshot_time": "2026-12-01T11:30:00Z", "files": "2", "bytes": "10"]
+            s.phases = ["fetch": 1, "restore": 3, "verify": 1, "integrity": 0]
+        }
+        return s
+    }
+
+    @Test func rtoAndRpoAgainstObjectives() {
+        var r = report(rto: 60, rpo: 3600)
+        r.steps = [step("restore", 0, 5, restore: true), step("check", 5, 7), step("stop", 7, 100, phase: "cleanup")]
+        DrillRunner.judge(&r, run: PlaybookRun(id: "x"), setupOK: true)
+        #expect(r.failures.isEmpty, "\(r.failures)")
+        #expect(r.rtoSeconds == 7, "cleanup does not count")
+        #expect(r.rpoSeconds == 1800)
+        #expect(r.phases["playbook"] == 2 && r.phases["overhead"] == 0)
+        var tight = report(rto: 6, rpo: 600)
+        tight.steps = [step("restore", 0, 5, restore: true), step("check", 5, 7)]
+        DrillRunner.judge(&tight, run: PlaybookRun(id: "x"), setupOK: true)
+        #expect(tight.failures.count == 2)
+        #expect(tight.failures[0].contains("RTO of 7.00 s exceeds the objective of 6.00 s"))
+        #expect(tight.failures[1].contains("RPO of 30m 00s exceeds the objective"))
+        var failed = report(rto: 60, rpo: 3600)
+        failed.steps = [step("restore", 0, 5, restore: true), step("check", 5, 7, ok: false)]
+        DrillRunner.judge(&failed, run: PlaybookRun(id: "x", failedStep: "check"), setupOK: true)
+        #expect(failed.rtoSeconds == nil, "no recovery, no RTO")
+        #expect(failed.failures == ["step \"check\" failed: no detail"])
+    }
+
+    @Test func reportsEscapeHostileNames() {
+        var r = report(rto: 60, rpo: nil)
+        r.drill = "<script>alert(1)</script>"
+        r.steps = [step("<img src=x onerror=alert(1)>", 0, 1)]
+        r.failures = ["a \"quoted\" & <b>bold</b> reason"]
+        let html = r.html()
+        #expect(!html.contains("<script>alert") && !html.contains("<img") && !html.contains("<b>bold"))
+        #expect(html.contains("&lt;script&gt;") && html.contains("&amp;"))
+        let back = try? DrillReport.decoder().decode(DrillReport.self, from: Data(r.json().utf8))
+        #expect(back == r, "the JSON report reads back")
+        #expect(r.markdown().contains("| RTO |"))
+    }
+}
+
+@Suite struct KitAndSandboxTests {
+    @Test func shellWordsOfTheKit() {
+        #expect(FromKit.shellWords("export A='x y' B=\"q\" C=a\\ b") == ["export", "A=x y", "B=q", "C=a b"])
+        #expect(FromKit.shellWords("'it'\\''s'") == ["it's"])
+        #expect(throws: LifeboatError.self) { try FromKit.parse("# nothing here\n") }
+    }
+
+    @Test func staleSandboxesAreThoseOfDeadMakers() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("lb-sbx-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let mine = try Sandbox.create(root: root, drill: "d", site: "s", now: Date())
+        try FileManager.default.createDirectory(atPath: root + "/lifeboat-drill-dead", withIntermediateDirectories: true)
+        try "999999999 1\n".write(toFile: root + "/lifeboat-drill-dead/.lifeboat-drill", atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: root + "/lifeboat-drill-nomarker", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: root + "/not-a-drill", withIntermediateDirectories: true)
+        let stale = Set(Sandbox.stale(root: root).map { ($0 as NSString).lastPathComponent })
+        #expect(stale == ["lifeboat-drill-dead", "lifeboat-drill-nomarker"], "this process's own sandbox and other folders stay")
+        #expect(FileManager.default.fileExists(atPath: mine))
+    }
+}
