@@ -28,7 +28,7 @@ struct DrillRunCommand: AsyncParsableCommand {
         Reports (JSON, Markdown, HTML) go to drills/ beside agent.state and into the agent's state database. \
         Exit status: 0 when every site passed, 23 when one failed (the report says why), 1 on an error.
 
-        \\(Examples.drillRun)
+        \(Examples.drillRun)
         """)
     @OptionGroup var file: PlanFileOptions
     @Argument(help: "The drill's name (drills: in the plan).") var name: String

@@ -211,6 +211,7 @@ enum Examples {
 
     static let drillList = render([
         ("Every drill of the plan with its last result at each site", "lifeboat drill list"),
+        ("The same as JSON lines, one per drill and site", "lifeboat drill list --json"),
     ])
 
     static let drillReport = render([
@@ -219,14 +220,15 @@ enum Examples {
     ])
 
     static let playbookLint = render([
-        ("Check a playbook before it is needed", "lifeboat playbook lint ./playbooks/restore-documents.yaml"),
+        ("Check a playbook before it is needed", "lifeboat playbook lint playbooks/docs.yaml"),
+        ("The same, with a variable the file leaves to the caller", "lifeboat playbook lint playbooks/docs.yaml --var db=shop"),
     ])
 
     static let playbookRun = render([
         ("Each step with its variables resolved; nothing runs",
-         "lifeboat playbook run ./playbooks/restore-documents.yaml --dry-run"),
+         "lifeboat playbook run playbooks/docs.yaml --dry-run"),
         ("Run it: restore into /tmp/restore, verify, check",
-         "lifeboat playbook run ./playbooks/restore-documents.yaml --target /tmp/restore"),
+         "lifeboat playbook run playbooks/docs.yaml --target /tmp/restore"),
     ])
 
     static let completion = render([

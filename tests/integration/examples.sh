@@ -208,14 +208,26 @@ checks: {schedule: "0 3 * * *", read_data_subset: 5%, full_coverage_within: 30d}
 prune: {schedule: "30 4 * * 0"}
 replication: {state_file: $ROOT/var/lib/lifeboat/replication.json}
 agent: {listen: 127.0.0.1:$(free_port), state: $ROOT/var/lib/lifeboat/agent.db}
+drills:
+  - {name: documents-weekly, source: documents, sandbox: $ROOT/var/lib/lifeboat/drills, playbook: $ME/playbooks/docs.yaml}
 YAML
   cp "$LIFEBOAT_CONFIG" "$ME/lifeboat.yaml"
+  mkdir -p "$ME/playbooks"
+  cat > "$ME/playbooks/docs.yaml" <<YAML
+name: restore documents
+source: documents
+steps:
+  - {name: restore, lifeboat: restore}
+  - {name: the notes are back, check: "grep -q milk {sandbox}$ME/Documents/notes.txt", within: 10s}
+YAML
   # The agent once: it backs up the source and replicates it (for `lifeboat status`), then stops on SIGTERM.
   "$BIN" agent > "$WORK/agent.log" 2>&1 &  # not through lb(): $! must be the agent
   local agent=$!
   wait_log "$WORK/agent.log" "msg=replicated" 60 || { kill "$agent"; fail "the agent backs up and replicates at its first start"; return 1; }
   kill -TERM "$agent"
   wait "$agent" || { fail "the agent exits 0 after SIGTERM"; return 1; }
+  # A first drill, for `drill report`.
+  lb drill run documents-weekly >/dev/null || { fail "the scratch world's drill passes"; return 1; }
   # The agent's own backup is now the newest snapshot; the examples' `latest` means the home folders again.
   lb backup "$ME/Documents" "$ME/Pictures" --tag home >/dev/null
   # A proxy pool on a free port; nothing listens at its backends (the proxy runs all the same, and says so).
