@@ -180,6 +180,8 @@ enum Corruption {
         do {
             for p in packs.shuffled().prefix(packsToDamage) where p.size > 0 {
                 var data = try await copy.read(Handle(.data, p.name), range: nil)
+                // The listing's size is the site's word; the bytes read are what counts (an empty pack has nothing to flip).
+                guard !data.isEmpty else { continue }
                 // The middle of the pack: inside a blob (the header is at its end).
                 let at = data.startIndex + data.count / 3
                 data[at] ^= 0xFF
