@@ -78,7 +78,7 @@ let package = Package(
         .target(name: "LifeboatREST", dependencies: ["LifeboatHTTP", "LifeboatStorage"], swiftSettings: swift6),
         // The S3 backend: AWS Signature Version 4, listing, ranged reads, object lock.
         .target(name: "LifeboatS3", dependencies: [
-            "LifeboatHTTP", "LifeboatStorage",
+            "LifeboatCore", "LifeboatHTTP", "LifeboatStorage",
             .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: swift6),
         // `lifeboat serve`: the REST-protocol repository server (Hummingbird).
@@ -129,7 +129,7 @@ let package = Package(
         // corruption, from-kit), verification of restored trees, the engines' checks, reports.
         .target(name: "LifeboatDrill", dependencies: [
             "LifeboatPlan", "LifeboatProcess", "LifeboatReplication", "LifeboatSnapshot", "LifeboatRepository", "LifeboatSites",
-            "LifeboatStorage", "LifeboatCore", "LifeboatConfig",
+            "LifeboatStorage", "LifeboatCore", "LifeboatConfig", "LifeboatBackends", "LifeboatS3",
             .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: swift6),
         // `lifeboat agent`: runs the plan (scheduler, jobs, state database, alerts, metrics, local API).
@@ -169,7 +169,7 @@ let package = Package(
         .testTarget(name: "LifeboatStorageTests", dependencies: ["LifeboatStorage", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatRepositoryTests", dependencies: ["LifeboatRepository", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatRemoteTests", dependencies: [
-            "LifeboatREST", "LifeboatS3", "LifeboatServer", "LifeboatHTTP", "LifeboatTestSupport",
+            "LifeboatREST", "LifeboatS3", "LifeboatServer", "LifeboatHTTP", "LifeboatTestSupport", "LifeboatCore",
         ], swiftSettings: swift6),
         .testTarget(name: "LifeboatFailoverTests", dependencies: ["LifeboatFailover"], swiftSettings: swift6),
         .testTarget(name: "LifeboatProxyTests", dependencies: ["LifeboatProxy", "LifeboatFailover"], swiftSettings: swift6),

@@ -26,7 +26,7 @@ struct SourceRepositoryOptions: ParsableArguments {
 
     static func open(_ global: GlobalOptions, location: String, passwordFile: String?) async throws -> Repository {
         let env = ProcessInfo.processInfo.environment
-        let backend = try await global.backend(location: location)
+        let backend = try await global.backend(location: location, readOnly: true)
         let password: String
         if let f = passwordFile ?? env["LIFEBOAT_FROM_PASSWORD_FILE"] {
             password = try readPasswordFile(f, from: passwordFile != nil ? "--from-password-file" : "LIFEBOAT_FROM_PASSWORD_FILE")

@@ -26,7 +26,9 @@ struct DrillRunCommand: AsyncParsableCommand {
         snapshot, the database engine's own check), the playbook's steps, its cleanup. RTO is T to the end of the \
         last step; RPO is T minus the restored snapshot's time; both are compared with the source's objectives. \
         Reports (JSON, Markdown, HTML) go to drills/ beside agent.state and into the agent's state database. \
-        Exit status: 0 when every site passed, 23 when one failed (the report says why), 1 on an error.
+        A ransomware drill attacks a drill repository beside each site's (lifeboat-drill/NAME/RUN) and passes \
+        when one site's protection (append-only server, S3 Object Lock) kept the clean snapshot. \
+        Exit status: 0 when every site passed (ransomware: one site), 23 when not (the report says why), 1 on an error.
 
         \(Examples.drillRun)
         """)
@@ -66,7 +68,13 @@ struct DrillRunCommand: AsyncParsableCommand {
             }
         }
         if store == nil { FileHandle.standardError.write(Data("warning: the agent's state database \(plan.agent.state) cannot be opened: the reports are in \(env.reports) only\n".utf8)) }
-        if reports.contains(where: { !$0.passed }) { throw ArgumentParser.ExitCode(ExitStatus.drillFailed) }
+        let passed = DrillRunner.passed(drill, reports)
+        if drill.scenario == .ransomware && !json {
+            let kept = reports.filter(\.passed).map(\.site), open = reports.filter { $0.unprotected == true }.map(\.site)
+            print(passed ? "drill \(drill.name) PASSED: the clean snapshot survived the attack at \(kept.joined(separator: ", "))\(open.isEmpty ? "" : "; unprotected: \(open.joined(separator: ", "))")"
+                         : "drill \(drill.name) FAILED: no site kept the clean snapshot through the attack")
+        }
+        if !passed { throw ArgumentParser.ExitCode(ExitStatus.drillFailed) }
     }
 
     static func summary(_ r: DrillReport, reports: String) -> String {

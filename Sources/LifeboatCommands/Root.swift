@@ -155,7 +155,7 @@ extension LifeboatCommand {
     }
 
     /// Moves global options written before the subcommand to after it (and after `key`'s own subcommand).
-    static let globalOptionsWithValue: Set<String> = ["-r", "--repo", "--password-file", "--cacert", "--timeout", "--s3-object-lock-days", "--s3-object-lock-mode", "--cache-dir"]
+    static let globalOptionsWithValue: Set<String> = ["-r", "--repo", "--password-file", "--cacert", "--timeout", "--s3-object-lock-days", "--s3-object-lock-mode", "--s3-as-of", "--cache-dir"]
     static let globalFlags: Set<String> = ["--json", "-q", "--quiet", "--no-cache", "--no-lock"]
 
     public static func movingGlobalOptions(_ args: [String]) -> [String] {

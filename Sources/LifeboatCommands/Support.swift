@@ -38,6 +38,9 @@ public struct GlobalOptions: ParsableArguments {
     @Option(name: .customLong("s3-object-lock-mode"), help: "S3 Object Lock mode: governance (default) or compliance.")
     var objectLockMode: String = "governance"
 
+    @Option(name: .customLong("s3-as-of"), help: "S3: open the repository as the bucket was at TIME (RFC 3339 or Unix seconds), from object versions, read-only: what deletes hid since comes back.")
+    var s3AsOf: String?
+
     @Option(name: .customLong("password-file"), help: "File holding the password (or LIFEBOAT_PASSWORD_FILE; LIFEBOAT_PASSWORD also works).")
     var passwordFile: String?
 
@@ -82,10 +85,24 @@ public struct GlobalOptions: ParsableArguments {
             }
             lock = ObjectLock(days: days, mode: mode)
         }
-        return BackendSettings(http: http, retry: try RetryPolicy.validatedFromEnvironment(env), objectLock: lock,
-                               cache: !noCache, cacheDir: cacheDir, environment: env,
-                               limitUpload: try GlobalOptions.limit(limitUpload, env["LIFEBOAT_LIMIT_UPLOAD"], "--limit-upload", "LIFEBOAT_LIMIT_UPLOAD"),
-                               limitDownload: try GlobalOptions.limit(limitDownload, env["LIFEBOAT_LIMIT_DOWNLOAD"], "--limit-download", "LIFEBOAT_LIMIT_DOWNLOAD"))
+        var settings = BackendSettings(http: http, retry: try RetryPolicy.validatedFromEnvironment(env), objectLock: lock,
+                                       cache: !noCache, cacheDir: cacheDir, environment: env,
+                                       limitUpload: try GlobalOptions.limit(limitUpload, env["LIFEBOAT_LIMIT_UPLOAD"], "--limit-upload", "LIFEBOAT_LIMIT_UPLOAD"),
+                                       limitDownload: try GlobalOptions.limit(limitDownload, env["LIFEBOAT_LIMIT_DOWNLOAD"], "--limit-download", "LIFEBOAT_LIMIT_DOWNLOAD"))
+        settings.s3AsOf = try pointInTime()
+        return settings
+    }
+
+    /// `--s3-as-of`: an RFC 3339 time or Unix seconds, not in the future.
+    func pointInTime() throws -> Date? {
+        guard let s = s3AsOf else { return nil }
+        guard let t = Timestamp.parse(s) ?? (try? Bounds.number(s, 0...253_402_300_799, "--s3-as-of")).map({ Date(timeIntervalSince1970: $0) }) else {
+            throw LifeboatError.invalid("invalid --s3-as-of \"\(s)\": use RFC 3339 (2026-12-01T06:00:00Z) or Unix seconds")
+        }
+        guard t <= currentTime().addingTimeInterval(60) else {
+            throw LifeboatError.invalid("--s3-as-of \(s) is in the future: the bucket's past is all there is to read")
+        }
+        return t
     }
 
     /// A bandwidth limit in KiB/s from an option or else its environment variable, range-checked with its name.
@@ -98,9 +115,12 @@ public struct GlobalOptions: ParsableArguments {
 
     /// The backend for `location` (default: the repository option), wrapped in the retry decorator and,
     /// for remote sites, the metadata cache.
-    func backend(location: String? = nil) async throws -> any Backend {
+    /// `readOnly`: a repository only read (copy's source): Object Lock, which applies to writes, is left out.
+    func backend(location: String? = nil, readOnly: Bool = false) async throws -> any Backend {
         let out = output
-        return try await BackendRegistry.open(try location ?? repositoryLocation(), settings: try backendSettings()) { what, attempt, error in
+        var settings = try backendSettings()
+        if readOnly { settings.objectLock = nil }
+        return try await BackendRegistry.open(try location ?? repositoryLocation(), settings: settings) { what, attempt, error in
             out.warn("\(what) failed (attempt \(attempt)): \(error.message); retrying")
         }
     }
@@ -374,7 +394,8 @@ func snapshotJSON(_ id: ID, _ s: Snapshot) -> [String: Any] {
 /// warn and go on without one, as nothing they do can damage the repository.
 func withRepositoryLock<T>(_ repo: Repository, _ kind: LockInfo.Kind, _ operation: String, readOnly: GlobalOptions? = nil,
                            _ body: () async throws -> T) async throws -> T {
-    if let g = readOnly, g.noLock { return try await body() }
+    // A point in time is read-only: no lock can be written there, and none is needed.
+    if let g = readOnly, g.noLock || g.s3AsOf != nil { return try await body() }
     var started = false
     do {
         return try await repo.withLock(kind, operation: operation, staleLocks: { stale in

@@ -59,6 +59,14 @@ public enum DrillRunner {
         return reports
     }
 
+    /// Whether a drill passed over its sites: every site, except for `ransomware`, which passes when one site's
+    /// protection at least kept the clean snapshot (the others are reported as unprotected).
+    public static func passed(_ drill: Drill, _ reports: [DrillReport]) -> Bool {
+        guard !reports.isEmpty else { return false }
+        if drill.scenario == .ransomware { return reports.contains { $0.passed } }
+        return reports.allSatisfy(\.passed)
+    }
+
     static func runSite(_ drill: Drill, site siteName: String, env: DrillEnvironment) async -> DrillReport {
         let t = env.clock()
         let plan = env.plan
@@ -160,7 +168,10 @@ public enum DrillRunner {
             judge(&report, run: run, setupOK: true)
         case .corruption:
             await Corruption.play(site: site, sandbox: sandbox, env: env, report: &report)
-        case .ransomware, .nodeCrash:
+        case .ransomware:
+            await Ransomware.play(drill: drill, source: source, site: site, sandbox: sandbox, env: env, report: &report)
+            if report.unprotected == nil { report.unprotected = false }
+        case .nodeCrash:
             report.failures.append("the \(drill.scenario.rawValue) scenario is not available in this version")
         }
         return report

@@ -61,6 +61,8 @@ public struct DrillReport: Sendable, Codable, Equatable {
     public var kept = false
     public var files = 0
     public var bytes: UInt64 = 0
+    /// Ransomware drills: true when the site's protection did not keep the clean snapshot through the attack.
+    public var unprotected: Bool?
 
     public init(id: String, drill: String, source: String, site: String, scenario: String, host: String, declared: Date) {
         self.id = id; self.drill = drill; self.source = source; self.site = site; self.scenario = scenario; self.host = host
@@ -95,7 +97,7 @@ public struct DrillReport: Sendable, Codable, Equatable {
     }
 
     public func markdown() -> String {
-        var o = "# Drill \(drill) at site \(site): \(passed ? "PASSED" : "FAILED")\n\n"
+        var o = "# Drill \(drill) at site \(site): \(passed ? "PASSED" : "FAILED")\(unprotected == true ? " (the site is unprotected)" : "")\n\n"
         o += "Source \(source), scenario \(scenario), on \(host). Disaster declared \(Timestamp.format(declared)); done \(Timestamp.format(finished)).\n\n"
         o += "| | measured | objective | |\n|---|---|---|---|\n"
         o += "| RTO | \(DrillReport.span(rtoSeconds)) | \(DrillReport.span(rtoObjective)) | \(verdict(rtoSeconds, rtoObjective)) |\n"

@@ -327,8 +327,8 @@ public struct Plan: Sendable {
             throw y.error(m["source"], "drill \(name): no source named \"\(sourceName)\" (sources: \(plan.sources.map(\.name).joined(separator: ", ")))")
         }
         let scenario = try y.enumValue(m, "scenario", DrillScenario.self) ?? .restore
-        if scenario == .ransomware || scenario == .nodeCrash {
-            throw y.error(m["scenario"], "drill \(name): the \(scenario.rawValue) scenario is not available in this version (restore, site-loss, corruption, from-kit are)")
+        if scenario == .nodeCrash {
+            throw y.error(m["scenario"], "drill \(name): the \(scenario.rawValue) scenario is not available in this version (restore, site-loss, ransomware, corruption, from-kit are)")
         }
         let holding = source.sites.isEmpty ? plan.sites.sites.map(\.name) : source.sites
         var from = try y.strings(m, "from") ?? []

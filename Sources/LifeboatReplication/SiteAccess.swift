@@ -44,6 +44,11 @@ public struct SiteAccess: Sendable {
 
     /// Opens a site's repository: its credentials file's `KEY=VALUE` lines join the environment for this site only.
     public func openNew(_ site: Site) async throws -> Repository {
+        try await Repository.open(backend: try await backend(site), password: try password(for: site))
+    }
+
+    /// A site's backend, as `openNew` reaches it (credentials, Object Lock, limits), without opening the repository.
+    public func backend(_ site: Site) async throws -> any Backend {
         var s = settings
         if let f = site.credentialsFile { s.environment.merge(try readEnvironmentFile(f)) { $1 } }
         if let days = site.objectLockDays {
@@ -53,9 +58,12 @@ public struct SiteAccess: Sendable {
         s.limitUpload = site.limitUpload ?? s.limitUpload
         s.limitDownload = site.limitDownload ?? s.limitDownload
         let name = site.name, onRetry = self.onRetry
-        let backend = try await BackendRegistry.open(site.repository, settings: s) { onRetry(name, $0, $1, $2) }
-        let password = try site.passwordFile.map { try readPasswordFile($0, from: "password_file of site \(site.name)") } ?? self.password(site)
-        return try await Repository.open(backend: backend, password: password)
+        return try await BackendRegistry.open(site.repository, settings: s) { onRetry(name, $0, $1, $2) }
+    }
+
+    /// A site's password: its `password_file`, else what `password` gives.
+    public func password(for site: Site) throws -> String {
+        try site.passwordFile.map { try readPasswordFile($0, from: "password_file of site \(site.name)") } ?? password(site)
     }
 }
 

@@ -1,7 +1,9 @@
 import Crypto
 import Foundation
+import LifeboatCore
 import LifeboatHTTP
 import LifeboatStorage
+import Synchronization
 
 /// Errors found before any request is sent.
 public enum S3Error: Error, CustomStringConvertible {
@@ -44,9 +46,13 @@ public struct S3Backend: Backend {
     public let location: String
     /// Uploads in flight (`LIFEBOAT_CONNECTIONS`, default 4).
     public var writeConcurrency: Int = max(1, HTTPOptions.fromEnvironment().connections - 1)
+    /// The bucket as it was at this time (`--s3-as-of`): each key is the newest version written at or before it,
+    /// read by version ID, so what a delete (or an attacker's delete marker) hid since comes back. Read-only.
+    public let asOf: Date?
+    let catalog: VersionCatalog?
 
     public init(transport: any HTTPTransport, host: String, bucket: String, prefix: String, pathStyle: Bool,
-                signer: SigV4Signer, objectLock: ObjectLock? = nil) {
+                signer: SigV4Signer, objectLock: ObjectLock? = nil, asOf: Date? = nil) {
         self.transport = transport
         self.host = host
         self.bucket = bucket
@@ -57,13 +63,15 @@ public struct S3Backend: Backend {
         self.pathStyle = pathStyle
         self.signer = signer
         self.objectLock = objectLock
-        location = "s3:\(transport.origin)/\(bucket)/\(p)"
+        self.asOf = asOf
+        catalog = asOf.map { _ in VersionCatalog() }
+        location = "s3:\(transport.origin)/\(bucket)/\(p)" + (asOf.map { " as of \(Timestamp.format($0).prefix(23))Z" } ?? "")
     }
 
     /// Parses a location (after `s3:`): `https://HOST[:PORT]/BUCKET[/PREFIX]` (path-style requests,
     /// unless `LIFEBOAT_S3_BUCKET_LOOKUP=dns`), `HOST/BUCKET[/PREFIX]` when the first part has a dot
     /// (HTTPS), or `BUCKET[/PREFIX]` for AWS in the configured region (virtual-host-style).
-    public static func make(_ spec: String, options: HTTPOptions = .fromEnvironment(), objectLock: ObjectLock? = nil,
+    public static func make(_ spec: String, options: HTTPOptions = .fromEnvironment(), objectLock: ObjectLock? = nil, asOf: Date? = nil,
                             environment env: [String: String] = ProcessInfo.processInfo.environment) throws -> S3Backend {
         let credentials = try AWSConfig.credentials(environment: env)
         let region = AWSConfig.region(environment: env)
@@ -93,7 +101,7 @@ public struct S3Backend: Backend {
         let host = pathStyle ? hostPort : "\(bucket).\(hostPort)"
         let transport = try AsyncHTTPTransport(origin: "\(scheme)://\(host)", options: options)
         return S3Backend(transport: transport, host: host, bucket: bucket, prefix: prefix, pathStyle: pathStyle,
-                         signer: SigV4Signer(credentials: credentials, region: region), objectLock: objectLock)
+                         signer: SigV4Signer(credentials: credentials, region: region), objectLock: objectLock, asOf: asOf)
     }
 
     // MARK: requests
@@ -179,6 +187,12 @@ public struct S3Backend: Backend {
             return (try? await stat(.config)).map { [$0] } ?? []
         }
         let listPrefix = prefix + type.rawValue + "/"
+        if let asOf, let catalog {
+            return try await catalog.resolved(listPrefix) { try await self.versionsAsOf(listPrefix, asOf) }.compactMap { key, v in
+                let name = key.split(separator: "/").last.map(String.init) ?? key
+                return name.hasPrefix(".") ? nil : ObjectInfo(name: name, size: v.size)
+            }
+        }
         var out: [ObjectInfo] = []
         var token: String? = nil
         repeat {
@@ -203,6 +217,7 @@ public struct S3Backend: Backend {
     }
 
     public func stat(_ handle: Handle) async throws -> ObjectInfo {
+        if asOf != nil { return ObjectInfo(name: handle.name, size: try await version(handle).size) }
         let r = try await send("HEAD", target(key(handle)))
         if r.status == 404 && handle.type == .config {
             // A HEAD answer has no body to tell a missing key from a missing bucket: ask about the bucket.
@@ -227,12 +242,15 @@ public struct S3Backend: Backend {
             }
             headers.append(rangeHeader(range))
         }
-        let r = try await send("GET", target(key(handle)), headers: headers)
+        var query = ""
+        if asOf != nil, let v = try await version(handle).versionID, v != "null" { query = "versionId=\(percentEncode(v))" }
+        let r = try await send("GET", target(key(handle), query: query), headers: headers)
         guard r.status == 200 || r.status == 206 else { throw failure(r, "read \(handle)") }
         return try r.rangedBody(range, "\(handle)")
     }
 
     public func write(_ handle: Handle, data: Data) async throws {
+        if asOf != nil { throw readOnly("write \(handle)") }
         var headers: [(String, String)] = [
             ("Content-Type", "application/octet-stream"),
             ("Content-MD5", Data(Insecure.MD5.hash(data: data)).base64EncodedString()),
@@ -251,9 +269,143 @@ public struct S3Backend: Backend {
     /// S3 answers a DELETE of a missing key with success, so the key is looked up first to keep the
     /// contract (`notFound`).
     public func delete(_ handle: Handle) async throws {
+        if asOf != nil { throw readOnly("delete \(handle)") }
         _ = try await stat(handle)
         let r = try await send("DELETE", target(key(handle)))
         guard (200...299).contains(r.status) else { throw failure(r, "delete \(handle)") }
+    }
+}
+
+// MARK: object versions (`--s3-as-of`, the ransomware drill)
+
+/// One version of a key, or a delete marker, as ListObjectVersions names it.
+public struct ObjectVersion: Sendable, Equatable {
+    public var key: String
+    /// nil for an object written before versioning was enabled ("null").
+    public var versionID: String?
+    public var deleteMarker: Bool
+    public var lastModified: Date
+    public var size: Int
+    public init(key: String, versionID: String?, deleteMarker: Bool, lastModified: Date, size: Int) {
+        self.key = key; self.versionID = versionID; self.deleteMarker = deleteMarker; self.lastModified = lastModified; self.size = size
+    }
+}
+
+extension S3Backend {
+    /// A listing of versions stops after this many pages (1,000 entries each): 100 million versions.
+    static let maxVersionPages = 100_000
+
+    /// Every version and delete marker of every key under the repository's prefix followed by `under`, in the
+    /// server's order (by key, newest first), over as many requests as the listing takes.
+    public func versions(under: String = "") async throws -> [ObjectVersion] {
+        try await listVersions(prefix + under)
+    }
+
+    func listVersions(_ listPrefix: String) async throws -> [ObjectVersion] {
+        var out: [ObjectVersion] = []
+        var marker: (key: String, version: String)? = nil
+        var pages = 0
+        repeat {
+            var query = "versions=&prefix=\(percentEncode(listPrefix, keepSlash: true))"
+            if let marker {
+                query += "&key-marker=\(percentEncode(marker.key, keepSlash: true))"
+                if !marker.version.isEmpty { query += "&version-id-marker=\(percentEncode(marker.version))" }
+            }
+            let r = try await send("GET", target(nil, query: query))
+            guard r.status == 200 else { throw failure(r, "list versions under \(listPrefix.isEmpty ? "/" : listPrefix)") }
+            let page = S3Backend.parseVersions(String(decoding: r.body, as: UTF8.self))
+            out += page.entries
+            pages += 1
+            guard page.truncated else { break }
+            guard let next = page.next, next.key != marker?.key || next.version != marker?.version else {
+                throw StorageError(.transient, "list versions under \(listPrefix): a truncated listing without a new marker")
+            }
+            guard pages < S3Backend.maxVersionPages else {
+                throw StorageError(.permanent, "list versions under \(listPrefix): more than \(S3Backend.maxVersionPages) pages")
+            }
+            marker = next
+        } while true
+        return out
+    }
+
+    /// One page of a ListObjectVersions answer: `Version` and `DeleteMarker` entries in their order, and the markers
+    /// of the next page. Entries with a key, a time or a size that does not parse are left out.
+    static func parseVersions(_ text: String) -> (entries: [ObjectVersion], truncated: Bool, next: (key: String, version: String)?) {
+        var entries: [ObjectVersion] = []
+        var rest = text[...]
+        while true {
+            let v = rest.range(of: "<Version>"), d = rest.range(of: "<DeleteMarker>")
+            guard let open = [v, d].compactMap({ $0 }).min(by: { $0.lowerBound < $1.lowerBound }) else { break }
+            let isMarker = open == d
+            guard let close = rest.range(of: isMarker ? "</DeleteMarker>" : "</Version>", range: open.upperBound..<rest.endIndex) else { break }
+            let body = rest[open.upperBound..<close.lowerBound]
+            rest = rest[close.upperBound...]
+            guard let key = XML.values("Key", in: body).first, !key.isEmpty,
+                  let time = XML.values("LastModified", in: body).first.flatMap(Timestamp.parse) else { continue }
+            let size = isMarker ? 0 : (XML.values("Size", in: body).first.flatMap { Int($0) } ?? -1)
+            guard size >= 0 else { continue }
+            let id = XML.values("VersionId", in: body).first
+            entries.append(ObjectVersion(key: key, versionID: id == nil || id == "null" ? nil : id, deleteMarker: isMarker,
+                                         lastModified: time, size: size))
+        }
+        let truncated = XML.values("IsTruncated", in: text).first == "true"
+        let next = XML.values("NextKeyMarker", in: text).first.map { ($0, XML.values("NextVersionIdMarker", in: text).first ?? "") }
+        return (entries, truncated, next)
+    }
+
+    /// What each key was at `asOf`: its newest version written at or before that time, unless that is a delete
+    /// marker (the key did not exist then). Of entries with the same time, the one the server lists first (newer) wins.
+    public static func resolve(_ versions: [ObjectVersion], asOf: Date) -> [String: ObjectVersion] {
+        var best: [String: ObjectVersion] = [:]
+        for v in versions where v.lastModified <= asOf {
+            if let b = best[v.key], b.lastModified >= v.lastModified { continue }
+            best[v.key] = v
+        }
+        return best.filter { !$0.value.deleteMarker }
+    }
+
+    func versionsAsOf(_ listPrefix: String, _ asOf: Date) async throws -> [String: ObjectVersion] {
+        S3Backend.resolve(try await listVersions(listPrefix), asOf: asOf)
+    }
+
+    /// The version of `handle` at `asOf`: the whole folder of its type is listed once and kept.
+    func version(_ handle: Handle) async throws -> ObjectVersion {
+        guard let asOf, let catalog else { throw StorageError(.permanent, "no point in time is set") }
+        let k = key(handle)
+        let folder = handle.type == .config ? k : prefix + handle.type.rawValue + "/"
+        let map = try await catalog.resolved(folder) { try await self.versionsAsOf(folder, asOf) }
+        guard let v = map[k] else { throw StorageError(.notFound, "\(handle): not found as of \(Timestamp.format(asOf))") }
+        return v
+    }
+
+    func readOnly(_ what: String) -> StorageError {
+        StorageError(.permanent, "\(what): the repository is opened as of \(Timestamp.format(asOf ?? Date())) (--s3-as-of) and is read-only")
+    }
+
+    /// Deletes one version of a key for good (refused by S3 while Object Lock retains it).
+    public func deleteVersion(_ v: ObjectVersion) async throws {
+        let query = v.versionID.map { "versionId=\(percentEncode($0))" } ?? ""
+        let r = try await send("DELETE", target(v.key, query: query))
+        guard (200...299).contains(r.status) else { throw failure(r, "delete \(v.key) version \(v.versionID ?? "null")") }
+    }
+}
+
+/// The versions of each folder at the point in time, listed once per folder and shared by concurrent readers.
+final class VersionCatalog: Sendable {
+    let folders = Mutex<[String: Task<[String: ObjectVersion], any Error>]>([:])
+
+    func resolved(_ folder: String, _ load: @escaping @Sendable () async throws -> [String: ObjectVersion]) async throws -> [String: ObjectVersion] {
+        let task = folders.withLock { f in
+            if let t = f[folder] { return t }
+            let t = Task { try await load() }
+            f[folder] = t
+            return t
+        }
+        do { return try await task.value } catch {
+            // A failed listing is tried again by the next caller (the retrying decorator above retries it).
+            folders.withLock { f in if f[folder] == task { f[folder] = nil } }
+            throw error
+        }
     }
 }
 

@@ -161,3 +161,67 @@ struct FakeActions: PlaybookActions {
         #expect(FileManager.default.fileExists(atPath: mine))
     }
 }
+
+@Suite struct RansomwareTests {
+    @Test func drillRepositoriesSitBesideTheSitesOwn() {
+        let run = "20261201T050000-0000abcd"
+        let leaf = "lifeboat-drill/db-weekly/\(run)"
+        let cases: [(String, String)] = [
+            ("/srv/lifeboat/repo", "/srv/lifeboat/\(leaf)"),
+            ("/srv/lifeboat/repo/", "/srv/lifeboat/\(leaf)"),
+            ("local:/mnt/usb/repo", "local:/mnt/usb/\(leaf)"),
+            ("repo", leaf),
+            ("s3:https://s3.example.com/backups/home", "s3:https://s3.example.com/backups/\(leaf)"),
+            ("s3:https://s3.example.com/backups/a/home", "s3:https://s3.example.com/backups/a/\(leaf)"),
+            ("s3:http://127.0.0.1:9000/backups", "s3:http://127.0.0.1:9000/backups/\(leaf)"),
+            ("s3:s3.example.com/backups/home", "s3:s3.example.com/backups/\(leaf)"),
+            ("s3:backups/home", "s3:backups/\(leaf)"),
+            ("s3:backups", "s3:backups/\(leaf)"),
+            ("rest:https://u:p@host:8000/alice/repo", "rest:https://u:p@host:8000/alice/\(leaf)"),
+            ("rest:http://host:8000/", "rest:http://host:8000/\(leaf)"),
+            ("rest:http://host:8000", "rest:http://host:8000/\(leaf)"),
+            ("rclone:remote:backups/home", "rclone:remote:backups/\(leaf)"),
+            ("rclone:remote:", "rclone:remote:\(leaf)"),
+        ]
+        for (site, want) in cases {
+            let got = DrillRepository.location(site, drill: "db-weekly", run: run)
+            #expect(got == want, "\(site)")
+            #expect(got != site)
+        }
+    }
+
+    @Test func ransomwarePassesWithOneProtectedSiteOthersAllSites() {
+        func report(_ site: String, _ passed: Bool) -> DrillReport {
+            var r = DrillReport(id: site, drill: "d", source: "s", site: site, scenario: "x", host: "h", declared: Date(timeIntervalSince1970: 0))
+            r.passed = passed
+            return r
+        }
+        let loc = Location(file: "plan.yaml")
+        let ransom = Drill(name: "d", source: "s", from: ["a", "b"], scenario: .ransomware, sandbox: "/tmp", location: loc)
+        let restore = Drill(name: "d", source: "s", from: ["a", "b"], scenario: .restore, sandbox: "/tmp", location: loc)
+        let mixed = [report("a", false), report("b", true)]
+        #expect(DrillRunner.passed(ransom, mixed))
+        #expect(!DrillRunner.passed(restore, mixed))
+        #expect(!DrillRunner.passed(ransom, [report("a", false)]))
+        #expect(!DrillRunner.passed(ransom, []))
+        #expect(DrillRunner.passed(restore, [report("a", true), report("b", true)]))
+    }
+
+    @Test func randomBytesOverEveryFileKeepTheSizes() throws {
+        let dir = NSTemporaryDirectory() + "lifeboat-ransom-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir + "/sub", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let text = Data(String(repeating: "plain text ", count: 300).utf8)
+        try text.write(to: URL(fileURLWithPath: dir + "/a.txt"))
+        try text.write(to: URL(fileURLWithPath: dir + "/sub/b.txt"))
+        try Data().write(to: URL(fileURLWithPath: dir + "/empty"))
+        try FileManager.default.createSymbolicLink(atPath: dir + "/link", withDestinationPath: "/etc/hostname")
+        #expect(try Ransomware.overwriteWithRandom(dir) == 3)
+        for f in ["a.txt", "sub/b.txt"] {
+            let d = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + f))
+            #expect(d.count == text.count && d != text)
+            #expect(Entropy.bitsPerByte(d) > 7)
+        }
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: dir + "/link") == "/etc/hostname")
+    }
+}

@@ -1,6 +1,7 @@
 import Foundation
 import LifeboatHTTP
-import LifeboatS3
+@testable import LifeboatS3
+import LifeboatCore
 import LifeboatStorage
 import LifeboatTestSupport
 import Testing
@@ -162,5 +163,61 @@ final class MotoServer {
         try await b.write(Handle(.locks, h.name), data: data)
         try await b.delete(Handle(.locks, h.name))
         await t.shutdown()
+    }
+}
+
+/// `--s3-as-of`: what a ListObjectVersions answer says each key was at a point in time.
+@Suite struct S3VersionTests {
+    let page = """
+    <?xml version="1.0" encoding="UTF-8"?>
+    <ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><IsTruncated>true</IsTruncated>
+    <NextKeyMarker>r/snapshots/cc</NextKeyMarker><NextVersionIdMarker>v9</NextVersionIdMarker>
+    <DeleteMarker><Key>r/snapshots/aa</Key><VersionId>m1</VersionId><IsLatest>true</IsLatest><LastModified>2026-12-01T10:00:05.000Z</LastModified></DeleteMarker>
+    <Version><Key>r/snapshots/aa</Key><VersionId>v1</VersionId><IsLatest>false</IsLatest><LastModified>2026-12-01T10:00:01.000Z</LastModified><Size>120</Size></Version>
+    <Version><Key>r/snapshots/bb</Key><VersionId>v3</VersionId><IsLatest>true</IsLatest><LastModified>2026-12-01T10:00:09.000Z</LastModified><Size>7</Size></Version>
+    <Version><Key>r/snapshots/bb</Key><VersionId>v2</VersionId><IsLatest>false</IsLatest><LastModified>2026-12-01T10:00:02.000Z</LastModified><Size>5</Size></Version>
+    <Version><Key>r/snapshots/cc</Key><VersionId>null</VersionId><LastModified>2026-12-01T10:00:00.000Z</LastModified><Size>1</Size></Version>
+    <Version><Key>r/x</Key><VersionId>bad</VersionId><LastModified>yesterday</LastModified><Size>1</Size></Version>
+    <Version><Key>r/y</Key><VersionId>bad</VersionId><LastModified>2026-12-01T10:00:00Z</LastModified><Size>-4</Size></Version>
+    </ListVersionsResult>
+    """
+
+    @Test func parsesVersionsAndMarkersInOrder() {
+        let p = S3Backend.parseVersions(page)
+        #expect(p.entries.map(\.versionID) == ["m1", "v1", "v3", "v2", nil])
+        #expect(p.entries.map(\.deleteMarker) == [true, false, false, false, false])
+        #expect(p.entries[1].size == 120)
+        #expect(p.truncated)
+        #expect(p.next?.key == "r/snapshots/cc" && p.next?.version == "v9")
+    }
+
+    @Test func resolvesEachKeyAtAPointInTime() {
+        let entries = S3Backend.parseVersions(page).entries
+        func at(_ s: String) -> [String: String] {
+            S3Backend.resolve(entries, asOf: Timestamp.parse(s)!).mapValues { $0.versionID ?? "null" }
+        }
+        // Before the delete marker, aa is there; after it, gone. bb is v2 until v3 is written.
+        #expect(at("2026-12-01T10:00:04Z") == ["r/snapshots/aa": "v1", "r/snapshots/bb": "v2", "r/snapshots/cc": "null"])
+        #expect(at("2026-12-01T10:00:10Z") == ["r/snapshots/bb": "v3", "r/snapshots/cc": "null"])
+        #expect(at("2026-12-01T10:00:00.5Z") == ["r/snapshots/cc": "null"])
+        #expect(at("2026-11-30T00:00:00Z").isEmpty)
+    }
+
+    @Test func aMarkerAndAVersionInTheSameSecondTheServerListsFirstWins() {
+        let t = Timestamp.parse("2026-12-01T10:00:00Z")!
+        let marker = ObjectVersion(key: "k", versionID: "m", deleteMarker: true, lastModified: t, size: 0)
+        let version = ObjectVersion(key: "k", versionID: "v", deleteMarker: false, lastModified: t, size: 3)
+        #expect(S3Backend.resolve([marker, version], asOf: t).isEmpty)
+        #expect(S3Backend.resolve([version, marker], asOf: t)["k"]?.versionID == "v")
+    }
+
+    @Test func pointInTimeIsReadOnly() async throws {
+        let b = S3Backend(transport: try AsyncHTTPTransport(origin: "http://127.0.0.1:1", options: HTTPOptions()), host: "127.0.0.1:1",
+                          bucket: "b", prefix: "r", pathStyle: true,
+                          signer: SigV4Signer(credentials: AWSCredentials(accessKeyID: "a", secretAccessKey: "b"), region: "us-east-1"),
+                          asOf: Date(timeIntervalSince1970: 1_700_000_000))
+        #expect(b.location.contains("as of 2023-11-14T22:13:20.000Z"))
+        await #expect(throws: StorageError.self) { try await b.write(Handle(.data, String(repeating: "a", count: 64)), data: Data([1])) }
+        await #expect(throws: StorageError.self) { try await b.delete(.config) }
     }
 }

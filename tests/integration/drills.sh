@@ -3,7 +3,8 @@
 # SQLite), site-loss with the primary gone, from-kit, corruption; failures that must fail, naming the cause (a
 # stale replica's RPO, a verification query, an RTO too tight, a hung step); playbooks linted, dry-run, run,
 # failed and resumed; the mass-change detector on ransomware-like and ordinary changes; scheduled drills in the
-# agent (metrics, status, alerts) and a drill killed with the agent (its sandbox swept at the next start).
+# agent (metrics, status, alerts) and a drill killed with the agent (its sandbox swept at the next start);
+# ransomware against an unprotected folder, an append-only server and an S3 bucket with Object Lock.
 # Usage: tests/integration/drills.sh path/to/lifeboat   (DRILL_TESTS="t_a t_b" runs only those)
 set -uo pipefail
 source "$(dirname "$0")/lib.sh" "${1:?usage: drills.sh path/to/lifeboat}" drills
@@ -307,9 +308,72 @@ t_agent_runs_drills_on_schedule_and_sweeps_killed_ones() {
   kill -TERM "$agent"; wait "$agent" || true
 }
 
+# Ransomware: home (a local folder: unprotected), vault (`lifeboat serve --append-only`), cloud (S3 with Object Lock).
+t_ransomware_needs_a_protected_site() {
+  setup_world
+  # Documents worth encrypting: text the detector can see turn random.
+  for i in $(seq 1 30); do python3 -c "import sys; sys.stdout.write(''.join('line %d of document $i: the quick brown fox\n' % j for j in range(100)))" > "$WORK/www/site/doc$i.txt"; done
+  backup_www
+  start_moto
+  mkdir -p "$WORK/vault-data"
+  start_serve vault --path "$WORK/vault-data" --no-auth --append-only
+  local VAULT="rest:${SERVE_URL}vault" CLOUD="s3:http://127.0.0.1:$MOTO_PORT/drill-bucket/cloud"
+  lb -r "$VAULT" --password-file "$WORK/home.pw" init --copy-chunker-params-from "$WORK/home" --from-password-file "$WORK/home.pw" >/dev/null
+  lb -r "$CLOUD" --password-file "$WORK/home.pw" --s3-object-lock-days 1 init --copy-chunker-params-from "$WORK/home" --from-password-file "$WORK/home.pw" >/dev/null
+  python3 - "$WORK/lifeboat.yaml" "$VAULT" "$CLOUD" "$WORK" <<'PY'
+import sys
+p, vault, cloud, work = sys.argv[1:]
+t = open(p).read()
+t = t.replace("role: replica}\n", "role: replica}\n"
+  f"  - {{name: vault, repository: '{vault}', password_file: {work}/home.pw, role: replica}}\n"
+  f"  - {{name: cloud, repository: '{cloud}', password_file: {work}/home.pw, role: replica, object_lock: {{days: 1}}}}\n", 1)
+t = t.replace("drills:\n", "drills:\n"
+  f"  - {{name: www-ransomware, source: www, scenario: ransomware, from: [home, vault, cloud], sandbox: {work}/sandbox}}\n"
+  f"  - {{name: www-ransomware-home, source: www, scenario: ransomware, from: [home], sandbox: {work}/sandbox}}\n", 1)
+open(p, "w").write(t)
+PY
+  cat > "$WORK/sites-rw.yaml" <<YAML
+sites:
+  - {name: home, repository: $WORK/home, password_file: $WORK/home.pw, role: primary}
+  - {name: vault, repository: '$VAULT', password_file: $WORK/home.pw, role: replica}
+  - {name: cloud, repository: '$CLOUD', password_file: $WORK/home.pw, role: replica, object_lock: {days: 1}}
+replication: {state_file: $WORK/replication-rw.json}
+YAML
+  lb replicate --config "$WORK/sites-rw.yaml" >/dev/null || fail "replication to vault and cloud"
+  local vault_before cloud_before
+  vault_before=$(find "$WORK/vault-data/vault" -type f ! -path "*/locks/*" | sort | xargs md5sum | md5sum)
+  cloud_before=$(lb -r "$CLOUD" --password-file "$WORK/home.pw" snapshots --json | grep -c short_id)
+  drill www-ransomware --json > "$WORK/out" 2>"$WORK/err" || { cat "$WORK/out" "$WORK/err"; fail "the drill passes: vault and cloud kept the clean snapshot"; }
+  python3 - "$WORK/out" <<'PY' || { cat "$WORK/out"; fail "home is unprotected; vault and cloud restored the clean snapshot; the encrypted backup was flagged"; }
+import json, sys
+r = {x["site"]: x for x in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")) if x.get("message_type") == "drill_report"}
+assert r["home"]["unprotected"] is True and not r["home"]["passed"], r["home"]["failures"]
+assert any("site home is unprotected" in f for f in r["home"]["failures"]), r["home"]["failures"]
+for site in ("vault", "cloud"):
+    x = r[site]
+    assert x["passed"] and x["unprotected"] is False, (site, x["failures"])
+    steps = {s["name"]: s for s in x["steps"]}
+    assert steps["back up the encrypted copy"]["facts"]["suspicious"] == "true", steps["back up the encrypted copy"]
+    restore = steps["restore the clean snapshot"]
+    assert restore["result"] == "ok" and int(restore["facts"]["verified_files"]) >= 2, restore
+    assert x["rto_seconds"] > 0 and x["rpo_seconds"] >= 0, x
+assert "as of" in {s["name"]: s for s in r["cloud"]["steps"]}["restore the clean snapshot"]["summary"]
+PY
+  # The real repositories are untouched; the drill repositories sit beside them.
+  [ "$vault_before" = "$(find "$WORK/vault-data/vault" -type f ! -path "*/locks/*" | sort | xargs md5sum | md5sum)" ] || fail "the vault's repository is untouched"
+  [ "$cloud_before" = "$(lb -r "$CLOUD" --password-file "$WORK/home.pw" snapshots --json | grep -c short_id)" ] || fail "the cloud's snapshots are untouched"
+  ls -d "$WORK"/vault-data/lifeboat-drill/www-ransomware/* >/dev/null || fail "the vault's drill repository is beside the real one"
+  [ ! -e "$WORK/lifeboat-drill" ] || fail "the local drill repository is removed"
+  lb -r "$WORK/home" --password-file "$WORK/home.pw" check >/dev/null || fail "home checks clean"
+  no_sandbox_left
+  # With only the unprotected site the drill fails, and says why.
+  expect_code 23 drill www-ransomware-home
+  grep -q "site home is unprotected" "$WORK/out" && grep -q "FAILED: no site kept the clean snapshot" "$WORK/out" || { cat "$WORK/out"; fail "an unprotected site fails the drill, named"; }
+}
+
 ALL="t_restore_drill_from_each_site t_site_loss_never_reads_the_primary t_failures_are_named t_corruption_names_every_damaged_pack
 t_from_kit_rebuilds_the_plan_from_a_site t_playbook_lint_run_fail_and_resume t_mass_change_flags_encryption_not_ordinary_change
-t_agent_runs_drills_on_schedule_and_sweeps_killed_ones"
+t_agent_runs_drills_on_schedule_and_sweeps_killed_ones t_ransomware_needs_a_protected_site"
 for t in ${DRILL_TESTS:-$ALL}; do run_test "$t"; done
 echo "drills: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
 [ "$FAILED" -eq 0 ]

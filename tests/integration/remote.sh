@@ -134,6 +134,41 @@ for k in keys:
 EOF
 }
 
+t_s3_as_of() {
+  # Object Lock keeps every version; a forget --prune with the client's credentials only hides them behind delete
+  # markers. --s3-as-of reads the bucket as it was, from the versions: the hidden snapshots come back, read-only.
+  start_moto
+  local S=$WORK/src-asof R="s3:http://127.0.0.1:$MOTO_PORT/asof-bucket/repo" t0
+  mkdir -p "$S"; small_tree "$S"
+  lb -r "$R" --s3-object-lock-days 1 init >/dev/null
+  lb -r "$R" --s3-object-lock-days 1 backup "$S" -q
+  echo change >> "$S/dir/hello.txt"
+  lb -r "$R" --s3-object-lock-days 1 backup "$S" -q
+  # The next whole second: moto keeps whole seconds, so T is after every clean object and before every marker.
+  t0=$(date +%s); wait_until 3 "a new second" sh -c "[ \$(date +%s) -gt $t0 ]"
+  local T; T=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
+  wait_until 3 "a new second" sh -c "[ \$(date +%s) -gt $((t0 + 1)) ]"
+  lb -r "$R" forget --keep-last 1 --prune > "$WORK/out" 2>&1 || { cat "$WORK/out"; fail "forget --prune exits 0 on a locked bucket (delete markers)"; }
+  lb -r "$R" forget --prune "$(lb -r "$R" snapshots --json | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["id"])')" >/dev/null \
+    || fail "the last snapshot is forgotten too"
+  [ -z "$(lb -r "$R" snapshots --json)" ] || fail "every snapshot is hidden now"
+  [ "$(lb -r "$R" --s3-as-of "$T" snapshots --json | grep -c short_id)" = 2 ] || fail "both snapshots are there as of T"
+  lb -r "$R" --s3-as-of "$T" restore latest --target "$WORK/asof-out" -q || fail "restore as of T"
+  python3 "$HERE/compare_trees.py" "$S" "$WORK/asof-out$S" || fail "the restored tree is the last clean one"
+  lb -r "$R" --s3-as-of "$T" check --read-data >/dev/null || fail "check --read-data as of T"
+  # Read-only, and only for S3; bad times are refused with their name.
+  expect_code 1 lb -r "$R" --s3-as-of "$T" backup "$S"
+  grep -q "read-only" "$WORK/err" || { cat "$WORK/err"; fail "a write as of T is refused, named"; }
+  expect_code 1 lb -r "$WORK/local-asof" --s3-as-of "$T" snapshots
+  grep -q "applies to s3: repositories only" "$WORK/err" || fail "--s3-as-of on a local repository is refused"
+  expect_code 1 lb -r "$R" --s3-as-of yesterday snapshots
+  grep -q 'invalid --s3-as-of "yesterday"' "$WORK/err" || fail "a bad time is named"
+  expect_code 1 lb -r "$R" --s3-as-of 2999-01-01T00:00:00Z snapshots
+  grep -q "in the future" "$WORK/err" || fail "a future time is refused"
+  # Before the repository existed there is nothing.
+  expect_code 10 lb -r "$R" --s3-as-of 2000-01-01T00:00:00Z snapshots
+}
+
 t_s3_signatures() {
   # moto with authentication: the first 3 requests (IAM set-up) pass, then every request's SigV4 signature is
   # checked against the user's secret, as AWS does. (moto mis-verifies listings whose prefix holds a slash,
@@ -408,7 +443,7 @@ t_serve_credentials_metrics_errors() {
   kill "$SERVE_PID"
 }
 
-for t in ${REMOTE_TESTS:-t_serve_tls_htpasswd t_restic_against_serve t_append_only t_s3_moto t_s3_signatures t_rclone t_metadata_cache t_faults_rest t_faults_s3 t_serve_graceful_stop t_serve_range_requests t_serve_connection_flood t_serve_quota_race t_serve_credentials_metrics_errors}; do
+for t in ${REMOTE_TESTS:-t_serve_tls_htpasswd t_restic_against_serve t_append_only t_s3_moto t_s3_as_of t_s3_signatures t_rclone t_metadata_cache t_faults_rest t_faults_s3 t_serve_graceful_stop t_serve_range_requests t_serve_connection_flood t_serve_quota_race t_serve_credentials_metrics_errors}; do
   run_test "$t"
 done
 echo "remote: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
