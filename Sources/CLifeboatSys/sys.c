@@ -79,3 +79,65 @@ int lb_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
 int lb_spawn_chdir(posix_spawn_file_actions_t *actions, const char *path) {
     return posix_spawn_file_actions_addchdir_np(actions, path);
 }
+
+#include <netdb.h>
+#include <poll.h>
+#include <time.h>
+#include <stdint.h>
+
+static int64_t lb_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int lb_wait(int fd, short events, int64_t deadline) {
+    for (;;) {
+        int64_t left = deadline - lb_now_ms();
+        if (left <= 0) return -2;
+        struct pollfd p = { .fd = fd, .events = events };
+        int r = poll(&p, 1, (int)left);
+        if (r > 0) return 0;
+        if (r == 0) return -2;
+        if (errno != EINTR) return -1;
+    }
+}
+
+int lb_tcp_probe(const char *host, int port, const void *send_buf, size_t len, int timeout_ms) {
+    int64_t deadline = lb_now_ms() + timeout_ms;
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    char service[16];
+    snprintf(service, sizeof service, "%d", port);
+    if (getaddrinfo(host, service, &hints, &ai) != 0 || ai == NULL) return -1;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) { freeaddrinfo(ai); return -1; }
+    int rc = 0;
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        if (errno != EINPROGRESS) { rc = -1; goto done; }
+        if ((rc = lb_wait(fd, POLLOUT, deadline)) != 0) goto done;
+        int err = 0;
+        socklen_t l = sizeof err;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) != 0 || err != 0) { rc = -1; goto done; }
+    }
+    size_t sent = 0;
+    while (sent < len) {
+        ssize_t w = send(fd, (const char *)send_buf + sent, len - sent, MSG_NOSIGNAL);
+        if (w > 0) { sent += (size_t)w; continue; }
+        if (w < 0 && (errno == EAGAIN || errno == EINTR)) { if ((rc = lb_wait(fd, POLLOUT, deadline)) != 0) goto done; continue; }
+        rc = -1; goto done;
+    }
+    for (;;) {
+        char b[512];
+        ssize_t r = recv(fd, b, sizeof b, 0);
+        if (r > 0) { rc = 0; break; }
+        if (r == 0) { rc = -3; break; }
+        if (errno == EAGAIN || errno == EINTR) { if ((rc = lb_wait(fd, POLLIN, deadline)) != 0) break; continue; }
+        rc = -1; break;
+    }
+done:
+    close(fd);
+    freeaddrinfo(ai);
+    return rc;
+}

@@ -521,9 +521,10 @@ public actor Agent {
         env.audit = AuditLog(path: Agent.auditLogPath(plan))
         env.kit = { site in await Agent.kit(plan, site: site, access: self.access) }
         env.backend = { [proxy] action, pool, backend in try AgentProxy.act(proxy, action, pool: pool, backend: backend) }
+        env.pool = { [proxy] pool in try AgentProxy.view(proxy, pool: pool) }
         var allOK = true
         var all: [DrillReport] = []
-        for site in drill.from {
+        for site in drill.targets {
             let (id, base) = begin(job, site: site, scheduled: scheduled)
             var run = base
             let reports = await DrillRunner.run(drill, sites: [site], env: env)

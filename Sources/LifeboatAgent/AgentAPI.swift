@@ -247,7 +247,12 @@ public enum AgentClient {
         }
     }
 
-    public enum Failure: Error { case unreachable(String), refused(String), unauthorized(String) }
+    public enum Failure: Error, CustomStringConvertible {
+        case unreachable(String), refused(String), unauthorized(String)
+        public var description: String {
+            switch self { case .unreachable(let s), .refused(let s), .unauthorized(let s): return s }
+        }
+    }
 
     /// GET `path` from the agent of `settings`; `.unreachable` when nothing answers (the caller then reads the
     /// database), `.refused` for an HTTP error.

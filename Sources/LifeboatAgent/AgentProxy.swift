@@ -1,5 +1,6 @@
 import Foundation
 import LifeboatCore
+import LifeboatDrill
 import LifeboatFailover
 import LifeboatHTTP
 import LifeboatPlan
@@ -52,6 +53,16 @@ public final class AgentProxy: Sendable {
     }
 
     public var metrics: String { ProxyMetrics.render(server.pools) }
+
+    /// A pool as a drill sees it: the backend serving, each backend's state.
+    public static func view(_ proxy: AgentProxy?, pool: String) throws -> PoolView {
+        guard let proxy else { throw LifeboatError(.notFound, "the agent runs no proxy (the plan has no proxy section)") }
+        guard let p = proxy.server.pools.first(where: { $0.config.name == pool }) else { throw LifeboatError(.notFound, "no pool \(pool)") }
+        let st = p.status().state
+        return PoolView(active: st.activeName, backends: st.members.map {
+            PoolView.Member(name: $0.name, state: $0.health.state.rawValue, disabled: $0.health.disabled)
+        })
+    }
 
     /// A playbook's backend action on the agent's own pools.
     public static func act(_ proxy: AgentProxy?, _ action: PlaybookStep.BuiltIn, pool: String, backend: String) throws -> String {

@@ -42,7 +42,7 @@ struct DrillRunCommand: AsyncParsableCommand {
         guard let drill = plan.drills.first(where: { $0.name == name }) else {
             throw fatal("the plan \(plan.path) has no drill \(name) (drills: \(plan.drills.map(\.name).joined(separator: ", ")))")
         }
-        for s in sites where !drill.from.contains(s) { throw fatal("drill \(name) drills sites \(drill.from.joined(separator: ", ")); not \(s)") }
+        for s in sites where !drill.targets.contains(s) { throw fatal("drill \(name) drills \(drill.targets.joined(separator: ", ")); not \(s)") }
         let logger = Logger(label: "lifeboat.drill") { _ in LineLogHandler(json: false) }
         let access: SiteAccess
         do { access = try AgentCommand.siteAccess(logger: logger) } catch { throw fatal(errorText(error)) }
@@ -52,6 +52,7 @@ struct DrillRunCommand: AsyncParsableCommand {
         env.audit = AuditLog(path: Agent.auditLogPath(plan))
         env.kit = { site in await Agent.kit(full, site: site, access: access) }
         env.backend = { action, pool, backend in try await DrillRunCommand.agentAction(plan, action, pool: pool, backend: backend) }
+        env.pool = { pool in try await DrillRunCommand.agentPool(plan, pool) }
         let json = file.json
         // Sandboxes a killed run left behind go first.
         for d in await Sandbox.sweep(root: drill.sandbox) { FileHandle.standardError.write(Data("removed the sandbox of an interrupted drill: \(d)\n".utf8)) }
@@ -92,6 +93,23 @@ struct DrillRunCommand: AsyncParsableCommand {
         return out
     }
 
+    /// A proxy pool's state through the running agent's API (`GET /proxy/status`).
+    static func agentPool(_ plan: Plan, _ pool: String) async throws -> PoolView {
+        let body: [UInt8]
+        do { body = try await AgentClient.request(post: false, "/proxy/status", settings: plan.agent) } catch {
+            throw LifeboatError(.io, "the agent's API does not answer for pool \(pool): \(error)")
+        }
+        guard let o = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any], let pools = o["pools"] as? [[String: Any]],
+              let p = pools.first(where: { $0["name"] as? String == pool }) else {
+            throw LifeboatError(.notFound, "the agent's proxy has no pool \(pool)")
+        }
+        let members = (p["backends"] as? [[String: Any]] ?? []).compactMap { b -> PoolView.Member? in
+            guard let name = b["name"] as? String else { return nil }
+            return PoolView.Member(name: name, state: b["state"] as? String ?? "unknown", disabled: b["disabled"] as? Bool ?? false)
+        }
+        return PoolView(active: p["active"] as? String, backends: members)
+    }
+
     /// A playbook's backend action through the running agent's API.
     static func agentAction(_ plan: Plan, _ action: PlaybookStep.BuiltIn, pool: String, backend: String) async throws -> String {
         let verb = switch action { case .disableBackend: "disable"; case .enableBackend: "enable"; default: "promote" }
@@ -117,7 +135,7 @@ struct DrillListCommand: AsyncParsableCommand {
         let latest = (try? StateStore(readingFrom: plan.agent.state).latestDrills()) ?? []
         var rows: [[String]] = [["DRILL", "SOURCE", "SCENARIO", "SITE", "SCHEDULE", "LAST RUN", "RESULT", "RTO", "RPO"]]
         for d in plan.drills {
-            for site in d.from {
+            for site in d.targets {
                 let r = latest.first { $0.drill == d.name && $0.site == site }
                 if file.json {
                     var o: [String: Any] = ["message_type": "drill", "drill": d.name, "source": d.source, "scenario": d.scenario.rawValue, "site": site,

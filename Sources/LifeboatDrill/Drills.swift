@@ -28,6 +28,8 @@ public struct DrillEnvironment: Sendable {
     public var kit: (@Sendable (Site) async throws -> String)?
     /// Proxy backend actions (the agent's API).
     public var backend: (@Sendable (PlaybookStep.BuiltIn, String, String) async throws -> String)?
+    /// A proxy pool's state (the agent's pools, or its API): node-crash watches the switch through it.
+    public var pool: (@Sendable (String) async throws -> PoolView)?
     public var audit: AuditLog?
 
     public init(plan: Plan, access: SiteAccess, reports: String, host: String) {
@@ -50,7 +52,7 @@ public func steadyClock() -> @Sendable () -> Date {
 public enum DrillRunner {
     public static func run(_ drill: Drill, sites only: [String]? = nil, env: DrillEnvironment) async -> [DrillReport] {
         var reports: [DrillReport] = []
-        for site in drill.from where only.map({ $0.contains(site) }) ?? true {
+        for site in drill.targets where only.map({ $0.contains(site) }) ?? true {
             var r = await runSite(drill, site: site, env: env)
             do { _ = try r.write(to: env.reports) } catch { r.notes.append("the report could not be written to \(env.reports): \(error)") }
             env.log("drill \(drill.name) at \(site): \(r.passed ? "passed" : "FAILED")\(r.failures.isEmpty ? "" : ": " + r.failures.joined(separator: "; "))")
@@ -70,12 +72,15 @@ public enum DrillRunner {
     static func runSite(_ drill: Drill, site siteName: String, env: DrillEnvironment) async -> DrillReport {
         let t = env.clock()
         let plan = env.plan
-        let id = "\(drill.name)-\(siteName)-\(PlaybookRunner.newRunID(t))"
+        // A file name too: `pool:web` becomes `pool-web`.
+        let id = "\(drill.name)-\(siteName.replacingOccurrences(of: ":", with: "-"))-\(PlaybookRunner.newRunID(t))"
         var report = DrillReport(id: id, drill: drill.name, source: drill.source, site: siteName, scenario: drill.scenario.rawValue, host: env.host, declared: t)
         let source = plan.sources.first { $0.name == drill.source }
         report.rtoObjective = source?.objectives?.rto
         report.rpoObjective = source?.objectives?.rpo
-        guard let source, let site = plan.sites.sites.first(where: { $0.name == siteName }) else {
+        let site = plan.sites.sites.first(where: { $0.name == siteName })
+            ?? (drill.scenario == .nodeCrash ? Site(name: siteName, repository: "", role: .replica, passwordFile: nil, credentialsFile: nil) : nil)
+        guard let source, let site else {
             report.failures.append("the plan has no source \(drill.source) or no site \(siteName)")
             report.finished = env.clock()
             return report
@@ -172,7 +177,7 @@ public enum DrillRunner {
             await Ransomware.play(drill: drill, source: source, site: site, sandbox: sandbox, env: env, report: &report)
             if report.unprotected == nil { report.unprotected = false }
         case .nodeCrash:
-            report.failures.append("the \(drill.scenario.rawValue) scenario is not available in this version")
+            await NodeCrash.play(drill, source: source, sandbox: sandbox, user: user, deadline: deadline, report: &report, env: env)
         }
         return report
     }

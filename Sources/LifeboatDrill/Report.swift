@@ -63,6 +63,10 @@ public struct DrillReport: Sendable, Codable, Equatable {
     public var bytes: UInt64 = 0
     /// Ransomware drills: true when the site's protection did not keep the clean snapshot through the attack.
     public var unprotected: Bool?
+    /// node-crash: requests through the pool, those that failed after the crash, seconds until the proxy switched.
+    public var requests: Int?
+    public var failedRequests: Int?
+    public var switchSeconds: Double?
 
     public init(id: String, drill: String, source: String, site: String, scenario: String, host: String, declared: Date) {
         self.id = id; self.drill = drill; self.source = source; self.site = site; self.scenario = scenario; self.host = host

@@ -166,10 +166,29 @@ public struct Drill: Sendable {
     /// Variables for the playbook (as `--var`).
     public var variables: [String: String] = [:]
     public var location: Location
+    /// node-crash: the proxy pool, the command that crashes its serving backend, the client loop through the pool.
+    public var pool: String?
+    public var crash: [String]?
+    /// node-crash: run at the end whatever happened (`kill -CONT`, a service start).
+    public var recover: [String]?
+    public var clients = ClientLoop()
 
     public init(name: String, source: String, from: [String], scenario: DrillScenario, sandbox: String, location: Location) {
         self.name = name; self.source = source; self.from = from; self.scenario = scenario; self.sandbox = sandbox; self.location = location
     }
+
+    /// What each run drills: the sites of `from`, or for node-crash the pool (`pool:NAME`, one run).
+    public var targets: [String] { scenario == .nodeCrash ? pool.map { ["pool:\($0)"] } ?? [] : from }
+}
+
+/// node-crash's clients: one request every `interval` (connect, send `send`, at least one byte back within
+/// `timeout`), for the whole drill and at most `duration` past the crash.
+public struct ClientLoop: Sendable, Equatable {
+    public var interval: Double = 0.05
+    public var duration: Double = 60
+    public var timeout: Double = 1
+    public var send = "GET / HTTP/1.0\r\nHost: lifeboat-drill\r\n\r\n"
+    public init() {}
 }
 
 public struct AgentSettings: Sendable, Equatable {
@@ -316,7 +335,8 @@ public struct Plan: Sendable {
 
     static func drill(_ node: Yams.Node, _ y: YAMLReader, _ plan: Plan, _ zone: TimeZone) throws -> Drill {
         let m = try y.mapping(node, "each drill")
-        try y.keys(m, ["name", "source", "from", "scenario", "sandbox", "playbook", "schedule", "timezone", "run_as", "timeout", "variables"])
+        try y.keys(m, ["name", "source", "from", "scenario", "sandbox", "playbook", "schedule", "timezone", "run_as", "timeout", "variables",
+                       "pool", "crash", "recover", "clients"])
         let name = try y.string(m, "name", required: true, owner: node)!
         guard name.count <= 64, name.allSatisfy(nameCharacters) else {
             throw y.error(m["name"], "drill name \"\(name)\" may hold letters, digits, - _ . only (at most 64)")
@@ -327,8 +347,8 @@ public struct Plan: Sendable {
             throw y.error(m["source"], "drill \(name): no source named \"\(sourceName)\" (sources: \(plan.sources.map(\.name).joined(separator: ", ")))")
         }
         let scenario = try y.enumValue(m, "scenario", DrillScenario.self) ?? .restore
-        if scenario == .nodeCrash {
-            throw y.error(m["scenario"], "drill \(name): the \(scenario.rawValue) scenario is not available in this version (restore, site-loss, ransomware, corruption, from-kit are)")
+        for k in ["pool", "crash", "recover", "clients"] where m[k] != nil && scenario != .nodeCrash {
+            throw y.error(m[k], "drill \(name): `\(k)` belongs to node-crash drills")
         }
         let holding = source.sites.isEmpty ? plan.sites.sites.map(\.name) : source.sites
         var from = try y.strings(m, "from") ?? []
@@ -357,6 +377,7 @@ public struct Plan: Sendable {
         }
         drill.runAs = try y.string(m, "run_as")
         drill.timeout = try y.duration(m, "timeout", 1...(7 * 86400)) ?? drill.timeout
+        if scenario == .nodeCrash { try nodeCrash(&drill, m, node, y, plan) }
         if let v = m["variables"] {
             for (k, val) in try y.mapping(v, "`variables:`") {
                 guard let key = k.string, !key.isEmpty, val.scalar != nil, let s = val.string else { throw y.error(k, "each variable is a name and a string") }
@@ -364,6 +385,38 @@ public struct Plan: Sendable {
             }
         }
         return drill
+    }
+
+    /// node-crash: a pool of the plan's proxy with a backend marked `chaos: true`, a crash command, the client loop.
+    static func nodeCrash(_ drill: inout Drill, _ m: Yams.Node.Mapping, _ node: Yams.Node, _ y: YAMLReader, _ plan: Plan) throws {
+        let name = drill.name
+        let pool = try y.string(m, "pool", required: true, owner: node)!
+        guard let proxy = plan.proxy, let p = proxy.pools.first(where: { $0.name == pool }) else {
+            throw y.error(m["pool"], "drill \(name): no proxy pool named \"\(pool)\" (pools: \(plan.proxy?.pools.map(\.name).joined(separator: ", ") ?? "none"))")
+        }
+        guard p.backends.contains(where: \.chaos) else {
+            throw y.error(m["pool"], "drill \(name): pool \(pool) has no backend marked `chaos: true`, and a drill crashes no other")
+        }
+        drill.pool = pool
+        drill.from = []
+        guard m["crash"] != nil else { throw y.error(node, "drill \(name): missing `crash` (the command that crashes the serving backend)") }
+        func command(_ k: String) throws -> [String]? {
+            guard let c = m[k] else { return nil }
+            return c.sequence != nil ? try y.strings(m, k) : ["/bin/sh", "-c", try y.string(m, k)!]
+        }
+        drill.crash = try command("crash")
+        drill.recover = try command("recover")
+        if let cl = m["clients"] {
+            let cm = try y.mapping(cl, "`clients:`")
+            try y.keys(cm, ["interval", "duration", "timeout", "send"])
+            drill.clients.interval = try y.duration(cm, "interval", 0.005...60) ?? drill.clients.interval
+            drill.clients.duration = try y.duration(cm, "duration", 1...3600) ?? drill.clients.duration
+            drill.clients.timeout = try y.duration(cm, "timeout", 0.01...60) ?? drill.clients.timeout
+            if let n = cm["send"] {
+                guard n.scalar != nil, let text = n.string, text.utf8.count <= 65536 else { throw y.error(n, "`send` must be a string of at most 64 KiB") }
+                drill.clients.send = text
+            }
+        }
     }
 
     static func zone(_ m: Yams.Node.Mapping, _ y: YAMLReader, _ fallback: TimeZone) throws -> TimeZone {

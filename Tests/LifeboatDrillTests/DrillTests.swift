@@ -225,3 +225,34 @@ struct FakeActions: PlaybookActions {
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: dir + "/link") == "/etc/hostname")
     }
 }
+
+@Suite struct NodeCrashTests {
+    let crash = Date(timeIntervalSince1970: 1000)
+    func sample(_ dt: Double, _ ok: Bool, _ code: Int32 = 0) -> RequestLoop.Sample {
+        RequestLoop.Sample(at: crash.addingTimeInterval(dt), ok: ok, code: ok ? 0 : code)
+    }
+
+    @Test func figuresFromTheClientsSamples() {
+        let s = [sample(-0.2, true), sample(-0.1, false, -1), sample(0.05, true), sample(0.1, false, -1), sample(0.2, false, -2),
+                 sample(0.3, true), sample(0.4, true)]
+        let f = CrashFigures.of(s, crash: crash)
+        #expect(f.requests == 7 && f.failed == 3 && f.failedAfterCrash == 2)
+        #expect(f.lastFailure == "timed out")
+        #expect(abs((f.serviceBack ?? 0) - 0.3) < 1e-6)
+    }
+
+    @Test func noFailureIsServiceAtOnce_andNoRecoveryIsNil() {
+        #expect(CrashFigures.of([sample(0.1, true), sample(0.2, true)], crash: crash).serviceBack == 0)
+        let down = CrashFigures.of([sample(0.1, true), sample(0.2, false, -3)], crash: crash)
+        #expect(down.serviceBack == nil && down.lastFailure == "closed without an answer")
+        #expect(CrashFigures.of([], crash: crash).serviceBack == nil)
+    }
+
+    @Test func theSwitchIsAnotherActiveBackendOrTheVictimDown() {
+        let up = PoolView.Member(name: "a", state: "up", disabled: false)
+        #expect(!PoolView(active: "a", backends: [up]).switched(from: "a"))
+        #expect(PoolView(active: "b", backends: [up]).switched(from: "a"))
+        #expect(PoolView(active: nil, backends: [PoolView.Member(name: "a", state: "down", disabled: false)]).switched(from: "a"))
+        #expect(!PoolView(active: nil, backends: [up]).switched(from: "a"))
+    }
+}

@@ -96,4 +96,44 @@ import LifeboatCore
         #expect(bad("mass_change: {changed_files: 150%}").contains("at most 100%"))
         #expect(bad("mass_change: {entropy_bits: 9}").contains("from 1 to 8"))
     }
+
+    @Test func nodeCrashDrillsNameAPoolWithAChaosBackend() throws {
+        let head = """
+            sites:
+              - {name: home, repository: /srv/r, role: primary}
+              - {name: usb, repository: /mnt/r, role: replica}
+            sources:
+              - {name: www, paths: [/srv/www], schedule: "*/15 * * * *"}
+            proxy:
+              pools:
+                - name: web
+                  listen: 127.0.0.1:8080
+                  backends:
+                    - {name: a, address: 127.0.0.1:8081, chaos: true}
+                    - {name: b, address: 127.0.0.1:8082, priority: 2}
+                - name: calm
+                  listen: 127.0.0.1:9080
+                  backends: [{name: c, address: 127.0.0.1:9081}]
+
+            """
+        let plan = try Plan.parse(head + """
+            drills:
+              - {name: crash, source: www, scenario: node-crash, pool: web, crash: "kill -STOP $(cat /run/a.pid)", recover: [kill, -CONT, "1"],
+                 sandbox: /var/tmp/d, clients: {interval: 20ms, duration: 30s, timeout: 250ms, send: "PING\\r\\n"}}
+            """, path: "p.yaml")
+        let d = plan.drills[0]
+        #expect(d.pool == "web" && d.targets == ["pool:web"] && d.from.isEmpty)
+        #expect(d.crash == ["/bin/sh", "-c", "kill -STOP $(cat /run/a.pid)"] && d.recover == ["kill", "-CONT", "1"])
+        #expect(d.clients.interval == 0.02 && d.clients.duration == 30 && d.clients.timeout == 0.25 && d.clients.send == "PING\r\n")
+        func bad(_ tail: String) -> String {
+            do { _ = try Plan.parse(head + tail, path: "p.yaml"); return "" } catch { return "\(error)" }
+        }
+        #expect(bad("drills:\n  - {name: x, source: www, sandbox: /d, scenario: node-crash, pool: mars, crash: 'true'}").contains("no proxy pool named \"mars\""))
+        #expect(bad("drills:\n  - {name: x, source: www, sandbox: /d, scenario: node-crash, pool: calm, crash: 'true'}").contains("no backend marked `chaos: true`"))
+        #expect(bad("drills:\n  - {name: x, source: www, sandbox: /d, scenario: node-crash, pool: web}").contains("missing `crash`"))
+        #expect(bad("drills:\n  - {name: x, source: www, sandbox: /d, scenario: node-crash}").contains("missing `pool`"))
+        #expect(bad("drills:\n  - {name: x, source: www, sandbox: /d, pool: web}").contains("`pool` belongs to node-crash drills"))
+        #expect(bad("drills:\n  - {name: x, source: www, sandbox: /d, scenario: node-crash, pool: web, crash: 'true', clients: {interval: 0s}}").contains("interval"))
+        #expect(bad("drills:\n  - {name: x, source: www, sandbox: /d, scenario: node-crash, pool: web, crash: 'true', clients: {duration: 1e300}}").contains("out of range"))
+    }
 }

@@ -371,9 +371,79 @@ PY
   grep -q "site home is unprotected" "$WORK/out" && grep -q "FAILED: no site kept the clean snapshot" "$WORK/out" || { cat "$WORK/out"; fail "an unprotected site fails the drill, named"; }
 }
 
+# node-crash: clients through the agent's proxy pool while the primary backend is killed; the switch is measured,
+# the playbook fences the crashed node, requests succeed after it, and no backend is left disabled.
+t_node_crash_measures_the_switch() {
+  setup_world
+  local A B P
+  A=$(free_port); B=$(free_port); P=$(free_port)
+  python3 "$HERE/echo.py" server "$A" & local pid_a=$!
+  python3 "$HERE/echo.py" server "$B" &
+  wait_port "$A"; wait_port "$B"
+  cat > "$WORK/playbooks/fence.yaml" <<YAML
+name: fence the crashed web node
+steps:
+  - {name: fence it, lifeboat: disable-backend, with: {pool: web, backend: primary}}
+  - {name: web answers, check: "python3 -c \"import socket; socket.create_connection(('127.0.0.1', $P), 1)\"", within: 5s, interval: 100ms}
+YAML
+  cat >> "$WORK/lifeboat.yaml" <<YAML
+proxy:
+  pools:
+    - name: web
+      listen: 127.0.0.1:$P
+      mode: failover
+      check: {type: tcp, interval: 200ms, timeout: 200ms, fall: 1, rise: 1}
+      backends:
+        - {name: primary, address: 127.0.0.1:$A, priority: 1, chaos: true}
+        - {name: standby, address: 127.0.0.1:$B, priority: 2, chaos: true}
+    - name: calm
+      listen: 127.0.0.1:$(free_port)
+      mode: failover
+      backends:
+        - {name: only, address: 127.0.0.1:$B}
+        - {name: spare, address: 127.0.0.1:$A, priority: 2, chaos: true}
+YAML
+  python3 - "$WORK/lifeboat.yaml" "$pid_a" "$WORK" <<'PY'
+import sys
+p, pid, work = sys.argv[1:]
+t = open(p).read()
+t = t.replace("drills:\n", "drills:\n"
+  f"  - {{name: web-crash, source: www, scenario: node-crash, pool: web, crash: 'kill -9 {pid}', sandbox: {work}/sandbox,\n"
+  f"     playbook: playbooks/fence.yaml, clients: {{interval: 20ms, timeout: 500ms, duration: 20s}}}}\n"
+  f"  - {{name: calm-crash, source: www, scenario: node-crash, pool: calm, crash: 'true', sandbox: {work}/sandbox}}\n", 1)
+open(p, "w").write(t)
+PY
+  "$BIN" agent --config "$WORK/lifeboat.yaml" > "$WORK/agent.log" 2>&1 &
+  local agent=$!
+  wait_port "$API_PORT"; wait_port "$P"
+  active() { curl -s "http://127.0.0.1:$API_PORT/proxy/status" | python3 -c "import json,sys; p=[x for x in json.load(sys.stdin)['pools'] if x['name']=='web'][0]; print(p['active'], [b['disabled'] for b in p['backends']])"; }
+  wait_until 20 "the pool to serve from primary" eval '[ "$(active)" = "primary [False, False]" ]'
+  drill web-crash --json > "$WORK/out" 2>"$WORK/err" || { cat "$WORK/out" "$WORK/err"; kill "$agent"; fail "the node-crash drill passes"; return 1; }
+  python3 - "$WORK/out" <<'PY' || { cat "$WORK/out"; fail "the report has the switch time, the requests, the playbook and the RTO"; }
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")][-1]
+assert r["site"] == "pool:web" and r["passed"], r["failures"]
+names = [s["name"] for s in r["steps"]]
+assert names[:3] == ["find the serving backend", "requests go through the pool", "crash the serving backend"], names
+assert "the proxy switches" in names and "fence it" in names and "web answers" in names and names[-1] == "requests succeed after recovery", names
+assert 0 < r["switch_seconds"] < 10 and r["requests"] > 10 and r["failed_requests"] >= 0, r
+assert 0 < r["rto_seconds"] < 60 and r.get("rpo_seconds") is None, r
+assert any("is enabled again" in n for n in r["notes"]), r["notes"]
+PY
+  [ "$(active)" = "standby [False, False]" ] || { active; fail "standby serves, and the fenced primary is enabled again"; }
+  # A pool whose serving backend is not marked chaos: refused before anything is crashed.
+  expect_code 23 drill calm-crash
+  grep -q "serves from only, which is not marked \`chaos: true\`" "$WORK/out" || { cat "$WORK/out"; fail "the drill touches chaos backends only"; }
+  kill -TERM "$agent"; wait "$agent" || true
+  # Without the agent, the drill cannot see the pool and says so.
+  expect_code 23 drill web-crash
+  grep -q "the agent's API does not answer for pool web" "$WORK/out" || { cat "$WORK/out"; fail "no agent: named"; }
+}
+
 ALL="t_restore_drill_from_each_site t_site_loss_never_reads_the_primary t_failures_are_named t_corruption_names_every_damaged_pack
 t_from_kit_rebuilds_the_plan_from_a_site t_playbook_lint_run_fail_and_resume t_mass_change_flags_encryption_not_ordinary_change
-t_agent_runs_drills_on_schedule_and_sweeps_killed_ones t_ransomware_needs_a_protected_site"
+t_agent_runs_drills_on_schedule_and_sweeps_killed_ones t_ransomware_needs_a_protected_site
+t_node_crash_measures_the_switch"
 for t in ${DRILL_TESTS:-$ALL}; do run_test "$t"; done
 echo "drills: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
 [ "$FAILED" -eq 0 ]

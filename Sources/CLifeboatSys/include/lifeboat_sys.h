@@ -28,3 +28,8 @@ int lb_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
 /* posix_spawn_file_actions_addchdir_np(actions, path): the child starts in path (glibc 2.29). */
 int lb_spawn_chdir(posix_spawn_file_actions_t *actions, const char *path);
 #endif
+
+/// One request of a drill's client loop: connects to HOST:PORT (numeric), sends `len` bytes of `send`, and waits for
+/// at least one byte back, all within `timeout_ms`. Returns 0 on success, -1 when the connection failed, -2 on a
+/// timeout, -3 when the peer closed without answering.
+int lb_tcp_probe(const char *host, int port, const void *send, size_t len, int timeout_ms);

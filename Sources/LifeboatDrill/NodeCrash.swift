@@ -1,0 +1,300 @@
+import CLifeboatSys
+import Foundation
+import Glibc
+import LifeboatConfig
+import LifeboatCore
+import LifeboatFailover
+import LifeboatPlan
+import LifeboatProcess
+import Synchronization
+
+/// What a drill sees of a proxy pool: the backend serving and each backend's state (the agent's pool status).
+public struct PoolView: Sendable, Equatable {
+    public struct Member: Sendable, Equatable {
+        public var name: String
+        /// up, down, …
+        public var state: String
+        public var disabled: Bool
+        public init(name: String, state: String, disabled: Bool) { self.name = name; self.state = state; self.disabled = disabled }
+    }
+    public var active: String?
+    public var backends: [Member]
+    public init(active: String?, backends: [Member]) { self.active = active; self.backends = backends }
+
+    /// Whether `name` no longer serves: another backend is active, or it is down.
+    public func switched(from name: String) -> Bool {
+        if let active, active != name { return true }
+        return backends.first { $0.name == name }?.state == "down"
+    }
+}
+
+/// node-crash's clients: one request at a time through the pool, on a thread of their own (each request blocks
+/// for up to its timeout), until stopped; bounded in count and time.
+final class RequestLoop: Sendable {
+    struct Sample: Sendable { var at: Date; var ok: Bool; var code: Int32 }
+    let samples = Mutex<[Sample]>([])
+    let stopped = Atomic<Bool>(false)
+    let finished = Atomic<Bool>(false)
+    static let maxSamples = 200_000
+
+    /// Starts the loop against `host:port`; it stops by itself after `limit` seconds.
+    init(host: String, port: Int, settings: ClientLoop, limit: Double, clock: @escaping @Sendable () -> Date) {
+        let payload = Array(settings.send.utf8)
+        let interval = settings.interval, timeoutMS = Int32(max(10, min(60_000, settings.timeout * 1000)))
+        let start = ContinuousClock.now
+        let thread = Thread { [self] in
+            while !stopped.load(ordering: .relaxed) {
+                let t0 = ContinuousClock.now
+                if t0 - start > .seconds(limit) { break }
+                let code = payload.withUnsafeBytes { lb_tcp_probe(host, Int32(port), $0.baseAddress, $0.count, timeoutMS) }
+                let full = samples.withLock { s -> Bool in
+                    s.append(Sample(at: clock(), ok: code == 0, code: code))
+                    return s.count >= RequestLoop.maxSamples
+                }
+                if full { break }
+                let spent = ContinuousClock.now - t0
+                let wait = Duration.seconds(interval) - spent
+                if wait > .zero { usleep(UInt32(min(60_000_000, Double(wait.components.seconds) * 1e6 + Double(wait.components.attoseconds) / 1e12))) }
+            }
+            finished.store(true, ordering: .releasing)
+        }
+        thread.stackSize = 256 << 10
+        thread.start()
+    }
+
+    func stop() async {
+        stopped.store(true, ordering: .relaxed)
+        while !finished.load(ordering: .acquiring) { try? await Task.sleep(for: .milliseconds(10)) }
+    }
+
+    var snapshot: [Sample] { samples.withLock { $0 } }
+
+    static func describe(_ code: Int32) -> String {
+        switch code {
+        case -1: return "connection failed"
+        case -2: return "timed out"
+        case -3: return "closed without an answer"
+        default: return "ok"
+        }
+    }
+}
+
+/// The figures of a node-crash run, from the clients' samples: a pure function, unit-tested.
+struct CrashFigures: Equatable {
+    var requests = 0
+    var failed = 0
+    var failedAfterCrash = 0
+    /// Seconds from the crash to the first success after the last failure (0: no request failed).
+    var serviceBack: Double?
+    var lastFailure: String?
+
+    static func of(_ samples: [RequestLoop.Sample], crash: Date) -> CrashFigures {
+        var f = CrashFigures()
+        f.requests = samples.count
+        f.failed = samples.filter { !$0.ok }.count
+        let after = samples.filter { $0.at >= crash }
+        f.failedAfterCrash = after.filter { !$0.ok }.count
+        if let last = after.lastIndex(where: { !$0.ok }) {
+            f.lastFailure = RequestLoop.describe(after[last].code)
+            f.serviceBack = after[(last + 1)...].first(where: \.ok).map { $0.at.timeIntervalSince(crash) }
+        } else if !after.isEmpty {
+            f.serviceBack = 0
+        }
+        return f
+    }
+}
+
+/// `node-crash`: clients run through a proxy pool while the drill crashes the backend serving it (by the drill's
+/// `crash` command: a kill, a SIGSTOP, a service stop); the drill measures when the proxy switched, how many
+/// requests failed and when service was back, runs the playbook (promotion steps), checks that requests succeed
+/// after it, and compares the time with the RTO objective. Only a backend marked `chaos: true` is crashed; every
+/// backend the run left disabled is enabled again, and the drill's `recover` command runs at the end.
+enum NodeCrash {
+    static func play(_ drill: Drill, source: Source, sandbox: String, user: Child.User?, deadline: Date,
+                     report: inout DrillReport, env: DrillEnvironment) async {
+        let clock = env.clock
+        guard let poolName = drill.pool, let crash = drill.crash,
+              let pool = env.plan.proxy?.pools.first(where: { $0.name == poolName }) else {
+            report.failures.append("the drill names no pool of the plan's proxy, or no crash command")
+            return
+        }
+        guard let status = env.pool else {
+            report.failures.append("node-crash needs the running agent, whose proxy serves pool \(poolName) (its API): none answers")
+            return
+        }
+        func step(_ name: String, _ summary: String, phase: String, _ body: (inout StepRecord) async throws -> Void) async -> Bool {
+            var r = StepRecord(index: report.steps.count, name: name, kind: "drill", summary: summary, phase: phase, started: clock(), ended: clock(), result: .ok)
+            do { try await body(&r) } catch {
+                r.result = .failed
+                r.detail = "\(error)"
+            }
+            r.ended = clock()
+            report.steps.append(r)
+            if r.result == .failed { report.failures.append("step \"\(name)\" failed: \(r.detail ?? "")") }
+            return r.result == .ok
+        }
+
+        // The backend serving now, which must be one the drill may crash.
+        var before: PoolView?
+        var victim = ""
+        guard await step("find the serving backend", "pool \(poolName)", phase: "setup", { r in
+            let view = try await status(poolName)
+            before = view
+            guard let active = view.active else { throw LifeboatError(.notFound, "pool \(poolName) serves from no backend now: nothing to crash") }
+            guard pool.backends.first(where: { $0.name == active })?.chaos == true else {
+                throw LifeboatError.invalid("pool \(poolName) serves from \(active), which is not marked `chaos: true`: the drill crashes no other backend")
+            }
+            victim = active
+            r.detail = "\(active) serves pool \(poolName)"
+        }) else { return }
+
+        var host = pool.listen.host
+        if host == "0.0.0.0" || host.isEmpty { host = "127.0.0.1" } else if host == "::" { host = "::1" }
+        let limit = min(drill.timeout, deadline.timeIntervalSince(clock()) + 1)
+        let clients = RequestLoop(host: host, port: pool.listen.port, settings: drill.clients, limit: max(1, limit), clock: clock)
+        var crashAt = clock()
+        var switchedAt: Date?
+        var playbookEnd: Date?
+
+        // Requests must go through before the crash, or the drill proves nothing.
+        let warm = await step("requests go through the pool", "to \(pool.listen) every \(describeSeconds(drill.clients.interval))", phase: "setup") { r in
+            let until = clock().addingTimeInterval(max(5, drill.clients.timeout * 3))
+            while clock() < until {
+                if clients.snapshot.filter(\.ok).count >= 3 { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let s = clients.snapshot
+            guard s.filter(\.ok).count >= 3 else {
+                throw LifeboatError(.io, "\(s.filter(\.ok).count) of \(s.count) requests through \(pool.listen) succeeded before the crash (last: \(s.last.map { RequestLoop.describe($0.code) } ?? "none"))")
+            }
+            r.detail = "\(s.count) requests, \(s.filter { !$0.ok }.count) failed"
+        }
+        if warm {
+            crashAt = clock()
+            report.declared = crashAt
+            let crashed = await step("crash the serving backend", crash.joined(separator: " "), phase: "attack") { r in
+                r.detail = try await run(crash, user: user, vars: ["LIFEBOAT_POOL": poolName, "LIFEBOAT_BACKEND": victim])
+            }
+            if crashed {
+                _ = await step("the proxy switches", "away from \(victim)", phase: "switch") { r in
+                    let until = crashAt.addingTimeInterval(drill.clients.duration)
+                    while clock() < until {
+                        let view = try await status(poolName)
+                        if view.switched(from: victim) {
+                            switchedAt = clock()
+                            r.detail = "\(victim) is \(view.backends.first { $0.name == victim }?.state ?? "gone"); \(view.active.map { "\($0) serves" } ?? "no backend serves")"
+                            return
+                        }
+                        try await Task.sleep(for: .milliseconds(50))
+                    }
+                    throw LifeboatError(.io, "the proxy still sends pool \(poolName) to \(victim) \(describeSeconds(drill.clients.duration)) after the crash")
+                }
+                if drill.playbook != nil {
+                    let run = await runPlaybook(drill, source: source, sandbox: sandbox, user: user, deadline: deadline, report: report, env: env)
+                    let base = report.steps.count
+                    report.steps += run.steps.enumerated().map { i, step in var s = step; s.index = base + i; return s }
+                    for s in run.steps where s.result == .failed {
+                        report.failures.append("\(s.phase == "cleanup" ? "cleanup step" : "step") \"\(s.name)\" failed: \(s.detail ?? "no detail")")
+                    }
+                    if run.steps.isEmpty, let f = run.failedStep { report.failures.append(f) }
+                    playbookEnd = run.steps.filter { $0.phase != "cleanup" }.map(\.ended).max()
+                }
+                // After the switch and the playbook, requests must succeed again.
+                _ = await step("requests succeed after recovery", "the next \(describeSeconds(max(1, drill.clients.interval * 10))) of requests", phase: "verify") { r in
+                    let from = clock()
+                    try await Task.sleep(for: .milliseconds(Int64(max(1, drill.clients.interval * 10) * 1000)))
+                    let tail = clients.snapshot.filter { $0.at >= from }
+                    let bad = tail.filter { !$0.ok }
+                    guard !tail.isEmpty, bad.isEmpty else {
+                        throw LifeboatError(.io, "\(bad.count) of \(tail.count) requests through pool \(poolName) still fail (\(bad.last.map { RequestLoop.describe($0.code) } ?? "no request was made"))")
+                    }
+                    r.detail = "\(tail.count) requests, all answered"
+                }
+            }
+        }
+        await clients.stop()
+
+        // What the clients saw.
+        let figures = CrashFigures.of(clients.snapshot, crash: crashAt)
+        report.requests = figures.requests
+        report.failedRequests = figures.failedAfterCrash
+        if let s = switchedAt { report.switchSeconds = s.timeIntervalSince(crashAt); report.phases["switch"] = report.switchSeconds }
+        report.notes.append("\(figures.failedAfterCrash) of the requests after the crash failed\(figures.lastFailure.map { " (last: \($0))" } ?? ""); \(figures.requests) requests in all")
+        if let back = figures.serviceBack {
+            report.notes.append(back == 0 ? "no request failed: the proxy moved every new connection at once" : "requests succeeded again \(DrillReport.span(back)) after the crash")
+        }
+        if report.failures.isEmpty {
+            let ends = [switchedAt, playbookEnd, figures.serviceBack.map { crashAt.addingTimeInterval($0) }].compactMap { $0 }
+            if let end = ends.max() {
+                report.rtoSeconds = end.timeIntervalSince(crashAt)
+                if let p = playbookEnd, let s = switchedAt, p > s { report.phases["playbook"] = p.timeIntervalSince(s) }
+            }
+        }
+        if let o = report.rtoObjective, let m = report.rtoSeconds, m > o {
+            report.failures.append("the RTO of \(DrillReport.span(m)) exceeds the objective of \(DrillReport.span(o))")
+        }
+        report.notes.append("node-crash measures no RPO: nothing is restored")
+
+        // Whatever happened: backends the run disabled are enabled again, and the crashed one is recovered.
+        if let backendAction = env.backend, let now = try? await status(poolName) {
+            for b in now.backends where b.disabled && before?.backends.first(where: { $0.name == b.name })?.disabled == false {
+                do {
+                    _ = try await backendAction(.enableBackend, poolName, b.name)
+                    report.notes.append("\(poolName)/\(b.name) was left disabled and is enabled again")
+                } catch {
+                    report.failures.append("\(poolName)/\(b.name) is left disabled: enabling it failed: \(error)")
+                }
+            }
+        }
+        if let recover = drill.recover {
+            _ = await step("recover the crashed backend", recover.joined(separator: " "), phase: "cleanup") { r in
+                r.detail = try await run(recover, user: user, vars: ["LIFEBOAT_POOL": poolName, "LIFEBOAT_BACKEND": victim])
+            }
+        }
+    }
+
+    /// The drill's playbook (no restore step is added: node-crash restores nothing), in the sandbox.
+    static func runPlaybook(_ drill: Drill, source: Source, sandbox: String, user: Child.User?, deadline: Date,
+                            report: DrillReport, env: DrillEnvironment) async -> PlaybookRun {
+        let book: Playbook
+        do {
+            book = try Playbook.load(drill.playbook ?? "")
+        } catch {
+            var run = PlaybookRun(id: report.id)
+            run.failedStep = "the playbook cannot be used: \(error)"
+            return run
+        }
+        var vars = book.variables.merging(drill.variables) { $1 }
+        vars["sandbox"] = sandbox
+        vars["port"] = "\(PlaybookRunner.freePort())"
+        vars["snapshot"] = "latest"
+        vars["site"] = report.site
+        vars["source"] = source.name
+        vars["run_id"] = report.id
+        vars["playbook_dir"] = (book.path as NSString).deletingLastPathComponent
+        let actions = SiteActions(plan: env.plan, access: env.access, confine: sandbox, onlySite: nil, before: report.declared, owner: user,
+                                  backendAction: env.backend)
+        var runner = PlaybookRunner(playbook: book, variables: vars, actions: actions)
+        runner.drill = true
+        runner.runAs = user
+        runner.audit = env.audit
+        runner.deadline = deadline
+        runner.clock = env.clock
+        return await runner.run(id: report.id)
+    }
+
+    /// Runs a drill command (the crash, the recovery) with a 60 s limit; its output's tail is the detail.
+    static func run(_ argv: [String], user: Child.User?, vars: [String: String]) async throws -> String {
+        let capture = try Capture()
+        let child: Child
+        do { child = try Child.spawn(argv, environment: vars, stdout: capture.writeFD, stderr: capture.writeFD, user: user) } catch {
+            capture.closeWriter()
+            throw error
+        }
+        capture.closeWriter()
+        let exit = await child.wait(timeout: 60)
+        let out = await capture.text()
+        guard exit.ok else { throw LifeboatError(.io, "\(argv.first ?? "") \(exit.description)\(out.isEmpty ? "" : ": \(out)")") }
+        return out.isEmpty ? "done" : String(out.suffix(300))
+    }
+}
