@@ -153,21 +153,9 @@ public enum DrillRunner {
                 report.failures.append("the playbook cannot be used: \(error)")
                 return report
             }
-            var vars = book.variables.merging(drill.variables) { $1 }
-            vars["sandbox"] = sandbox
-            vars["port"] = "\(PlaybookRunner.freePort())"
-            vars["snapshot"] = "latest"
-            vars["site"] = site.name
-            vars["source"] = source.name
-            vars["run_id"] = report.id
-            vars["playbook_dir"] = (book.path as NSString).deletingLastPathComponent
             let actions = SiteActions(plan: plan, access: access, confine: sandbox, onlySite: site.name, before: t, owner: user, backendAction: env.backend)
-            var runner = PlaybookRunner(playbook: book, variables: vars, actions: actions)
-            runner.drill = true
-            runner.runAs = user
-            runner.audit = env.audit
-            runner.deadline = deadline
-            runner.clock = env.clock
+            let runner = drillRunner(book, drill: drill, source: source, site: site.name, sandbox: sandbox, user: user, deadline: deadline,
+                                     report: report, actions: actions, env: env)
             let run = await runner.run(id: report.id)
             report.steps = setup + run.steps
             judge(&report, run: run, setupOK: true)
@@ -213,6 +201,26 @@ public enum DrillRunner {
         if let o = report.rpoObjective, let m = report.rpoSeconds, m > o {
             report.failures.append("the RPO of \(DrillReport.span(m)) exceeds the objective of \(DrillReport.span(o)): the newest snapshot at \(report.site) is too old")
         }
+    }
+
+    /// A playbook run as a drill runs it: the run's variables, the drill's user, its deadline and clock, the audit log.
+    static func drillRunner(_ book: Playbook, drill: Drill, source: Source, site: String, sandbox: String, user: Child.User?, deadline: Date,
+                            report: DrillReport, actions: any PlaybookActions, env: DrillEnvironment) -> PlaybookRunner {
+        var vars = book.variables.merging(drill.variables) { $1 }
+        vars["sandbox"] = sandbox
+        vars["port"] = "\(PlaybookRunner.freePort())"
+        vars["snapshot"] = "latest"
+        vars["site"] = site
+        vars["source"] = source.name
+        vars["run_id"] = report.id
+        vars["playbook_dir"] = (book.path as NSString).deletingLastPathComponent
+        var runner = PlaybookRunner(playbook: book, variables: vars, actions: actions)
+        runner.drill = true
+        runner.runAs = user
+        runner.audit = env.audit
+        runner.deadline = deadline
+        runner.clock = env.clock
+        return runner
     }
 
     /// The drill's playbook, with a restore step first when it has none (the drill always restores).

@@ -264,22 +264,10 @@ enum NodeCrash {
             run.failedStep = "the playbook cannot be used: \(error)"
             return run
         }
-        var vars = book.variables.merging(drill.variables) { $1 }
-        vars["sandbox"] = sandbox
-        vars["port"] = "\(PlaybookRunner.freePort())"
-        vars["snapshot"] = "latest"
-        vars["site"] = report.site
-        vars["source"] = source.name
-        vars["run_id"] = report.id
-        vars["playbook_dir"] = (book.path as NSString).deletingLastPathComponent
         let actions = SiteActions(plan: env.plan, access: env.access, confine: sandbox, onlySite: nil, before: report.declared, owner: user,
                                   backendAction: env.backend)
-        var runner = PlaybookRunner(playbook: book, variables: vars, actions: actions)
-        runner.drill = true
-        runner.runAs = user
-        runner.audit = env.audit
-        runner.deadline = deadline
-        runner.clock = env.clock
+        let runner = DrillRunner.drillRunner(book, drill: drill, source: source, site: report.site, sandbox: sandbox, user: user,
+                                             deadline: deadline, report: report, actions: actions, env: env)
         return await runner.run(id: report.id)
     }
 
