@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # release-only crash that the debug build could not show (docs/ARCHITECTURE.md, "Tests").
 BIN := .build/release/lifeboat
 
-.PHONY: deps build test unit integration demo bench bench-failover bench-plan bench-agent fuzz clean
+.PHONY: deps build test unit integration demo bench bench-failover bench-plan bench-agent bench-drills fuzz clean
 
 deps:
 	@scripts/install-deps.sh
@@ -51,6 +51,12 @@ bench-agent: build
 # `config validate` and `plan` on a plan of 1,000 sources (target: validate under 1 s).
 bench-plan: build
 	python3 bench/plan.py
+
+# Drills of a 1 GiB file source and PostgreSQL (pgbench scale 50) from a local and an S3 (moto) site, beside
+# restic restore (target: the drill's own overhead below 5% of its RTO).
+bench-drills: deps
+	swift build -c release --product lifeboat
+	python3 bench/drills.py
 
 # libFuzzer on the parsers (tree, index, pack header, object framing, YAML configs, HTTP ranges), FUZZ_SECONDS each.
 fuzz: deps

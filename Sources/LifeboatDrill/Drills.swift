@@ -227,12 +227,8 @@ public enum DrillRunner {
     static func playbook(_ drill: Drill, source: Source) throws -> Playbook {
         var book: Playbook
         if let path = drill.playbook {
-            book = try Playbook.load(path)
             // The drill's own variables are defined too.
-            if !drill.variables.isEmpty {
-                let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-                book = try Playbook.parse(text, path: path, extra: Set(drill.variables.keys))
-            }
+            book = try Playbook.load(path, extra: Set(drill.variables.keys))
         } else {
             book = Playbook(path: "(built in)", name: "restore \(source.name)", source: source.name, variables: [:], steps: [], cleanup: [])
         }

@@ -258,7 +258,7 @@ enum NodeCrash {
                             report: DrillReport, env: DrillEnvironment) async -> PlaybookRun {
         let book: Playbook
         do {
-            book = try Playbook.load(drill.playbook ?? "")
+            book = try Playbook.load(drill.playbook ?? "", extra: Set(drill.variables.keys))
         } catch {
             var run = PlaybookRun(id: report.id)
             run.failedStep = "the playbook cannot be used: \(error)"

@@ -25,13 +25,14 @@ public struct Playbook: Sendable {
         self.path = path; self.name = name; self.source = source; self.variables = variables; self.steps = steps; self.cleanup = cleanup
     }
 
-    public static func load(_ path: String) throws -> Playbook {
+    /// `extra`: variables defined by the caller (a drill's `variables`, `--var`).
+    public static func load(_ path: String, extra: Set<String> = []) throws -> Playbook {
         var st = stat()
         if stat(path, &st) == 0, st.st_size > 1 << 20 {
             throw ConfigError(path, nil, "the file is \(st.st_size) bytes: a playbook is text of at most 1 MiB")
         }
         guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError(path, nil, "cannot read the playbook") }
-        return try parse(String(decoding: data, as: UTF8.self), path: path)
+        return try parse(String(decoding: data, as: UTF8.self), path: path, extra: extra)
     }
 
     /// Parses and checks a playbook. `extra` names variables the caller will define (`--var`); a `{name}` that is

@@ -256,3 +256,20 @@ struct FakeActions: PlaybookActions {
         #expect(!PoolView(active: nil, backends: [up]).switched(from: "a"))
     }
 }
+
+@Suite struct DrillPlaybookTests {
+    @Test func theDrillsVariablesAreDefinedInItsPlaybook() throws {
+        let path = NSTemporaryDirectory() + "lifeboat-pb-\(UInt32.random(in: 0...UInt32.max)).yaml"
+        try "steps:\n  - {name: rows, check: \"test {rows} -gt 0\", within: 1s}\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { unlink(path) }
+        var drill = Drill(name: "d", source: "s", from: ["a"], scenario: .restore, sandbox: "/tmp", location: Location(file: "plan.yaml"))
+        drill.playbook = path
+        let loc = Location(file: "plan.yaml")
+        let source = Source(name: "s", kind: .files(paths: ["/x"], exclude: []), schedule: .every(3600), scheduleText: "every 1h", retention: nil,
+                            objectives: nil, hooks: nil, sites: [], location: loc, scheduleLocation: loc, rpoLocation: nil)
+        #expect(throws: (any Error).self) { try DrillRunner.playbook(drill, source: source) }
+        drill.variables = ["rows": "5"]
+        let book = try DrillRunner.playbook(drill, source: source)
+        #expect(book.steps.map(\.name) == ["restore", "rows"], "a restore step comes first")
+    }
+}
