@@ -19,6 +19,9 @@ ap.add_argument("--pgbench-scale", type=int, default=50)
 ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--bin", default=os.environ.get("LIFEBOAT_BIN", ".build/release/lifeboat"))
 ap.add_argument("--out", default="bench/results")
+ap.add_argument("--restore-dir", default="/dev/shm",
+                help="where sandboxes and hand restores are written (default tmpfs: on ext4, a tree created right after "
+                     "one was deleted waits on the inode allocator's recently-deleted scan, which swamps every tool's time)")
 a = ap.parse_args()
 LB = os.path.abspath(a.bin)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -29,6 +32,8 @@ for tool in ("restic", "moto_server", "pg_restore", "psql"):
 
 work = tempfile.mkdtemp(prefix="lifeboat-bench-drills.", dir="/var/tmp")
 os.chmod(work, 0o755)   # the scratch PostgreSQL servers run as postgres in sandboxes under it
+out_dir = tempfile.mkdtemp(prefix="lifeboat-bench-drills.", dir=a.restore_dir)
+os.chmod(out_dir, 0o755)
 procs = []
 
 def free_port():
@@ -51,6 +56,7 @@ def cleanup(*_):
         subprocess.run(["runuser", "-u", "postgres", "--", PGBIN + "/pg_ctl", "stop", "-D", work + "/pg/data", "-m", "immediate"],
                        capture_output=True)
     shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(out_dir, ignore_errors=True)
 
 signal.signal(signal.SIGTERM, lambda *_: (cleanup(), sys.exit(1)))
 try:
@@ -130,12 +136,12 @@ sources:
   - {name: files, paths: [%(w)s/data], schedule: "0 3 * * *", objectives: {rpo: 1d, rto: 1h}}
   - {name: pg, postgres: {dsn_file: %(w)s/pg.dsn}, schedule: "0 3 * * *", objectives: {rpo: 1d, rto: 1h}}
 drills:
-  - {name: files, source: files, from: [local, s3], sandbox: %(w)s/sandbox, timeout: 2h}
-  - {name: pg, source: pg, from: [local, s3], sandbox: %(w)s/sandbox, playbook: playbooks/pg.yaml, run_as: postgres,
+  - {name: files, source: files, from: [local, s3], sandbox: %(o)s/sandbox, timeout: 2h}
+  - {name: pg, source: pg, from: [local, s3], sandbox: %(o)s/sandbox, playbook: playbooks/pg.yaml, run_as: postgres,
      variables: {rows: "%(rows)d"}, timeout: 2h}
 replication: {state_file: %(w)s/replication.json}
 agent: {listen: 127.0.0.1:%(api)d, state: %(w)s/agent.db}
-""" % {"w": work, "s3": s3, "rows": rows, "api": api})
+""" % {"w": work, "o": out_dir, "s3": s3, "rows": rows, "api": api})
 
     best = {}      # (drill, site) -> the fastest report
     by_hand = {}   # (tool, site) -> the fastest restore
@@ -153,12 +159,12 @@ agent: {listen: 127.0.0.1:%(api)d, state: %(w)s/agent.db}
             if r.returncode != 0: sys.exit("drill %s: %s" % (drill, r.stderr[-2000:]))
         for site, lb_repo, restic_repo in (("local", work + "/local", work + "/restic"),
                                            ("s3", s3, "s3:http://127.0.0.1:%d/restic-bench" % moto_port)):
-            for tool, argv in (("lifeboat restore", [LB, "-r", lb_repo, "restore", "latest", "--tag", "source=files", "--target", work + "/by-hand", "-q"]),
-                               ("restic restore", ["restic", "-r", restic_repo, "restore", "latest", "--target", work + "/by-hand", "-q"])):
-                shutil.rmtree(work + "/by-hand", ignore_errors=True)
+            for tool, argv in (("lifeboat restore", [LB, "-r", lb_repo, "restore", "latest", "--tag", "source=files", "--target", out_dir + "/by-hand", "-q"]),
+                               ("restic restore", ["restic", "-r", restic_repo, "restore", "latest", "--target", out_dir + "/by-hand", "-q"])):
+                shutil.rmtree(out_dir + "/by-hand", ignore_errors=True)
                 t = timed(argv, env)
                 by_hand[(tool, site)] = min(t, by_hand.get((tool, site), t))
-        shutil.rmtree(work + "/by-hand", ignore_errors=True)
+        shutil.rmtree(out_dir + "/by-hand", ignore_errors=True)
 
     def s(v): return "%.2f" % v if v is not None else "-"
     lines = ["| drill | site | RTO s | fetch | restore | verify | integrity | playbook | overhead (share of RTO) | RPO s |",
@@ -176,8 +182,9 @@ agent: {listen: 127.0.0.1:%(api)d, state: %(w)s/agent.db}
     for tool in ("lifeboat restore", "restic restore"):
         lines.append("| %s | %s | %s |" % (tool, s(by_hand.get((tool, "local"))), s(by_hand.get((tool, "s3")))))
     head = ("Drills, fastest of %d rounds: files %.2f GiB (bench/gen_data.py), PostgreSQL pgbench scale %d (%d rows; "
-            "playbook: pg_restore -j 2 into a scratch server, row count). Overhead target: below 5%% of the RTO; worst %.1f%%.") % (
-            a.rounds, size / 2**30, a.pgbench_scale, rows, worst * 100)
+            "playbook: pg_restore -j 2 into a scratch server, row count); sandboxes and hand restores in %s. "
+            "Overhead target: below 5%% of the RTO; worst %.1f%%.") % (
+            a.rounds, size / 2**30, a.pgbench_scale, rows, a.restore_dir, worst * 100)
     out = head + "\n\n" + "\n".join(lines) + "\n"
     print(out)
     os.makedirs(a.out, exist_ok=True)

@@ -108,6 +108,16 @@ struct BackupCommand: AsyncParsableCommand {
                 throw error
             }
             ticker.stop(out)
+            // Every backup with a parent is compared with it (ransomware shows as most files turned random); the
+            // backup stands whatever the comparison finds or fails on.
+            var massChange: MassChangeReport?
+            if let parentID = opts.parent, result.snapshotID != nil, let parentSnapshot = try? await repo.loadSnapshot(parentID) {
+                massChange = try? await MassChangeDetector.compare(repo, parent: parentSnapshot, current: result.snapshot,
+                                                                   thresholds: MassChangeThresholds(), sampleLimit: 64)
+                if let m = massChange, m.suspicious {
+                    out.warn("warning: suspicious mass change against snapshot \(parentID.short): \(m.description) (ransomware at work?)")
+                }
+            }
             for e in result.errors { out.warn("error: \(e.path): \(e.message)") }
             let s = result.snapshot.summary ?? SnapshotSummary()
             let dur = Date().timeIntervalSince(start)
@@ -127,6 +137,11 @@ struct BackupCommand: AsyncParsableCommand {
                                           "total_files_processed": s.totalFilesProcessed, "total_bytes_processed": s.totalBytesProcessed,
                                           "total_duration": dur, "dry_run": dryRun, "error_count": result.errors.count]
             if let id = result.snapshotID { summary["snapshot_id"] = id.hex }
+            if let m = massChange {
+                summary["mass_change"] = ["suspicious": m.suspicious, "files_changed_share": m.changedShare, "high_entropy_share": m.entropyShare,
+                                          "changed": m.changed, "added": m.added, "removed": m.removed, "sampled": m.sampled,
+                                          "became_random": m.becameRandom] as [String: Any]
+            }
             out.emit(summary)
             return result.errors.isEmpty ? 0 : ExitStatus.partial
             }

@@ -4,6 +4,7 @@ import Dispatch
 import Foundation
 import Glibc
 import LifeboatCore
+import LifeboatDrill
 import LifeboatRepository
 import Synchronization
 
@@ -44,6 +45,8 @@ func installInterruptHandlers() {
             }
             FileHandle.standardError.write(Data("\(newline)interrupted: releasing locks\n".utf8))
             Task {
+                // A drill's changes to the proxy (a disabled backend, a crashed one) are undone first.
+                await DrillUndo.runAll()
                 await RepositoryLock.releaseAll()
                 exit(ExitStatus.interrupted)
             }
@@ -78,6 +81,9 @@ public struct LifeboatCommand: AsyncParsableCommand {
                 sites: limit_upload, limit_download).
           --no-lock
                 Read-only commands take no lock (for read-only media).
+          --s3-as-of <time>
+                Read an S3 repository as it was at TIME (RFC 3339 or Unix seconds),
+                from object versions: what deletes hid since comes back. Read-only.
 
         EXIT CODES: 0 ok, 1 failure, 3 backup/restore finished but some files could not be read or restored, \
         10 no repository at the location, 11 repository locked, 12 wrong password, 20 a site cannot be reached \

@@ -148,6 +148,11 @@ enum NodeCrash {
             r.detail = "\(active) serves pool \(poolName)"
         }) else { return }
 
+        // Interrupted from here on, the process still enables what the run disabled and recovers the victim.
+        let undo = NodeCrash.undo(drill, pool: poolName, victim: victim, before: before, user: user, env: env)
+        DrillUndo.register(report.id) { _ = await undo() }
+        defer { DrillUndo.clear(report.id) }
+
         var host = pool.listen.host
         if host == "0.0.0.0" || host.isEmpty { host = "127.0.0.1" } else if host == "::" { host = "::1" }
         let limit = min(drill.timeout, deadline.timeIntervalSince(clock()) + 1)
@@ -236,20 +241,50 @@ enum NodeCrash {
         report.notes.append("node-crash measures no RPO: nothing is restored")
 
         // Whatever happened: backends the run disabled are enabled again, and the crashed one is recovered.
-        if let backendAction = env.backend, let now = try? await status(poolName) {
-            for b in now.backends where b.disabled && before?.backends.first(where: { $0.name == b.name })?.disabled == false {
-                do {
-                    _ = try await backendAction(.enableBackend, poolName, b.name)
-                    report.notes.append("\(poolName)/\(b.name) was left disabled and is enabled again")
-                } catch {
-                    report.failures.append("\(poolName)/\(b.name) is left disabled: enabling it failed: \(error)")
+        let undone = await undo()
+        report.notes += undone.notes
+        report.failures += undone.failures
+        if drill.recover != nil {
+            report.steps.append(undone.recover ?? StepRecord(index: report.steps.count, name: "recover the crashed backend", kind: "drill",
+                                                             summary: "", phase: "cleanup", started: clock(), ended: clock(), result: .ok))
+            report.steps[report.steps.count - 1].index = report.steps.count - 1
+            if undone.recover?.result == .failed { report.failures.append("step \"recover the crashed backend\" failed: \(undone.recover?.detail ?? "")") }
+        }
+    }
+
+    struct Undone: Sendable {
+        var notes: [String] = []
+        var failures: [String] = []
+        var recover: StepRecord?
+    }
+
+    /// Enables every backend of the pool that is disabled now and was not before the run, then runs `recover`.
+    static func undo(_ drill: Drill, pool: String, victim: String, before: PoolView?, user: Child.User?,
+                     env: DrillEnvironment) -> @Sendable () async -> Undone {
+        let clock = env.clock
+        return {
+            var out = Undone()
+            if let backendAction = env.backend, let status = env.pool, let now = try? await status(pool) {
+                for b in now.backends where b.disabled && before?.backends.first(where: { $0.name == b.name })?.disabled == false {
+                    do {
+                        _ = try await backendAction(.enableBackend, pool, b.name)
+                        out.notes.append("\(pool)/\(b.name) was left disabled and is enabled again")
+                    } catch {
+                        out.failures.append("\(pool)/\(b.name) is left disabled: enabling it failed: \(error)")
+                    }
                 }
             }
-        }
-        if let recover = drill.recover {
-            _ = await step("recover the crashed backend", recover.joined(separator: " "), phase: "cleanup") { r in
-                r.detail = try await run(recover, user: user, vars: ["LIFEBOAT_POOL": poolName, "LIFEBOAT_BACKEND": victim])
+            if let recover = drill.recover {
+                var r = StepRecord(index: 0, name: "recover the crashed backend", kind: "drill", summary: recover.joined(separator: " "),
+                                   phase: "cleanup", started: clock(), ended: clock(), result: .ok)
+                do { r.detail = try await run(recover, user: user, vars: ["LIFEBOAT_POOL": pool, "LIFEBOAT_BACKEND": victim]) } catch {
+                    r.result = .failed
+                    r.detail = "\(error)"
+                }
+                r.ended = clock()
+                out.recover = r
             }
+            return out
         }
     }
 
@@ -284,5 +319,20 @@ enum NodeCrash {
         let out = await capture.text()
         guard exit.ok else { throw LifeboatError(.io, "\(argv.first ?? "") \(exit.description)\(out.isEmpty ? "" : ": \(out)")") }
         return out.isEmpty ? "done" : String(out.suffix(300))
+    }
+}
+
+/// What running drills must undo if this process is interrupted (SIGINT, SIGTERM): backends they disabled, the
+/// crashed backend's recovery. The CLI's interrupt handler runs them before it exits, as it releases locks.
+public enum DrillUndo {
+    static let pending = Mutex<[String: @Sendable () async -> Void]>([:])
+
+    static func register(_ id: String, _ undo: @escaping @Sendable () async -> Void) { pending.withLock { $0[id] = undo } }
+    static func clear(_ id: String) { _ = pending.withLock { $0.removeValue(forKey: id) } }
+
+    /// Runs and forgets every pending undo.
+    public static func runAll() async {
+        let all = pending.withLock { p in defer { p = [:] }; return Array(p.values) }
+        for undo in all { await undo() }
     }
 }

@@ -32,7 +32,8 @@ public enum PlanCheck {
     /// Checks the plan against the world and against itself: objectives the schedule cannot meet, schedules that
     /// never run, password, credentials and DSN files that cannot be read, sources without objectives. Reads
     /// files only to see that they can be read; their contents are never reported.
-    public static func diagnose(_ plan: Plan, now: Date, readable: (String) -> String? = PlanCheck.unreadable) -> [Diagnostic] {
+    public static func diagnose(_ plan: Plan, now: Date, readable: (String) -> String? = PlanCheck.unreadable,
+                                userExists: (String) -> Bool = { getpwnam($0) != nil }) -> [Diagnostic] {
         var out: [Diagnostic] = []
         func error(_ at: CustomStringConvertible, _ m: String) { out.append(Diagnostic(severity: .error, location: at.description, message: m)) }
         func warn(_ at: CustomStringConvertible, _ m: String) { out.append(Diagnostic(severity: .warning, location: at.description, message: m)) }
@@ -65,6 +66,29 @@ public enum PlanCheck {
             case .mariadb(let f, _): if let why = readable(f) { error(s.location, "source \(s.name): defaults_file \(f): \(why)") }
             case .sqlite(let p): if let why = readable(p) { error(s.location, "source \(s.name): database \(p): \(why)") }
             case .files, .command: break
+            }
+        }
+        for d in plan.drills {
+            var users = d.runAs.map { [$0] } ?? []
+            if let p = d.playbook {
+                do {
+                    let book = try Playbook.load(p, extra: Set(d.variables.keys))
+                    users += (book.steps + book.cleanup).compactMap(\.runAs)
+                } catch let why {
+                    error(d.location, "drill \(d.name): its playbook cannot be used: \(why)")
+                }
+            }
+            for u in Set(users).sorted() where !userExists(u) {
+                error(d.location, "drill \(d.name): run_as \(u): no such user on this host")
+            }
+            if d.scenario == .ransomware {
+                let sites = plan.sites.sites.filter { d.from.contains($0.name) }
+                if sites.allSatisfy({ s in ["s3:", "rest:", "rclone:"].allSatisfy { !s.repository.hasPrefix($0) } }) {
+                    warn(d.location, "drill \(d.name): every site it drills is a local folder, which the attacker deletes with this host's access: the drill will find them unprotected (add an append-only server or an S3 site with object_lock)")
+                }
+            }
+            if d.scenario == .nodeCrash, d.recover == nil {
+                warn(d.location, "drill \(d.name): no `recover` command: the crashed backend stays down after the drill unless its playbook's cleanup brings it back")
             }
         }
         if let c = plan.checks, c.job.schedule.longestGap(from: now) == nil { error(c.job.location, "checks: the schedule never runs") }

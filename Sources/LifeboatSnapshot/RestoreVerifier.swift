@@ -26,6 +26,8 @@ public struct VerifyReport: Sendable, Codable, Equatable {
 /// symlink with its target, and every file's content hashes to the snapshot's blob IDs, chunk by chunk. Entries
 /// the target has beyond the snapshot's are not looked at.
 public struct RestoreVerifier: Sendable {
+    /// The largest chunk any chunker setting makes (ChunkerParameters allows at most 64 MiB).
+    static let maxBlobLength: UInt64 = 64 << 20
     public let repository: Repository
     public var ownership: Bool
     public var concurrency = 4
@@ -147,6 +149,10 @@ public struct RestoreVerifier: Sendable {
             guard let loc = index.lookup(id, type: .data) else { fail("blob \(id.short) is not in the index"); return (out, n.size) }
             let len = UInt64(loc.blob.rawLength)
             guard len <= n.size - min(n.size, offset) else { fail("content differs from the snapshot at offset \(offset)"); return (out, n.size) }
+            // The index's word on a blob's length is a hostile writer's too: no chunk is larger than 64 MiB.
+            guard len <= RestoreVerifier.maxBlobLength else {
+                fail("the index says blob \(id.short) holds \(len) bytes, more than any chunk (64 MiB): the index is damaged"); return (out, n.size)
+            }
             var buf = [UInt8](repeating: 0, count: Int(len))
             let got = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
             if got != buf.count || repository.master.blobID(buf) != id { fail("content differs from the snapshot at offset \(offset)"); return (out, n.size) }

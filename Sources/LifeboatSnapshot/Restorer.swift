@@ -534,6 +534,10 @@ public final class Restorer: Sendable {
             guard UInt64(loc.blob.rawLength) <= node.size - min(node.size, offset) else {
                 fail(path, "verify: content differs from the snapshot at offset \(offset)"); return
             }
+            // …nor than any chunk (the index is a hostile writer's word too).
+            guard UInt64(loc.blob.rawLength) <= RestoreVerifier.maxBlobLength else {
+                fail(path, "verify: the index says blob \(id.short) holds \(loc.blob.rawLength) bytes, more than any chunk (64 MiB)"); return
+            }
             var buf = [UInt8](repeating: 0, count: Int(loc.blob.rawLength))
             let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
             if n != buf.count || repo.master.blobID(buf) != id {

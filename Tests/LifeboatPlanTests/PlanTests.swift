@@ -146,6 +146,27 @@ import LifeboatTestSupport
         }
     }
 
+    @Test func drillsAreLintedWithTheirPlaybooksAndUsers() throws {
+        let dir = NSTemporaryDirectory() + "lifeboat-plancheck-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "steps:\n  - {name: a, run: \"echo {nope}\"}\n".write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
+        try "steps:\n  - {name: a, run: \"echo {rows}\", run_as: ghost}\n".write(toFile: dir + "/good.yaml", atomically: true, encoding: .utf8)
+        let plan = try Plan.parse(sites + """
+            sources:
+              - {name: a, paths: [/a], schedule: every 1h}
+            drills:
+              - {name: d1, source: a, sandbox: /d, playbook: bad.yaml}
+              - {name: d2, source: a, sandbox: /d, playbook: good.yaml, variables: {rows: "1"}, run_as: postgres}
+              - {name: d3, source: a, sandbox: /d, scenario: ransomware, from: [local]}
+            """, path: dir + "/lifeboat.yaml", timeZone: utcZone)
+        let found = PlanCheck.diagnose(plan, now: utc("2026-12-01T00:00:00Z"), readable: { _ in nil }, userExists: { $0 == "postgres" }).map(\.description)
+        #expect(found.contains { $0.contains("drill d1: its playbook cannot be used") && $0.contains("undefined variable {nope}") }, "\(found)")
+        #expect(found.contains { $0.contains("drill d2: run_as ghost: no such user") }, "\(found)")
+        #expect(!found.contains { $0.contains("drill d2: its playbook") || $0.contains("run_as postgres") }, "\(found)")
+        #expect(found.contains { $0.contains("warning") && $0.contains("drill d3: every site it drills is a local folder") }, "\(found)")
+    }
+
     @Test func checksMustCoverEveryPackWithinTheirSpan() throws {
         func findings(_ checks: String) throws -> [String] {
             let plan = try Plan.parse(sites + "sources:\n  - {name: a, paths: [/a], schedule: every 1h}\nchecks: \(checks)\n", path: "p.yaml", timeZone: utcZone)

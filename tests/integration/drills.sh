@@ -271,6 +271,14 @@ t_mass_change_flags_encryption_not_ordinary_change() {
   grep 'msg="mass change"' "$WORK/agent.log" | grep -q "40 of 40 files changed" || { grep "mass change" "$WORK/agent.log"; kill "$agent"; fail "the detector's figures are logged"; }
   kill -TERM "$agent"; wait "$agent" || true
   sqlite3 "$WORK/agent.db" "SELECT result, error FROM run WHERE job='backup:www' AND error LIKE '%mass change%'" | grep -q "^warning|suspicious mass change" || fail "the run is a warning naming it"
+  # `lifeboat backup` by hand runs the detector too: text again, then encrypted.
+  for i in $(seq 1 40); do python3 -c "import sys; sys.stdout.write(''.join('entry %d of file $i\n' % j for j in range(150)))" > "$WORK/www/f$i.txt"; done
+  lb -r "$WORK/home" --password-file "$WORK/home.pw" backup "$WORK/www" --json > "$WORK/out" 2>"$WORK/err" || fail "a backup by hand"
+  for f in "$WORK"/www/*.txt; do head -c "$(stat -c %s "$f")" /dev/urandom > "$f.tmp" && mv "$f.tmp" "$f"; done
+  lb -r "$WORK/home" --password-file "$WORK/home.pw" backup "$WORK/www" --json > "$WORK/out" 2>"$WORK/err" || fail "the encrypted backup by hand is saved"
+  grep -q "warning: suspicious mass change against snapshot" "$WORK/err" || { cat "$WORK/err"; fail "the backup by hand warns"; }
+  python3 -c "import json; s=[json.loads(l) for l in open('$WORK/out') if '\"summary\"' in l][-1]; m=s['mass_change']; assert m['suspicious'] and m['changed'] == 40, m" \
+    || { cat "$WORK/out"; fail "its JSON summary carries the figures"; }
 }
 
 t_agent_runs_drills_on_schedule_and_sweeps_killed_ones() {
@@ -386,6 +394,11 @@ steps:
   - {name: fence it, lifeboat: disable-backend, with: {pool: web, backend: primary}}
   - {name: web answers, check: "python3 -c \"import socket; socket.create_connection(('127.0.0.1', $P), 1)\"", within: 5s, interval: 100ms}
 YAML
+  cat > "$WORK/playbooks/fence-slow.yaml" <<YAML
+steps:
+  - {name: fence it, lifeboat: disable-backend, with: {pool: web, backend: primary}}
+  - {name: a long step, run: "sleep 60"}
+YAML
   cat >> "$WORK/lifeboat.yaml" <<YAML
 proxy:
   pools:
@@ -410,7 +423,9 @@ t = open(p).read()
 t = t.replace("drills:\n", "drills:\n"
   f"  - {{name: web-crash, source: www, scenario: node-crash, pool: web, crash: 'kill -9 {pid}', sandbox: {work}/sandbox,\n"
   f"     playbook: playbooks/fence.yaml, clients: {{interval: 20ms, timeout: 500ms, duration: 20s}}}}\n"
-  f"  - {{name: calm-crash, source: www, scenario: node-crash, pool: calm, crash: 'true', sandbox: {work}/sandbox}}\n", 1)
+  f"  - {{name: calm-crash, source: www, scenario: node-crash, pool: calm, crash: 'true', sandbox: {work}/sandbox}}\n"
+  f"  - {{name: web-stopped, source: www, scenario: node-crash, pool: web, crash: 'true', sandbox: {work}/sandbox,\n"
+  f"     playbook: playbooks/fence-slow.yaml, clients: {{duration: 1s}}}}\n", 1)
 open(p, "w").write(t)
 PY
   "$BIN" agent --config "$WORK/lifeboat.yaml" > "$WORK/agent.log" 2>&1 &
@@ -418,6 +433,15 @@ PY
   wait_port "$API_PORT"; wait_port "$P"
   active() { curl -s "http://127.0.0.1:$API_PORT/proxy/status" | python3 -c "import json,sys; p=[x for x in json.load(sys.stdin)['pools'] if x['name']=='web'][0]; print(p['active'], [b['disabled'] for b in p['backends']])"; }
   wait_until 20 "the pool to serve from primary" eval '[ "$(active)" = "primary [False, False]" ]'
+  # A drill interrupted after its playbook disabled a backend: the interrupted process enables it again.
+  "$BIN" drill run --config "$WORK/lifeboat.yaml" web-stopped > "$WORK/stopped.out" 2>&1 &
+  local stopped=$!
+  wait_until 30 "the playbook to disable primary" eval '[ "$(active)" = "standby [True, False]" ]'
+  local rc=0; kill -TERM "$stopped"; wait "$stopped" || rc=$?
+  [ "$rc" = 130 ] || { cat "$WORK/stopped.out"; fail "an interrupted drill exits 130"; }
+  [ "$(active)" = "standby [False, False]" ] || { active; cat "$WORK/stopped.out"; fail "the interrupted drill enabled primary again"; }
+  curl -s -X POST "http://127.0.0.1:$API_PORT/proxy/pools/web/promote/primary" >/dev/null
+  wait_until 20 "the pool to serve from primary again" eval '[ "$(active)" = "primary [False, False]" ]'
   drill web-crash --json > "$WORK/out" 2>"$WORK/err" || { cat "$WORK/out" "$WORK/err"; kill "$agent"; fail "the node-crash drill passes"; return 1; }
   python3 - "$WORK/out" <<'PY' || { cat "$WORK/out"; fail "the report has the switch time, the requests, the playbook and the RTO"; }
 import json, sys
@@ -440,10 +464,66 @@ PY
   grep -q "the agent's API does not answer for pool web" "$WORK/out" || { cat "$WORK/out"; fail "no agent: named"; }
 }
 
+# PostgreSQL (pgbench scale 5): the dump restored and checked (pg_restore --list), then the playbook, as postgres,
+# starts a scratch server in the sandbox on a free port, restores into it and counts the rows.
+PGBIN=/usr/lib/postgresql/15/bin
+t_postgresql_drill_restores_into_a_scratch_server() {
+  setup_world
+  local d=$WORK/pg1
+  mkdir -p "$d/sock"; chown -R postgres: "$d"
+  runuser -u postgres -- "$PGBIN/initdb" -D "$d/data" -U postgres --auth=trust --no-sync > "$d/initdb.log" 2>&1 || { tail -5 "$d/initdb.log"; fail "initdb"; return 1; }
+  runuser -u postgres -- "$PGBIN/pg_ctl" start -W -D "$d/data" -l "$d/server.log" -o "-c listen_addresses='' -k $d/sock -c fsync=off" > /dev/null
+  trap 'runuser -u postgres -- "$PGBIN/pg_ctl" stop -D "$WORK/pg1/data" -m immediate >/dev/null 2>&1' EXIT
+  wait_until 60 "PostgreSQL to accept connections" pg_isready -q -h "$d/sock" -U postgres || return 1
+  createdb -h "$d/sock" -U postgres bench
+  pgbench -i -q -s 5 -h "$d/sock" -U postgres bench > /dev/null 2>&1 || fail "pgbench -i"
+  echo "host=$d/sock user=postgres dbname=bench" > "$WORK/pg.dsn"
+  pg_dump --format=custom -h "$d/sock" -U postgres bench | lb -r "$WORK/home" --password-file "$WORK/home.pw" backup --stdin --stdin-filename pg.pgdump --tag source=pg >/dev/null
+  replicate
+  cat > "$WORK/playbooks/pg.yaml" <<YAML
+name: PostgreSQL into a scratch server
+source: pg
+steps:
+  - {name: restore, lifeboat: restore}
+  - {name: initdb, run: ["$PGBIN/initdb", "-D", "{sandbox}/pgdata", "-U", "postgres", "--auth=trust", "--no-sync"], timeout: 2m}
+  - {name: start, run: ["$PGBIN/pg_ctl", "start", "-w", "-D", "{sandbox}/pgdata", "-l", "{sandbox}/server.log", "-o", "-c listen_addresses='' -k {sandbox} -p {port}"], timeout: 1m}
+  - {name: pg_restore, run: ["pg_restore", "-h", "{sandbox}", "-p", "{port}", "-U", "postgres", "-d", "postgres", "--create", "{sandbox}/pg.pgdump"], timeout: 5m}
+  - {name: rows, check: "psql -X -h {sandbox} -p {port} -U postgres -d bench -tAc 'select count(*) from pgbench_accounts' | grep -qx {rows}", within: 10s}
+cleanup:
+  - {name: stop, run: ["$PGBIN/pg_ctl", "stop", "-D", "{sandbox}/pgdata", "-m", "immediate"]}
+YAML
+  python3 - "$WORK/lifeboat.yaml" "$WORK" <<'PY'
+import sys
+p, work = sys.argv[1:]
+t = open(p).read()
+t = t.replace("drills:\n", "drills:\n"
+  f"  - {{name: pg-restore, source: pg, sandbox: {work}/sandbox, playbook: playbooks/pg.yaml, run_as: postgres, variables: {{rows: '500000'}}}}\n"
+  f"  - {{name: pg-wrong, source: pg, from: [usb], sandbox: {work}/sandbox, playbook: playbooks/pg.yaml, run_as: postgres, variables: {{rows: '7'}}}}\n", 1)
+t = t.replace("drills:\n", f"  - {{name: pg, postgres: {{dsn_file: {work}/pg.dsn}}, schedule: '0 3 * * *', objectives: {{rpo: 1d, rto: 10m}}}}\ndrills:\n", 1)
+open(p, "w").write(t)
+PY
+  lb config validate --config "$WORK/lifeboat.yaml" > "$WORK/validate" 2>&1 || { cat "$WORK/validate"; fail "the plan with the PostgreSQL drill validates"; }
+  drill pg-restore --json > "$WORK/out" 2>"$WORK/err" || { cat "$WORK/out" "$WORK/err"; fail "the PostgreSQL drill passes at home and usb"; }
+  python3 - "$WORK/out" <<'PY' || { cat "$WORK/out"; fail "restored, pg_restore --list, the scratch server's row count, as postgres"; }
+import json, sys
+rs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+assert sorted(r["site"] for r in rs) == ["home", "usb"], rs
+for r in rs:
+    steps = {s["name"]: s for s in r["steps"]}
+    assert "pg_restore --list" in steps["restore"]["detail"], steps["restore"]
+    assert steps["rows"]["result"] == "ok" and steps["stop"]["result"] == "ok", r["steps"]
+    assert r["phases"]["playbook"] > 0 and r["rto_seconds"] > 0, r
+PY
+  ! pgrep -u postgres -f "pgdata" >/dev/null || fail "the scratch servers are stopped"
+  expect_code 23 drill pg-wrong
+  grep -q 'step "rows" failed: did not succeed within 10s' "$WORK/out" || { cat "$WORK/out"; fail "a wrong row count fails the drill, named"; }
+  no_sandbox_left
+}
+
 ALL="t_restore_drill_from_each_site t_site_loss_never_reads_the_primary t_failures_are_named t_corruption_names_every_damaged_pack
 t_from_kit_rebuilds_the_plan_from_a_site t_playbook_lint_run_fail_and_resume t_mass_change_flags_encryption_not_ordinary_change
 t_agent_runs_drills_on_schedule_and_sweeps_killed_ones t_ransomware_needs_a_protected_site
-t_node_crash_measures_the_switch"
+t_node_crash_measures_the_switch t_postgresql_drill_restores_into_a_scratch_server"
 for t in ${DRILL_TESTS:-$ALL}; do run_test "$t"; done
 echo "drills: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
 [ "$FAILED" -eq 0 ]
