@@ -100,9 +100,14 @@ public actor Agent {
         logger.info("agent started", metadata: ["plan": "\(plan.path)", "sources": "\(plan.sources.count)", "sites": "\(plan.sites.sites.count)",
                                                 "jobs_at_once": "\(plan.limits.jobs)"])
 
+        var undoSwept = ContinuousClock.now - .seconds(60)
         while !stopping {
             let now = clock()
             evaluateObjectives(now: now)
+            if ContinuousClock.now - undoSwept > .seconds(2) {
+                undoSwept = ContinuousClock.now
+                undoKilledDrills()
+            }
             for job in scheduler.due(at: now) where running.count < plan.limits.jobs {
                 start(job, now: now)
             }
@@ -548,6 +553,24 @@ public actor Agent {
         }
         // A ransomware drill passes when one site kept the clean snapshot; each unprotected site still alerts.
         return allOK && DrillRunner.passed(drill, all)
+    }
+
+    /// Backends that a node-crash drill disabled and could not enable again because its process died (SIGKILL):
+    /// its undo journal names them; they are enabled here, in the pools this agent runs.
+    func undoKilledDrills() {
+        for (path, entry) in UndoJournal.orphans(reports: Agent.reportDirectory(plan)) {
+            if let e = entry, let view = try? AgentProxy.view(proxy, pool: e.pool) {
+                for b in view.backends where b.disabled && e.enabledBefore.contains(b.name) {
+                    do {
+                        _ = try AgentProxy.act(proxy, .enableBackend, pool: e.pool, backend: b.name)
+                        logger.warning("a drill that died left a backend disabled: enabled again", metadata: ["pool": "\(e.pool)", "backend": "\(b.name)"])
+                    } catch {
+                        logger.error("a drill that died left \(e.pool)/\(b.name) disabled, and enabling it failed: \(error)")
+                    }
+                }
+            }
+            unlink(path)
+        }
     }
 
     /// Where drill reports are written: `drills/` beside the state database.

@@ -151,7 +151,17 @@ enum NodeCrash {
         // Interrupted from here on, the process still enables what the run disabled and recovers the victim.
         let undo = NodeCrash.undo(drill, pool: poolName, victim: victim, before: before, user: user, env: env)
         DrillUndo.register(report.id) { _ = await undo() }
-        defer { DrillUndo.clear(report.id) }
+        let reportID = report.id
+        do {
+            try UndoJournal.write(reports: env.reports, id: reportID, pool: poolName,
+                                  enabledBefore: (before?.backends ?? []).filter { !$0.disabled }.map(\.name))
+        } catch {
+            report.notes.append("the undo journal cannot be written (\(error)): if this process is killed, enable what the playbook disabled by hand")
+        }
+        defer {
+            DrillUndo.clear(reportID)
+            UndoJournal.remove(reports: env.reports, id: reportID)
+        }
 
         var host = pool.listen.host
         if host == "0.0.0.0" || host.isEmpty { host = "127.0.0.1" } else if host == "::" { host = "::1" }
@@ -334,5 +344,45 @@ public enum DrillUndo {
     public static func runAll() async {
         let all = pending.withLock { p in defer { p = [:] }; return Array(p.values) }
         for undo in all { await undo() }
+    }
+}
+
+/// The same undo on disk, for a drill process that dies without running it (SIGKILL): `REPORTS/undo/ID.json` names
+/// the writer (PID and start time), the pool and the backends that were enabled before the run. The agent, which
+/// runs the pools, sweeps the files of dead writers and enables those backends again.
+public enum UndoJournal {
+    public struct Entry: Codable, Sendable, Equatable {
+        public var pid: Int32
+        public var start: UInt64
+        public var pool: String
+        public var enabledBefore: [String]
+    }
+
+    public static func directory(reports: String) -> String { reports + "/undo" }
+
+    static func write(reports: String, id: String, pool: String, enabledBefore: [String]) throws {
+        let dir = directory(reports: reports)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let e = Entry(pid: getpid(), start: Sandbox.processStart(getpid()) ?? 0, pool: pool, enabledBefore: enabledBefore)
+        try writeFileAtomically("\(dir)/\(id).json", try JSONEncoder().encode(e))
+    }
+
+    static func remove(reports: String, id: String) { unlink("\(directory(reports: reports))/\(id).json") }
+
+    /// Entries whose writer is gone (not this process, and no live process with its PID and start time); an
+    /// unreadable file is an orphan with nothing to undo.
+    public static func orphans(reports: String) -> [(path: String, entry: Entry?)] {
+        let dir = directory(reports: reports)
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return [] }
+        return names.filter { $0.hasSuffix(".json") }.compactMap { name -> (String, Entry?)? in
+            let path = "\(dir)/\(name)"
+            var st = stat()
+            guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size <= 65536,
+                  let data = FileManager.default.contents(atPath: path), let e = try? JSONDecoder().decode(Entry.self, from: data) else {
+                return (path, nil)
+            }
+            if e.pid == getpid() || (e.pid > 0 && Sandbox.processStart(e.pid) == e.start) { return nil }
+            return (path, e)
+        }
     }
 }

@@ -442,6 +442,16 @@ PY
   [ "$(active)" = "standby [False, False]" ] || { active; cat "$WORK/stopped.out"; fail "the interrupted drill enabled primary again"; }
   curl -s -X POST "http://127.0.0.1:$API_PORT/proxy/pools/web/promote/primary" >/dev/null
   wait_until 20 "the pool to serve from primary again" eval '[ "$(active)" = "primary [False, False]" ]'
+  # Killed (SIGKILL), it cannot: its undo journal makes the agent enable the backend.
+  "$BIN" drill run --config "$WORK/lifeboat.yaml" web-stopped > "$WORK/stopped.out" 2>&1 &
+  stopped=$!
+  wait_until 30 "the playbook to disable primary" eval '[ "$(active)" = "standby [True, False]" ]'
+  kill -KILL "$stopped"; wait "$stopped" 2>/dev/null || true
+  wait_until 20 "the agent to enable primary again" eval '[ "$(active)" = "standby [False, False]" ]'
+  grep -q "a drill that died left a backend disabled: enabled again" "$WORK/agent.log" || fail "the agent logs it"
+  [ -z "$(ls -A "$WORK/drills/undo")" ] || fail "the journal is gone"
+  curl -s -X POST "http://127.0.0.1:$API_PORT/proxy/pools/web/promote/primary" >/dev/null
+  wait_until 20 "the pool to serve from primary again" eval '[ "$(active)" = "primary [False, False]" ]'
   drill web-crash --json > "$WORK/out" 2>"$WORK/err" || { cat "$WORK/out" "$WORK/err"; kill "$agent"; fail "the node-crash drill passes"; return 1; }
   python3 - "$WORK/out" <<'PY' || { cat "$WORK/out"; fail "the report has the switch time, the requests, the playbook and the RTO"; }
 import json, sys
