@@ -107,7 +107,7 @@ int lb_tcp_probe(const char *host, int port, const void *send_buf, size_t len, i
     int64_t deadline = lb_now_ms() + timeout_ms;
     struct addrinfo hints = {0}, *ai = NULL;
     hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    hints.ai_flags = AI_NUMERICSERV;   /* a host name (localhost) is resolved, as the proxy resolves its listen address */
     char service[16];
     snprintf(service, sizeof service, "%d", port);
     if (getaddrinfo(host, service, &hints, &ai) != 0 || ai == NULL) return -1;

@@ -73,7 +73,8 @@ public enum DrillRunner {
         let t = env.clock()
         let plan = env.plan
         // A file name too: `pool:web` becomes `pool-web`.
-        let id = "\(drill.name)-\(siteName.replacingOccurrences(of: ":", with: "-"))-\(PlaybookRunner.newRunID(t))"
+        let safe = String(siteName.map { $0.isLetter || $0.isNumber || "._-".contains($0) ? $0 : "-" })
+        let id = "\(drill.name)-\(safe)-\(PlaybookRunner.newRunID(t))"
         var report = DrillReport(id: id, drill: drill.name, source: drill.source, site: siteName, scenario: drill.scenario.rawValue, host: env.host, declared: t)
         let source = plan.sources.first { $0.name == drill.source }
         report.rtoObjective = source?.objectives?.rto

@@ -32,9 +32,12 @@ public struct PoolView: Sendable, Equatable {
 /// for up to its timeout), until stopped; bounded in count and time.
 final class RequestLoop: Sendable {
     struct Sample: Sendable { var at: Date; var ok: Bool; var code: Int32 }
-    let samples = Mutex<[Sample]>([])
+    /// The newest samples (at most `maxSamples`: past that the oldest half goes) and counts of every request.
+    struct Record: Sendable { var samples: [Sample] = []; var total = 0; var failed = 0 }
+    let record = Mutex(Record())
     let stopped = Atomic<Bool>(false)
-    let finished = Atomic<Bool>(false)
+    /// Set by the thread when it ends; `stop()` waits on it without spinning.
+    let done = Mutex<(finished: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
     static let maxSamples = 200_000
 
     /// Starts the loop against `host:port`; it stops by itself after `limit` seconds.
@@ -47,27 +50,43 @@ final class RequestLoop: Sendable {
                 let t0 = ContinuousClock.now
                 if t0 - start > .seconds(limit) { break }
                 let code = payload.withUnsafeBytes { lb_tcp_probe(host, Int32(port), $0.baseAddress, $0.count, timeoutMS) }
-                let full = samples.withLock { s -> Bool in
-                    s.append(Sample(at: clock(), ok: code == 0, code: code))
-                    return s.count >= RequestLoop.maxSamples
+                record.withLock { r in
+                    r.total += 1
+                    if code != 0 { r.failed += 1 }
+                    // Long runs keep their newest samples (the crash and what followed, unless the run is hours long).
+                    if r.samples.count >= RequestLoop.maxSamples { r.samples.removeFirst(RequestLoop.maxSamples / 2) }
+                    r.samples.append(Sample(at: clock(), ok: code == 0, code: code))
                 }
-                if full { break }
                 let spent = ContinuousClock.now - t0
                 let wait = Duration.seconds(interval) - spent
                 if wait > .zero { usleep(UInt32(min(60_000_000, Double(wait.components.seconds) * 1e6 + Double(wait.components.attoseconds) / 1e12))) }
             }
-            finished.store(true, ordering: .releasing)
+            let waiter = done.withLock { d -> CheckedContinuation<Void, Never>? in
+                d.finished = true
+                defer { d.waiter = nil }
+                return d.waiter
+            }
+            waiter?.resume()
         }
         thread.stackSize = 256 << 10
         thread.start()
     }
 
+    /// Stops the loop and waits for its thread (at most one request's timeout and one interval).
     func stop() async {
         stopped.store(true, ordering: .relaxed)
-        while !finished.load(ordering: .acquiring) { try? await Task.sleep(for: .milliseconds(10)) }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = done.withLock { d -> Bool in
+                if d.finished { return true }
+                d.waiter = c
+                return false
+            }
+            if now { c.resume() }
+        }
     }
 
-    var snapshot: [Sample] { samples.withLock { $0 } }
+    var snapshot: [Sample] { record.withLock { $0.samples } }
+    var counts: (total: Int, failed: Int) { record.withLock { ($0.total, $0.failed) } }
 
     static func describe(_ code: Int32) -> String {
         switch code {
@@ -158,10 +177,7 @@ enum NodeCrash {
         } catch {
             report.notes.append("the undo journal cannot be written (\(error)): if this process is killed, enable what the playbook disabled by hand")
         }
-        defer {
-            DrillUndo.clear(reportID)
-            UndoJournal.remove(reports: env.reports, id: reportID)
-        }
+        defer { DrillUndo.clear(reportID) }
 
         var host = pool.listen.host
         if host == "0.0.0.0" || host.isEmpty { host = "127.0.0.1" } else if host == "::" { host = "::1" }
@@ -230,7 +246,8 @@ enum NodeCrash {
         await clients.stop()
 
         // What the clients saw.
-        let figures = CrashFigures.of(clients.snapshot, crash: crashAt)
+        var figures = CrashFigures.of(clients.snapshot, crash: crashAt)
+        (figures.requests, figures.failed) = clients.counts
         report.requests = figures.requests
         report.failedRequests = figures.failedAfterCrash
         if let s = switchedAt { report.switchSeconds = s.timeIntervalSince(crashAt); report.phases["switch"] = report.switchSeconds }
@@ -250,8 +267,10 @@ enum NodeCrash {
         }
         report.notes.append("node-crash measures no RPO: nothing is restored")
 
-        // Whatever happened: backends the run disabled are enabled again, and the crashed one is recovered.
-        let undone = await undo()
+        // Whatever happened: backends the run disabled are enabled again, and the crashed one is recovered, also when
+        // the drill was cancelled (its timeout, the agent stopping): in a task of its own, which is not.
+        let undone = await Task { await undo() }.value
+        if undone.failures.isEmpty { UndoJournal.remove(reports: env.reports, id: reportID) }
         report.notes += undone.notes
         report.failures += undone.failures
         if drill.recover != nil {
@@ -274,7 +293,12 @@ enum NodeCrash {
         let clock = env.clock
         return {
             var out = Undone()
-            if let backendAction = env.backend, let status = env.pool, let now = try? await status(pool) {
+            if let backendAction = env.backend, let status = env.pool {
+                let now: PoolView
+                do { now = try await status(pool) } catch {
+                    out.failures.append("the state of pool \(pool) cannot be read to enable what the drill disabled: \(error) (the agent will, from the drill's undo journal)")
+                    return out
+                }
                 for b in now.backends where b.disabled && before?.backends.first(where: { $0.name == b.name })?.disabled == false {
                     do {
                         _ = try await backendAction(.enableBackend, pool, b.name)
@@ -381,7 +405,12 @@ public enum UndoJournal {
                   let data = FileManager.default.contents(atPath: path), let e = try? JSONDecoder().decode(Entry.self, from: data) else {
                 return (path, nil)
             }
-            if e.pid == getpid() || (e.pid > 0 && Sandbox.processStart(e.pid) == e.start) { return nil }
+            if e.pid == getpid() { return nil }
+            if e.pid > 0 {
+                // The same process (PID and start time), or one whose /proc entry cannot be read but that exists.
+                if let start = Sandbox.processStart(e.pid) { if start == e.start { return nil } }
+                else if kill(e.pid, 0) == 0 || errno == EPERM { return nil }
+            }
             return (path, e)
         }
     }

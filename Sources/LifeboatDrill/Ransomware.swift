@@ -17,7 +17,8 @@ public enum DrillRepository {
         let leaf = "lifeboat-drill/\(drill)/\(run)"
         func sibling(_ path: String) -> String {
             var p = path
-            while p.hasSuffix("/") { p.removeLast() }
+            // `repo/`, `repo/.`, `repo/./` all name `repo`: its sibling, never a folder inside it.
+            while p.hasSuffix("/") || p.hasSuffix("/.") || p == "." { p = p == "." ? "" : String(p.dropLast(p.hasSuffix("/") ? 1 : 2)) }
             guard let slash = p.lastIndex(of: "/") else { return leaf }
             return String(p[...slash]) + leaf
         }
@@ -160,13 +161,21 @@ enum Ransomware {
             report.failures.append("the mass-change detector did not flag the backup of the encrypted copy (\(report.steps.last?.detail ?? "")): lower mass_change thresholds")
         }
 
-        // 4. The attacker, with the client's credentials. On S3 the attack starts on a new second (S3 servers may
-        // keep whole seconds), so the bucket as it was the instant before holds every clean object and no marker.
+        // 4. The attacker, with the client's credentials. On S3 the point in time to recover from is the server's
+        // own: the newest LastModified of the drill repository before the attack; the attack waits 1.1 s (elapsed,
+        // whatever the clocks say) so that none of its delete markers shares that second (some servers keep whole
+        // seconds).
+        var pointInTime: Date?
+        var inconclusive: [String] = []
         if site.repository.hasPrefix("s3:") {
-            let ms = Int((1 - clock().timeIntervalSince1970.truncatingRemainder(dividingBy: 1)) * 1000) + 20
-            try? await Task.sleep(for: .milliseconds(ms))
+            do {
+                guard let s3 = try await DrillBackends.s3(drillSite, access: env.access) else { throw LifeboatError.invalid("not an S3 site") }
+                pointInTime = try await s3.versions().map(\.lastModified).max()
+                try? await Task.sleep(for: .milliseconds(1100))
+            } catch {
+                inconclusive.append("the drill repository's versions cannot be listed before the attack: \(errorText(error))")
+            }
         }
-        let attackStart = clock()
         var tally = (deleted: 0, refused: 0)
         var firstRefusal: String?
         func attempt(_ body: () async throws -> Void) async {
@@ -175,20 +184,36 @@ enum Ransomware {
                 if firstRefusal == nil { firstRefusal = errorText(error) }
             }
         }
+        // A listing that fails leaves the attack unplayed: that proves nothing, so it is a failure, never a pass.
+        func listed<T>(_ what: String, _ body: () async throws -> [T]) async -> [T] {
+            do { return try await body() } catch {
+                inconclusive.append("the attacker could not list \(what): \(errorText(error))")
+                return []
+            }
+        }
         _ = await step("attacker: forget and prune", "every snapshot forgotten, then prune", phase: "attack") { r in
-            for s in (try? await repo.listSnapshots()) ?? [] { await attempt { try await repo.backend.delete(Handle(.snapshots, s.id.hex)) } }
+            for s in await listed("the snapshots", { try await repo.listSnapshots() }) {
+                await attempt { try await repo.backend.delete(Handle(.snapshots, s.id.hex)) }
+            }
             var opts = PruneOptions()
             opts.grace = 0
             let pruned = try? await Pruner(repository: repo, options: opts).run()
             r.detail = "\(tally.deleted) snapshots deleted, \(tally.refused) refused; prune: \(pruned.map { "\($0.packsDeleted) packs deleted" } ?? "refused")"
         }
-        _ = await step("attacker: delete every object", "snapshots, indexes, packs, keys, config\(site.repository.hasPrefix("s3:") ? ", every object version" : "")", phase: "attack") { r in
+        _ = await step("attacker: delete every object", "snapshots, indexes, packs, keys, config\(site.repository.hasPrefix("s3:") ? ", every object version (bypassing governance retention)" : "")", phase: "attack") { r in
             for type in [ObjectType.snapshots, .index, .data, .keys, .locks] {
-                for o in (try? await backend.list(type)) ?? [] { await attempt { try await backend.delete(Handle(type, o.name)) } }
+                for o in await listed(type.rawValue, { try await backend.list(type) }) { await attempt { try await backend.delete(Handle(type, o.name)) } }
             }
             await attempt { try await backend.delete(.config) }
-            if let s3 = try? await DrillBackends.s3(drillSite, access: env.access) {
-                for v in (try? await s3.versions()) ?? [] where !v.deleteMarker { await attempt { try await s3.deleteVersion(v) } }
+            if site.repository.hasPrefix("s3:") {
+                do {
+                    guard let s3 = try await DrillBackends.s3(drillSite, access: env.access) else { throw LifeboatError.invalid("not an S3 site") }
+                    for v in await listed("the object versions", { try await s3.versions() }) where !v.deleteMarker {
+                        await attempt { try await s3.deleteVersion(v, bypassGovernance: true) }
+                    }
+                } catch {
+                    inconclusive.append("the attacker could not reach the bucket: \(errorText(error))")
+                }
             }
             r.detail = "\(tally.deleted) deletes done, \(tally.refused) refused\(firstRefusal.map { " (first refusal: \($0))" } ?? "")"
         }
@@ -197,10 +222,7 @@ enum Ransomware {
         // 5. The recovery: the clean snapshot, found and restored from what the site kept.
         var recoveryAccess = env.access
         recoveryAccess.reuse = nil
-        if site.repository.hasPrefix("s3:") {
-            // The instant before the attack; S3 servers that keep whole seconds give the clean objects that second's start.
-            recoveryAccess.settings.s3AsOf = Date(timeIntervalSince1970: attackStart.timeIntervalSince1970.rounded(.down) - 0.001)
-        }
+        if let pointInTime { recoveryAccess.settings.s3AsOf = pointInTime }
         var recoverySite = drillSite
         recoverySite.objectLockDays = nil
         let recoveryPlan = Plan(path: env.plan.path, sites: SitesConfig(sites: [recoverySite], stateFile: "/dev/null", path: "(drill)"), sources: [source])
@@ -210,11 +232,15 @@ enum Ransomware {
         let restored = await step("restore the clean snapshot", "snapshot \(cleanID.short) from the drill repository\(asOf)", phase: "restore") { r in
             try await recovery.restore(["source": source.name, "target": recovered, "snapshot": cleanID.hex, "path": copy], into: &r)
         }
-        if restored, let end = report.steps.last?.ended {
+        if restored, !inconclusive.isEmpty {
+            report.failures.append("the attack at site \(site.name) was not played in full, so the clean snapshot's survival proves nothing: " + inconclusive.joined(separator: "; "))
+        } else if restored, let end = report.steps.last?.ended {
             report.rtoSeconds = end.timeIntervalSince(attackEnd)
             for (k, v) in report.steps.last?.phases ?? [:] { report.phases[k, default: 0] += v }
             report.notes.append("site \(site.name) is protected: the clean snapshot \(cleanID.short) survived the attack (\(tally.deleted) deletes done, \(tally.refused) refused)\(asOf.isEmpty ? "" : " and was read back from the bucket\(asOf)")")
             report.notes.append("the RTO runs from the end of the attack to the verified restore of the clean snapshot")
+        } else if !inconclusive.isEmpty {
+            report.failures.append("the attack at site \(site.name) was not played in full, so it proves nothing: " + inconclusive.joined(separator: "; "))
         } else {
             report.unprotected = true
             report.failures.append("site \(site.name) is unprotected: with the client's credentials the attacker deleted the clean snapshot (\(tally.deleted) deletes done, \(tally.refused) refused): serve it with `lifeboat serve --append-only` or use S3 Object Lock (object_lock in the site)")
@@ -226,7 +252,8 @@ enum Ransomware {
             report.failures.append("the RPO of \(DrillReport.span(m)) exceeds the objective of \(DrillReport.span(o)): the newest snapshot at \(site.name) is too old")
         }
 
-        // 6. What stays: a local drill repository is removed; elsewhere the site's protection keeps it for a while.
+        // 6. What stays: a local drill repository is removed; elsewhere, through the site's admin_repository (whose
+        // credentials may delete) when it has one; otherwise it stays, and the report says where.
         if drillSite.repository.hasPrefix("/") || drillSite.repository.hasPrefix("local:") {
             let path = drillSite.repository.hasPrefix("local:") ? String(drillSite.repository.dropFirst(6)) : drillSite.repository
             try? FileManager.default.removeItem(atPath: path)
@@ -234,7 +261,27 @@ enum Ransomware {
             rmdir(parent)
             rmdir((parent as NSString).deletingLastPathComponent)
         } else if report.unprotected != true {
-            report.notes.append("the drill repository stays at \(RedactedLocation.text(drillSite.repository)) as long as the site's protection keeps it\(drillSite.objectLockDays != nil ? " (Object Lock: 1 day)" : "")")
+            let versioned = site.repository.hasPrefix("s3:")
+            var left = "the drill repository \(RedactedLocation.text(drillSite.repository)) stays: delete lifeboat-drill/ on the site with credentials that may (with an admin_repository the drill does it)"
+            if let admin = site.adminRepository {
+                var adminSite = site
+                adminSite.repository = DrillRepository.location(admin, drill: drill.name, run: String(drillSite.repository.split(separator: "/").last ?? ""))
+                adminSite.credentialsFile = site.adminCredentialsFile
+                adminSite.objectLockDays = nil
+                var removed = 0, refused = 0
+                if let b = try? await env.access.backend(adminSite) {
+                    for type in ObjectType.allCases where type != .config {
+                        for o in (try? await b.list(type)) ?? [] {
+                            if (try? await b.delete(Handle(type, o.name))) != nil { removed += 1 } else { refused += 1 }
+                        }
+                    }
+                    if (try? await b.delete(.config)) != nil { removed += 1 } else { refused += 1 }
+                }
+                left = refused == 0 ? "the drill repository was deleted through the site's admin_repository (\(removed) objects)"
+                    : "\(refused) objects of the drill repository could not be deleted through the admin_repository (a lock still holds them)"
+            }
+            if versioned { left += "; in a bucket with versioning, deleted objects stay as versions until a lifecycle rule on lifeboat-drill/ expires them" }
+            report.notes.append(left)
         }
     }
 
@@ -248,6 +295,8 @@ enum Ransomware {
             let path = root + "/" + rel
             var st = stat()
             guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
+            // As an attacker would: a read-only file is made writable first.
+            if st.st_mode & S_IWUSR == 0 { chmod(path, (st.st_mode & 0o7777) | S_IWUSR) }
             let fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
             guard fd >= 0 else { throw LifeboatError(.io, "cannot open \(path) for writing: \(String(cString: strerror(errno)))") }
             defer { close(fd) }

@@ -162,6 +162,7 @@ public struct S3Backend: Backend {
 
     /// Creates the bucket if it does not exist (with Object Lock enabled when retention is asked for).
     public func create() async throws {
+        if asOf != nil { throw readOnly("create the bucket") }
         let head = try await send("HEAD", target(nil))
         if (200...299).contains(head.status) { return }
         if head.status != 404 {
@@ -243,7 +244,8 @@ public struct S3Backend: Backend {
             headers.append(rangeHeader(range))
         }
         var query = ""
-        if asOf != nil, let v = try await version(handle).versionID, v != "null" { query = "versionId=\(percentEncode(v))" }
+        // "null" is the ID of what was written before versioning was enabled: it is asked for by that name too.
+        if asOf != nil, let v = try await version(handle).versionID { query = "versionId=\(percentEncode(v))" }
         let r = try await send("GET", target(key(handle), query: query), headers: headers)
         guard r.status == 200 || r.status == 206 else { throw failure(r, "read \(handle)") }
         return try r.rangedBody(range, "\(handle)")
@@ -281,7 +283,7 @@ public struct S3Backend: Backend {
 /// One version of a key, or a delete marker, as ListObjectVersions names it.
 public struct ObjectVersion: Sendable, Equatable {
     public var key: String
-    /// nil for an object written before versioning was enabled ("null").
+    /// The server's ID: `null` for what was written before versioning was enabled; nil when the answer names none.
     public var versionID: String?
     public var deleteMarker: Bool
     public var lastModified: Date
@@ -296,13 +298,24 @@ extension S3Backend {
     static let maxVersionPages = 100_000
 
     /// Every version and delete marker of every key under the repository's prefix followed by `under`, in the
-    /// server's order (by key, newest first), over as many requests as the listing takes.
+    /// server's order (by key, newest first), over as many requests as the listing takes (at most `maxVersions`).
     public func versions(under: String = "") async throws -> [ObjectVersion] {
-        try await listVersions(prefix + under)
+        var out: [ObjectVersion] = []
+        try await forEachVersionPage(prefix + under) { page in
+            out += page
+            guard out.count <= S3Backend.maxVersions else {
+                throw StorageError(.permanent, "list versions under \(prefix + under): more than \(S3Backend.maxVersions) versions")
+            }
+        }
+        return out
     }
 
-    func listVersions(_ listPrefix: String) async throws -> [ObjectVersion] {
-        var out: [ObjectVersion] = []
+    /// At most this many versions are collected in one list (`versions(under:)`); resolving a point in time keeps
+    /// one entry per key instead.
+    static let maxVersions = 10_000_000
+
+    /// Calls `body` with each page of ListObjectVersions under `listPrefix`; a page that fails is retried (3 tries).
+    func forEachVersionPage(_ listPrefix: String, _ body: ([ObjectVersion]) throws -> Void) async throws {
         var marker: (key: String, version: String)? = nil
         var pages = 0
         repeat {
@@ -311,10 +324,22 @@ extension S3Backend {
                 query += "&key-marker=\(percentEncode(marker.key, keepSlash: true))"
                 if !marker.version.isEmpty { query += "&version-id-marker=\(percentEncode(marker.version))" }
             }
-            let r = try await send("GET", target(nil, query: query))
-            guard r.status == 200 else { throw failure(r, "list versions under \(listPrefix.isEmpty ? "/" : listPrefix)") }
-            let page = S3Backend.parseVersions(String(decoding: r.body, as: UTF8.self))
-            out += page.entries
+            var attempt = 0
+            var response: HTTPResponseSpec
+            while true {
+                attempt += 1
+                do {
+                    response = try await send("GET", target(nil, query: query))
+                    if response.status == 200 { break }
+                    let e = failure(response, "list versions under \(listPrefix.isEmpty ? "/" : listPrefix)")
+                    guard e.kind == .transient, attempt < 3 else { throw e }
+                } catch let e as StorageError where e.kind == .transient && attempt < 3 {
+                    _ = e
+                }
+                try await Task.sleep(for: .milliseconds(200 * attempt))
+            }
+            let page = S3Backend.parseVersions(String(decoding: response.body, as: UTF8.self))
+            try body(page.entries)
             pages += 1
             guard page.truncated else { break }
             guard let next = page.next, next.key != marker?.key || next.version != marker?.version else {
@@ -325,7 +350,6 @@ extension S3Backend {
             }
             marker = next
         } while true
-        return out
     }
 
     /// One page of a ListObjectVersions answer: `Version` and `DeleteMarker` entries in their order, and the markers
@@ -333,19 +357,22 @@ extension S3Backend {
     static func parseVersions(_ text: String) -> (entries: [ObjectVersion], truncated: Bool, next: (key: String, version: String)?) {
         var entries: [ObjectVersion] = []
         var rest = text[...]
+        // The next of each kind is found once and kept until consumed: one pass over the page.
+        var nextVersion = rest.range(of: "<Version>"), nextMarker = rest.range(of: "<DeleteMarker>")
         while true {
-            let v = rest.range(of: "<Version>"), d = rest.range(of: "<DeleteMarker>")
-            guard let open = [v, d].compactMap({ $0 }).min(by: { $0.lowerBound < $1.lowerBound }) else { break }
-            let isMarker = open == d
+            guard let open = [nextVersion, nextMarker].compactMap({ $0 }).min(by: { $0.lowerBound < $1.lowerBound }) else { break }
+            let isMarker = open == nextMarker
             guard let close = rest.range(of: isMarker ? "</DeleteMarker>" : "</Version>", range: open.upperBound..<rest.endIndex) else { break }
             let body = rest[open.upperBound..<close.lowerBound]
             rest = rest[close.upperBound...]
+            if isMarker || (nextMarker.map { $0.lowerBound < close.upperBound } ?? false) { nextMarker = rest.range(of: "<DeleteMarker>") }
+            if !isMarker || (nextVersion.map { $0.lowerBound < close.upperBound } ?? false) { nextVersion = rest.range(of: "<Version>") }
             guard let key = XML.values("Key", in: body).first, !key.isEmpty,
                   let time = XML.values("LastModified", in: body).first.flatMap(Timestamp.parse) else { continue }
             let size = isMarker ? 0 : (XML.values("Size", in: body).first.flatMap { Int($0) } ?? -1)
             guard size >= 0 else { continue }
             let id = XML.values("VersionId", in: body).first
-            entries.append(ObjectVersion(key: key, versionID: id == nil || id == "null" ? nil : id, deleteMarker: isMarker,
+            entries.append(ObjectVersion(key: key, versionID: id.flatMap { $0.isEmpty ? nil : $0 }, deleteMarker: isMarker,
                                          lastModified: time, size: size))
         }
         let truncated = XML.values("IsTruncated", in: text).first == "true"
@@ -364,8 +391,16 @@ extension S3Backend {
         return best.filter { !$0.value.deleteMarker }
     }
 
+    /// The point in time of a folder, page by page: one entry per key is kept, never the whole history.
     func versionsAsOf(_ listPrefix: String, _ asOf: Date) async throws -> [String: ObjectVersion] {
-        S3Backend.resolve(try await listVersions(listPrefix), asOf: asOf)
+        var best: [String: ObjectVersion] = [:]
+        try await forEachVersionPage(listPrefix) { page in
+            for v in page where v.lastModified <= asOf {
+                if let b = best[v.key], b.lastModified >= v.lastModified { continue }
+                best[v.key] = v
+            }
+        }
+        return best.filter { !$0.value.deleteMarker }
     }
 
     /// The version of `handle` at `asOf`: the whole folder of its type is listed once and kept.
@@ -382,10 +417,11 @@ extension S3Backend {
         StorageError(.permanent, "\(what): the repository is opened as of \(Timestamp.format(asOf ?? Date())) (--s3-as-of) and is read-only")
     }
 
-    /// Deletes one version of a key for good (refused by S3 while Object Lock retains it).
-    public func deleteVersion(_ v: ObjectVersion) async throws {
-        let query = v.versionID.map { "versionId=\(percentEncode($0))" } ?? ""
-        let r = try await send("DELETE", target(v.key, query: query))
+    /// Deletes one version of a key for good (refused by S3 while Object Lock retains it). `bypassGovernance` sends
+    /// `x-amz-bypass-governance-retention`, as an attacker holding `s3:BypassGovernanceRetention` would.
+    public func deleteVersion(_ v: ObjectVersion, bypassGovernance: Bool = false) async throws {
+        let query = "versionId=\(percentEncode(v.versionID ?? "null"))"
+        let r = try await send("DELETE", target(v.key, query: query), headers: bypassGovernance ? [("x-amz-bypass-governance-retention", "true")] : [])
         guard (200...299).contains(r.status) else { throw failure(r, "delete \(v.key) version \(v.versionID ?? "null")") }
     }
 }

@@ -169,6 +169,8 @@ struct FakeActions: PlaybookActions {
         let cases: [(String, String)] = [
             ("/srv/lifeboat/repo", "/srv/lifeboat/\(leaf)"),
             ("/srv/lifeboat/repo/", "/srv/lifeboat/\(leaf)"),
+            ("/srv/lifeboat/repo/.", "/srv/lifeboat/\(leaf)"),
+            ("/srv/lifeboat/repo/./", "/srv/lifeboat/\(leaf)"),
             ("local:/mnt/usb/repo", "local:/mnt/usb/\(leaf)"),
             ("repo", leaf),
             ("s3:https://s3.example.com/backups/home", "s3:https://s3.example.com/backups/\(leaf)"),

@@ -326,17 +326,20 @@ t_ransomware_needs_a_protected_site() {
   mkdir -p "$WORK/vault-data"
   start_serve vault --path "$WORK/vault-data" --no-auth --append-only
   local VAULT="rest:${SERVE_URL}vault" CLOUD="s3:http://127.0.0.1:$MOTO_PORT/drill-bucket/cloud"
+  local GOV="s3:http://127.0.0.1:$MOTO_PORT/drill-bucket/gov"
   lb -r "$VAULT" --password-file "$WORK/home.pw" init --copy-chunker-params-from "$WORK/home" --from-password-file "$WORK/home.pw" >/dev/null
-  lb -r "$CLOUD" --password-file "$WORK/home.pw" --s3-object-lock-days 1 init --copy-chunker-params-from "$WORK/home" --from-password-file "$WORK/home.pw" >/dev/null
+  lb -r "$CLOUD" --password-file "$WORK/home.pw" --s3-object-lock-days 1 --s3-object-lock-mode compliance init --copy-chunker-params-from "$WORK/home" --from-password-file "$WORK/home.pw" >/dev/null
+  lb -r "$GOV" --password-file "$WORK/home.pw" --s3-object-lock-days 1 init --copy-chunker-params-from "$WORK/home" --from-password-file "$WORK/home.pw" >/dev/null
   python3 - "$WORK/lifeboat.yaml" "$VAULT" "$CLOUD" "$WORK" <<'PY'
 import sys
 p, vault, cloud, work = sys.argv[1:]
 t = open(p).read()
 t = t.replace("role: replica}\n", "role: replica}\n"
   f"  - {{name: vault, repository: '{vault}', password_file: {work}/home.pw, role: replica}}\n"
-  f"  - {{name: cloud, repository: '{cloud}', password_file: {work}/home.pw, role: replica, object_lock: {{days: 1}}}}\n", 1)
+  f"  - {{name: cloud, repository: '{cloud}', password_file: {work}/home.pw, role: replica, object_lock: {{days: 1, mode: compliance}}}}\n"
+  f"  - {{name: gov, repository: '{cloud[:-5]}gov', password_file: {work}/home.pw, role: replica, object_lock: {{days: 1}}}}\n", 1)
 t = t.replace("drills:\n", "drills:\n"
-  f"  - {{name: www-ransomware, source: www, scenario: ransomware, from: [home, vault, cloud], sandbox: {work}/sandbox}}\n"
+  f"  - {{name: www-ransomware, source: www, scenario: ransomware, from: [home, vault, cloud, gov], sandbox: {work}/sandbox}}\n"
   f"  - {{name: www-ransomware-home, source: www, scenario: ransomware, from: [home], sandbox: {work}/sandbox}}\n", 1)
 open(p, "w").write(t)
 PY
@@ -344,7 +347,8 @@ PY
 sites:
   - {name: home, repository: $WORK/home, password_file: $WORK/home.pw, role: primary}
   - {name: vault, repository: '$VAULT', password_file: $WORK/home.pw, role: replica}
-  - {name: cloud, repository: '$CLOUD', password_file: $WORK/home.pw, role: replica, object_lock: {days: 1}}
+  - {name: cloud, repository: '$CLOUD', password_file: $WORK/home.pw, role: replica, object_lock: {days: 1, mode: compliance}}
+  - {name: gov, repository: '$GOV', password_file: $WORK/home.pw, role: replica, object_lock: {days: 1}}
 replication: {state_file: $WORK/replication-rw.json}
 YAML
   lb replicate --config "$WORK/sites-rw.yaml" >/dev/null || fail "replication to vault and cloud"
@@ -355,8 +359,9 @@ YAML
   python3 - "$WORK/out" <<'PY' || { cat "$WORK/out"; fail "home is unprotected; vault and cloud restored the clean snapshot; the encrypted backup was flagged"; }
 import json, sys
 r = {x["site"]: x for x in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")) if x.get("message_type") == "drill_report"}
-assert r["home"]["unprotected"] is True and not r["home"]["passed"], r["home"]["failures"]
-assert any("site home is unprotected" in f for f in r["home"]["failures"]), r["home"]["failures"]
+for site in ("home", "gov"):   # a folder; governance retention, which the client's keys may bypass (moto grants it)
+    assert r[site]["unprotected"] is True and not r[site]["passed"], r[site]["failures"]
+    assert any("site %s is unprotected" % site in f for f in r[site]["failures"]), r[site]["failures"]
 for site in ("vault", "cloud"):
     x = r[site]
     assert x["passed"] and x["unprotected"] is False, (site, x["failures"])

@@ -29,7 +29,7 @@ int lb_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
 int lb_spawn_chdir(posix_spawn_file_actions_t *actions, const char *path);
 #endif
 
-/// One request of a drill's client loop: connects to HOST:PORT (numeric), sends `len` bytes of `send`, and waits for
+/// One request of a drill's client loop: connects to HOST:PORT, sends `len` bytes of `send`, and waits for
 /// at least one byte back, all within `timeout_ms`. Returns 0 on success, -1 when the connection failed, -2 on a
 /// timeout, -3 when the peer closed without answering.
 int lb_tcp_probe(const char *host, int port, const void *send, size_t len, int timeout_ms);
