@@ -32,6 +32,8 @@ public actor Agent {
     /// Each site's repository, opened once (keys unlocked once); jobs work on derived handles.
     var repositories: [String: Repository] = [:]
     var running: [JobID: Task<Void, Never>] = [:]
+    /// Undo journals whose backends could not be enabled yet (logged once, tried again every 2 s).
+    var undoFailuresLogged: Set<String> = []
     var observations: [String: SiteObservation] = [:]
     var facts: [String: SiteFacts] = [:]
     var watches: [String: RPOWatch] = [:]
@@ -559,17 +561,26 @@ public actor Agent {
     /// its undo journal names them; they are enabled here, in the pools this agent runs.
     func undoKilledDrills() {
         for (path, entry) in UndoJournal.orphans(reports: Agent.reportDirectory(plan)) {
-            if let e = entry, let view = try? AgentProxy.view(proxy, pool: e.pool) {
-                for b in view.backends where b.disabled && e.enabledBefore.contains(b.name) {
-                    do {
-                        _ = try AgentProxy.act(proxy, .enableBackend, pool: e.pool, backend: b.name)
-                        logger.warning("a drill that died left a backend disabled: enabled again", metadata: ["pool": "\(e.pool)", "backend": "\(b.name)"])
-                    } catch {
-                        logger.error("a drill that died left \(e.pool)/\(b.name) disabled, and enabling it failed: \(error)")
+            var done = true
+            if let e = entry {
+                do {
+                    let view = try AgentProxy.view(proxy, pool: e.pool)
+                    for b in view.backends where b.disabled && e.enabledBefore.contains(b.name) {
+                        do {
+                            _ = try AgentProxy.act(proxy, .enableBackend, pool: e.pool, backend: b.name)
+                            logger.warning("a drill that died left a backend disabled: enabled again", metadata: ["pool": "\(e.pool)", "backend": "\(b.name)"])
+                        } catch {
+                            done = false
+                            if !undoFailuresLogged.contains(path) { logger.error("a drill that died left \(e.pool)/\(b.name) disabled, and enabling it failed: \(error); trying again") }
+                        }
                     }
+                } catch let e as LifeboatError where e.code == .notFound {
+                    // No proxy, or the pool is gone (a reload): nothing is left to enable.
+                } catch {
+                    done = false
                 }
             }
-            unlink(path)
+            if done { unlink(path); undoFailuresLogged.remove(path) } else { undoFailuresLogged.insert(path) }
         }
     }
 
