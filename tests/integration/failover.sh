@@ -284,8 +284,9 @@ YAML
   # A connection that outlives drain_timeout is closed at its end.
   sed -i 's/drain_timeout: 10s/drain_timeout: 700ms/' "$WORK/d.yaml"
   start_proxy "$WORK/d.yaml"
-  python3 "$(dirname "$0")/echo.py" client "$PE" 5 > "$WORK/client.out" 2>&1 & C=$!
-  wait_log "$WORK/client.out" "connected"
+  # A file of its own: the first client's "connected" must not be read before this one's redirect truncates it.
+  python3 "$(dirname "$0")/echo.py" client "$PE" 5 > "$WORK/client2.out" 2>&1 & C=$!
+  wait_log "$WORK/client2.out" "connected"
   t0=$(date +%s%N); kill -TERM "$PROXY_PID"; wait "$PROXY_PID"; rc=$?
   local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   [ "$rc" = 0 ] && [ "$ms" -lt 3000 ] || fail "the drain ends at drain_timeout (rc $rc, $ms ms)"
