@@ -167,9 +167,12 @@ enum Ransomware {
         // seconds).
         var pointInTime: Date?
         var inconclusive: [String] = []
+        // The bare S3 backend (object versions), made once for the listing before the attack and the attack itself.
+        var versionedBucket: S3Backend?
         if site.repository.hasPrefix("s3:") {
             do {
                 guard let s3 = try await DrillBackends.s3(drillSite, access: env.access) else { throw LifeboatError.invalid("not an S3 site") }
+                versionedBucket = s3
                 pointInTime = try await s3.versions().map(\.lastModified).max()
                 try? await Task.sleep(for: .milliseconds(1100))
             } catch {
@@ -205,14 +208,10 @@ enum Ransomware {
                 for o in await listed(type.rawValue, { try await backend.list(type) }) { await attempt { try await backend.delete(Handle(type, o.name)) } }
             }
             await attempt { try await backend.delete(.config) }
-            if site.repository.hasPrefix("s3:") {
-                do {
-                    guard let s3 = try await DrillBackends.s3(drillSite, access: env.access) else { throw LifeboatError.invalid("not an S3 site") }
-                    for v in await listed("the object versions", { try await s3.versions() }) where !v.deleteMarker {
-                        await attempt { try await s3.deleteVersion(v, bypassGovernance: true) }
-                    }
-                } catch {
-                    inconclusive.append("the attacker could not reach the bucket: \(errorText(error))")
+            // (An S3 site whose bucket could not be reached is already inconclusive.)
+            if let s3 = versionedBucket {
+                for v in await listed("the object versions", { try await s3.versions() }) where !v.deleteMarker {
+                    await attempt { try await s3.deleteVersion(v, bypassGovernance: true) }
                 }
             }
             r.detail = "\(tally.deleted) deletes done, \(tally.refused) refused\(firstRefusal.map { " (first refusal: \($0))" } ?? "")"

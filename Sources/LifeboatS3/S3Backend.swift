@@ -384,22 +384,22 @@ extension S3Backend {
     /// marker (the key did not exist then). Of entries with the same time, the one the server lists first (newer) wins.
     public static func resolve(_ versions: [ObjectVersion], asOf: Date) -> [String: ObjectVersion] {
         var best: [String: ObjectVersion] = [:]
-        for v in versions where v.lastModified <= asOf {
+        keepNewest(versions, asOf: asOf, in: &best)
+        return best.filter { !$0.value.deleteMarker }
+    }
+
+    /// Folds one page into `best`: per key, the newest entry (version or marker) at or before `asOf`.
+    static func keepNewest(_ page: [ObjectVersion], asOf: Date, in best: inout [String: ObjectVersion]) {
+        for v in page where v.lastModified <= asOf {
             if let b = best[v.key], b.lastModified >= v.lastModified { continue }
             best[v.key] = v
         }
-        return best.filter { !$0.value.deleteMarker }
     }
 
     /// The point in time of a folder, page by page: one entry per key is kept, never the whole history.
     func versionsAsOf(_ listPrefix: String, _ asOf: Date) async throws -> [String: ObjectVersion] {
         var best: [String: ObjectVersion] = [:]
-        try await forEachVersionPage(listPrefix) { page in
-            for v in page where v.lastModified <= asOf {
-                if let b = best[v.key], b.lastModified >= v.lastModified { continue }
-                best[v.key] = v
-            }
-        }
+        try await forEachVersionPage(listPrefix) { page in S3Backend.keepNewest(page, asOf: asOf, in: &best) }
         return best.filter { !$0.value.deleteMarker }
     }
 

@@ -214,6 +214,17 @@ final class MotoServer {
         #expect(at("2026-11-30T00:00:00Z").isEmpty)
     }
 
+    @Test func aKeysVersionsSplitAcrossPagesFoldToTheSameAnswer() {
+        let all = S3Backend.parseVersions(page).entries
+        let t = Timestamp.parse("2026-12-01T10:00:04Z")!
+        for cut in 0...all.count {
+            var best: [String: ObjectVersion] = [:]
+            S3Backend.keepNewest(Array(all[..<cut]), asOf: t, in: &best)
+            S3Backend.keepNewest(Array(all[cut...]), asOf: t, in: &best)
+            #expect(best.filter { !$0.value.deleteMarker } == S3Backend.resolve(all, asOf: t), "cut at \(cut)")
+        }
+    }
+
     @Test func aMarkerAndAVersionInTheSameSecondTheServerListsFirstWins() {
         let t = Timestamp.parse("2026-12-01T10:00:00Z")!
         let marker = ObjectVersion(key: "k", versionID: "m", deleteMarker: true, lastModified: t, size: 0)
