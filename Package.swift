@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "LifeboatSites", targets: ["LifeboatSites"]),
         .library(name: "LifeboatFailover", targets: ["LifeboatFailover"]),
         .library(name: "LifeboatPlan", targets: ["LifeboatPlan"]),
+        .library(name: "LifeboatWAL", targets: ["LifeboatWAL"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
@@ -123,6 +124,14 @@ let package = Package(
         .target(name: "LifeboatReplication", dependencies: [
             "LifeboatCore", "LifeboatBackends", "LifeboatSites", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage", "LifeboatS3",
         ], swiftSettings: swift6),
+        // PostgreSQL's WAL as files: segment names, headers and transaction times, timeline histories, the chain of
+        // an archive and the plan of a point-in-time recovery. Pure.
+        .target(name: "LifeboatWAL", dependencies: ["LifeboatCore"], swiftSettings: swift6),
+        // PostgreSQL continuous archiving into a repository: wal-push (and its helper), wal-fetch (and its prefetch),
+        // base backups through the backup API (psql), point-in-time restore, the catalog of records.
+        .target(name: "LifeboatPostgres", dependencies: [
+            "LifeboatWAL", "LifeboatSnapshot", "LifeboatRepository", "LifeboatChunker", "LifeboatCrypto", "LifeboatProcess", "LifeboatCore",
+        ], swiftSettings: swift6),
         // Child processes: own process group, timeouts, captured output, another user (hooks, dumps, playbooks).
         .target(name: "LifeboatProcess", dependencies: ["LifeboatCore", "CLifeboatSys"], swiftSettings: swift6),
         // Proof of recovery: playbooks (run, audit log, resume), drills per site in a sandbox (restore, site-loss,
@@ -148,7 +157,7 @@ let package = Package(
         ], swiftSettings: swift6),
         // The command-line interface as a library.
         .target(name: "LifeboatCommands", dependencies: [
-            "LifeboatSnapshot", "CLifeboatSys", "LifeboatBackends", "LifeboatReplication", "LifeboatPlan", "LifeboatAgent", "LifeboatDrill", "LifeboatProcess", "LifeboatS3", "LifeboatServer", "LifeboatSites", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatHTTP",
+            "LifeboatSnapshot", "CLifeboatSys", "LifeboatBackends", "LifeboatReplication", "LifeboatPlan", "LifeboatAgent", "LifeboatPostgres", "LifeboatWAL", "LifeboatDrill", "LifeboatProcess", "LifeboatS3", "LifeboatServer", "LifeboatSites", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatHTTP",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -175,6 +184,8 @@ let package = Package(
         .testTarget(name: "LifeboatProxyTests", dependencies: ["LifeboatProxy", "LifeboatFailover"], swiftSettings: swift6),
         .testTarget(name: "LifeboatAgentTests", dependencies: ["LifeboatAgent", "LifeboatDrill", "LifeboatProcess", "LifeboatPlan", "LifeboatCore", "LifeboatSnapshot", "LifeboatSites"], swiftSettings: swift6),
         .testTarget(name: "LifeboatDrillTests", dependencies: ["LifeboatDrill", "LifeboatPlan", "LifeboatProcess", "LifeboatCore"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatWALTests", dependencies: ["LifeboatWAL", "LifeboatCore"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatPostgresTests", dependencies: ["LifeboatPostgres", "LifeboatWAL", "LifeboatRepository", "LifeboatStorage", "LifeboatCrypto", "LifeboatCore"], swiftSettings: swift6),
         .testTarget(name: "LifeboatPlanTests", dependencies: ["LifeboatPlan", "LifeboatCore", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatReplicationTests", dependencies: [
             "LifeboatReplication", "LifeboatBackends", "LifeboatSites", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage",

@@ -46,7 +46,7 @@ public enum SourceBackup {
                 opts.excludes = exclude
                 let abs = Set(paths)
                 opts.parent = try await repo.listSnapshots().last {
-                    $0.snapshot.hostname == hostname && Set($0.snapshot.paths) == abs && $0.snapshot.tags.contains(tag(source.name))
+                    $0.snapshot.isFiles && $0.snapshot.hostname == hostname && Set($0.snapshot.paths) == abs && $0.snapshot.tags.contains(tag(source.name))
                 }?.id
                 archiver = Archiver(repository: repo, options: opts)
                 result = try await archiver.run()
@@ -82,7 +82,7 @@ public enum SourceBackup {
     public static func forget(_ source: Source, repo: Repository) async throws -> Int {
         guard let policy = source.retention else { return 0 }
         return try await repo.withLock(.shared, operation: "forget \(source.name) (agent)") {
-            let mine = try await repo.listSnapshots().filter { $0.snapshot.tags.contains(tag(source.name)) }
+            let mine = try await repo.listSnapshots().filter { $0.snapshot.isFiles && $0.snapshot.tags.contains(tag(source.name)) }
             return try await Forget.execute(Forget.plan(mine, policy: policy, groupBy: GroupBy()), repo: repo)
         }
     }

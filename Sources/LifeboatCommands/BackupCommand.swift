@@ -73,7 +73,7 @@ struct BackupCommand: AsyncParsableCommand {
                 opts.parent = try await repo.findSnapshot(parent).id
             } else if !force {
                 let abs = Set(paths.map { absolutePath($0).lossy })
-                opts.parent = try await repo.listSnapshots().last { $0.snapshot.hostname == opts.hostname && Set($0.snapshot.paths) == abs }?.id
+                opts.parent = try await repo.listSnapshots().last { $0.snapshot.isFiles && $0.snapshot.hostname == opts.hostname && Set($0.snapshot.paths) == abs }?.id
             }
             let archiver = Archiver(repository: repo, options: opts)
             let start = Date()

@@ -231,6 +231,40 @@ enum Examples {
          "lifeboat playbook run playbooks/docs.yaml --target /tmp/restore"),
     ])
 
+    static let pgWalPush = render([
+        ("Archive a segment, as archive_command does", "lifeboat pg wal-push /srv/pg/pg_wal/000000010000000000000003"),
+        ("The same, tagged, printing a JSON line",
+         "lifeboat pg wal-push /srv/pg/pg_wal/000000010000000000000003 --tag db --json"),
+    ])
+
+    static let pgWalFetch = render([
+        ("Fetch a segment, as restore_command does", "lifeboat pg wal-fetch 000000010000000000000003 /tmp/wal"),
+        ("The same from the site usb of the sites file",
+         "lifeboat pg wal-fetch --site usb 000000010000000000000003 /tmp/wal"),
+    ])
+
+    static let pgBackup = render([
+        ("A base backup of the cluster that PGHOST, PGPORT and PGUSER name", "lifeboat pg backup"),
+        ("The same, spreading the checkpoint, tagged", "lifeboat pg backup --checkpoint spread --tag nightly"),
+    ])
+
+    static let pgRestore = render([
+        ("The cluster as it was at a moment, into a new data directory",
+         "lifeboat pg restore --time 2026-11-30T06:00:00Z --target /tmp/pg"),
+        ("Everything archived, from the site usb, a copy that does not archive",
+         "lifeboat pg restore --latest --site usb --no-archive --target /tmp/pg"),
+    ])
+
+    static let pgTimeline = render([
+        ("The restorable range, base backups and WAL per timeline", "lifeboat pg timeline"),
+        ("The same at the site usb, as JSON", "lifeboat pg timeline --site usb --json"),
+    ])
+
+    static let pgCheck = render([
+        ("Check that no WAL is missing after any base backup", "lifeboat pg check"),
+        ("The same at the site usb", "lifeboat pg check --site usb"),
+    ])
+
     static let completion = render([
         ("Bash, for every user", "lifeboat completion bash > /etc/bash_completion.d/lifeboat"),
         ("Zsh, into a folder of $fpath (fpath+=~/.zfunc in ~/.zshrc)", "lifeboat completion zsh > ~/.zfunc/_lifeboat"),

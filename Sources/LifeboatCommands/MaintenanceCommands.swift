@@ -42,7 +42,7 @@ struct CheckCommand: AsyncParsableCommand {
                           "damaged_snapshots": report.damagedSnapshots.map { ["id": $0.key.hex, "reasons": $0.value] }])
                 var ages: [GroupAge] = []
                 if let maxAge {
-                    ages = Freshness.groups(try await repo.listSnapshots(), maxAge: maxAge, now: currentTime())
+                    ages = Freshness.groups(try await repo.listSnapshots().filter(\.snapshot.isFiles), maxAge: maxAge, now: currentTime())
                     reportAges(ages, maxAge: maxAge, output: out)
                 }
                 if report.errors > 0 {

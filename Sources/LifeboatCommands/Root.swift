@@ -99,7 +99,7 @@ public struct LifeboatCommand: AsyncParsableCommand {
             RestoreCommand.self, DumpCommand.self, FindCommand.self, StatsCommand.self, CheckCommand.self,
             ForgetCommand.self, PruneCommand.self, RepairCommand.self, UnlockCommand.self, KeyCommand.self, CopyCommand.self,
             ReplicateCommand.self, SitesCommand.self, ServeCommand.self, ProxyCommand.self, ConfigCommand.self, PlanCommand.self,
-            AgentCommand.self, StatusCommand.self, RecoveryKitCommand.self, DrillCommand.self, PlaybookCommand.self,
+            AgentCommand.self, StatusCommand.self, RecoveryKitCommand.self, DrillCommand.self, PlaybookCommand.self, PostgresCommand.self,
             CompletionCommand.self, VersionCommand.self,
         ]
     )
@@ -179,7 +179,7 @@ extension LifeboatCommand {
         var rest = Array(args[i...])
         var at = 1
         let groups: [String: Set<String>] = ["key": ["list", "add", "remove", "passwd"], "repair": ["index", "snapshots"],
-                                             "sites": ["status"]]
+                                             "sites": ["status"], "pg": ["wal-push", "wal-fetch", "backup", "restore", "timeline", "check", "wal-push-helper"]]
         if rest.count > 1, groups[rest[0]]?.contains(rest[1]) == true { at = 2 }
         rest.insert(contentsOf: globals, at: at)
         return rest

@@ -41,6 +41,9 @@ public struct Snapshot: Codable, Sendable, Equatable {
     public var summary: SnapshotSummary?
     /// For a copy made by `lifeboat copy`: the ID of the snapshot it was first copied from.
     public var original: ID? = nil
+    /// nil for a backup of files; `pg-base` or `pg-wal` for a database record (`database` says more).
+    public var kind: String? = nil
+    public var database: DatabaseRecord? = nil
 
     public init(time: Date, tree: ID, paths: [String], hostname: String, username: String = "",
                 uid: UInt32 = 0, gid: UInt32 = 0, tags: [String] = [], parent: ID? = nil,
@@ -62,9 +65,12 @@ public struct Snapshot: Codable, Sendable, Equatable {
 
     public var date: Date { Timestamp.parse(time) ?? Date(timeIntervalSince1970: 0) }
 
+    /// A backup of files (what `snapshots`, `forget`, `restore` and `latest` deal with), not a database record.
+    public var isFiles: Bool { kind == nil }
+
     enum CodingKeys: String, CodingKey {
         case time, tree, paths, hostname, username, uid, gid, tags, parent, excludes
-        case programVersion = "program_version", summary, original
+        case programVersion = "program_version", summary, original, kind, database
     }
 
     public func encoded() throws -> Data {

@@ -282,7 +282,7 @@ struct SiteActions: PlaybookActions {
         let snaps = try await repo.listSnapshots()
         let want = args["snapshot"].flatMap { $0.isEmpty || $0 == "latest" ? nil : $0 }
         let candidates = snaps.filter { s in
-            (tag.map { s.snapshot.tags.contains($0) } ?? true) && (before.map { s.snapshot.date <= $0 } ?? true)
+            s.snapshot.isFiles && (tag.map { s.snapshot.tags.contains($0) } ?? true) && (before.map { s.snapshot.date <= $0 } ?? true)
                 && (want.map { s.id.hex.hasPrefix($0.lowercased()) } ?? true)
         }
         guard let chosen = candidates.max(by: { $0.snapshot.date < $1.snapshot.date }) else {

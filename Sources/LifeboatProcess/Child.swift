@@ -39,7 +39,7 @@ public struct Child: Sendable {
     /// `stdout`/`stderr`: descriptors for the child (nil: /dev/null). `user`: run as that user (through
     /// util-linux `setpriv`, with its groups and home; the caller must be root). `directory`: its working folder.
     public static func spawn(_ argv: [String], environment: [String: String] = [:], stdout: Int32? = nil, stderr: Int32? = nil,
-                             user: User? = nil, directory: String? = nil) throws -> Child {
+                             user: User? = nil, directory: String? = nil, stdin: Int32? = nil) throws -> Child {
         guard let first = argv.first, !first.isEmpty else { throw ChildError("an empty command") }
         if let user {
             guard getuid() == 0 || getuid() == user.uid else { throw ChildError("cannot run \(first) as \(user.name): only root can change user") }
@@ -49,7 +49,7 @@ public struct Child: Sendable {
             env["USER"] = user.name
             env["LOGNAME"] = user.name
             return try spawn([setpriv, "--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups", "--"] + argv, environment: env,
-                             stdout: stdout, stderr: stderr, user: nil, directory: directory)
+                             stdout: stdout, stderr: stderr, user: nil, directory: directory, stdin: stdin)
         }
         let path: String
         if first.contains("/") { path = first } else {
@@ -60,7 +60,7 @@ public struct Child: Sendable {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         if let directory { _ = lb_spawn_chdir(&actions, directory) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if let stdin { posix_spawn_file_actions_adddup2(&actions, stdin, 0) } else { posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0) }
         if let stdout { posix_spawn_file_actions_adddup2(&actions, stdout, 1) } else { posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0) }
         if let stderr { posix_spawn_file_actions_adddup2(&actions, stderr, 2) } else { posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) }
         // Nothing else of the agent's: not its listening socket, its database or other jobs' pipes.

@@ -12,7 +12,9 @@ public struct SnapshotFilter: Sendable {
         self.hosts = hosts; self.tags = tags; self.paths = paths
     }
 
+    /// Database records (`kind`) never match: file commands do not see them.
     public func matches(_ s: Snapshot) -> Bool {
+        guard s.isFiles else { return false }
         if !hosts.isEmpty && !hosts.contains(s.hostname) { return false }
         if !tags.isEmpty {
             let ok = tags.contains { set in

@@ -22,6 +22,9 @@ public struct BackupOptions: Sendable {
     /// Count files and bytes ahead of the backup for a progress bar's percentage and ETA
     /// (costs a second walk; off when nobody watches the progress).
     public var scanTotals = true
+    /// Runs after every blob and the index are stored and before the snapshot is saved, with the snapshot and the
+    /// files that could not be read: it may add to the snapshot (a database's backup record), or throw to save none.
+    public var finish: (@Sendable (Snapshot, [SourceError]) async throws -> Snapshot)? = nil
     public init() {}
 }
 
@@ -52,6 +55,10 @@ struct FileChangedError: Error, CustomStringConvertible {
 public struct SourceError: Sendable {
     public var path: String
     public var message: String
+    /// The file was gone by the time it was read (deleted during the backup).
+    public var vanished = false
+    /// The file changed while it was read (what was read is stored).
+    public var changed = false
 }
 
 public struct BackupResult: Sendable {
@@ -132,7 +139,10 @@ public final class Archiver: Sendable {
     public var progress: BackupProgress { progressState.withLock { $0 } }
 
     func recordError(_ path: BytePath, _ error: Error) {
-        errorList.withLock { $0.append(SourceError(path: path.lossyString, message: "\(error)")) }
+        var e = SourceError(path: path.lossyString, message: "\(error)")
+        e.vanished = (error as? FileError)?.errno == ENOENT
+        e.changed = error is FileChangedError
+        errorList.withLock { $0.append(e) }
         progressState.withLock { $0.errors += 1 }
     }
 
@@ -204,6 +214,7 @@ public final class Archiver: Sendable {
                             tags: options.tags, parent: options.parent,
                             excludes: options.excludes.isEmpty ? nil : options.excludes, summary: summary)
         snap.summary = summary
+        if let finish = options.finish { snap = try await finish(snap, errors) }
         let id = repo.dryRun ? nil : try await repo.saveSnapshot(snap)
         return BackupResult(snapshotID: id, snapshot: snap, errors: errors)
     }

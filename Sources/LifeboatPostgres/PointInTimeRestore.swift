@@ -1,0 +1,115 @@
+import Foundation
+import LifeboatCore
+import LifeboatRepository
+import LifeboatSnapshot
+import LifeboatWAL
+
+/// Point-in-time recovery: lays down the newest base backup from which the target can be reached, with its
+/// `backup_label`, and the recovery settings with which `pg_ctl start` replays the archived WAL (through
+/// `restore_command`) to exactly the target, then promotes. Everything is checked before a file is written: a
+/// target outside the restorable range, a hole in the WAL, or a base backup without its WAL is an error that names
+/// what is missing and the nearest restorable point.
+public struct PointInTimeRestore: Sendable {
+    public struct Options: Sendable {
+        public var target: String
+        public var recovery: RecoveryTarget = .latest
+        /// The cluster (`--cluster`), when the repository holds several.
+        public var system: String?
+        /// The `restore_command` written into the restored cluster (the CLI builds it from its own options).
+        public var restoreCommand: String
+        /// What the server does at the target: promote (default), pause or shutdown.
+        public var action = "promote"
+        /// Turn archiving off in the restored cluster (a drill's copy must not archive into the production archive).
+        public var archiveOff = false
+        public var restore = RestoreOptions()
+        public init(target: String, restoreCommand: String) { self.target = target; self.restoreCommand = restoreCommand }
+    }
+
+    public struct Result: Sendable {
+        public var plan: WALChain.Plan
+        public var backup: WALCatalog.Backup
+        public var files: Int
+        public var bytes: UInt64
+        public var errors: [RestoreError]
+        public var settings: [String]
+    }
+
+    /// The plan alone: which base backup, which timeline, whether the target is reachable.
+    public static func plan(repo: Repository, system: String?, target: RecoveryTarget) async throws -> (WALCatalog, WALChain.Plan, WALCatalog.Backup) {
+        let catalog = try WALCatalog.select(try await WALStore.catalogs(repo), system: system)
+        let plan = try catalog.chain.plan(target, backups: catalog.points)
+        guard let backup = catalog.backups.first(where: { $0.point == plan.backup }) else {
+            throw LifeboatError(.notFound, "base backup \(plan.backup.id) is not in the catalog")
+        }
+        return (catalog, plan, backup)
+    }
+
+    public static func run(repo: Repository, options: Options, progress: Restorer? = nil) async throws -> Result {
+        guard ["promote", "pause", "shutdown"].contains(options.action) else {
+            throw LifeboatError.invalid("invalid recovery action \"\(options.action)\": use promote, pause or shutdown")
+        }
+        let (_, plan, backup) = try await self.plan(repo: repo, system: options.system, target: options.recovery)
+        let target = options.target
+        var st = stat()
+        if stat(target, &st) == 0 {
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: target)) ?? ["?"]
+            guard (st.st_mode & S_IFMT) == S_IFDIR, entries.isEmpty else {
+                throw LifeboatError.invalid("the target \(target) exists and is not an empty folder: a restored cluster needs a folder of its own (nothing was written)")
+            }
+        }
+        guard let db = backup.snapshot.database, let dataDir = backup.snapshot.paths.first, let label = db.label else {
+            throw LifeboatError.corrupt("base backup \(backup.id.short) has no data directory or backup label")
+        }
+        let restorer = progress ?? Restorer(repository: repo, options: options.restore)
+        let node = try await Restorer.resolve(repo: repo, tree: backup.snapshot.tree, subpath: dataDir, snapshot: (backup.id, backup.snapshot))
+        try await restorer.restore(node: node, snapshotPath: dataDir, target: target)
+        let errors = restorer.errors
+        guard errors.isEmpty else {
+            throw LifeboatError(.io, "\(errors.count) file(s) of base backup \(backup.id.short) could not be restored (first: \(errors[0].path): \(errors[0].message)): the folder \(target) is not a usable cluster")
+        }
+        // What the backup left out, and the files that make the copy a recovery.
+        let uid = node.uid, gid = node.gid
+        for d in ["pg_wal", "pg_wal/archive_status", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots",
+                  "pg_stat_tmp", "pg_subtrans", "pg_tblspc", "pg_logical", "pg_logical/snapshots", "pg_logical/mappings"] {
+            let p = target + "/" + d
+            if mkdir(p, 0o700) == 0, getuid() == 0 { chown(p, uid, gid) }
+        }
+        func write(_ name: String, _ text: String, append: Bool = false) throws {
+            let p = target + "/" + name
+            var data = Data(text.utf8)
+            if append, let old = FileManager.default.contents(atPath: p) { data = old + data }
+            try writeFileAtomically(p, data, mode: 0o600)
+            if getuid() == 0 { chown(p, uid, gid) }
+        }
+        try write("backup_label", label)
+        if let map = db.tablespaceMap { try write("tablespace_map", map) }
+        try write("recovery.signal", "")
+        var settings = ["restore_command = '\(options.restoreCommand.replacingOccurrences(of: "'", with: "''"))'"]
+        switch options.recovery {
+        case .latest: break
+        case .time(let t): settings.append("recovery_target_time = '\(postgresTime(t))'")
+        case .lsn(let l): settings.append("recovery_target_lsn = '\(l)'")
+        }
+        if options.recovery != .latest { settings.append("recovery_target_action = '\(options.action)'") }
+        settings.append("recovery_target_timeline = '\(plan.timeline)'")
+        if options.archiveOff { settings.append("archive_mode = 'off'") }
+        let what: String
+        switch options.recovery {
+        case .latest: what = "the end of the archived WAL"
+        case .time(let t): what = Timestamp.format(t)
+        case .lsn(let l): what = l.description
+        }
+        try write("postgresql.auto.conf", "\n# Added by lifeboat pg restore: base backup \(backup.id.short), replay to \(what)\n" + settings.joined(separator: "\n") + "\n", append: true)
+        chmod(target, 0o700)
+        if getuid() == 0 { chown(target, uid, gid) }
+        let p = restorer.progress
+        return Result(plan: plan, backup: backup, files: p.filesDone, bytes: p.bytesDone, errors: errors, settings: settings)
+    }
+
+    /// A time as recovery_target_time reads it: UTC with microseconds (its precision).
+    public static func postgresTime(_ d: Date) -> String {
+        let s = Timestamp.format(d)  // 2026-12-01T17:00:00.123456789Z
+        let date = s.prefix(10), time = s.dropFirst(11).prefix(15)  // HH:MM:SS.ffffff
+        return "\(date) \(time)+00"
+    }
+}

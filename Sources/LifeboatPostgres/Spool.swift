@@ -1,0 +1,206 @@
+import Foundation
+import LifeboatCore
+import LifeboatRepository
+import LifeboatWAL
+
+/// The local spool of `wal-push --async` and `wal-fetch`: a folder (default `lifeboat-spool` in the data directory,
+/// the working directory PostgreSQL gives both commands) with `push/` and `fetch/`.
+///
+/// `push/` holds no WAL: only requests (`NAME.want`, the file's absolute path), acknowledgements (`NAME.ok`, written
+/// after the record holding the file is durable in the repository) and failures (`NAME.error`, the message), plus
+/// the helper's lock. So a killed helper or command loses nothing: a file without `.ok` is pushed again (a file
+/// already archived with the same bytes is acknowledged without a second copy), and PostgreSQL keeps every segment
+/// until its archive_command succeeds. A spool that cannot be written (a full disk) makes wal-push fail, and
+/// PostgreSQL retries; nothing is ever acknowledged that is not in the repository.
+///
+/// `fetch/` holds segments fetched ahead of PostgreSQL's requests (whole files, renamed into place when complete).
+public struct Spool: Sendable {
+    public let root: String
+    public var push: String { root + "/push" }
+    public var fetch: String { root + "/fetch" }
+    public init(root: String) { self.root = root }
+
+    public func prepare() throws {
+        for d in [root, push, fetch] where mkdir(d, 0o700) != 0 && errno != EEXIST {
+            throw LifeboatError(.io, "cannot create the spool folder \(d): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    public enum Ack: Equatable, Sendable { case ok, failed(String) }
+
+    public func ack(_ name: String) -> Ack? {
+        if access(push + "/" + name + ".ok", F_OK) == 0 { return .ok }
+        if let d = FileManager.default.contents(atPath: push + "/" + name + ".error") {
+            return .failed(String(decoding: d.prefix(4096), as: UTF8.self))
+        }
+        return nil
+    }
+
+    /// Asks the helper for a file (also one that archive_status does not list).
+    public func want(_ name: String, path: String) throws {
+        try writeFileAtomically(push + "/" + name + ".want", Data(path.utf8))
+    }
+
+    public func wants() -> [WALInput] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: push)) ?? []
+        return names.compactMap { f -> WALInput? in
+            guard f.hasSuffix(".want"), let n = WALFileName(String(f.dropLast(5))),
+                  let d = FileManager.default.contents(atPath: push + "/" + f), d.count <= 4096 else { return nil }
+            return WALInput(path: String(decoding: d, as: UTF8.self), name: n)
+        }
+    }
+
+    /// Acknowledges files (durable: fsync of each file and of the folder before any caller sees them).
+    public func acknowledge(_ names: [String]) throws {
+        for n in names {
+            try writeFileAtomically(push + "/" + n + ".ok", Data())
+            unlink(push + "/" + n + ".error")
+            unlink(push + "/" + n + ".want")
+        }
+    }
+
+    public func fail(_ name: String, _ message: String) {
+        try? writeFileAtomically(push + "/" + name + ".error", Data(message.utf8))
+        unlink(push + "/" + name + ".want")
+    }
+
+    public func clear(_ name: String) {
+        unlink(push + "/" + name + ".error")
+    }
+
+    /// Acknowledgements of files PostgreSQL has marked done (no `.ready` left) are removed.
+    public func sweep(walDirectory: String) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: push)) ?? []
+        for f in names where f.hasSuffix(".ok") {
+            let n = String(f.dropLast(3))
+            if access(walDirectory + "/archive_status/" + n + ".ready", F_OK) != 0 { unlink(push + "/" + f) }
+        }
+    }
+
+    /// The helper's lock: a descriptor holding an exclusive flock, or nil when another process holds it.
+    public func lockHelper() -> Int32? {
+        let fd = open(push + "/helper.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return nil }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 { close(fd); return nil }
+        return fd
+    }
+
+    public func helperRunning() -> Bool {
+        guard let fd = lockHelper() else { return true }
+        close(fd)
+        return false
+    }
+
+    /// The files PostgreSQL has ready to archive (`archive_status/*.ready`), timeline histories first (as
+    /// PostgreSQL's archiver orders them), then by name.
+    public static func ready(walDirectory: String) -> [WALInput] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: walDirectory + "/archive_status")) ?? []
+        return names.compactMap { f -> WALInput? in
+            guard f.hasSuffix(".ready"), let n = WALFileName(String(f.dropLast(6))) else { return nil }
+            return WALInput(path: walDirectory + "/" + n.name, name: n)
+        }.sorted { ($0.name.kind == .history ? 0 : 1, $0.name.name) < ($1.name.kind == .history ? 0 : 1, $1.name.name) }
+    }
+
+    // MARK: fetch
+
+    /// Moves a prefetched file into place; removes prefetched segments older than it on its timeline.
+    public func take(_ name: String, to path: String) -> Bool {
+        let p = fetch + "/" + name
+        guard access(p, F_OK) == 0 else { return false }
+        if rename(p, path) != 0 {
+            guard let d = FileManager.default.contents(atPath: p), (try? writeFileAtomically(path, d)) != nil else { return false }
+            unlink(p)
+        }
+        if let n = WALFileName(name), n.kind == .segment {
+            for f in (try? FileManager.default.contentsOfDirectory(atPath: fetch)) ?? [] {
+                if let o = WALFileName(f), o.kind == .segment, o.timeline == n.timeline, o.name < name { unlink(fetch + "/" + f) }
+            }
+        }
+        return true
+    }
+
+    public func prefetched() -> Set<String> {
+        Set(((try? FileManager.default.contentsOfDirectory(atPath: fetch)) ?? []).filter { WALFileName($0) != nil })
+    }
+}
+
+/// The long-lived helper of `wal-push --async`: the repository opened once, files pushed in batches (one record,
+/// one index, one lock per batch) as soon as PostgreSQL marks them ready, so that archive_command usually finds its
+/// acknowledgement waiting. Exits after `idle` seconds without work, or when `stop` says so.
+public struct PushHelper: Sendable {
+    public var store: WALStore
+    public var spool: Spool
+    public var walDirectory: String
+    public var system: UInt64?
+    public var batchFiles = 16
+    public var idle: Double = 60
+    public init(store: WALStore, spool: Spool, walDirectory: String, system: UInt64?) {
+        self.store = store; self.spool = spool; self.walDirectory = walDirectory; self.system = system
+    }
+
+    public func run(stop: @Sendable () -> Bool, log: @Sendable (String) -> Void) async throws {
+        var catalog: WALCatalog? = nil
+        var loaded = false
+        var lastWork = ContinuousClock.now
+        var backoff = 0.05
+        while !stop() {
+            if !loaded {
+                let all = try await WALStore.catalogs(store.repo)
+                catalog = system.flatMap { all[String($0)] } ?? (all.count == 1 ? all.values.first : nil)
+                loaded = true
+            }
+            spool.sweep(walDirectory: walDirectory)
+            var seen = Set<String>()
+            let candidates = (spool.wants() + Spool.ready(walDirectory: walDirectory)).filter { seen.insert($0.name.name).inserted }
+            let todo = Array(candidates.filter { spool.ack($0.name.name) == nil }.prefix(batchFiles))
+            if todo.isEmpty {
+                if ContinuousClock.now - lastWork > .seconds(idle) { return }
+                try? await Task.sleep(for: .milliseconds(20))
+                continue
+            }
+            lastWork = .now
+            do {
+                let r = try await push(todo, catalog: catalog)
+                catalog = r.catalog
+                try spool.acknowledge(r.done)
+                log("archived \(r.done.count) file(s): \(r.done.first ?? "")\(r.done.count > 1 ? " … \(r.done.last!)" : "")")
+                backoff = 0.05
+            } catch {
+                // The repository failed (network, lock, disk): every file of the batch fails this time; the next
+                // archive_command call retries. The catalog is read again (another writer may have moved on).
+                let message = "\(error)"
+                for t in todo { spool.fail(t.name.name, message) }
+                log("archiving failed: \(message)")
+                loaded = false
+                try? await Task.sleep(for: .seconds(backoff))
+                backoff = min(backoff * 2, 5)
+            }
+        }
+    }
+
+    /// Pushes a batch; a file that fails its own checks (name, size, header) fails alone, with its reason.
+    func push(_ todo: [WALInput], catalog: WALCatalog?) async throws -> (done: [String], catalog: WALCatalog?) {
+        var good: [WALInput] = []
+        for t in todo {
+            do { _ = try WALStore.read(t, expectedSystem: system ?? catalog.flatMap { UInt64($0.system) }) } catch {
+                spool.fail(t.name.name, "\(error)")
+                continue
+            }
+            good.append(t)
+        }
+        guard !good.isEmpty else { return ([], catalog) }
+        let store = self.store, system = self.system
+        let result = try await store.repo.withLock(.shared, operation: "wal-push") {
+            try await store.push(good, system: system, known: catalog)
+        }
+        var c = catalog
+        if let id = result.record {
+            if c == nil {
+                c = WALCatalog.build([(id, try await store.repo.loadSnapshot(id))]).values.first
+            } else {
+                c?.noteArchived(record: id, files: result.stored, at: currentTime())
+            }
+        }
+        return (result.stored.map(\.name) + result.alreadyArchived, c)
+    }
+}

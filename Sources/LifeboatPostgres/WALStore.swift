@@ -1,0 +1,228 @@
+import Foundation
+import LifeboatChunker
+import LifeboatCore
+import LifeboatCrypto
+import LifeboatRepository
+import LifeboatSnapshot
+import LifeboatWAL
+
+/// A WAL file to archive: where it is, and its name (`%f`).
+public struct WALInput: Sendable {
+    public var path: String
+    public var name: WALFileName
+    public init(path: String, name: WALFileName) { self.path = path; self.name = name }
+
+    /// `%p` as PostgreSQL passes it (relative to the data directory, the working directory of archive_command).
+    public init(path: String) throws {
+        let base = (path as NSString).lastPathComponent
+        guard let n = WALFileName(base) else {
+            throw LifeboatError.invalid("\"\(base.prefix(80))\" is not a WAL file name (24 hexadecimal digits, TIMELINE.history, SEGMENT.OFFSET.backup or SEGMENT.partial): archive_command must pass %p")
+        }
+        self.path = path; name = n
+    }
+}
+
+/// Archives WAL files into a repository and fetches them back: the archive's two primitives, which `wal-push`,
+/// its helper, `wal-fetch` and its prefetch share.
+public struct WALStore: Sendable {
+    public let repo: Repository
+    public var hostname: String
+    public var tags: [String]
+    /// Files read and stored at once (memory: a segment each).
+    public var width: Int
+    public init(repo: Repository, hostname: String = localHostname(), tags: [String] = [], width: Int = 2) {
+        self.repo = repo; self.hostname = hostname; self.tags = tags; self.width = max(1, width)
+    }
+
+    /// What a push did: the files stored (in one new record), and those already archived with the same bytes.
+    public struct PushResult: Sendable {
+        public var record: ID?
+        public var stored: [WALFileRecord] = []
+        public var alreadyArchived: [String] = []
+    }
+
+    /// The catalog of every cluster in the repository (a listing of the records).
+    public static func catalogs(_ repo: Repository) async throws -> [String: WALCatalog] {
+        WALCatalog.build(try await repo.listSnapshots())
+    }
+
+    static let maxSmallFile = 64 << 10
+
+    struct Read: Sendable {
+        var input: WALInput
+        var bytes: [UInt8]
+        var record: WALFileRecord
+        var system: UInt64?
+        var size: SegmentSize?
+    }
+
+    /// Reads and checks one file. Segments must be whole, of this cluster and named for what they hold.
+    static func read(_ input: WALInput, expectedSystem: UInt64?) throws -> Read {
+        var st = stat()
+        guard stat(input.path, &st) == 0 else {
+            throw LifeboatError(.notFound, "cannot read WAL file \(input.path): \(String(cString: strerror(errno)))")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw LifeboatError.invalid("WAL file \(input.path) is not a regular file") }
+        let size = Int(st.st_size)
+        switch input.name.kind {
+        case .segment, .partial:
+            guard SegmentSize(UInt64(max(0, size))) != nil else {
+                throw LifeboatError.invalid("WAL segment \(input.name) has \(size) bytes: a segment is a power of two from 1 MiB to 1 GiB (a truncated or partly copied file?); nothing was archived")
+            }
+        case .history, .backup:
+            guard size <= maxSmallFile else { throw LifeboatError.invalid("WAL file \(input.name) has \(size) bytes (at most \(maxSmallFile) for a \(input.name.kind.rawValue) file)") }
+        }
+        let bytes = try readWhole(input.path, size: size)
+        var rec = WALFileRecord(name: input.name.name, size: UInt64(bytes.count), sha256: sha256ID(bytes).hex)
+        var system: UInt64? = nil
+        var segSize: SegmentSize? = nil
+        switch input.name.kind {
+        case .segment, .partial:
+            let info = try WALSegmentInfo.inspect(bytes, name: input.name, expectedSystem: expectedSystem)
+            rec.end = info.end.description
+            rec.firstTime = info.firstTime.map(Timestamp.format)
+            rec.lastTime = info.lastTime.map(Timestamp.format)
+            system = info.systemIdentifier
+            segSize = info.segmentSize
+        case .history:
+            _ = try TimelineSwitch.parse(bytes)
+            rec.history = String(decoding: bytes, as: UTF8.self)
+        case .backup:
+            break
+        }
+        return Read(input: input, bytes: bytes, record: rec, system: system, size: segSize)
+    }
+
+    static func readWhole(_ path: String, size: Int) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw LifeboatError(.io, "cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var out = [UInt8](repeating: 0, count: size)
+        var done = 0
+        while done < size {
+            let n = out.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + done, size - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw LifeboatError(.io, "cannot read \(path): \(n < 0 ? String(cString: strerror(errno)) : "it shrank to \(done) bytes while read")")
+            }
+            done += n
+        }
+        var extra: UInt8 = 0
+        guard Glibc.read(fd, &extra, 1) == 0 else { throw LifeboatError(.io, "\(path) grew while it was read: a WAL file must not change once PostgreSQL hands it over") }
+        return out
+    }
+
+    /// Archives `inputs` as one record. `system`: the cluster's identifier when known (from `global/pg_control`),
+    /// checked against every segment; `known`: what the archive holds already (a name already there with the same
+    /// bytes is done; with other bytes, an error). Returns only once the record, its data and index are durable.
+    public func push(_ inputs: [WALInput], system: UInt64?, known: WALCatalog?) async throws -> PushResult {
+        guard !inputs.isEmpty else { return PushResult() }
+        let expected = system ?? known.flatMap { UInt64($0.system) }
+        let reads = try await tryBoundedMap(inputs, width: width) { input in
+            try WALStore.read(input, expectedSystem: expected)
+        }
+        var result = PushResult()
+        var todo: [Read] = []
+        for r in reads {
+            if let old = known?.files[r.record.name] {
+                guard old.file.sha256 == r.record.sha256 else {
+                    throw LifeboatError.invalid("WAL file \(r.record.name) is archived already with other contents (record \(old.record.short), \(old.file.size) bytes): two clusters writing to one archive, or a restored copy still archiving to the old one? Nothing was overwritten")
+                }
+                result.alreadyArchived.append(r.record.name)
+            } else {
+                todo.append(r)
+            }
+        }
+        guard !todo.isEmpty else { return result }
+        let systems = Set(todo.compactMap(\.system))
+        guard systems.count <= 1 else {
+            throw LifeboatError.invalid("the WAL files come from \(systems.count) database systems (\(systems.sorted().map(String.init).joined(separator: ", "))): one archive holds one cluster")
+        }
+        guard let sys = expected ?? systems.first else {
+            throw LifeboatError.invalid("cannot tell which cluster \(todo.map(\.record.name).joined(separator: ", ")) belongs to: run wal-push in the data directory (archive_command does), or archive a segment first")
+        }
+        let sizes = Set(todo.compactMap(\.size))
+        guard let segSize = sizes.first ?? known?.size ?? SegmentSize.default as SegmentSize?, sizes.count <= 1,
+              known.map({ $0.size == segSize }) ?? true else {
+            throw LifeboatError.invalid("the WAL segments' size differs from the archive's (\(known?.size.bytes ?? 0) bytes)")
+        }
+        let repo = self.repo
+        let nodes = try await tryBoundedMap(todo, width: width) { r -> Node in
+            var node = Node(name: Array(r.record.name.utf8), type: .file)
+            node.mode = 0o600
+            node.size = UInt64(r.bytes.count)
+            node.mtimeNs = Int64(currentTime().timeIntervalSince1970 * 1e9)
+            node.content = try await WALStore.store(r.bytes, repo: repo)
+            return node
+        }
+        let tree = try await repo.saveTree(Tree(nodes: nodes.sorted { $0.name.lexicographicallyPrecedes($1.name) }))
+        try await repo.flush()
+        var db = DatabaseRecord(system: String(sys), segmentSize: segSize.bytes)
+        db.files = todo.map(\.record).sorted { $0.name < $1.name }
+        var snap = Snapshot(time: currentTime(), tree: tree.id, paths: ["/pg_wal"], hostname: hostname, username: localUsername(),
+                            uid: getuid(), gid: getgid(), tags: tags)
+        snap.kind = "pg-wal"
+        snap.database = db
+        result.record = try await repo.saveSnapshot(snap)
+        result.stored = db.files ?? []
+        return result
+    }
+
+    /// Chunks bytes with the repository's chunker and stores the chunks.
+    static func store(_ bytes: [UInt8], repo: Repository) async throws -> [ID] {
+        var chunker = StreamChunker(cdc: repo.chunker, sizeHint: bytes.count)
+        var offset = 0
+        var chunks: [[UInt8]] = []
+        while let c = try bytes.withUnsafeBytes({ src in
+            try chunker.next(read: { buf in
+                let n = min(buf.count, src.count - offset)
+                if n > 0 { buf.baseAddress!.copyMemory(from: src.baseAddress! + offset, byteCount: n) }
+                offset += n
+                return n
+            })
+        }) {
+            chunks.append(c)
+        }
+        var ids: [ID] = []
+        for c in chunks { ids.append(try await repo.saveBlob(.data, c).id) }
+        return ids
+    }
+
+    /// Writes archived file `name` to `path` (crash-safe: a temporary file, fsync, rename), after checking its
+    /// SHA-256 against the record's. Throws `.notFound` when the archive does not hold it.
+    public func fetch(_ name: String, catalog: WALCatalog, to path: String) async throws {
+        guard let entry = catalog.files[name] else {
+            throw LifeboatError(.notFound, "WAL file \(name) is not in the archive")
+        }
+        let bytes = try await load(entry, catalog: catalog)
+        try writeFileAtomically(path, Data(bytes), mode: 0o600)
+    }
+
+    /// The bytes of an archived file, checked.
+    public func load(_ entry: WALCatalog.Entry, catalog: WALCatalog) async throws -> [UInt8] {
+        let snap = try await repo.loadSnapshot(entry.record)
+        let tree = try await repo.loadTree(snap.tree)
+        guard let node = tree.node(named: Array(entry.file.name.utf8)), let content = node.content else {
+            throw LifeboatError.corrupt("record \(entry.record.short) lists \(entry.file.name) but its tree does not hold it")
+        }
+        guard entry.file.size <= 1 << 30 else { throw LifeboatError.corrupt("record \(entry.record.short) says \(entry.file.name) has \(entry.file.size) bytes") }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(Int(entry.file.size))
+        for id in content {
+            bytes += try await repo.loadBlob(.data, id)
+            guard bytes.count <= Int(entry.file.size) else { break }
+        }
+        guard bytes.count == Int(entry.file.size), sha256ID(bytes).hex == entry.file.sha256 else {
+            throw LifeboatError.corrupt("WAL file \(entry.file.name) in record \(entry.record.short) does not match its checksum (\(bytes.count) bytes, expected \(entry.file.size)): restore it from another site")
+        }
+        return bytes
+    }
+}
+
+/// `boundedMap` for work that throws: every result, or the first error in input order.
+func tryBoundedMap<T: Sendable, R: Sendable>(_ items: [T], width: Int, _ body: @escaping @Sendable (T) async throws -> R) async throws -> [R] {
+    let results = await boundedMap(items, width: width) { item -> Result<R, any Error> in
+        do { return .success(try await body(item)) } catch { return .failure(error) }
+    }
+    return try results.map { try $0.get() }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import LifeboatCore
+import LifeboatCrypto
+import LifeboatRepository
+import LifeboatStorage
+import LifeboatWAL
+import Testing
+@testable import LifeboatPostgres
+
+/// A segment file with a valid first page and nothing after it (1 MiB segments).
+func segmentFile(_ dir: String, _ name: String, system: UInt64 = 77, fill: UInt8 = 0) throws -> WALInput {
+    let n = WALFileName(name)!
+    let size = SegmentSize(1 << 20)!
+    var b = [UInt8](repeating: fill, count: 1 << 20)
+    func put<T: FixedWidthInteger>(_ v: T, _ o: Int) { for k in 0..<MemoryLayout<T>.size { b[o + k] = UInt8(truncatingIfNeeded: v >> (8 * k)) } }
+    for o in 0..<40 { b[o] = 0 }
+    put(UInt16(0xD110), 0); put(UInt16(2), 2); put(n.timeline, 4)
+    put(size.start(of: n.segmentNumber(size)!).value, 8)
+    put(system, 24); put(UInt32(1 << 20), 32); put(UInt32(8192), 36)
+    b[40] = 0; b[41] = 0; b[42] = 0; b[43] = 0
+    let path = dir + "/" + name
+    try Data(b).write(to: URL(fileURLWithPath: path))
+    return WALInput(path: path, name: n)
+}
+
+@Suite struct WALStoreTests {
+    func repo() async throws -> Repository {
+        try await Repository.initialize(backend: MemoryBackend(), password: "pw", kdf: ScryptParameters(n: 1024, r: 8, p: 1))
+    }
+    func folder() -> String {
+        let d = NSTemporaryDirectory() + "walstore-\(UUID().uuidString)"
+        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        return d
+    }
+
+    @Test func pushFetchAndTheCatalog() async throws {
+        let r = try await repo(), d = folder()
+        defer { try? FileManager.default.removeItem(atPath: d) }
+        let store = WALStore(repo: r)
+        let a = try segmentFile(d, "000000010000000000000001", fill: 1), b = try segmentFile(d, "000000010000000000000002", fill: 2)
+        let res = try await store.push([a, b], system: nil, known: nil)
+        #expect(res.stored.map(\.name) == [a.name.name, b.name.name])
+        var catalogs = try await WALStore.catalogs(r)
+        #expect(Array(catalogs.keys) == ["77"])
+        let c = catalogs["77"]!
+        #expect(c.files.count == 2)
+        #expect(c.chain.run(from: 1, on: 1).segments.count == 2)
+        // File commands do not see records.
+        #expect(try await r.listSnapshots().allSatisfy { !SnapshotFilter().matches($0.snapshot) })
+        // The same bytes again: nothing new; other bytes under the same name: refused.
+        let again = try await store.push([a], system: nil, known: c)
+        #expect(again.record == nil && again.alreadyArchived == [a.name.name])
+        let other = try segmentFile(folder(), "000000010000000000000001", fill: 9)
+        await #expect(throws: LifeboatError.self) { try await store.push([other], system: nil, known: c) }
+        // Another cluster's segment is refused against this archive.
+        let foreign = try segmentFile(folder(), "000000010000000000000003", system: 78)
+        await #expect(throws: LifeboatError.self) { try await store.push([foreign], system: nil, known: c) }
+        // Fetch: same bytes, checked.
+        try await store.fetch(b.name.name, catalog: c, to: d + "/out")
+        #expect(FileManager.default.contents(atPath: d + "/out") == FileManager.default.contents(atPath: b.path))
+        await #expect(throws: LifeboatError.self) { try await store.fetch("000000010000000000000009", catalog: c, to: d + "/x") }
+        catalogs = try await WALStore.catalogs(r)
+        #expect(catalogs["77"]!.conflicts.isEmpty)
+    }
+
+    @Test func badFilesStoreNothing() async throws {
+        let r = try await repo(), d = folder()
+        defer { try? FileManager.default.removeItem(atPath: d) }
+        let store = WALStore(repo: r)
+        let good = try segmentFile(d, "000000010000000000000001")
+        // Truncated: not a segment size. The batch fails as a whole and no record is written.
+        let short = d + "/000000010000000000000002"
+        try Data(count: 1000).write(to: URL(fileURLWithPath: short))
+        await #expect(throws: LifeboatError.self) {
+            try await store.push([good, WALInput(path: short, name: WALFileName("000000010000000000000002")!)], system: nil, known: nil)
+        }
+        #expect(try await r.listSnapshots().isEmpty)
+        // A renamed segment (its header says segment 1).
+        let renamed = d + "/000000010000000000000005"
+        try FileManager.default.copyItem(atPath: good.path, toPath: renamed)
+        await #expect(throws: LifeboatError.self) {
+            try await store.push([WALInput(path: renamed, name: WALFileName("000000010000000000000005")!)], system: nil, known: nil)
+        }
+        #expect(throws: LifeboatError.self) { try WALInput(path: d + "/RECOVERYXLOG") }
+    }
+
+    @Test func historiesAreKeptInTheRecord() async throws {
+        let r = try await repo(), d = folder()
+        defer { try? FileManager.default.removeItem(atPath: d) }
+        let store = WALStore(repo: r)
+        let s = try segmentFile(d, "000000010000000000000001")
+        try Data("1\t0/1000100\tno recovery target specified\n".utf8).write(to: URL(fileURLWithPath: d + "/00000002.history"))
+        _ = try await store.push([s, WALInput(path: d + "/00000002.history", name: WALFileName("00000002.history")!)], system: nil, known: nil)
+        let c = try await WALStore.catalogs(r)["77"]!
+        #expect(c.chain.histories[2] == [TimelineSwitch(parent: 1, end: LSN(0x1000100))])
+        #expect(c.chain.timeline(of: 1, on: 2) == 1 && c.chain.timeline(of: 16, on: 2) == 2)
+    }
+}
