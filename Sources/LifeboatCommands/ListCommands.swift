@@ -11,9 +11,12 @@ struct SnapshotsCommand: AsyncParsableCommand {
     @Option(name: .customLong("latest"), help: "Only the newest N snapshots per host and paths.") var latest: Int?
     @Option(name: .customLong("max-age"), help: "Exit 22 when the newest snapshot of some host and paths is older than this (e.g. 26h, 2d).")
     var maxAge: String?
+    @Flag(name: .customLong("records"), help: "List the database records (archived WAL, base backups) instead of file snapshots.")
+    var records = false
 
     func run() async throws {
         try await runCommand(global) {
+            if records { return try await listRecords() }
             if let latest, latest < 1 { throw LifeboatError.invalid("--latest \(latest): give a count of 1 or more") }
             let maxAge = try parseMaxAge(self.maxAge)
             let repo = try await global.open()
@@ -48,6 +51,29 @@ struct SnapshotsCommand: AsyncParsableCommand {
             print(Units.count(snaps.count, "snapshot"))
             return ages.map(ageStatus) ?? 0
         }
+    }
+}
+
+extension SnapshotsCommand {
+    /// Records are not files: what they hold is listed instead of paths.
+    func listRecords() async throws -> Int32 {
+        let repo = try await global.open()
+        let recs = try await repo.listSnapshots().filter { !$0.snapshot.isFiles }
+        if global.json {
+            for s in recs { print(Output.encode(snapshotJSON(s.id, s.snapshot).merging(["message_type": "record"]) { a, _ in a })) }
+            return 0
+        }
+        var rows = [["ID", "Time", "Kind", "System", "Holds"]]
+        for (id, s) in recs {
+            let db = s.database
+            let files = db?.files ?? []
+            let holds = s.kind == "pg-base" ? "WAL \(db?.startLSN ?? "?") to \(db?.stopLSN ?? "?"), timeline \(db?.timeline ?? 0)"
+                : files.count == 1 ? files[0].name : "\(files.first?.name ?? "-") … \(files.last?.name ?? "-") (\(files.count) files)"
+            rows.append([id.short, String(s.time.prefix(19)).replacingOccurrences(of: "T", with: " "), s.kind ?? "", db?.system ?? "-", holds])
+        }
+        print(StatusCommand.table(rows), terminator: "")
+        print(Units.count(recs.count, "record"))
+        return 0
     }
 }
 

@@ -45,6 +45,10 @@ struct PGSourceOptions: ParsableArguments {
 
     /// The options that name the same records again (for the restore_command written into a restored cluster).
     func arguments(_ global: GlobalOptions) -> [String] {
+        PGSourceOptions.arguments(global, site: site, config: config, cluster: cluster)
+    }
+
+    static func arguments(_ global: GlobalOptions, site: String? = nil, config: String? = nil, cluster: String? = nil) -> [String] {
         var a: [String] = []
         if let site {
             a += ["--site", site]
@@ -72,10 +76,7 @@ func spoolPath(_ option: String?) -> String {
 }
 
 /// The cluster's system identifier from `global/pg_control` in the working directory, when it is a data directory.
-func localSystemIdentifier() -> UInt64? {
-    guard let d = FileManager.default.contents(atPath: "global/pg_control"), d.count >= 8 else { return nil }
-    return d.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-}
+func localSystemIdentifier() -> UInt64? { BaseBackup.systemIdentifier(dataDirectory: ".") }
 
 struct PGWalPush: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -108,6 +109,7 @@ struct PGWalPush: AsyncParsableCommand {
             let store = WALStore(repo: repo, tags: tags)
             let system = localSystemIdentifier()
             let r = try await withRepositoryLock(repo, .shared, "wal-push") {
+                try await repo.loadIndex()
                 let all = try await WALStore.catalogs(repo)
                 let known = system.flatMap { all[String($0)] } ?? (all.count == 1 ? all.values.first : nil)
                 return try await store.push([input], system: system, known: known)
@@ -151,7 +153,7 @@ struct PGWalPush: AsyncParsableCommand {
 
     func startHelper(spool: Spool, walDirectory: String) throws {
         var argv = [CommandLine.executablePath, "pg", "wal-push-helper", "--spool", spool.root, "--wal-dir", walDirectory]
-        argv += PGSourceOptions().arguments(global)
+        argv += PGSourceOptions.arguments(global)
         for t in tags { argv += ["--tag", t] }
         if let s = localSystemIdentifier() { argv += ["--system", String(s)] }
         let log = open(spool.push + "/helper.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
@@ -186,6 +188,7 @@ struct PGPushHelper: AsyncParsableCommand {
             guard let lock = spool.lockHelper() else { return 0 }  // another helper runs
             defer { close(lock) }
             let repo = try await global.open()
+            try await repo.loadIndex()
             var helper = PushHelper(store: WALStore(repo: repo, tags: tags), spool: spool, walDirectory: walDirectory, system: system)
             helper.idle = try Bounds.check(idle, 1...86400, "--idle")
             helper.batchFiles = try Bounds.check(batch, 1...1000, "--batch")
@@ -222,12 +225,8 @@ struct PGWalFetch: AsyncParsableCommand {
         let code: Int32
         do {
             code = try await fetch()
-        } catch let e as LifeboatError where e.code == .notFound {
-            out.warn("\(e.message)")
-            throw ExitCode(1)
-        } catch let e as ExitCode {
-            throw e
         } catch {
+            // Only "the archive does not hold it" may end recovery (exit 1); anything else must stop it.
             out.warn("Fatal: \(error) (exit 126: PostgreSQL stops recovery rather than end it at the wrong point)")
             throw ExitCode(126)
         }
@@ -235,12 +234,20 @@ struct PGWalFetch: AsyncParsableCommand {
     }
 
     func fetch() async throws -> Int32 {
-        guard let file = WALFileName(name) else { throw LifeboatError(.notFound, "\"\(name.prefix(80))\" is not a WAL file name") }
+        guard let file = WALFileName(name) else {
+            global.output.warn("\"\(name.prefix(80))\" is not a WAL file name: not in the archive")
+            return 1
+        }
         _ = try Bounds.check(prefetch, 0...256, "--prefetch")
         let spool = Spool(root: spoolPath(self.spool))
         if prefetch > 0, spool.take(name, to: path) { return 0 }
         let repo = try await source.open(global)
         let catalog = try WALCatalog.select(try await WALStore.catalogs(repo), system: source.cluster ?? localSystemIdentifier().map(String.init))
+        guard catalog.files[name] != nil else {
+            global.output.warn("\(name) is not in the archive")
+            return 1
+        }
+        try await repo.loadIndex()
         let store = WALStore(repo: repo)
         try await store.fetch(name, catalog: catalog, to: path)
         // The next segments, into the spool (what PostgreSQL asks for next, unless the timeline changes).

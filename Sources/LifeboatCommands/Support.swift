@@ -384,6 +384,8 @@ func snapshotJSON(_ id: ID, _ s: Snapshot) -> [String: Any] {
     if let sum = s.summary, let d = try? JSONEncoder().encode(sum), let obj = try? JSONSerialization.jsonObject(with: d) {
         o["summary"] = obj
     }
+    if let k = s.kind { o["kind"] = k }
+    if let db = s.database { o["database"] = Output.object(db) }
     return o
 }
 

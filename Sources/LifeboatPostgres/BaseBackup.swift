@@ -74,9 +74,7 @@ public struct BaseBackup: Sendable {
         var warnings: [String] = []
         if !f[6].contains("lifeboat") { warnings.append("archive_command is \"\(f[6].prefix(100))\", not lifeboat's: the backup waits for its WAL in this repository") }
         // The data directory must be this host's: the files are read here.
-        let control = try? WALStore.readWhole(dataDir + "/global/pg_control", size: 8)
-        let local = control.map { b in b.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) } }
-        guard local == system else {
+        guard BaseBackup.systemIdentifier(dataDirectory: dataDir) == system else {
             throw LifeboatError.invalid("the server's data directory \(dataDir) is not readable here as system \(system) (run lifeboat on the database host, as a user that can read the data directory)")
         }
         if let tbs = try? FileManager.default.contentsOfDirectory(atPath: dataDir + "/pg_tblspc"), !tbs.isEmpty {
@@ -133,6 +131,14 @@ public struct BaseBackup: Sendable {
         let result = try await archiver.run()
         return Result(id: result.snapshotID, snapshot: result.snapshot, vanished: result.errors.filter(\.vanished).count,
                       changed: result.errors.filter(\.changed).count, warnings: warnings)
+    }
+
+    /// The system identifier in a data directory's `global/pg_control` (its first eight bytes), if readable.
+    public static func systemIdentifier(dataDirectory: String) -> UInt64? {
+        guard let h = FileHandle(forReadingAtPath: dataDirectory + "/global/pg_control") else { return nil }
+        defer { try? h.close() }
+        guard let d = try? h.read(upToCount: 8), d.count == 8 else { return nil }
+        return d.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
     }
 
     static func labelTimeline(_ label: String) -> UInt32? {

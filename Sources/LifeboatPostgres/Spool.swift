@@ -143,6 +143,7 @@ public struct PushHelper: Sendable {
         var loaded = false
         var lastWork = ContinuousClock.now
         var backoff = 0.05
+        var indexNames: Set<String>? = nil
         while !stop() {
             if !loaded {
                 let all = try await WALStore.catalogs(store.repo)
@@ -160,8 +161,9 @@ public struct PushHelper: Sendable {
             }
             lastWork = .now
             do {
-                let r = try await push(todo, catalog: catalog)
+                let r = try await push(todo, catalog: catalog, indexNames: indexNames)
                 catalog = r.catalog
+                indexNames = r.indexNames
                 try spool.acknowledge(r.done)
                 log("archived \(r.done.count) file(s): \(r.done.first ?? "")\(r.done.count > 1 ? " … \(r.done.last!)" : "")")
                 backoff = 0.05
@@ -179,7 +181,9 @@ public struct PushHelper: Sendable {
     }
 
     /// Pushes a batch; a file that fails its own checks (name, size, header) fails alone, with its reason.
-    func push(_ todo: [WALInput], catalog: WALCatalog?) async throws -> (done: [String], catalog: WALCatalog?) {
+    /// The repository's index is loaded once; when a batch finds that index files have gone since (a prune or an
+    /// index rebuild ran between batches), it is read again, so that no new record refers to a blob pruned meanwhile.
+    func push(_ todo: [WALInput], catalog: WALCatalog?, indexNames: Set<String>?) async throws -> (done: [String], catalog: WALCatalog?, indexNames: Set<String>?) {
         var good: [WALInput] = []
         for t in todo {
             do { _ = try WALStore.read(t, expectedSystem: system ?? catalog.flatMap { UInt64($0.system) }) } catch {
@@ -188,10 +192,13 @@ public struct PushHelper: Sendable {
             }
             good.append(t)
         }
-        guard !good.isEmpty else { return ([], catalog) }
-        let store = self.store, system = self.system
-        let result = try await store.repo.withLock(.shared, operation: "wal-push") {
-            try await store.push(good, system: system, known: catalog)
+        guard !good.isEmpty else { return ([], catalog, indexNames) }
+        let store = self.store, system = self.system, before = indexNames
+        let (result, names) = try await store.repo.withLock(.shared, operation: "wal-push") { () -> (WALStore.PushResult, Set<String>) in
+            let now = Set(try await store.repo.backend.list(.index).map(\.name))
+            if let before, !before.isSubset(of: now) { try await store.repo.loadIndex() }
+            let r = try await store.push(good, system: system, known: catalog)
+            return (r, Set(try await store.repo.backend.list(.index).map(\.name)))
         }
         var c = catalog
         if let id = result.record {
@@ -201,6 +208,6 @@ public struct PushHelper: Sendable {
                 c?.noteArchived(record: id, files: result.stored, at: currentTime())
             }
         }
-        return (result.stored.map(\.name) + result.alreadyArchived, c)
+        return (result.stored.map(\.name) + result.alreadyArchived, c, names)
     }
 }
