@@ -56,7 +56,10 @@ struct PGSourceOptions: ParsableArguments {
         } else if let r = global.repo {
             a += ["--repo", r.contains(":") && !r.hasPrefix("/") && !r.hasPrefix("local:") ? r : absolutePath(r.hasPrefix("local:") ? String(r.dropFirst(6)) : r)]
         }
-        if let f = global.passwordFile { a += ["--password-file", absolutePath(f)] }
+        // The password's file (never the password itself: LIFEBOAT_PASSWORD alone cannot be passed on).
+        if let f = global.passwordFile ?? ProcessInfo.processInfo.environment["LIFEBOAT_PASSWORD_FILE"], site == nil {
+            a += ["--password-file", absolutePath(f)]
+        }
         if let c = global.cacert { a += ["--cacert", absolutePath(c)] }
         if global.noCache { a.append("--no-cache") }
         if let c = global.cacheDir { a += ["--cache-dir", absolutePath(c)] }
@@ -125,7 +128,7 @@ struct PGWalPush: AsyncParsableCommand {
         try spool.prepare()
         let name = input.name.name
         switch spool.ack(name) {
-        case .ok: return 0
+        case .ok: spool.consume(name); return 0
         case .failed(let m):
             spool.clear(name)
             throw LifeboatError(.io, "archiving \(name) failed: \(m)")
@@ -136,7 +139,7 @@ struct PGWalPush: AsyncParsableCommand {
         var lastStart: ContinuousClock.Instant? = nil
         while ContinuousClock.now < deadline {
             switch spool.ack(name) {
-            case .ok: return 0
+            case .ok: spool.consume(name); return 0
             case .failed(let m):
                 spool.clear(name)
                 throw LifeboatError(.io, "archiving \(name) failed: \(m)")

@@ -68,11 +68,19 @@ public struct Spool: Sendable {
         unlink(push + "/" + name + ".error")
     }
 
-    /// Acknowledgements of files PostgreSQL has marked done (no `.ready` left) are removed.
-    public func sweep(walDirectory: String) {
+    /// Takes an acknowledgement (wal-push returns 0 on it; a retry of the same file is acknowledged again, as the
+    /// archive already holds it).
+    public func consume(_ name: String) { unlink(push + "/" + name + ".ok") }
+
+    /// Acknowledgements nobody took (files pushed ahead that PostgreSQL never asked for) go after `age` seconds once
+    /// PostgreSQL no longer lists the file as ready.
+    public func sweep(walDirectory: String, age: Double = 600) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: push)) ?? []
+        let now = Date().timeIntervalSince1970
         for f in names where f.hasSuffix(".ok") {
             let n = String(f.dropLast(3))
+            var st = stat()
+            guard stat(push + "/" + f, &st) == 0, now - Double(st.st_mtim.tv_sec) > age else { continue }
             if access(walDirectory + "/archive_status/" + n + ".ready", F_OK) != 0 { unlink(push + "/" + f) }
         }
     }
@@ -144,6 +152,7 @@ public struct PushHelper: Sendable {
         var lastWork = ContinuousClock.now
         var backoff = 0.05
         var indexNames: Set<String>? = nil
+        var acknowledged = Set<String>()
         while !stop() {
             if !loaded {
                 let all = try await WALStore.catalogs(store.repo)
@@ -151,8 +160,11 @@ public struct PushHelper: Sendable {
                 loaded = true
             }
             spool.sweep(walDirectory: walDirectory)
+            // Wanted files always (a retry asks again); ready ones not when this helper acknowledged them already
+            // (PostgreSQL renames .ready to .done just after the call that took the acknowledgement).
             var seen = Set<String>()
-            let candidates = (spool.wants() + Spool.ready(walDirectory: walDirectory)).filter { seen.insert($0.name.name).inserted }
+            let ready = Spool.ready(walDirectory: walDirectory).filter { !acknowledged.contains($0.name.name) }
+            let candidates = (spool.wants() + ready).filter { seen.insert($0.name.name).inserted }
             let todo = Array(candidates.filter { spool.ack($0.name.name) == nil }.prefix(batchFiles))
             if todo.isEmpty {
                 if ContinuousClock.now - lastWork > .seconds(idle) { return }
@@ -165,6 +177,8 @@ public struct PushHelper: Sendable {
                 catalog = r.catalog
                 indexNames = r.indexNames
                 try spool.acknowledge(r.done)
+                if acknowledged.count > 100_000 { acknowledged.removeAll() }
+                acknowledged.formUnion(r.done)
                 log("archived \(r.done.count) file(s): \(r.done.first ?? "")\(r.done.count > 1 ? " … \(r.done.last!)" : "")")
                 backoff = 0.05
             } catch {

@@ -170,7 +170,11 @@ public struct WALChain: Sendable {
         }
         switch target {
         case .latest:
-            return Plan(reach: usable.last!, target: target)
+            let r = usable.last!
+            if let hole = r.run.hole {
+                throw LifeboatError(.notFound, "--latest cannot replay everything: WAL segment \(hole) is missing and \(r.run.beyondHole) later segment(s) exist; the newest restorable time before the hole is \(r.lastTime.map(Self.describe) ?? "none (no transaction after the backup)"): give an earlier --time (or --lsn before \(r.run.end.map(\.description) ?? "?"))")
+            }
+            return Plan(reach: r, target: target)
         case .time(let t):
             let oldest = usable.first!
             guard t >= oldest.firstTime else {

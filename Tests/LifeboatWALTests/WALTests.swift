@@ -289,6 +289,8 @@ func micros(_ d: Date) -> Int64 { Int64(((d.timeIntervalSince1970 - WALSegmentIn
         for n: UInt64 in [1, 2, 3, 5, 6] { c.add(seg(1, n, time: Double(n * 10))) }
         let b = backup("b", start: 1, stop: 1, at: 12)
         #expect((try? c.plan(.time(t0.addingTimeInterval(30)), backups: [b])) != nil)
+        // --latest does not stop at the hole silently.
+        #expect(throws: LifeboatError.self) { try c.plan(.latest, backups: [b]) }
         do {
             _ = try c.plan(.time(t0.addingTimeInterval(55)), backups: [b])
             Issue.record("a target past a hole must be refused")
@@ -306,6 +308,6 @@ func micros(_ d: Date) -> Int64 { Int64(((d.timeIntervalSince1970 - WALSegmentIn
         #expect(c.reach(b2).missingForConsistency == "000000010000000000000003")
         #expect(c.reach(b1).consistent)
         #expect(throws: LifeboatError.self) { try c.plan(.latest, backups: [b2]) }
-        #expect(try c.plan(.latest, backups: [b1, b2]).backup == b1)
+        #expect(try c.plan(.time(t0.addingTimeInterval(20)), backups: [b1, b2]).backup == b1)
     }
 }

@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# Integration tests of issue 15, part 1: PostgreSQL continuous archiving and point-in-time recovery against a real
+# PostgreSQL 15: archive_command = 'lifeboat pg wal-push --async …' under pgbench, `pg backup`, `pg restore` to a
+# recorded time (a table of inserts with commit timestamps decides which rows must be there), the same from a
+# replica site after the primary site is deleted, a missing segment named by `pg check` and `pg timeline`, the
+# archiving helper SIGKILLed in a loop, and bad input (wrong names, sizes, clusters, a full spool, bad targets).
+# Usage: tests/integration/pitr.sh path/to/lifeboat   (PITR_TESTS="t_a t_b" picks tests)
+# Runs as root; PostgreSQL and every lifeboat command it runs (archive_command, restore_command) run as postgres.
+# Clusters live under WORK with their own socket folder and no TCP port.
+set -uo pipefail
+source "$(dirname "$0")/lib.sh" "${1:?usage: pitr.sh path/to/lifeboat}" pitr
+
+PGBIN=/usr/lib/postgresql/15/bin
+unset PGDATABASE PGPORT PGPASSWORD PGSERVICE PGSERVICEFILE PGPASSFILE PGHOST PGUSER
+# The binary where the postgres user can run it, and a password file it can read.
+cp "$BIN" "$WORK/lifeboat"; chmod 755 "$WORK/lifeboat"
+LB=$WORK/lifeboat
+install -o postgres -m 600 "$WORK/pw" "$WORK/pg.pw"
+chown postgres: "$WORK"                      # repositories and clusters are the postgres user's
+as_pg() { runuser -u postgres -- env LIFEBOAT_KDF_PARAMS="$LIFEBOAT_KDF_PARAMS" LIFEBOAT_PASSWORD_FILE="$WORK/pg.pw" "$@"; }
+pq() { psql -X -A -t -q -v ON_ERROR_STOP=1 -h "$WORK/$1/sock" -U postgres "${@:2}"; }
+
+# pg_start NAME REPO [ARCHIVE_COMMAND]: a cluster in WORK/NAME archiving into REPO (made if missing).
+pg_start() {
+  local d=$WORK/$1 repo=$2
+  mkdir -p "$d/sock"; chown postgres: "$d" "$d/sock"
+  [ -d "$repo" ] || as_pg "$LB" -r "$repo" init > /dev/null
+  as_pg "$PGBIN/initdb" -D "$d/data" -U postgres --auth=trust --no-sync > "$d/initdb.log" 2>&1 || { tail -5 "$d/initdb.log"; fail "initdb $1"; }
+  cat >> "$d/data/postgresql.conf" <<EOF
+listen_addresses = ''
+unix_socket_directories = '$d/sock'
+fsync = off
+wal_level = replica
+archive_mode = on
+archive_command = '${3:-$LB pg wal-push --async -r $repo %p}'
+track_commit_timestamp = on
+max_wal_size = 64MB
+EOF
+  as_pg "$PGBIN/pg_ctl" start -W -D "$d/data" -l "$d/server.log" > /dev/null
+  wait_until 60 "PostgreSQL $1 to accept connections" pg_isready -q -h "$d/sock" -U postgres || { tail -5 "$d/server.log"; return 1; }
+}
+pg_stop() { local n; for n in "$@"; do [ -f "$WORK/$n/data/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" stop -D "$WORK/$n/data" -m fast -t 60 > /dev/null; done; return 0; }
+# pg_restored NAME: start a restored data directory WORK/NAME (its own socket) and wait until recovery ended.
+pg_restored() {
+  local d=$WORK/$1
+  mkdir -p "$d-sock"; chown postgres: "$d-sock"
+  as_pg "$PGBIN/pg_ctl" start -D "$d" -l "$d.log" -o "-c listen_addresses='' -k $d-sock" > /dev/null
+  promoted() { [ "$(psql -X -A -t -q -h "$d-sock" -U postgres -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]; }
+  wait_until 120 "the restored cluster $1 to finish recovery" promoted || { tail -15 "$d.log"; return 1; }
+}
+rq() { psql -X -A -t -q -v ON_ERROR_STOP=1 -h "$WORK/$1-sock" -U postgres "${@:2}"; }
+# archived NAME: every WAL file PostgreSQL has handed over is archived (none ready, and the current one is done).
+archived() {
+  local seg; seg=$(pq "$1" -c "SELECT pg_walfile_name(pg_switch_wal())")
+  caught_up() { [ -z "$(ls "$WORK/$1/data/pg_wal/archive_status" | grep ready)" ] && [ "$(pq "$1" -c "SELECT last_archived_wal >= '$seg' FROM pg_stat_archiver")" = t ]; }
+  wait_until 120 "PostgreSQL $1 to archive up to $seg" caught_up "$1" || { tail -5 "$WORK/$1/server.log"; return 1; }
+}
+now_utc() { pq "$1" -c "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"; }
+
+t_pitr_under_pgbench() {
+  trap 'pg_stop pg r1 r2' EXIT
+  local repo=$WORK/repo
+  pg_start pg "$repo"
+  as_pg pgbench -i -s 5 -q -h "$WORK/pg/sock" -U postgres postgres > "$WORK/pgbench-init.log" 2>&1 || { tail -3 "$WORK/pgbench-init.log"; fail "pgbench -i"; }
+  pq pg -c "CREATE TABLE marks (id serial PRIMARY KEY, note text)"
+  (cd / && as_pg env PGHOST="$WORK/pg/sock" PGUSER=postgres "$LB" -r "$repo" pg backup --json) > "$WORK/backup.json" || fail "pg backup"
+  [ "$(json_field "$WORK/backup.json" pg_backup timeline)" = 1 ] || fail "the base backup records timeline 1"
+  # Load, and a writer of marks, one transaction each; the recorded time T falls in the middle.
+  as_pg pgbench -c 4 -j 2 -T 12 -h "$WORK/pg/sock" -U postgres postgres > "$WORK/pgbench.log" 2>&1 &
+  local bench=$!
+  python3 -c "
+for i in range(600): print(f\"INSERT INTO marks (note) VALUES ('m{i}'); SELECT pg_sleep(0.02);\")" > "$WORK/marks.sql"
+  pq pg -f "$WORK/marks.sql" > /dev/null &
+  local writer=$!
+  marks() { [ "$(pq pg -c 'SELECT count(*) FROM marks')" -ge "$1" ]; }
+  wait_until 60 "200 marks" marks 200
+  local T; T=$(now_utc pg)
+  wait_until 60 "400 marks" marks 400
+  local rc=0; wait $bench || rc=$?; [ $rc = 0 ] || { tail -3 "$WORK/pgbench.log"; fail "pgbench"; }
+  wait $writer || fail "the writer"
+  local want want_max all
+  want=$(pq pg -c "SELECT count(*) FROM marks WHERE pg_xact_commit_timestamp(xmin) <= '$T'")
+  want_max=$(pq pg -c "SELECT coalesce(max(id), 0) FROM marks WHERE pg_xact_commit_timestamp(xmin) <= '$T'")
+  all=$(pq pg -c "SELECT count(*) FROM marks")
+  echo "    T=$T: $want of $all marks committed by then"
+  [ "$want" -gt 100 ] && [ "$want" -lt "$all" ] || fail "T falls in the middle of the writes"
+  archived pg
+
+  # The archive: no hole, and T within the restorable range.
+  as_pg "$LB" -r "$repo" pg check > "$WORK/check.out" || { cat "$WORK/check.out"; fail "pg check"; }
+  as_pg "$LB" -r "$repo" pg timeline --json > "$WORK/timeline.json"
+  python3 - "$WORK/timeline.json" "$T" <<'PY' || fail "pg timeline's range holds T"
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])][0]
+assert r["first_restorable"] < sys.argv[2] < r["last_restorable"], (r["first_restorable"], sys.argv[2], r["last_restorable"])
+assert not r["problems"], r["problems"]
+assert r["timelines"][0]["missing_count"] == 0
+PY
+  # No file snapshot shows: records are not files.
+  [ -z "$(as_pg "$LB" -r "$repo" snapshots --json)" ] || fail "snapshots lists no WAL or base backup"
+  [ "$(as_pg "$LB" -r "$repo" snapshots --records --json | grep -c '"pg-base"')" = 1 ] || fail "snapshots --records lists the base backup"
+  lb -r "$repo" check > "$WORK/repo-check.out" || { tail -3 "$WORK/repo-check.out"; fail "lifeboat check"; }
+
+  # Restore to T: exactly the marks committed by T.
+  (cd / && as_pg "$LB" -r "$repo" pg restore --time "$T" --target "$WORK/r1" --no-archive) > "$WORK/restore.out" || { cat "$WORK/restore.out"; fail "pg restore --time"; }
+  grep -q "recovery_target_time" "$WORK/r1/postgresql.auto.conf" || fail "the target time is written"
+  pg_restored r1
+  [ "$(rq r1 -c 'SELECT count(*) FROM marks')" = "$want" ] || fail "restored marks: $(rq r1 -c 'SELECT count(*) FROM marks'), want $want"
+  [ "$(rq r1 -c 'SELECT max(id) FROM marks')" = "$want_max" ] || fail "restored highest mark"
+  grep -q "recovery stopping before commit" "$WORK/r1.log" || fail "recovery stopped at the target"
+  as_pg "$PGBIN/pg_amcheck" -h "$WORK/r1-sock" -U postgres -d postgres > /dev/null 2>&1 || fail "pg_amcheck on the restored cluster"
+
+  # A replica site alone: replicate, delete the primary site, restore everything archived from the replica.
+  cat > "$WORK/sites.yaml" <<EOF
+sites:
+  - {name: main, repository: $repo, password_file: $WORK/pg.pw, role: primary}
+  - {name: far, repository: $WORK/far, password_file: $WORK/pg.pw, role: replica}
+replication: {interval: 60s, state_file: $WORK/replication.json}
+EOF
+  chown postgres: "$WORK/sites.yaml"; touch "$WORK/replication.json"; chown postgres: "$WORK/replication.json"
+  as_pg "$LB" -r "$WORK/far" init --copy-chunker-params-from "$repo" > /dev/null
+  as_pg "$LB" replicate --config "$WORK/sites.yaml" > "$WORK/replicate.out" 2>&1 || { tail -3 "$WORK/replicate.out"; fail "replicate"; }
+  pg_stop pg
+  rm -rf "$repo"
+  (cd / && as_pg "$LB" pg restore --config "$WORK/sites.yaml" --site far --latest --target "$WORK/r2" --no-archive) > "$WORK/restore2.out" || { cat "$WORK/restore2.out"; fail "pg restore --latest from the replica"; }
+  grep -q -- "--site far" "$WORK/r2/postgresql.auto.conf" || fail "restore_command reads the replica site"
+  pg_restored r2
+  [ "$(rq r2 -c 'SELECT count(*) FROM marks')" = "$all" ] || fail "every mark from the replica: $(rq r2 -c 'SELECT count(*) FROM marks'), want $all"
+  [ "$(rq r2 -c 'SELECT count(*) FROM pgbench_accounts')" = 500000 ] || fail "pgbench's accounts from the replica"
+}
+
+# A record of segments after the base backup is forgotten (as a careless operator or an attacker could): check
+# and timeline name the first missing segment; a restore past it is refused with the nearest restorable time,
+# one before it works.
+t_missing_segment_is_named() {
+  trap 'pg_stop pg2 r3' EXIT
+  local repo=$WORK/repo2
+  pg_start pg2 "$repo"
+  pq pg2 -c "CREATE TABLE marks (id serial PRIMARY KEY, note text)"
+  (cd / && as_pg env PGHOST="$WORK/pg2/sock" PGUSER=postgres "$LB" -r "$repo" pg backup) > /dev/null || fail "pg backup"
+  local i T1 T2
+  for i in 1 2 3 4 5 6; do
+    pq pg2 -c "INSERT INTO marks (note) SELECT 'r$i' FROM generate_series(1, 50)"
+    [ $i = 2 ] && T1=$(now_utc pg2)
+    [ $i = 5 ] && T2=$(now_utc pg2)
+    archived pg2
+  done
+  # The record holding the fourth segment after the backup's.
+  as_pg "$LB" -r "$repo" snapshots --records --json > "$WORK/records.json"
+  local victim missing
+  read -r victim missing < <(python3 - "$WORK/records.json" <<'PY'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+segs = sorted((f["name"], r["id"]) for r in recs if r["kind"] == "pg-wal" for f in r["database"]["files"] if len(f["name"]) == 24)
+name, rid = segs[-3]
+first = min(f["name"] for r in recs if r["id"] == rid for f in r["database"]["files"] if len(f["name"]) == 24)
+print(rid, first)
+PY
+)
+  [ -n "$victim" ] || fail "a record to remove"
+  lb -r "$repo" forget "$victim" > /dev/null
+  expect_code 1 as_pg "$LB" -r "$repo" pg check
+  grep -q "$missing" "$WORK/out" || { cat "$WORK/out"; fail "pg check names $missing"; }
+  expect_code 1 as_pg "$LB" -r "$repo" pg timeline
+  grep -q "$missing" "$WORK/out" || { cat "$WORK/out"; fail "pg timeline names $missing"; }
+  # Past the hole: refused, naming the segment and the newest restorable time. --latest too.
+  expect_code 1 as_pg "$LB" -r "$repo" pg restore --time "$T2" --target "$WORK/r3"
+  grep -q "$missing" "$WORK/err" && grep -q "newest restorable time" "$WORK/err" || { cat "$WORK/err"; fail "the refusal names the hole and the nearest time"; }
+  [ ! -e "$WORK/r3" ] || fail "a refused restore writes nothing"
+  expect_code 1 as_pg "$LB" -r "$repo" pg restore --latest --target "$WORK/r3"
+  grep -q "$missing" "$WORK/err" || fail "--latest names the hole"
+  # wal-fetch: the missing segment is "not in the archive" (exit 1: recovery may end there), not a failure.
+  expect_code 1 as_pg "$LB" -r "$repo" pg wal-fetch "$missing" "$WORK/seg"
+  # Before the hole: restores.
+  (cd / && as_pg "$LB" -r "$repo" pg restore --time "$T1" --target "$WORK/r3" --no-archive) > /dev/null || fail "a restore before the hole"
+  pg_restored r3
+  [ "$(rq r3 -c 'SELECT count(*) FROM marks')" = 100 ] || fail "the rows of the first two inserts"
+}
+
+# The archiving helper and archive_command are SIGKILLed again and again while PostgreSQL switches segments:
+# nothing acknowledged is lost, nothing partial is stored. archive_command also keeps a copy of each file, to
+# compare with what wal-fetch returns.
+t_wal_push_killed_in_a_loop_loses_nothing() {
+  trap 'pg_stop pg3' EXIT
+  local repo=$WORK/repo3
+  mkdir -p "$WORK/copies"; chown postgres: "$WORK/copies"
+  pg_start pg3 "$repo" "cp %p $WORK/copies/%f && $LB pg wal-push --async --wait 20 -r $repo %p"
+  pq pg3 -c "CREATE TABLE t (id serial, pad text)"
+  (
+    for i in $(seq 1 40); do
+      pq pg3 -c "INSERT INTO t (pad) SELECT repeat('x', 500) FROM generate_series(1, 2000); SELECT pg_switch_wal()" > /dev/null
+    done
+  ) &
+  local load=$! kills=0
+  while alive $load && [ $kills -lt 200 ]; do
+    pkill -KILL -f "$WORK/lifeboat pg wal-push" && kills=$((kills + 1))
+    sleep 0.$((RANDOM % 3 + 1))
+  done
+  wait $load || fail "the load"
+  echo "    $kills kills"
+  [ $kills -gt 3 ] || fail "the helper was killed several times"
+  archived pg3
+  as_pg "$LB" -r "$repo" pg timeline --json > "$WORK/tl.json"
+  python3 - "$WORK/tl.json" <<'PY' || fail "one timeline, no segment missing"
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])][0]
+t = r["timelines"]
+assert len(t) == 1 and t[0]["missing_count"] == 0 and t[0]["first_segment"] == "000000010000000000000001", t
+PY
+  # Every file PostgreSQL handed over is archived, byte for byte.
+  local f n=0 bad=0
+  for f in "$WORK"/copies/0*; do
+    n=$((n + 1))
+    as_pg "$LB" -r "$repo" pg wal-fetch --prefetch 0 "$(basename "$f")" "$WORK/fetched" > /dev/null 2>&1 || { echo "    $(basename "$f") not fetched"; bad=1; continue; }
+    cmp -s "$f" "$WORK/fetched" || { echo "    $(basename "$f") differs"; bad=1; }
+  done
+  echo "    $n files compared"
+  [ $bad = 0 ] && [ $n -gt 30 ] || fail "every archived file fetched back as it was"
+  lb -r "$repo" check > /dev/null || fail "the repository checks"
+}
+
+t_bad_input() {
+  trap 'pg_stop pg4 pg5' EXIT
+  local repo=$WORK/repo4
+  pg_start pg4 "$repo"
+  pq pg4 -c "CREATE TABLE t AS SELECT 1 AS x"
+  archived pg4
+  local seg d=$WORK/bad
+  seg=$(ls "$WORK/pg4/data/pg_wal" | grep -E '^[0-9A-F]{24}$' | head -1)
+  mkdir -p "$d"; chown postgres: "$d"
+  # A name that is not a WAL file's; a truncated segment; a segment under another name.
+  cp "$WORK/pg4/data/pg_wal/$seg" "$d/RECOVERYXLOG"
+  chown -R postgres: "$d"; expect_code 1 as_pg "$LB" -r "$repo" pg wal-push "$d/RECOVERYXLOG"
+  grep -q "not a WAL file name" "$WORK/err" || fail "a bad name is named"
+  head -c 1000000 "$WORK/pg4/data/pg_wal/$seg" > "$d/00000001000000000000007F"
+  chown -R postgres: "$d"; expect_code 1 as_pg "$LB" -r "$repo" pg wal-push "$d/00000001000000000000007F"
+  grep -q "1000000 bytes" "$WORK/err" || { cat "$WORK/err"; fail "a truncated segment is refused with its size"; }
+  cp "$WORK/pg4/data/pg_wal/$seg" "$d/00000001000000000000007E"
+  chown -R postgres: "$d"; expect_code 1 as_pg "$LB" -r "$repo" pg wal-push "$d/00000001000000000000007E"
+  grep -q "another name" "$WORK/err" || { cat "$WORK/err"; fail "a renamed segment is refused"; }
+  # Another cluster's segment into this archive.
+  pg_start pg5 "$WORK/repo5"
+  local other; other=$(ls "$WORK/pg5/data/pg_wal" | grep -E '^[0-9A-F]{24}$' | head -1)
+  cp "$WORK/pg5/data/pg_wal/$other" "$d/000000010000000000000070"
+  python3 - "$d/000000010000000000000070" <<'PY'
+import struct, sys
+# Give it the address its new name says, so that only the cluster differs.
+with open(sys.argv[1], "r+b") as f: f.seek(8); f.write(struct.pack("<Q", 0x70 * 16 * 1024 * 1024))
+PY
+  chown -R postgres: "$d"; expect_code 1 as_pg "$LB" -r "$repo" pg wal-push "$d/000000010000000000000070"
+  grep -q "database system" "$WORK/err" || { cat "$WORK/err"; fail "another cluster's segment is refused"; }
+  # The same name with other bytes than archived: refused, nothing overwritten.
+  cp "$WORK/pg4/data/pg_wal/$seg" "$d/$seg"; printf 'X' | dd of="$d/$seg" bs=1 seek=9000 conv=notrunc 2>/dev/null
+  chown -R postgres: "$d"; expect_code 1 as_pg "$LB" -r "$repo" pg wal-push "$d/$seg"
+  grep -q "other contents" "$WORK/err" || { cat "$WORK/err"; fail "a second push with other bytes is refused"; }
+  # A full spool: wal-push --async fails (PostgreSQL retries), and works once there is room.
+  mkdir -p "$d/spool"; mount -t tmpfs -o size=64k tmpfs "$d/spool"; chown postgres: "$d/spool"
+  head -c 100000 /dev/zero > "$d/spool/filler" 2>/dev/null || true
+  mkdir -p "$d/good"; cp "$WORK/pg4/data/pg_wal/$seg" "$d/good/"; chown -R postgres: "$d/good"
+  expect_code 1 as_pg "$LB" -r "$repo" pg wal-push --async --spool "$d/spool" --wait 5 "$d/good/$seg"
+  rm -f "$d/spool/filler"
+  as_pg "$LB" -r "$repo" pg wal-push --async --spool "$d/spool" --wait 30 "$d/good/$seg" > /dev/null 2> "$WORK/err" || { cat "$WORK/err"; fail "wal-push once the spool has room"; }
+  pkill -f "$d/spool" ; umount "$d/spool" 2>/dev/null || umount -l "$d/spool"
+  # Restore targets: exactly one; an existing folder; a time before any backup.
+  expect_code 1 as_pg "$LB" -r "$repo" pg restore --target "$d/x"
+  expect_code 1 as_pg "$LB" -r "$repo" pg restore --latest --time 2026-01-01T00:00:00Z --target "$d/x"
+  expect_code 1 as_pg "$LB" -r "$repo" pg restore --latest --target "$d/x"
+  grep -q "no base backup" "$WORK/err" || { cat "$WORK/err"; fail "no base backup is said"; }
+  (cd / && as_pg env PGHOST="$WORK/pg4/sock" PGUSER=postgres "$LB" -r "$repo" pg backup) > /dev/null || fail "pg backup"
+  expect_code 1 as_pg "$LB" -r "$repo" pg restore --time 2020-01-01T00:00:00Z --target "$d/x"
+  grep -q "before the oldest restorable time" "$WORK/err" || { cat "$WORK/err"; fail "a time before the backup is refused"; }
+  expect_code 1 as_pg "$LB" -r "$repo" pg restore --latest --target "$d"
+  grep -q "not an empty folder" "$WORK/err" || fail "a non-empty target is refused"
+  # A password in the DSN is refused before anything connects.
+  expect_code 1 as_pg "$LB" -r "$repo" pg backup --dsn "host=$WORK/pg4/sock user=postgres password=hunter2"
+  grep -q "password" "$WORK/err" && ! grep -q hunter2 "$WORK/err" || fail "a DSN password is refused without echoing it"
+}
+
+for t in ${PITR_TESTS:-t_pitr_under_pgbench t_missing_segment_is_named t_wal_push_killed_in_a_loop_loses_nothing t_bad_input}; do
+  run_test "$t"
+done
+echo "pitr: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
+[ "$FAILED" -eq 0 ]
