@@ -233,8 +233,7 @@ enum Examples {
 
     static let pgWalPush = render([
         ("Archive a segment, as archive_command does", "lifeboat pg wal-push /srv/pg/pg_wal/000000010000000000000003"),
-        ("The same, tagged, printing a JSON line",
-         "lifeboat pg wal-push /srv/pg/pg_wal/000000010000000000000003 --tag db --json"),
+        ("The same, printing a JSON line", "lifeboat pg wal-push /srv/pg/pg_wal/000000010000000000000003 --json"),
     ])
 
     static let pgWalFetch = render([
@@ -245,7 +244,7 @@ enum Examples {
 
     static let pgBackup = render([
         ("A base backup of the cluster that PGHOST, PGPORT and PGUSER name", "lifeboat pg backup"),
-        ("The same, spreading the checkpoint, tagged", "lifeboat pg backup --checkpoint spread --tag nightly"),
+        ("The same, tagged, printing a JSON line", "lifeboat pg backup --tag nightly --json"),
     ])
 
     static let pgRestore = render([

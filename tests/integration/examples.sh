@@ -249,8 +249,53 @@ YAML
     python3 -c "import crypt; print('alice:' + crypt.crypt('alice-password', crypt.mksalt(crypt.METHOD_BLOWFISH)))" > "$ROOT/backup/.htpasswd"
   fi
   make_cert; cp "$WORK/cert.pem" "$WORK/key.pem" "$ME/"
+  pg_world || { fail "the scratch world's PostgreSQL"; return 1; }
   rm -rf "$WORK/base"; cp -a "$ROOT" "$WORK/base"
 }
+
+# PostgreSQL for the pg examples: a cluster outside ROOT (PGHOST and PGUSER name it) whose archive_command runs as
+# the postgres user and pushes through a `lifeboat serve` of ROOT/srv (so that every file of ROOT's repository
+# stays root's, whichever copy of ROOT is current); a base backup, rows before and after the moment that
+# 2026-11-30T06:00:00Z stands for, a segment at /srv/pg/pg_wal, and the records replicated to the usb site.
+PGBIN=/usr/lib/postgresql/15/bin
+# The server and `lifeboat serve` start before the world is prepared, outside any test (a test's leftover
+# processes are stopped after it), and stop at the end.
+pg_world_start() {
+  local d=$WORK/pgex
+  PGEX_PORT=$(free_port)
+  mkdir -p "$d/sock" "$d/archive" "$ROOT/srv"; chown -R postgres: "$d"
+  cp "$BIN" "$d/lifeboat"; echo "secret-password" > "$d/pw"; chown postgres: "$d/pw"; chmod 600 "$d/pw"
+  "$BIN" serve --path "$ROOT/srv" --listen "127.0.0.1:$PGEX_PORT" --no-auth > "$d/serve.log" 2>&1 &
+  wait_port "$PGEX_PORT" || return 1
+  runuser -u postgres -- "$PGBIN/initdb" -D "$d/data" -U postgres --auth=trust --no-sync > "$d/initdb.log" 2>&1 || return 1
+  cat >> "$d/data/postgresql.conf" <<CONF
+listen_addresses = ''
+unix_socket_directories = '$d/sock'
+fsync = off
+archive_mode = on
+archive_command = 'cp %p $d/archive/%f && $d/lifeboat pg wal-push -r rest:http://127.0.0.1:$PGEX_PORT/lifeboat --password-file $d/pw %p'
+CONF
+  runuser -u postgres -- "$PGBIN/pg_ctl" start -W -D "$d/data" -l "$d/server.log" > /dev/null || return 1
+  export PGHOST=$d/sock PGUSER=postgres
+  wait_until 60 "PostgreSQL to accept connections" pg_isready -q
+}
+pg_world() {
+  local d=$WORK/pgex i T
+  psql -X -q -v ON_ERROR_STOP=1 -c "CREATE TABLE orders (id serial, note text)" || return 1
+  lb pg backup > /dev/null || { tail -3 "$d/server.log"; return 1; }
+  for i in 1 2 3; do
+    psql -X -q -c "INSERT INTO orders (note) SELECT 'o' FROM generate_series(1, 100)" || return 1
+    [ $i = 2 ] && T=$(psql -X -A -t -q -c "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+    psql -X -q -c "SELECT pg_switch_wal()" > /dev/null || return 1
+  done
+  pg_archived() { [ -e "$d/archive/000000010000000000000004" ] && [ -z "$(ls "$d/data/pg_wal/archive_status" | grep ready)" ]; }
+  wait_until 60 "PostgreSQL to archive its segments" pg_archived || return 1
+  mkdir -p "$ROOT/srv/pg/pg_wal"; cp "$d/archive/000000010000000000000003" "$ROOT/srv/pg/pg_wal/"
+  printf '2026-11-30T06:00:00Z\t%s\n' "$T" >> "$WORK/ids.tsv"
+  lb pg check > /dev/null || { lb pg check; return 1; }
+  lb replicate > /dev/null || return 1
+}
+pg_world_stop() { [ -f "$WORK/pgex/data/postmaster.pid" ] && runuser -u postgres -- "$PGBIN/pg_ctl" stop -D "$WORK/pgex/data" -m fast > /dev/null; return 0; }
 
 # The examples as they run: paths under ROOT, the real IDs ($WORK/run.tsv: path, description, command, command run).
 rewrite_examples() {
@@ -345,11 +390,13 @@ while IFS=$'\t' read -r path _; do
   names+=("$name")
 done < "$WORK/examples.tsv"
 if [ ${#names[@]} -gt 0 ]; then
+  pg_world_start || echo "    PostgreSQL for the pg examples did not start"
   run_test t_prepare_scratch_world
   if [ -d "$WORK/base" ]; then
     rewrite_examples
     for name in "${names[@]}"; do run_test "$name"; done
   fi
+  pg_world_stop
 fi
 echo "examples: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
 [ "$FAILED" -eq 0 ]
