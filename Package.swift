@@ -184,7 +184,7 @@ let package = Package(
         .testTarget(name: "LifeboatProxyTests", dependencies: ["LifeboatProxy", "LifeboatFailover"], swiftSettings: swift6),
         .testTarget(name: "LifeboatAgentTests", dependencies: ["LifeboatAgent", "LifeboatDrill", "LifeboatProcess", "LifeboatPlan", "LifeboatCore", "LifeboatSnapshot", "LifeboatSites"], swiftSettings: swift6),
         .testTarget(name: "LifeboatDrillTests", dependencies: ["LifeboatDrill", "LifeboatPlan", "LifeboatProcess", "LifeboatCore"], swiftSettings: swift6),
-        .testTarget(name: "LifeboatWALTests", dependencies: ["LifeboatWAL", "LifeboatCore"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatWALTests", dependencies: ["LifeboatWAL", "LifeboatCore", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatPostgresTests", dependencies: ["LifeboatPostgres", "LifeboatWAL", "LifeboatRepository", "LifeboatStorage", "LifeboatCrypto", "LifeboatCore"], swiftSettings: swift6),
         .testTarget(name: "LifeboatPlanTests", dependencies: ["LifeboatPlan", "LifeboatCore", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatReplicationTests", dependencies: [

@@ -18,6 +18,7 @@ let package = Package(
             .product(name: "LifeboatSites", package: "Lifeboat"), .product(name: "LifeboatFailover", package: "Lifeboat"),
             .product(name: "LifeboatPlan", package: "Lifeboat"),
         ], swiftSettings: fuzz),
+        .executableTarget(name: "FuzzWAL", dependencies: [.product(name: "LifeboatWAL", package: "Lifeboat")], swiftSettings: fuzz),
         .executableTarget(name: "FuzzRange", dependencies: [.product(name: "LifeboatCore", package: "Lifeboat")], swiftSettings: fuzz),
     ]
 )

@@ -2,6 +2,7 @@ import Foundation
 import LifeboatCore
 import Testing
 @testable import LifeboatWAL
+import LifeboatTestSupport
 
 /// Builds WAL segments the way PostgreSQL lays them out: 8 KiB pages, a long header on the first, records 8-byte
 /// aligned and split across pages with continuation headers.
@@ -309,5 +310,26 @@ func micros(_ d: Date) -> Int64 { Int64(((d.timeIntervalSince1970 - WALSegmentIn
         #expect(c.reach(b1).consistent)
         #expect(throws: LifeboatError.self) { try c.plan(.latest, backups: [b2]) }
         #expect(try c.plan(.time(t0.addingTimeInterval(20)), backups: [b1, b2]).backup == b1)
+    }
+}
+
+/// The fuzz target's seeds and every crashing input it ever found (fuzz/regressions/wal), replayed.
+@Suite struct WALFuzzRegressionTests {
+    @Test func walInputs() {
+        let inputs = fuzzInputs("wal")
+        #expect(!inputs.isEmpty)
+        for i in inputs where i.count >= 2 {
+            let body = Array(i.dropFirst(2))
+            switch i[0] % 4 {
+            case 0:
+                var seg = [UInt8](repeating: 0, count: 1 << 20)
+                for (k, b) in body.prefix(seg.count).enumerated() { seg[k] = b }
+                _ = try? WALSegmentInfo.inspect(seg, name: WALFileName("000000010000000000000003")!)
+            case 1: _ = try? TimelineSwitch.parse(body)
+            default:
+                _ = WALFileName(String(decoding: body, as: UTF8.self))
+                _ = LSN(String(decoding: body, as: UTF8.self))
+            }
+        }
     }
 }
