@@ -130,7 +130,7 @@ let package = Package(
         // PostgreSQL continuous archiving into a repository: wal-push (and its helper), wal-fetch (and its prefetch),
         // base backups through the backup API (psql), point-in-time restore, the catalog of records.
         .target(name: "LifeboatPostgres", dependencies: [
-            "LifeboatWAL", "LifeboatSnapshot", "LifeboatRepository", "LifeboatChunker", "LifeboatCrypto", "LifeboatProcess", "LifeboatCore",
+            "LifeboatWAL", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage", "LifeboatChunker", "LifeboatCrypto", "LifeboatProcess", "LifeboatCore",
         ], swiftSettings: swift6),
         // Child processes: own process group, timeouts, captured output, another user (hooks, dumps, playbooks).
         .target(name: "LifeboatProcess", dependencies: ["LifeboatCore", "CLifeboatSys"], swiftSettings: swift6),

@@ -264,6 +264,13 @@ enum Examples {
         ("The same at the site usb", "lifeboat pg check --site usb"),
     ])
 
+    static let pgForget = render([
+        ("Keep the newest 7 base backups and the WAL they need; show, remove nothing",
+         "lifeboat pg forget --keep-last 7 --dry-run"),
+        ("Keep a base backup per day for 14 days, then free the space",
+         "lifeboat pg forget --keep-daily 14 && lifeboat prune"),
+    ])
+
     static let completion = render([
         ("Bash, for every user", "lifeboat completion bash > /etc/bash_completion.d/lifeboat"),
         ("Zsh, into a folder of $fpath (fpath+=~/.zfunc in ~/.zshrc)", "lifeboat completion zsh > ~/.zfunc/_lifeboat"),

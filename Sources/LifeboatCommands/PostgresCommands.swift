@@ -23,7 +23,7 @@ struct PostgresCommand: AsyncParsableCommand {
         Then `lifeboat pg backup` now and then, and `lifeboat pg restore --time T --target DIR` when needed: it lays
         down the base backup and the recovery settings, and `pg_ctl start` replays to T.
         """,
-        subcommands: [PGWalPush.self, PGWalFetch.self, PGBackup.self, PGRestore.self, PGTimeline.self, PGCheck.self, PGPushHelper.self])
+        subcommands: [PGWalPush.self, PGWalFetch.self, PGBackup.self, PGRestore.self, PGTimeline.self, PGCheck.self, PGForget.self, PGPushHelper.self])
 }
 
 /// Where the records are read: the repository options, or one site of a sites file (`--site`), and which cluster.
@@ -456,4 +456,52 @@ func printTimeline(_ r: ArchiveReport, _ out: Output) {
     }
     out.line(String(StatusCommand.table(tl).dropLast()))
     for p in r.problems { out.line("problem: \(p)") }
+}
+
+struct PGForget: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "forget",
+        abstract: "Remove base backups by a policy, and the WAL that no kept base backup needs.",
+        discussion: """
+        The policy applies to base backups as `forget` applies it to snapshots. WAL records go when every segment in \
+        them is older than the start of the oldest kept base backup; timeline histories stay. Then `lifeboat prune` \
+        frees the space.
+
+        \(Examples.pgForget)
+        """)
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var source: PGSourceOptions
+    @Option(name: [.customShort("l"), .customLong("keep-last")], help: "Keep the newest N base backups.") var keepLast = 0
+    @Option(name: [.customShort("d"), .customLong("keep-daily")], help: "Keep the newest base backup of each of the last N days that have one.") var keepDaily = 0
+    @Option(name: [.customShort("w"), .customLong("keep-weekly")], help: "Keep the newest base backup of each of the last N weeks that have one.") var keepWeekly = 0
+    @Option(name: [.customShort("m"), .customLong("keep-monthly")], help: "Keep the newest base backup of each of the last N months that have one.") var keepMonthly = 0
+    @Option(name: .customLong("keep-within"), help: "Keep base backups within this span of the newest, e.g. 14d.") var keepWithin: String?
+    @Flag(name: [.customShort("n"), .customLong("dry-run")], help: "Show what would be removed; remove nothing.") var dryRun = false
+
+    func run() async throws {
+        try await runCommand(global) {
+            let out = global.output
+            let policy = RetentionPolicy(last: try Bounds.check(keepLast, 0...1_000_000, "--keep-last"),
+                                         daily: try Bounds.check(keepDaily, 0...1_000_000, "--keep-daily"),
+                                         weekly: try Bounds.check(keepWeekly, 0...1_000_000, "--keep-weekly"),
+                                         monthly: try Bounds.check(keepMonthly, 0...1_000_000, "--keep-monthly"),
+                                         within: try keepWithin.map { try CalendarDuration(parsing: $0) })
+            guard !policy.isEmpty else { throw LifeboatError.invalid("no policy given: use --keep-last, --keep-daily, --keep-weekly, --keep-monthly or --keep-within") }
+            let repo = try await source.open(global)
+            return try await withRepositoryLock(repo, .shared, "pg forget") {
+                let catalog = try WALCatalog.select(try await WALStore.catalogs(repo), system: source.cluster)
+                let plan = WALRetention.plan(catalog, policy: policy)
+                for b in plan.keep { out.info("keep base backup \(b.id.short) (\(b.snapshot.time.prefix(19)))") }
+                for b in plan.removeBackups { out.line("remove base backup \(b.id.short) (\(b.snapshot.time.prefix(19)))\(dryRun ? " (dry run)" : "")") }
+                let files = plan.removeRecords.reduce(0) { $0 + $1.names.count }
+                out.line("remove \(plan.removeRecords.count) WAL record(s) with \(files) file(s) older than \(plan.oldestNeeded ?? "-")\(dryRun ? " (dry run)" : "")")
+                if !dryRun { _ = try await WALRetention.execute(plan, repo: repo) }
+                out.emit(["message_type": "pg_forget", "system": catalog.system, "kept": plan.keep.map { $0.id.hex },
+                          "removed_backups": plan.removeBackups.map { $0.id.hex }, "removed_records": plan.removeRecords.map { $0.id.hex },
+                          "removed_files": files, "oldest_needed": plan.oldestNeeded ?? NSNull(), "dry_run": dryRun])
+                if !dryRun && !(plan.removeBackups.isEmpty && plan.removeRecords.isEmpty) { out.info("run `lifeboat prune` to free the space") }
+                return 0
+            }
+        }
+    }
 }

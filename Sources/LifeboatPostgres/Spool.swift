@@ -176,6 +176,7 @@ public struct PushHelper: Sendable {
                 let r = try await push(todo, catalog: catalog, indexNames: indexNames)
                 catalog = r.catalog
                 indexNames = r.indexNames
+                if catalog == nil { loaded = false }  // the cluster's first record: read the catalog from the listing
                 try spool.acknowledge(r.done)
                 if acknowledged.count > 100_000 { acknowledged.removeAll() }
                 acknowledged.formUnion(r.done)
@@ -215,13 +216,7 @@ public struct PushHelper: Sendable {
             return (r, Set(try await store.repo.backend.list(.index).map(\.name)))
         }
         var c = catalog
-        if let id = result.record {
-            if c == nil {
-                c = WALCatalog.build([(id, try await store.repo.loadSnapshot(id))]).values.first
-            } else {
-                c?.noteArchived(record: id, files: result.stored, at: currentTime())
-            }
-        }
+        if let id = result.record { c?.noteArchived(record: id, files: result.stored, at: currentTime()) }
         return (result.stored.map(\.name) + result.alreadyArchived, c, names)
     }
 }

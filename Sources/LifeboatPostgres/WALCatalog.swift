@@ -26,6 +26,8 @@ public struct WALCatalog: Sendable {
     public private(set) var chain: WALChain
     /// Records that could not be used, with why (a damaged or foreign record: named, never fatal to the others).
     public private(set) var problems: [String] = []
+    /// Every WAL record of the cluster with the names of its files (retention removes whole records).
+    public private(set) var walRecords: [(id: ID, names: [String])] = []
     /// When the newest WAL file was archived.
     public private(set) var newestArchive: Date?
     /// The newest transaction time in the archive.
@@ -38,10 +40,13 @@ public struct WALCatalog: Sendable {
     /// The catalogs of every cluster whose records the listing holds, by system identifier.
     public static func build(_ snapshots: [(id: ID, snapshot: Snapshot)]) -> [String: WALCatalog] {
         var out: [String: WALCatalog] = [:]
+        var sizeless: [(ID, Snapshot, DatabaseRecord)] = []
         for (id, s) in snapshots.sorted(by: { ($0.snapshot.date, $0.id) < ($1.snapshot.date, $1.id) }) {
-            guard let kind = s.kind, kind == "pg-wal" || kind == "pg-base", let db = s.database, db.engine == "postgresql" else { continue }
-            guard let size = SegmentSize(db.segmentSize), !db.system.isEmpty, db.system.count <= 20, UInt64(db.system) != nil else {
-                // No catalog to put the problem in yet: a record without a valid system or segment size is skipped.
+            guard let kind = s.kind, kind == "pg-wal" || kind == "pg-base", let db = s.database, db.engine == "postgresql",
+                  !db.system.isEmpty, db.system.count <= 20, UInt64(db.system) != nil else { continue }
+            guard let size = SegmentSize(db.segmentSize) else {
+                // Histories archived before any segment of their cluster: size 0, placed once the sizes are known.
+                if db.segmentSize == 0, kind == "pg-wal" { sizeless.append((id, s, db)) }
                 continue
             }
             var c = out[db.system] ?? WALCatalog(system: db.system, size: size)
@@ -53,10 +58,16 @@ public struct WALCatalog: Sendable {
             if kind == "pg-wal" { c.addWAL(id, s, db) } else { c.addBackup(id, s, db) }
             out[db.system] = c
         }
+        for (id, s, db) in sizeless {
+            var c = out[db.system] ?? WALCatalog(system: db.system, size: .default)
+            c.addWAL(id, s, db)
+            out[db.system] = c
+        }
         return out
     }
 
     mutating func addWAL(_ id: ID, _ s: Snapshot, _ db: DatabaseRecord) {
+        walRecords.append((id, (db.files ?? []).map(\.name)))
         noteArchived(record: id, files: db.files ?? [], at: s.date)
     }
 

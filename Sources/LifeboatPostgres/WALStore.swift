@@ -141,11 +141,13 @@ public struct WALStore: Sendable {
         guard let sys = expected ?? systems.first else {
             throw LifeboatError.invalid("cannot tell which cluster \(todo.map(\.record.name).joined(separator: ", ")) belongs to: run wal-push in the data directory (archive_command does), or archive a segment first")
         }
+        // The segment size: the segments' own, else the archive's; a record of histories alone before any segment
+        // of its cluster is archived says 0 (unknown), and joins its cluster's catalog when that has one.
         let sizes = Set(todo.compactMap(\.size))
-        guard let segSize = sizes.first ?? known?.size ?? SegmentSize.default as SegmentSize?, sizes.count <= 1,
-              known.map({ $0.size == segSize }) ?? true else {
+        guard sizes.count <= 1, known.map({ k in sizes.allSatisfy { $0 == k.size } }) ?? true else {
             throw LifeboatError.invalid("the WAL segments' size differs from the archive's (\(known?.size.bytes ?? 0) bytes)")
         }
+        let segSize = sizes.first?.bytes ?? known?.size.bytes ?? 0
         let repo = self.repo
         let nodes = try await tryBoundedMap(todo, width: width) { r -> Node in
             var node = Node(name: Array(r.record.name.utf8), type: .file)
@@ -157,7 +159,7 @@ public struct WALStore: Sendable {
         }
         let tree = try await repo.saveTree(Tree(nodes: nodes.sorted { $0.name.lexicographicallyPrecedes($1.name) }))
         try await repo.flush()
-        var db = DatabaseRecord(system: String(sys), segmentSize: segSize.bytes)
+        var db = DatabaseRecord(system: String(sys), segmentSize: segSize)
         db.files = todo.map(\.record).sorted { $0.name < $1.name }
         var snap = Snapshot(time: currentTime(), tree: tree.id, paths: ["/pg_wal"], hostname: hostname, username: localUsername(),
                             uid: getuid(), gid: getgid(), tags: tags)

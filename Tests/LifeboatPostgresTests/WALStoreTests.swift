@@ -96,3 +96,42 @@ func segmentFile(_ dir: String, _ name: String, system: UInt64 = 77, fill: UInt8
         #expect(c.chain.timeline(of: 1, on: 2) == 1 && c.chain.timeline(of: 16, on: 2) == 2)
     }
 }
+
+@Suite struct WALRetentionTests {
+    @Test func keptBackupsKeepTheirWALAndNothingOlder() async throws {
+        let r = try await Repository.initialize(backend: MemoryBackend(), password: "pw", kdf: ScryptParameters(n: 1024, r: 8, p: 1))
+        let d = NSTemporaryDirectory() + "walret-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: d) }
+        let store = WALStore(repo: r)
+        for n in 1...6 {
+            _ = try await store.push([try segmentFile(d, WALFileName.segment(timeline: 1, number: UInt64(n), size: SegmentSize(1 << 20)!), fill: UInt8(n))],
+                                     system: nil, known: nil)
+        }
+        try Data("1\t0/100000\tx\n".utf8).write(to: URL(fileURLWithPath: d + "/00000002.history"))
+        _ = try await store.push([WALInput(path: d + "/00000002.history", name: WALFileName("00000002.history")!)], system: 77, known: nil)
+        func base(_ start: Int, _ at: TimeInterval) async throws -> ID {
+            var s = Snapshot(time: Date(timeIntervalSince1970: at), tree: try await r.saveTree(Tree(nodes: [])).id, paths: ["/data"], hostname: "h")
+            try await r.flush()
+            var db = DatabaseRecord(system: "77", segmentSize: 1 << 20)
+            db.timeline = 1; db.startLSN = LSN(UInt64(start) << 20 + 40).description; db.stopLSN = LSN(UInt64(start) << 20 + 400).description
+            db.stopTime = Timestamp.format(Date(timeIntervalSince1970: at)); db.label = "x"
+            s.kind = "pg-base"; s.database = db
+            return try await r.saveSnapshot(s)
+        }
+        let b1 = try await base(2, 1_700_000_000), b2 = try await base(5, 1_700_086_400)
+        let c = try await WALStore.catalogs(r)["77"]!
+        #expect(c.files["00000002.history"] != nil, "\(c.files.keys.sorted())")
+        let plan = WALRetention.plan(c, policy: RetentionPolicy(last: 1))
+        #expect(plan.keep.map(\.id) == [b2] && plan.removeBackups.map(\.id) == [b1])
+        #expect(plan.oldestNeeded == "000000010000000000000005")
+        #expect(Set(plan.removeRecords.flatMap(\.names)) == Set((1...4).map { WALFileName.segment(timeline: 1, number: UInt64($0), size: SegmentSize(1 << 20)!) }))
+        _ = try await WALRetention.execute(plan, repo: r)
+        let after = try await WALStore.catalogs(r)["77"]!
+        #expect(after.backups.map(\.id) == [b2])
+        #expect(Set(after.files.keys) == ["000000010000000000000005", "000000010000000000000006", "00000002.history"])
+        #expect(try after.chain.plan(.latest, backups: after.points).backup.id == b2.short)
+        // Keeping both keeps everything from the older one's start.
+        #expect(WALRetention.plan(c, policy: RetentionPolicy(last: 2)).removeRecords.flatMap(\.names) == ["000000010000000000000001"])
+    }
+}
