@@ -133,7 +133,7 @@ EOF
 # and timeline name the first missing segment; a restore past it is refused with the nearest restorable time,
 # one before it works.
 t_missing_segment_is_named() {
-  trap 'pg_stop pg2 r3' EXIT
+  trap 'pg_stop pg2 r3 r4' EXIT
   local repo=$WORK/repo2
   pg_start pg2 "$repo"
   pq pg2 -c "CREATE TABLE marks (id serial PRIMARY KEY, note text)"
@@ -175,6 +175,15 @@ PY
   (cd / && as_pg "$LB" -r "$repo" pg restore --time "$T1" --target "$WORK/r3" --no-archive) > /dev/null || fail "a restore before the hole"
   pg_restored r3
   [ "$(rq r3 -c 'SELECT count(*) FROM marks')" = 100 ] || fail "the rows of the first two inserts"
+  # A new base backup, then retention keeps it and the WAL after its start only: the hole goes with the old WAL.
+  (cd / && as_pg env PGHOST="$WORK/pg2/sock" PGUSER=postgres "$LB" -r "$repo" pg backup) > /dev/null || fail "a second pg backup"
+  as_pg "$LB" -r "$repo" pg forget --keep-last 1 --json > "$WORK/forget.json" || fail "pg forget"
+  [ "$(json_field "$WORK/forget.json" pg_forget removed_files)" -ge 5 ] || { cat "$WORK/forget.json"; fail "the old WAL is removed"; }
+  as_pg "$LB" -r "$repo" pg check > "$WORK/check2.out" || { cat "$WORK/check2.out"; fail "no hole is left"; }
+  [ "$(as_pg "$LB" -r "$repo" snapshots --records --json | grep -c '"pg-base"')" = 1 ] || fail "one base backup is kept"
+  as_pg "$LB" -r "$repo" prune --grace 0s > /dev/null || fail "prune after pg forget"
+  as_pg "$LB" -r "$repo" check > /dev/null || fail "the repository checks after prune"
+  as_pg "$LB" -r "$repo" pg restore --latest --target "$WORK/r4" --no-archive > /dev/null || fail "a restore from the kept backup"
 }
 
 # The archiving helper and archive_command are SIGKILLed again and again while PostgreSQL switches segments:
