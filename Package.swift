@@ -143,7 +143,7 @@ let package = Package(
         ], swiftSettings: swift6),
         // `lifeboat agent`: runs the plan (scheduler, jobs, state database, alerts, metrics, local API).
         .target(name: "LifeboatAgent", dependencies: [
-            "LifeboatDrill", "LifeboatProcess", "LifeboatPlan", "LifeboatReplication", "LifeboatSnapshot", "LifeboatBackends", "LifeboatRepository", "LifeboatCore",
+            "LifeboatDrill", "LifeboatPostgres", "LifeboatProcess", "LifeboatPlan", "LifeboatReplication", "LifeboatSnapshot", "LifeboatBackends", "LifeboatRepository", "LifeboatCore",
             "LifeboatSites", "LifeboatServer", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatStorage", "LifeboatHTTP", "CLifeboatSys",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Prometheus", package: "swift-prometheus"),

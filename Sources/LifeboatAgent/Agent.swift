@@ -616,8 +616,13 @@ public actor Agent {
     /// Lists a site's snapshots and records each source's newest one there.
     func refresh(site: Site, plan: Plan, snapshots: [(id: ID, snapshot: Snapshot)]) {
         for s in plan.sources where StatusBuilder.sites(of: s, in: plan).contains(site.name) {
-            let tag = SourceBackup.tag(s.name)
-            let newest = snapshots.filter { $0.snapshot.tags.contains(tag) }.map(\.snapshot.date).max()
+            let newest = SourceBackup.newest(s, in: snapshots)
+            if case .postgresArchive = s.kind {
+                let problems = SourceBackup.walProblems(s, in: snapshots)
+                condition("wal_gap:\(s.name)@\(site.name)", !problems.isEmpty, event: .walGap, source: s.name, site: site.name,
+                          message: problems.isEmpty ? "the WAL archive of source \(s.name) at site \(site.name) has no hole again"
+                                                    : "the WAL archive of source \(s.name) at site \(site.name): \(problems[0])\(problems.count > 1 ? " (and \(problems.count - 1) more)" : "")")
+            }
             let key = "\(s.name)@\(site.name)"
             var o = observations[key] ?? SiteObservation(source: s.name, site: site.name, newest: nil, checked: clock())
             o.checked = clock()

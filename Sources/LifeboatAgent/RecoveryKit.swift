@@ -117,7 +117,7 @@ public enum RecoveryKit {
         }
         for s in plan.sources {
             switch s.kind {
-            case .postgres(let f): secrets.append((f, "PostgreSQL connection (DSN) of source \(s.name)"))
+            case .postgres(let f), .postgresArchive(let f): secrets.append((f, "PostgreSQL connection (DSN) of source \(s.name)"))
             case .mariadb(let f, _): secrets.append((f, "MariaDB client defaults file of source \(s.name)"))
             default: break
             }
@@ -148,6 +148,8 @@ public enum RecoveryKit {
             case .postgres:
                 o += "lifeboat dump latest \(tag) /\(s.name).pgdump > /tmp/\(s.name).pgdump\n"
                 o += "pg_restore --clean --if-exists --create --dbname postgres /tmp/\(s.name).pgdump   # as the postgres user\n"
+            case .postgresArchive:
+                o += "lifeboat pg restore --latest --target /var/lib/postgresql/restored   # or --time T; then, as postgres: pg_ctl -D … start\n"
             case .mariadb(let defaults, _):
                 o += "lifeboat dump latest \(tag) /\(s.name).sql | mariadb --defaults-extra-file=\(quote(defaults))\n"
             case .sqlite(let path):

@@ -3,6 +3,7 @@ import Glibc
 import GRDB
 import LifeboatCore
 import LifeboatPlan
+import LifeboatPostgres
 import LifeboatProcess
 import LifeboatRepository
 import LifeboatSnapshot
@@ -55,6 +56,16 @@ public enum SourceBackup {
                 archiver = Archiver(repository: repo, options: opts)
                 result = try await stream(["pg_dump", "--format=custom", "--no-password"], environment: env,
                                           name: "\(source.name).pgdump", archiver: archiver)
+            case .postgresArchive(let dsnFile):
+                // A base backup (the WAL in between comes from archive_command); the lock and index are this one's.
+                var o = BaseBackup.Options()
+                o.environment = try PostgresDSN.environment(try readSecretFile(dsnFile, what: "dsn_file of source \(source.name)"))
+                o.tags = opts.tags
+                o.hostname = hostname
+                o.time = time
+                let r = try await BaseBackup.run(repo: repo, options: o)
+                let s = r.snapshot.summary ?? SnapshotSummary()
+                return BackupOutcome(snapshot: r.id, files: s.totalFilesProcessed, bytes: s.totalBytesProcessed, added: s.dataAddedPacked, errors: [])
             case .mariadb(let defaults, let databases):
                 archiver = Archiver(repository: repo, options: opts)
                 var argv = ["mariadb-dump", "--defaults-extra-file=\(defaults)", "--single-transaction", "--routines", "--events", "--triggers"]
@@ -78,12 +89,54 @@ public enum SourceBackup {
         }
     }
 
-    /// Applies a source's retention at a repository (the replicas, before their prune).
+    /// Applies a source's retention at a repository (the replicas, before their prune). A PostgreSQL PITR source's
+    /// policy applies to its base backups, and the WAL no kept base backup needs goes with them.
     public static func forget(_ source: Source, repo: Repository) async throws -> Int {
         guard let policy = source.retention else { return 0 }
+        if case .postgresArchive = source.kind {
+            return try await repo.withLock(.shared, operation: "forget \(source.name) (agent)") {
+                let snaps = try await repo.listSnapshots()
+                let catalogs = WALCatalog.build(snaps)
+                var n = 0
+                for system in systems(of: source, in: snaps) {
+                    guard let c = catalogs[system] else { continue }
+                    n += try await WALRetention.execute(WALRetention.plan(c, policy: policy), repo: repo)
+                }
+                return n
+            }
+        }
         return try await repo.withLock(.shared, operation: "forget \(source.name) (agent)") {
             let mine = try await repo.listSnapshots().filter { $0.snapshot.isFiles && $0.snapshot.tags.contains(tag(source.name)) }
             return try await Forget.execute(Forget.plan(mine, policy: policy, groupBy: GroupBy()), repo: repo)
+        }
+    }
+
+    /// The database systems whose base backups the source took (its records carry its tag).
+    public static func systems(of source: Source, in snapshots: [(id: ID, snapshot: Snapshot)]) -> Set<String> {
+        Set(snapshots.compactMap { s in
+            s.snapshot.kind == "pg-base" && s.snapshot.tags.contains(tag(source.name)) ? s.snapshot.database?.system : nil
+        })
+    }
+
+    /// When the newest copy of a source at a site was made: its newest snapshot; for a PostgreSQL PITR source, the
+    /// newest archived WAL (or base backup) of its cluster, which is what its RPO is measured by.
+    public static func newest(_ source: Source, in snapshots: [(id: ID, snapshot: Snapshot)]) -> Date? {
+        if case .postgresArchive = source.kind {
+            let systems = systems(of: source, in: snapshots)
+            return snapshots.filter { s in
+                (s.snapshot.kind == "pg-wal" || s.snapshot.kind == "pg-base") && s.snapshot.database.map { systems.contains($0.system) } == true
+            }.map(\.snapshot.date).max()
+        }
+        return snapshots.filter { $0.snapshot.isFiles && $0.snapshot.tags.contains(tag(source.name)) }.map(\.snapshot.date).max()
+    }
+
+    /// A PostgreSQL PITR source's archive problems at a site (missing segments, base backups without their WAL).
+    public static func walProblems(_ source: Source, in snapshots: [(id: ID, snapshot: Snapshot)]) -> [String] {
+        guard case .postgresArchive = source.kind else { return [] }
+        let catalogs = WALCatalog.build(snapshots)
+        return systems(of: source, in: snapshots).sorted().flatMap { system -> [String] in
+            guard let c = catalogs[system] else { return [] }
+            return ArchiveReport(c).problems.filter { !$0.hasPrefix("no base backup") }
         }
     }
 

@@ -24,6 +24,9 @@ public enum SourceKind: Sendable, Equatable {
     case files(paths: [String], exclude: [String])
     /// `pg_dump --format=custom` of the database the DSN file names (the DSN never reaches argv or logs).
     case postgres(dsnFile: String)
+    /// PostgreSQL point-in-time recovery (`pitr: true`): base backups on the schedule (the backup API, through the
+    /// DSN file's connection); the WAL comes from `archive_command = 'lifeboat pg wal-push …'` in between.
+    case postgresArchive(dsnFile: String)
     /// SQLite's online copy (`VACUUM INTO`) of a database file.
     case sqlite(path: String)
     /// `mariadb-dump --single-transaction` with a client defaults file (user, password, socket).
@@ -35,6 +38,7 @@ public enum SourceKind: Sendable, Equatable {
         switch self {
         case .files: "files"
         case .postgres: "postgres"
+        case .postgresArchive: "postgres-pitr"
         case .sqlite: "sqlite"
         case .mariadb: "mariadb"
         case .command: "command"
@@ -127,6 +131,8 @@ public struct AlertTarget: Sendable, Equatable {
 public enum AlertEvent: String, Sendable, CaseIterable {
     case failure, warning, rpoBreach = "rpo_breach", lag, checkError = "check_error", `switch`, agentRestart = "agent_restart"
     case drillFailed = "drill_failed", massChange = "mass_change"
+    /// A PostgreSQL archive has a hole (a missing WAL segment) or a base backup without its WAL.
+    case walGap = "wal_gap"
 }
 
 /// What a drill plays out.
@@ -466,8 +472,9 @@ public struct Plan: Sendable {
             kind = .files(paths: paths, exclude: try y.strings(m, "exclude") ?? [])
         case "postgres":
             let pm = try y.mapping(m["postgres"]!, "`postgres:`")
-            try y.keys(pm, ["dsn_file"])
-            kind = .postgres(dsnFile: try y.string(pm, "dsn_file", required: true, owner: m["postgres"])!)
+            try y.keys(pm, ["dsn_file", "pitr"])
+            let dsn = try y.string(pm, "dsn_file", required: true, owner: m["postgres"])!
+            kind = try y.bool(pm, "pitr") == true ? .postgresArchive(dsnFile: dsn) : .postgres(dsnFile: dsn)
         case "sqlite":
             let sm = try y.mapping(m["sqlite"]!, "`sqlite:`")
             try y.keys(sm, ["path"])

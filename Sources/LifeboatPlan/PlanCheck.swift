@@ -48,7 +48,10 @@ public enum PlanCheck {
                 error(s.scheduleLocation, "source \(s.name): schedule \"\(s.scheduleText)\" never runs")
                 continue
             }
-            if let rpo = s.objectives?.rpo, gap > rpo {
+            // A PITR source's RPO is kept by WAL archiving between its base backups, not by its schedule.
+            if case .postgresArchive = s.kind {
+                warn(s.location, "source \(s.name): its RPO is kept by archive_command = 'lifeboat pg wal-push --async …' into site \(plan.sites.primary.name) (set archive_timeout below the RPO for quiet hours)")
+            } else if let rpo = s.objectives?.rpo, gap > rpo {
                 error(s.rpoLocation ?? s.location, "source \(s.name): rpo \(Units.span(rpo)) is shorter than the longest wait between runs of \"\(s.scheduleText)\" (\(Units.span(gap))): the schedule cannot meet it")
             }
             if s.objectives?.rpo == nil {
@@ -62,7 +65,7 @@ public enum PlanCheck {
                 }
             }
             switch s.kind {
-            case .postgres(let f): if let why = readable(f) { error(s.location, "source \(s.name): dsn_file \(f): \(why)") }
+            case .postgres(let f), .postgresArchive(let f): if let why = readable(f) { error(s.location, "source \(s.name): dsn_file \(f): \(why)") }
             case .mariadb(let f, _): if let why = readable(f) { error(s.location, "source \(s.name): defaults_file \(f): \(why)") }
             case .sqlite(let p): if let why = readable(p) { error(s.location, "source \(s.name): database \(p): \(why)") }
             case .files, .command: break

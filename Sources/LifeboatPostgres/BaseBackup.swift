@@ -21,6 +21,8 @@ public struct BaseBackup: Sendable {
         /// How long to wait for the WAL the backup needs to reach the archive.
         public var walTimeout: Double = 120
         public var fileReaders = 2
+        /// The record's time (the agent's scheduled time).
+        public var time: Date? = nil
         public init() {}
     }
 
@@ -92,7 +94,7 @@ public struct BaseBackup: Sendable {
         opts.hostname = options.hostname
         opts.tags = options.tags
         opts.fileReaders = max(1, options.fileReaders)
-        opts.time = currentTime()
+        opts.time = options.time ?? currentTime()
         let sys = String(system)
         let waitTimeout = options.walTimeout
         // After the files and before the record: stop the backup, then wait for its WAL in the archive. A failure

@@ -43,6 +43,13 @@ import LifeboatTestSupport
         #expect(plan.sources.map(\.name) == ["web-files", "shop-db"])
         #expect(plan.sources[0].kind == .files(paths: ["/srv/www", "/etc/nginx"], exclude: ["*.tmp"]))
         #expect(plan.sources[1].kind == .postgres(dsnFile: "/etc/lifeboat/shop.dsn"))
+        let pitr = try Plan.parse(sites + sources.replacingOccurrences(of: "{dsn_file: /etc/lifeboat/shop.dsn}", with: "{dsn_file: /etc/lifeboat/shop.dsn, pitr: true}") + rest,
+                                  path: "lifeboat.yaml", timeZone: utcZone)
+        #expect(pitr.sources[1].kind == .postgresArchive(dsnFile: "/etc/lifeboat/shop.dsn"))
+        #expect(throws: (any Error).self) {
+            try Plan.parse(sites + sources.replacingOccurrences(of: "{dsn_file: /etc/lifeboat/shop.dsn}", with: "{dsn_file: /etc/lifeboat/shop.dsn, pitr: maybe}") + rest,
+                           path: "lifeboat.yaml", timeZone: utcZone)
+        }
         #expect(plan.sources[0].objectives == Objectives(rpo: 1800, rto: 900))
         #expect(plan.sources[1].schedule == .every(3600))
         #expect(plan.checks?.readDataSubset == "5%" && plan.checks?.fullCoverageWithin == 30 * 86400)

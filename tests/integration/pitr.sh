@@ -291,7 +291,82 @@ PY
   grep -q "password" "$WORK/err" && ! grep -q hunter2 "$WORK/err" || fail "a DSN password is refused without echoing it"
 }
 
-for t in ${PITR_TESTS:-t_pitr_under_pgbench t_missing_segment_is_named t_wal_push_killed_in_a_loop_loses_nothing t_bad_input}; do
+# The agent with a PostgreSQL PITR source (it runs as postgres, as the archive_command does): a base backup run
+# from the API, the RPO measured by the newest archived WAL (not the base backup), the records replicated to a
+# second site, and a hole in the WAL raised as one wal_gap alert.
+t_agent_pitr_source() {
+  trap 'pg_stop pg6; [ -n "${AGENT:-}" ] && kill -TERM "$AGENT" 2>/dev/null; true' EXIT
+  local repo=$WORK/home6 far=$WORK/far6 a=$WORK/agent6 port hook
+  pg_start pg6 "$repo"
+  as_pg "$LB" -r "$far" init --copy-chunker-params-from "$repo" > /dev/null
+  mkdir -p "$a"; chown postgres: "$a"
+  echo "host=$WORK/pg6/sock user=postgres dbname=postgres" > "$a/db.dsn"; chown postgres: "$a/db.dsn"; chmod 600 "$a/db.dsn"
+  port=$(free_port); hook=$(free_port)
+  python3 "$HERE/webhook.py" "$hook" "$WORK/hooks6.jsonl" 0 &
+  wait_port "$hook"
+  cat > "$a/lifeboat.yaml" <<YAML
+sites:
+  - {name: home, repository: $repo, password_file: $WORK/pg.pw, role: primary}
+  - {name: far, repository: $far, password_file: $WORK/pg.pw, role: replica}
+sources:
+  - name: db
+    postgres: {dsn_file: $a/db.dsn, pitr: true}
+    schedule: every 1d
+    retention: {keep_last: 2}
+    objectives: {rpo: 10m}
+replication: {interval: 2s, max_backoff: 2s, state_file: $a/replication.json}
+alerts:
+  - {type: webhook, url: "http://127.0.0.1:$hook/alert"}
+agent: {listen: 127.0.0.1:$port, token_file: $a/token, state: $a/agent.db}
+YAML
+  head -c 24 /dev/urandom | base64 > "$a/token"; chmod 600 "$a/token"
+  chown postgres: "$a/lifeboat.yaml" "$a/token"
+  as_pg "$LB" config validate --config "$a/lifeboat.yaml" > "$WORK/validate6.out" 2>&1 || { cat "$WORK/validate6.out"; fail "the plan validates"; }
+  as_pg "$LB" agent --config "$a/lifeboat.yaml" > "$a/agent.log" 2>&1 &
+  AGENT=$!
+  wait_until 60 "the agent's API" eval 'grep -q "API listening" "$a/agent.log"' || { tail -5 "$a/agent.log"; return 1; }
+  api6() { curl -sS --fail-with-body -X "$1" -H "Authorization: Bearer $(cat "$a/token")" "http://127.0.0.1:$port$2"; }
+  newest6() {  # newest6 SITE: the newest copy of db the agent reports there
+    api6 GET /status | python3 -c "import json,sys; s=json.load(sys.stdin); print([x for x in [r for r in s['sources'] if r['name']=='db'][0]['sites'] if x['site']=='$1'][0].get('newest_snapshot'))"
+  }
+  api6 POST /jobs/backup:db/run > /dev/null || fail "run the base backup now"
+  has_base() { as_pg "$LB" -r "$repo" snapshots --records --json | grep -q '"pg-base"'; }
+  wait_until 120 "the agent's base backup" has_base || { tail -5 "$a/agent.log"; return 1; }
+  local base_time; base_time=$(as_pg "$LB" -r "$repo" snapshots --records --json | python3 -c "import json,sys; print([json.loads(l) for l in sys.stdin if '\"pg-base\"' in l][0]['time'])")
+  # WAL after the base backup moves the newest copy (the RPO's clock) past the base backup's time.
+  pq pg6 -c "CREATE TABLE t AS SELECT generate_series(1, 1000) AS x"
+  archived pg6
+  later() { local n; n=$(newest6 "$1"); [ "$n" != None ] && [[ "$n" > "$base_time" ]]; }
+  wait_until 60 "the newest WAL to count at home" later home || { api6 GET /status | head -c 1500; return 1; }
+  wait_until 60 "the records to reach far" later far || { tail -5 "$a/agent.log"; return 1; }
+  # A hole: one record of WAL after the base backup is removed at home; the agent alerts wal_gap once.
+  pq pg6 -c "INSERT INTO t SELECT generate_series(1, 1000)"; archived pg6
+  pq pg6 -c "INSERT INTO t SELECT generate_series(1, 1000)"; archived pg6
+  local victim
+  victim=$(as_pg "$LB" -r "$repo" snapshots --records --json | python3 -c "
+import json, sys
+r = [json.loads(l) for l in sys.stdin]
+w = [x for x in r if x['kind'] == 'pg-wal' and any(len(f['name']) == 24 for f in x['database']['files'])]
+print(w[-2]['id'])")
+  as_pg "$LB" -r "$repo" forget "$victim" > /dev/null
+  gap_alerts() { python3 -c "
+import json, sys
+n = 0
+for l in open('$WORK/hooks6.jsonl'):
+    r = json.loads(l); b = json.loads(r['body'])
+    if b['event'] == 'wal_gap' and b.get('site') == 'home' and not b['resolved']: n += 1
+print(n)" 2>/dev/null || echo 0; }
+  wait_until 60 "a wal_gap alert for home" eval '[ "$(gap_alerts)" -ge 1 ]' || { tail -5 "$a/agent.log"; return 1; }
+  sleep 5   # several replication passes (each refreshes the site): the alert is not repeated
+  [ "$(gap_alerts)" = 1 ] || fail "one wal_gap alert, not one per pass (got $(gap_alerts))"
+  # SIGTERM to the agent itself (AGENT is runuser, which passes its exit status on).
+  pkill -TERM -f "^$LB agent --config $a/lifeboat.yaml"
+  local rc=0; wait "$AGENT" || rc=$?
+  [ $rc = 0 ] || { tail -3 "$a/agent.log"; fail "the agent exits 0 on SIGTERM (got $rc)"; }
+  AGENT=
+}
+
+for t in ${PITR_TESTS:-t_pitr_under_pgbench t_missing_segment_is_named t_wal_push_killed_in_a_loop_loses_nothing t_bad_input t_agent_pitr_source}; do
   run_test "$t"
 done
 echo "pitr: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
