@@ -23,7 +23,7 @@ struct PostgresCommand: AsyncParsableCommand {
         Then `lifeboat pg backup` now and then, and `lifeboat pg restore --time T --target DIR` when needed: it lays
         down the base backup and the recovery settings, and `pg_ctl start` replays to T.
         """,
-        subcommands: [PGWalPush.self, PGWalFetch.self, PGBackup.self, PGRestore.self, PGTimeline.self, PGCheck.self, PGForget.self, PGPushHelper.self])
+        subcommands: [PGWalPush.self, PGWalFetch.self, PGBackup.self, PGRestore.self, PGTimeline.self, PGCheck.self, PGForget.self, PGPushHelper.self, PGFetchHelper.self])
 }
 
 /// Where the records are read: the repository options, or one site of a sites file (`--site`), and which cluster.
@@ -211,8 +211,9 @@ struct PGWalFetch: AsyncParsableCommand {
         Exit 0: the file is at PATH (checked against its checksum). Exit 1: the archive does not hold it (PostgreSQL \
         ends recovery there, or tries another timeline). Exit 126: any other failure (an unreachable site, a damaged \
         record): PostgreSQL then stops recovery instead of ending it early at the wrong point.
-        With --prefetch N (default 8) the next N segments are fetched into the spool at once; later calls take them \
-        from there without opening the repository.
+        With --prefetch N (default 16) a helper started on the first call keeps the repository open and the next N \
+        segments fetched into the spool; later calls take them from there without opening the repository, and \
+        probes for files the archive does not hold are answered from its listing.
 
         \(Examples.pgWalFetch)
         """)
@@ -221,7 +222,7 @@ struct PGWalFetch: AsyncParsableCommand {
     @Argument(help: "The file's name (%f).") var name: String
     @Argument(help: "Where to write it (%p).") var path: String
     @Option(name: .customLong("spool"), help: "Spool folder (or LIFEBOAT_SPOOL; default lifeboat-spool in the data directory).") var spool: String?
-    @Option(name: .customLong("prefetch"), help: "Segments to fetch ahead (0: none).") var prefetch: Int = 8
+    @Option(name: .customLong("prefetch"), help: "Segments to keep fetched ahead by a helper (0: none).") var prefetch: Int = 16
 
     func run() async throws {
         let out = global.output
@@ -243,9 +244,24 @@ struct PGWalFetch: AsyncParsableCommand {
         }
         _ = try Bounds.check(prefetch, 0...256, "--prefetch")
         let spool = Spool(root: spoolPath(self.spool))
-        if prefetch > 0, spool.take(name, to: path) { return 0 }
+        let system = source.cluster ?? localSystemIdentifier().map(String.init)
+        if prefetch > 0 {
+            // Prefetched: no repository open at all.
+            if spool.take(name, to: path) {
+                spool.request(name)
+                try? startHelper(spool, system: system)
+                return 0
+            }
+            // A probe for what the archive does not hold (the next timeline's history, the segment after the end),
+            // answered from the helper's listing while it is at most 5 s old (the helper lists again every 2 s
+            // while the segments it looks for are missing; it keeps the listing when it exits at promotion).
+            if let m = spool.manifest(maxAge: 5), !m.contains(name) {
+                global.output.warn("\(name) is not in the archive")
+                return 1
+            }
+        }
         let repo = try await source.open(global)
-        let catalog = try WALCatalog.select(try await WALStore.catalogs(repo), system: source.cluster ?? localSystemIdentifier().map(String.init))
+        let catalog = try WALCatalog.select(try await WALStore.catalogs(repo), system: system)
         guard catalog.files[name] != nil else {
             global.output.warn("\(name) is not in the archive")
             return 1
@@ -253,17 +269,62 @@ struct PGWalFetch: AsyncParsableCommand {
         try await repo.loadIndex()
         let store = WALStore(repo: repo)
         try await store.fetch(name, catalog: catalog, to: path)
-        // The next segments, into the spool (what PostgreSQL asks for next, unless the timeline changes).
-        guard prefetch > 0, file.kind == .segment, let number = file.segmentNumber(catalog.size) else { return 0 }
-        let have = spool.prefetched()
-        let next = (1...prefetch).map { WALFileName.segment(timeline: file.timeline, number: number + UInt64($0), size: catalog.size) }
-            .filter { catalog.files[$0] != nil && !have.contains($0) }
-        guard !next.isEmpty else { return 0 }
-        try? spool.prepare()
-        _ = await boundedMap(next, width: 2) { n -> Bool in
-            (try? await store.fetch(n, catalog: catalog, to: spool.fetch + "/" + n)) != nil
+        if prefetch > 0, file.kind == .segment, let number = file.segmentNumber(catalog.size) {
+            try? spool.prepare()
+            spool.request(name)
+            try? startHelper(spool, system: system)
+            // While the helper opens the repository, the next two segments from this open one: the calls that
+            // follow at once find them in the spool.
+            let have = spool.prefetched()
+            let next = (1...2).map { WALFileName.segment(timeline: file.timeline, number: number + UInt64($0), size: catalog.size) }
+                .filter { catalog.files[$0] != nil && !have.contains($0) }
+            _ = await boundedMap(next, width: 2) { n in (try? await store.fetch(n, catalog: catalog, to: spool.fetch + "/" + n)) != nil }
         }
         return 0
+    }
+
+    /// Starts the prefetch helper unless one runs for this spool.
+    func startHelper(_ spool: Spool, system: String?) throws {
+        guard !spool.fetchHelperRunning() else { return }
+        var argv = [CommandLine.executablePath, "pg", "wal-fetch-helper", "--spool", spool.root, "--prefetch", String(prefetch)]
+        argv += PGSourceOptions.arguments(global, site: source.site, config: source.config, cluster: system)
+        let log = open(spool.fetch + "/helper.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        defer { if log >= 0 { close(log) } }
+        _ = try Child.spawn(argv, stdout: log >= 0 ? log : nil, stderr: log >= 0 ? log : nil)
+    }
+}
+
+struct PGFetchHelper: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wal-fetch-helper", abstract: "The prefetch helper that `wal-fetch` starts (not run by hand).",
+        shouldDisplay: false)
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var source: PGSourceOptions
+    @Option(name: .customLong("spool")) var spool: String
+    @Option(name: .customLong("prefetch")) var prefetch: Int = 16
+    @Option(name: .customLong("idle"), help: "Seconds without a request before the helper exits.") var idle: Double = 30
+
+    func run() async throws {
+        try await runCommand(global) {
+            let spool = Spool(root: spool)
+            try spool.prepare()
+            guard let lock = spool.lockFetchHelper() else { return 0 }
+            defer { close(lock) }
+            let repo = try await source.open(global)
+            try await repo.loadIndex()
+            var helper = FetchHelper(store: WALStore(repo: repo), spool: spool, system: source.cluster)
+            helper.depth = try Bounds.check(prefetch, 1...256, "--prefetch")
+            helper.idle = try Bounds.check(idle, 1...86400, "--idle")
+            // Started by restore_command, in the data directory: recovery goes on while a signal file is there.
+            let directory = FileManager.default.currentDirectoryPath
+            let recovering = access(directory + "/recovery.signal", F_OK) == 0 || access(directory + "/standby.signal", F_OK) == 0
+            try await helper.run(stop: { stopRequested() }, inRecovery: {
+                !recovering || access(directory + "/recovery.signal", F_OK) == 0 || access(directory + "/standby.signal", F_OK) == 0
+            }, log: { m in
+                FileHandle.standardError.write(Data("\(Timestamp.format(currentTime())) \(m)\n".utf8))
+            })
+            return 0
+        }
     }
 }
 

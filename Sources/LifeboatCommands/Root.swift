@@ -179,7 +179,7 @@ extension LifeboatCommand {
         var rest = Array(args[i...])
         var at = 1
         let groups: [String: Set<String>] = ["key": ["list", "add", "remove", "passwd"], "repair": ["index", "snapshots"],
-                                             "sites": ["status"], "pg": ["wal-push", "wal-fetch", "backup", "restore", "timeline", "check", "forget", "wal-push-helper"]]
+                                             "sites": ["status"], "pg": ["wal-push", "wal-fetch", "backup", "restore", "timeline", "check", "forget", "wal-push-helper", "wal-fetch-helper"]]
         if rest.count > 1, groups[rest[0]]?.contains(rest[1]) == true { at = 2 }
         rest.insert(contentsOf: globals, at: at)
         return rest

@@ -22,6 +22,9 @@ public struct PointInTimeRestore: Sendable {
         /// Turn archiving off in the restored cluster (a drill's copy must not archive into the production archive).
         public var archiveOff = false
         public var restore = RestoreOptions()
+        /// Segments laid into the restored cluster's spool (`lifeboat-spool/fetch/`) with the files, so that the
+        /// first calls of restore_command need no repository open (0: none).
+        public var prefill = 8
         public init(target: String, restoreCommand: String) { self.target = target; self.restoreCommand = restoreCommand }
     }
 
@@ -48,7 +51,7 @@ public struct PointInTimeRestore: Sendable {
         guard ["promote", "pause", "shutdown"].contains(options.action) else {
             throw LifeboatError.invalid("invalid recovery action \"\(options.action)\": use promote, pause or shutdown")
         }
-        let (_, plan, backup) = try await self.plan(repo: repo, system: options.system, target: options.recovery)
+        let (catalog, plan, backup) = try await self.plan(repo: repo, system: options.system, target: options.recovery)
         let target = options.target
         var st = stat()
         if stat(target, &st) == 0 {
@@ -100,10 +103,26 @@ public struct PointInTimeRestore: Sendable {
         case .lsn(let l): what = l.description
         }
         try write("postgresql.auto.conf", "\n# Added by lifeboat pg restore: base backup \(backup.id.short), replay to \(what)\n" + settings.joined(separator: "\n") + "\n", append: true)
+        if options.prefill > 0 {
+            try await prefill(repo: repo, catalog: catalog, plan: plan, target: target, count: options.prefill, uid: uid, gid: gid)
+        }
         chmod(target, 0o700)
         if getuid() == 0 { chown(target, uid, gid) }
         let p = restorer.progress
         return Result(plan: plan, backup: backup, files: p.filesDone, bytes: p.bytesDone, errors: errors, settings: settings)
+    }
+
+    /// The first segments of the replay and the archive's listing, into the spool that restore_command reads.
+    static func prefill(repo: Repository, catalog: WALCatalog, plan: WALChain.Plan, target: String, count: Int, uid: UInt32, gid: UInt32) async throws {
+        let spool = Spool(root: target + "/lifeboat-spool")
+        try spool.prepare()
+        let store = WALStore(repo: repo)
+        let names = plan.reach.run.segments.prefix(count).map(\.name)
+        _ = try await tryBoundedMap(Array(names), width: 2) { n in try await store.fetch(n, catalog: catalog, to: spool.fetch + "/" + n) }
+        spool.writeManifest(Array(catalog.files.keys))
+        if getuid() == 0 {
+            for p in [spool.root, spool.push, spool.fetch, spool.fetch + "/manifest"] + names.map({ spool.fetch + "/" + $0 }) { chown(p, uid, gid) }
+        }
     }
 
     /// A time as recovery_target_time reads it: UTC with microseconds (its precision).

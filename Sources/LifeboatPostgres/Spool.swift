@@ -220,3 +220,101 @@ public struct PushHelper: Sendable {
         return (result.stored.map(\.name) + result.alreadyArchived, c, names)
     }
 }
+
+extension Spool {
+    /// The last file PostgreSQL asked `wal-fetch` for: the fetch helper keeps the segments after it in the spool.
+    public func request(_ name: String) { try? writeFileAtomically(fetch + "/requested", Data(name.utf8)) }
+    public func requested() -> String? {
+        FileManager.default.contents(atPath: fetch + "/requested").map { String(decoding: $0.prefix(64), as: UTF8.self) }
+    }
+
+    /// The names the archive held when the fetch helper last listed it, and how old that listing is: a miss is
+    /// answered from it ("not in the archive") without opening the repository while it is fresh.
+    public func manifest(maxAge: Double) -> Set<String>? {
+        let p = fetch + "/manifest"
+        var st = stat()
+        guard stat(p, &st) == 0, Date().timeIntervalSince1970 - Double(st.st_mtim.tv_sec) <= maxAge,
+              let d = FileManager.default.contents(atPath: p) else { return nil }
+        return Set(String(decoding: d, as: UTF8.self).split(separator: "\n").map(String.init))
+    }
+
+    public func writeManifest(_ names: [String]) { try? writeFileAtomically(fetch + "/manifest", Data(names.sorted().joined(separator: "\n").utf8)) }
+
+    public func lockFetchHelper() -> Int32? {
+        let fd = open(fetch + "/helper.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return nil }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 { close(fd); return nil }
+        return fd
+    }
+
+    public func fetchHelperRunning() -> Bool {
+        guard let fd = lockFetchHelper() else { return true }
+        close(fd)
+        return false
+    }
+}
+
+/// The long-lived helper of `wal-fetch`: the repository opened once, the segments after the last one PostgreSQL
+/// asked for fetched into the spool (at most `depth` waiting), and the archive's listing kept in the spool so that
+/// PostgreSQL's probes for files that do not exist (the next timeline's history, the segment after the end) are
+/// answered without a repository open. Exits after `idle` seconds without a new request.
+public struct FetchHelper: Sendable {
+    public var store: WALStore
+    public var spool: Spool
+    public var system: String?
+    public var depth = 16
+    public var idle: Double = 30
+    public init(store: WALStore, spool: Spool, system: String?) { self.store = store; self.spool = spool; self.system = system }
+
+    /// `inRecovery`: whether the server still recovers (its recovery.signal or standby.signal is there); once it
+    /// has promoted, the helper removes what it fetched ahead and exits.
+    public func run(stop: @Sendable () -> Bool, inRecovery: @Sendable () -> Bool = { true },
+                    log: @Sendable (String) -> Void) async throws {
+        var catalog = try WALCatalog.select(try await WALStore.catalogs(store.repo), system: system)
+        var listed = ContinuousClock.now
+        spool.writeManifest(Array(catalog.files.keys))
+        var last: String? = nil
+        var lastChange = ContinuousClock.now
+        var failures = 0
+        defer { if !inRecovery() { spool.prefetched().forEach { unlink(spool.fetch + "/" + $0) } } }
+        while !stop() && inRecovery() {
+            let req = spool.requested()
+            if req != last { last = req; lastChange = .now }
+            if ContinuousClock.now - lastChange > .seconds(idle) { return }
+            guard let r = req, let file = WALFileName(r), file.kind == .segment, let number = file.segmentNumber(catalog.size) else {
+                try? await Task.sleep(for: .milliseconds(20)); continue
+            }
+            let have = spool.prefetched()
+            let ahead = (1...max(1, depth)).map { WALFileName.segment(timeline: file.timeline, number: number + UInt64($0), size: catalog.size) }
+            var todo = ahead.filter { !have.contains($0) && catalog.files[$0] != nil }
+            // Names the catalog lacks may have been archived since: list again (and read the index again, which
+            // describes their data), at most every 2 s.
+            if ahead.contains(where: { catalog.files[$0] == nil }) && ContinuousClock.now - listed > .seconds(2) {
+                let fresh = try WALCatalog.select(try await WALStore.catalogs(store.repo), system: catalog.system)
+                listed = .now
+                if fresh.files.count != catalog.files.count { try await store.repo.loadIndex() }
+                catalog = fresh
+                spool.writeManifest(Array(catalog.files.keys))
+                todo = ahead.filter { !have.contains($0) && catalog.files[$0] != nil }
+            }
+            if todo.isEmpty { try? await Task.sleep(for: .milliseconds(20)); continue }
+            // In order, two at a time: the next one PostgreSQL needs comes first.
+            let store = self.store, spool = self.spool, c = catalog
+            var failed = false
+            for chunk in stride(from: 0, to: todo.count, by: 2).map({ Array(todo[$0..<min($0 + 2, todo.count)]) }) {
+                let errors = await boundedMap(chunk, width: 2) { n -> String? in
+                    do { try await store.fetch(n, catalog: c, to: spool.fetch + "/" + n); return nil } catch { return "\(n): \(error)" }
+                }
+                for case let e? in errors { failed = true; if failures < 20 { log("prefetch failed: \(e)") } }
+                if failed || spool.requested() != last { break }
+            }
+            // A failing fetch (wal-fetch itself will report it when PostgreSQL asks) is retried after a pause.
+            if failed {
+                failures += 1
+                try? await Task.sleep(for: .seconds(min(5, Double(failures))))
+            } else {
+                failures = 0
+            }
+        }
+    }
+}
