@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # release-only crash that the debug build could not show (docs/ARCHITECTURE.md, "Tests").
 BIN := .build/release/lifeboat
 
-.PHONY: deps build test unit integration demo bench bench-failover bench-plan bench-agent bench-drills fuzz clean
+.PHONY: deps build test unit integration demo bench bench-failover bench-plan bench-agent bench-drills bench-pitr fuzz clean
 
 deps:
 	@scripts/install-deps.sh
@@ -58,6 +58,12 @@ bench-plan: build
 bench-drills: deps
 	swift build -c release --product lifeboat
 	python3 bench/drills.py
+
+# PostgreSQL archiving and point-in-time recovery beside pgBackRest 2.45 (pgbench scale 100, 8 clients, 5 minutes;
+# a backlog of 500 segments): archive lag, backlog drain, base backup, restore with replay, repository size.
+bench-pitr: deps
+	swift build -c release --product lifeboat
+	python3 bench/pitr.py
 
 # libFuzzer on the parsers (tree, index, pack header, object framing, YAML configs, HTTP ranges), FUZZ_SECONDS each.
 fuzz: deps
