@@ -53,8 +53,9 @@ struct PGSourceOptions: ParsableArguments {
         if let site {
             a += ["--site", site]
             if let config { a += ["--config", absolutePath(config)] }
-        } else if let r = global.repo {
-            a += ["--repo", r.contains(":") && !r.hasPrefix("/") && !r.hasPrefix("local:") ? r : absolutePath(r.hasPrefix("local:") ? String(r.dropFirst(6)) : r)]
+        } else if let r = global.repo ?? ProcessInfo.processInfo.environment["LIFEBOAT_REPOSITORY"], !r.isEmpty {
+            // A password in the location (rest:https://USER:PASS@…) is left out: it comes from LIFEBOAT_REST_PASSWORD.
+            a += ["--repo", r.contains(":") && !r.hasPrefix("/") && !r.hasPrefix("local:") ? withoutPassword(r) : absolutePath(r.hasPrefix("local:") ? String(r.dropFirst(6)) : r)]
         }
         // The password's file (never the password itself: LIFEBOAT_PASSWORD alone cannot be passed on).
         if let f = global.passwordFile ?? ProcessInfo.processInfo.environment["LIFEBOAT_PASSWORD_FILE"], site == nil {
@@ -66,6 +67,14 @@ struct PGSourceOptions: ParsableArguments {
         if let cluster { a += ["--cluster", cluster] }
         return a
     }
+}
+
+/// A location without the password of its user information (`rest:https://u:p@h/x` → `rest:https://u@h/x`).
+func withoutPassword(_ location: String) -> String {
+    guard let scheme = location.range(of: "://"), let at = location[scheme.upperBound...].firstIndex(of: "@") else { return location }
+    let user = location[scheme.upperBound..<at]
+    guard let colon = user.firstIndex(of: ":") else { return location }
+    return String(location[..<colon]) + String(location[at...])
 }
 
 func absolutePath(_ p: String) -> String {
@@ -129,9 +138,7 @@ struct PGWalPush: AsyncParsableCommand {
         let name = input.name.name
         switch spool.ack(name) {
         case .ok: spool.consume(name); return 0
-        case .failed(let m):
-            spool.clear(name)
-            throw LifeboatError(.io, "archiving \(name) failed: \(m)")
+        case .failed: spool.clear(name)  // from an earlier try: this call tries again
         case nil: break
         }
         try spool.want(name, path: absolutePath(input.path))
@@ -263,6 +270,10 @@ struct PGWalFetch: AsyncParsableCommand {
         let repo = try await source.open(global)
         let catalog = try WALCatalog.select(try await WALStore.catalogs(repo), system: system)
         guard catalog.files[name] != nil else {
+            // Absent from what could be read; a damaged record might hold it: ending recovery here could be wrong.
+            if catalog.unreadable > 0 {
+                throw LifeboatError(.corrupt, "\(name) is in no readable record, but \(catalog.unreadable) record(s) of the repository cannot be read: it may be in one of them (see `lifeboat check`)")
+            }
             global.output.warn("\(name) is not in the archive")
             return 1
         }
@@ -426,8 +437,9 @@ struct PGRestore: AsyncParsableCommand {
             let out = global.output
             let goal = try recoveryTarget(time: time, lsn: lsn, latest: latest)
             let repo = try await source.open(global)
-            let fetchArgs = [CommandLine.executablePath, "pg", "wal-fetch"] + source.arguments(global) + ["%f", "%p"]
-            let command = restoreCommand ?? fetchArgs.map(shellQuote).joined(separator: " ")
+            // PostgreSQL replaces %f, %p, %r and %% in restore_command: a % of a path is doubled.
+            let fetchArgs = ([CommandLine.executablePath, "pg", "wal-fetch"] + source.arguments(global)).map { shellQuote($0).replacingOccurrences(of: "%", with: "%%") }
+            let command = restoreCommand ?? (fetchArgs + ["%f", "%p"]).joined(separator: " ")
             var opts = PointInTimeRestore.Options(target: absolutePath(target), restoreCommand: command)
             opts.recovery = goal
             opts.system = source.cluster

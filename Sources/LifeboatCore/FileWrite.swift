@@ -1,13 +1,16 @@
 import Foundation
 
 /// Replaces `path` with `data` crash-safely: a temporary file beside it, fsync, rename, fsync of the directory.
-/// A crash leaves either the old file or the new one, never a mix.
-public func writeFileAtomically(_ path: String, _ data: Data, mode: mode_t = 0o600) throws {
+/// A crash leaves either the old file or the new one, never a mix. `durable: false` leaves out the fsyncs, for
+/// files that are whole or absent but need not survive a crash (a cache that is fetched again).
+public func writeFileAtomically(_ path: String, _ data: Data, mode: mode_t = 0o600, durable: Bool = true) throws {
     let dir = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
     let tmp = "\(path).tmp-\(getpid())"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+    // A leftover of a crash (or a planted link) is removed; the new file is created, never opened through a link.
+    unlink(tmp)
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
     guard fd >= 0 else { throw LifeboatError(.io, "cannot write \(tmp): \(String(cString: strerror(errno)))") }
-    let ok = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) == $0.count } && fsync(fd) == 0
+    let ok = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) == $0.count } && (!durable || fsync(fd) == 0)
     let e = errno
     close(fd)
     guard ok else {
@@ -19,6 +22,7 @@ public func writeFileAtomically(_ path: String, _ data: Data, mode: mode_t = 0o6
         unlink(tmp)
         throw LifeboatError(.io, "cannot write \(path): \(String(cString: strerror(e)))")
     }
+    guard durable else { return }
     let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     if dfd >= 0 { fsync(dfd); close(dfd) }
 }

@@ -37,7 +37,8 @@ public struct BaseBackup: Sendable {
     /// What is left out of a data directory, as pgBackRest and pg_basebackup leave it out: WAL (the archive holds
     /// it), server runtime state, temporary files, and recovery signals.
     public static func excludes(dataDirectory d: String) -> [String] {
-        ["pg_wal/*", "pg_replslot/*", "pg_dynshmem/*", "pg_notify/*", "pg_serial/*", "pg_snapshots/*", "pg_stat_tmp/*",
+        // global/pg_control is copied last, apart (backup): on a standby its minimum recovery point ends the backup.
+        ["global/pg_control", "pg_wal/*", "pg_replslot/*", "pg_dynshmem/*", "pg_notify/*", "pg_serial/*", "pg_snapshots/*", "pg_stat_tmp/*",
          "pg_subtrans/*", "postmaster.pid", "postmaster.opts", "backup_label", "backup_label.old", "tablespace_map",
          "recovery.signal", "standby.signal", "recovery.conf"].map { "\(d)/\($0)" }
             + ["\(d)/**/pgsql_tmp*", "\(d)/**/pg_internal.init", "\(d)/lifeboat-spool"]
@@ -74,7 +75,8 @@ public struct BaseBackup: Sendable {
             throw LifeboatError.invalid("archive_mode is \(archiveMode): a base backup is useless without the WAL after it; set archive_mode = on and archive_command = 'lifeboat pg wal-push %p' (a restart), then back up")
         }
         var warnings: [String] = []
-        if !f[6].contains("lifeboat") { warnings.append("archive_command is \"\(f[6].prefix(100))\", not lifeboat's: the backup waits for its WAL in this repository") }
+        // Not echoed: another tool's archive_command may carry its credentials.
+        if !f[6].contains("lifeboat") { warnings.append("archive_command is not lifeboat's: the backup waits for its WAL in this repository") }
         // The data directory must be this host's: the files are read here.
         guard BaseBackup.systemIdentifier(dataDirectory: dataDir) == system else {
             throw LifeboatError.invalid("the server's data directory \(dataDir) is not readable here as system \(system) (run lifeboat on the database host, as a user that can read the data directory)")
@@ -104,6 +106,8 @@ public struct BaseBackup: Sendable {
             guard serious.isEmpty else {
                 throw LifeboatError(.io, "\(serious.count) file(s) of the data directory could not be read (first: \(serious[0].path): \(serious[0].message)); no base backup was recorded")
             }
+            // pg_control after every other file and before the stop, as pg_basebackup copies it.
+            let tree = try await addControlFile(repo: repo, root: snap.tree, dataDirectory: dataDir)
             let b64 = { (e: String) in "translate(encode(convert_to(coalesce(\(e), ''), 'UTF8'), 'base64'), E'\\n', '')" }
             let rows = try await s.query("SELECT lsn, \(b64("labelfile")), \(b64("spcmapfile")), extract(epoch FROM clock_timestamp()) FROM pg_backup_stop(true)")
             guard let r = rows.first, r.count == 4, let stop = LSN(r[0]),
@@ -125,6 +129,7 @@ public struct BaseBackup: Sendable {
             db.standby = standby
             try await waitForWAL(repo: repo, system: sys, size: seg, record: db, timeout: waitTimeout, log: log)
             var snap = snap
+            snap.tree = tree
             snap.kind = "pg-base"
             snap.database = db
             return snap
@@ -133,6 +138,44 @@ public struct BaseBackup: Sendable {
         let result = try await archiver.run()
         return Result(id: result.snapshotID, snapshot: result.snapshot, vanished: result.errors.filter(\.vanished).count,
                       changed: result.errors.filter(\.changed).count, warnings: warnings)
+    }
+
+    /// Stores `global/pg_control` and returns the root tree with it added under the data directory's path.
+    static func addControlFile(repo: Repository, root: ID, dataDirectory: String) async throws -> ID {
+        let path = dataDirectory + "/global/pg_control"
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size > 0, st.st_size <= 1 << 20 else {
+            throw LifeboatError(.io, "cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        let bytes = try WALStore.readWhole(path, size: Int(st.st_size))
+        var node = Node(name: Array("pg_control".utf8), type: .file)
+        node.mode = UInt32(st.st_mode & 0o7777)
+        node.uid = st.st_uid; node.gid = st.st_gid
+        node.mtimeNs = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+        node.ctimeNs = Int64(st.st_ctim.tv_sec) * 1_000_000_000 + Int64(st.st_ctim.tv_nsec)
+        node.inode = UInt64(st.st_ino); node.device = UInt64(st.st_dev)
+        node.size = UInt64(bytes.count)
+        node.content = try await WALStore.store(bytes, repo: repo)
+        let components = (dataDirectory + "/global").split(separator: "/").map { Array($0.utf8) }
+        let newRoot = try await insert(node, into: root, at: components[...], repo: repo)
+        try await repo.flush()
+        return newRoot
+    }
+
+    /// The tree `tree` with `node` put into the folder at `path` below it (every tree on the way saved anew).
+    static func insert(_ node: Node, into tree: ID, at path: ArraySlice<[UInt8]>, repo: Repository) async throws -> ID {
+        var t = try await repo.loadTree(tree)
+        if let first = path.first {
+            guard let i = t.nodes.firstIndex(where: { $0.name == first }), t.nodes[i].type == .dir, let sub = t.nodes[i].subtree else {
+                throw LifeboatError(.io, "the backup's tree lacks the folder \(String(decoding: first, as: UTF8.self))")
+            }
+            t.nodes[i].subtree = try await insert(node, into: sub, at: path.dropFirst(), repo: repo)
+        } else {
+            t.nodes.removeAll { $0.name == node.name }
+            t.nodes.append(node)
+            t.nodes.sort { $0.name.lexicographicallyPrecedes($1.name) }
+        }
+        return try await repo.saveTree(t).id
     }
 
     /// The system identifier in a data directory's `global/pg_control` (its first eight bytes), if readable.

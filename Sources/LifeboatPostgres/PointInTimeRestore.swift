@@ -63,6 +63,12 @@ public struct PointInTimeRestore: Sendable {
         guard let db = backup.snapshot.database, let dataDir = backup.snapshot.paths.first, let label = db.label else {
             throw LifeboatError.corrupt("base backup \(backup.id.short) has no data directory or backup label")
         }
+        // The label PostgreSQL will trust must say what the record says (the WAL range the plan checked), and no
+        // tablespace map (base backups refuse tablespaces; a map would point PostgreSQL's links anywhere).
+        try checkLabel(label, backup: backup.point, id: backup.id)
+        if let map = db.tablespaceMap, !map.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            throw LifeboatError.corrupt("base backup \(backup.id.short) carries a tablespace map, which Lifeboat's base backups never write: the record is not trustworthy")
+        }
         let restorer = progress ?? Restorer(repository: repo, options: options.restore)
         let node = try await Restorer.resolve(repo: repo, tree: backup.snapshot.tree, subpath: dataDir, snapshot: (backup.id, backup.snapshot))
         try await restorer.restore(node: node, snapshotPath: dataDir, target: target)
@@ -70,22 +76,37 @@ public struct PointInTimeRestore: Sendable {
         guard errors.isEmpty else {
             throw LifeboatError(.io, "\(errors.count) file(s) of base backup \(backup.id.short) could not be restored (first: \(errors[0].path): \(errors[0].message)): the folder \(target) is not a usable cluster")
         }
-        // What the backup left out, and the files that make the copy a recovery.
+        // What the backup left out, and the files that make the copy a recovery. None of them may be a symlink
+        // (a pg_wal linked elsewhere, kept by the backup, would send the restored server's WAL into another
+        // cluster's folder): links are replaced by folders and files of the restored copy's own.
         let uid = node.uid, gid = node.gid
         for d in ["pg_wal", "pg_wal/archive_status", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots",
                   "pg_stat_tmp", "pg_subtrans", "pg_tblspc", "pg_logical", "pg_logical/snapshots", "pg_logical/mappings"] {
             let p = target + "/" + d
-            if mkdir(p, 0o700) == 0, getuid() == 0 { chown(p, uid, gid) }
+            var st = stat()
+            if lstat(p, &st) == 0 {
+                if (st.st_mode & S_IFMT) == S_IFDIR { continue }
+                guard (st.st_mode & S_IFMT) == S_IFLNK, unlink(p) == 0 else {
+                    throw LifeboatError.corrupt("\(d) in base backup \(backup.id.short) is not a folder: the copy is not a data directory")
+                }
+            }
+            guard mkdir(p, 0o700) == 0 else { throw LifeboatError(.io, "cannot create \(p): \(String(cString: strerror(errno)))") }
+            if getuid() == 0 { lchown(p, uid, gid) }
         }
         func write(_ name: String, _ text: String, append: Bool = false) throws {
             let p = target + "/" + name
+            var st = stat()
             var data = Data(text.utf8)
-            if append, let old = FileManager.default.contents(atPath: p) { data = old + data }
+            if lstat(p, &st) == 0 {
+                guard (st.st_mode & S_IFMT) == S_IFREG else {
+                    throw LifeboatError.corrupt("\(name) in base backup \(backup.id.short) is not a regular file: refusing to write through it")
+                }
+                if append, let old = FileManager.default.contents(atPath: p) { data = old + data }
+            }
             try writeFileAtomically(p, data, mode: 0o600)
-            if getuid() == 0 { chown(p, uid, gid) }
+            if getuid() == 0 { lchown(p, uid, gid) }
         }
         try write("backup_label", label)
-        if let map = db.tablespaceMap { try write("tablespace_map", map) }
         try write("recovery.signal", "")
         var settings = ["restore_command = '\(options.restoreCommand.replacingOccurrences(of: "'", with: "''"))'"]
         switch options.recovery {
@@ -107,21 +128,38 @@ public struct PointInTimeRestore: Sendable {
             try await prefill(repo: repo, catalog: catalog, plan: plan, target: target, count: options.prefill, uid: uid, gid: gid)
         }
         chmod(target, 0o700)
-        if getuid() == 0 { chown(target, uid, gid) }
+        if getuid() == 0 { lchown(target, uid, gid) }
         let p = restorer.progress
         return Result(plan: plan, backup: backup, files: p.filesDone, bytes: p.bytesDone, errors: errors, settings: settings)
+    }
+
+    /// `START WAL LOCATION` and `START TIMELINE` of a backup label against the record's.
+    static func checkLabel(_ label: String, backup: BaseBackupPoint, id: ID) throws {
+        var start: LSN? = nil, timeline: UInt32? = nil
+        for line in label.split(separator: "\n") {
+            if line.hasPrefix("START WAL LOCATION:") {
+                start = line.dropFirst("START WAL LOCATION:".count).split(separator: " ").first.flatMap { LSN(String($0)) }
+            } else if line.hasPrefix("START TIMELINE:") {
+                timeline = UInt32(line.dropFirst("START TIMELINE:".count).trimmingCharacters(in: .whitespaces))
+            }
+        }
+        guard start == backup.start, timeline == nil || timeline == backup.timeline else {
+            throw LifeboatError.corrupt("the backup label of base backup \(id.short) does not match its record (label: \(start?.description ?? "no start"), timeline \(timeline.map(String.init) ?? "?"); record: \(backup.start), timeline \(backup.timeline)): the record is not trustworthy")
+        }
     }
 
     /// The first segments of the replay and the archive's listing, into the spool that restore_command reads.
     static func prefill(repo: Repository, catalog: WALCatalog, plan: WALChain.Plan, target: String, count: Int, uid: UInt32, gid: UInt32) async throws {
         let spool = Spool(root: target + "/lifeboat-spool")
+        // Whatever the copy holds there (base backups leave it out; a hostile tree might not) goes first.
+        try? FileManager.default.removeItem(atPath: spool.root)
         try spool.prepare()
         let store = WALStore(repo: repo)
         let names = plan.reach.run.segments.prefix(count).map(\.name)
         _ = try await tryBoundedMap(Array(names), width: 2) { n in try await store.fetch(n, catalog: catalog, to: spool.fetch + "/" + n) }
-        spool.writeManifest(Array(catalog.files.keys))
+        if catalog.unreadable == 0 { spool.writeManifest(Array(catalog.files.keys)) }
         if getuid() == 0 {
-            for p in [spool.root, spool.push, spool.fetch, spool.fetch + "/manifest"] + names.map({ spool.fetch + "/" + $0 }) { chown(p, uid, gid) }
+            for p in [spool.root, spool.push, spool.fetch, spool.fetch + "/manifest"] + names.map({ spool.fetch + "/" + $0 }) { lchown(p, uid, gid) }
         }
     }
 

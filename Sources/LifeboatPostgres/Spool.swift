@@ -151,7 +151,9 @@ public struct PushHelper: Sendable {
         var loaded = false
         var lastWork = ContinuousClock.now
         var backoff = 0.05
-        var indexNames: Set<String>? = nil
+        // The index as loaded now (read again here, so that a prune since the caller's load is seen).
+        var indexNames: Set<String>? = Set(try await store.repo.backend.list(.index).map(\.name))
+        try await store.repo.loadIndex()
         var acknowledged = Set<String>()
         while !stop() {
             if !loaded {
@@ -186,7 +188,8 @@ public struct PushHelper: Sendable {
                 // The repository failed (network, lock, disk): every file of the batch fails this time; the next
                 // archive_command call retries. The catalog is read again (another writer may have moved on).
                 let message = "\(error)"
-                for t in todo { spool.fail(t.name.name, message) }
+                let wanted = Set(spool.wants().map(\.name.name))
+                for t in todo where wanted.contains(t.name.name) { spool.fail(t.name.name, message) }
                 log("archiving failed: \(message)")
                 loaded = false
                 try? await Task.sleep(for: .seconds(backoff))
@@ -199,20 +202,21 @@ public struct PushHelper: Sendable {
     /// The repository's index is loaded once; when a batch finds that index files have gone since (a prune or an
     /// index rebuild ran between batches), it is read again, so that no new record refers to a blob pruned meanwhile.
     func push(_ todo: [WALInput], catalog: WALCatalog?, indexNames: Set<String>?) async throws -> (done: [String], catalog: WALCatalog?, indexNames: Set<String>?) {
-        var good: [WALInput] = []
+        var good: [WALStore.Read] = []
+        let expected = system ?? catalog.flatMap { UInt64($0.system) }
         for t in todo {
-            do { _ = try WALStore.read(t, expectedSystem: system ?? catalog.flatMap { UInt64($0.system) }) } catch {
+            // Read once: checked here, stored from these bytes.
+            do { good.append(try WALStore.read(t, expectedSystem: expected)) } catch {
                 spool.fail(t.name.name, "\(error)")
                 continue
             }
-            good.append(t)
         }
         guard !good.isEmpty else { return ([], catalog, indexNames) }
         let store = self.store, system = self.system, before = indexNames
         let (result, names) = try await store.repo.withLock(.shared, operation: "wal-push") { () -> (WALStore.PushResult, Set<String>) in
             let now = Set(try await store.repo.backend.list(.index).map(\.name))
             if let before, !before.isSubset(of: now) { try await store.repo.loadIndex() }
-            let r = try await store.push(good, system: system, known: catalog)
+            let r = try await store.store(good, system: system, known: catalog)
             return (r, Set(try await store.repo.backend.list(.index).map(\.name)))
         }
         var c = catalog
@@ -223,7 +227,7 @@ public struct PushHelper: Sendable {
 
 extension Spool {
     /// The last file PostgreSQL asked `wal-fetch` for: the fetch helper keeps the segments after it in the spool.
-    public func request(_ name: String) { try? writeFileAtomically(fetch + "/requested", Data(name.utf8)) }
+    public func request(_ name: String) { try? writeFileAtomically(fetch + "/requested", Data(name.utf8), durable: false) }
     public func requested() -> String? {
         FileManager.default.contents(atPath: fetch + "/requested").map { String(decoding: $0.prefix(64), as: UTF8.self) }
     }
@@ -238,7 +242,7 @@ extension Spool {
         return Set(String(decoding: d, as: UTF8.self).split(separator: "\n").map(String.init))
     }
 
-    public func writeManifest(_ names: [String]) { try? writeFileAtomically(fetch + "/manifest", Data(names.sorted().joined(separator: "\n").utf8)) }
+    public func writeManifest(_ names: [String]) { try? writeFileAtomically(fetch + "/manifest", Data(names.sorted().joined(separator: "\n").utf8), durable: false) }
 
     public func lockFetchHelper() -> Int32? {
         let fd = open(fetch + "/helper.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
@@ -266,13 +270,18 @@ public struct FetchHelper: Sendable {
     public var idle: Double = 30
     public init(store: WALStore, spool: Spool, system: String?) { self.store = store; self.spool = spool; self.system = system }
 
+    /// The listing for probes, only when every record could be read (else a miss is no proof of absence).
+    func publish(_ c: WALCatalog) {
+        if c.unreadable == 0 { spool.writeManifest(Array(c.files.keys)) } else { unlink(spool.fetch + "/manifest") }
+    }
+
     /// `inRecovery`: whether the server still recovers (its recovery.signal or standby.signal is there); once it
     /// has promoted, the helper removes what it fetched ahead and exits.
     public func run(stop: @Sendable () -> Bool, inRecovery: @Sendable () -> Bool = { true },
                     log: @Sendable (String) -> Void) async throws {
         var catalog = try WALCatalog.select(try await WALStore.catalogs(store.repo), system: system)
         var listed = ContinuousClock.now
-        spool.writeManifest(Array(catalog.files.keys))
+        publish(catalog)
         var last: String? = nil
         var lastChange = ContinuousClock.now
         var failures = 0
@@ -294,7 +303,7 @@ public struct FetchHelper: Sendable {
                 listed = .now
                 if fresh.files.count != catalog.files.count { try await store.repo.loadIndex() }
                 catalog = fresh
-                spool.writeManifest(Array(catalog.files.keys))
+                publish(catalog)
                 todo = ahead.filter { !have.contains($0) && catalog.files[$0] != nil }
             }
             if todo.isEmpty { try? await Task.sleep(for: .milliseconds(20)); continue }

@@ -19,6 +19,12 @@ public struct WALCatalog: Sendable {
     }
     public let system: String
     public let size: SegmentSize
+    /// False while the cluster's records hold timeline histories only (archived before any segment): the size is
+    /// then the default, and nothing is checked against it.
+    public private(set) var sizeKnown = true
+    /// Records of the repository that could not be read (damaged, or unreadable here): a file not found may be in
+    /// one of them, so a miss is not proof of absence (wal-fetch then fails instead of ending recovery).
+    public var unreadable = 0
     public private(set) var files: [String: Entry] = [:]
     /// Names archived twice with different contents (the first one stays the one restored).
     public private(set) var conflicts: [String] = []
@@ -59,7 +65,7 @@ public struct WALCatalog: Sendable {
             out[db.system] = c
         }
         for (id, s, db) in sizeless {
-            var c = out[db.system] ?? WALCatalog(system: db.system, size: .default)
+            var c = out[db.system] ?? { var n = WALCatalog(system: db.system, size: .default); n.sizeKnown = false; return n }()
             c.addWAL(id, s, db)
             out[db.system] = c
         }

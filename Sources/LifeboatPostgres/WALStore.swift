@@ -5,6 +5,7 @@ import LifeboatCrypto
 import LifeboatRepository
 import LifeboatSnapshot
 import LifeboatWAL
+import Synchronization
 
 /// A WAL file to archive: where it is, and its name (`%f`).
 public struct WALInput: Sendable {
@@ -41,9 +42,44 @@ public struct WALStore: Sendable {
         public var alreadyArchived: [String] = []
     }
 
-    /// The catalog of every cluster in the repository (a listing of the records).
+    /// The catalog of every cluster in the repository (a listing of the records). Records already decoded by this
+    /// process are not read again (their names are their contents' hashes); unreadable ones are counted.
     public static func catalogs(_ repo: Repository) async throws -> [String: WALCatalog] {
-        WALCatalog.build(try await repo.listSnapshots())
+        let (snaps, unreadable) = try await listing(repo)
+        var out = WALCatalog.build(snaps)
+        for k in out.keys { out[k]!.unreadable = unreadable }
+        return out
+    }
+
+    static let decoded = Mutex<[String: Snapshot]>([:])
+
+    /// Every snapshot of the repository, decoded ones from this process's cache.
+    static func listing(_ repo: Repository) async throws -> ([(id: ID, snapshot: Snapshot)], Int) {
+        let ids = try await repo.backend.list(.snapshots).compactMap { ID(hex: $0.name) }
+        let prefix = repo.config.id + "/"
+        var found: [(id: ID, snapshot: Snapshot)] = []
+        var missing: [ID] = []
+        decoded.withLock { d in
+            for id in ids { if let s = d[prefix + id.hex] { found.append((id, s)) } else { missing.append(id) } }
+        }
+        // Results in input order, zipped with the IDs: an (ID, Result) tuple as the task's result came back with a
+        // garbled ID in release builds (Swift 6.3.1, -O), as ARCHITECTURE.md notes.
+        let loaded = await boundedMap(missing, width: 16) { id -> Result<Snapshot, any Error> in
+            do { return .success(try await repo.loadSnapshot(id)) } catch { return .failure(error) }
+        }
+        var unreadable = 0
+        for (id, r) in zip(missing, loaded) {
+            switch r {
+            case .success(let s): found.append((id, s))
+            case .failure(let e as LifeboatError) where e.code == .notFound: break  // removed since the listing
+            case .failure: unreadable += 1
+            }
+        }
+        decoded.withLock { d in
+            if d.count > 200_000 { d.removeAll() }
+            for (id, s) in found { d[prefix + id.hex] = s }
+        }
+        return (found, unreadable)
     }
 
     static let maxSmallFile = 64 << 10
@@ -121,6 +157,13 @@ public struct WALStore: Sendable {
         let reads = try await tryBoundedMap(inputs, width: width) { input in
             try WALStore.read(input, expectedSystem: expected)
         }
+        return try await store(reads, system: system, known: known)
+    }
+
+    /// Stores files already read and checked (`read`), as one record.
+    func store(_ reads: [Read], system: UInt64?, known: WALCatalog?) async throws -> PushResult {
+        guard !reads.isEmpty else { return PushResult() }
+        let expected = system ?? known.flatMap { UInt64($0.system) }
         var result = PushResult()
         var todo: [Read] = []
         for r in reads {
@@ -144,10 +187,10 @@ public struct WALStore: Sendable {
         // The segment size: the segments' own, else the archive's; a record of histories alone before any segment
         // of its cluster is archived says 0 (unknown), and joins its cluster's catalog when that has one.
         let sizes = Set(todo.compactMap(\.size))
-        guard sizes.count <= 1, known.map({ k in sizes.allSatisfy { $0 == k.size } }) ?? true else {
+        guard sizes.count <= 1, known.map({ k in !k.sizeKnown || sizes.allSatisfy { $0 == k.size } }) ?? true else {
             throw LifeboatError.invalid("the WAL segments' size differs from the archive's (\(known?.size.bytes ?? 0) bytes)")
         }
-        let segSize = sizes.first?.bytes ?? known?.size.bytes ?? 0
+        let segSize = sizes.first?.bytes ?? (known?.sizeKnown == true ? known!.size.bytes : 0)
         let repo = self.repo
         let nodes = try await tryBoundedMap(todo, width: width) { r -> Node in
             var node = Node(name: Array(r.record.name.utf8), type: .file)
@@ -170,34 +213,36 @@ public struct WALStore: Sendable {
         return result
     }
 
-    /// Chunks bytes with the repository's chunker and stores the chunks.
+    /// Chunks bytes with the repository's chunker and stores each chunk as it comes (no second copy of the file).
     static func store(_ bytes: [UInt8], repo: Repository) async throws -> [ID] {
         var chunker = StreamChunker(cdc: repo.chunker, sizeHint: bytes.count)
         var offset = 0
-        var chunks: [[UInt8]] = []
-        while let c = try bytes.withUnsafeBytes({ src in
-            try chunker.next(read: { buf in
-                let n = min(buf.count, src.count - offset)
-                if n > 0 { buf.baseAddress!.copyMemory(from: src.baseAddress! + offset, byteCount: n) }
-                offset += n
-                return n
-            })
-        }) {
-            chunks.append(c)
-        }
         var ids: [ID] = []
-        for c in chunks { ids.append(try await repo.saveBlob(.data, c).id) }
+        while true {
+            let c = try bytes.withUnsafeBytes { src in
+                try chunker.next(read: { buf in
+                    let n = min(buf.count, src.count - offset)
+                    if n > 0 { buf.baseAddress!.copyMemory(from: src.baseAddress! + offset, byteCount: n) }
+                    offset += n
+                    return n
+                })
+            }
+            guard let c else { break }
+            ids.append(try await repo.saveBlob(.data, c).id)
+        }
         return ids
     }
 
     /// Writes archived file `name` to `path` (crash-safe: a temporary file, fsync, rename), after checking its
     /// SHA-256 against the record's. Throws `.notFound` when the archive does not hold it.
+    /// Whole or absent, never partly written; not fsynced (PostgreSQL asks again after a crash, and a prefetched
+    /// file is fetched again).
     public func fetch(_ name: String, catalog: WALCatalog, to path: String) async throws {
         guard let entry = catalog.files[name] else {
             throw LifeboatError(.notFound, "WAL file \(name) is not in the archive")
         }
         let bytes = try await load(entry, catalog: catalog)
-        try writeFileAtomically(path, Data(bytes), mode: 0o600)
+        try writeFileAtomically(path, Data(bytes), mode: 0o600, durable: false)
     }
 
     /// The bytes of an archived file, checked.

@@ -42,7 +42,11 @@ public struct WALChain: Sendable {
 
     public init(size: SegmentSize) { self.size = size }
 
-    public mutating func add(_ s: ArchivedSegment) { segments[s.timeline, default: [:]][s.number] = s }
+    /// Segment numbers come from names (at most 2^64 / size); larger ones are ignored.
+    public mutating func add(_ s: ArchivedSegment) {
+        guard s.number < UInt64.max / 2 else { return }
+        segments[s.timeline, default: [:]][s.number] = s
+    }
     public mutating func addHistory(timeline: UInt32, _ switches: [TimelineSwitch]) { histories[timeline] = switches }
 
     public var timelines: [UInt32] { Set(segments.keys).union(histories.keys).sorted() }
@@ -100,7 +104,13 @@ public struct WALChain: Sendable {
             let t = self.timeline(of: s, on: timeline)
             guard let seg = segments[t]?[s] else {
                 run.hole = WALFileName.segment(timeline: t, number: s, size: size)
-                run.beyondHole = (s...highest).filter { segments[self.timeline(of: $0, on: timeline)]?[$0] != nil }.count
+                // Counted from the segments that exist (a hostile record may name a segment 2^40 away).
+                var beyond = 0
+                for (i, l) in tlis.enumerated() {
+                    let limit = i + 1 < tlis.count ? tlis[i + 1].firstSegment : UInt64.max
+                    beyond += segments[l.timeline]?.keys.filter { $0 > s && $0 >= l.firstSegment && $0 < limit }.count ?? 0
+                }
+                run.beyondHole = beyond
                 return run
             }
             run.segments.append(seg)
@@ -111,10 +121,14 @@ public struct WALChain: Sendable {
 
     /// The newest timeline whose lineage reads `backup`'s start segment from the backup's own timeline (where a
     /// recovery from that backup ends up with `recovery_target_timeline = 'latest'`).
+    /// A child timeline that branched off before the backup's stop is not on its path (replaying the child's WAL
+    /// over pages that hold the parent's later changes would corrupt the copy), as PostgreSQL's own check says.
     public func latestTimeline(from backup: BaseBackupPoint) -> UInt32 {
         let startSegment = size.segment(of: backup.start)
         for t in timelines.reversed() where t >= backup.timeline {
-            if timeline(of: startSegment, on: t) == backup.timeline { return t }
+            guard timeline(of: startSegment, on: t) == backup.timeline else { continue }
+            if t != backup.timeline, let sw = histories[t]?.first(where: { $0.parent == backup.timeline }), sw.end < backup.stop { continue }
+            return t
         }
         return backup.timeline
     }

@@ -25,7 +25,7 @@ pg_start() {
   local d=$WORK/$1 repo=$2
   mkdir -p "$d/sock"; chown postgres: "$d" "$d/sock"
   [ -d "$repo" ] || as_pg "$LB" -r "$repo" init > /dev/null
-  as_pg "$PGBIN/initdb" -D "$d/data" -U postgres --auth=trust --no-sync > "$d/initdb.log" 2>&1 || { tail -5 "$d/initdb.log"; fail "initdb $1"; }
+  as_pg "$PGBIN/initdb" -D "$d/data" -U postgres --auth=trust --no-sync ${INITDB_ARGS:-} > "$d/initdb.log" 2>&1 || { tail -5 "$d/initdb.log"; fail "initdb $1"; }
   cat >> "$d/data/postgresql.conf" <<EOF
 listen_addresses = ''
 unix_socket_directories = '$d/sock'
@@ -366,7 +366,54 @@ print(n)" 2>/dev/null || echo 0; }
   AGENT=
 }
 
-for t in ${PITR_TESTS:-t_pitr_under_pgbench t_missing_segment_is_named t_wal_push_killed_in_a_loop_loses_nothing t_bad_input t_agent_pitr_source}; do
+# A base backup taken from a streaming standby (pg_backup_start works there; the primary archives the WAL, which
+# the backup waits for), restored to the newest archived point.
+t_base_backup_from_a_standby() {
+  trap 'pg_stop pg7; [ -f "$WORK/sb/data/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" stop -D "$WORK/sb/data" -m fast > /dev/null; pg_stop r7' EXIT
+  local repo=$WORK/repo7
+  pg_start pg7 "$repo"
+  pq pg7 -c "CREATE TABLE marks (id serial PRIMARY KEY, note text); INSERT INTO marks (note) SELECT 'before' FROM generate_series(1, 500)"
+  mkdir -p "$WORK/sb/sock"; chown -R postgres: "$WORK/sb"
+  as_pg "$PGBIN/pg_basebackup" -D "$WORK/sb/data" -h "$WORK/pg7/sock" -U postgres -R -X stream > "$WORK/sb/basebackup.log" 2>&1 || { cat "$WORK/sb/basebackup.log"; fail "pg_basebackup for the standby"; }
+  as_pg "$PGBIN/pg_ctl" start -W -D "$WORK/sb/data" -l "$WORK/sb/server.log" -o "-c listen_addresses='' -k $WORK/sb/sock -c unix_socket_directories='$WORK/sb/sock'" > /dev/null
+  standby_up() { [ "$(psql -X -A -t -q -h "$WORK/sb/sock" -U postgres -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = t ]; }
+  wait_until 60 "the standby" standby_up || { tail -5 "$WORK/sb/server.log"; return 1; }
+  # The primary keeps writing and switching segments, so that the WAL the standby's backup needs gets archived.
+  ( for i in $(seq 1 120); do [ -e "$WORK/stop7" ] && break; pq pg7 -c "INSERT INTO marks (note) VALUES ('w$i'); SELECT pg_switch_wal()" > /dev/null; sleep 0.5; done ) &
+  local writer=$!
+  (cd / && as_pg env PGHOST="$WORK/sb/sock" PGUSER=postgres "$LB" -r "$repo" pg backup --json) > "$WORK/sb-backup.json" || { touch "$WORK/stop7"; fail "pg backup from the standby"; }
+  touch "$WORK/stop7"; wait $writer || true
+  [ "$(json_field "$WORK/sb-backup.json" pg_backup standby)" = True ] || fail "the record says it came from a standby"
+  archived pg7
+  local want; want=$(pq pg7 -c "SELECT count(*) FROM marks")
+  # Only the standby's backup exists: the restore must use it.
+  [ "$(as_pg "$LB" -r "$repo" snapshots --records --json | grep -c '"pg-base"')" = 1 ] || fail "one base backup"
+  (cd / && as_pg "$LB" -r "$repo" pg restore --latest --target "$WORK/r7" --no-archive) > /dev/null || fail "restore from the standby's backup"
+  pg_restored r7
+  [ "$(rq r7 -c 'SELECT count(*) FROM marks')" = "$want" ] || fail "every mark archived: $(rq r7 -c 'SELECT count(*) FROM marks'), want $want"
+}
+
+# A cluster whose pg_wal is a link to a folder elsewhere (initdb --waldir): the restored copy gets a pg_wal folder
+# of its own, never the link (its WAL would go into the original cluster's folder).
+t_linked_pg_wal_is_not_restored_as_a_link() {
+  trap 'pg_stop pg8 r8' EXIT
+  local repo=$WORK/repo8
+  mkdir -p "$WORK/walelsewhere"; chown postgres: "$WORK/walelsewhere"
+  INITDB_ARGS="--waldir=$WORK/walelsewhere/wal" pg_start pg8 "$repo"
+  [ -L "$WORK/pg8/data/pg_wal" ] || fail "initdb made pg_wal a link"
+  pq pg8 -c "CREATE TABLE t AS SELECT generate_series(1, 100) AS x"
+  (cd / && as_pg env PGHOST="$WORK/pg8/sock" PGUSER=postgres "$LB" -r "$repo" pg backup) > /dev/null || fail "pg backup"
+  archived pg8
+  (cd / && as_pg "$LB" -r "$repo" pg restore --latest --target "$WORK/r8" --no-archive) > /dev/null || fail "pg restore"
+  [ -d "$WORK/r8/pg_wal" ] && [ ! -L "$WORK/r8/pg_wal" ] || fail "the restored pg_wal is a folder of its own"
+  local before; before=$(ls "$WORK/walelsewhere/wal" | wc -l)
+  pg_restored r8
+  [ "$(rq r8 -c 'SELECT count(*) FROM t')" = 100 ] || fail "the rows"
+  rq r8 -c "SELECT pg_switch_wal()" > /dev/null
+  [ "$(ls "$WORK/walelsewhere/wal" | grep -c '^0000000[2-9]')" = 0 ] || fail "the restored cluster wrote into the original's WAL folder"
+}
+
+for t in ${PITR_TESTS:-t_pitr_under_pgbench t_missing_segment_is_named t_wal_push_killed_in_a_loop_loses_nothing t_bad_input t_agent_pitr_source t_base_backup_from_a_standby t_linked_pg_wal_is_not_restored_as_a_link}; do
   run_test "$t"
 done
 echo "pitr: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
