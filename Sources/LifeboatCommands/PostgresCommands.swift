@@ -152,7 +152,7 @@ struct PGWalPush: AsyncParsableCommand {
                 throw LifeboatError(.io, "archiving \(name) failed: \(m)")
             case nil: break
             }
-            if !spool.helperRunning(), lastStart.map({ ContinuousClock.now - $0 > .seconds(1) }) ?? true {
+            if !spool.helperRunning(spool.push), lastStart.map({ ContinuousClock.now - $0 > .seconds(1) }) ?? true {
                 try startHelper(spool: spool, walDirectory: (absolutePath(input.path) as NSString).deletingLastPathComponent)
                 lastStart = .now
             }
@@ -170,6 +170,11 @@ struct PGWalPush: AsyncParsableCommand {
         defer { if log >= 0 { close(log) } }
         _ = try Child.spawn(argv, stdout: log >= 0 ? log : nil, stderr: log >= 0 ? log : nil)
     }
+}
+
+/// A helper's log line (its standard error is the spool's helper.log): the time, then the message.
+@Sendable func helperLog(_ message: String) {
+    FileHandle.standardError.write(Data("\(Timestamp.format(currentTime())) \(message)\n".utf8))
 }
 
 extension CommandLine {
@@ -195,16 +200,14 @@ struct PGPushHelper: AsyncParsableCommand {
         try await runCommand(global) {
             let spool = Spool(root: spool)
             try spool.prepare()
-            guard let lock = spool.lockHelper() else { return 0 }  // another helper runs
+            guard let lock = spool.lockHelper(spool.push) else { return 0 }  // another helper runs
             defer { close(lock) }
             let repo = try await global.open()
             try await repo.loadIndex()
             var helper = PushHelper(store: WALStore(repo: repo, tags: tags), spool: spool, walDirectory: walDirectory, system: system)
             helper.idle = try Bounds.check(idle, 1...86400, "--idle")
             helper.batchFiles = try Bounds.check(batch, 1...1000, "--batch")
-            try await helper.run(stop: { stopRequested() }, log: { m in
-                FileHandle.standardError.write(Data("\(Timestamp.format(currentTime())) \(m)\n".utf8))
-            })
+            try await helper.run(stop: { stopRequested() }, log: helperLog)
             return 0
         }
     }
@@ -296,7 +299,7 @@ struct PGWalFetch: AsyncParsableCommand {
 
     /// Starts the prefetch helper unless one runs for this spool.
     func startHelper(_ spool: Spool, system: String?) throws {
-        guard !spool.fetchHelperRunning() else { return }
+        guard !spool.helperRunning(spool.fetch) else { return }
         var argv = [CommandLine.executablePath, "pg", "wal-fetch-helper", "--spool", spool.root, "--prefetch", String(prefetch)]
         argv += PGSourceOptions.arguments(global, site: source.site, config: source.config, cluster: system)
         let log = open(spool.fetch + "/helper.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
@@ -319,7 +322,7 @@ struct PGFetchHelper: AsyncParsableCommand {
         try await runCommand(global) {
             let spool = Spool(root: spool)
             try spool.prepare()
-            guard let lock = spool.lockFetchHelper() else { return 0 }
+            guard let lock = spool.lockHelper(spool.fetch) else { return 0 }
             defer { close(lock) }
             let repo = try await source.open(global)
             try await repo.loadIndex()
@@ -331,9 +334,7 @@ struct PGFetchHelper: AsyncParsableCommand {
             let recovering = access(directory + "/recovery.signal", F_OK) == 0 || access(directory + "/standby.signal", F_OK) == 0
             try await helper.run(stop: { stopRequested() }, inRecovery: {
                 !recovering || access(directory + "/recovery.signal", F_OK) == 0 || access(directory + "/standby.signal", F_OK) == 0
-            }, log: { m in
-                FileHandle.standardError.write(Data("\(Timestamp.format(currentTime())) \(m)\n".utf8))
-            })
+            }, log: helperLog)
             return 0
         }
     }

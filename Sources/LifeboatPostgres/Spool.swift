@@ -85,16 +85,17 @@ public struct Spool: Sendable {
         }
     }
 
-    /// The helper's lock: a descriptor holding an exclusive flock, or nil when another process holds it.
-    public func lockHelper() -> Int32? {
-        let fd = open(push + "/helper.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+    /// The lock of the helper of `folder` (`push` or `fetch`): a descriptor holding an exclusive flock, or nil when
+    /// another process holds it.
+    public func lockHelper(_ folder: String) -> Int32? {
+        let fd = open(folder + "/helper.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return nil }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 { close(fd); return nil }
         return fd
     }
 
-    public func helperRunning() -> Bool {
-        guard let fd = lockHelper() else { return true }
+    public func helperRunning(_ folder: String) -> Bool {
+        guard let fd = lockHelper(folder) else { return true }
         close(fd)
         return false
     }
@@ -244,18 +245,6 @@ extension Spool {
 
     public func writeManifest(_ names: [String]) { try? writeFileAtomically(fetch + "/manifest", Data(names.sorted().joined(separator: "\n").utf8), durable: false) }
 
-    public func lockFetchHelper() -> Int32? {
-        let fd = open(fetch + "/helper.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return nil }
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 { close(fd); return nil }
-        return fd
-    }
-
-    public func fetchHelperRunning() -> Bool {
-        guard let fd = lockFetchHelper() else { return true }
-        close(fd)
-        return false
-    }
 }
 
 /// The long-lived helper of `wal-fetch`: the repository opened once, the segments after the last one PostgreSQL
