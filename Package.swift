@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "LifeboatFailover", targets: ["LifeboatFailover"]),
         .library(name: "LifeboatPlan", targets: ["LifeboatPlan"]),
         .library(name: "LifeboatWAL", targets: ["LifeboatWAL"]),
+        .library(name: "LifeboatSQLiteWAL", targets: ["LifeboatSQLiteWAL"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
@@ -132,6 +133,15 @@ let package = Package(
         .target(name: "LifeboatPostgres", dependencies: [
             "LifeboatWAL", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage", "LifeboatChunker", "LifeboatCrypto", "LifeboatProcess", "LifeboatCore",
         ], swiftSettings: swift6),
+        // SQLite's WAL as bytes: headers, frames and their checksums, the frame logs Lifeboat stores, the catalog of
+        // a database's records and the plan of a point-in-time restore. Pure.
+        .target(name: "LifeboatSQLiteWAL", dependencies: ["LifeboatCore"], swiftSettings: swift6),
+        // SQLite continuous replication: the follower (read transaction, frames copied at commits, its own
+        // checkpoints, generations), the records in a repository, point-in-time restore, retention.
+        .target(name: "LifeboatSQLite", dependencies: [
+            "LifeboatSQLiteWAL", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage", "LifeboatCore",
+            .product(name: "GRDBSQLite", package: "GRDB.swift"),
+        ], swiftSettings: swift6),
         // Child processes: own process group, timeouts, captured output, another user (hooks, dumps, playbooks).
         .target(name: "LifeboatProcess", dependencies: ["LifeboatCore", "CLifeboatSys"], swiftSettings: swift6),
         // Proof of recovery: playbooks (run, audit log, resume), drills per site in a sandbox (restore, site-loss,
@@ -143,7 +153,7 @@ let package = Package(
         ], swiftSettings: swift6),
         // `lifeboat agent`: runs the plan (scheduler, jobs, state database, alerts, metrics, local API).
         .target(name: "LifeboatAgent", dependencies: [
-            "LifeboatDrill", "LifeboatPostgres", "LifeboatProcess", "LifeboatPlan", "LifeboatReplication", "LifeboatSnapshot", "LifeboatBackends", "LifeboatRepository", "LifeboatCore",
+            "LifeboatDrill", "LifeboatPostgres", "LifeboatSQLite", "LifeboatProcess", "LifeboatPlan", "LifeboatReplication", "LifeboatSnapshot", "LifeboatBackends", "LifeboatRepository", "LifeboatCore",
             "LifeboatSites", "LifeboatServer", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatStorage", "LifeboatHTTP", "CLifeboatSys",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -157,7 +167,7 @@ let package = Package(
         ], swiftSettings: swift6),
         // The command-line interface as a library.
         .target(name: "LifeboatCommands", dependencies: [
-            "LifeboatSnapshot", "CLifeboatSys", "LifeboatBackends", "LifeboatReplication", "LifeboatPlan", "LifeboatAgent", "LifeboatPostgres", "LifeboatWAL", "LifeboatDrill", "LifeboatProcess", "LifeboatS3", "LifeboatServer", "LifeboatSites", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatHTTP",
+            "LifeboatSnapshot", "CLifeboatSys", "LifeboatBackends", "LifeboatReplication", "LifeboatPlan", "LifeboatAgent", "LifeboatPostgres", "LifeboatWAL", "LifeboatSQLite", "LifeboatSQLiteWAL", "LifeboatDrill", "LifeboatProcess", "LifeboatS3", "LifeboatServer", "LifeboatSites", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatHTTP",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -186,6 +196,10 @@ let package = Package(
         .testTarget(name: "LifeboatDrillTests", dependencies: ["LifeboatDrill", "LifeboatPlan", "LifeboatProcess", "LifeboatCore"], swiftSettings: swift6),
         .testTarget(name: "LifeboatWALTests", dependencies: ["LifeboatWAL", "LifeboatCore", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatPostgresTests", dependencies: ["LifeboatPostgres", "LifeboatWAL", "LifeboatRepository", "LifeboatStorage", "LifeboatCrypto", "LifeboatCore"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatSQLiteTests", dependencies: [
+            "LifeboatSQLite", "LifeboatSQLiteWAL", "LifeboatRepository", "LifeboatStorage", "LifeboatCrypto", "LifeboatCore", "LifeboatTestSupport",
+            .product(name: "GRDBSQLite", package: "GRDB.swift"),
+        ], swiftSettings: swift6),
         .testTarget(name: "LifeboatPlanTests", dependencies: ["LifeboatPlan", "LifeboatCore", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatReplicationTests", dependencies: [
             "LifeboatReplication", "LifeboatBackends", "LifeboatSites", "LifeboatSnapshot", "LifeboatRepository", "LifeboatStorage",

@@ -51,3 +51,44 @@ public struct WALFileRecord: Codable, Sendable, Equatable {
     public init(name: String, size: UInt64, sha256: String) { self.name = name; self.size = size; self.sha256 = sha256 }
     enum CodingKeys: String, CodingKey { case name, size, end, firstTime = "first_time", lastTime = "last_time", sha256, history }
 }
+
+/// What an SQLite record holds, beside its tree (FORMAT.md, "SQLite records"): `sqlite-snapshot` (the database
+/// file as it was at a position of its WAL) or `sqlite-wal` (a frame log: the transactions committed after that,
+/// each with the time it was seen). A generation is one unbroken history of a database: a snapshot, then WAL
+/// records numbered from 0; a restore takes a snapshot and the records after it.
+public struct SQLiteRecord: Codable, Sendable, Equatable {
+    /// The database: its absolute path on the host that follows it.
+    public var database: String
+    /// 16 hexadecimal digits, new whenever the history of the WAL is broken (a restart of the follower that
+    /// cannot continue, a database file replaced).
+    public var generation: String
+    /// WAL records: its number in the generation (0, 1, …). Snapshots: the number of the first WAL record that
+    /// follows them (the snapshot holds every transaction of the records before).
+    public var seq: Int
+    public var pageSize: Int
+    /// The WAL cycle (its salts, hexadecimal) and the frames of it: WAL records, the frames they hold; snapshots,
+    /// the position they were taken at (`lastFrame` 0 when no frame of the cycle was in them).
+    public var cycle: String
+    public var firstFrame: Int
+    public var lastFrame: Int
+    /// The WAL's running checksum after `lastFrame` (hexadecimal), by which a follower started again checks that
+    /// the WAL it finds continues the record.
+    public var checksum: String
+    /// The database size in pages after the last transaction.
+    public var pages: UInt32
+    /// WAL records: how many transactions, and when the first and last were seen committed.
+    public var transactions: Int? = nil
+    public var firstTime: String? = nil
+    public var lastTime: String? = nil
+
+    public init(database: String, generation: String, seq: Int, pageSize: Int, cycle: String, firstFrame: Int, lastFrame: Int,
+                checksum: String, pages: UInt32) {
+        self.database = database; self.generation = generation; self.seq = seq; self.pageSize = pageSize; self.cycle = cycle
+        self.firstFrame = firstFrame; self.lastFrame = lastFrame; self.checksum = checksum; self.pages = pages
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case database, generation, seq, pageSize = "page_size", cycle, firstFrame = "first_frame", lastFrame = "last_frame"
+        case checksum, pages, transactions, firstTime = "first_time", lastTime = "last_time"
+    }
+}

@@ -41,9 +41,12 @@ public struct Snapshot: Codable, Sendable, Equatable {
     public var summary: SnapshotSummary?
     /// For a copy made by `lifeboat copy`: the ID of the snapshot it was first copied from.
     public var original: ID? = nil
-    /// nil for a backup of files; `pg-base` or `pg-wal` for a database record (`database` says more).
+    /// nil for a backup of files; `pg-base` or `pg-wal` for a database record (`database` says more), `sqlite-snapshot`
+    /// or `sqlite-wal` for an SQLite record (`sqlite` says more).
     public var kind: String? = nil
     public var database: DatabaseRecord? = nil
+    /// SQLite records (`sqlite-snapshot`, `sqlite-wal`).
+    public var sqlite: SQLiteRecord? = nil
 
     public init(time: Date, tree: ID, paths: [String], hostname: String, username: String = "",
                 uid: UInt32 = 0, gid: UInt32 = 0, tags: [String] = [], parent: ID? = nil,
@@ -70,7 +73,7 @@ public struct Snapshot: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case time, tree, paths, hostname, username, uid, gid, tags, parent, excludes
-        case programVersion = "program_version", summary, original, kind, database
+        case programVersion = "program_version", summary, original, kind, database, sqlite
     }
 
     public func encoded() throws -> Data {

@@ -5,7 +5,6 @@ import LifeboatCrypto
 import LifeboatRepository
 import LifeboatSnapshot
 import LifeboatWAL
-import Synchronization
 
 /// A WAL file to archive: where it is, and its name (`%f`).
 public struct WALInput: Sendable {
@@ -51,35 +50,10 @@ public struct WALStore: Sendable {
         return out
     }
 
-    static let decoded = Mutex<[String: Snapshot]>([:])
-
-    /// Every snapshot of the repository, decoded ones from this process's cache.
+    /// Every snapshot of the repository (decoded ones from this process's cache).
     static func listing(_ repo: Repository) async throws -> ([(id: ID, snapshot: Snapshot)], Int) {
-        let ids = try await repo.backend.list(.snapshots).compactMap { ID(hex: $0.name) }
-        let prefix = repo.config.id + "/"
-        var found: [(id: ID, snapshot: Snapshot)] = []
-        var missing: [ID] = []
-        decoded.withLock { d in
-            for id in ids { if let s = d[prefix + id.hex] { found.append((id, s)) } else { missing.append(id) } }
-        }
-        // Results in input order, zipped with the IDs: an (ID, Result) tuple as the task's result came back with a
-        // garbled ID in release builds (Swift 6.3.1, -O), as ARCHITECTURE.md notes.
-        let loaded = await boundedMap(missing, width: 16) { id -> Result<Snapshot, any Error> in
-            do { return .success(try await repo.loadSnapshot(id)) } catch { return .failure(error) }
-        }
-        var unreadable = 0
-        for (id, r) in zip(missing, loaded) {
-            switch r {
-            case .success(let s): found.append((id, s))
-            case .failure(let e as LifeboatError) where e.code == .notFound: break  // removed since the listing
-            case .failure: unreadable += 1
-            }
-        }
-        decoded.withLock { d in
-            if d.count > 200_000 { d.removeAll() }
-            for (id, s) in found { d[prefix + id.hex] = s }
-        }
-        return (found, unreadable)
+        let r = try await RecordIO.listing(repo)
+        return (r.snapshots, r.unreadable)
     }
 
     static let maxSmallFile = 64 << 10
@@ -213,25 +187,7 @@ public struct WALStore: Sendable {
         return result
     }
 
-    /// Chunks bytes with the repository's chunker and stores each chunk as it comes (no second copy of the file).
-    static func store(_ bytes: [UInt8], repo: Repository) async throws -> [ID] {
-        var chunker = StreamChunker(cdc: repo.chunker, sizeHint: bytes.count)
-        var offset = 0
-        var ids: [ID] = []
-        while true {
-            let c = try bytes.withUnsafeBytes { src in
-                try chunker.next(read: { buf in
-                    let n = min(buf.count, src.count - offset)
-                    if n > 0 { buf.baseAddress!.copyMemory(from: src.baseAddress! + offset, byteCount: n) }
-                    offset += n
-                    return n
-                })
-            }
-            guard let c else { break }
-            ids.append(try await repo.saveBlob(.data, c).id)
-        }
-        return ids
-    }
+    static func store(_ bytes: [UInt8], repo: Repository) async throws -> [ID] { try await RecordIO.store(bytes, repo: repo) }
 
     /// Writes archived file `name` to `path` (crash-safe: a temporary file, fsync, rename), after checking its
     /// SHA-256 against the record's. Throws `.notFound` when the archive does not hold it.

@@ -1,0 +1,250 @@
+import Foundation
+import Glibc
+import LifeboatCore
+import LifeboatSQLiteWAL
+
+/// The history of the WAL cannot be followed any more (the database file replaced, the WAL restarted out of
+/// turn): the follower starts a new generation.
+struct HistoryBroken: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// Follows one SQLite database's WAL, synchronously, on one thread (`SQLiteFollower` drives it from a queue).
+///
+/// How no transaction is missed: connection `reader` always holds a read transaction, so SQLite cannot restart
+/// the WAL over frames not yet copied (a restart needs every reader off the WAL's frames, and a checkpoint cannot
+/// copy past the oldest reader's snapshot). The follower's own checkpoint is the only time that transaction ends:
+/// connection `writer` takes the write lock (`BEGIN IMMEDIATE`) so that nothing new is written, the rest of the
+/// WAL is copied, the read transaction ends, a passive checkpoint runs, a new read transaction begins, and the
+/// write lock is let go. The next writer may then restart the WAL (a new header, new salts), which the follower
+/// takes as the continuation of the history. The database file replaced is a broken history.
+final class FollowerCore {
+    let dbPath: String
+    let walPath: String
+    let reader: SQLiteConnection
+    let writer: SQLiteConnection
+    var walFD: Int32 = -1
+    var walIno: ino_t = 0
+    let dbIdentity: (dev: UInt, ino: ino_t)
+    /// The database file, open for the follower's whole life: POSIX drops every lock a process holds on a file when
+    /// it closes any descriptor of it, so opening and closing the file here would free SQLite's own locks.
+    let dbFD: Int32
+
+    /// The current cycle's header (nil: no WAL, or an empty one), the last one seen, the next frame to copy, and
+    /// the running checksum before it.
+    var header: SQLiteWALHeader?
+    var lastHeader: SQLiteWALHeader?
+    var nextFrame = 1
+    var checksum = WALChecksum(0, 0)
+    /// The database size in pages after the last transaction copied (0: not known yet).
+    var pages: UInt32 = 0
+    /// Transactions copied and not shipped: finished logs (a log covers one cycle) and the one being filled.
+    var done: [FrameLogBuilder] = []
+    var filling: FrameLogBuilder?
+    let maxRead = 16 << 20
+    let debug = ProcessInfo.processInfo.environment["LIFEBOAT_SQLITE_DEBUG"] != nil
+
+    init(path: String, busyTimeoutMillis: Int32) throws {
+        dbPath = path
+        walPath = path + "-wal"
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw LifeboatError(.notFound, "the SQLite database \(path) does not exist: \(String(cString: strerror(errno)))") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw LifeboatError.invalid("\(path) is not a regular file") }
+        dbIdentity = (UInt(st.st_dev), st.st_ino)
+        dbFD = open(path, O_RDONLY | O_CLOEXEC)
+        guard dbFD >= 0 else { throw LifeboatError(.io, "cannot open \(path): \(String(cString: strerror(errno)))") }
+        reader = try SQLiteConnection(path: path, busyTimeoutMillis: busyTimeoutMillis)
+        writer = try SQLiteConnection(path: path, busyTimeoutMillis: 200)
+        // The WAL is what is followed: a database in another journal mode is switched to WAL, as Litestream does
+        // (it stays so; applications need not change).
+        let mode = try reader.text("PRAGMA journal_mode")?.lowercased()
+        if mode != "wal" {
+            let now = try reader.text("PRAGMA journal_mode=WAL")?.lowercased()
+            guard now == "wal" else {
+                throw LifeboatError.invalid("the SQLite database \(path) is in journal mode \(mode ?? "?") and cannot be switched to WAL (\(now ?? "?")): continuous replication follows the WAL")
+            }
+        }
+        // This process never checkpoints by itself: only the follower's own checkpoint, at the moment it chooses.
+        try reader.exec("PRAGMA wal_autocheckpoint=0")
+        try writer.exec("PRAGMA wal_autocheckpoint=0")
+        try beginRead()
+        try readHeader()
+    }
+
+    deinit {
+        if walFD >= 0 { close(walFD) }
+        _ = try? reader.exec("ROLLBACK")
+        // dbFD stays open until the process ends: closing it would drop the locks of connections still open
+        // elsewhere in this process (a follower started again on the same file).
+    }
+
+    func beginRead() throws {
+        try reader.exec("BEGIN")
+        _ = try reader.text("SELECT count(*) FROM sqlite_master")
+    }
+
+    var pageSize: Int { header?.pageSize ?? lastHeader?.pageSize ?? dbPageSize() }
+
+    /// The page size in the database header (offset 16; 1 means 65536).
+    func dbPageSize() -> Int {
+        var b = [UInt8](repeating: 0, count: 2)
+        guard pread(dbFD, &b, 2, 16) == 2 else { return 4096 }
+        let v = Int(b[0]) << 8 | Int(b[1])
+        let size = v == 1 ? 65536 : v
+        return validPageSize(size) ? size : 4096
+    }
+
+    /// The database file's size in pages.
+    func dbPages() -> UInt32 {
+        var st = stat()
+        guard stat(dbPath, &st) == 0 else { return 0 }
+        return UInt32(clamping: Int(st.st_size) / pageSize)
+    }
+
+    /// Opens the WAL file when it appears (or appears anew), and reads its header.
+    func readHeader() throws {
+        var st = stat()
+        guard stat(dbPath, &st) == 0, UInt(st.st_dev) == dbIdentity.dev, st.st_ino == dbIdentity.ino else {
+            throw HistoryBroken("the database file \(dbPath) was replaced or removed")
+        }
+        if walFD >= 0 {
+            var w = stat()
+            if stat(walPath, &w) != 0 || w.st_ino != walIno { close(walFD); walFD = -1 }
+        }
+        if walFD < 0 {
+            walFD = open(walPath, O_RDONLY | O_CLOEXEC)
+            guard walFD >= 0 else { return noWAL() }
+            var w = stat()
+            fstat(walFD, &w)
+            walIno = w.st_ino
+        }
+        var w = stat()
+        fstat(walFD, &w)
+        guard w.st_size >= SQLiteWALHeader.size else { return noWAL() }
+        var b = [UInt8](repeating: 0, count: SQLiteWALHeader.size)
+        guard pread(walFD, &b, b.count, 0) == b.count, let h = try? SQLiteWALHeader.parse(b) else { return }  // being written
+        if h == header { return }
+        // A restart (new salts; SQLite makes them random for a connection that never restarted the WAL before).
+        // While the read transaction is held, SQLite restarts the WAL only once every frame is in the database
+        // and none is read from the WAL, and the follower copied every frame before it let the read go: so a new
+        // header continues the history. Only the page size must stay.
+        if let old = header ?? lastHeader, h.pageSize != old.pageSize {
+            throw HistoryBroken("the WAL of \(dbPath) changed its page size from \(old.pageSize) to \(h.pageSize)")
+        }
+        closeCycle()
+        header = h
+        nextFrame = 1
+        checksum = h.checksum
+    }
+
+    /// The WAL is gone or empty: it was checkpointed whole and truncated (which the read transaction allows only
+    /// when every frame was copied); the next header starts the next cycle.
+    func noWAL() {
+        if header != nil {
+            closeCycle()
+            lastHeader = header
+            header = nil
+        }
+    }
+
+    func closeCycle() {
+        if let f = filling, !f.isEmpty { done.append(f) }
+        filling = nil
+        if header != nil { lastHeader = header }
+    }
+
+    /// Copies the whole transactions written since the last call. Returns how many.
+    @discardableResult
+    func poll(now: Date) throws -> Int {
+        try readHeader()
+        guard let h = header, walFD >= 0 else { return 0 }
+        var total = 0
+        while true {
+            let fs = h.frameSize
+            let offset = SQLiteWALHeader.size + (nextFrame - 1) * fs
+            var st = stat()
+            fstat(walFD, &st)
+            let avail = Int(st.st_size) - offset
+            guard avail >= fs else { return total }
+            let want = min(avail - avail % fs, max(fs, maxRead - maxRead % fs))
+            var buf = [UInt8](repeating: 0, count: want)
+            let n = buf.withUnsafeMutableBytes { pread(walFD, $0.baseAddress!, want, off_t(offset)) }
+            guard n >= fs else { return total }
+            let got = n - n % fs
+            let scanned = buf.withUnsafeBytes { b in
+                WALScan.scan(UnsafeRawBufferPointer(rebasing: b[0..<got]), header: h, firstFrame: nextFrame, checksum: checksum)
+            }
+            if debug { FileHandle.standardError.write(Data("poll: offset \(offset) size \(st.st_size) got \(got) scanned \(scanned.frames) frames \(scanned.commits.count) commits\n".utf8)) }
+            guard scanned.frames > 0 else { return total }
+            if filling == nil { filling = FrameLogBuilder(header: h, firstFrame: nextFrame, checksum: checksum) }
+            let ms = Int64((now.timeIntervalSince1970 * 1000).rounded())
+            buf.withUnsafeBytes { b in filling!.append(UnsafeRawBufferPointer(rebasing: b[0..<scanned.bytes]), scan: scanned, timeMillis: ms) }
+            nextFrame += scanned.frames
+            checksum = scanned.checksum
+            pages = scanned.commits.last!.pages
+            total += scanned.commits.count
+            if scanned.bytes < got { return total }  // an unfinished transaction: later
+        }
+    }
+
+    /// Bytes copied and not shipped.
+    var pendingBytes: Int { done.reduce(0) { $0 + $1.bytes.count } + (filling?.bytes.count ?? 0) }
+
+    /// Takes what is copied and not shipped: one log per cycle, oldest first.
+    func take() -> [FrameLogBuilder] {
+        var out = done
+        if let f = filling, !f.isEmpty { out.append(f) }
+        done = []
+        filling = nil
+        return out
+    }
+
+    /// The follower's checkpoint (see the type's comment). False when an application holds the write lock: the
+    /// checkpoint waits for a later turn. Returns the passive checkpoint's counts when it ran.
+    func checkpoint(now: Date) throws -> (log: Int, done: Int)? {
+        guard try writer.exec("BEGIN IMMEDIATE", busyOK: true) else { return nil }
+        defer { _ = try? writer.exec("ROLLBACK") }
+        try poll(now: now)
+        try reader.exec("COMMIT")
+        let r = reader.checkpointPassive()
+        try beginRead()
+        return r
+    }
+
+    /// The frames of the current cycle up to the position (for a snapshot): the newest frame of each page.
+    func pageMap() throws -> [UInt32: off_t] {
+        guard let h = header, walFD >= 0, nextFrame > 1 else { return [:] }
+        var map: [UInt32: off_t] = [:]
+        var fh = [UInt8](repeating: 0, count: 4)
+        for f in 1..<nextFrame {
+            let off = off_t(SQLiteWALHeader.size + (f - 1) * h.frameSize)
+            guard pread(walFD, &fh, 4, off) == 4 else { throw LifeboatError(.io, "cannot read frame \(f) of \(walPath): \(String(cString: strerror(errno)))") }
+            let pgno = UInt32(fh[0]) << 24 | UInt32(fh[1]) << 16 | UInt32(fh[2]) << 8 | UInt32(fh[3])
+            map[pgno] = off + off_t(SQLiteWALHeader.frameHeaderSize)
+        }
+        return map
+    }
+
+    /// Whether the WAL continues a stored record: same cycle, and its frames up to the record's last one carry the
+    /// record's checksum. If so, the position moves there.
+    func resume(at r: SQLiteRecord) throws -> Bool {
+        guard let h = header, h.cycle.description == r.cycle, h.pageSize == r.pageSize, let want = WALChecksum(hex: r.checksum) else { return false }
+        if r.lastFrame == 0 {
+            guard want == h.checksum else { return false }
+            nextFrame = 1; checksum = h.checksum; pages = r.pages
+            return true
+        }
+        let need = r.lastFrame * h.frameSize
+        var st = stat()
+        fstat(walFD, &st)
+        guard Int(st.st_size) >= SQLiteWALHeader.size + need, need <= 1 << 31 else { return false }
+        var buf = [UInt8](repeating: 0, count: need)
+        guard buf.withUnsafeMutableBytes({ pread(walFD, $0.baseAddress!, need, off_t(SQLiteWALHeader.size)) }) == need else { return false }
+        let s = buf.withUnsafeBytes { WALScan.scan($0, header: h, firstFrame: 1, checksum: h.checksum) }
+        guard s.frames == r.lastFrame, s.checksum == want else { return false }
+        nextFrame = r.lastFrame + 1; checksum = want; pages = r.pages
+        filling = nil; done = []
+        return true
+    }
+}

@@ -1,0 +1,165 @@
+import Dispatch
+import Foundation
+import LifeboatCore
+import LifeboatSQLiteWAL
+
+/// Continuous replication of one SQLite database into a repository, as Litestream does: the WAL's new
+/// transactions are copied as they are committed (polled every `poll` seconds, each stamped with the time it was
+/// seen), shipped as a WAL record at most every `interval` seconds, the WAL checkpointed by the follower when it
+/// grows past `checkpointPages`, and the whole database stored as a snapshot every `snapshotInterval` seconds and
+/// whenever a new generation begins. Started again, it continues the newest generation when the WAL still holds
+/// what its last record ended with, else it begins a new one.
+public struct SQLiteFollower: Sendable {
+    public struct Options: Sendable, Equatable {
+        public var interval: Double = 1
+        public var poll: Double = 0.05
+        public var checkpointPages = 1000
+        public var snapshotInterval: Double = 3600
+        public var busyTimeoutMillis: Int32 = 5000
+        /// Copied and not yet stored: past this, copying waits (the WAL grows on disk instead of memory here).
+        public var maxPendingBytes = 64 << 20
+        public init() {}
+    }
+
+    public enum Event: Sendable {
+        case generation(String, reason: String)
+        case resumed(generation: String, seq: Int)
+        case snapshot(ID, generation: String, bytes: Int)
+        case shipped(ID, seq: Int, transactions: Int, bytes: Int, newest: Date)
+        case checkpoint(log: Int, done: Int)
+        /// Shipping or copying failed; the follower tries again (what is copied is kept).
+        case retrying(String)
+    }
+
+    public let path: String
+    public let store: SQLiteStore
+    public var options: Options
+
+    public init(path: String, store: SQLiteStore, options: Options = Options()) {
+        self.path = URL(fileURLWithPath: path).standardizedFileURL.path
+        self.store = store
+        self.options = options
+    }
+
+    /// Runs until `shouldStop` says so (or the task is cancelled); what was copied is shipped before it returns.
+    public func run(shouldStop: @escaping @Sendable () -> Bool = { false }, events: @escaping @Sendable (Event) -> Void = { _ in }) async throws {
+        let queue = DispatchQueue(label: "lifeboat.sqlite.\(path)")
+        var reason = "the follower started"
+        while !shouldStop() && !Task.isCancelled {
+            do {
+                try await follow(queue: queue, firstReason: reason, shouldStop: shouldStop, events: events)
+                return
+            } catch let b as HistoryBroken {
+                reason = b.description
+            }
+        }
+    }
+
+    func follow(queue: DispatchQueue, firstReason: String, shouldStop: @escaping @Sendable () -> Bool, events: @escaping @Sendable (Event) -> Void) async throws {
+        let core = try await onQueue(queue) { try CoreBox(FollowerCore(path: path, busyTimeoutMillis: options.busyTimeoutMillis)) }
+        // Continue the newest generation, or begin one.
+        var generation = ""
+        var seq = 0
+        if let c = try await store.catalog(path), let g = c.ordered.last(where: { $0.start != nil }) {
+            let last = g.lastSeq.flatMap { g.wal[$0] }?.record ?? g.snapshots.last!.record
+            let continues = g.missing(from: g.snapshots.last!.record.seq).isEmpty
+            if continues, try await onQueue(queue, { try core.value.resume(at: last) }) {
+                generation = g.name
+                seq = (g.lastSeq ?? (g.snapshots.last!.record.seq - 1)) + 1
+                events(.resumed(generation: generation, seq: seq))
+            }
+        }
+        var lastSnapshot = Date.distantPast
+        if generation.isEmpty {
+            generation = Self.newGeneration()
+            events(.generation(generation, reason: firstReason))
+            try await snapshot(core, queue: queue, generation: generation, seq: 0, fresh: true, events: events)
+            lastSnapshot = currentTime()
+        } else {
+            lastSnapshot = currentTime()
+        }
+        var lastShip = currentTime()
+        var failing = false
+        while true {
+            let stopping = shouldStop() || Task.isCancelled
+            let now = currentTime()
+            let pending = try await onQueue(queue) { () -> Int in
+                if core.value.pendingBytes < options.maxPendingBytes { try core.value.poll(now: now) }
+                return core.value.pendingBytes
+            }
+            let framesInCycle = try await onQueue(queue) { core.value.header == nil ? 0 : core.value.nextFrame - 1 }
+            var checkpointed = false
+            if !stopping && !failing && framesInCycle >= options.checkpointPages {
+                if let r = try await onQueue(queue, { try core.value.checkpoint(now: currentTime()) }) {
+                    events(.checkpoint(log: r.log, done: r.done))
+                }
+                checkpointed = true
+            }
+            if pending > 0 && (stopping || checkpointed || now.timeIntervalSince(lastShip) >= (failing ? max(options.interval, 5) : options.interval)) {
+                let logs = try await onQueue(queue) { core.value.take() }
+                var shipped = 0
+                do {
+                    for log in logs {
+                        let id = try await store.saveWAL(log, database: path, generation: generation, seq: seq)
+                        events(.shipped(id, seq: seq, transactions: log.transactions, bytes: log.bytes.count,
+                                        newest: Date(timeIntervalSince1970: Double(log.lastTimeMillis ?? 0) / 1000)))
+                        seq += 1
+                        shipped += 1
+                    }
+                    failing = false
+                } catch {
+                    // Kept, in order, for the next turn.
+                    let rest = Array(logs[shipped...])
+                    try await onQueue(queue) { core.value.done = rest + core.value.done }
+                    events(.retrying("\(error)"))
+                    failing = true
+                    if stopping { throw error }
+                }
+                lastShip = currentTime()
+            }
+            if stopping { return }
+            if !failing && currentTime().timeIntervalSince(lastSnapshot) >= options.snapshotInterval {
+                let empty = try await onQueue(queue) { core.value.pendingBytes == 0 }
+                if empty {
+                    try await snapshot(core, queue: queue, generation: generation, seq: seq, fresh: false, events: events)
+                    lastSnapshot = currentTime()
+                }
+            }
+            try? await Task.sleep(nanoseconds: UInt64(max(0.005, options.poll) * 1e9))
+        }
+    }
+
+    /// A snapshot at the current position. `fresh` (a generation's first): everything in the WAL is copied first
+    /// and goes into the snapshot only; otherwise nothing may be waiting to be shipped.
+    func snapshot(_ core: CoreBox, queue: DispatchQueue, generation: String, seq: Int, fresh: Bool, events: @Sendable (Event) -> Void) async throws {
+        var source = try await onQueue(queue) { () -> PageSource in
+            if fresh {
+                try core.value.poll(now: currentTime())
+                _ = core.value.take()
+            }
+            guard core.value.pendingBytes == 0 else { throw LifeboatError(.io, "internal: a snapshot was asked for with transactions not yet shipped; it waits") }
+            return try core.value.pageSource()
+        }
+        defer { source.close() }
+        let id = try await store.saveSnapshot(&source, database: path, generation: generation, seq: seq, time: currentTime())
+        events(.snapshot(id, generation: generation, bytes: Int(source.pages) * source.pageSize))
+    }
+
+    static func newGeneration() -> String {
+        let v = UInt64.random(in: 0...UInt64.max)
+        let s = String(v, radix: 16)
+        return String(repeating: "0", count: 16 - s.count) + s
+    }
+}
+
+/// The follower's core crosses to its queue in this box; only that queue touches it.
+final class CoreBox: @unchecked Sendable {
+    let value: FollowerCore
+    init(_ v: FollowerCore) { value = v }
+}
+
+func onQueue<T: Sendable>(_ q: DispatchQueue, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { c in
+        q.async { c.resume(with: Result { try body() }) }
+    }
+}
