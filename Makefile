@@ -28,6 +28,7 @@ integration: build
 	bash tests/integration/hardening.sh $(BIN)
 	bash tests/integration/databases.sh $(BIN)
 	bash tests/integration/pitr.sh $(BIN)
+	bash tests/integration/sqlite.sh $(BIN)
 	bash tests/integration/agent.sh $(BIN)
 	bash tests/integration/drills.sh $(BIN)
 	bash tests/integration/examples.sh $(BIN)

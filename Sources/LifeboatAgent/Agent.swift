@@ -41,6 +41,9 @@ public actor Agent {
     let alertBox: AlertBox
     /// Open conditions (alerted, not yet cleared): key → since.
     var conditions: [String: Date]?
+    /// Continuous SQLite sources' followers, by source; when each one's progress was last written to the state database.
+    var followers: [String: FollowerHandle] = [:]
+    var persisted: [String: Date] = [:]
     /// Sites that could not be reached, and until when they are not tried again.
     var down: [String: (until: Date, failures: Int, why: String)] = [:]
 
@@ -99,12 +102,14 @@ public actor Agent {
         for r in (try? store.latestDrills()) ?? [] where plan.drills.contains(where: { $0.name == r.drill }) { metrics.drill(r) }
         loadSchedule(now: now)
         applyLimits()
+        syncFollowers()
         logger.info("agent started", metadata: ["plan": "\(plan.path)", "sources": "\(plan.sources.count)", "sites": "\(plan.sites.sites.count)",
                                                 "jobs_at_once": "\(plan.limits.jobs)"])
 
         var undoSwept = ContinuousClock.now - .seconds(60)
         while !stopping {
             let now = clock()
+            observeFollowers()
             evaluateObjectives(now: now)
             if ContinuousClock.now - undoSwept > .seconds(2) {
                 undoSwept = ContinuousClock.now
@@ -119,6 +124,10 @@ public actor Agent {
 
         logger.info("stopping: no new jobs; waiting for \(running.count) running (at most \(Int(stopTimeout)) s)")
         let deadline = ContinuousClock.now + .milliseconds(Int64(stopTimeout * 1000))
+        // Followers store what they copied and stop (a snapshot job waiting on one fails).
+        await stopFollowers(deadline: deadline)
+        observeFollowers()
+        for (key, o) in observations where persisted[key] != nil { try? store.observe(o) }
         while !running.isEmpty && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(50))
         }
@@ -214,6 +223,7 @@ public actor Agent {
         case (nil, nil): break
         }
         loadSchedule(now: clock())
+        syncFollowers()
         logger.info("plan reloaded", metadata: ["plan": "\(next.path)", "sources": "\(next.sources.count)"])
     }
 
@@ -458,7 +468,8 @@ public actor Agent {
             do {
                 let repo = try await repository(site)
                 snapshotTime = clock()
-                outcome = try await SourceBackup.run(source, repo: repo, time: snapshotTime, massChange: plan.massChange)
+                outcome = try await SourceBackup.run(source, repo: repo, time: snapshotTime, massChange: plan.massChange,
+                                                     follower: followers[source.name]?.control)
                 // Retention where deletes are allowed (a site's admin access when it has one).
                 if source.retention != nil, outcome?.snapshot != nil {
                     outcome?.removed = try await SourceBackup.forget(source, repo: try await deleter(site))
@@ -614,9 +625,18 @@ public actor Agent {
     }
 
     /// Lists a site's snapshots and records each source's newest one there.
-    func refresh(site: Site, plan: Plan, snapshots: [(id: ID, snapshot: Snapshot)]) {
+    /// `synced`: for continuous SQLite sources, when the primary held every transaction committed before (taken
+    /// before the primary's listing); a site that holds all of the primary's records of such a source is that fresh.
+    func refresh(site: Site, plan: Plan, snapshots: [(id: ID, snapshot: Snapshot)], primary: [(id: ID, snapshot: Snapshot)]? = nil,
+                 synced: [String: Date] = [:]) {
         for s in plan.sources where StatusBuilder.sites(of: s, in: plan).contains(site.name) {
-            let newest = SourceBackup.newest(s, in: snapshots)
+            var newest = SourceBackup.newest(s, in: snapshots)
+            if case .sqliteContinuous = s.kind, let t = synced[s.name] {
+                let tag = SourceBackup.tag(s.name)
+                let here = Set(snapshots.map(\.id))
+                let all = (primary ?? snapshots).filter { $0.snapshot.sqlite != nil && $0.snapshot.tags.contains(tag) }.allSatisfy { here.contains($0.id) }
+                if all { newest = max(newest ?? t, t) }
+            }
             if case .postgresArchive = s.kind {
                 let problems = SourceBackup.walProblems(s, in: snapshots)
                 condition("wal_gap:\(s.name)@\(site.name)", !problems.isEmpty, event: .walGap, source: s.name, site: site.name,
@@ -664,6 +684,7 @@ public actor Agent {
         // What each site holds now: newest per source, lag of each replica behind the primary.
         var primarySnaps: [(id: ID, snapshot: Snapshot)]?
         var primaryRepo: Repository?
+        let synced = followers.compactMapValues { $0.control.syncedAt }
         for site in [plan.sites.primary] + plan.sites.replicas {
             if let why = failures[site.name] {
                 siteDown(site.name, why)
@@ -673,7 +694,7 @@ public actor Agent {
             do {
                 let repo = try await repository(site)
                 let snaps = try await repo.listSnapshots()
-                refresh(site: site, plan: plan, snapshots: snaps)
+                refresh(site: site, plan: plan, snapshots: snaps, primary: primarySnaps, synced: synced)
                 siteUp(site.name)
                 var f = facts[site.name] ?? SiteFacts()
                 if site.role == .primary { primarySnaps = snaps; primaryRepo = repo } else if let p = primarySnaps {

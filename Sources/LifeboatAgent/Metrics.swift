@@ -34,6 +34,13 @@ public final class AgentMetrics: Sendable {
         if let delay { gauge("job_start_delay", "seconds", "How late the job's last scheduled start was (scheduler delay plus its fixed jitter).", job).set(to: delay) }
     }
 
+    /// A continuous SQLite source's follower stored a WAL record.
+    public func sqliteShipped(source: String, transactions: Int, bytes: Int) {
+        let l = [("source", source)]
+        registry.makeCounter(descriptor: descriptor("sqlite_transactions", "total", "Transactions a continuous SQLite source's follower stored."), labels: l).increment(by: Int64(transactions))
+        registry.makeCounter(descriptor: descriptor("sqlite_wal", "bytes_total", "WAL bytes a continuous SQLite source's follower stored."), labels: l).increment(by: Int64(bytes))
+    }
+
     /// The state of now, from the status: RPO per source and site, objectives, lag, coverage.
     public func update(_ status: AgentStatus) {
         for s in status.sources {

@@ -152,6 +152,8 @@ public enum RecoveryKit {
                 o += "lifeboat pg restore --latest --target /var/lib/postgresql/restored   # or --time T; then, as postgres: pg_ctl -D … start\n"
             case .mariadb(let defaults, _):
                 o += "lifeboat dump latest \(tag) /\(s.name).sql | mariadb --defaults-extra-file=\(quote(defaults))\n"
+            case .sqliteContinuous(let path, _):
+                o += "lifeboat sqlite restore \(quote(path)) --latest --target \(quote(path)).restored && mv \(quote(path)).restored \(quote(path))   # or --time T; with its writers stopped\n"
             case .sqlite(let path):
                 o += "lifeboat dump latest \(tag) /\(s.name).sqlite > \(quote(path)).restored && mv \(quote(path)).restored \(quote(path))   # with its writers stopped\n"
             case .command(let argv):

@@ -7,6 +7,8 @@ import LifeboatPostgres
 import LifeboatProcess
 import LifeboatRepository
 import LifeboatSnapshot
+import LifeboatSQLite
+import LifeboatSQLiteWAL
 
 /// What one backup of a source did.
 public struct BackupOutcome: Sendable {
@@ -29,9 +31,19 @@ public enum SourceBackup {
     public static func tag(_ source: String) -> String { "source=\(source)" }
 
     public static func run(_ source: Source, repo: Repository, hostname: String = localHostname(), time: Date,
-                           massChange: MassChangeThresholds? = MassChangeThresholds(),
+                           massChange: MassChangeThresholds? = MassChangeThresholds(), follower: FollowerControl? = nil,
                            shouldStop: @escaping @Sendable () -> Bool = { false }) async throws -> BackupOutcome {
-        try await repo.withLock(.shared, operation: "backup \(source.name) (agent)") {
+        // A continuous SQLite source: its follower stores the snapshot (it alone knows the WAL position).
+        if case .sqliteContinuous(let path, _) = source.kind {
+            guard let follower, follower.isRunning else {
+                throw LifeboatError(.io, "the follower of source \(source.name) (\(path)) is not running\(follower?.lastError.map { ": \($0)" } ?? ""); no snapshot was taken")
+            }
+            let id = try await follower.snapshot(timeout: 3600)
+            let snap = try await repo.loadSnapshot(id)
+            let size = snap.sqlite.map { UInt64($0.pages) * UInt64($0.pageSize) } ?? 0
+            return BackupOutcome(snapshot: id, files: 1, bytes: size, added: 0, errors: [])
+        }
+        return try await repo.withLock(.shared, operation: "backup \(source.name) (agent)") {
             try await repo.loadIndex()
             _ = try await repo.forgetMissingPacks()
             var opts = BackupOptions()
@@ -66,6 +78,8 @@ public enum SourceBackup {
                 let r = try await BaseBackup.run(repo: repo, options: o)
                 let s = r.snapshot.summary ?? SnapshotSummary()
                 return BackupOutcome(snapshot: r.id, files: s.totalFilesProcessed, bytes: s.totalBytesProcessed, added: s.dataAddedPacked, errors: [])
+            case .sqliteContinuous:
+                throw LifeboatError(.io, "internal: continuous SQLite sources are backed up by their follower")
             case .mariadb(let defaults, let databases):
                 archiver = Archiver(repository: repo, options: opts)
                 var argv = ["mariadb-dump", "--defaults-extra-file=\(defaults)", "--single-transaction", "--routines", "--events", "--triggers"]
@@ -93,6 +107,16 @@ public enum SourceBackup {
     /// policy applies to its base backups, and the WAL no kept base backup needs goes with them.
     public static func forget(_ source: Source, repo: Repository) async throws -> Int {
         guard let policy = source.retention else { return 0 }
+        if case .sqliteContinuous(let path, _) = source.kind {
+            return try await repo.withLock(.shared, operation: "forget \(source.name) (agent)") {
+                let catalogs = SQLiteCatalog.build(try await repo.listSnapshots())
+                var n = 0
+                for c in catalogs.values where c.database == path && c.hostname == localHostname() {
+                    n += try await SQLiteRetention.execute(SQLiteRetention.plan(c, policy: policy), repo: repo)
+                }
+                return n
+            }
+        }
         if case .postgresArchive = source.kind {
             return try await repo.withLock(.shared, operation: "forget \(source.name) (agent)") {
                 let snaps = try await repo.listSnapshots()
@@ -121,6 +145,9 @@ public enum SourceBackup {
     /// When the newest copy of a source at a site was made: its newest snapshot; for a PostgreSQL PITR source, the
     /// newest archived WAL (or base backup) of its cluster, which is what its RPO is measured by.
     public static func newest(_ source: Source, in snapshots: [(id: ID, snapshot: Snapshot)]) -> Date? {
+        if case .sqliteContinuous(let path, _) = source.kind {
+            return snapshots.filter { $0.snapshot.sqlite?.database == path && $0.snapshot.tags.contains(tag(source.name)) }.map(\.snapshot.date).max()
+        }
         if case .postgresArchive = source.kind {
             let systems = systems(of: source, in: snapshots)
             return snapshots.filter { s in

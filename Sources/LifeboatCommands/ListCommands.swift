@@ -11,7 +11,7 @@ struct SnapshotsCommand: AsyncParsableCommand {
     @Option(name: .customLong("latest"), help: "Only the newest N snapshots per host and paths.") var latest: Int?
     @Option(name: .customLong("max-age"), help: "Exit 22 when the newest snapshot of some host and paths is older than this (e.g. 26h, 2d).")
     var maxAge: String?
-    @Flag(name: .customLong("records"), help: "List the database records (archived WAL, base backups) instead of file snapshots.")
+    @Flag(name: .customLong("records"), help: "List the database records (archived WAL, base backups, SQLite snapshots and WAL) instead of file snapshots.")
     var records = false
 
     func run() async throws {
@@ -65,11 +65,17 @@ extension SnapshotsCommand {
         }
         var rows = [["ID", "Time", "Kind", "System", "Holds"]]
         for (id, s) in recs {
+            let time = String(s.time.prefix(19)).replacingOccurrences(of: "T", with: " ")
+            if let q = s.sqlite {
+                let holds = s.kind == "sqlite-snapshot" ? "generation \(q.generation), \(q.pages) pages" : "generation \(q.generation) record \(q.seq): \(q.transactions ?? 0) transactions"
+                rows.append([id.short, time, s.kind ?? "", q.database, holds])
+                continue
+            }
             let db = s.database
             let files = db?.files ?? []
             let holds = s.kind == "pg-base" ? "WAL \(db?.startLSN ?? "?") to \(db?.stopLSN ?? "?"), timeline \(db?.timeline ?? 0)"
                 : files.count == 1 ? files[0].name : "\(files.first?.name ?? "-") … \(files.last?.name ?? "-") (\(files.count) files)"
-            rows.append([id.short, String(s.time.prefix(19)).replacingOccurrences(of: "T", with: " "), s.kind ?? "", db?.system ?? "-", holds])
+            rows.append([id.short, time, s.kind ?? "", db?.system ?? "-", holds])
         }
         print(StatusCommand.table(rows), terminator: "")
         print(Units.count(recs.count, "record"))

@@ -386,6 +386,7 @@ func snapshotJSON(_ id: ID, _ s: Snapshot) -> [String: Any] {
     }
     if let k = s.kind { o["kind"] = k }
     if let db = s.database { o["database"] = Output.object(db) }
+    if let q = s.sqlite { o["sqlite"] = Output.object(q) }
     return o
 }
 

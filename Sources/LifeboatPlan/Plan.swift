@@ -29,6 +29,9 @@ public enum SourceKind: Sendable, Equatable {
     case postgresArchive(dsnFile: String)
     /// SQLite's online copy (`VACUUM INTO`) of a database file.
     case sqlite(path: String)
+    /// SQLite continuous replication (`continuous: true`): the agent follows the WAL and stores new transactions at
+    /// most every `interval` seconds; the schedule stores the whole database (a snapshot record).
+    case sqliteContinuous(path: String, interval: Double)
     /// `mariadb-dump --single-transaction` with a client defaults file (user, password, socket).
     case mariadb(defaultsFile: String, databases: [String])
     /// Any command whose standard output is the backup.
@@ -40,6 +43,7 @@ public enum SourceKind: Sendable, Equatable {
         case .postgres: "postgres"
         case .postgresArchive: "postgres-pitr"
         case .sqlite: "sqlite"
+        case .sqliteContinuous: "sqlite-continuous"
         case .mariadb: "mariadb"
         case .command: "command"
         }
@@ -477,8 +481,15 @@ public struct Plan: Sendable {
             kind = try y.bool(pm, "pitr") == true ? .postgresArchive(dsnFile: dsn) : .postgres(dsnFile: dsn)
         case "sqlite":
             let sm = try y.mapping(m["sqlite"]!, "`sqlite:`")
-            try y.keys(sm, ["path"])
-            kind = .sqlite(path: try y.string(sm, "path", required: true, owner: m["sqlite"])!)
+            try y.keys(sm, ["path", "continuous", "interval"])
+            let path = try y.string(sm, "path", required: true, owner: m["sqlite"])!
+            guard path.hasPrefix("/") else { throw y.error(sm["path"], "source \(name): the SQLite database path \"\(path)\" must be absolute") }
+            if try y.bool(sm, "continuous") == true {
+                kind = .sqliteContinuous(path: path, interval: try y.duration(sm, "interval", 0.1...3600) ?? 1)
+            } else {
+                guard sm["interval"] == nil else { throw y.error(sm["interval"], "source \(name): `interval` applies to `continuous: true` only") }
+                kind = .sqlite(path: path)
+            }
         case "mariadb":
             let mm = try y.mapping(m["mariadb"]!, "`mariadb:`")
             try y.keys(mm, ["defaults_file", "databases"])

@@ -51,6 +51,11 @@ public enum PlanCheck {
             // A PITR source's RPO is kept by WAL archiving between its base backups, not by its schedule.
             if case .postgresArchive = s.kind {
                 warn(s.location, "source \(s.name): its RPO is kept by archive_command = 'lifeboat pg wal-push --async …' into site \(plan.sites.primary.name) (set archive_timeout below the RPO for quiet hours)")
+            } else if case .sqliteContinuous(_, let interval) = s.kind {
+                // The follower keeps the RPO; the schedule takes the snapshots a restore starts from.
+                if let rpo = s.objectives?.rpo, interval >= rpo {
+                    error(s.rpoLocation ?? s.location, "source \(s.name): rpo \(Units.span(rpo)) is not longer than its interval \(Units.span(interval)): the follower cannot meet it")
+                }
             } else if let rpo = s.objectives?.rpo, gap > rpo {
                 error(s.rpoLocation ?? s.location, "source \(s.name): rpo \(Units.span(rpo)) is shorter than the longest wait between runs of \"\(s.scheduleText)\" (\(Units.span(gap))): the schedule cannot meet it")
             }
@@ -67,7 +72,7 @@ public enum PlanCheck {
             switch s.kind {
             case .postgres(let f), .postgresArchive(let f): if let why = readable(f) { error(s.location, "source \(s.name): dsn_file \(f): \(why)") }
             case .mariadb(let f, _): if let why = readable(f) { error(s.location, "source \(s.name): defaults_file \(f): \(why)") }
-            case .sqlite(let p): if let why = readable(p) { error(s.location, "source \(s.name): database \(p): \(why)") }
+            case .sqlite(let p), .sqliteContinuous(let p, _): if let why = readable(p) { error(s.location, "source \(s.name): database \(p): \(why)") }
             case .files, .command: break
             }
         }
@@ -133,7 +138,9 @@ public enum PlanCheck {
         var jobs: [JobPreview] = []
         let allSites = plan.sites.sites.map(\.name)
         for s in plan.sources {
-            let gap = s.schedule.longestGap(from: now)
+            var gap = s.schedule.longestGap(from: now)
+            // A continuous SQLite source's RPO is kept by its follower, which stores new transactions every interval.
+            if case .sqliteContinuous(_, let interval) = s.kind { gap = interval }
             jobs.append(JobPreview(kind: .backup, name: s.name, schedule: s.schedule.description, next: s.schedule.upcoming(count, after: now),
                                    sites: s.sites.isEmpty ? allSites : s.sites, rpo: s.objectives?.rpo, rto: s.objectives?.rto,
                                    longestGap: gap, meetsRPO: s.objectives?.rpo.map { rpo in gap.map { $0 <= rpo } ?? false }))

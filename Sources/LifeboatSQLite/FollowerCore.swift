@@ -212,6 +212,32 @@ final class FollowerCore {
         return r
     }
 
+    /// Lets go of the read transaction without the write lock, for at most `window` seconds, when an application
+    /// has held the write lock for a while without writing: that is a checkpoint of its own (RESTART or TRUNCATE)
+    /// waiting for readers, which would otherwise wait out its busy timeout. Unprotected, the follower cannot tell
+    /// what was written meanwhile; so if the WAL restarted or emptied, the history is broken (a new generation
+    /// begins with a snapshot, as Litestream does), else it goes on.
+    func yieldToCheckpointer(now: Date, window: Double = 0.2) throws {
+        try poll(now: now)
+        let before = header
+        var st = stat()
+        let size = walFD >= 0 && fstat(walFD, &st) == 0 ? Int(st.st_size) : 0
+        try reader.exec("COMMIT")
+        let end = Date().addingTimeInterval(window)
+        while Date() < end {
+            var w = stat()
+            if stat(walPath, &w) != 0 || Int(w.st_size) < size || w.st_ino != walIno { break }
+            usleep(5000)
+        }
+        try beginRead()
+        try readHeader()
+        var w = stat()
+        let gone = walFD < 0 || fstat(walFD, &w) != 0 || Int(w.st_size) < SQLiteWALHeader.size
+        if header != before || gone {
+            throw HistoryBroken("the application checkpointed the WAL itself (RESTART or TRUNCATE) while the follower let go of its read transaction")
+        }
+    }
+
     /// The frames of the current cycle up to the position (for a snapshot): the newest frame of each page.
     func pageMap() throws -> [UInt32: off_t] {
         guard let h = header, walFD >= 0, nextFrame > 1 else { return [:] }

@@ -42,20 +42,28 @@ public struct SQLiteFollower: Sendable {
     }
 
     /// Runs until `shouldStop` says so (or the task is cancelled); what was copied is shipped before it returns.
-    public func run(shouldStop: @escaping @Sendable () -> Bool = { false }, events: @escaping @Sendable (Event) -> Void = { _ in }) async throws {
+    public func run(shouldStop: @escaping @Sendable () -> Bool = { false }, control: FollowerControl? = nil,
+                    events: @escaping @Sendable (Event) -> Void = { _ in }) async throws {
         let queue = DispatchQueue(label: "lifeboat.sqlite.\(path)")
         var reason = "the follower started"
-        while !shouldStop() && !Task.isCancelled {
+        control?.setRunning(true)
+        defer { control?.setRunning(false) }
+        let stop: @Sendable () -> Bool = { shouldStop() || control?.stopRequested == true }
+        while !stop() && !Task.isCancelled {
             do {
-                try await follow(queue: queue, firstReason: reason, shouldStop: shouldStop, events: events)
+                try await follow(queue: queue, firstReason: reason, shouldStop: stop, control: control, events: events)
                 return
             } catch let b as HistoryBroken {
                 reason = b.description
+            } catch {
+                control?.failed("\(error)")
+                throw error
             }
         }
     }
 
-    func follow(queue: DispatchQueue, firstReason: String, shouldStop: @escaping @Sendable () -> Bool, events: @escaping @Sendable (Event) -> Void) async throws {
+    func follow(queue: DispatchQueue, firstReason: String, shouldStop: @escaping @Sendable () -> Bool, control: FollowerControl?,
+                events: @escaping @Sendable (Event) -> Void) async throws {
         let core = try await onQueue(queue) { try CoreBox(FollowerCore(path: path, busyTimeoutMillis: options.busyTimeoutMillis)) }
         // Continue the newest generation, or begin one.
         var generation = ""
@@ -73,65 +81,111 @@ public struct SQLiteFollower: Sendable {
         if generation.isEmpty {
             generation = Self.newGeneration()
             events(.generation(generation, reason: firstReason))
-            try await snapshot(core, queue: queue, generation: generation, seq: 0, fresh: true, events: events)
+            let id = try await snapshot(core, queue: queue, generation: generation, seq: 0, fresh: true, events: events)
+            if control?.snapshotWanted == true { control?.snapshotDone(.success(id)) }
             lastSnapshot = currentTime()
         } else {
             lastSnapshot = currentTime()
         }
         var lastShip = currentTime()
         var failing = false
-        while true {
-            let stopping = shouldStop() || Task.isCancelled
-            let now = currentTime()
-            let pending = try await onQueue(queue) { () -> Int in
-                if core.value.pendingBytes < options.maxPendingBytes { try core.value.poll(now: now) }
-                return core.value.pendingBytes
-            }
-            let framesInCycle = try await onQueue(queue) { core.value.header == nil ? 0 : core.value.nextFrame - 1 }
-            var checkpointed = false
-            if !stopping && !failing && framesInCycle >= options.checkpointPages {
-                if let r = try await onQueue(queue, { try core.value.checkpoint(now: currentTime()) }) {
-                    events(.checkpoint(log: r.log, done: r.done))
+        var lastFrames = -1
+        var lastGrowth = currentTime()
+        var quietDone = -1
+        var lastYield = Date.distantPast
+        do {
+            while true {
+                let stopping = shouldStop() || Task.isCancelled
+                let now = currentTime()
+                let pending = try await onQueue(queue) { () -> Int in
+                    if core.value.pendingBytes < options.maxPendingBytes { try core.value.poll(now: now) }
+                    return core.value.pendingBytes
                 }
-                checkpointed = true
-            }
-            if pending > 0 && (stopping || checkpointed || now.timeIntervalSince(lastShip) >= (failing ? max(options.interval, 5) : options.interval)) {
-                let logs = try await onQueue(queue) { core.value.take() }
-                var shipped = 0
-                do {
-                    for log in logs {
-                        let id = try await store.saveWAL(log, database: path, generation: generation, seq: seq)
-                        events(.shipped(id, seq: seq, transactions: log.transactions, bytes: log.bytes.count,
-                                        newest: Date(timeIntervalSince1970: Double(log.lastTimeMillis ?? 0) / 1000)))
-                        seq += 1
-                        shipped += 1
+                let framesInCycle = try await onQueue(queue) { core.value.header == nil ? 0 : core.value.nextFrame - 1 }
+                if framesInCycle != lastFrames { lastFrames = framesInCycle; lastGrowth = now }
+                var checkpointed = false
+                // Past checkpointPages, or quiet for a second with frames in the WAL: an application waiting in a
+                // checkpoint of its own (RESTART, TRUNCATE) waits for readers, and writes nothing meanwhile.
+                // (Once per quiet spell when it copied every frame into the database; again each second if not.)
+                let quiet = framesInCycle > 0 && now.timeIntervalSince(lastGrowth) >= 1 && !(framesInCycle == quietDone)
+                if !stopping && !failing && (framesInCycle >= options.checkpointPages || quiet) {
+                    let r = try await onQueue(queue, { try core.value.checkpoint(now: currentTime()) })
+                    if let r { events(.checkpoint(log: r.log, done: r.done)) }
+                    if quiet {
+                        lastGrowth = now
+                        quietDone = r.map { $0.done >= $0.log ? framesInCycle : -1 } ?? -1
+                        // The write lock held for a second with nothing written: an application's own checkpoint
+                        // waiting for this reader (at most once every 10 s).
+                        if r == nil && now.timeIntervalSince(lastYield) >= 10 {
+                            lastYield = now
+                            try await onQueue(queue) { try core.value.yieldToCheckpointer(now: now) }
+                        }
                     }
-                    failing = false
-                } catch {
-                    // Kept, in order, for the next turn.
-                    let rest = Array(logs[shipped...])
-                    try await onQueue(queue) { core.value.done = rest + core.value.done }
-                    events(.retrying("\(error)"))
-                    failing = true
-                    if stopping { throw error }
+                    checkpointed = true
                 }
-                lastShip = currentTime()
-            }
-            if stopping { return }
-            if !failing && currentTime().timeIntervalSince(lastSnapshot) >= options.snapshotInterval {
-                let empty = try await onQueue(queue) { core.value.pendingBytes == 0 }
-                if empty {
-                    try await snapshot(core, queue: queue, generation: generation, seq: seq, fresh: false, events: events)
-                    lastSnapshot = currentTime()
+                if pending > 0 && (stopping || checkpointed || now.timeIntervalSince(lastShip) >= (failing ? max(options.interval, 5) : options.interval)) {
+                    let logs = try await onQueue(queue) { core.value.take() }
+                    var shipped = 0
+                    do {
+                        for log in logs {
+                            let id = try await store.saveWAL(log, database: path, generation: generation, seq: seq)
+                            events(.shipped(id, seq: seq, transactions: log.transactions, bytes: log.bytes.count,
+                                            newest: Date(timeIntervalSince1970: Double(log.lastTimeMillis ?? 0) / 1000)))
+                            seq += 1
+                            shipped += 1
+                        }
+                        failing = false
+                    } catch {
+                        control?.failed("\(error)")
+                        // Kept, in order, for the next turn.
+                        let rest = Array(logs[shipped...])
+                        try await onQueue(queue) { core.value.done = rest + core.value.done }
+                        events(.retrying("\(error)"))
+                        failing = true
+                        if stopping { throw error }
+                    }
+                    lastShip = currentTime()
                 }
+                // Nothing copied is waiting: every transaction committed before this turn's poll is stored.
+                let waiting = try await onQueue(queue) { core.value.pendingBytes }
+                if !failing && waiting == 0 { control?.synced(now) }
+                if stopping { return }
+                let asked = control?.snapshotWanted == true
+                if !failing && (asked || currentTime().timeIntervalSince(lastSnapshot) >= options.snapshotInterval) {
+                    if waiting > 0 {
+                        lastShip = .distantPast  // ship first, then the snapshot, at the next turn
+                    } else {
+                        do {
+                            let id = try await snapshot(core, queue: queue, generation: generation, seq: seq, fresh: false, events: events)
+                            control?.snapshotDone(.success(id))
+                        } catch {
+                            control?.snapshotDone(.failure(LifeboatError(.io, "the snapshot failed: \(error)")))
+                            if error is HistoryBroken { throw error }
+                            control?.failed("\(error)")
+                            failing = true
+                        }
+                        lastSnapshot = currentTime()
+                    }
+                }
+                try? await Task.sleep(nanoseconds: UInt64(max(0.005, options.poll) * 1e9))
             }
-            try? await Task.sleep(nanoseconds: UInt64(max(0.005, options.poll) * 1e9))
+        } catch let broken as HistoryBroken {
+            // What was copied before the break is history still: stored, then the new generation begins.
+            let logs = (try? await onQueue(queue) { core.value.take() }) ?? []
+            for log in logs {
+                guard let id = try? await store.saveWAL(log, database: path, generation: generation, seq: seq) else { break }
+                events(.shipped(id, seq: seq, transactions: log.transactions, bytes: log.bytes.count,
+                                newest: Date(timeIntervalSince1970: Double(log.lastTimeMillis ?? 0) / 1000)))
+                seq += 1
+            }
+            throw broken
         }
     }
 
     /// A snapshot at the current position. `fresh` (a generation's first): everything in the WAL is copied first
     /// and goes into the snapshot only; otherwise nothing may be waiting to be shipped.
-    func snapshot(_ core: CoreBox, queue: DispatchQueue, generation: String, seq: Int, fresh: Bool, events: @Sendable (Event) -> Void) async throws {
+    @discardableResult
+    func snapshot(_ core: CoreBox, queue: DispatchQueue, generation: String, seq: Int, fresh: Bool, events: @Sendable (Event) -> Void) async throws -> ID {
         var source = try await onQueue(queue) { () -> PageSource in
             if fresh {
                 try core.value.poll(now: currentTime())
@@ -143,6 +197,7 @@ public struct SQLiteFollower: Sendable {
         defer { source.close() }
         let id = try await store.saveSnapshot(&source, database: path, generation: generation, seq: seq, time: currentTime())
         events(.snapshot(id, generation: generation, bytes: Int(source.pages) * source.pageSize))
+        return id
     }
 
     static func newGeneration() -> String {
