@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # release-only crash that the debug build could not show (docs/ARCHITECTURE.md, "Tests").
 BIN := .build/release/lifeboat
 
-.PHONY: deps build test unit integration demo bench bench-failover bench-plan bench-agent bench-drills bench-pitr fuzz clean
+.PHONY: deps build test unit integration demo bench bench-failover bench-plan bench-agent bench-drills bench-pitr bench-sqlite fuzz clean
 
 deps:
 	@scripts/install-deps.sh
@@ -65,6 +65,10 @@ bench-drills: deps
 bench-pitr: deps
 	swift build -c release --product lifeboat
 	python3 bench/pitr.py
+
+bench-sqlite: deps
+	swift build -c release --product lifeboat
+	python3 bench/sqlite.py
 
 # libFuzzer on the parsers (tree, index, pack header, object framing, YAML configs, HTTP ranges), FUZZ_SECONDS each.
 fuzz: deps

@@ -19,6 +19,7 @@ let package = Package(
             .product(name: "LifeboatPlan", package: "Lifeboat"),
         ], swiftSettings: fuzz),
         .executableTarget(name: "FuzzWAL", dependencies: [.product(name: "LifeboatWAL", package: "Lifeboat")], swiftSettings: fuzz),
+        .executableTarget(name: "FuzzSQLiteWAL", dependencies: [.product(name: "LifeboatSQLiteWAL", package: "Lifeboat")], swiftSettings: fuzz),
         .executableTarget(name: "FuzzRange", dependencies: [.product(name: "LifeboatCore", package: "Lifeboat")], swiftSettings: fuzz),
     ]
 )

@@ -11,9 +11,9 @@ flags=(-c debug --sanitize=fuzzer --sanitize=address --scratch-path "$scratch")
 swift build "${flags[@]}"
 bin=$(swift build "${flags[@]}" --show-bin-path)
 secs=${FUZZ_SECONDS:-60}
-declare -A exe=([tree]=FuzzTree [index]=FuzzIndex [packheader]=FuzzPackHeader [object]=FuzzObject [config]=FuzzConfig [range]=FuzzRange [wal]=FuzzWAL)
+declare -A exe=([tree]=FuzzTree [index]=FuzzIndex [packheader]=FuzzPackHeader [object]=FuzzObject [config]=FuzzConfig [range]=FuzzRange [wal]=FuzzWAL [sqlitewal]=FuzzSQLiteWAL)
 status=0
-for name in ${FUZZ_TARGETS:-tree index packheader object config range wal}; do
+for name in ${FUZZ_TARGETS:-tree index packheader object config range wal sqlitewal}; do
   corpus="$scratch/corpus/$name"
   mkdir -p "$corpus" "regressions/$name" "seeds/$name"
   echo "== $name: ${exe[$name]} for ${secs}s"

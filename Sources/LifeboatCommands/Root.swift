@@ -178,9 +178,9 @@ extension LifeboatCommand {
         guard !globals.isEmpty, i < args.count else { return args }
         var rest = Array(args[i...])
         var at = 1
-        let groups: [String: Set<String>] = ["key": ["list", "add", "remove", "passwd"], "repair": ["index", "snapshots"],
-                                             "sites": ["status"], "pg": ["wal-push", "wal-fetch", "backup", "restore", "timeline", "check", "forget", "wal-push-helper", "wal-fetch-helper"]]
-        if rest.count > 1, groups[rest[0]]?.contains(rest[1]) == true { at = 2 }
+        // A command with subcommands (`pg restore`, `sqlite replicate`, `key add`): the options go after both names.
+        if rest.count > 1, let group = LifeboatCommand.configuration.subcommands.first(where: { $0.configuration.commandName == rest[0] }),
+           group.configuration.subcommands.contains(where: { $0.configuration.commandName == rest[1] }) { at = 2 }
         rest.insert(contentsOf: globals, at: at)
         return rest
     }

@@ -42,7 +42,10 @@ final class FollowerCore {
     /// Transactions copied and not shipped: finished logs (a log covers one cycle) and the one being filled.
     var done: [FrameLogBuilder] = []
     var filling: FrameLogBuilder?
-    let maxRead = 16 << 20
+    /// Frames are read in pieces of about this many bytes: after a restart the file keeps its size and the old
+    /// cycle's frames, which the scan stops at; one piece is read to find that out, not the whole file.
+    let readPiece = 256 << 10
+    var buffer: [UInt8] = []
     let debug = ProcessInfo.processInfo.environment["LIFEBOAT_SQLITE_DEBUG"] != nil
 
     init(path: String, busyTimeoutMillis: Int32) throws {
@@ -167,19 +170,19 @@ final class FollowerCore {
             fstat(walFD, &st)
             let avail = Int(st.st_size) - offset
             guard avail >= fs else { return total }
-            let want = min(avail - avail % fs, max(fs, maxRead - maxRead % fs))
-            var buf = [UInt8](repeating: 0, count: want)
-            let n = buf.withUnsafeMutableBytes { pread(walFD, $0.baseAddress!, want, off_t(offset)) }
+            let want = min(avail - avail % fs, max(fs, readPiece - readPiece % fs))
+            if buffer.count < want { buffer = [UInt8](repeating: 0, count: want) }
+            let n = buffer.withUnsafeMutableBytes { pread(walFD, $0.baseAddress!, want, off_t(offset)) }
             guard n >= fs else { return total }
             let got = n - n % fs
-            let scanned = buf.withUnsafeBytes { b in
+            let scanned = buffer.withUnsafeBytes { b in
                 WALScan.scan(UnsafeRawBufferPointer(rebasing: b[0..<got]), header: h, firstFrame: nextFrame, checksum: checksum)
             }
             if debug { FileHandle.standardError.write(Data("poll: offset \(offset) size \(st.st_size) got \(got) scanned \(scanned.frames) frames \(scanned.commits.count) commits\n".utf8)) }
             guard scanned.frames > 0 else { return total }
             if filling == nil { filling = FrameLogBuilder(header: h, firstFrame: nextFrame, checksum: checksum) }
             let ms = Int64((now.timeIntervalSince1970 * 1000).rounded())
-            buf.withUnsafeBytes { b in filling!.append(UnsafeRawBufferPointer(rebasing: b[0..<scanned.bytes]), scan: scanned, timeMillis: ms) }
+            buffer.withUnsafeBytes { b in filling!.append(UnsafeRawBufferPointer(rebasing: b[0..<scanned.bytes]), scan: scanned, timeMillis: ms) }
             nextFrame += scanned.frames
             checksum = scanned.checksum
             pages = scanned.commits.last!.pages

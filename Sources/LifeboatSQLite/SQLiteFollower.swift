@@ -97,11 +97,11 @@ public struct SQLiteFollower: Sendable {
             while true {
                 let stopping = shouldStop() || Task.isCancelled
                 let now = currentTime()
-                let pending = try await onQueue(queue) { () -> Int in
-                    if core.value.pendingBytes < options.maxPendingBytes { try core.value.poll(now: now) }
-                    return core.value.pendingBytes
+                let (pending, framesInCycle) = try await onQueue(queue) { () -> (Int, Int) in
+                    let c = core.value
+                    if c.pendingBytes < options.maxPendingBytes { try c.poll(now: now) }
+                    return (c.pendingBytes, c.header == nil ? 0 : c.nextFrame - 1)
                 }
-                let framesInCycle = try await onQueue(queue) { core.value.header == nil ? 0 : core.value.nextFrame - 1 }
                 if framesInCycle != lastFrames { lastFrames = framesInCycle; lastGrowth = now }
                 var checkpointed = false
                 // Past checkpointPages, or quiet for a second with frames in the WAL: an application waiting in a
@@ -123,7 +123,11 @@ public struct SQLiteFollower: Sendable {
                     }
                     checkpointed = true
                 }
+                var shippedNow = false
                 if pending > 0 && (stopping || checkpointed || now.timeIntervalSince(lastShip) >= (failing ? max(options.interval, 5) : options.interval)) {
+                    shippedNow = true
+                    // The interval runs from this turn's poll: a slow store does not stretch it.
+                    lastShip = now
                     let logs = try await onQueue(queue) { core.value.take() }
                     var shipped = 0
                     do {
@@ -144,10 +148,9 @@ public struct SQLiteFollower: Sendable {
                         failing = true
                         if stopping { throw error }
                     }
-                    lastShip = currentTime()
                 }
                 // Nothing copied is waiting: every transaction committed before this turn's poll is stored.
-                let waiting = try await onQueue(queue) { core.value.pendingBytes }
+                let waiting = shippedNow || checkpointed ? try await onQueue(queue) { core.value.pendingBytes } : pending
                 if !failing && waiting == 0 { control?.synced(now) }
                 if stopping { return }
                 let asked = control?.snapshotWanted == true

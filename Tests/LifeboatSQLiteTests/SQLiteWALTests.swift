@@ -2,6 +2,7 @@ import Foundation
 import GRDBSQLite
 import LifeboatCore
 import LifeboatSQLiteWAL
+import LifeboatTestSupport
 import Testing
 
 /// A database in WAL mode with `rows` committed transactions still in its WAL (no checkpoint), and its WAL bytes.
@@ -128,5 +129,27 @@ func tempDir(_ name: String) -> String {
         }
         // Every prefix fails cleanly (no trap).
         for n in stride(from: 0, to: b.bytes.count, by: 997) { _ = try? FrameLog.decode(Array(b.bytes[0..<n])) }
+    }
+}
+
+/// The fuzz target's seeds and every crashing input it ever found (fuzz/regressions/sqlitewal), replayed.
+@Suite struct SQLiteWALFuzzRegressionTests {
+    @Test func sqliteWALInputs() {
+        let inputs = fuzzInputs("sqlitewal")
+        #expect(inputs.count >= 2)
+        var decoded = 0
+        for i in inputs where !i.isEmpty {
+            let body = Array(i.dropFirst())
+            if i[0] % 2 == 0 {
+                if let h = try? SQLiteWALHeader.parse(body) {
+                    let s = body.withUnsafeBytes { WALScan.scan(UnsafeRawBufferPointer(rebasing: $0[32...]), header: h, firstFrame: 1, checksum: h.checksum) }
+                    #expect(s.bytes <= body.count - 32)
+                    decoded += 1
+                }
+            } else if (try? FrameLog.decode(body)) != nil {
+                decoded += 1
+            }
+        }
+        #expect(decoded >= 2)  // the seeds are valid
     }
 }

@@ -101,10 +101,13 @@ t_killed_follower_continues_or_begins_a_generation() {
   "$LB" sqlite replicate "$db" --json --checkpoint-pages 100000 > "$WORK/rep2a.log" 2>&1 &
   local rep=$!
   wait_log "$WORK/rep2a.log" '"sqlite_wal"'
+  # Paused while no follower holds the WAL: the application's own automatic checkpoint would restart it.
+  pause_writer "$state"
   kill -KILL "$rep"; wait "$rep" 2>/dev/null || true
   "$LB" sqlite replicate "$db" --json --checkpoint-pages 100000 > "$WORK/rep2b.log" 2>&1 &
   rep=$!
   wait_log "$WORK/rep2b.log" '"sqlite_resumed"' || fail "the follower did not continue its generation"
+  resume_writer "$state"
   wait_log "$WORK/rep2b.log" '"sqlite_wal"'
   kill -KILL "$rep"; wait "$rep" 2>/dev/null || true
   # With no follower, the application's checkpoint empties the WAL: the history is broken.
@@ -218,14 +221,17 @@ sys.exit(0 if r is not None and r < 3 else 1)" "$WORK/status4"
   curl -sS --fail-with-body -X POST -H "Authorization: Bearer $(cat "$WORK/token4")" "http://127.0.0.1:$port/jobs/backup:app/run" > /dev/null
   snapshots_of_app() { [ "$(LIFEBOAT_REPOSITORY=$repo "$LB" snapshots --records --json | grep -o '"sqlite-snapshot"' | wc -l)" -ge 2 ]; }
   wait_until 60 "a second snapshot record" snapshots_of_app
-  # A stop stores what was copied; a start continues the generation.
+  # A stop stores what was copied; a start continues the generation (the writer paused meanwhile: with nobody
+  # holding the WAL, its automatic checkpoint would restart it, and a new generation would begin).
+  pause_writer "$state"
   kill -TERM "$agent"; wait "$agent" || fail "agent exit status"
   grep -q "agent stopped" "$WORK/agent4.log" || fail "no clean stop"
   "$LB" agent --config "$WORK/plan4.yaml" > "$WORK/agent4b.log" 2>&1 &
   agent=$!
   wait_log "$WORK/agent4b.log" "sqlite follower continues"
+  resume_writer "$state"
+  wait_until 30 "more transactions" committed_at_least "$state" $(( $(count_of "$state") + 50 ))
   kill -TERM "$WRITER"; wait "$WRITER"
-  sleep 0.1
   kill -TERM "$agent"; wait "$agent" || fail "agent exit status"
   LIFEBOAT_REPOSITORY=$repo "$LB" sqlite restore "$db" --latest --target "$WORK/latest4.db" > /dev/null || fail "restore"
   [ "$(db_digest "$WORK/latest4.db")" = "$(db_digest "$db")" ] || fail "the restore differs from the database"
