@@ -2,7 +2,8 @@
 # Installs what Lifeboat needs to build and test on Debian, if anything is missing:
 # libzstd (build), attr (xattr tests), and for the remote-site tests openssl, htpasswd (apache2-utils),
 # curl, restic, rclone and moto_server (PyPI: moto[server]); for the database recipes (tests/integration/databases.sh)
-# PostgreSQL 15 (postgresql-15, postgresql-client-15), MariaDB (mariadb-server, mariadb-client) and sqlite3: the
+# PostgreSQL 15 (postgresql-15, postgresql-client-15), MariaDB (mariadb-server, mariadb-client), Redis (redis-server,
+# redis-tools: redis-cli --rdb, redis-check-rdb) and sqlite3: the
 # suite starts servers of its own on sockets under its work folder, and neither uses nor stops the system services
 # these packages may start; the agent's state database needs libsqlite3-dev (GRDB), and its suite a real
 # Prometheus server and promtool (prometheus); the suites use setsid and runuser (util-linux), ps/pgrep (procps), ss (iproute2) and
@@ -10,7 +11,7 @@
 set -euo pipefail
 need=()
 for pkg in libzstd-dev pkg-config attr openssl apache2-utils curl restic rclone procps util-linux iproute2 e2fsprogs \
-           postgresql-15 postgresql-client-15 mariadb-server mariadb-client sqlite3 libsqlite3-dev prometheus; do
+           postgresql-15 postgresql-client-15 mariadb-server mariadb-client redis-server redis-tools sqlite3 libsqlite3-dev prometheus; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -118,6 +118,7 @@ public enum RecoveryKit {
         for s in plan.sources {
             switch s.kind {
             case .postgres(let f), .postgresArchive(let f): secrets.append((f, "PostgreSQL connection (DSN) of source \(s.name)"))
+            case .redis(let t): if let f = t.passwordFile { secrets.append((f, "Redis password of source \(s.name)")) }
             case .mariadb(let f, _): secrets.append((f, "MariaDB client defaults file of source \(s.name)"))
             default: break
             }
@@ -156,6 +157,8 @@ public enum RecoveryKit {
                 o += "lifeboat sqlite restore \(quote(path)) --latest --target \(quote(path)).restored && mv \(quote(path)).restored \(quote(path))   # or --time T; with its writers stopped\n"
             case .sqlite(let path):
                 o += "lifeboat dump latest \(tag) /\(s.name).sqlite > \(quote(path)).restored && mv \(quote(path)).restored \(quote(path))   # with its writers stopped\n"
+            case .redis:
+                o += "lifeboat db restore \(s.name) --target /var/lib/redis/dump.rdb   # with the server stopped; then start it\n"
             case .command(let argv):
                 o += "lifeboat dump latest \(tag) /\(s.name) > /tmp/\(s.name).out   # the output of: \(argv.map(quote).joined(separator: " "))\n"
             }

@@ -88,6 +88,12 @@ public enum SourceBackup {
             case .sqlite(let path):
                 archiver = Archiver(repository: repo, options: opts)
                 result = try await sqlite(path, name: "\(source.name).sqlite", archiver: archiver)
+            case .redis(let t):
+                archiver = Archiver(repository: repo, options: opts)
+                var env: [String: String] = [:]
+                if let f = t.passwordFile { env["REDISCLI_AUTH"] = try readSecretFile(f, what: "password_file of source \(source.name)") }
+                result = try await stream(["redis-cli"] + t.arguments + ["--no-auth-warning", "--rdb", "-"], environment: env,
+                                          name: "\(source.name).rdb", archiver: archiver)
             case .command(let argv):
                 archiver = Archiver(repository: repo, options: opts)
                 result = try await stream(argv, environment: [:], name: source.name, archiver: archiver)

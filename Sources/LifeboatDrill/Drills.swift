@@ -382,6 +382,8 @@ enum Integrity {
             let exit = await child.wait(timeout: 300)
             guard exit.ok else { throw LifeboatError(.corrupt, "pg_restore --list \(file) \(exit.description): \(await capture.text())") }
             return "pg_restore --list: the archive reads"
+        case .redis?:
+            return try await DatabaseRestore.redisCheck("\(target)/\(name).rdb")
         case .mariadb?:
             let file = "\(target)/\(name).sql"
             guard let h = FileHandle(forReadingAtPath: file) else { throw LifeboatError(.notFound, "the restored dump \(file) is missing") }

@@ -34,6 +34,9 @@ public enum SourceKind: Sendable, Equatable {
     case sqliteContinuous(path: String, interval: Double)
     /// `mariadb-dump --single-transaction` with a client defaults file (user, password, socket).
     case mariadb(defaultsFile: String, databases: [String])
+    /// `redis-cli --rdb -`: the server's RDB snapshot (a TCP address or a Unix socket; the password from a file,
+    /// passed in REDISCLI_AUTH, never argv).
+    case redis(RedisTarget)
     /// Any command whose standard output is the backup.
     case command([String])
 
@@ -45,8 +48,25 @@ public enum SourceKind: Sendable, Equatable {
         case .sqlite: "sqlite"
         case .sqliteContinuous: "sqlite-continuous"
         case .mariadb: "mariadb"
+        case .redis: "redis"
         case .command: "command"
         }
+    }
+}
+
+/// Where a Redis server listens, and the file with its password.
+public struct RedisTarget: Sendable, Equatable {
+    public var host: String?
+    public var port: Int?
+    public var socket: String?
+    public var passwordFile: String?
+    public init(host: String? = nil, port: Int? = nil, socket: String? = nil, passwordFile: String? = nil) {
+        self.host = host; self.port = port; self.socket = socket; self.passwordFile = passwordFile
+    }
+    /// redis-cli's connection arguments.
+    public var arguments: [String] {
+        if let socket { return ["-s", socket] }
+        return ["-h", host ?? "127.0.0.1", "-p", String(port ?? 6379)]
     }
 }
 
@@ -452,7 +472,7 @@ public struct Plan: Sendable {
 
     static func source(_ node: Yams.Node, _ y: YAMLReader, _ plan: Plan, _ zone: TimeZone) throws -> Source {
         let m = try y.mapping(node, "each source")
-        try y.keys(m, ["name", "paths", "exclude", "postgres", "sqlite", "mariadb", "command", "schedule", "timezone",
+        try y.keys(m, ["name", "paths", "exclude", "postgres", "sqlite", "mariadb", "redis", "command", "schedule", "timezone",
                        "retention", "objectives", "hooks", "sites"])
         let name = try y.string(m, "name", required: true, owner: node)!
         guard name.count <= 64, name.allSatisfy(nameCharacters) else {
@@ -461,9 +481,9 @@ public struct Plan: Sendable {
         guard !plan.sources.contains(where: { $0.name == name }) else { throw y.error(m["name"], "duplicate source name \"\(name)\"") }
         // The agent's own backup (its plan and state database; RecoveryKit.selfSource).
         guard name != "lifeboat-agent" else { throw y.error(m["name"], "the source name \"lifeboat-agent\" is the agent's own backup: choose another") }
-        let kinds = ["paths", "postgres", "sqlite", "mariadb", "command"].filter { m[$0] != nil }
+        let kinds = ["paths", "postgres", "sqlite", "mariadb", "redis", "command"].filter { m[$0] != nil }
         guard kinds.count == 1 else {
-            throw y.error(node, kinds.isEmpty ? "source \(name): say what to back up: paths, postgres, sqlite, mariadb or command"
+            throw y.error(node, kinds.isEmpty ? "source \(name): say what to back up: paths, postgres, sqlite, mariadb, redis or command"
                                               : "source \(name): one of \(kinds.joined(separator: ", ")), not several")
         }
         let kind: SourceKind
@@ -495,6 +515,20 @@ public struct Plan: Sendable {
             try y.keys(mm, ["defaults_file", "databases"])
             kind = .mariadb(defaultsFile: try y.string(mm, "defaults_file", required: true, owner: m["mariadb"])!,
                             databases: try y.strings(mm, "databases") ?? [])
+        case "redis":
+            let rm = try y.mapping(m["redis"]!, "`redis:`")
+            try y.keys(rm, ["host", "port", "socket", "password_file"])
+            var t = RedisTarget(host: try y.string(rm, "host"), port: try y.int(rm, "port", 1...65535), socket: try y.string(rm, "socket"),
+                                passwordFile: try y.string(rm, "password_file"))
+            if t.socket != nil && (t.host != nil || t.port != nil) {
+                throw y.error(m["redis"], "source \(name): `socket` or `host`/`port`, not both")
+            }
+            if let h = t.host, h.isEmpty || h.hasPrefix("-") || h.contains(where: { $0.isWhitespace }) {
+                throw y.error(rm["host"], "source \(name): \"\(h)\" is not a host name")
+            }
+            if let sock = t.socket, !sock.hasPrefix("/") { throw y.error(rm["socket"], "source \(name): the socket path must be absolute") }
+            if t.socket == nil && t.host == nil { t.host = "127.0.0.1" }
+            kind = .redis(t)
         default:
             kind = .command(try y.strings(m, "command")!)
         }

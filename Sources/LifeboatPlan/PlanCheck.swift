@@ -73,6 +73,8 @@ public enum PlanCheck {
             case .postgres(let f), .postgresArchive(let f): if let why = readable(f) { error(s.location, "source \(s.name): dsn_file \(f): \(why)") }
             case .mariadb(let f, _): if let why = readable(f) { error(s.location, "source \(s.name): defaults_file \(f): \(why)") }
             case .sqlite(let p), .sqliteContinuous(let p, _): if let why = readable(p) { error(s.location, "source \(s.name): database \(p): \(why)") }
+            case .redis(let t):
+                if let f = t.passwordFile, let why = readable(f) { error(s.location, "source \(s.name): password_file \(f): \(why)") }
             case .files, .command: break
             }
         }

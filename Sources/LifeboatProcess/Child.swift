@@ -176,6 +176,9 @@ public final class Capture: Sendable {
     /// Closes this process's write end (after the spawn) so that the reader sees the end when the child exits.
     public func closeWriter() { close(writeFD) }
 
+    /// Everything captured (the last `limit` bytes), as it came.
+    public func all() async -> String { String(decoding: await task.value, as: UTF8.self) }
+
     /// The last lines captured, trimmed, on one line.
     public func text(lines count: Int = 3) async -> String {
         let bytes = await task.value

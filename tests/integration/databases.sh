@@ -409,7 +409,86 @@ sys.exit(1 if missing or not cmds else 0)
 PY
 }
 
-for t in ${DATABASES_TESTS:-t_readme_recipes t_postgresql t_mariadb t_sqlite t_sqlite_wal_file t_sqlite_busy_timeout}; do
+# `lifeboat db restore`: every kind of dump the agent takes (pg_dump, mariadb-dump of one database, SQLite's
+# VACUUM INTO, redis-cli --rdb, a command's output) restored into a new, named target by the engine's own tool, and
+# checked; an existing target is refused, and a source that cannot be renamed is told how to restore instead.
+t_db_restore_every_dump_type() {
+  trap 'pg_stop p3; mdb_stop m3; [ -f "$WORK/redis/pid" ] && kill "$(cat "$WORK/redis/pid")" 2>/dev/null; [ -f "$WORK/redis2/pid" ] && kill "$(cat "$WORK/redis2/pid")" 2>/dev/null; true' EXIT
+  pg_start p3
+  createdb -h "$WORK/p3/sock" -U postgres shop
+  pq -h "$WORK/p3/sock" -U postgres -d shop -c "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT i, md5(i::text) FROM generate_series(1, 5000) i"
+  printf 'host=%s user=postgres dbname=shop\n' "$WORK/p3/sock" > "$WORK/shop.dsn"
+  mdb_start m3
+  mq m3 -e "CREATE DATABASE shop; CREATE TABLE shop.t (id int PRIMARY KEY, v text); INSERT INTO shop.t VALUES (1, 'one'), (2, 'two \`quoted\`'); CREATE DATABASE other; CREATE TABLE other.x (a int)"
+  printf '[client]\nsocket=%s\nuser=root\n' "$WORK/m3/sock" > "$WORK/m3.cnf"
+  mkdir -p "$WORK/redis"; echo "redis-secret" > "$WORK/redis.pw"
+  redis-server --port 0 --unixsocket "$WORK/redis/sock" --dir "$WORK/redis" --requirepass redis-secret --daemonize yes \
+    --pidfile "$WORK/redis/pid" --logfile "$WORK/redis/log" --save "" > /dev/null
+  wait_until 30 "Redis to answer" sh -c "REDISCLI_AUTH=redis-secret redis-cli -s '$WORK/redis/sock' --no-auth-warning ping | grep -q PONG"
+  REDISCLI_AUTH=redis-secret redis-cli -s "$WORK/redis/sock" --no-auth-warning eval "for i=1,2000 do redis.call('set','k'..i,'v'..i) end redis.call('rpush','list','a','b','c') return 1" 0 > /dev/null
+  python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA journal_mode=WAL'); c.execute('CREATE TABLE t(x)'); c.executemany('INSERT INTO t VALUES (?)', [(i,) for i in range(1000)]); c.commit()" "$WORK/app.db"
+  local port; port=$(free_port)
+  head -c 32 /dev/urandom | base64 > "$WORK/db.token"
+  lifeboat -r "$WORK/r-db" init > /dev/null
+  lifeboat -r "$WORK/r-db2" init --copy-chunker-params-from "$WORK/r-db" > /dev/null
+  cat > "$WORK/db.yaml" <<YAML
+sites:
+  - {name: here, repository: $WORK/r-db, password_file: $WORK/pw, role: primary}
+  - {name: there, repository: $WORK/r-db2, password_file: $WORK/pw, role: replica}
+replication: {interval: 1h}
+agent: {listen: "127.0.0.1:$port", token_file: $WORK/db.token, state: $WORK/db-agent/state.db}
+sources:
+  - {name: pg, postgres: {dsn_file: $WORK/shop.dsn}, schedule: "0 3 * * *"}
+  - {name: maria, mariadb: {defaults_file: $WORK/m3.cnf, databases: [shop]}, schedule: "0 3 * * *"}
+  - {name: maria-all, mariadb: {defaults_file: $WORK/m3.cnf}, schedule: "0 3 * * *"}
+  - {name: lite, sqlite: {path: $WORK/app.db}, schedule: "0 3 * * *"}
+  - {name: cache, redis: {socket: $WORK/redis/sock, password_file: $WORK/redis.pw}, schedule: "0 3 * * *"}
+  - {name: cmd, command: [sh, -c, "echo hello from a command"], schedule: "0 3 * * *"}
+  - {name: www, paths: [$WORK/redis], schedule: "0 3 * * *"}
+YAML
+  mkdir -p "$WORK/db-agent"
+  lifeboat agent --config "$WORK/db.yaml" > "$WORK/db-agent.log" 2>&1 &
+  local agent=$! s
+  wait_port "$port"
+  for s in pg maria maria-all lite cache cmd; do
+    curl -sS --fail-with-body -X POST -H "Authorization: Bearer $(cat "$WORK/db.token")" "http://127.0.0.1:$port/jobs/backup:$s/run" > /dev/null
+    wait_log "$WORK/db-agent.log" "backup done.*source=$s\$" 60
+  done
+  kill -TERM "$agent"; wait "$agent"
+  # PostgreSQL: a new database, equal to the source.
+  lifeboat db restore pg --config "$WORK/db.yaml" --target shop_copy > "$WORK/db-pg.out" || fail "db restore pg: $(cat "$WORK/db-pg.out")"
+  [ "$(digest pq -h "$WORK/p3/sock" -U postgres -d shop_copy -c 'SELECT * FROM t ORDER BY id')" = "$(digest pq -h "$WORK/p3/sock" -U postgres -d shop -c 'SELECT * FROM t ORDER BY id')" ] || fail "the restored PostgreSQL database differs"
+  expect_code 1 lifeboat db restore pg --config "$WORK/db.yaml" --target shop_copy
+  grep -q "exists" "$WORK/err" || fail "an existing database: $(cat "$WORK/err")"
+  expect_code 1 lifeboat db restore pg --config "$WORK/db.yaml" --target "bad name;"
+  # MariaDB: the one database under a new name; the source's database untouched.
+  lifeboat db restore maria --config "$WORK/db.yaml" --target shop_copy > "$WORK/db-m.out" || fail "db restore maria: $(cat "$WORK/db-m.out")"
+  [ "$(mq m3 -e 'SELECT * FROM shop_copy.t ORDER BY id' | md5sum)" = "$(mq m3 -e 'SELECT * FROM shop.t ORDER BY id' | md5sum)" ] || fail "the restored MariaDB database differs"
+  expect_code 1 lifeboat db restore maria --config "$WORK/db.yaml" --target shop_copy
+  expect_code 1 lifeboat db restore maria-all --config "$WORK/db.yaml" --target x
+  grep -q "lifeboat dump" "$WORK/err" || fail "an all-databases dump: $(cat "$WORK/err")"
+  # SQLite, Redis, a command: new files, checked.
+  lifeboat db restore lite --config "$WORK/db.yaml" --target "$WORK/app-copy.db" > "$WORK/db-l.out" || fail "db restore lite"
+  grep -q "integrity_check: ok" "$WORK/db-l.out" || fail "no integrity check: $(cat "$WORK/db-l.out")"
+  [ "$(sqlite3 "$WORK/app-copy.db" 'SELECT count(*), sum(x) FROM t')" = "1000|499500" ] || fail "the restored SQLite database"
+  expect_code 1 lifeboat db restore lite --config "$WORK/db.yaml" --target "$WORK/app-copy.db"
+  lifeboat db restore cache --config "$WORK/db.yaml" --target "$WORK/redis2/dump.rdb" > "$WORK/db-r.out" 2>&1 && fail "a target in a missing folder"
+  mkdir -p "$WORK/redis2"
+  lifeboat db restore cache --config "$WORK/db.yaml" --target "$WORK/redis2/dump.rdb" > "$WORK/db-r.out" || fail "db restore cache: $(cat "$WORK/db-r.out")"
+  grep -q "RDB looks OK" "$WORK/db-r.out" || fail "no redis-check-rdb: $(cat "$WORK/db-r.out")"
+  redis-server --port 0 --unixsocket "$WORK/redis2/sock" --dir "$WORK/redis2" --daemonize yes --pidfile "$WORK/redis2/pid" --logfile "$WORK/redis2/log" --save "" > /dev/null
+  wait_until 30 "the restored Redis to answer" sh -c "redis-cli -s '$WORK/redis2/sock' ping | grep -q PONG"
+  [ "$(redis-cli -s "$WORK/redis2/sock" dbsize)" = 2001 ] || fail "the restored Redis holds $(redis-cli -s "$WORK/redis2/sock" dbsize) keys"
+  [ "$(redis-cli -s "$WORK/redis2/sock" get k1234)" = v1234 ] && [ "$(redis-cli -s "$WORK/redis2/sock" lrange list 0 -1 | tr -d '\n')" = abc ] || fail "the restored Redis values"
+  lifeboat db restore cmd --config "$WORK/db.yaml" --target "$WORK/cmd.out" > /dev/null
+  [ "$(cat "$WORK/cmd.out")" = "hello from a command" ] || fail "the command's output"
+  expect_code 1 lifeboat db restore www --config "$WORK/db.yaml" --target x
+  grep -q "lifeboat restore" "$WORK/err" || fail "a files source: $(cat "$WORK/err")"
+  expect_code 1 lifeboat db restore nope --config "$WORK/db.yaml" --target x
+  ! grep -q "redis-secret" "$WORK/db-agent.log" "$WORK"/db-*.out || fail "the Redis password was printed"
+}
+
+for t in ${DATABASES_TESTS:-t_readme_recipes t_postgresql t_mariadb t_sqlite t_sqlite_wal_file t_sqlite_busy_timeout t_db_restore_every_dump_type}; do
   run_test "$t"
 done
 echo "databases: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
