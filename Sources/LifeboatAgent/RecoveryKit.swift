@@ -158,7 +158,7 @@ public enum RecoveryKit {
             case .sqlite(let path):
                 o += "lifeboat dump latest \(tag) /\(s.name).sqlite > \(quote(path)).restored && mv \(quote(path)).restored \(quote(path))   # with its writers stopped\n"
             case .redis:
-                o += "lifeboat db restore \(s.name) --target /var/lib/redis/dump.rdb   # with the server stopped; then start it\n"
+                o += "lifeboat dump latest \(tag) /\(s.name).rdb > /var/lib/redis/dump.rdb   # with the server stopped; redis-check-rdb it, then start it\n"
             case .command(let argv):
                 o += "lifeboat dump latest \(tag) /\(s.name) > /tmp/\(s.name).out   # the output of: \(argv.map(quote).joined(separator: " "))\n"
             }
