@@ -278,6 +278,21 @@ struct SiteActions: PlaybookActions {
         let source = plan.sources.first { $0.name == sourceName }
         let t0 = currentTime()
         let repo = try await access.openNew(site)
+        // A continuous SQLite source: the point in time before the disaster, from its snapshot and WAL records.
+        if case .sqliteContinuous = source?.kind {
+            let file = "\(target)/\(sourceName).sqlite"
+            try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+            try await repo.loadIndex()
+            let t1 = currentTime()
+            let res = try await DatabaseRestore.run(source!, repo: repo, target: file, before: before)
+            let t2 = currentTime()
+            r.phases = ["fetch": t1.timeIntervalSince(t0), "restore": t2.timeIntervalSince(t1), "integrity": 0]
+            r.facts = ["snapshot": res.snapshot.short, "snapshot_id": res.snapshot.hex, "snapshot_time": Timestamp.format(res.time),
+                       "site": siteName, "files": "1", "bytes": "\(res.bytes)"]
+            r.detail = "\(sourceName) restored to \(String(Timestamp.format(res.time).prefix(23))) from \(siteName) (snapshot \(res.snapshot.short) and the WAL after it): \(Units.bytes(res.bytes)); \(res.check)"
+            if let owner { try chownTree(target, owner) }
+            return
+        }
         let tag = sourceName.isEmpty ? nil : "source=\(sourceName)"
         let snaps = try await repo.listSnapshots()
         let want = args["snapshot"].flatMap { $0.isEmpty || $0 == "latest" ? nil : $0 }

@@ -199,6 +199,8 @@ sources:
     schedule: "0 3 * * *"
     objectives: {rpo: 5s, rto: 1m}
     retention: {keep_last: 2}
+drills:
+  - {name: app-restore, source: app, from: [local], sandbox: $WORK/sandbox4}
 YAML
   mkdir -p "$WORK/agent4"
   "$LB" plan --config "$WORK/plan4.yaml" > "$WORK/check4" 2>&1 || fail "plan: $(cat "$WORK/check4")"
@@ -235,6 +237,12 @@ sys.exit(0 if r is not None and r < 3 else 1)" "$WORK/status4"
   kill -TERM "$agent"; wait "$agent" || fail "agent exit status"
   LIFEBOAT_REPOSITORY=$repo "$LB" sqlite restore "$db" --latest --target "$WORK/latest4.db" > /dev/null || fail "restore"
   [ "$(db_digest "$WORK/latest4.db")" = "$(db_digest "$db")" ] || fail "the restore differs from the database"
+  # The same through db restore, and a drill: the point in time before the disaster, checked, RTO and RPO measured.
+  "$LB" db restore app --config "$WORK/plan4.yaml" --target "$WORK/db4.db" > /dev/null || fail "db restore"
+  [ "$(db_digest "$WORK/db4.db")" = "$(db_digest "$db")" ] || fail "db restore differs from the database"
+  "$LB" drill run app-restore --config "$WORK/plan4.yaml" --json > "$WORK/drill4.json" || fail "drill: $(tail -c 600 "$WORK/drill4.json")"
+  grep -q '"passed":true' "$WORK/drill4.json" || fail "the drill did not pass: $(tail -c 600 "$WORK/drill4.json")"
+  grep -q 'integrity_check: ok' "$WORK/drill4.json" || fail "the drill did not check the database"
 }
 
 for t in ${SQLITE_TESTS:-t_three_times_match_three_copies t_killed_follower_continues_or_begins_a_generation t_bad_input_and_damage t_agent_continuous_source}; do
