@@ -23,15 +23,22 @@ extension Agent {
         for s in plan.sources {
             if case .sqliteContinuous = s.kind { wanted[s.name] = (s, Agent.target(of: s, in: plan).name) }
         }
+        var stopped: [String: Task<Void, Never>] = [:]
         for (name, f) in followers where wanted[name].map({ $0.0.kind != f.kind || $0.1 != f.site }) ?? true {
             f.control.requestStop()
+            stopped[name] = f.task
             followers[name] = nil
             logger.info("follower stopped", metadata: ["source": "\(name)"])
         }
         for (name, (source, site)) in wanted where followers[name] == nil {
             guard case .sqliteContinuous(let path, let interval) = source.kind else { continue }
             let control = FollowerControl()
-            let task = Task { await self.follow(source: name, path: path, interval: interval, site: site, control: control) }
+            // A changed source's old follower stores what it copied first: two followers never write one history.
+            let previous = stopped[name]
+            let task = Task {
+                await previous?.value
+                await self.follow(source: name, path: path, interval: interval, site: site, control: control)
+            }
             followers[name] = FollowerHandle(kind: source.kind, site: site, control: control, task: task)
             logger.info("follower started", metadata: ["source": "\(name)", "database": "\(path)", "site": "\(site)"])
         }

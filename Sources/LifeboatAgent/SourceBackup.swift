@@ -35,10 +35,10 @@ public enum SourceBackup {
                            shouldStop: @escaping @Sendable () -> Bool = { false }) async throws -> BackupOutcome {
         // A continuous SQLite source: its follower stores the snapshot (it alone knows the WAL position).
         if case .sqliteContinuous(let path, _) = source.kind {
-            guard let follower, follower.isRunning else {
+            guard let follower, follower.isRunning || follower.lastError == nil else {
                 throw LifeboatError(.io, "the follower of source \(source.name) (\(path)) is not running\(follower?.lastError.map { ": \($0)" } ?? ""); no snapshot was taken")
             }
-            let id = try await follower.snapshot(timeout: 3600)
+            let id = try await follower.snapshot(timeout: 900)
             let snap = try await repo.loadSnapshot(id)
             let size = snap.sqlite.map { UInt64($0.pages) * UInt64($0.pageSize) } ?? 0
             return BackupOutcome(snapshot: id, files: 1, bytes: size, added: 0, errors: [])

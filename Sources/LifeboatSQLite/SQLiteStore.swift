@@ -92,7 +92,7 @@ public struct PageSource: @unchecked Sendable {
     public let cycle: String
     public let lastFrame: Int
     public let checksum: String
-    var next: UInt32 = 1
+    var next = 1
     var staged: [UInt8] = []
     var stagedAt = 0
 
@@ -108,19 +108,19 @@ public struct PageSource: @unchecked Sendable {
 
     mutating func read(into buf: UnsafeMutableRawBufferPointer) throws -> Int {
         if stagedAt == staged.count {
-            guard next <= pages else { return 0 }
-            let count = Int(min(pages - next + 1, 256))
+            guard next <= Int(pages) else { return 0 }
+            let count = min(Int(pages) - next + 1, 256)
             staged = [UInt8](repeating: 0, count: count * pageSize)
             let want = staged.count
             let n = staged.withUnsafeMutableBytes { pread(dbFD, $0.baseAddress!, want, off_t(Int(next - 1) * pageSize)) }
             guard n >= 0 else { throw LifeboatError(.io, "cannot read the database file: \(String(cString: strerror(errno)))") }
             for k in 0..<count {
-                guard let off = map[next + UInt32(k)] else { continue }
+                guard let off = map[UInt32(next + k)] else { continue }
                 let size = pageSize
                 let m = staged.withUnsafeMutableBytes { pread(walFD, $0.baseAddress! + k * size, size, off) }
-                guard m == pageSize else { throw LifeboatError(.io, "cannot read page \(next + UInt32(k)) from the WAL: \(m < 0 ? String(cString: strerror(errno)) : "short read")") }
+                guard m == pageSize else { throw LifeboatError(.io, "cannot read page \(next + k) from the WAL: \(m < 0 ? String(cString: strerror(errno)) : "short read")") }
             }
-            next += UInt32(count)
+            next += count
             stagedAt = 0
         }
         let n = min(buf.count, staged.count - stagedAt)
@@ -131,7 +131,7 @@ public struct PageSource: @unchecked Sendable {
 }
 
 extension FollowerCore {
-    /// The database at the current position, as a page source (its own file descriptors).
+    /// The database at the current position, as a page source (the follower's database descriptor, a WAL one of its own).
     func pageSource() throws -> PageSource {
         let map = try pageMap()
         let wal = map.isEmpty ? -1 : dup(walFD)
