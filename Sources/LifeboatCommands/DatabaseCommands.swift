@@ -18,14 +18,18 @@ struct DatabaseRestoreCommand: AsyncParsableCommand {
         commandName: "restore",
         abstract: "Restore a source's newest dump (or one by --snapshot / --time) into a new target, then check it.",
         discussion: """
-        The source names the engine and the connection (the plan file's `sources`); --target names what to create:
-          postgres  a new database (createdb, then pg_restore --exit-on-error, streamed)
-          mariadb   a new database, for a source that dumps one (its CREATE DATABASE and USE lines renamed)
-          sqlite    a new file (PRAGMA integrity_check); continuous sources restore to --time
-          redis     a new RDB file (redis-check-rdb): stop the server, put it in its `dir`, start it
-          command   a new file holding the command's output
-        An existing database or file is refused: a restore never overwrites. The snapshot comes from the plan's
-        primary site, or --site.
+        The source (in the plan file) names the engine and the connection; --target names what to create:
+
+          postgres   a new database: createdb, then pg_restore --exit-on-error
+          mariadb    a new database, for a source that dumps one (renamed)
+          sqlite     a new file, checked with PRAGMA integrity_check
+                     (a continuous source restores to --time)
+          redis      a new RDB file, checked with redis-check-rdb
+                     (stop the server, put it in its dir, start it)
+          command    a new file holding the command's output
+
+        An existing database or file is refused: a restore never overwrites. \
+        The dump comes from the plan's primary site, or --site.
 
           lifeboat db restore shop-db --target shop_restored
           lifeboat db restore app --target /tmp/app.db --time 2026-12-01T06:00:00Z

@@ -170,7 +170,7 @@ PY
   lb playbook lint "$WORK/playbooks/www.yaml" >/dev/null || fail "the edited playbook lints"
   expect_code 23 drill www-restore --site usb
   grep -q 'step "hangs" failed: did not finish within 1s and was killed' "$WORK/out" || { cat "$WORK/out"; fail "the hung step is named"; }
-  ! pgrep -f "sleep 30[01]" >/dev/null || fail "the hung step's processes are gone"
+  ! pgrep -s 0 -f "sleep 30[01]" >/dev/null || fail "the hung step's processes are gone"  # this suite's session only
   no_sandbox_left
   # A playbook with an error is refused before its first step.
   write_playbook
@@ -300,14 +300,14 @@ t_agent_runs_drills_on_schedule_and_sweeps_killed_ones() {
   sed -i 's/echo serving on port $LIFEBOAT_PORT/sleep 120/' "$WORK/playbooks/www.yaml"
   "$BIN" agent --config "$WORK/lifeboat.yaml" > "$WORK/agent.log" 2>&1 &
   agent=$!
-  wait_until 60 "a drill mid-step" sh -c 'pgrep -f "^sleep 120" >/dev/null'
+  wait_until 60 "a drill mid-step" sh -c 'pgrep -s 0 -f "^sleep 120" >/dev/null'
   ls -d "$WORK"/sandbox/lifeboat-drill-* >/dev/null 2>&1 || fail "the drill has its sandbox"
   kill -KILL "$agent"; wait "$agent" 2>/dev/null || true
   write_playbook
   "$BIN" agent --config "$WORK/lifeboat.yaml" > "$WORK/agent.log" 2>&1 &
   agent=$!
   wait_log "$WORK/agent.log" "removed the sandbox of an interrupted drill" 60 || { kill "$agent"; return 1; }
-  ! pgrep -f "^sleep 120" >/dev/null || fail "the killed drill's step is stopped"
+  ! pgrep -s 0 -f "^sleep 120" >/dev/null || fail "the killed drill's step is stopped"
   # A failing drill alerts once (drill_failed in the log), and clears when it passes again.
   sed -i 's/hello drill/goodbye/' "$WORK/playbooks/www.yaml"
   wait_log "$WORK/agent.log" "event=drill_failed" 90 || { kill "$agent"; return 1; }
