@@ -31,8 +31,7 @@ struct DatabaseRestoreCommand: AsyncParsableCommand {
         An existing database or file is refused: a restore never overwrites. \
         The dump comes from the plan's primary site, or --site.
 
-          lifeboat db restore shop-db --target shop_restored
-          lifeboat db restore app --target /tmp/app.db --time 2026-12-01T06:00:00Z
+        \(Examples.dbRestore)
         """)
     @OptionGroup var file: PlanFileOptions
     @Argument(help: "The source's name in the plan.") var source: String

@@ -283,6 +283,26 @@ enum Examples {
     ])
 
     /// "EXAMPLES:" then, per example, its description and the command line, indented.
+    static let sqliteReplicate = render([
+        ("Follow a database's WAL into the repository until SIGTERM", "lifeboat sqlite replicate /var/lib/app/app.db"),
+        ("Store new transactions every 500 ms", "lifeboat sqlite replicate /var/lib/app/app.db --interval 500ms"),
+    ])
+
+    static let sqliteRestore = render([
+        ("Everything stored, into a new file (checked before it appears)", "lifeboat sqlite restore /var/lib/app/app.db --latest --target /tmp/app.db"),
+        ("The same, as JSON", "lifeboat sqlite restore /var/lib/app/app.db --latest -t /tmp/a.db --json"),
+    ])
+
+    static let sqliteTimeline = render([
+        ("Generations, snapshots, WAL records and holes of every database", "lifeboat sqlite timeline"),
+        ("One database, as JSON", "lifeboat sqlite timeline /var/lib/app/app.db --json"),
+    ])
+
+    static let dbRestore = render([
+        ("A source's newest dump into a new target, checked", "lifeboat db restore app --target /tmp/app.db"),
+        ("The same, as JSON", "lifeboat db restore app --target /tmp/app.db --json"),
+    ])
+
     static func render(_ list: [(String, String)]) -> String {
         "EXAMPLES:\n" + list.map { "  \($0.0):\n    $ \($0.1)" }.joined(separator: "\n\n")
     }

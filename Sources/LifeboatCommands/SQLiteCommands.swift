@@ -29,7 +29,7 @@ struct SQLiteReplicate: AsyncParsableCommand {
         and whenever the WAL's history is broken (a new generation). Started again, it continues where it stopped \
         when the WAL still holds that point.
 
-          lifeboat -r /srv/lifeboat sqlite replicate /var/lib/app/app.db
+        \(Examples.sqliteReplicate)
         """)
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The database file.") var database: String
@@ -98,7 +98,7 @@ struct SQLiteRestoreCommand: AsyncParsableCommand {
         first copy, or past a hole in the records, is refused with the nearest restorable times (`lifeboat sqlite \
         timeline`).
 
-          lifeboat -r /srv/lifeboat sqlite restore /var/lib/app/app.db --time 2026-12-01T06:00:00Z --target /tmp/app.db
+        \(Examples.sqliteRestore)
         """)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var source: SQLiteSourceOptions
@@ -142,7 +142,8 @@ struct SQLiteRestoreCommand: AsyncParsableCommand {
 struct SQLiteTimeline: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "timeline",
-        abstract: "The restorable range of each followed database: generations, snapshots, WAL records, holes.")
+        abstract: "The restorable range of each followed database: generations, snapshots, WAL records, holes.",
+        discussion: Examples.sqliteTimeline)
     @OptionGroup var global: GlobalOptions
     @OptionGroup var source: SQLiteSourceOptions
     @Argument(help: "Only this database (its absolute path).") var database: String?

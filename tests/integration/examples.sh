@@ -193,6 +193,9 @@ sites:
   - {name: usb, repository: $ROOT/mnt/usb/repo, password_file: $ROOT/etc/lifeboat/usb.pw, role: replica}
 replication: {interval: 60s, max_backoff: 15m, state_file: $ROOT/var/lib/lifeboat/replication.json}
 YAML
+  # An application's SQLite database, followed by the plan's continuous source `app`.
+  mkdir -p "$ROOT/var/lib/app"
+  python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA journal_mode=WAL'); c.execute('CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)'); c.executemany('INSERT INTO notes (body) VALUES (?)', [('note %d' % i,) for i in range(100)]); c.commit()" "$ROOT/var/lib/app/app.db"
   # The plan file, at LIFEBOAT_CONFIG and as ./lifeboat.yaml in the home folder (the examples' working folder).
   cat > "$LIFEBOAT_CONFIG" <<YAML
 sites:
@@ -204,6 +207,9 @@ sources:
     schedule: "*/15 * * * *"
     retention: {keep_hourly: 24, keep_daily: 7}
     objectives: {rpo: 30m, rto: 15m}
+  - name: app
+    sqlite: {path: $ROOT/var/lib/app/app.db, continuous: true}
+    schedule: "0 3 * * *"
 checks: {schedule: "0 3 * * *", read_data_subset: 5%, full_coverage_within: 30d}
 prune: {schedule: "30 4 * * 0"}
 replication: {state_file: $ROOT/var/lib/lifeboat/replication.json}
@@ -224,6 +230,7 @@ YAML
   "$BIN" agent > "$WORK/agent.log" 2>&1 &  # not through lb(): $! must be the agent
   local agent=$!
   wait_log "$WORK/agent.log" "msg=replicated" 60 || { kill "$agent"; fail "the agent backs up and replicates at its first start"; return 1; }
+  wait_log "$WORK/agent.log" "sqlite snapshot stored" 60 || { kill "$agent"; fail "the agent follows the SQLite source"; return 1; }
   kill -TERM "$agent"
   wait "$agent" || { fail "the agent exits 0 after SIGTERM"; return 1; }
   # A first drill, for `drill report`.
@@ -335,6 +342,7 @@ run_example() {  # run_example N: the Nth line of run.tsv
       ready=port ;;
     "lifeboat proxy "*) [[ $run == *--check* ]] || ready="log:listening on" ;;
     "lifeboat agent"*) ready="err:API listening" ;;
+    "lifeboat sqlite replicate "*) ready="log:following" ;;
     *" --watch"*) ready="log:up to date" ;;
     *" init"|*" init "*)
       target=$(sed -nE 's/^lifeboat (.* )?(-r|--repo)[ =]([^ ]+).*/\3/p' <<< "$run")
