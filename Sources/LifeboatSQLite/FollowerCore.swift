@@ -181,7 +181,9 @@ final class FollowerCore {
             if debug { FileHandle.standardError.write(Data("poll: offset \(offset) size \(st.st_size) got \(got) scanned \(scanned.frames) frames \(scanned.commits.count) commits\n".utf8)) }
             guard scanned.frames > 0 else { return total }
             if filling == nil { filling = FrameLogBuilder(header: h, firstFrame: nextFrame, checksum: checksum) }
-            let ms = Int64((now.timeIntervalSince1970 * 1000).rounded())
+            // Stamped after the read: a transaction seen by it committed before this moment (a stamp taken before
+            // the read could precede the commit of a transaction that landed in between).
+            let ms = Int64((currentTime().timeIntervalSince1970 * 1000).rounded(.up))
             buffer.withUnsafeBytes { b in filling!.append(UnsafeRawBufferPointer(rebasing: b[0..<scanned.bytes]), scan: scanned, timeMillis: ms) }
             nextFrame += scanned.frames
             checksum = scanned.checksum
