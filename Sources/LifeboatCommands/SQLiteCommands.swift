@@ -44,7 +44,10 @@ struct SQLiteReplicate: AsyncParsableCommand {
             o.interval = try Bounds.check(try parseDurationOption(interval, "--interval"), 0.1...3600, "--interval")
             o.poll = min(0.05, o.interval / 4)
             o.snapshotInterval = try Bounds.check(try parseDurationOption(snapshotInterval, "--snapshot-interval"), 1...366 * 86400, "--snapshot-interval")
-            o.checkpointPages = Int(try Bounds.check(Double(checkpointPages), 10...10_000_000, "--checkpoint-pages"))
+            guard (10...10_000_000).contains(checkpointPages) else {
+                throw LifeboatError.invalid("--checkpoint-pages must be between 10 and 10000000 frames (got \(checkpointPages))")
+            }
+            o.checkpointPages = checkpointPages
             let repo = try await global.open()
             let out = global.output
             gracefulStop = "stopping: storing what is copied"
@@ -164,15 +167,15 @@ struct SQLiteTimeline: AsyncParsableCommand {
                 for g in c.ordered {
                     let from = g.snapshots.first?.record.seq ?? 0
                     let holes = g.missing(from: from)
-                    if !holes.isEmpty || g.snapshots.isEmpty { healthy = false }
+                    if holes.count > 0 || g.snapshots.isEmpty { healthy = false }
                     let tx = g.wal.values.reduce(0) { $0 + ($1.record.transactions ?? 0) }
                     table.append([g.name, String(g.snapshots.count), String(g.wal.count), String(tx),
                                   g.start.map { String(Timestamp.format($0).prefix(23)) } ?? "-",
                                   g.end.map { String(Timestamp.format($0).prefix(23)) } ?? "-",
-                                  g.snapshots.isEmpty ? "no snapshot" : holes.isEmpty ? "0" : "\(holes.count) (first record \(holes[0]))"])
+                                  g.snapshots.isEmpty ? "no snapshot" : holes.first.map { "\(holes.count) (first record \($0))" } ?? "0"])
                     gens.append(["generation": g.name, "snapshots": g.snapshots.count, "wal_records": g.wal.count, "transactions": tx,
                                  "from": g.start.map(Timestamp.format) ?? NSNull(), "until": g.end.map(Timestamp.format) ?? NSNull(),
-                                 "missing": holes])
+                                 "missing": holes.count, "first_missing": holes.first.map { $0 as Any } ?? NSNull()])
                 }
                 out.line("\(c.hostname):\(c.database)")
                 out.line(String(StatusCommand.table(table).dropLast()))

@@ -4,7 +4,7 @@ import Foundation
 /// A crash leaves either the old file or the new one, never a mix. `durable: false` leaves out the fsyncs, for
 /// files that are whole or absent but need not survive a crash (a cache that is fetched again).
 public func writeFileAtomically(_ path: String, _ data: Data, mode: mode_t = 0o600, durable: Bool = true) throws {
-    let dir = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+    let dir = (path as NSString).deletingLastPathComponent
     let tmp = "\(path).tmp-\(getpid())"
     // A leftover of a crash (or a planted link) is removed; the new file is created, never opened through a link.
     unlink(tmp)
@@ -22,9 +22,32 @@ public func writeFileAtomically(_ path: String, _ data: Data, mode: mode_t = 0o6
         unlink(tmp)
         throw LifeboatError(.io, "cannot write \(path): \(String(cString: strerror(e)))")
     }
-    guard durable else { return }
-    let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if durable { syncDirectory(dir) }
+}
+
+/// fsync of a directory (after a file in it was created or renamed), best effort.
+public func syncDirectory(_ dir: String) {
+    let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     if dfd >= 0 { fsync(dfd); close(dfd) }
+}
+
+/// Puts a finished (synced) temporary file at `path`, which must not exist: a hard link, then the temporary name
+/// removed, because unlike rename a link fails rather than replace a file that appeared meanwhile; then the
+/// directory synced. (On a file system without hard links, a rename after a last check.)
+public func placeNewFile(_ tmp: String, at path: String) throws {
+    if link(tmp, path) != 0 {
+        let e = errno
+        var st = stat()
+        if (e == EPERM || e == EOPNOTSUPP || e == ENOTSUP) && lstat(path, &st) != 0 && rename(tmp, path) == 0 {
+            syncDirectory((path as NSString).deletingLastPathComponent)
+            return
+        }
+        unlink(tmp)
+        throw e == EEXIST ? LifeboatError(.alreadyExists, "\(path) exists: a restore never overwrites; name a new file")
+                          : LifeboatError(.io, "cannot create \(path): \(String(cString: strerror(e)))")
+    }
+    unlink(tmp)
+    syncDirectory((path as NSString).deletingLastPathComponent)
 }
 
 /// A daemon's process ID file (`lifeboat proxy --pid-file`, `lifeboat serve --pid-file`), so that a reload or stop

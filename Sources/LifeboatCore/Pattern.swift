@@ -19,6 +19,16 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { text }
 
+    /// The pattern that matches exactly this absolute path (glob characters escaped).
+    public static func literal(_ path: String) -> String {
+        var out = ""
+        for ch in path {
+            if ch == "*" || ch == "?" || ch == "[" || ch == "\\" { out.append("\\") }
+            out.append(ch)
+        }
+        return out
+    }
+
     static func components(_ path: [UInt8]) -> [ArraySlice<UInt8>] {
         path.split(separator: 0x2F, omittingEmptySubsequences: true)
     }

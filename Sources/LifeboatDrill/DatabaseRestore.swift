@@ -71,7 +71,7 @@ public enum DatabaseRestore {
         case .postgres(let dsnFile):
             let env = try PostgresDSN.environment(try readPasswordFile(dsnFile, from: "dsn_file of source \(source.name)"))
             try validDatabaseName(target)
-            try await runTool(["createdb", "--no-password", target], environment: env, what: "createdb \(target)")
+            try await output(["createdb", "--no-password", target], environment: env, what: "createdb \(target)")
             do {
                 try await feed(node, repo: repo, to: ["pg_restore", "--no-password", "--exit-on-error", "--dbname", target], environment: env)
             } catch {
@@ -133,8 +133,9 @@ public enum DatabaseRestore {
             let b = try await repo.loadBlob(.data, id)
             try writeAll(fd, b, what: tmp)
         }
-        guard fsync(fd) == 0, rename(tmp, target) == 0 else { throw LifeboatError(.io, "cannot finish \(target): \(String(cString: strerror(errno)))") }
+        guard fsync(fd) == 0 else { throw LifeboatError(.io, "cannot finish \(target): \(String(cString: strerror(errno)))") }
         ok = true
+        try placeNewFile(tmp, at: target)
     }
 
     static func writeAll(_ fd: Int32, _ b: [UInt8], what: String) throws {
@@ -151,8 +152,7 @@ public enum DatabaseRestore {
     static func feed(_ node: Node, repo: Repository, to argv: [String], environment: [String: String],
                      filter: ((inout [UInt8]) -> Void)? = nil, end: (() -> [UInt8])? = nil) async throws {
         var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw LifeboatError(.io, "cannot create a pipe: \(String(cString: strerror(errno)))") }
-        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        guard makePipe(&fds) else { throw LifeboatError(.io, "cannot create a pipe: \(String(cString: strerror(errno)))") }
         let capture = try Capture()
         let child: Child
         do { child = try Child.spawn(argv, environment: environment, stdout: capture.writeFD, stderr: capture.writeFD, stdin: fds[0]) } catch {
@@ -175,22 +175,12 @@ public enum DatabaseRestore {
         if let writeError { throw writeError }
     }
 
-    static func runTool(_ argv: [String], environment: [String: String], what: String) async throws {
-        let capture = try Capture()
-        let child: Child
-        do { child = try Child.spawn(argv, environment: environment, stdout: capture.writeFD, stderr: capture.writeFD) } catch {
-            capture.closeWriter()
-            throw LifeboatError(.notFound, "\(argv[0]) cannot run (\(error)): install the database's client tools")
-        }
-        capture.closeWriter()
-        let exit = await child.wait(timeout: 600)
-        guard exit.ok else { throw LifeboatError(.io, "\(what) \(exit.description): \(await capture.text(lines: 3))") }
-    }
-
-    static func output(_ argv: [String], what: String) async throws -> String {
+    /// Runs a tool to its end; its output (standard output and error), or an error naming its exit and last lines.
+    @discardableResult
+    static func output(_ argv: [String], environment: [String: String] = [:], what: String) async throws -> String {
         let capture = try Capture(limit: 1 << 20)
         let child: Child
-        do { child = try Child.spawn(argv, stdout: capture.writeFD, stderr: capture.writeFD) } catch {
+        do { child = try Child.spawn(argv, environment: environment, stdout: capture.writeFD, stderr: capture.writeFD) } catch {
             capture.closeWriter()
             throw LifeboatError(.notFound, "\(argv[0]) cannot run (\(error)): install the database's client tools")
         }

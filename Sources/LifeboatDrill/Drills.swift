@@ -286,7 +286,7 @@ struct SiteActions: PlaybookActions {
             let t1 = currentTime()
             let res = try await DatabaseRestore.run(source!, repo: repo, target: file, before: before)
             let t2 = currentTime()
-            r.phases = ["fetch": t1.timeIntervalSince(t0), "restore": t2.timeIntervalSince(t1), "integrity": 0]
+            r.phases = ["fetch": t1.timeIntervalSince(t0), "restore": t2.timeIntervalSince(t1)]  // the restore includes its check
             r.facts = ["snapshot": res.snapshot.short, "snapshot_id": res.snapshot.hex, "snapshot_time": Timestamp.format(res.time),
                        "site": siteName, "files": "1", "bytes": "\(res.bytes)"]
             r.detail = "\(sourceName) restored to \(String(Timestamp.format(res.time).prefix(23))) from \(siteName) (snapshot \(res.snapshot.short) and the WAL after it): \(Units.bytes(res.bytes)); \(res.check)"

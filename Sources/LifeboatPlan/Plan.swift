@@ -233,6 +233,26 @@ public struct AgentSettings: Sendable, Equatable {
     public var selfBackupText = "every 1h"
 }
 
+/// A files source never copies a database that a continuous SQLite source follows (nor its -wal and -shm): a
+/// file copy of a live database is no backup, and the agent opening and closing the file would free the
+/// follower's POSIX locks on it. The exclusions are added to the source.
+func excludingFollowedDatabases(_ sources: [Source]) -> [Source] {
+    let followed = sources.compactMap { s -> String? in
+        if case .sqliteContinuous(let path, _) = s.kind { return path }
+        return nil
+    }
+    guard !followed.isEmpty else { return sources }
+    return sources.map { s in
+        guard case .files(let paths, let exclude) = s.kind else { return s }
+        let under = followed.filter { db in paths.contains { p in db == p || db.hasPrefix(p.hasSuffix("/") ? p : p + "/") } }
+        guard !under.isEmpty else { return s }
+        var t = s
+        let extra = under.flatMap { [$0, $0 + "-wal", $0 + "-shm"].map(PathPattern.literal) }
+        t.kind = .files(paths: paths, exclude: exclude + extra.filter { !exclude.contains($0) })
+        return t
+    }
+}
+
 /// The whole disaster-recovery plan (`lifeboat.yaml`): sites, sources with schedules, retention and objectives,
 /// checks, prune, replication, the proxy, limits, alerts and the agent. Parsing checks the file's form (unknown
 /// keys, types, ranges, cron expressions, names) with line and column; `PlanCheck` checks it against the world.
@@ -281,6 +301,7 @@ public struct Plan: Sendable {
             throw y.error(top["sources"] ?? root, "`sources:` must be a non-empty list of what to back up")
         }
         for node in list { plan.sources.append(try source(node, y, plan, zone)) }
+        plan.sources = excludingFollowedDatabases(plan.sources)
 
         if let c = top["checks"] {
             let m = try y.mapping(c, "`checks:`")

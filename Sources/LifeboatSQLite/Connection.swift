@@ -23,7 +23,12 @@ final class SQLiteConnection {
         sqlite3_extended_result_codes(h, 1)
     }
 
-    deinit { sqlite3_close_v2(handle) }
+    private var closed = false
+    /// Closes the connection now (deinit does otherwise).
+    func close() {
+        if !closed { sqlite3_close_v2(handle); closed = true }
+    }
+    deinit { close() }
 
     var lastError: String { String(cString: sqlite3_errmsg(handle)) }
 

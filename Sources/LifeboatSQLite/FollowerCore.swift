@@ -10,6 +10,34 @@ struct HistoryBroken: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
+/// One read-only descriptor per database file for the whole process, shared by every follower of it and never
+/// closed: POSIX drops every lock a process holds on a file when it closes any descriptor of it, and connections of
+/// this process (another generation's follower, a snapshot, SQLite's own descriptors kept for reuse) may hold
+/// locks on it; freeing those would let an application's last connection delete the WAL under a reader. The cost
+/// is one descriptor per distinct database followed.
+final class HeldFiles: @unchecked Sendable {
+    static let shared = HeldFiles()
+    private let lock = NSLock()
+    private var open: [String: Int32] = [:]
+
+    func descriptor(path: String, dev: UInt, ino: ino_t) throws -> Int32 {
+        lock.lock(); defer { lock.unlock() }
+        if let fd = open["\(dev):\(ino)"] { return fd }
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw LifeboatError(.io, "cannot open \(path): \(String(cString: strerror(errno)))") }
+        var st = stat()
+        // Whatever file was opened, its descriptor is not closed either (it may be locked elsewhere in the
+        // process): kept under that file's identity, or left open in the rare race that opened one held already.
+        guard fstat(fd, &st) == 0 else { throw LifeboatError(.io, "cannot read \(path): \(String(cString: strerror(errno)))") }
+        let key = "\(UInt(st.st_dev)):\(st.st_ino)"
+        if open[key] == nil { open[key] = fd }
+        guard UInt(st.st_dev) == dev, st.st_ino == ino else {
+            throw LifeboatError(.io, "\(path) was replaced while it was opened; the follower starts again")
+        }
+        return fd
+    }
+}
+
 /// Follows one SQLite database's WAL, synchronously, on one thread (`SQLiteFollower` drives it from a queue).
 ///
 /// How no transaction is missed: connection `reader` always holds a read transaction, so SQLite cannot restart
@@ -27,8 +55,7 @@ final class FollowerCore {
     var walFD: Int32 = -1
     var walIno: ino_t = 0
     let dbIdentity: (dev: UInt, ino: ino_t)
-    /// The database file, open for the follower's whole life: POSIX drops every lock a process holds on a file when
-    /// it closes any descriptor of it, so opening and closing the file here would free SQLite's own locks.
+    /// The database file, read for pages: from `HeldFiles`, never closed (see there).
     let dbFD: Int32
 
     /// The current cycle's header (nil: no WAL, or an empty one), the last one seen, the next frame to copy, and
@@ -55,8 +82,7 @@ final class FollowerCore {
         guard stat(path, &st) == 0 else { throw LifeboatError(.notFound, "the SQLite database \(path) does not exist: \(String(cString: strerror(errno)))") }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw LifeboatError.invalid("\(path) is not a regular file") }
         dbIdentity = (UInt(st.st_dev), st.st_ino)
-        dbFD = open(path, O_RDONLY | O_CLOEXEC)
-        guard dbFD >= 0 else { throw LifeboatError(.io, "cannot open \(path): \(String(cString: strerror(errno)))") }
+        dbFD = try HeldFiles.shared.descriptor(path: path, dev: dbIdentity.dev, ino: dbIdentity.ino)
         reader = try SQLiteConnection(path: path, busyTimeoutMillis: busyTimeoutMillis)
         writer = try SQLiteConnection(path: path, busyTimeoutMillis: 200)
         // The WAL is what is followed: a database in another journal mode is switched to WAL, as Litestream does
@@ -78,8 +104,8 @@ final class FollowerCore {
     deinit {
         if walFD >= 0 { close(walFD) }
         _ = try? reader.exec("ROLLBACK")
-        // dbFD stays open until the process ends: closing it would drop the locks of connections still open
-        // elsewhere in this process (a follower started again on the same file).
+        reader.close()
+        writer.close()
     }
 
     func beginRead() throws {

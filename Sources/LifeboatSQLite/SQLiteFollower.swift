@@ -70,7 +70,7 @@ public struct SQLiteFollower: Sendable {
         var seq = 0
         if let c = try await store.catalog(path), let g = c.ordered.last(where: { $0.start != nil }) {
             let last = g.lastSeq.flatMap { g.wal[$0] }?.record ?? g.snapshots.last!.record
-            let continues = g.missing(from: g.snapshots.last!.record.seq).isEmpty
+            let continues = g.missing(from: g.snapshots.last!.record.seq).count == 0
             if continues, try await onQueue(queue, { try core.value.resume(at: last) }) {
                 generation = g.name
                 seq = (g.lastSeq ?? (g.snapshots.last!.record.seq - 1)) + 1
@@ -93,6 +93,18 @@ public struct SQLiteFollower: Sendable {
         var lastGrowth = currentTime()
         var quietDone = -1
         var lastYield = Date.distantPast
+        /// Stores logs as the next WAL records, in order, until one fails: how many were stored, and the failure.
+        func storeLogs(_ logs: [FrameLogBuilder]) async -> (Int, (any Error)?) {
+            for (k, log) in logs.enumerated() {
+                do {
+                    let id = try await store.saveWAL(log, database: path, generation: generation, seq: seq)
+                    events(.shipped(id, seq: seq, transactions: log.transactions, bytes: log.bytes.count,
+                                    newest: Date(timeIntervalSince1970: Double(log.lastTimeMillis ?? 0) / 1000)))
+                    seq += 1
+                } catch { return (k, error) }
+            }
+            return (logs.count, nil)
+        }
         do {
             while true {
                 let stopping = shouldStop() || Task.isCancelled
@@ -129,23 +141,14 @@ public struct SQLiteFollower: Sendable {
                     // The interval runs from this turn's poll: a slow store does not stretch it.
                     lastShip = now
                     let logs = try await onQueue(queue) { core.value.take() }
-                    var shipped = 0
-                    do {
-                        for log in logs {
-                            let id = try await store.saveWAL(log, database: path, generation: generation, seq: seq)
-                            events(.shipped(id, seq: seq, transactions: log.transactions, bytes: log.bytes.count,
-                                            newest: Date(timeIntervalSince1970: Double(log.lastTimeMillis ?? 0) / 1000)))
-                            seq += 1
-                            shipped += 1
-                        }
-                        failing = false
-                    } catch {
+                    let (shipped, error) = await storeLogs(logs)
+                    failing = error != nil
+                    if let error {
                         control?.failed("\(error)")
                         // Kept, in order, for the next turn.
                         let rest = Array(logs[shipped...])
                         try await onQueue(queue) { core.value.done = rest + core.value.done }
                         events(.retrying("\(error)"))
-                        failing = true
                         if stopping { throw error }
                     }
                 }
@@ -174,13 +177,7 @@ public struct SQLiteFollower: Sendable {
             }
         } catch let broken as HistoryBroken {
             // What was copied before the break is history still: stored, then the new generation begins.
-            let logs = (try? await onQueue(queue) { core.value.take() }) ?? []
-            for log in logs {
-                guard let id = try? await store.saveWAL(log, database: path, generation: generation, seq: seq) else { break }
-                events(.shipped(id, seq: seq, transactions: log.transactions, bytes: log.bytes.count,
-                                newest: Date(timeIntervalSince1970: Double(log.lastTimeMillis ?? 0) / 1000)))
-                seq += 1
-            }
+            _ = await storeLogs((try? await onQueue(queue) { core.value.take() }) ?? [])
             throw broken
         }
     }

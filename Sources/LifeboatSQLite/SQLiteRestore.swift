@@ -93,10 +93,8 @@ public enum SQLiteRestore {
         guard ftruncate(fd, off_t(size)) == 0, fsync(fd) == 0 else { throw LifeboatError(.io, "cannot finish \(tmp): \(String(cString: strerror(errno)))") }
         let check = try integrityCheck(tmp)
         guard check == "ok" else { throw LifeboatError.corrupt("the restored database fails PRAGMA integrity_check: \(check)") }
-        guard rename(tmp, target) == 0 else { throw LifeboatError(.io, "cannot rename \(tmp) to \(target): \(String(cString: strerror(errno)))") }
         keep = true
-        let d = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if d >= 0 { fsync(d); close(d) }
+        try placeNewFile(tmp, at: target)
         return Result(snapshot: snap.id, generation: plan.generation, records: used, transactions: applied, restoredTo: restoredTo,
                       bytes: size, integrity: check)
     }

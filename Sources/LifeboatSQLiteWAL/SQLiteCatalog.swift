@@ -22,33 +22,35 @@ public struct SQLiteCatalog: Sendable {
         /// The newest WAL record's number, if any.
         public var lastSeq: Int? { wal.keys.max() }
 
-        /// Numbers missing between `from` and the newest record (holes in the chain).
-        public func missing(from: Int) -> [Int] {
-            guard let last = lastSeq, last >= from else { return [] }
-            return (from...last).filter { wal[$0] == nil }
+        /// Record numbers missing between `from` and the newest record (holes in the chain): how many, and the first.
+        /// Counted from the records present, so that a hostile number (2^31) costs nothing.
+        public func missing(from: Int) -> (count: Int, first: Int?) {
+            var count = 0
+            var first: Int?
+            var next = from
+            for k in wal.keys.sorted() where k >= from {
+                if k > next { count += k - next; first = first ?? next }
+                next = k + 1
+            }
+            return (count, first)
         }
 
-        /// The last time the chain from the first snapshot reaches without a hole: the newest transaction before
-        /// the first missing record (the first snapshot's time when no record follows it).
+        /// The last time the records reach without a hole: from each snapshot that starts a stretch (the first,
+        /// and any at or past a hole), the newest transaction before the next missing record.
         public var end: Date? {
-            guard let first = snapshots.first else { return nil }
-            var t = first.date
-            var seq = first.record.seq
-            while let r = wal[seq] {
-                if let l = r.record.lastTime.flatMap(Timestamp.parse), l > t { t = l }
-                seq += 1
-            }
-            // A later snapshot past a hole starts a new stretch of the chain.
-            for s in snapshots where s.record.seq > seq {
-                var u = s.date
+            var best: Date?
+            var walked = Int.min  // the first record number the stretches walked so far do not reach
+            for s in snapshots where s.record.seq >= walked {
+                var t = s.date
                 var k = s.record.seq
                 while let r = wal[k] {
-                    if let l = r.record.lastTime.flatMap(Timestamp.parse), l > u { u = l }
+                    if let l = r.record.lastTime.flatMap(Timestamp.parse), l > t { t = l }
                     k += 1
                 }
-                if u > t { t = u }
+                walked = k
+                best = max(best ?? t, t)
             }
-            return t
+            return best
         }
     }
 
@@ -99,7 +101,7 @@ public struct SQLiteCatalog: Sendable {
         r.generation.utf8.count == 16 && r.generation.allSatisfy(\.isHexDigit) && (0...Int(Int32.max)).contains(r.seq)
             && validPageSize(r.pageSize) && WALCycle(hex: r.cycle) != nil && WALChecksum(hex: r.checksum) != nil
             && (0...Int(Int32.max)).contains(r.firstFrame) && (0...Int(Int32.max)).contains(r.lastFrame)
-            && (kind == "sqlite-snapshot" || (r.firstFrame >= 1 && r.lastFrame >= r.firstFrame && (r.transactions ?? 0) >= 1))
+            && (kind == "sqlite-snapshot" || (r.firstFrame >= 1 && r.lastFrame >= r.firstFrame && (1...FrameLog.maxTransactions).contains(r.transactions ?? 0)))
     }
 
     /// What a restore reads: a snapshot, then WAL records in order, applying transactions seen at or before `until`.

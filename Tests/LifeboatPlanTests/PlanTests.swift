@@ -64,6 +64,26 @@ import LifeboatTestSupport
         do { _ = try Plan.parse(text, path: "p.yaml", timeZone: utcZone); return "accepted" } catch { return "\(error)" }
     }
 
+    /// A files source over a followed database leaves the database, its WAL and its shared memory to the follower;
+    /// other sources and other paths keep their excludes as written.
+    @Test func filesSourcesSkipFollowedDatabases() throws {
+        let text = sites + """
+        sources:
+          - {name: files, paths: [/var/lib, /etc], exclude: ["*.tmp"], schedule: every 1h}
+          - {name: other, paths: [/var/lib/ap], schedule: every 1h}
+          - {name: app, sqlite: {path: "/var/lib/app/a*[1].db", continuous: true}, schedule: every 1h}
+          - {name: dump, sqlite: {path: /etc/x.db}, schedule: every 1h}
+
+        """
+        let plan = try Plan.parse(text, path: "p.yaml", timeZone: utcZone)
+        guard case .files(_, let ex) = plan.sources[0].kind, case .files(_, let other) = plan.sources[1].kind else { Issue.record("kinds"); return }
+        #expect(ex.first == "*.tmp" && ex.count == 4)
+        let set = PatternSet(ex)
+        for p in ["/var/lib/app/a*[1].db", "/var/lib/app/a*[1].db-wal", "/var/lib/app/a*[1].db-shm"] { #expect(set.matches(Array(p.utf8))) }
+        for p in ["/var/lib/app/ax1.db", "/var/lib/app/a*[1].db-journal", "/etc/x.db"] { #expect(!set.matches(Array(p.utf8))) }
+        #expect(other.isEmpty)
+    }
+
     @Test func formErrorsHaveLineAndColumn() {
         #expect(error(sites + sources + "colour: blue\n").hasPrefix("p.yaml:16:1: unknown key \"colour\""))
         #expect(error(sites + "sources:\n  - {name: a, paths: [/a], schedule: \"61 * * * *\"}\n").contains("p.yaml:5:38: `schedule`: minute 61 is out of range"))

@@ -75,3 +75,26 @@ import Testing
         }
     }
 }
+
+/// A follower started again (each new generation) opens the database anew: nothing of the old one stays open.
+@Suite struct FollowerDescriptorTests {
+    func open(_ path: String) -> Int {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return fds.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) == path }.count
+    }
+
+    @Test func coresCloseTheDatabaseWhenReleased() throws {
+        let dir = tempDir("follower-fds")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (db, path, _) = try walWithRows(3, dir: dir)
+        defer { sqlite3_close(db) }
+        // SQLite itself may keep a closed connection's descriptor for reuse while another connection of the
+        // process holds a lock on the file (POSIX locks die with any descriptor): a constant, never a growth.
+        _ = try FollowerCore(path: path, busyTimeoutMillis: 100)
+        let settled = open(path)
+        for _ in 0..<10 { _ = try FollowerCore(path: path, busyTimeoutMillis: 100) }
+        #expect(open(path) == settled)
+        // A core that cannot start (no such file) leaves nothing open either.
+        #expect(throws: LifeboatError.self) { _ = try FollowerCore(path: dir + "/none.db", busyTimeoutMillis: 100) }
+    }
+}

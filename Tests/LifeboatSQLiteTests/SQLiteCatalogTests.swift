@@ -45,7 +45,7 @@ import Testing
     @Test func holesAreNamed() throws {
         let recs = [record("sqlite-snapshot", gen: genA, seq: 0, at: 0)] + [0, 1, 3, 4].map { record("sqlite-wal", gen: genA, seq: $0, at: Double($0 + 1)) }
         let c = try #require(SQLiteCatalog.build(recs)["h:/srv/app.db"])
-        #expect(c.generations[genA]!.missing(from: 0) == [2])
+        #expect(c.generations[genA]!.missing(from: 0) == (1, 2))
         // Before the hole: fine. At or past it: an error naming record 2 and where the chain stops.
         #expect(try c.plan(.time(t0 + 2.5)).wal.count == 2)
         #expect(throws: LifeboatError.self) { try c.plan(.time(t0 + 4.5)) }
@@ -62,6 +62,19 @@ import Testing
         #expect(try c.plan(.time(t0 + 5)).generation == genA)
         #expect(try c.plan(.time(t0 + 10.5)).generation == genB)
         #expect(try c.plan(.latest).generation == genB)
+    }
+
+    @Test func hostileNumbersCostNothing() throws {
+        // A record numbered 2^31 - 1 (a hostile writer's): one hole of two billion, counted, not listed.
+        var far = record("sqlite-wal", gen: genA, seq: 1, at: 1)
+        far.snapshot.sqlite!.seq = Int(Int32.max)
+        var many = record("sqlite-wal", gen: genA, seq: 0, at: 0.5)
+        many.snapshot.sqlite!.transactions = Int.max
+        let c = try #require(SQLiteCatalog.build([record("sqlite-snapshot", gen: genA, seq: 0, at: 0), far, many, record("sqlite-wal", gen: genA, seq: 0, at: 0.2)])["h:/srv/app.db"])
+        let g = c.generations[genA]!
+        #expect(g.missing(from: 0) == (Int(Int32.max) - 1, 1))
+        #expect(c.invalid.count == 1)  // Int.max transactions
+        #expect(throws: LifeboatError.self) { try c.plan(.latest) }
     }
 
     @Test func invalidMetadataIsSetAside() throws {

@@ -33,6 +33,14 @@ start_writer() {  # start_writer DB STATE [RATE]: sets WRITER
   WRITER=$!
   wait_until 30 "the writer to commit" test -s "$2/count"
 }
+# new_app N RATE: repository r<N>, database app<N>/app.db (DB) written by a writer at RATE a second (STATE, WRITER).
+new_app() {
+  export LIFEBOAT_REPOSITORY=$WORK/r$1
+  lb init > /dev/null
+  DB=$WORK/app$1/app.db STATE=$WORK/app$1/state
+  mkdir -p "$WORK/app$1"
+  [ "$2" = 0 ] || start_writer "$DB" "$STATE" "$2"
+}
 pause_writer() { kill -USR1 "$WRITER"; wait_until 30 "the writer to pause" test -f "$1/paused"; }
 resume_writer() { kill -USR2 "$WRITER"; wait_until 30 "the writer to resume" test ! -f "$1/paused"; }
 # stored_after LOG T: replicate's --json log has a WAL record whose newest transaction was seen at or after T
@@ -54,11 +62,8 @@ now_rfc3339() { date -u +%Y-%m-%dT%H:%M:%S.%NZ; }
 # An application writes all the time; three moments are saved (the writer paused a moment each time), the follower
 # runs throughout (with the writer's own TRUNCATE checkpoints and the follower's); each moment restores exactly.
 t_three_times_match_three_copies() {
-  export LIFEBOAT_REPOSITORY=$WORK/r1
-  lb init > /dev/null
-  local db=$WORK/app1/app.db state=$WORK/app1/state
-  mkdir -p "$WORK/app1"
-  start_writer "$db" "$state" 300
+  new_app 1 300
+  local db=$DB state=$STATE
   "$LB" sqlite replicate "$db" --json > "$WORK/rep1.log" 2> "$WORK/rep1.err" &
   local rep=$!
   wait_log "$WORK/rep1.log" '"sqlite_snapshot"'
@@ -93,11 +98,8 @@ t_three_times_match_three_copies() {
 # the WAL still holds its last point; after the application checkpointed and truncated the WAL with no follower
 # holding it, a new generation begins with a snapshot. Every restore still matches.
 t_killed_follower_continues_or_begins_a_generation() {
-  export LIFEBOAT_REPOSITORY=$WORK/r2
-  lb init > /dev/null
-  local db=$WORK/app2/app.db state=$WORK/app2/state
-  mkdir -p "$WORK/app2"
-  start_writer "$db" "$state" 200
+  new_app 2 200
+  local db=$DB state=$STATE
   "$LB" sqlite replicate "$db" --json --checkpoint-pages 100000 > "$WORK/rep2a.log" 2>&1 &
   local rep=$!
   wait_log "$WORK/rep2a.log" '"sqlite_wal"'
@@ -128,10 +130,8 @@ t_killed_follower_continues_or_begins_a_generation() {
 
 # Bad input and damage: clear errors that name what is wrong, and nothing written.
 t_bad_input_and_damage() {
-  export LIFEBOAT_REPOSITORY=$WORK/r3
-  lb init > /dev/null
-  local db=$WORK/app3/app.db state=$WORK/app3/state
-  mkdir -p "$WORK/app3"
+  new_app 3 0
+  local db=$DB state=$STATE
   expect_code 1 "$LB" sqlite replicate "$WORK/app3/none.db"
   grep -q "does not exist" "$WORK/err" || fail "a missing database: $(cat "$WORK/err")"
   expect_code 1 "$LB" sqlite replicate "$db" --interval 0s
