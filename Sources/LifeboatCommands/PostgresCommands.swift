@@ -300,6 +300,7 @@ struct PGWalFetch: AsyncParsableCommand {
     /// Starts the prefetch helper unless one runs for this spool.
     func startHelper(_ spool: Spool, system: String?) throws {
         guard !spool.helperRunning(spool.fetch) else { return }
+        try? writeFileAtomically(spool.helperMarker, Data(), durable: false)
         var argv = [CommandLine.executablePath, "pg", "wal-fetch-helper", "--spool", spool.root, "--prefetch", String(prefetch)]
         argv += PGSourceOptions.arguments(global, site: source.site, config: source.config, cluster: system)
         let log = open(spool.fetch + "/helper.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
@@ -440,7 +441,7 @@ struct PGRestore: AsyncParsableCommand {
             let repo = try await source.open(global)
             // PostgreSQL replaces %f, %p, %r and %% in restore_command: a % of a path is doubled.
             let fetchArgs = ([CommandLine.executablePath, "pg", "wal-fetch"] + source.arguments(global)).map { shellQuote($0).replacingOccurrences(of: "%", with: "%%") }
-            let command = restoreCommand ?? (fetchArgs + ["%f", "%p"]).joined(separator: " ")
+            let command = restoreCommand ?? Spool.restoreCommand(fetch: fetchArgs)
             var opts = PointInTimeRestore.Options(target: absolutePath(target), restoreCommand: command)
             opts.recovery = goal
             opts.system = source.cluster

@@ -4,25 +4,61 @@ import Foundation
 /// A crash leaves either the old file or the new one, never a mix. `durable: false` leaves out the fsyncs, for
 /// files that are whole or absent but need not survive a crash (a cache that is fetched again).
 public func writeFileAtomically(_ path: String, _ data: Data, mode: mode_t = 0o600, durable: Bool = true) throws {
-    let dir = (path as NSString).deletingLastPathComponent
-    let tmp = "\(path).tmp-\(getpid())"
-    // A leftover of a crash (or a planted link) is removed; the new file is created, never opened through a link.
-    unlink(tmp)
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
-    guard fd >= 0 else { throw LifeboatError(.io, "cannot write \(tmp): \(String(cString: strerror(errno)))") }
-    let ok = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) == $0.count } && (!durable || fsync(fd) == 0)
-    let e = errno
-    close(fd)
-    guard ok else {
+    let file = try AtomicFile(path, mode: mode)
+    try data.withUnsafeBytes { try file.write($0) }
+    try file.commit(durable: durable)
+}
+
+/// A file written in pieces and put at its path whole (as `writeFileAtomically`): until `commit`, it is a
+/// temporary file beside the path, removed if the writer is dropped.
+public final class AtomicFile {
+    public let path: String
+    let tmp: String
+    var fd: Int32
+
+    public init(_ path: String, mode: mode_t = 0o600) throws {
+        self.path = path
+        tmp = "\(path).tmp-\(getpid())"
+        // A leftover of a crash (or a planted link) is removed; the new file is created, never opened through a link.
         unlink(tmp)
-        throw LifeboatError(.io, "cannot write \(tmp): \(String(cString: strerror(e)))")
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw LifeboatError(.io, "cannot write \(tmp): \(String(cString: strerror(errno)))") }
     }
-    guard rename(tmp, path) == 0 else {
+
+    deinit {
+        if fd >= 0 { close(fd); unlink(tmp) }
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            guard fd >= 0 else { throw LifeboatError(.io, "\(tmp) is closed") }
+            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                let e = n < 0 ? errno : ENOSPC
+                close(fd); fd = -1; unlink(tmp)
+                throw LifeboatError(.io, "cannot write \(tmp): \(String(cString: strerror(e)))")
+            }
+            done += n
+        }
+    }
+
+    public func write(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try write($0) } }
+
+    public func commit(durable: Bool = true) throws {
+        guard fd >= 0 else { throw LifeboatError(.io, "\(tmp) is closed") }
+        let ok = !durable || fsync(fd) == 0
         let e = errno
-        unlink(tmp)
-        throw LifeboatError(.io, "cannot write \(path): \(String(cString: strerror(e)))")
+        close(fd); fd = -1
+        guard ok else { unlink(tmp); throw LifeboatError(.io, "cannot write \(tmp): \(String(cString: strerror(e)))") }
+        guard rename(tmp, path) == 0 else {
+            let e = errno
+            unlink(tmp)
+            throw LifeboatError(.io, "cannot write \(path): \(String(cString: strerror(e)))")
+        }
+        if durable { syncDirectory((path as NSString).deletingLastPathComponent) }
     }
-    if durable { syncDirectory(dir) }
 }
 
 /// fsync of a directory (after a file in it was created or renamed), best effort.

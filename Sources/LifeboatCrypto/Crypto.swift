@@ -125,6 +125,14 @@ public func sha256ID<D: DataProtocol>(_ data: D) -> ID {
     return digest.withUnsafeBytes { ID(raw: $0) }
 }
 
+/// SHA-256 over bytes given in pieces (a file streamed blob by blob).
+public struct StreamingSHA256 {
+    var hasher = SHA256()
+    public init() {}
+    public mutating func update(_ bytes: [UInt8]) { hasher.update(data: bytes) }
+    public func finalize() -> ID { hasher.finalize().withUnsafeBytes { ID(raw: $0) } }
+}
+
 /// scrypt parameters. The default, N = 2^15, r = 8, p = 3, is one of OWASP's equivalent minimums
 /// (same work as N = 2^17, p = 1: about 0.4 s here) with 32 MiB of memory instead of 128 MiB, so a
 /// backup's peak memory is not dominated by opening the key.

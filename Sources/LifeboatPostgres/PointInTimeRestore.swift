@@ -155,11 +155,13 @@ public struct PointInTimeRestore: Sendable {
         try? FileManager.default.removeItem(atPath: spool.root)
         try spool.prepare()
         let store = WALStore(repo: repo)
-        let names = plan.reach.run.segments.prefix(count).map(\.name)
+        var names = plan.reach.run.segments.prefix(count).map(\.name)
+        if let last = plan.lastNeeded { names.removeAll { $0 > last } }
         _ = try await tryBoundedMap(Array(names), width: 2) { n in try await store.fetch(n, catalog: catalog, to: spool.fetch + "/" + n) }
         if catalog.unreadable == 0 { spool.writeManifest(Array(catalog.files.keys)) }
+        if let last = plan.lastNeeded { try spool.writeUntil(last) }
         if getuid() == 0 {
-            for p in [spool.root, spool.push, spool.fetch, spool.fetch + "/manifest"] + names.map({ spool.fetch + "/" + $0 }) { lchown(p, uid, gid) }
+            for p in [spool.root, spool.push, spool.fetch, spool.fetch + "/manifest", spool.fetch + "/until"] + names.map({ spool.fetch + "/" + $0 }) { lchown(p, uid, gid) }
         }
     }
 

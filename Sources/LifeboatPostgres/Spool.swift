@@ -120,13 +120,35 @@ public struct Spool: Sendable {
             guard let d = FileManager.default.contents(atPath: p), (try? writeFileAtomically(path, d)) != nil else { return false }
             unlink(p)
         }
-        if let n = WALFileName(name), n.kind == .segment {
-            for f in (try? FileManager.default.contentsOfDirectory(atPath: fetch)) ?? [] {
-                if let o = WALFileName(f), o.kind == .segment, o.timeline == n.timeline, o.name < name { unlink(fetch + "/" + f) }
-            }
-        }
+        dropBefore(name)
         return true
     }
+
+    /// Removes the prefetched segments of `name`'s timeline that come before it (PostgreSQL has gone past them).
+    public func dropBefore(_ name: String) {
+        guard let n = WALFileName(name), n.kind == .segment else { return }
+        for f in (try? FileManager.default.contentsOfDirectory(atPath: fetch)) ?? [] {
+            if let o = WALFileName(f), o.kind == .segment, o.timeline == n.timeline, o.name < name { unlink(fetch + "/" + f) }
+        }
+    }
+
+    /// The `restore_command` of a restored cluster: a segment the fetch helper has placed in the spool is moved
+    /// into place by the shell and `mv` (a few milliseconds, where a start of this program costs tens: PostgreSQL
+    /// waits for every call during replay), and noted as the last request so that the helper fetches further;
+    /// anything else (the first call, a miss, a probe for a file the archive lacks) runs `fetch`, the words of
+    /// `lifeboat pg wal-fetch` with its options, already quoted for the shell. `spool` is relative to the data
+    /// directory (restore_command runs there) and must not need quoting.
+    /// The fast path is taken only while `fetch/helper` exists: `wal-fetch` writes it when it starts the helper,
+    /// the helper removes it when it exits, so the helper is started by the first call and again by the first call
+    /// after it stopped, and no call waits for a repository open that could have happened earlier.
+    public static func restoreCommand(fetch: [String], spool: String = "lifeboat-spool") -> String {
+        let f = spool + "/fetch"
+        // PostgreSQL replaces %f and %p, and %% by %.
+        return "if [ -f \(f)/helper ] && [ -f \(f)/%f ] && mv -f \(f)/%f %p; then printf %%s %f >\(f)/requested; else exec \((fetch + ["%f", "%p"]).joined(separator: " ")); fi"
+    }
+
+    /// Whether a fetch helper was started (and has not exited): see `restoreCommand`.
+    public var helperMarker: String { fetch + "/helper" }
 
     public func prefetched() -> Set<String> {
         Set(((try? FileManager.default.contentsOfDirectory(atPath: fetch)) ?? []).filter { WALFileName($0) != nil })
@@ -243,6 +265,13 @@ extension Spool {
         return Set(String(decoding: d, as: UTF8.self).split(separator: "\n").map(String.init))
     }
 
+    /// The last segment the replay needs (`pg restore` writes it for a target before the end): the fetch helper
+    /// fetches nothing after it on its timeline.
+    public func writeUntil(_ name: String) throws { try writeFileAtomically(fetch + "/until", Data(name.utf8), durable: false) }
+    public func until() -> WALFileName? {
+        FileManager.default.contents(atPath: fetch + "/until").flatMap { WALFileName(String(decoding: $0.prefix(64), as: UTF8.self)) }
+    }
+
     public func writeManifest(_ names: [String]) { try? writeFileAtomically(fetch + "/manifest", Data(names.sorted().joined(separator: "\n").utf8), durable: false) }
 
 }
@@ -273,17 +302,27 @@ public struct FetchHelper: Sendable {
         publish(catalog)
         var last: String? = nil
         var lastChange = ContinuousClock.now
+        let until = spool.until()
         var failures = 0
-        defer { if !inRecovery() { spool.prefetched().forEach { unlink(spool.fetch + "/" + $0) } } }
+        defer {
+            unlink(spool.helperMarker)
+            if !inRecovery() { spool.prefetched().forEach { unlink(spool.fetch + "/" + $0) } }
+        }
         while !stop() && inRecovery() {
             let req = spool.requested()
-            if req != last { last = req; lastChange = .now }
+            if req != last, let r = req, WALFileName(r) != nil {
+                last = req; lastChange = .now
+                // The shell's fast path (see `restoreCommand`) moves files without dropping those skipped.
+                spool.dropBefore(r)
+            }
             if ContinuousClock.now - lastChange > .seconds(idle) { return }
-            guard let r = req, let file = WALFileName(r), file.kind == .segment, let number = file.segmentNumber(catalog.size) else {
+            // (A request being written may read empty: the last whole one holds.)
+            guard let r = last, let file = WALFileName(r), file.kind == .segment, let number = file.segmentNumber(catalog.size) else {
                 try? await Task.sleep(for: .milliseconds(20)); continue
             }
             let have = spool.prefetched()
-            let ahead = (1...max(1, depth)).map { WALFileName.segment(timeline: file.timeline, number: number + UInt64($0), size: catalog.size) }
+            var ahead = (1...max(1, depth)).map { WALFileName.segment(timeline: file.timeline, number: number + UInt64($0), size: catalog.size) }
+            if let u = until, u.kind == .segment, u.timeline == file.timeline { ahead.removeAll { $0 > u.name } }
             var todo = ahead.filter { !have.contains($0) && catalog.files[$0] != nil }
             // Names the catalog lacks may have been archived since: list again (and read the index again, which
             // describes their data), at most every 2 s.

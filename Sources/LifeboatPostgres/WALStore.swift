@@ -193,32 +193,42 @@ public struct WALStore: Sendable {
     /// SHA-256 against the record's. Throws `.notFound` when the archive does not hold it.
     /// Whole or absent, never partly written; not fsynced (PostgreSQL asks again after a crash, and a prefetched
     /// file is fetched again).
+    /// Writes an archived file to `path` (whole or not at all), blob by blob: one blob in memory at a time, each
+    /// checked by the repository against its ID and the whole against the record's size and SHA-256.
     public func fetch(_ name: String, catalog: WALCatalog, to path: String) async throws {
         guard let entry = catalog.files[name] else {
             throw LifeboatError(.notFound, "WAL file \(name) is not in the archive")
         }
-        let bytes = try await load(entry, catalog: catalog)
-        try writeFileAtomically(path, Data(bytes), mode: 0o600, durable: false)
+        try await fetch(entry, to: path)
     }
 
-    /// The bytes of an archived file, checked.
-    public func load(_ entry: WALCatalog.Entry, catalog: WALCatalog) async throws -> [UInt8] {
+    func fetch(_ entry: WALCatalog.Entry, to path: String) async throws {
+        let file = try AtomicFile(path)
+        try await read(entry) { try file.write($0) }
+        try file.commit(durable: false)
+    }
+
+    /// An archived file's blobs in order, each given to `body` once read; throws (after the last one) unless the
+    /// whole matches the record's size and SHA-256.
+    func read(_ entry: WALCatalog.Entry, _ body: ([UInt8]) throws -> Void) async throws {
         let snap = try await repo.loadSnapshot(entry.record)
         let tree = try await repo.loadTree(snap.tree)
         guard let node = tree.node(named: Array(entry.file.name.utf8)), let content = node.content else {
             throw LifeboatError.corrupt("record \(entry.record.short) lists \(entry.file.name) but its tree does not hold it")
         }
         guard entry.file.size <= 1 << 30 else { throw LifeboatError.corrupt("record \(entry.record.short) says \(entry.file.name) has \(entry.file.size) bytes") }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(Int(entry.file.size))
+        var hash = StreamingSHA256()
+        var count = 0
         for id in content {
-            bytes += try await repo.loadBlob(.data, id)
-            guard bytes.count <= Int(entry.file.size) else { break }
+            let blob = try await repo.loadBlob(.data, id)
+            count += blob.count
+            guard count <= Int(entry.file.size) else { break }
+            hash.update(blob)
+            try body(blob)
         }
-        guard bytes.count == Int(entry.file.size), sha256ID(bytes).hex == entry.file.sha256 else {
-            throw LifeboatError.corrupt("WAL file \(entry.file.name) in record \(entry.record.short) does not match its checksum (\(bytes.count) bytes, expected \(entry.file.size)): restore it from another site")
+        guard count == Int(entry.file.size), hash.finalize().hex == entry.file.sha256 else {
+            throw LifeboatError.corrupt("WAL file \(entry.file.name) in record \(entry.record.short) does not match its checksum (\(count)\(count > Int(entry.file.size) ? " or more" : "") bytes, expected \(entry.file.size)): restore it from another site")
         }
-        return bytes
     }
 }
 

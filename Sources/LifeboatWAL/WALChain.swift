@@ -166,6 +166,21 @@ public struct WALChain: Sendable {
         public var target: RecoveryTarget
         public var backup: BaseBackupPoint { reach.backup }
         public var timeline: UInt32 { reach.timeline }
+
+        /// The last segment the replay can ask for (nil: the end of the archive, for `--latest`): the first one
+        /// holding a transaction after the target time, or the one holding the target position, and the one after
+        /// it (the server reads ahead across a segment's end). A prefetch beyond it is wasted.
+        public var lastNeeded: String? {
+            let segments = reach.run.segments
+            let at: Int?
+            switch target {
+            case .latest: return nil
+            case .time(let t): at = segments.firstIndex { ($0.lastTime.map { $0 > t }) ?? false }
+            case .lsn(let l): at = segments.firstIndex { l < $0.end }
+            }
+            guard let i = at else { return nil }
+            return segments[min(i + 1, segments.count - 1)].name
+        }
     }
 
     public static func describe(_ d: Date) -> String { Timestamp.format(d) }

@@ -61,6 +61,52 @@ func segmentFile(_ dir: String, _ name: String, system: UInt64 = 77, fill: UInt8
         await #expect(throws: LifeboatError.self) { try await store.fetch("000000010000000000000009", catalog: c, to: d + "/x") }
         catalogs = try await WALStore.catalogs(r)
         #expect(catalogs["77"]!.conflicts.isEmpty)
+        // A record whose checksum (or size) is not the bytes': nothing at the path, no temporary left.
+        for bad in ["sha", "size"] {
+            var e = c.files[b.name.name]!
+            if bad == "sha" { e.file.sha256 = String(repeating: "0", count: 64) } else { e.file.size -= 1 }
+            await #expect(throws: LifeboatError.self) { try await store.fetch(e, to: d + "/bad") }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: d).filter { $0.hasPrefix("bad") }.isEmpty)
+        }
+    }
+
+    /// restore_command's fast path: with the helper's marker, a prefetched segment is moved by the shell and noted
+    /// as requested; without the marker, or without the file, the fallback (wal-fetch) runs with %f and %p.
+    @Test func restoreCommandTakesFromTheSpoolOnlyWithAHelper() throws {
+        let d = folder()
+        defer { try? FileManager.default.removeItem(atPath: d) }
+        let spool = Spool(root: d + "/lifeboat-spool")
+        try spool.prepare()
+        try FileManager.default.createDirectory(atPath: d + "/pg_wal", withIntermediateDirectories: true)
+        let name = "000000010000000000000005"
+        let command = Spool.restoreCommand(fetch: ["touch", "fallback"])
+        func run() -> Int32 {
+            // As PostgreSQL expands it: %f, %p, %% ; run in the data directory through the shell.
+            let text = command.replacingOccurrences(of: "%f", with: name).replacingOccurrences(of: "%p", with: "pg_wal/RECOVERYXLOG")
+                .replacingOccurrences(of: "%%", with: "%")
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/sh")
+            p.arguments = ["-c", text]
+            p.currentDirectoryURL = URL(fileURLWithPath: d)
+            try? p.run()
+            p.waitUntilExit()
+            return p.terminationStatus
+        }
+        try Data("seg".utf8).write(to: URL(fileURLWithPath: spool.fetch + "/" + name))
+        // No helper yet: the fallback runs (and would start one); the spool keeps the file.
+        #expect(run() == 0)
+        #expect(FileManager.default.fileExists(atPath: d + "/fallback"))
+        #expect(FileManager.default.fileExists(atPath: spool.fetch + "/" + name))
+        try FileManager.default.removeItem(atPath: d + "/fallback")
+        try writeFileAtomically(spool.helperMarker, Data())
+        #expect(run() == 0)
+        #expect(FileManager.default.contents(atPath: d + "/pg_wal/RECOVERYXLOG") == Data("seg".utf8))
+        #expect(!FileManager.default.fileExists(atPath: spool.fetch + "/" + name))
+        #expect(spool.requested() == name)
+        #expect(!FileManager.default.fileExists(atPath: d + "/fallback"))
+        // The file gone: the fallback again.
+        #expect(run() == 0)
+        #expect(FileManager.default.fileExists(atPath: d + "/fallback"))
     }
 
     @Test func badFilesStoreNothing() async throws {

@@ -285,6 +285,21 @@ func micros(_ d: Date) -> Int64 { Int64(((d.timeIntervalSince1970 - WALSegmentIn
         #expect(throws: LifeboatError.self) { try c.plan(.latest, backups: []) }
     }
 
+    /// The prefetch bound: the segment that holds the first transaction after the target, and one more (the
+    /// server reads ahead); none for --latest; never past the run's end.
+    @Test func lastNeededSegment() throws {
+        var c = WALChain(size: size)
+        // Segment n holds transactions from 10n to 10n + 5 s.
+        for n in 1...8 { c.add(seg(1, UInt64(n), time: Double(n * 10))) }
+        let b1 = backup("b1", start: 1, stop: 2, at: 22)
+        let name = { (n: UInt64) in WALFileName.segment(timeline: 1, number: n, size: self.size) }
+        #expect(try c.plan(.time(t0.addingTimeInterval(40)), backups: [b1]).lastNeeded == name(5))  // 4 ends at 45 s > 40
+        #expect(try c.plan(.time(t0.addingTimeInterval(46)), backups: [b1]).lastNeeded == name(6))  // 5 holds 50–55 s
+        #expect(try c.plan(.time(t0.addingTimeInterval(84)), backups: [b1]).lastNeeded == name(8))  // the last: no ninth
+        #expect(try c.plan(.lsn(LSN(3 * size.bytes + 10)), backups: [b1]).lastNeeded == name(4))
+        #expect(try c.plan(.latest, backups: [b1]).lastNeeded == nil)
+    }
+
     @Test func aHoleLimitsTheRangeAndIsNamed() {
         var c = WALChain(size: size)
         for n: UInt64 in [1, 2, 3, 5, 6] { c.add(seg(1, n, time: Double(n * 10))) }
