@@ -148,7 +148,8 @@ let package = Package(
         // corruption, from-kit), verification of restored trees, the engines' checks, reports.
         .target(name: "LifeboatDrill", dependencies: [
             "LifeboatPlan", "LifeboatProcess", "LifeboatReplication", "LifeboatSnapshot", "LifeboatRepository", "LifeboatSites",
-            "LifeboatStorage", "LifeboatCore", "LifeboatConfig", "LifeboatBackends", "LifeboatS3", "LifeboatFailover", "LifeboatSQLite", "LifeboatSQLiteWAL", "CLifeboatSys",
+            "LifeboatStorage", "LifeboatCore", "LifeboatConfig", "LifeboatBackends", "LifeboatS3", "LifeboatFailover", "LifeboatSQLite", "LifeboatSQLiteWAL",
+            "LifeboatPostgres", "LifeboatWAL", "CLifeboatSys",
             .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: swift6),
         // `lifeboat agent`: runs the plan (scheduler, jobs, state database, alerts, metrics, local API).

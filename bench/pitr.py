@@ -202,8 +202,10 @@ for tool in a.tools.split(","):
         time.sleep(0.05)
     r["restore_seconds"] = time.time() - t
     pg(PGBIN + "/pg_ctl", "stop", "-D", dest, "-m", "fast")
-    print("  restore to %s: %.1f s (files %.1f s, replay and promotion %.1f s)" % (target, r["restore_seconds"], r["restore_files_seconds"],
-                                                                                 r["restore_seconds"] - r["restore_files_seconds"]), flush=True)
+    # Each tool's load writes its own WAL: the segments replayed say how much work the restore had.
+    r["replayed_segments"] = sum(1 for l in open(work + "/restored.log") if "restored log file" in l and ".history" not in l)
+    print("  restore to %s: %.1f s (files %.1f s, replay and promotion %.1f s; %d segments replayed)" % (
+        target, r["restore_seconds"], r["restore_files_seconds"], r["restore_seconds"] - r["restore_files_seconds"], r["replayed_segments"]), flush=True)
     # 4. Backlog: archiving off, bulk inserts until --backlog segments wait, then the tool drains them.
     set_archive(None, tool)
     while ready_count() < a.backlog:
@@ -226,6 +228,7 @@ with open(os.path.join(a.out, "pitr-%s.json" % stamp), "w") as f:
     json.dump({"scale": a.scale, "clients": a.clients, "seconds": a.seconds, "backlog": a.backlog, "results": results}, f, indent=1)
 rows = [("base backup", "backup_seconds", "%.1f s"), ("base backup size", "backup_bytes", "MiB"), ("archive lag p50", "lag_p50", "%.2f s"),
         ("archive lag p99", "lag_p99", "%.2f s"), ("restore to mid-run, replay included", "restore_seconds", "%.1f s"),
+        ("segments replayed by that restore", "replayed_segments", "%d"),
         ("backlog drain", "drain_seconds", "%.1f s"), ("repository after the run", "repo_bytes", "GiB")]
 print("\n| PostgreSQL 15, pgbench scale %d, %d clients, %d s; backlog %d segments | %s |" % (a.scale, a.clients, a.seconds, a.backlog, " | ".join(results)))
 print("|---|" + "---:|" * len(results))
@@ -233,5 +236,6 @@ for label, key, fmt in rows:
     cells = []
     for tool in results:
         v = results[tool].get(key)
+        if v is None: cells.append("-"); continue
         cells.append("%.0f MiB" % (v / 2**20) if fmt == "MiB" else "%.2f GiB" % (v / 2**30) if fmt == "GiB" else fmt % v)
     print("| %s | %s |" % (label, " | ".join(cells)))

@@ -83,8 +83,9 @@ func absolutePath(_ p: String) -> String {
 
 /// The spool folder: --spool, LIFEBOAT_SPOOL, or `lifeboat-spool` in the working directory (the data directory when
 /// PostgreSQL runs the command).
-func spoolPath(_ option: String?) -> String {
-    absolutePath(option ?? ProcessInfo.processInfo.environment["LIFEBOAT_SPOOL"] ?? "lifeboat-spool")
+func spoolPath(_ option: String?, system: String?) -> String {
+    Spool.root(option: option, environment: ProcessInfo.processInfo.environment, system: system,
+               directory: FileManager.default.currentDirectoryPath)
 }
 
 /// The cluster's system identifier from `global/pg_control` in the working directory, when it is a data directory.
@@ -108,7 +109,7 @@ struct PGWalPush: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The file (%p: pg_wal/NAME, relative to the data directory).") var path: String
     @Flag(name: .customLong("async"), help: "Hand the file to the archiving helper and wait for its acknowledgement.") var async = false
-    @Option(name: .customLong("spool"), help: "Spool folder (or LIFEBOAT_SPOOL; default lifeboat-spool in the data directory).") var spool: String?
+    @Option(name: .customLong("spool"), help: "Spool folder (or LIFEBOAT_SPOOL; default lifeboat-spool in the data directory); a folder given gets a subfolder per cluster.") var spool: String?
     @Option(name: .customLong("wait"), help: "Seconds to wait for the acknowledgement with --async (default 60).") var wait: Double = 60
     @Option(name: .customLong("tag"), help: "Tag the records (repeatable).") var tags: [String] = []
 
@@ -133,7 +134,7 @@ struct PGWalPush: AsyncParsableCommand {
     }
 
     func handOver(_ input: WALInput) async throws -> Int32 {
-        let spool = Spool(root: spoolPath(self.spool))
+        let spool = Spool(root: spoolPath(self.spool, system: localSystemIdentifier().map(String.init)))
         try spool.prepare()
         let name = input.name.name
         switch spool.ack(name) {
@@ -231,7 +232,7 @@ struct PGWalFetch: AsyncParsableCommand {
     @OptionGroup var source: PGSourceOptions
     @Argument(help: "The file's name (%f).") var name: String
     @Argument(help: "Where to write it (%p).") var path: String
-    @Option(name: .customLong("spool"), help: "Spool folder (or LIFEBOAT_SPOOL; default lifeboat-spool in the data directory).") var spool: String?
+    @Option(name: .customLong("spool"), help: "Spool folder (or LIFEBOAT_SPOOL; default lifeboat-spool in the data directory); a folder given gets a subfolder per cluster.") var spool: String?
     @Option(name: .customLong("prefetch"), help: "Segments to keep fetched ahead by a helper (0: none).") var prefetch: Int = 16
 
     func run() async throws {
@@ -253,8 +254,8 @@ struct PGWalFetch: AsyncParsableCommand {
             return 1
         }
         _ = try Bounds.check(prefetch, 0...256, "--prefetch")
-        let spool = Spool(root: spoolPath(self.spool))
         let system = source.cluster ?? localSystemIdentifier().map(String.init)
+        let spool = Spool(root: spoolPath(self.spool, system: system))
         if prefetch > 0 {
             // Prefetched: no repository open at all.
             if spool.take(name, to: path) {

@@ -154,7 +154,8 @@ public enum DrillRunner {
                 report.failures.append("the playbook cannot be used: \(error)")
                 return report
             }
-            let actions = SiteActions(plan: plan, access: access, confine: sandbox, onlySite: site.name, before: t, owner: user, backendAction: env.backend)
+            let actions = SiteActions(plan: plan, access: access, confine: sandbox, onlySite: site.name, before: t, owner: user, backendAction: env.backend,
+                                      deadline: deadline, clock: env.clock)
             let runner = drillRunner(book, drill: drill, source: source, site: site.name, sandbox: sandbox, user: user, deadline: deadline,
                                      report: report, actions: actions, env: env)
             let run = await runner.run(id: report.id)
@@ -260,6 +261,9 @@ struct SiteActions: PlaybookActions {
     var before: Date?
     var owner: Child.User?
     var backendAction: (@Sendable (PlaybookStep.BuiltIn, String, String) async throws -> String)?
+    /// The drill's deadline on its clock (a restore that waits for a server gives up at it).
+    var deadline: Date? = nil
+    var clock: @Sendable () -> Date = { currentTime() }
 
     func restore(_ args: [String: String], into r: inout StepRecord) async throws {
         let sourceName = args["source"] ?? ""
@@ -278,6 +282,20 @@ struct SiteActions: PlaybookActions {
         let source = plan.sources.first { $0.name == sourceName }
         let t0 = currentTime()
         let repo = try await access.openNew(site)
+        // A PostgreSQL point-in-time source: a server replayed to the disaster's time (or the archive's end),
+        // promoted and left running for the playbook (the sandbox's removal stops it).
+        if case .postgresArchive = source?.kind {
+            guard let port = args["port"].flatMap(Int.init) else {
+                throw LifeboatError.invalid("the restore of PostgreSQL source \(sourceName) starts a server and needs a port (`with: {port: …}`; drills give {port})")
+            }
+            let o = try await PostgresDrill.run(repo: repo, source: sourceName, site: siteName, target: target, before: before, user: owner,
+                                                port: port, deadline: deadline, clock: clock)
+            r.phases = o.phases
+            r.facts = ["snapshot": o.backup.short, "snapshot_id": o.backup.hex, "snapshot_time": Timestamp.format(o.restoredTo),
+                       "site": siteName, "files": "\(o.files)", "bytes": "\(o.bytes)", "wal_segments": "\(o.segments)"]
+            r.detail = o.detail
+            return
+        }
         // A continuous SQLite source: the point in time before the disaster, from its snapshot and WAL records.
         if case .sqliteContinuous = source?.kind {
             let file = "\(target)/\(sourceName).sqlite"
@@ -361,11 +379,13 @@ struct SiteActions: PlaybookActions {
         return try await backendAction(action, pool, backend)
     }
 
-    func chownTree(_ path: String, _ u: Child.User) throws {
-        guard lchown(path, u.uid, u.gid) == 0 else { throw LifeboatError(.io, "cannot give \(path) to \(u.name): \(String(cString: strerror(errno)))") }
-        guard let e = FileManager.default.enumerator(atPath: path) else { return }
-        while let rel = e.nextObject() as? String { _ = lchown(path + "/" + rel, u.uid, u.gid) }
-    }
+}
+
+/// Gives a restored tree to the drill's user (links themselves, never followed).
+func chownTree(_ path: String, _ u: Child.User) throws {
+    guard lchown(path, u.uid, u.gid) == 0 else { throw LifeboatError(.io, "cannot give \(path) to \(u.name): \(String(cString: strerror(errno)))") }
+    guard let e = FileManager.default.enumerator(atPath: path) else { return }
+    while let rel = e.nextObject() as? String { _ = lchown(path + "/" + rel, u.uid, u.gid) }
 }
 
 /// The database engines' own checks of a restored dump (files and command output have none of their own).

@@ -25,12 +25,27 @@ public enum Sandbox {
     /// Removes a sandbox: processes whose working folder or open files are inside it get SIGTERM, then SIGKILL
     /// after `grace` seconds; then the tree goes (symlinks are removed, never followed).
     public static func remove(_ path: String, grace: Double = 5) async {
+        stopPostgres(in: path)
         let pids = users(of: path)
         for p in pids { kill(p, SIGTERM) }
         let end = ContinuousClock.now + .milliseconds(Int64(grace * 1000))
         while !users(of: path).isEmpty && ContinuousClock.now < end { try? await Task.sleep(for: .milliseconds(50)) }
         for p in users(of: path) { kill(p, SIGKILL) }
         try? FileManager.default.removeItem(atPath: path)
+    }
+
+    /// A PostgreSQL server whose data directory is in the sandbox (one or two levels down) gets SIGQUIT, its
+    /// immediate shutdown (SIGTERM would wait for its clients), when the PID of its postmaster.pid runs there.
+    static func stopPostgres(in path: String) {
+        let top = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        let dirs = [path] + top.map { path + "/" + $0 }
+        for dir in dirs {
+            guard let text = try? String(contentsOfFile: dir + "/postmaster.pid", encoding: .utf8),
+                  let pid = text.split(separator: "\n").first.flatMap({ Int32($0.trimmingCharacters(in: .whitespaces)) }), pid > 1,
+                  let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd"),
+                  cwd == path || cwd.hasPrefix(path + "/") else { continue }
+            kill(pid, SIGQUIT)
+        }
     }
 
     /// Sandboxes under `root` whose maker is gone (not this process, not alive with the same start time).

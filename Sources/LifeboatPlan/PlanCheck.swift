@@ -97,6 +97,10 @@ public enum PlanCheck {
                     warn(d.location, "drill \(d.name): every site it drills is a local folder, which the attacker deletes with this host's access: the drill will find them unprotected (add an append-only server or an S3 site with object_lock)")
                 }
             }
+            if d.runAs == nil, [.restore, .siteLoss, .fromKit].contains(d.scenario),
+               case .postgresArchive? = plan.sources.first(where: { $0.name == d.source })?.kind {
+                warn(d.location, "drill \(d.name): source \(d.source) is restored as a running PostgreSQL server, which does not run as root: give the drill `run_as:` (the cluster's owner, often postgres) unless the agent runs as that user")
+            }
             if d.scenario == .nodeCrash, d.recover == nil {
                 warn(d.location, "drill \(d.name): no `recover` command: the crashed backend stays down after the drill unless its playbook's cleanup brings it back")
             }

@@ -175,7 +175,7 @@ public struct PlaybookStep: Sendable {
 
         public var arguments: [String] {
             switch self {
-            case .restore: ["source", "snapshot", "site", "target", "path"]
+            case .restore: ["source", "snapshot", "site", "target", "path", "port"]
             case .replicate: ["site"]
             case .disableBackend, .enableBackend, .promoteBackend: ["pool", "backend"]
             }
@@ -205,7 +205,7 @@ public struct PlaybookStep: Sendable {
         }
     }
     /// A restore step's arguments when it does not give them.
-    public static let restoreDefaults = ["source": "{source}", "snapshot": "{snapshot}", "site": "{site}", "target": "{sandbox}"]
+    public static let restoreDefaults = ["source": "{source}", "snapshot": "{snapshot}", "site": "{site}", "target": "{sandbox}", "port": "{port}"]
 
     public var name: String
     public var action: Action

@@ -25,6 +25,10 @@ public struct PointInTimeRestore: Sendable {
         /// Segments laid into the restored cluster's spool (`lifeboat-spool/fetch/`) with the files, so that the
         /// first calls of restore_command need no repository open (0: none).
         public var prefill = 8
+        /// Every file the replay needs goes into the spool (all segments to the target, the timeline's history),
+        /// so that the copy never reads the repository: a drill's server, run as another user, gets no
+        /// repository password. Its restore_command must answer a miss with "not in the archive".
+        public var selfContained = false
         public init(target: String, restoreCommand: String) { self.target = target; self.restoreCommand = restoreCommand }
     }
 
@@ -124,8 +128,9 @@ public struct PointInTimeRestore: Sendable {
         case .lsn(let l): what = l.description
         }
         try write("postgresql.auto.conf", "\n# Added by lifeboat pg restore: base backup \(backup.id.short), replay to \(what)\n" + settings.joined(separator: "\n") + "\n", append: true)
-        if options.prefill > 0 {
-            try await prefill(repo: repo, catalog: catalog, plan: plan, target: target, count: options.prefill, uid: uid, gid: gid)
+        if options.prefill > 0 || options.selfContained {
+            try await prefill(repo: repo, catalog: catalog, plan: plan, target: target, count: options.selfContained ? Int.max : options.prefill,
+                              complete: options.selfContained, uid: uid, gid: gid)
         }
         chmod(target, 0o700)
         if getuid() == 0 { lchown(target, uid, gid) }
@@ -149,7 +154,9 @@ public struct PointInTimeRestore: Sendable {
     }
 
     /// The first segments of the replay and the archive's listing, into the spool that restore_command reads.
-    static func prefill(repo: Repository, catalog: WALCatalog, plan: WALChain.Plan, target: String, count: Int, uid: UInt32, gid: UInt32) async throws {
+    /// `complete`: every segment and the timeline's history, and the mark with which restore_command takes them.
+    static func prefill(repo: Repository, catalog: WALCatalog, plan: WALChain.Plan, target: String, count: Int, complete: Bool,
+                        uid: UInt32, gid: UInt32) async throws {
         let spool = Spool(root: target + "/lifeboat-spool")
         // Whatever the copy holds there (base backups leave it out; a hostile tree might not) goes first.
         try? FileManager.default.removeItem(atPath: spool.root)
@@ -157,11 +164,16 @@ public struct PointInTimeRestore: Sendable {
         let store = WALStore(repo: repo)
         var names = plan.reach.run.segments.prefix(count).map(\.name)
         if let last = plan.lastNeeded { names.removeAll { $0 > last } }
+        if complete {
+            let history = WALFileName.history(plan.timeline)
+            if catalog.files[history] != nil { names.insert(history, at: 0) }
+        }
         _ = try await tryBoundedMap(Array(names), width: 2) { n in try await store.fetch(n, catalog: catalog, to: spool.fetch + "/" + n) }
         if catalog.unreadable == 0 { spool.writeManifest(Array(catalog.files.keys)) }
         if let last = plan.lastNeeded { try spool.writeUntil(last) }
+        if complete { try writeFileAtomically(spool.helperMarker, Data(), durable: false) }
         if getuid() == 0 {
-            for p in [spool.root, spool.push, spool.fetch, spool.fetch + "/manifest", spool.fetch + "/until"] + names.map({ spool.fetch + "/" + $0 }) { lchown(p, uid, gid) }
+            for p in [spool.root, spool.push, spool.fetch, spool.fetch + "/manifest", spool.fetch + "/until", spool.helperMarker] + names.map({ spool.fetch + "/" + $0 }) { lchown(p, uid, gid) }
         }
     }
 

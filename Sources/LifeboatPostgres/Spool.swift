@@ -20,6 +20,17 @@ public struct Spool: Sendable {
     public var fetch: String { root + "/fetch" }
     public init(root: String) { self.root = root }
 
+    /// The spool's folder: `option` (--spool), else `LIFEBOAT_SPOOL`, else `lifeboat-spool` in the working folder
+    /// (the data directory, one cluster's own). A folder given by the user may be shared by several clusters,
+    /// whose files have the same names: it gets a subfolder per cluster (`system`, from pg_control), so that one
+    /// cluster's acknowledgement or prefetched segment never answers another's.
+    public static func root(option: String?, environment: [String: String], system: String?, directory: String) -> String {
+        let absolute = { (p: String) in p.hasPrefix("/") ? p : directory + "/" + p }
+        guard let given = option ?? environment["LIFEBOAT_SPOOL"], !given.isEmpty else { return absolute("lifeboat-spool") }
+        guard let system, !system.isEmpty, system.allSatisfy(\.isNumber) else { return absolute(given) }
+        return absolute(given) + "/" + system
+    }
+
     public func prepare() throws {
         for d in [root, push, fetch] where mkdir(d, 0o700) != 0 && errno != EEXIST {
             throw LifeboatError(.io, "cannot create the spool folder \(d): \(String(cString: strerror(errno)))")
@@ -136,15 +147,17 @@ public struct Spool: Sendable {
     /// into place by the shell and `mv` (a few milliseconds, where a start of this program costs tens: PostgreSQL
     /// waits for every call during replay), and noted as the last request so that the helper fetches further;
     /// anything else (the first call, a miss, a probe for a file the archive lacks) runs `fetch`, the words of
-    /// `lifeboat pg wal-fetch` with its options, already quoted for the shell. `spool` is relative to the data
-    /// directory (restore_command runs there) and must not need quoting.
+    /// `lifeboat pg wal-fetch` with its options, already quoted for the shell; without `fetch` (a copy whose spool
+    /// holds all its WAL), a miss means "not in the archive" (exit 1). `spool` is relative to the data directory
+    /// (restore_command runs there) and must not need quoting.
     /// The fast path is taken only while `fetch/helper` exists: `wal-fetch` writes it when it starts the helper,
     /// the helper removes it when it exits, so the helper is started by the first call and again by the first call
     /// after it stopped, and no call waits for a repository open that could have happened earlier.
-    public static func restoreCommand(fetch: [String], spool: String = "lifeboat-spool") -> String {
+    public static func restoreCommand(fetch: [String]?, spool: String = "lifeboat-spool") -> String {
         let f = spool + "/fetch"
+        let miss = fetch.map { "exec " + ($0 + ["%f", "%p"]).joined(separator: " ") } ?? "exit 1"
         // PostgreSQL replaces %f and %p, and %% by %.
-        return "if [ -f \(f)/helper ] && [ -f \(f)/%f ] && mv -f \(f)/%f %p; then printf %%s %f >\(f)/requested; else exec \((fetch + ["%f", "%p"]).joined(separator: " ")); fi"
+        return "if [ -f \(f)/helper ] && [ -f \(f)/%f ] && mv -f \(f)/%f %p; then printf %%s %f >\(f)/requested; else \(miss); fi"
     }
 
     /// Whether a fetch helper was started (and has not exited): see `restoreCommand`.

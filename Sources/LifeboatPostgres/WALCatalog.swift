@@ -26,7 +26,8 @@ public struct WALCatalog: Sendable {
     /// one of them, so a miss is not proof of absence (wal-fetch then fails instead of ending recovery).
     public var unreadable = 0
     public private(set) var files: [String: Entry] = [:]
-    /// Names archived twice with different contents (the first one stays the one restored).
+    /// Names archived twice with different contents (the first one stays the one restored; twice with the same
+    /// contents, the newest copy is).
     public private(set) var conflicts: [String] = []
     public private(set) var backups: [Backup] = []
     public private(set) var chain: WALChain
@@ -85,6 +86,8 @@ public struct WALCatalog: Sendable {
                 continue
             }
             if let old = files[f.name] {
+                // The same bytes again (stored anew because the old copy's data had gone): the newest copy is read.
+                if old.file.sha256 == f.sha256, date >= old.archived { files[f.name] = Entry(record: id, file: f, archived: date) }
                 if old.file.sha256 != f.sha256 { conflicts.append(f.name) }
                 continue
             }

@@ -134,6 +134,14 @@ public struct WALStore: Sendable {
         return try await store(reads, system: system, known: known)
     }
 
+    /// Whether an archived file's record and tree can be read and every blob of it is in a live pack.
+    func readable(_ entry: WALCatalog.Entry) async -> Bool {
+        guard let snap = try? await repo.loadSnapshot(entry.record), let tree = try? await repo.loadTree(snap.tree),
+              let node = tree.node(named: Array(entry.file.name.utf8)), let content = node.content else { return false }
+        let index = repo.index
+        return content.allSatisfy { index.hasLive($0, type: .data) }
+    }
+
     /// Stores files already read and checked (`read`), as one record.
     func store(_ reads: [Read], system: UInt64?, known: WALCatalog?) async throws -> PushResult {
         guard !reads.isEmpty else { return PushResult() }
@@ -145,7 +153,9 @@ public struct WALStore: Sendable {
                 guard old.file.sha256 == r.record.sha256 else {
                     throw LifeboatError.invalid("WAL file \(r.record.name) is archived already with other contents (record \(old.record.short), \(old.file.size) bytes): two clusters writing to one archive, or a restored copy still archiving to the old one? Nothing was overwritten")
                 }
-                result.alreadyArchived.append(r.record.name)
+                // Acknowledged only while the old copy can be read back: a record whose data went (a lost pack,
+                // `lifeboat check` names it) gets the file stored again, under the same blob IDs, which repairs it.
+                if await readable(old) { result.alreadyArchived.append(r.record.name) } else { todo.append(r) }
             } else {
                 todo.append(r)
             }

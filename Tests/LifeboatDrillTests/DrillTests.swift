@@ -275,3 +275,25 @@ struct FakeActions: PlaybookActions {
         #expect(book.steps.map(\.name) == ["restore", "rows"], "a restore step comes first")
     }
 }
+
+@Suite struct PostgresDrillTests {
+    /// The RPO comes from the server's own log line; other offsets, no line, a cut line and junk give nil or the
+    /// right instant, never a trap.
+    @Test func lastReplayedTransactionFromTheLog() throws {
+        let dir = NSTemporaryDirectory() + "pgdrill-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let log = dir + "/server.log"
+        func with(_ text: String) -> Date? {
+            try? Data(text.utf8).write(to: URL(fileURLWithPath: log))
+            return PostgresDrill.lastReplayed(log)
+        }
+        let utc = with("x LOG:  redo done\n2026-12-02 00:09:52.135 UTC [663] LOG:  last completed transaction was at log time 2026-12-02 00:09:17.628819+00\n")
+        #expect(utc == Timestamp.parse("2026-12-02T00:09:17.628819Z"))
+        #expect(with("LOG:  last completed transaction was at log time 2026-12-02 02:09:17.5+02\n") == Timestamp.parse("2026-12-02T00:09:17.5Z"))
+        #expect(with("LOG:  redo done at 0/2538E778\n") == nil)
+        #expect(with("LOG:  last completed transaction was at log time 2026-12-02 00:0") == nil)
+        #expect(with("LOG:  last completed transaction was at log time 9999-99-99 99:99:99+00\n") == nil)
+        #expect(PostgresDrill.lastReplayed(dir + "/none.log") == nil)
+    }
+}

@@ -70,6 +70,39 @@ func segmentFile(_ dir: String, _ name: String, system: UInt64 = 77, fill: UInt8
         }
     }
 
+    /// A file archived before whose data the index no longer has (a lost pack, the index repaired) is stored again
+    /// on its next push instead of being acknowledged, and fetched from the new copy.
+    @Test func aRepushOfAFileWhoseDataWentStoresItAgain() async throws {
+        let r = try await repo(), d = folder()
+        defer { try? FileManager.default.removeItem(atPath: d) }
+        let store = WALStore(repo: r)
+        let a = try segmentFile(d, "000000010000000000000001", fill: 3)
+        _ = try await store.push([a], system: nil, known: nil)
+        try await r.loadIndex()
+        var c = try await WALStore.catalogs(r)["77"]!
+        #expect(try await store.push([a], system: nil, known: c).alreadyArchived == [a.name.name])
+        for f in try await r.backend.list(.index) { try await r.backend.delete(Handle(.index, f.name)) }
+        for f in try await r.backend.list(.data) { try await r.backend.delete(Handle(.data, f.name)) }
+        try await r.loadIndex()
+        let again = try await store.push([a], system: nil, known: c)
+        #expect(again.alreadyArchived.isEmpty && again.stored.map(\.name) == [a.name.name])
+        c = try await WALStore.catalogs(r)["77"]!
+        try await store.fetch(a.name.name, catalog: c, to: d + "/back")
+        #expect(FileManager.default.contents(atPath: d + "/back") == FileManager.default.contents(atPath: a.path))
+    }
+
+    /// A spool folder the user names is shared ground: one subfolder per cluster; the default is the data
+    /// directory's own.
+    @Test func spoolsOfTwoClustersNeverMix() {
+        let none: [String: String] = [:]
+        #expect(Spool.root(option: nil, environment: none, system: "77", directory: "/pg/a") == "/pg/a/lifeboat-spool")
+        #expect(Spool.root(option: "/var/spool/lb", environment: none, system: "77", directory: "/pg/a") == "/var/spool/lb/77")
+        #expect(Spool.root(option: "/var/spool/lb", environment: none, system: "78", directory: "/pg/b") == "/var/spool/lb/78")
+        #expect(Spool.root(option: nil, environment: ["LIFEBOAT_SPOOL": "s"], system: "77", directory: "/pg/a") == "/pg/a/s/77")
+        #expect(Spool.root(option: "/x", environment: none, system: nil, directory: "/") == "/x")
+        #expect(Spool.root(option: "/x", environment: none, system: "../../etc", directory: "/") == "/x")
+    }
+
     /// restore_command's fast path: with the helper's marker, a prefetched segment is moved by the shell and noted
     /// as requested; without the marker, or without the file, the fallback (wal-fetch) runs with %f and %p.
     @Test func restoreCommandTakesFromTheSpoolOnlyWithAHelper() throws {

@@ -48,6 +48,12 @@ pg_restored() {
   promoted() { [ "$(psql -X -A -t -q -h "$d-sock" -U postgres -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]; }
   wait_until 120 "the restored cluster $1 to finish recovery" promoted || { tail -15 "$d.log"; return 1; }
 }
+# pg_marked NAME REPO: a cluster archiving into REPO with an empty table of marks and a base backup.
+pg_marked() {
+  pg_start "$1" "$2" || return 1
+  pq "$1" -c "CREATE TABLE marks (id serial PRIMARY KEY, note text)"
+  (cd / && as_pg env PGHOST="$WORK/$1/sock" PGUSER=postgres "$LB" -r "$2" pg backup) > /dev/null || fail "pg backup of $1"
+}
 rq() { psql -X -A -t -q -v ON_ERROR_STOP=1 -h "$WORK/$1-sock" -U postgres "${@:2}"; }
 # archived NAME: every WAL file PostgreSQL has handed over is archived (none ready, and the current one is done).
 archived() {
@@ -135,9 +141,7 @@ EOF
 t_missing_segment_is_named() {
   trap 'pg_stop pg2 r3 r4' EXIT
   local repo=$WORK/repo2
-  pg_start pg2 "$repo"
-  pq pg2 -c "CREATE TABLE marks (id serial PRIMARY KEY, note text)"
-  (cd / && as_pg env PGHOST="$WORK/pg2/sock" PGUSER=postgres "$LB" -r "$repo" pg backup) > /dev/null || fail "pg backup"
+  pg_marked pg2 "$repo"
   local i T1 T2
   for i in 1 2 3 4 5 6; do
     pq pg2 -c "INSERT INTO marks (note) SELECT 'r$i' FROM generate_series(1, 50)"
@@ -413,7 +417,71 @@ t_linked_pg_wal_is_not_restored_as_a_link() {
   [ "$(ls "$WORK/walelsewhere/wal" | grep -c '^0000000[2-9]')" = 0 ] || fail "the restored cluster wrote into the original's WAL folder"
 }
 
-for t in ${PITR_TESTS:-t_pitr_under_pgbench t_missing_segment_is_named t_wal_push_killed_in_a_loop_loses_nothing t_bad_input t_agent_pitr_source t_base_backup_from_a_standby t_linked_pg_wal_is_not_restored_as_a_link}; do
+# A drill of a PITR source: at each site alone (the primary's and a replica's copy of the records), the newest
+# base backup and all archived WAL into the sandbox, the server started as run_as on {port}, replayed and promoted,
+# the playbook's query against it; the RPO from the last replayed transaction. A disaster declared in the past
+# (LIFEBOAT_NOW) replays to that time and no further. Without run_as the drill fails, named. Every server stopped,
+# every sandbox gone.
+t_drill_of_a_pitr_source() {
+  trap 'pg_stop dp' EXIT
+  local repo=$WORK/drepo
+  pg_marked dp "$repo"
+  pq dp -c "INSERT INTO marks (note) SELECT 'a' || g FROM generate_series(1, 500) g"
+  archived dp
+  local t; t=$(now_utc dp)
+  pq dp -c "INSERT INTO marks (note) SELECT 'b' || g FROM generate_series(1, 300) g"
+  archived dp
+  lb -r "$WORK/dusb" --password-file "$WORK/pg.pw" init --copy-chunker-params-from "$repo" --from-password-file "$WORK/pg.pw" > /dev/null
+  echo "host=$WORK/dp/sock user=postgres" > "$WORK/dp.dsn"; chown postgres: "$WORK/dp.dsn"
+  cat > "$WORK/dp.yaml" <<'YAML'
+name: the archive replayed
+source: db
+steps:
+  - {name: restore, lifeboat: restore}
+  - {name: rows, check: "psql -X -h {sandbox} -p {port} -U postgres -d postgres -tAc 'select count(*) from marks' | grep -qx {rows}", within: 20s}
+  - {name: writable, run: ["psql", "-X", "-h", "{sandbox}", "-p", "{port}", "-U", "postgres", "-d", "postgres", "-c", "insert into marks (note) values ('drill')"]}
+YAML
+  cat > "$WORK/dplan.yaml" <<YAML
+sites:
+  - {name: home, repository: $repo, password_file: $WORK/pg.pw, role: primary}
+  - {name: usb, repository: $WORK/dusb, password_file: $WORK/pg.pw, role: replica}
+sources:
+  - {name: db, postgres: {dsn_file: $WORK/dp.dsn, pitr: true}, schedule: "0 3 * * *", objectives: {rpo: 10m, rto: 10m}}
+drills:
+  - {name: dbd, source: db, sandbox: $WORK/dsb, playbook: $WORK/dp.yaml, run_as: postgres, variables: {rows: "800"}}
+  - {name: dbt, source: db, from: [usb], sandbox: $WORK/dsb, playbook: $WORK/dp.yaml, run_as: postgres, variables: {rows: "500"}}
+  - {name: dbroot, source: db, from: [home], sandbox: $WORK/dsb}
+replication: {state_file: $WORK/drepl.json}
+agent: {state: $WORK/dagent.db}
+YAML
+  sed -n '1,3p;/^replication/p' "$WORK/dplan.yaml" > "$WORK/dsites.yaml"
+  lb config validate --config "$WORK/dplan.yaml" > "$WORK/validate" 2>&1
+  grep -q 'drill dbroot: source db is restored as a running PostgreSQL server' "$WORK/validate" || { cat "$WORK/validate"; fail "validate warns of a PITR drill without run_as"; }
+  lb replicate --config "$WORK/dsites.yaml" > /dev/null || fail "replicate the records to usb"
+  lb drill run --config "$WORK/dplan.yaml" dbd --json > "$WORK/dbd.out" 2> "$WORK/dbd.err" || { tail -5 "$WORK/dbd.err"; cat "$WORK/dbd.out"; fail "the drill at home and usb"; }
+  python3 - "$WORK/dbd.out" <<'PY' || { cat "$WORK/dbd.out"; fail "replayed to the end, 800 rows, writable, RPO from the last transaction, phases"; }
+import json, sys
+rs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{") and '"drill_report"' in l]
+assert sorted(r["site"] for r in rs) == ["home", "usb"], rs
+for r in rs:
+    steps = {s["name"]: s for s in r["steps"]}
+    assert steps["rows"]["result"] == "ok" and steps["writable"]["result"] == "ok", r["steps"]
+    d = steps["restore"]["detail"]
+    assert "replayed to the end of the archive" in d and "WAL segment" in d, d
+    assert 0 <= r["rpo_seconds"] < 600 and r["rto_seconds"] > 0, r
+    assert r["phases"]["replay"] > 0 and r["phases"]["restore"] > 0, r["phases"]
+PY
+  # The disaster at T, before the last 300 rows: replayed to T, from the replica alone.
+  LIFEBOAT_NOW=$t lb drill run --config "$WORK/dplan.yaml" dbt --json > "$WORK/dbt.out" 2>&1 || { cat "$WORK/dbt.out"; fail "the drill to T"; }
+  grep -q "replayed to ${t:0:16}" "$WORK/dbt.out" || { cat "$WORK/dbt.out"; fail "the restore says it replayed to T"; }
+  expect_code 23 lb drill run --config "$WORK/dplan.yaml" dbroot
+  cat "$WORK/out" "$WORK/err" | grep -q "does not run as root" || { cat "$WORK/out" "$WORK/err"; fail "a drill without run_as is refused, named"; }
+  ! pgrep -f "$WORK/dsb" > /dev/null || { pgrep -af "$WORK/dsb"; fail "every drill server is stopped"; }
+  [ -z "$(ls -A "$WORK/dsb" 2>/dev/null)" ] || { ls -la "$WORK/dsb"; fail "no sandbox is left behind"; }
+  [ "$(pq dp -c 'SELECT count(*) FROM marks')" = 800 ] || fail "the production cluster is untouched"
+}
+
+for t in ${PITR_TESTS:-t_pitr_under_pgbench t_missing_segment_is_named t_wal_push_killed_in_a_loop_loses_nothing t_bad_input t_agent_pitr_source t_base_backup_from_a_standby t_linked_pg_wal_is_not_restored_as_a_link t_drill_of_a_pitr_source}; do
   run_test "$t"
 done
 echo "pitr: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
