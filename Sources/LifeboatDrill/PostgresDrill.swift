@@ -30,20 +30,35 @@ enum PostgresDrill {
             throw LifeboatError.invalid("the drill of source \(source) starts PostgreSQL, which does not run as root: give the drill `run_as:` (the user that owns the cluster, often postgres)")
         }
         guard (1...65535).contains(port) else { throw LifeboatError.invalid("port \(port) is out of range 1-65535") }
+        // The path goes into the server's options through pg_ctl's shell: plain characters only.
+        guard target.hasPrefix("/"), target.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "/._-".contains($0)) }) else {
+            throw LifeboatError.invalid("the sandbox path \(target) has characters PostgreSQL's options cannot carry safely: give the drill a `sandbox:` of letters, digits, /, ., _ and -")
+        }
         // A Unix socket's path has room for 107 bytes.
         guard (target + "/.s.PGSQL.\(port)").utf8.count <= 107 else {
             throw LifeboatError.invalid("the sandbox path \(target) is too long for PostgreSQL's socket (\(target)/.s.PGSQL.\(port) must fit in 107 bytes): give the drill a shorter `sandbox:`")
         }
         let t0 = currentTime()
         try await repo.loadIndex()
+        // The cluster: the only one, else the one whose base backups carry the source's tag.
+        let catalogs = try await WALStore.catalogs(repo)
+        var system: String? = nil
+        if catalogs.count > 1 {
+            let tagged = catalogs.filter { $0.value.backups.contains { $0.snapshot.tags.contains("source=\(source)") } }.map(\.key)
+            guard tagged.count == 1 else {
+                throw LifeboatError.invalid("site \(site) holds the records of \(catalogs.count) PostgreSQL clusters (\(catalogs.keys.sorted().joined(separator: ", "))) and \(tagged.isEmpty ? "none" : "several") of them has base backups tagged source=\(source): the drill cannot tell which is this source's")
+            }
+            system = tagged[0]
+        }
         // The end of the archive, or the disaster's time when that comes before it.
-        var (_, plan, _) = try await PointInTimeRestore.plan(repo: repo, system: nil, target: .latest)
+        var (_, plan, _) = try await PointInTimeRestore.plan(repo: repo, system: system, target: .latest)
         if let before, let last = plan.reach.lastTime, before < last {
-            (_, plan, _) = try await PointInTimeRestore.plan(repo: repo, system: nil, target: .time(before))
+            (_, plan, _) = try await PointInTimeRestore.plan(repo: repo, system: system, target: .time(before))
         }
         let data = target + "/pgdata"
         var options = PointInTimeRestore.Options(target: data, restoreCommand: Spool.restoreCommand(fetch: nil))
         options.recovery = plan.target
+        options.system = system
         options.archiveOff = true
         options.selfContained = true
         options.restore.verify = false
@@ -57,8 +72,10 @@ enum PostgresDrill {
         let log = target + "/server.log"
         let promoted = try await start(data: data, socketDirectory: target, port: port, log: log, user: user, deadline: deadline, clock: clock)
         let t3 = currentTime()
-        // What the server says it replayed; else what the archive's records say of the run.
-        let replayed = lastReplayed(log) ?? plan.reach.lastTime ?? plan.backup.stopTime
+        // What the server says it replayed; else what the archive's records say (never past the target).
+        let said = lastReplayed(log)
+        var replayed = said ?? plan.reach.lastTime ?? plan.backup.stopTime
+        if said == nil, case .time(let t) = plan.target { replayed = min(replayed, t) }
         let to: String
         switch plan.target {
         case .time(let t): to = "to \(Timestamp.format(t))"
@@ -89,14 +106,31 @@ enum PostgresDrill {
 
     /// Starts the server and waits until it has promoted; returns the seconds that took. A server that stops on
     /// the way is an error with the end of its log.
+    /// What the copy's configuration may not decide in a sandbox: where it listens and keeps its files, anything
+    /// that reaches outside (archiving, archive cleanup and end-of-recovery commands, streaming from a primary,
+    /// logical replication workers, preloaded libraries such as schedulers, TLS files of the original host), and
+    /// how it logs (to the file pg_ctl gives, in English, so that the last replayed transaction can be read).
+    static func settings(data: String, socketDirectory: String, port: Int) -> [String: String] {
+        ["port": "\(port)", "listen_addresses": "", "unix_socket_directories": socketDirectory,
+         "data_directory": data, "hba_file": data + "/pg_hba.conf", "ident_file": data + "/pg_ident.conf",
+         "archive_mode": "off", "archive_command": "", "archive_cleanup_command": "", "recovery_end_command": "",
+         "primary_conninfo": "", "primary_slot_name": "", "recovery_min_apply_delay": "0",
+         "max_logical_replication_workers": "0", "shared_preload_libraries": "", "ssl": "off",
+         "logging_collector": "off", "log_destination": "stderr", "lc_messages": "C", "log_min_messages": "warning"]
+    }
+
     static func start(data: String, socketDirectory: String, port: Int, log: String, user: Child.User?, deadline: Date?,
                       clock: @Sendable () -> Date) async throws -> Double {
         let started = ContinuousClock.now
-        let settings = "-c port=\(port) -c listen_addresses='' -c unix_socket_directories='\(socketDirectory)' -c archive_mode=off"
+        // Outside a drill (a playbook run by hand), the wait is bounded all the same.
+        let deadline = deadline ?? clock().addingTimeInterval(3600)
+        // Values are plain (checked paths, numbers, words): single quotes carry the empty ones through the shell.
+        let options = settings(data: data, socketDirectory: socketDirectory, port: port).sorted { $0.key < $1.key }
+            .map { "-c \($0.key)='\($0.value)'" }.joined(separator: " ")
         let capture = try Capture()
         let child: Child
         do {
-            child = try Child.spawn([pgctl(data), "start", "-W", "-D", data, "-l", log, "-o", settings], stdout: capture.writeFD, stderr: capture.writeFD, user: user)
+            child = try Child.spawn([pgctl(data), "start", "-W", "-D", data, "-l", log, "-o", options], stdout: capture.writeFD, stderr: capture.writeFD, user: user)
         } catch {
             capture.closeWriter()
             throw LifeboatError(.notFound, "pg_ctl cannot run (\(error)): install the PostgreSQL server of the cluster's version")
@@ -107,7 +141,7 @@ enum PostgresDrill {
         var seenPid = false
         while true {
             try Task.checkCancellation()
-            let pid = try? String(contentsOfFile: data + "/postmaster.pid", encoding: .utf8)
+            let pid = readOwned(data + "/postmaster.pid", last: 4096)
             if pid != nil { seenPid = true }
             let lines = pid?.split(separator: "\n", omittingEmptySubsequences: false) ?? []
             let ready = lines.count > 7 && lines[7].trimmingCharacters(in: .whitespaces) == "ready"
@@ -119,7 +153,7 @@ enum PostgresDrill {
             if (seenPid && !alive) || (!seenPid && ContinuousClock.now - started > .seconds(60)) {
                 throw LifeboatError(.io, "the restored server stopped before it promoted; its log ends: \(tail(log))")
             }
-            if let deadline, clock() > deadline {
+            if clock() > deadline {
                 throw LifeboatError(.io, "the restored server had not promoted by the drill's deadline; its log ends: \(tail(log))")
             }
             try await Task.sleep(for: .milliseconds(50))
@@ -128,7 +162,7 @@ enum PostgresDrill {
 
     /// "last completed transaction was at log time 2026-12-02 00:09:17.628819+00" from the server's log.
     static func lastReplayed(_ log: String) -> Date? {
-        guard let text = try? String(contentsOfFile: log, encoding: .utf8) else { return nil }
+        guard let text = readOwned(log, last: 1 << 20) else { return nil }
         let key = "last completed transaction was at log time "
         guard let line = text.split(separator: "\n").last(where: { $0.contains(key) }),
               let r = line.range(of: key) else { return nil }
@@ -141,7 +175,23 @@ enum PostgresDrill {
     }
 
     static func tail(_ path: String) -> String {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return "(no log at \(path))" }
+        guard let text = readOwned(path, last: 64 << 10) else { return "(no log at \(path))" }
         return text.split(separator: "\n").suffix(5).joined(separator: " | ")
+    }
+
+    /// The last `last` bytes of a file the drill's user owns and could have replaced: a regular file only (never
+    /// through a link, never a FIFO that would block), as text.
+    static func readOwned(_ path: String, last: Int) -> String? {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        let size = Int(st.st_size)
+        let want = min(max(0, size), last)
+        var bytes = [UInt8](repeating: 0, count: want)
+        let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, off_t(size - want)) }
+        guard n >= 0 else { return nil }
+        return String(decoding: bytes.prefix(n), as: UTF8.self)
     }
 }

@@ -34,14 +34,14 @@ public enum Sandbox {
         try? FileManager.default.removeItem(atPath: path)
     }
 
-    /// A PostgreSQL server whose data directory is in the sandbox (one or two levels down) gets SIGQUIT, its
+    /// A PostgreSQL server whose data directory is the sandbox or a folder of it gets SIGQUIT, its
     /// immediate shutdown (SIGTERM would wait for its clients), when the PID of its postmaster.pid runs there.
     static func stopPostgres(in path: String) {
         let top = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
         let dirs = [path] + top.map { path + "/" + $0 }
         for dir in dirs {
             guard let text = try? String(contentsOfFile: dir + "/postmaster.pid", encoding: .utf8),
-                  let pid = text.split(separator: "\n").first.flatMap({ Int32($0.trimmingCharacters(in: .whitespaces)) }), pid > 1,
+                  let pid = text.split(separator: "\n").first.flatMap({ Int32($0.trimmingCharacters(in: .whitespaces)) }), pid > 1, pid != getpid(),
                   let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd"),
                   cwd == path || cwd.hasPrefix(path + "/") else { continue }
             kill(pid, SIGQUIT)

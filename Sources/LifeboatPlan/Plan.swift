@@ -244,13 +244,29 @@ func excludingFollowedDatabases(_ sources: [Source]) -> [Source] {
     guard !followed.isEmpty else { return sources }
     return sources.map { s in
         guard case .files(let paths, let exclude) = s.kind else { return s }
-        let under = followed.filter { db in paths.contains { p in db == p || db.hasPrefix(p.hasSuffix("/") ? p : p + "/") } }
-        guard !under.isEmpty else { return s }
+        // As the archiver will see it: under a source path as written, or reached through a link on the way
+        // (both sides resolved when they exist here).
+        var seen: [String] = []
+        for db in followed {
+            for p in paths {
+                let dir = p.hasSuffix("/") ? String(p.dropLast()) : p
+                if db == dir || db.hasPrefix(dir + "/") { seen.append(db) }
+                if let rp = resolved(dir), let rd = resolved(db), rd.hasPrefix(rp + "/") { seen.append(dir + rd.dropFirst(rp.count)) }
+            }
+        }
+        guard !seen.isEmpty else { return s }
         var t = s
-        let extra = under.flatMap { [$0, $0 + "-wal", $0 + "-shm"].map(PathPattern.literal) }
-        t.kind = .files(paths: paths, exclude: exclude + extra.filter { !exclude.contains($0) })
+        var extra: [String] = []
+        for d in seen { for p in [d, d + "-wal", d + "-shm"].map(PathPattern.literal) where !exclude.contains(p) && !extra.contains(p) { extra.append(p) } }
+        t.kind = .files(paths: paths, exclude: exclude + extra)
         return t
     }
+}
+
+private func resolved(_ path: String) -> String? {
+    guard let r = realpath(path, nil) else { return nil }
+    defer { free(r) }
+    return String(cString: r)
 }
 
 /// The whole disaster-recovery plan (`lifeboat.yaml`): sites, sources with schedules, retention and objectives,

@@ -113,11 +113,23 @@ public struct PointInTimeRestore: Sendable {
         try write("backup_label", label)
         try write("recovery.signal", "")
         var settings = ["restore_command = '\(options.restoreCommand.replacingOccurrences(of: "'", with: "''"))'"]
+        // Every recovery target is set, the unused ones empty: a copy of a cluster that was itself restored
+        // carries its old target in postgresql.auto.conf, which would stop this replay early or clash with it.
+        // No apply delay either (a standby's setting would hold the replay back).
+        // PostgreSQL refuses a target setting (even an empty one) after another kind of target was set, and
+        // applies the last line of each name where it stands: the empty ones first, the chosen one last.
+        var chosen: (String, String)? = nil
         switch options.recovery {
         case .latest: break
-        case .time(let t): settings.append("recovery_target_time = '\(postgresTime(t))'")
-        case .lsn(let l): settings.append("recovery_target_lsn = '\(l)'")
+        case .time(let t): chosen = ("recovery_target_time", postgresTime(t))
+        case .lsn(let l): chosen = ("recovery_target_lsn", l.description)
         }
+        for name in ["recovery_target", "recovery_target_name", "recovery_target_xid", "recovery_target_time", "recovery_target_lsn"]
+        where name != chosen?.0 {
+            settings.append("\(name) = ''")
+        }
+        if let (name, value) = chosen { settings.append("\(name) = '\(value)'") }
+        settings.append("recovery_min_apply_delay = 0")
         if options.recovery != .latest { settings.append("recovery_target_action = '\(options.action)'") }
         settings.append("recovery_target_timeline = '\(plan.timeline)'")
         if options.archiveOff { settings.append("archive_mode = 'off'") }

@@ -32,7 +32,8 @@ public struct Spool: Sendable {
     }
 
     public func prepare() throws {
-        for d in [root, push, fetch] where mkdir(d, 0o700) != 0 && errno != EEXIST {
+        // (The folder a user names holds one folder per cluster: it may not exist yet either.)
+        for d in [(root as NSString).deletingLastPathComponent, root, push, fetch] where mkdir(d, 0o700) != 0 && errno != EEXIST {
             throw LifeboatError(.io, "cannot create the spool folder \(d): \(String(cString: strerror(errno)))")
         }
     }
@@ -157,7 +158,10 @@ public struct Spool: Sendable {
         let f = spool + "/fetch"
         let miss = fetch.map { "exec " + ($0 + ["%f", "%p"]).joined(separator: " ") } ?? "exit 1"
         // PostgreSQL replaces %f and %p, and %% by %.
-        return "if [ -f \(f)/helper ] && [ -f \(f)/%f ] && mv -f \(f)/%f %p; then printf %%s %f >\(f)/requested; else \(miss); fi"
+        // A history file is copied, not moved: PostgreSQL asks for it more than once. The note for the helper
+        // may fail (a full disk): the file is in place all the same.
+        return "if [ -f \(f)/helper ] && [ -f \(f)/%f ] && { case %f in *.history) cp \(f)/%f %p;; *) mv -f \(f)/%f %p;; esac; }; "
+            + "then printf %%s %f 2>/dev/null >\(f)/requested; exit 0; else \(miss); fi"
     }
 
     /// Whether a fetch helper was started (and has not exited): see `restoreCommand`.

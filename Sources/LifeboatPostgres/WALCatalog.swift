@@ -11,6 +11,9 @@ public struct WALCatalog: Sendable {
         public var record: ID
         public var file: WALFileRecord
         public var archived: Date
+        /// Later records holding the same bytes under the same name (stored again because this record's data
+        /// had gone from the index): read when this record cannot be.
+        public var copies: [ID] = []
     }
     public struct Backup: Sendable {
         public var id: ID
@@ -26,8 +29,7 @@ public struct WALCatalog: Sendable {
     /// one of them, so a miss is not proof of absence (wal-fetch then fails instead of ending recovery).
     public var unreadable = 0
     public private(set) var files: [String: Entry] = [:]
-    /// Names archived twice with different contents (the first one stays the one restored; twice with the same
-    /// contents, the newest copy is).
+    /// Names archived twice with different contents (the first one stays the one restored).
     public private(set) var conflicts: [String] = []
     public private(set) var backups: [Backup] = []
     public private(set) var chain: WALChain
@@ -86,9 +88,7 @@ public struct WALCatalog: Sendable {
                 continue
             }
             if let old = files[f.name] {
-                // The same bytes again (stored anew because the old copy's data had gone): the newest copy is read.
-                if old.file.sha256 == f.sha256, date >= old.archived { files[f.name] = Entry(record: id, file: f, archived: date) }
-                if old.file.sha256 != f.sha256 { conflicts.append(f.name) }
+                if old.file.sha256 == f.sha256 { files[f.name]!.copies.append(id) } else { conflicts.append(f.name) }
                 continue
             }
             files[f.name] = Entry(record: id, file: f, archived: date)

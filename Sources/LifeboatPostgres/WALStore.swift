@@ -134,12 +134,16 @@ public struct WALStore: Sendable {
         return try await store(reads, system: system, known: known)
     }
 
-    /// Whether an archived file's record and tree can be read and every blob of it is in a live pack.
+    /// Whether an archived file's record (or one of its copies) and tree can be read and every blob of it is in
+    /// a live pack.
     func readable(_ entry: WALCatalog.Entry) async -> Bool {
-        guard let snap = try? await repo.loadSnapshot(entry.record), let tree = try? await repo.loadTree(snap.tree),
-              let node = tree.node(named: Array(entry.file.name.utf8)), let content = node.content else { return false }
-        let index = repo.index
-        return content.allSatisfy { index.hasLive($0, type: .data) }
+        for record in [entry.record] + entry.copies.prefix(8) {
+            guard let snap = try? await repo.loadSnapshot(record), let tree = try? await repo.loadTree(snap.tree),
+                  let node = tree.node(named: Array(entry.file.name.utf8)), let content = node.content else { continue }
+            let index = repo.index
+            if content.allSatisfy({ index.hasLive($0, type: .data) }) { return true }
+        }
+        return false
     }
 
     /// Stores files already read and checked (`read`), as one record.
@@ -212,10 +216,22 @@ public struct WALStore: Sendable {
         try await fetch(entry, to: path)
     }
 
+    /// The record first, then its copies (see `WALCatalog.Entry.copies`); the record's error when none reads.
     func fetch(_ entry: WALCatalog.Entry, to path: String) async throws {
-        let file = try AtomicFile(path)
-        try await read(entry) { try file.write($0) }
-        try file.commit(durable: false)
+        var first: (any Error)? = nil
+        for record in [entry.record] + entry.copies.prefix(8) {
+            var e = entry
+            e.record = record
+            do {
+                let file = try AtomicFile(path)
+                try await read(e) { try file.write($0) }
+                try file.commit(durable: false)
+                return
+            } catch {
+                if first == nil { first = error }
+            }
+        }
+        throw first!
     }
 
     /// An archived file's blobs in order, each given to `body` once read; throws (after the last one) unless the

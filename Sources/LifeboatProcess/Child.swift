@@ -37,9 +37,23 @@ public struct Child: Sendable {
 
     /// Starts `argv` (looked up in PATH when it has no slash) with `environment` added to this process's.
     /// `stdout`/`stderr`: descriptors for the child (nil: /dev/null). `user`: run as that user (through
-    /// util-linux `setpriv`, with its groups and home; the caller must be root). `directory`: its working folder.
+    /// util-linux `setpriv`, with its groups and home; the caller must be root), without this process's secrets
+    /// (`isSecret`: passwords, tokens, keys in its environment stay here). `directory`: its working folder.
     public static func spawn(_ argv: [String], environment: [String: String] = [:], stdout: Int32? = nil, stderr: Int32? = nil,
                              user: User? = nil, directory: String? = nil, stdin: Int32? = nil) throws -> Child {
+        try spawn(argv, environment: environment, stdout: stdout, stderr: stderr, user: user, directory: directory, stdin: stdin, scrub: false)
+    }
+
+    /// Whether an environment variable's name says it holds a secret (LIFEBOAT_PASSWORD, AWS_SECRET_ACCESS_KEY,
+    /// PGPASSWORD, REDISCLI_AUTH, MYSQL_PWD, *_TOKEN, …).
+    public static func isSecret(_ name: String) -> Bool {
+        let n = name.uppercased()
+        return ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "CREDENTIAL", "PRIVATE"].contains { n.contains($0) }
+            || n.hasSuffix("_AUTH") || n.hasSuffix("_PWD") || n.hasSuffix("_PASS") || n.hasSuffix("_KEY")
+    }
+
+    static func spawn(_ argv: [String], environment: [String: String], stdout: Int32?, stderr: Int32?,
+                      user: User?, directory: String?, stdin: Int32?, scrub: Bool) throws -> Child {
         guard let first = argv.first, !first.isEmpty else { throw ChildError("an empty command") }
         if let user {
             guard getuid() == 0 || getuid() == user.uid else { throw ChildError("cannot run \(first) as \(user.name): only root can change user") }
@@ -49,7 +63,7 @@ public struct Child: Sendable {
             env["USER"] = user.name
             env["LOGNAME"] = user.name
             return try spawn([setpriv, "--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups", "--"] + argv, environment: env,
-                             stdout: stdout, stderr: stderr, user: nil, directory: directory, stdin: stdin)
+                             stdout: stdout, stderr: stderr, user: nil, directory: directory, stdin: stdin, scrub: true)
         }
         let path: String
         if first.contains("/") { path = first } else {
@@ -77,6 +91,7 @@ public struct Child: Sendable {
         sigemptyset(&none)
         posix_spawnattr_setsigmask(&attr, &none)
         var env = ProcessInfo.processInfo.environment
+        if scrub { env = env.filter { !isSecret($0.key) } }
         env.merge(environment) { $1 }
         let cArgs = argv.map { strdup($0) } + [nil]
         let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]

@@ -14,15 +14,17 @@ struct HistoryBroken: Error, CustomStringConvertible {
 /// closed: POSIX drops every lock a process holds on a file when it closes any descriptor of it, and connections of
 /// this process (another generation's follower, a snapshot, SQLite's own descriptors kept for reuse) may hold
 /// locks on it; freeing those would let an application's last connection delete the WAL under a reader. The cost
-/// is one descriptor per distinct database followed.
+/// is one descriptor per distinct database followed; a file deleted since (an application that replaced its
+/// database) is closed when its last follower lets it go, so that its space is freed.
 final class HeldFiles: @unchecked Sendable {
     static let shared = HeldFiles()
     private let lock = NSLock()
     private var open: [String: Int32] = [:]
+    private var users: [Int32: Int] = [:]
 
     func descriptor(path: String, dev: UInt, ino: ino_t) throws -> Int32 {
         lock.lock(); defer { lock.unlock() }
-        if let fd = open["\(dev):\(ino)"] { return fd }
+        if let fd = open["\(dev):\(ino)"] { users[fd, default: 0] += 1; return fd }
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw LifeboatError(.io, "cannot open \(path): \(String(cString: strerror(errno)))") }
         var st = stat()
@@ -34,7 +36,20 @@ final class HeldFiles: @unchecked Sendable {
         guard UInt(st.st_dev) == dev, st.st_ino == ino else {
             throw LifeboatError(.io, "\(path) was replaced while it was opened; the follower starts again")
         }
+        users[fd, default: 0] += 1
         return fd
+    }
+
+    /// A follower is done with `fd`: closed only when nobody follows it and its file has no name any more.
+    func release(_ fd: Int32) {
+        lock.lock(); defer { lock.unlock() }
+        let n = (users[fd] ?? 1) - 1
+        users[fd] = max(0, n)
+        var st = stat()
+        guard n <= 0, fstat(fd, &st) == 0, st.st_nlink == 0 else { return }
+        open = open.filter { $0.value != fd }
+        users[fd] = nil
+        close(fd)
     }
 }
 
@@ -83,8 +98,14 @@ final class FollowerCore {
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw LifeboatError.invalid("\(path) is not a regular file") }
         dbIdentity = (UInt(st.st_dev), st.st_ino)
         dbFD = try HeldFiles.shared.descriptor(path: path, dev: dbIdentity.dev, ino: dbIdentity.ino)
-        reader = try SQLiteConnection(path: path, busyTimeoutMillis: busyTimeoutMillis)
-        writer = try SQLiteConnection(path: path, busyTimeoutMillis: 200)
+        do {
+            let r = try SQLiteConnection(path: path, busyTimeoutMillis: busyTimeoutMillis)
+            writer = try SQLiteConnection(path: path, busyTimeoutMillis: 200)
+            reader = r
+        } catch {
+            HeldFiles.shared.release(dbFD)  // (deinit does not run for a core that never was whole)
+            throw error
+        }
         // The WAL is what is followed: a database in another journal mode is switched to WAL, as Litestream does
         // (it stays so; applications need not change).
         let mode = try reader.text("PRAGMA journal_mode")?.lowercased()
@@ -106,6 +127,7 @@ final class FollowerCore {
         _ = try? reader.exec("ROLLBACK")
         reader.close()
         writer.close()
+        HeldFiles.shared.release(dbFD)
     }
 
     func beginRead() throws {

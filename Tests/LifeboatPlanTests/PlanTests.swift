@@ -82,6 +82,20 @@ import LifeboatTestSupport
         for p in ["/var/lib/app/a*[1].db", "/var/lib/app/a*[1].db-wal", "/var/lib/app/a*[1].db-shm"] { #expect(set.matches(Array(p.utf8))) }
         for p in ["/var/lib/app/ax1.db", "/var/lib/app/a*[1].db-journal", "/etc/x.db"] { #expect(!set.matches(Array(p.utf8))) }
         #expect(other.isEmpty)
+        // Reached through a link: excluded as the archiver will see it.
+        let dir = NSTemporaryDirectory() + "plan-link-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir + "/real", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        FileManager.default.createFile(atPath: dir + "/real/app.db", contents: Data())
+        try FileManager.default.createSymbolicLink(atPath: dir + "/alias", withDestinationPath: dir + "/real")
+        let linked = try Plan.parse(sites + """
+        sources:
+          - {name: files, paths: [\(dir)/alias], schedule: every 1h}
+          - {name: app, sqlite: {path: \(dir)/real/app.db, continuous: true}, schedule: every 1h}
+
+        """, path: "p.yaml", timeZone: utcZone)
+        guard case .files(_, let lx) = linked.sources[0].kind else { Issue.record("kind"); return }
+        #expect(PatternSet(lx).matches(Array("\(dir)/alias/app.db-wal".utf8)))
     }
 
     @Test func formErrorsHaveLineAndColumn() {

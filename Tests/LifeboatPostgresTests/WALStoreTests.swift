@@ -111,7 +111,7 @@ func segmentFile(_ dir: String, _ name: String, system: UInt64 = 77, fill: UInt8
         let spool = Spool(root: d + "/lifeboat-spool")
         try spool.prepare()
         try FileManager.default.createDirectory(atPath: d + "/pg_wal", withIntermediateDirectories: true)
-        let name = "000000010000000000000005"
+        var name = "000000010000000000000005"
         let command = Spool.restoreCommand(fetch: ["touch", "fallback"])
         func run() -> Int32 {
             // As PostgreSQL expands it: %f, %p, %% ; run in the data directory through the shell.
@@ -140,6 +140,20 @@ func segmentFile(_ dir: String, _ name: String, system: UInt64 = 77, fill: UInt8
         // The file gone: the fallback again.
         #expect(run() == 0)
         #expect(FileManager.default.fileExists(atPath: d + "/fallback"))
+        try FileManager.default.removeItem(atPath: d + "/fallback")
+        // A history file is copied (PostgreSQL asks for it twice); a note that cannot be written fails nothing.
+        name = "00000002.history"
+        try Data("1\t0/3000000\tno recovery target specified\n".utf8).write(to: URL(fileURLWithPath: spool.fetch + "/" + name))
+        #expect(run() == 0 && run() == 0)
+        #expect(FileManager.default.fileExists(atPath: spool.fetch + "/" + name))
+        #expect(FileManager.default.contents(atPath: d + "/pg_wal/RECOVERYXLOG") == FileManager.default.contents(atPath: spool.fetch + "/" + name))
+        try FileManager.default.removeItem(atPath: spool.fetch + "/requested")
+        try FileManager.default.createDirectory(atPath: spool.fetch + "/requested", withIntermediateDirectories: true)
+        name = "000000010000000000000006"
+        try Data("six".utf8).write(to: URL(fileURLWithPath: spool.fetch + "/" + name))
+        #expect(run() == 0)
+        #expect(FileManager.default.contents(atPath: d + "/pg_wal/RECOVERYXLOG") == Data("six".utf8))
+        #expect(!FileManager.default.fileExists(atPath: d + "/fallback"))
     }
 
     @Test func badFilesStoreNothing() async throws {

@@ -87,13 +87,21 @@ import Testing
         let dir = tempDir("follower-fds")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (db, path, _) = try walWithRows(3, dir: dir)
-        defer { sqlite3_close(db) }
         // SQLite itself may keep a closed connection's descriptor for reuse while another connection of the
         // process holds a lock on the file (POSIX locks die with any descriptor): a constant, never a growth.
         _ = try FollowerCore(path: path, busyTimeoutMillis: 100)
         let settled = open(path)
         for _ in 0..<10 { _ = try FollowerCore(path: path, busyTimeoutMillis: 100) }
         #expect(open(path) == settled)
+        // The database replaced (deleted under its name): once no core follows it, its descriptor goes and
+        // its space is freed.
+        do {
+            let core = try FollowerCore(path: path, busyTimeoutMillis: 100)
+            _ = core
+            sqlite3_close(db)
+            unlink(path); unlink(path + "-wal"); unlink(path + "-shm")
+        }
+        #expect(open(path + " (deleted)") == 0)
         // A core that cannot start (no such file) leaves nothing open either.
         #expect(throws: LifeboatError.self) { _ = try FollowerCore(path: dir + "/none.db", busyTimeoutMillis: 100) }
     }
