@@ -18,9 +18,9 @@ public final class AtomicFile {
 
     public init(_ path: String, mode: mode_t = 0o600) throws {
         self.path = path
-        // Unique in the process too: two writers of one path (two tasks) never share a temporary file.
+        // Unique in the process too: two writers of one path (two tasks) never share a temporary file. The file
+        // is created, never opened through a link (O_EXCL, O_NOFOLLOW).
         tmp = "\(path).tmp-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
-        // A leftover of a crash (or a planted link) is removed; the new file is created, never opened through a link.
         unlink(tmp)
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         guard fd >= 0 else { throw LifeboatError(.io, "cannot write \(tmp): \(String(cString: strerror(errno)))") }

@@ -203,12 +203,10 @@ public struct WALStore: Sendable {
 
     static func store(_ bytes: [UInt8], repo: Repository) async throws -> [ID] { try await RecordIO.store(bytes, repo: repo) }
 
-    /// Writes archived file `name` to `path` (crash-safe: a temporary file, fsync, rename), after checking its
-    /// SHA-256 against the record's. Throws `.notFound` when the archive does not hold it.
-    /// Whole or absent, never partly written; not fsynced (PostgreSQL asks again after a crash, and a prefetched
-    /// file is fetched again).
-    /// Writes an archived file to `path` (whole or not at all), blob by blob: one blob in memory at a time, each
-    /// checked by the repository against its ID and the whole against the record's size and SHA-256.
+    /// Writes archived file `name` to `path`, whole or not at all (a temporary file renamed; not fsynced:
+    /// PostgreSQL asks again after a crash, and a prefetched file is fetched again), blob by blob: one blob in
+    /// memory at a time, each checked against its ID and the whole against the record's size and SHA-256.
+    /// Throws `.notFound` when the archive does not hold it.
     public func fetch(_ name: String, catalog: WALCatalog, to path: String) async throws {
         guard let entry = catalog.files[name] else {
             throw LifeboatError(.notFound, "WAL file \(name) is not in the archive")
