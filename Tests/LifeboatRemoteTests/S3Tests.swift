@@ -61,17 +61,47 @@ import Testing
 
 /// A moto S3 server on a free loopback port, for the duration of a test.
 final class MotoServer {
-    let process = Process()
+    let process: Process
     let port: Int
 
+    /// A port the kernel says is free (a random one could be taken: moto then exits at once), and up to three
+    /// tries when moto still exits before it listens (another process took the port in between).
     init() throws {
-        port = Int.random(in: 20000...40000)
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["moto_server", "-H", "127.0.0.1", "-p", "\(port)"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(20)
+        var port = 0
+        for _ in 0..<3 {
+            port = MotoServer.freePort()
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["moto_server", "-H", "127.0.0.1", "-p", "\(port)"]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            if MotoServer.waitListening(port, while: p) {
+                self.port = port
+                process = p
+                return
+            }
+            p.terminate()
+        }
+        throw StorageError(.permanent, "moto_server did not start (3 tries, last port \(port)): install it with pip install 'moto[server]'")
+    }
+
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) { a in
+            a.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        return ok ? Int(UInt16(bigEndian: addr.sin_port)) : Int.random(in: 20000...30000)
+    }
+
+    /// Waits (at most 30 s) until the port accepts connections; false when the process exits first or time runs out.
+    static func waitListening(_ port: Int, while process: Process) -> Bool {
+        let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var addr = sockaddr_in()
@@ -80,12 +110,11 @@ final class MotoServer {
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
             let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
             close(fd)
-            if ok { return }
-            guard process.isRunning else { break }
+            if ok { return true }
+            guard process.isRunning else { return false }
             usleep(100_000)
         }
-        process.terminate()
-        throw StorageError(.permanent, "moto_server did not start: install it with pip install 'moto[server]'")
+        return false
     }
 
     /// moto ignores SIGTERM when started from a test process, so it is killed.
