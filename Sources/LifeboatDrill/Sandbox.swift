@@ -40,7 +40,8 @@ public enum Sandbox {
         let top = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
         let dirs = [path] + top.map { path + "/" + $0 }
         for dir in dirs {
-            guard let text = try? String(contentsOfFile: dir + "/postmaster.pid", encoding: .utf8),
+            // (The drill's user's file: read as PostgresDrill reads it, never through a link or from a FIFO.)
+            guard let text = PostgresDrill.readOwned(dir + "/postmaster.pid", last: 4096),
                   let pid = text.split(separator: "\n").first.flatMap({ Int32($0.trimmingCharacters(in: .whitespaces)) }), pid > 1, pid != getpid(),
                   let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd"),
                   cwd == path || cwd.hasPrefix(path + "/") else { continue }
