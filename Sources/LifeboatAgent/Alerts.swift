@@ -32,7 +32,8 @@ public struct Alert: Sendable, Equatable {
 
 let localHostnameForAlerts: String = {
     var buf = [CChar](repeating: 0, count: 256)
-    return gethostname(&buf, 255) == 0 ? String(cString: buf) : "localhost"
+    guard gethostname(&buf, 255) == 0 else { return "localhost" }
+    return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }()
 
 /// A job's life as healthchecks-style targets hear of it.

@@ -323,7 +323,7 @@ struct PlaybookRunCommand: AsyncParsableCommand {
         if !json { print("run \(id): playbook \(book.name), \(Units.count(book.steps.count - start, "step"))\(start > 0 ? " from step \(start + 1)" : "")") }
         let run = await runner.run(id: id, from: start, resumed: resume != nil)
         if json {
-            print(Output.encode(["message_type": "playbook_summary", "run_id": id, "ok": run.ok, "failed_step": run.failedStep ?? NSNull()]))
+            print(Output.encode(["message_type": "playbook_summary", "run_id": id, "ok": run.ok, "failed_step": run.failedStep.map { $0 as Any } ?? NSNull()]))
         } else {
             print("\ntimeline of run \(id):")
             let t0 = run.steps.first?.started ?? currentTime()

@@ -525,9 +525,9 @@ func printTimeline(_ r: ArchiveReport, _ out: Output) {
                       b.missing.map { "lacks \($0)" } ?? (b.hole.map { "hole at \($0)" } ?? "ok")])
     }
     out.line(String(StatusCommand.table(table).dropLast()))
-    var tl = [["timeline", "parent", "first segment", "last segment", "segments", "missing"]]
+    var tl = [["timeline", "branched from", "first segment", "last segment", "segments", "missing"]]
     for t in r.timelines {
-        tl.append([String(t.timeline), t.parent.map(String.init) ?? "-", t.firstSegment ?? "-", t.lastSegment ?? "-", String(t.segments),
+        tl.append([String(t.timeline), t.parent.map { "\($0) at \(t.branchedAt ?? "?")" } ?? "-", t.firstSegment ?? "-", t.lastSegment ?? "-", String(t.segments),
                    t.missingCount == 0 ? "0" : "\(t.missingCount) (first \(t.missing[0]))"])
     }
     out.line(String(StatusCommand.table(tl).dropLast()))

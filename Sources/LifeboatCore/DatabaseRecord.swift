@@ -42,6 +42,8 @@ public struct WALFileRecord: Codable, Sendable, Equatable {
     public var size: UInt64
     /// Segments: where the last whole record in it ends (`X/Y`), and the first and last commit or abort time.
     public var end: String? = nil
+    /// Segments: where that record starts (records stored before format 1.x lack it).
+    public var lastRecord: String? = nil
     public var firstTime: String? = nil
     public var lastTime: String? = nil
     /// SHA-256 of the file (hex): a second push of the same name must bring the same bytes.
@@ -49,7 +51,7 @@ public struct WALFileRecord: Codable, Sendable, Equatable {
     /// Timeline histories: the file's text (a few lines), so that the chain is known from the listing alone.
     public var history: String? = nil
     public init(name: String, size: UInt64, sha256: String) { self.name = name; self.size = size; self.sha256 = sha256 }
-    enum CodingKeys: String, CodingKey { case name, size, end, firstTime = "first_time", lastTime = "last_time", sha256, history }
+    enum CodingKeys: String, CodingKey { case name, size, end, lastRecord = "last_record", firstTime = "first_time", lastTime = "last_time", sha256, history }
 }
 
 /// What an SQLite record holds, beside its tree (FORMAT.md, "SQLite records"): `sqlite-snapshot` (the database

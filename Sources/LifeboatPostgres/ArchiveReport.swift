@@ -26,13 +26,15 @@ public struct ArchiveReport: Sendable, Encodable {
     public struct Timeline: Sendable, Encodable {
         public var timeline: UInt32
         public var parent: UInt32?
+        /// Where it left its parent (the switch point in its history file): the parent's WAL up to there.
+        public var branchedAt: String?
         public var firstSegment: String?
         public var lastSegment: String?
         public var segments: Int
         public var missing: [String]
         public var missingCount: Int
         enum CodingKeys: String, CodingKey {
-            case timeline, parent, firstSegment = "first_segment", lastSegment = "last_segment", segments, missing, missingCount = "missing_count"
+            case timeline, parent, branchedAt = "branched_at", firstSegment = "first_segment", lastSegment = "last_segment", segments, missing, missingCount = "missing_count"
         }
     }
 
@@ -93,7 +95,7 @@ public struct ArchiveReport: Sendable, Encodable {
             if t > 1, c.chain.histories[t] == nil, !(c.chain.segments[t] ?? [:]).isEmpty {
                 problems.append("timeline \(t): its history file (\(WALFileName.history(t))) is not in the archive, so restores cannot follow it")
             }
-            rows.append(Timeline(timeline: t, parent: c.chain.histories[t]?.last?.parent,
+            rows.append(Timeline(timeline: t, parent: c.chain.histories[t]?.last?.parent, branchedAt: c.chain.histories[t]?.last?.end.description,
                                  firstSegment: numbers.first.map { WALFileName.segment(timeline: t, number: $0, size: c.size) },
                                  lastSegment: numbers.last.map { WALFileName.segment(timeline: t, number: $0, size: c.size) },
                                  segments: numbers.count, missing: missing, missingCount: count))

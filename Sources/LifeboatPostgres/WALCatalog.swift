@@ -100,7 +100,7 @@ public struct WALCatalog: Sendable {
                     continue
                 }
                 chain.add(ArchivedSegment(name: f.name, timeline: name.timeline, number: number, end: end,
-                                          firstTime: f.firstTime.flatMap(Timestamp.parse), lastTime: f.lastTime.flatMap(Timestamp.parse)))
+                                          lastRecord: f.lastRecord.flatMap(LSN.init), firstTime: f.firstTime.flatMap(Timestamp.parse), lastTime: f.lastTime.flatMap(Timestamp.parse)))
             case .history:
                 do {
                     chain.addHistory(timeline: name.timeline, try TimelineSwitch.parse(Array((f.history ?? "").utf8)))

@@ -90,6 +90,7 @@ public struct WALStore: Sendable {
         case .segment, .partial:
             let info = try WALSegmentInfo.inspect(bytes, name: input.name, expectedSystem: expectedSystem)
             rec.end = info.end.description
+            rec.lastRecord = info.lastRecord?.description
             rec.firstTime = info.firstTime.map(Timestamp.format)
             rec.lastTime = info.lastTime.map(Timestamp.format)
             system = info.systemIdentifier
@@ -134,12 +135,24 @@ public struct WALStore: Sendable {
         return try await store(reads, system: system, known: known)
     }
 
+    /// The records that hold an archived file: its record, then its copies (see `WALCatalog.Entry.copies`).
+    static func holders(_ entry: WALCatalog.Entry) -> [ID] { [entry.record] + entry.copies.prefix(8) }
+
+    /// The blob IDs of archived file `entry` in `record`'s tree.
+    func content(of entry: WALCatalog.Entry, in record: ID) async throws -> [ID] {
+        let snap = try await repo.loadSnapshot(record)
+        let tree = try await repo.loadTree(snap.tree)
+        guard let node = tree.node(named: Array(entry.file.name.utf8)), let content = node.content else {
+            throw LifeboatError.corrupt("record \(record.short) lists \(entry.file.name) but its tree does not hold it")
+        }
+        return content
+    }
+
     /// Whether an archived file's record (or one of its copies) and tree can be read and every blob of it is in
     /// a live pack.
     func readable(_ entry: WALCatalog.Entry) async -> Bool {
-        for record in [entry.record] + entry.copies.prefix(8) {
-            guard let snap = try? await repo.loadSnapshot(record), let tree = try? await repo.loadTree(snap.tree),
-                  let node = tree.node(named: Array(entry.file.name.utf8)), let content = node.content else { continue }
+        for record in Self.holders(entry) {
+            guard let content = try? await content(of: entry, in: record) else { continue }
             let index = repo.index
             if content.allSatisfy({ index.hasLive($0, type: .data) }) { return true }
         }
@@ -214,15 +227,13 @@ public struct WALStore: Sendable {
         try await fetch(entry, to: path)
     }
 
-    /// The record first, then its copies (see `WALCatalog.Entry.copies`); the record's error when none reads.
+    /// The record first, then its copies; the record's error when none reads.
     func fetch(_ entry: WALCatalog.Entry, to path: String) async throws {
         var first: (any Error)? = nil
-        for record in [entry.record] + entry.copies.prefix(8) {
-            var e = entry
-            e.record = record
+        for record in Self.holders(entry) {
             do {
                 let file = try AtomicFile(path)
-                try await read(e) { try file.write($0) }
+                try await read(entry, in: record) { try file.write($0) }
                 try file.commit(durable: false)
                 return
             } catch {
@@ -232,15 +243,12 @@ public struct WALStore: Sendable {
         throw first!
     }
 
-    /// An archived file's blobs in order, each given to `body` once read; throws (after the last one) unless the
-    /// whole matches the record's size and SHA-256.
-    func read(_ entry: WALCatalog.Entry, _ body: ([UInt8]) throws -> Void) async throws {
-        let snap = try await repo.loadSnapshot(entry.record)
-        let tree = try await repo.loadTree(snap.tree)
-        guard let node = tree.node(named: Array(entry.file.name.utf8)), let content = node.content else {
-            throw LifeboatError.corrupt("record \(entry.record.short) lists \(entry.file.name) but its tree does not hold it")
-        }
-        guard entry.file.size <= 1 << 30 else { throw LifeboatError.corrupt("record \(entry.record.short) says \(entry.file.name) has \(entry.file.size) bytes") }
+    /// An archived file's blobs in `record` (its record when nil) in order, each given to `body` once read; throws
+    /// (after the last one) unless the whole matches the record's size and SHA-256.
+    func read(_ entry: WALCatalog.Entry, in record: ID? = nil, _ body: ([UInt8]) throws -> Void) async throws {
+        let record = record ?? entry.record
+        guard entry.file.size <= 1 << 30 else { throw LifeboatError.corrupt("record \(record.short) says \(entry.file.name) has \(entry.file.size) bytes") }
+        let content = try await content(of: entry, in: record)
         var hash = StreamingSHA256()
         var count = 0
         for id in content {
@@ -251,7 +259,7 @@ public struct WALStore: Sendable {
             try body(blob)
         }
         guard count == Int(entry.file.size), hash.finalize().hex == entry.file.sha256 else {
-            throw LifeboatError.corrupt("WAL file \(entry.file.name) in record \(entry.record.short) does not match its checksum (\(count)\(count > Int(entry.file.size) ? " or more" : "") bytes, expected \(entry.file.size)): restore it from another site")
+            throw LifeboatError.corrupt("WAL file \(entry.file.name) in record \(record.short) does not match its checksum (\(count)\(count > Int(entry.file.size) ? " or more" : "") bytes, expected \(entry.file.size)): restore it from another site")
         }
     }
 }

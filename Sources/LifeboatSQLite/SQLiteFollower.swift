@@ -109,10 +109,12 @@ public struct SQLiteFollower: Sendable {
             while true {
                 let stopping = shouldStop() || Task.isCancelled
                 let now = currentTime()
-                let (pending, framesInCycle) = try await onQueue(queue) { () -> (Int, Int) in
+                // (Not past maxPendingBytes: what is copied is shipped first, and the WAL read at the next turn.)
+                let (pending, framesInCycle, polled) = try await onQueue(queue) { () -> (Int, Int, Bool) in
                     let c = core.value
-                    if c.pendingBytes < options.maxPendingBytes { try c.poll(now: now) }
-                    return (c.pendingBytes, c.header == nil ? 0 : c.nextFrame - 1)
+                    let room = c.pendingBytes < options.maxPendingBytes
+                    if room { try c.poll(now: now) }
+                    return (c.pendingBytes, c.header == nil ? 0 : c.nextFrame - 1, room)
                 }
                 if framesInCycle != lastFrames { lastFrames = framesInCycle; lastGrowth = now }
                 var checkpointed = false
@@ -155,7 +157,8 @@ public struct SQLiteFollower: Sendable {
                 // Nothing copied is waiting: every transaction committed before this turn's poll is stored.
                 let waiting = shippedNow || checkpointed ? try await onQueue(queue) { core.value.pendingBytes } : pending
                 if !failing && waiting == 0 { control?.synced(now) }
-                if stopping { return }
+                // Stopping: once the WAL was read to its end and what it held is shipped.
+                if stopping && polled { return }
                 let asked = control?.snapshotWanted == true
                 if !failing && (asked || currentTime().timeIntervalSince(lastSnapshot) >= options.snapshotInterval) {
                     if waiting > 0 {

@@ -7,10 +7,12 @@ public struct ArchivedSegment: Sendable, Equatable {
     public var timeline: UInt32
     public var number: UInt64
     public var end: LSN
+    /// Where the last whole record that starts in it starts (nil: none does, or a record stored without it).
+    public var lastRecord: LSN?
     public var firstTime: Date?
     public var lastTime: Date?
-    public init(name: String, timeline: UInt32, number: UInt64, end: LSN, firstTime: Date? = nil, lastTime: Date? = nil) {
-        self.name = name; self.timeline = timeline; self.number = number; self.end = end
+    public init(name: String, timeline: UInt32, number: UInt64, end: LSN, lastRecord: LSN? = nil, firstTime: Date? = nil, lastTime: Date? = nil) {
+        self.name = name; self.timeline = timeline; self.number = number; self.end = end; self.lastRecord = lastRecord
         self.firstTime = firstTime; self.lastTime = lastTime
     }
 }
@@ -81,6 +83,17 @@ public struct WALChain: Sendable {
         public var beyondHole: Int
         public var last: ArchivedSegment? { segments.last }
         public var end: LSN? { segments.last?.end }
+        /// Whether a recovery to position `l` stops inside the run: PostgreSQL stops after the first record that
+        /// starts at or after `l`, so one must start there (segments stored without `last_record`: before `end`).
+        public func reaches(_ l: LSN) -> Bool {
+            if let r = segments.compactMap(\.lastRecord).max() { return l <= r }
+            return end.map { l < $0 } ?? false
+        }
+        /// The last position `reaches` accepts, for messages.
+        public var lastReachable: String {
+            if let r = segments.compactMap(\.lastRecord).max() { return "\(r) (where the last archived record starts)" }
+            return end.map { "before \($0)" } ?? "?"
+        }
         /// The newest commit or abort time in the run.
         public var lastTime: Date? { segments.compactMap(\.lastTime).max() }
         public var firstTime: Date? { segments.compactMap(\.firstTime).min() }
@@ -224,15 +237,14 @@ public struct WALChain: Sendable {
             guard !candidates.isEmpty else {
                 throw LifeboatError(.notFound, "\(l) is before the oldest restorable position \(usable.first!.backup.stop) (the end of base backup \(usable.first!.backup.id))")
             }
-            if let r = candidates.last(where: { ($0.run.end.map { l < $0 }) ?? false }) {
+            if let r = candidates.last(where: { $0.run.reaches(l) }) {
                 return Plan(reach: r, target: target)
             }
             let best = candidates.last!
-            let end = best.run.end.map(\.description) ?? "?"
             if let hole = best.run.hole {
-                throw LifeboatError(.notFound, "\(l) cannot be reached: WAL segment \(hole) is missing; the archive's WAL runs without a hole up to \(end)")
+                throw LifeboatError(.notFound, "\(l) cannot be reached: WAL segment \(hole) is missing; the archive's WAL runs without a hole up to \(best.run.lastReachable)")
             }
-            throw LifeboatError(.notFound, "\(l) is after the end of the archived WAL (\(end)); give an earlier --lsn, or --latest")
+            throw LifeboatError(.notFound, "\(l) is after the end of the archived WAL: the last reachable position is \(best.run.lastReachable); give an earlier --lsn, or --latest")
         }
     }
 }

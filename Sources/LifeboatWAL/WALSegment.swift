@@ -18,6 +18,9 @@ public struct WALSegmentInfo: Sendable, Equatable {
     public var start: LSN
     /// The end of the last whole record that starts in this segment (its start when none does).
     public var end: LSN
+    /// Where the last whole record that starts in this segment starts (nil when none does). Recovery to a
+    /// position stops after the first record that starts at or after it, so that is the last position reachable.
+    public var lastRecord: LSN?
     /// The first and last commit or abort times in the segment, if any.
     public var firstTime: Date?
     public var lastTime: Date?
@@ -153,6 +156,7 @@ public struct WALSegmentInfo: Sendable, Equatable {
             guard let next = advance(recordStart, by: total) else { break }
             pos = next
             end = LSN(start.value &+ UInt64(pos))
+            lastRecord = LSN(start.value &+ UInt64(recordStart))
             records += 1
         }
     }

@@ -86,7 +86,7 @@ import LifeboatTestSupport
         let dir = NSTemporaryDirectory() + "plan-link-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir + "/real", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        FileManager.default.createFile(atPath: dir + "/real/app.db", contents: Data())
+        _ = FileManager.default.createFile(atPath: dir + "/real/app.db", contents: Data())
         try FileManager.default.createSymbolicLink(atPath: dir + "/alias", withDestinationPath: dir + "/real")
         let linked = try Plan.parse(sites + """
         sources:

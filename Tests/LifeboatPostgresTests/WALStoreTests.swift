@@ -187,6 +187,9 @@ func segmentFile(_ dir: String, _ name: String, system: UInt64 = 77, fill: UInt8
         let c = try await WALStore.catalogs(r)["77"]!
         #expect(c.chain.histories[2] == [TimelineSwitch(parent: 1, end: LSN(0x1000100))])
         #expect(c.chain.timeline(of: 1, on: 2) == 1 && c.chain.timeline(of: 16, on: 2) == 2)
+        // `pg timeline` names where timeline 2 left timeline 1.
+        let t2 = ArchiveReport(c).timelines.first { $0.timeline == 2 }
+        #expect(t2?.parent == 1 && t2?.branchedAt == "0/1000100")
     }
 }
 

@@ -241,7 +241,7 @@ func sha256Hex(_ d: Data) -> String { SigV4Signer.sha256Hex(d) }
         let head = try await t.send(HTTPRequestSpec(method: "HEAD", target: "/r/keys/" + String(repeating: "cd", count: 32)))
         #expect(head.status == 404)
         // A repository that cannot be created (a file stands where its folder would go): 500.
-        FileManager.default.createFile(atPath: "\(dir)/blocked", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: "\(dir)/blocked", contents: Data("x".utf8))
         let blocked = try await t.send(HTTPRequestSpec(method: "POST", target: "/blocked?create=true"))
         #expect(blocked.status == 500)
         // An upload into a data folder that is a file: 500.

@@ -158,6 +158,7 @@ func micros(_ d: Date) -> Int64 { Int64(((d.timeIntervalSince1970 - WALSegmentIn
         for _ in 0..<3 { b.append(SegmentBuilder.other(5000)) }
         b.pad(to: 8192 * 3 - 16)
         b.append(SegmentBuilder.commit(micros(t0) + 2_000_000, extra: 30))
+        let lastStart = (b.pos + 7) & ~7
         b.append(SegmentBuilder.commit(micros(t0) + 1_000_000, info: 0x20))  // an abort, earlier
         let end = b.pos
         let info = try WALSegmentInfo.inspect(b.bytes, name: WALFileName("000000010000000000000003")!)
@@ -167,6 +168,7 @@ func micros(_ d: Date) -> Int64 { Int64(((d.timeIntervalSince1970 - WALSegmentIn
         #expect(abs(info.firstTime!.timeIntervalSince(t0)) < 1e-6)
         #expect(abs(info.lastTime!.timeIntervalSince(t0.addingTimeInterval(2))) < 1e-6)
         #expect(info.end == LSN(UInt64(3 << 20) + UInt64(end)))
+        #expect(info.lastRecord == LSN(UInt64(3 << 20) + UInt64(lastStart)))
     }
 
     @Test func aContinuedRecordAtTheStartIsSkipped() throws {
@@ -298,6 +300,32 @@ func micros(_ d: Date) -> Int64 { Int64(((d.timeIntervalSince1970 - WALSegmentIn
         #expect(try c.plan(.time(t0.addingTimeInterval(84)), backups: [b1]).lastNeeded == name(8))  // the last: no ninth
         #expect(try c.plan(.lsn(LSN(3 * size.bytes + 10)), backups: [b1]).lastNeeded == name(4))
         #expect(try c.plan(.latest, backups: [b1]).lastNeeded == nil)
+    }
+
+    /// Recovery to a position stops after the first record that starts at or after it: the last archived
+    /// record's start is the last position that can be reached; past it (even before the last record's end), the
+    /// server would end recovery without reaching the target, so the plan refuses. Without `last_record` (records
+    /// of an earlier version), the segment's end bounds it.
+    @Test func anLSNTargetMustBeAtOrBeforeTheLastRecordStart() throws {
+        var c = WALChain(size: size)
+        for n in 1...3 {
+            var s = seg(1, UInt64(n), time: Double(n * 10))
+            s.lastRecord = LSN(s.end.value - 60)
+            c.add(s)
+        }
+        let b1 = backup("b1", start: 1, stop: 2, at: 22)
+        let last = LSN(4 * size.bytes - 160)  // segment 3's last record
+        #expect(try c.plan(.lsn(last), backups: [b1]).backup == b1)
+        #expect(throws: LifeboatError.self) { try c.plan(.lsn(LSN(last.value + 1)), backups: [b1]) }
+        do {
+            _ = try c.plan(.lsn(LSN(last.value + 8)), backups: [b1])
+        } catch {
+            #expect("\(error)".contains("\(last)"))
+        }
+        var old = WALChain(size: size)
+        for n in 1...3 { old.add(seg(1, UInt64(n), time: Double(n * 10))) }
+        #expect(try old.plan(.lsn(LSN(4 * size.bytes - 101)), backups: [b1]).backup == b1)
+        #expect(throws: LifeboatError.self) { try old.plan(.lsn(LSN(4 * size.bytes - 100)), backups: [b1]) }
     }
 
     @Test func aHoleLimitsTheRangeAndIsNamed() {

@@ -23,6 +23,7 @@ PYEOF
 integrity() { python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('PRAGMA integrity_check').fetchone()[0])" "$1"; }
 # A consistent copy of a live database (SQLite's backup API).
 save_copy() { python3 -c "import sqlite3,sys; s=sqlite3.connect(sys.argv[1]); d=sqlite3.connect(sys.argv[2]); s.backup(d); d.close()" "$1" "$2"; }
+total_of() { python3 -c "import sqlite3,sys; print(sqlite3.connect('file:%s?mode=ro' % sys.argv[1], uri=True).execute(\"SELECT n FROM totals WHERE k = 'count'\").fetchone()[0])" "$1" 2>&1; }
 count_of() { cat "$1/count" 2>/dev/null || echo 0; }
 committed_at_least() { [ "$(count_of "$1")" -ge "$2" ]; }          # committed_at_least STATE N
 records_at_least() { [ "$(grep -c '"sqlite_wal"' "$1" 2>/dev/null)" -ge "$2" ]; }  # records_at_least LOG N
@@ -88,8 +89,12 @@ t_three_times_match_three_copies() {
     [ "$(integrity "$WORK/restored$k.db")" = ok ] || fail "integrity_check of moment $k"
   done
   # --latest: everything, as the file is now (the writer stopped, the follower stored what it copied).
-  "$LB" sqlite restore "$db" --latest --target "$WORK/latest.db" > /dev/null
-  [ "$(db_digest "$WORK/latest.db")" = "$(db_digest "$db")" ] || fail "--latest differs from the database"
+  "$LB" sqlite restore "$db" --latest --target "$WORK/latest.db" > "$WORK/latest.out" 2>&1 || { cat "$WORK/latest.out"; fail "restore --latest"; }
+  [ "$(db_digest "$WORK/latest.db")" = "$(db_digest "$db")" ] || {
+    echo "    restored $(total_of "$WORK/latest.db") transactions, the database $(total_of "$db"), the writer counted $(count_of "$state")"
+    sed 's/^/    | /' "$WORK/latest.out"; grep -v '"sqlite_wal"' "$WORK/rep1.log" | tail -8 | sed 's/^/    | /'; tail -3 "$WORK/rep1.log" | sed 's/^/    | /'
+    fail "--latest differs from the database"
+  }
   # Three times, three different states.
   [ "$(db_digest "$WORK/copy1.db")" != "$(db_digest "$WORK/copy2.db")" ] || fail "the moments are not different"
 }
