@@ -89,7 +89,7 @@ struct PlanCommand: AsyncParsableCommand {
         if file.json {
             for j in jobs {
                 print(Output.encode(["message_type": "job", "kind": j.kind.rawValue, "name": j.name, "schedule": j.schedule,
-                                     "next": j.next.map { Timestamp.format($0) as Any } ?? NSNull(), "sites": j.sites, "rpo_seconds": j.rpo.map { $0 as Any } ?? NSNull(),
+                                     "next": j.next.map(Timestamp.format), "sites": j.sites, "rpo_seconds": j.rpo.map { $0 as Any } ?? NSNull(),
                                      "rto_seconds": j.rto.map { $0 as Any } ?? NSNull(), "longest_gap_seconds": j.longestGap.map { $0 as Any } ?? NSNull(),
                                      "meets_rpo": j.meetsRPO.map { $0 as Any } ?? NSNull()]))
             }
