@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "LifeboatFailover", targets: ["LifeboatFailover"]),
         .library(name: "LifeboatPlan", targets: ["LifeboatPlan"]),
         .library(name: "LifeboatWAL", targets: ["LifeboatWAL"]),
+        .library(name: "LifeboatHA", targets: ["LifeboatHA"]),
         .library(name: "LifeboatSQLiteWAL", targets: ["LifeboatSQLiteWAL"]),
     ],
     dependencies: [
@@ -128,6 +129,8 @@ let package = Package(
         // PostgreSQL's WAL as files: segment names, headers and transaction times, timeline histories, the chain of
         // an archive and the plan of a point-in-time recovery. Pure.
         .target(name: "LifeboatWAL", dependencies: ["LifeboatCore"], swiftSettings: swift6),
+        // The HA decisions (leader lease, fencing, failover candidates): pure, no networking, no processes.
+        .target(name: "LifeboatHA", dependencies: ["LifeboatCore"], swiftSettings: swift6),
         // PostgreSQL continuous archiving into a repository: wal-push (and its helper), wal-fetch (and its prefetch),
         // base backups through the backup API (psql), point-in-time restore, the catalog of records.
         .target(name: "LifeboatPostgres", dependencies: [
@@ -195,6 +198,7 @@ let package = Package(
         .testTarget(name: "LifeboatProxyTests", dependencies: ["LifeboatProxy", "LifeboatFailover"], swiftSettings: swift6),
         .testTarget(name: "LifeboatAgentTests", dependencies: ["LifeboatAgent", "LifeboatDrill", "LifeboatProcess", "LifeboatPlan", "LifeboatCore", "LifeboatSnapshot", "LifeboatSites"], swiftSettings: swift6),
         .testTarget(name: "LifeboatDrillTests", dependencies: ["LifeboatDrill", "LifeboatPlan", "LifeboatProcess", "LifeboatCore"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatHATests", dependencies: ["LifeboatHA"], swiftSettings: swift6),
         .testTarget(name: "LifeboatWALTests", dependencies: ["LifeboatWAL", "LifeboatCore", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatPostgresTests", dependencies: ["LifeboatPostgres", "LifeboatWAL", "LifeboatRepository", "LifeboatStorage", "LifeboatCrypto", "LifeboatCore"], swiftSettings: swift6),
         .testTarget(name: "LifeboatSQLiteTests", dependencies: [

@@ -246,7 +246,7 @@ func sha256Hex(_ d: Data) -> String { SigV4Signer.sha256Hex(d) }
         #expect(blocked.status == 500)
         // An upload into a data folder that is a file: 500.
         try FileManager.default.removeItem(atPath: "\(dir)/r/data/ab")
-        FileManager.default.createFile(atPath: "\(dir)/r/data/ab", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: "\(dir)/r/data/ab", contents: Data("x".utf8))
         let data = Data((0..<1000).map { _ in UInt8.random(in: 0...255) })
         var name = sha256Hex(data)
         name = "ab" + name.dropFirst(2)

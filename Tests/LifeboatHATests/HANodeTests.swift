@@ -1,0 +1,282 @@
+import Foundation
+import Testing
+@testable import LifeboatHA
+
+/// The HA decisions, step by step, with an injected clock (seconds) and hand-made reads of the store.
+@Suite struct HANodeTests {
+    static let system = "7300000000000000001"
+
+    func settings(_ name: String) -> HASettings {
+        var s = HASettings(cluster: "shop", node: name)
+        s.ttl = 3
+        s.fencingDeadline = 2
+        s.maximumLagOnFailover = 1 << 20
+        s.maximumReplicationBroken = 5
+        return s
+    }
+
+    func primary(_ pos: UInt64 = 0x300_0000, tl: UInt32 = 1) -> LocalPostgres {
+        LocalPostgres(state: .running(standby: false), systemIdentifier: Self.system, timeline: tl, position: pos)
+    }
+
+    func standby(_ pos: UInt64, of leader: String? = "pg1", streaming: Bool = true, tl: UInt32 = 1) -> LocalPostgres {
+        LocalPostgres(state: .running(standby: true), systemIdentifier: Self.system, timeline: tl, position: pos,
+                      streaming: streaming, following: leader)
+    }
+
+    func view(leader: String? = nil, lease: Int64 = 1, revision: Int64 = 10, position: UInt64? = 0x300_0000,
+              members: [MemberStatus] = [], switchover: ClusterView.Switchover? = nil, maintenance: Bool = false) -> ClusterView {
+        ClusterView(leader: leader.map { .init(holder: $0, lease: lease, revision: revision) }, leaderPosition: position, leaderTimeline: 1,
+                    members: Dictionary(uniqueKeysWithValues: members.map { ($0.name, $0) }), initialized: Self.system,
+                    switchover: switchover, maintenance: maintenance)
+    }
+
+    /// A node with a session started at `t` (lease `lease`).
+    func node(_ name: String, lease: Int64 = 1, at t: Double = 0) -> HANode {
+        var n = HANode(settings: settings(name))
+        n.sessionStarted(lease: lease, sentAt: t)
+        return n
+    }
+
+    func fences(_ d: HADecision) -> Bool { d.actions.contains { if case .fence = $0 { return true } else { return false } } }
+    func acquires(_ d: HADecision) -> Bool { d.actions.contains { if case .acquireLeader = $0 { return true } else { return false } } }
+
+    @Test func theLeaderRenewsPublishesAndStaysWhileRenewalsSucceed() {
+        var n = node("pg1")
+        var t = 0.0
+        for _ in 0..<20 {
+            let d = n.step(now: t, cluster: view(leader: "pg1"), local: primary())
+            #expect(d.role == .primary && !fences(d))
+            #expect(d.actions.contains(.renewLease))
+            #expect(d.actions.contains(.publishLeader(position: 0x300_0000, timeline: 1)))
+            n.renewed(sentAt: t)
+            t += 1
+        }
+    }
+
+    /// Renewals stop succeeding (a partition from etcd, or the store answers but the keepalive fails): the
+    /// primary fences at the deadline after the last renewal it sent, before the TTL after it.
+    @Test func aPrimaryFencesAtItsDeadlineWhenRenewalsStop() {
+        var n = node("pg1")
+        n.renewed(sentAt: 10)
+        #expect(!fences(n.step(now: 11.9, cluster: nil, local: primary())))
+        #expect(n.nextStep(after: 11.9) <= 12)  // the driver wakes at the deadline, not a loop later
+        let d = n.step(now: 12, cluster: nil, local: primary())
+        #expect(fences(d) && d.role == .fenced)
+        #expect(n.settings.fencingDeadline < n.settings.ttl)
+        // With the store answering but the lease not renewed, the same.
+        var m = node("pg1")
+        m.renewed(sentAt: 10)
+        #expect(fences(m.step(now: 12.5, cluster: view(leader: "pg1"), local: primary())))
+    }
+
+    /// The deadline runs from when a renewal was sent, on the monotonic clock the driver passes: a late answer to
+    /// an old request, or a wall-clock jump, never extends it.
+    @Test func anOldRenewalNeverExtendsTheDeadline() {
+        var n = node("pg1")
+        n.renewed(sentAt: 10)
+        n.renewed(sentAt: 5)  // an answer that arrived late
+        #expect(n.writableUntil == 12)
+        #expect(n.mayWrite(at: 11.99) && !n.mayWrite(at: 12))
+    }
+
+    /// The whole node frozen (SIGSTOP) past the TTL: its first step after it resumes fences, even though the read
+    /// it holds (taken before the freeze) still names it leader.
+    @Test func aFrozenPrimaryFencesOnItsFirstStepAfterResuming() {
+        var n = node("pg1")
+        n.renewed(sentAt: 100)
+        let stale = view(leader: "pg1")
+        let d = n.step(now: 100 + 30, cluster: stale, local: primary())
+        #expect(fences(d))
+        #expect(!acquires(d))
+    }
+
+    @Test func etcdUnreachableMeansNoPromotion() {
+        var s = node("pg2")
+        for t in stride(from: 0.0, to: 60, by: 1) {
+            let d = s.step(now: t, cluster: nil, local: standby(0x300_0000))
+            #expect(!acquires(d) && !d.actions.contains(.promote))
+        }
+    }
+
+    @Test func aCaughtUpStandbyTakesAFreeLease() {
+        var s = node("pg2")
+        _ = s.step(now: 0, cluster: view(leader: "pg1"), local: standby(0x300_0000))
+        let d = s.step(now: 4, cluster: view(leader: nil, position: 0x300_1000), local: standby(0x300_0000, streaming: false))
+        #expect(d.actions.contains(.acquireLeader(ifRevision: nil)))
+        // Holding it, it promotes; promoted, it leads.
+        let p = s.step(now: 4.1, cluster: view(leader: "pg2", lease: 1), local: standby(0x300_0000, streaming: false))
+        #expect(p.actions.contains(.promote) && p.role == .promoting)
+        s.renewed(sentAt: 4.1)
+        let l = s.step(now: 5, cluster: view(leader: "pg2", lease: 1), local: primary(0x300_2000, tl: 2))
+        #expect(l.role == .primary && l.actions.contains(.publishLeader(position: 0x300_2000, timeline: 2)))
+    }
+
+    @Test func aStandbyBehindTheLimitNeverTakesTheLease() {
+        var s = node("pg3")
+        _ = s.step(now: 0, cluster: view(leader: "pg1"), local: standby(0x100_0000))
+        let d = s.step(now: 4, cluster: view(leader: nil, position: 0x300_0000), local: standby(0x100_0000))
+        #expect(!acquires(d))
+        #expect(d.reason.contains("bytes behind"))
+        // Its report says it is no candidate, so that nobody waits for it.
+        let report = d.actions.compactMap { if case .publishMember(let m) = $0 { return m } else { return nil } }.first
+        #expect(report?.candidate == false)
+    }
+
+    /// Replication broken long before the primary vanished (replay position looks fine, but the primary wrote on
+    /// without it): not a candidate.
+    @Test func aStandbyWhoseReplicationBrokeLongBeforeIsNoCandidate() {
+        var s = node("pg3")
+        _ = s.step(now: 0, cluster: view(leader: "pg1"), local: standby(0x300_0000, streaming: true))
+        // Streaming stopped at 0; the leader was still seen until 20.
+        for t in stride(from: 1.0, through: 20, by: 1) {
+            _ = s.step(now: t, cluster: view(leader: "pg1"), local: standby(0x300_0000, streaming: false))
+        }
+        let d = s.step(now: 24, cluster: view(leader: nil, position: 0x300_0000), local: standby(0x300_0000, streaming: false))
+        #expect(!acquires(d))
+        #expect(d.reason.contains("replication"))
+    }
+
+    /// Two candidates: the one behind defers to the one ahead; at equal positions, the lower name goes first; a
+    /// candidate that is gone (its member key expired) is not waited for.
+    @Test func twoCandidatesDoNotBothTry() {
+        let ahead = MemberStatus(name: "pg3", role: .standby, timeline: 1, position: 0x300_0800, candidate: true)
+        var s = node("pg2")
+        _ = s.step(now: 0, cluster: view(leader: "pg1"), local: standby(0x300_0000))
+        let d = s.step(now: 4, cluster: view(leader: nil, members: [ahead]), local: standby(0x300_0000))
+        #expect(!acquires(d) && d.reason.contains("pg3"))
+        // The one ahead does not defer to the one behind.
+        var t = node("pg3")
+        _ = t.step(now: 0, cluster: view(leader: "pg1"), local: standby(0x300_0800))
+        let behind = MemberStatus(name: "pg2", role: .standby, timeline: 1, position: 0x300_0000, candidate: true)
+        #expect(acquires(t.step(now: 4, cluster: view(leader: nil, members: [behind]), local: standby(0x300_0800))))
+        // Equal positions: pg2 < pg3.
+        let equal = MemberStatus(name: "pg3", role: .standby, timeline: 1, position: 0x300_0000, candidate: true)
+        #expect(acquires(s.step(now: 5, cluster: view(leader: nil, members: [equal]), local: standby(0x300_0000))))
+        var u = node("pg3")
+        _ = u.step(now: 0, cluster: view(leader: "pg1"), local: standby(0x300_0000))
+        let equal2 = MemberStatus(name: "pg2", role: .standby, timeline: 1, position: 0x300_0000, candidate: true)
+        #expect(!acquires(u.step(now: 4, cluster: view(leader: nil, members: [equal2]), local: standby(0x300_0000))))
+        // A member ahead that is no candidate (behind its own limit, broken): not waited for.
+        let notCandidate = MemberStatus(name: "pg3", role: .standby, timeline: 1, position: 0x300_0800, candidate: false)
+        #expect(acquires(s.step(now: 6, cluster: view(leader: nil, members: [notCandidate]), local: standby(0x300_0000))))
+    }
+
+    /// The lease lost during promotion: another node's key appears while this one's server already runs as a
+    /// primary; it fences at once and, stopped, rewinds before it follows.
+    @Test func leaseLostDuringPromotionFencesThenRewinds() {
+        var s = node("pg2")
+        _ = s.step(now: 0, cluster: view(leader: "pg2"), local: standby(0x300_0000))
+        s.renewed(sentAt: 0.5)
+        let d = s.step(now: 1, cluster: view(leader: "pg3", lease: 7), local: primary(0x300_0100, tl: 2))
+        #expect(fences(d))
+        let stopped = LocalPostgres(state: .stopped(standby: false), systemIdentifier: Self.system, timeline: 2, position: 0x300_0100)
+        let r = s.step(now: 2, cluster: view(leader: "pg3", lease: 7), local: stopped)
+        #expect(r.actions.contains(.rewind(from: "pg3")))
+        s.rewound()
+        var rewound = stopped
+        rewound.state = .stopped(standby: true)
+        let f = s.step(now: 3, cluster: view(leader: "pg3", lease: 7), local: rewound)
+        #expect(f.actions.contains(.follow("pg3")) && f.role == .standby)
+    }
+
+    /// A former primary's stopped data directory (this agent restarted, the memory is gone) still rewinds.
+    @Test func aStoppedFormerPrimaryRewindsEvenAfterARestart() {
+        var s = node("pg1")
+        let stopped = LocalPostgres(state: .stopped(standby: false), systemIdentifier: Self.system, timeline: 1, position: 0x300_0000)
+        #expect(s.step(now: 0, cluster: view(leader: "pg2", lease: 9), local: stopped).actions.contains(.rewind(from: "pg2")))
+    }
+
+    /// A stale read that still names this node leader after its session was lost: no writes without a lease.
+    @Test func aStaleReadDoesNotKeepAPrimaryWithoutLease() {
+        var n = node("pg1")
+        n.renewed(sentAt: 0)
+        n.sessionLost()
+        #expect(fences(n.step(now: 0.5, cluster: view(leader: "pg1"), local: primary())))
+    }
+
+    /// The agent restarted under a running primary: a key in its name on its old lease is taken over by its
+    /// revision (never blindly), after writes stopped.
+    @Test func aRestartedAgentTakesOverItsKeyByRevision() {
+        var n = HANode(settings: settings("pg1"))
+        #expect(fences(n.step(now: 0, cluster: view(leader: "pg1", lease: 5, revision: 42), local: primary())))
+        let stopped = LocalPostgres(state: .stopped(standby: false), systemIdentifier: Self.system, timeline: 1, position: 0x300_0000)
+        #expect(n.step(now: 0.1, cluster: view(leader: "pg1", lease: 5, revision: 42), local: stopped).actions == [.startSession])
+        n.sessionStarted(lease: 6, sentAt: 0.2)
+        #expect(n.step(now: 0.3, cluster: view(leader: "pg1", lease: 5, revision: 42), local: stopped).actions.contains(.acquireLeader(ifRevision: 42)))
+        n.renewed(sentAt: 0.4)
+        #expect(n.step(now: 0.5, cluster: view(leader: "pg1", lease: 6, revision: 43), local: stopped).actions.contains(.start))
+    }
+
+    @Test func maintenanceMeansNoAutomaticFailover() {
+        var s = node("pg2")
+        _ = s.step(now: 0, cluster: view(leader: "pg1"), local: standby(0x300_0000))
+        #expect(!acquires(s.step(now: 4, cluster: view(leader: nil, maintenance: true), local: standby(0x300_0000))))
+    }
+
+    /// A switchover: the leader waits until the target is caught up, then fences and lets the key go; only the
+    /// target takes it; it clears the switchover once it leads.
+    @Test func switchoverHandsOverToTheTargetOnly() {
+        let sw = ClusterView.Switchover(from: "pg1", to: "pg3")
+        var p = node("pg1")
+        let far = MemberStatus(name: "pg3", role: .standby, timeline: 1, position: 0x100_0000, candidate: true)
+        let wait = p.step(now: 0, cluster: view(leader: "pg1", members: [far], switchover: sw), local: primary(0x300_0000))
+        #expect(!fences(wait) && wait.reason.contains("behind"))
+        p.renewed(sentAt: 0)
+        let near = MemberStatus(name: "pg3", role: .standby, timeline: 1, position: 0x300_0000, candidate: true)
+        let go = p.step(now: 1, cluster: view(leader: "pg1", members: [near], switchover: sw), local: primary(0x300_0000))
+        #expect(go.actions.suffix(2) == [.fence("switchover to pg3"), .releaseLeader])
+        // pg2 may not take the freed key while pg3 is live; pg3 may.
+        var other = node("pg2")
+        _ = other.step(now: 0, cluster: view(leader: "pg1"), local: standby(0x300_0000))
+        #expect(!acquires(other.step(now: 2, cluster: view(leader: nil, members: [near], switchover: sw), local: standby(0x300_0000))))
+        var target = node("pg3")
+        _ = target.step(now: 0, cluster: view(leader: "pg1"), local: standby(0x300_0000))
+        #expect(acquires(target.step(now: 2, cluster: view(leader: nil, switchover: sw), local: standby(0x300_0000))))
+        #expect(target.step(now: 2.1, cluster: view(leader: "pg3", switchover: sw), local: standby(0x300_0000)).actions.contains(.clearSwitchover))
+        // The target gone: the others are not held back by a stale switchover.
+        #expect(acquires(other.step(now: 3, cluster: view(leader: nil, switchover: sw), local: standby(0x300_0000))))
+    }
+
+    @Test func aForeignDataDirectoryRefusesToJoin() {
+        var n = node("pg4")
+        var local = standby(0x300_0000)
+        local.systemIdentifier = "7300000000000000999"
+        let d = n.step(now: 0, cluster: view(leader: "pg1"), local: local)
+        #expect(d.role == .refused && d.actions.isEmpty)
+        #expect(n.step(now: 1, cluster: view(leader: nil), local: local).actions.isEmpty)
+    }
+
+    /// Bootstrap: the first to take the initialize key runs initdb, starts, takes the leader key and records the
+    /// system; the others wait, then clone the leader.
+    @Test func bootstrapOneInitsTheOthersClone() {
+        var a = node("pg1"), b = node("pg2")
+        let empty = LocalPostgres(state: .absent)
+        var v = ClusterView()
+        #expect(a.step(now: 0, cluster: v, local: empty).actions.contains(.takeInitializeKey))
+        v.bootstrapper = "pg1"
+        #expect(a.step(now: 1, cluster: v, local: empty).actions.contains(.initdb))
+        #expect(!b.step(now: 1, cluster: v, local: empty).actions.contains(.initdb))
+        let fresh = LocalPostgres(state: .running(standby: false), systemIdentifier: Self.system, timeline: 1, position: 0x100_0000)
+        a.renewed(sentAt: 1.5)
+        #expect(a.step(now: 2, cluster: v, local: fresh).actions.contains(.acquireLeader(ifRevision: nil)))
+        v.leader = .init(holder: "pg1", lease: 1, revision: 3)
+        #expect(a.step(now: 2.5, cluster: v, local: fresh).actions.contains(.publishInitialized(Self.system)))
+        v.initialized = Self.system
+        #expect(b.step(now: 3, cluster: v, local: empty).actions.contains(.clone(from: "pg1")))
+    }
+
+    @Test func settingsAreChecked() throws {
+        var s = HASettings(cluster: "shop", node: "pg1")
+        try s.validate()
+        s.fencingDeadline = s.ttl
+        #expect(throws: (any Error).self) { try s.validate() }
+        s = HASettings(cluster: "../x", node: "pg1")
+        #expect(throws: (any Error).self) { try s.validate() }
+        s = HASettings(cluster: "shop", node: String(repeating: "a", count: 64))
+        #expect(throws: (any Error).self) { try s.validate() }
+        s = HASettings(cluster: "shop", node: "pg1")
+        s.ttl = .nan
+        #expect(throws: (any Error).self) { try s.validate() }
+    }
+}
