@@ -105,7 +105,7 @@ let package = Package(
         // The plan file (lifeboat.yaml): sources, schedules (cron), retention, objectives, checks, alerts; its
         // validation against the world, and the preview of what the agent will do.
         .target(name: "LifeboatPlan", dependencies: [
-            "LifeboatCore", "LifeboatConfig", "LifeboatSites", "LifeboatFailover", .product(name: "Yams", package: "Yams"),
+            "LifeboatCore", "LifeboatConfig", "LifeboatSites", "LifeboatFailover", "LifeboatHA", .product(name: "Yams", package: "Yams"),
         ], swiftSettings: swift6),
         // Failover: health state machine and pool selection (pure), proxy config.
         .target(name: "LifeboatFailover", dependencies: ["LifeboatConfig", .product(name: "Yams", package: "Yams")], swiftSettings: swift6),
@@ -129,8 +129,11 @@ let package = Package(
         // PostgreSQL's WAL as files: segment names, headers and transaction times, timeline histories, the chain of
         // an archive and the plan of a point-in-time recovery. Pure.
         .target(name: "LifeboatWAL", dependencies: ["LifeboatCore"], swiftSettings: swift6),
-        // The HA decisions (leader lease, fencing, failover candidates): pure, no networking, no processes.
-        .target(name: "LifeboatHA", dependencies: ["LifeboatCore"], swiftSettings: swift6),
+        // The HA decisions (leader lease, fencing, failover candidates) and the `ha:` section: pure, no networking,
+        // no processes.
+        .target(name: "LifeboatHA", dependencies: ["LifeboatCore", "LifeboatConfig", "LifeboatFailover", .product(name: "Yams", package: "Yams")], swiftSettings: swift6),
+        // etcd v3 through its JSON gateway (EtcdClient), the HA cluster's keys (HAKeys) and store actions (HAStore).
+        .target(name: "LifeboatEtcd", dependencies: ["LifeboatHA", "LifeboatHTTP", "LifeboatCore"], swiftSettings: swift6),
         // PostgreSQL continuous archiving into a repository: wal-push (and its helper), wal-fetch (and its prefetch),
         // base backups through the backup API (psql), point-in-time restore, the catalog of records.
         .target(name: "LifeboatPostgres", dependencies: [
@@ -198,7 +201,8 @@ let package = Package(
         .testTarget(name: "LifeboatProxyTests", dependencies: ["LifeboatProxy", "LifeboatFailover"], swiftSettings: swift6),
         .testTarget(name: "LifeboatAgentTests", dependencies: ["LifeboatAgent", "LifeboatDrill", "LifeboatProcess", "LifeboatPlan", "LifeboatCore", "LifeboatSnapshot", "LifeboatSites"], swiftSettings: swift6),
         .testTarget(name: "LifeboatDrillTests", dependencies: ["LifeboatDrill", "LifeboatPlan", "LifeboatProcess", "LifeboatCore"], swiftSettings: swift6),
-        .testTarget(name: "LifeboatHATests", dependencies: ["LifeboatHA"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatHATests", dependencies: ["LifeboatHA", "LifeboatFailover"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatEtcdTests", dependencies: ["LifeboatEtcd", "LifeboatHA", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatWALTests", dependencies: ["LifeboatWAL", "LifeboatCore", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatPostgresTests", dependencies: ["LifeboatPostgres", "LifeboatWAL", "LifeboatRepository", "LifeboatStorage", "LifeboatCrypto", "LifeboatCore"], swiftSettings: swift6),
         .testTarget(name: "LifeboatSQLiteTests", dependencies: [

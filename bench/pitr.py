@@ -7,7 +7,8 @@
    `archive-async=y`, `process-max=2`): the archive lag of every segment, from the moment PostgreSQL marks it ready
    (its `.ready` file appears) to the moment archive_command returns for it, p50 and p99;
 3. a restore to the time in the middle of the load, replay included: from the command's start until the restored
-   server has promoted (it accepts a query outside recovery);
+   server has promoted (it accepts a query outside recovery); --restore-rounds times (default 3) from the same
+   repository, the page cache dropped before each, the fastest counted;
 4. a backlog: archiving stopped (archive_command fails), --backlog segments of bulk inserts, then the tool's
    archive_command again: the time until PostgreSQL has no segment left to archive;
 5. the repository's size at the end.
@@ -15,7 +16,8 @@ Both encrypt (Lifeboat always; pgBackRest aes-256-cbc) and compress with zstd (p
 Targets (issue 15): backlog drained at least as fast as pgBackRest, archive lag p99 below 2 s, restore time at most
 1.0x pgBackRest's, storage at most 1.1x.
 
-Usage: python3 bench/pitr.py [--scale 100] [--clients 8] [--seconds 300] [--backlog 500] [--bin .build/release/lifeboat]
+Usage: python3 bench/pitr.py [--scale 100] [--clients 8] [--seconds 300] [--backlog 500] [--restore-rounds 3]
+       [--bin .build/release/lifeboat]
 Runs as root; the cluster and both tools run as postgres. Needs postgresql-15 (pgbench) and pgbackrest."""
 import argparse, json, os, shutil, signal, subprocess, sys, tempfile, threading, time
 
@@ -27,6 +29,7 @@ ap.add_argument("--backlog", type=int, default=500)
 ap.add_argument("--bin", default=os.environ.get("LIFEBOAT_BIN", ".build/release/lifeboat"))
 ap.add_argument("--out", default="bench/results")
 ap.add_argument("--tools", default="lifeboat,pgbackrest")
+ap.add_argument("--restore-rounds", type=int, default=3)
 a = ap.parse_args()
 PGBIN = "/usr/lib/postgresql/15/bin"
 if not shutil.which("pgbackrest"):
@@ -182,30 +185,41 @@ for tool in a.tools.split(","):
     r["lag_p50"], r["lag_p99"], r["lag_max"] = pct(lags, 50), pct(lags, 99), max(lags) if lags else float("nan")
     r["tps"] = next((l.split("=")[1].split()[0] for l in tps.splitlines() if l.startswith("tps")), "?")
     print("  load: %s tps, %d segments, archive lag p50 %.2f s, p99 %.2f s, max %.2f s" % (r["tps"], r["segments"], r["lag_p50"], r["lag_p99"], r["lag_max"]), flush=True)
-    # 3. Restore to the middle of the load, replay included.
-    dest = work + "/restored"
-    shutil.rmtree(dest, ignore_errors=True); os.makedirs(dest); sh(["chown", "postgres:", dest]); os.chmod(dest, 0o700)
-    os.makedirs(work + "/rsock", exist_ok=True); sh(["chown", "postgres:", work + "/rsock"])
-    t = time.time()
-    if tool == "lifeboat":
-        pg(*LBR, "pg", "restore", "--time", target, "--target", dest, "--no-archive")
-    else:
-        pg(*BR, "--pg1-path=" + dest, "restore", "--type=time", "--target=" + target.replace("T", " ").replace("Z", "+00"),
-           "--target-action=promote", "--archive-mode=off")
-    r["restore_files_seconds"] = time.time() - t
-    pg(PGBIN + "/pg_ctl", "start", "-D", dest, "-l", work + "/restored.log", "-o", f"-c listen_addresses='' -k {work}/rsock -c port=5433")
-    while True:
-        q = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-q", "-h", work + "/rsock", "-p", "5433", "-U", "postgres",
-                            "-c", "SELECT pg_is_in_recovery()"], capture_output=True, text=True)
-        if q.stdout.strip() == "f": break
-        if time.time() - t > 3600: sys.exit("the restored server did not promote")
-        time.sleep(0.05)
-    r["restore_seconds"] = time.time() - t
-    pg(PGBIN + "/pg_ctl", "stop", "-D", dest, "-m", "fast")
-    # Each tool's load writes its own WAL: the segments replayed say how much work the restore had.
-    r["replayed_segments"] = sum(1 for l in open(work + "/restored.log") if "restored log file" in l and ".history" not in l)
-    print("  restore to %s: %.1f s (files %.1f s, replay and promotion %.1f s; %d segments replayed)" % (
-        target, r["restore_seconds"], r["restore_files_seconds"], r["restore_seconds"] - r["restore_files_seconds"], r["replayed_segments"]), flush=True)
+    # 3. Restore to the middle of the load, replay included: --restore-rounds times from the same repository, each
+    # with the page cache dropped first (neither tool finds its repository or the last copy in memory); the
+    # fastest round counts, as for every other figure of the benchmarks.
+    rounds = []
+    for rnd in range(a.restore_rounds):
+        dest = work + "/restored"
+        shutil.rmtree(dest, ignore_errors=True); os.makedirs(dest); sh(["chown", "postgres:", dest]); os.chmod(dest, 0o700)
+        os.makedirs(work + "/rsock", exist_ok=True); sh(["chown", "postgres:", work + "/rsock"])
+        if os.path.exists(work + "/restored.log"): os.unlink(work + "/restored.log")
+        sh(["sync"])
+        with open("/proc/sys/vm/drop_caches", "w") as f: f.write("3\n")
+        t = time.time()
+        if tool == "lifeboat":
+            pg(*LBR, "pg", "restore", "--time", target, "--target", dest, "--no-archive")
+        else:
+            pg(*BR, "--pg1-path=" + dest, "restore", "--type=time", "--target=" + target.replace("T", " ").replace("Z", "+00"),
+               "--target-action=promote", "--archive-mode=off")
+        files = time.time() - t
+        pg(PGBIN + "/pg_ctl", "start", "-D", dest, "-l", work + "/restored.log", "-o", f"-c listen_addresses='' -k {work}/rsock -c port=5433")
+        while True:
+            q = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-q", "-h", work + "/rsock", "-p", "5433", "-U", "postgres",
+                                "-c", "SELECT pg_is_in_recovery()"], capture_output=True, text=True)
+            if q.stdout.strip() == "f": break
+            if time.time() - t > 3600: sys.exit("the restored server did not promote")
+            time.sleep(0.05)
+        total = time.time() - t
+        pg(PGBIN + "/pg_ctl", "stop", "-D", dest, "-m", "fast")
+        # Each tool's load writes its own WAL: the segments replayed say how much work the restore had.
+        replayed = sum(1 for l in open(work + "/restored.log") if "restored log file" in l and ".history" not in l)
+        rounds.append((total, files, replayed))
+        print("  restore to %s, round %d: %.1f s (files %.1f s, replay and promotion %.1f s; %d segments restored by restore_command)" % (
+            target, rnd + 1, total, files, total - files, replayed), flush=True)
+    best = min(rounds)
+    r["restore_seconds"], r["restore_files_seconds"], r["replayed_segments"] = best
+    r["restore_rounds"] = [x[0] for x in rounds]
     # 4. Backlog: archiving off, bulk inserts until --backlog segments wait, then the tool drains them.
     set_archive(None, tool)
     while ready_count() < a.backlog:
@@ -228,7 +242,7 @@ with open(os.path.join(a.out, "pitr-%s.json" % stamp), "w") as f:
     json.dump({"scale": a.scale, "clients": a.clients, "seconds": a.seconds, "backlog": a.backlog, "results": results}, f, indent=1)
 rows = [("base backup", "backup_seconds", "%.1f s"), ("base backup size", "backup_bytes", "MiB"), ("archive lag p50", "lag_p50", "%.2f s"),
         ("archive lag p99", "lag_p99", "%.2f s"), ("restore to mid-run, replay included", "restore_seconds", "%.1f s"),
-        ("segments replayed by that restore", "replayed_segments", "%d"),
+        ("segments restore_command fetched in that restore", "replayed_segments", "%d"),
         ("backlog drain", "drain_seconds", "%.1f s"), ("repository after the run", "repo_bytes", "GiB")]
 print("\n| PostgreSQL 15, pgbench scale %d, %d clients, %d s; backlog %d segments | %s |" % (a.scale, a.clients, a.seconds, a.backlog, " | ".join(results)))
 print("|---|" + "---:|" * len(results))

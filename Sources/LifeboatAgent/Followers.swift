@@ -75,7 +75,7 @@ extension Agent {
                     case .shipped(_, _, let n, let bytes, _):
                         self.metrics.sqliteShipped(source: source, transactions: n, bytes: bytes)
                         Task { await self.followerStored(source: source, site: site) }
-                    case .checkpoint: break
+                    case .checkpoint, .synced: break
                     case .retrying(let why): logger.warning("sqlite follower cannot store, trying again", metadata: meta.merging(["error": "\(why)"]) { a, _ in a })
                     }
                 }

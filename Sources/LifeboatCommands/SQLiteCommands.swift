@@ -66,6 +66,8 @@ struct SQLiteReplicate: AsyncParsableCommand {
                     out.emit(["message_type": "sqlite_snapshot", "id": id.hex, "generation": g, "bytes": bytes])
                 case .shipped(let id, let seq, let n, let bytes, let newest):
                     out.emit(["message_type": "sqlite_wal", "id": id.hex, "seq": seq, "transactions": n, "bytes": bytes, "newest": Timestamp.format(newest)])
+                case .synced(let through):
+                    out.emit(["message_type": "sqlite_synced", "through": Timestamp.format(through)])
                 case .checkpoint(let log, let done):
                     out.emit(["message_type": "sqlite_checkpoint", "log_frames": log, "checkpointed_frames": done])
                 case .retrying(let why):

@@ -16,10 +16,12 @@ public final class AsyncHTTPTransport: HTTPTransport {
     let host: String
     /// `host:port` of the origin, as errors name it.
     let peer: String
+    let maxBody: Int
 
     /// - Parameter origin: `http://host:port` or `https://host:port` (no path).
     public init(origin: String, options: HTTPOptions = .fromEnvironment()) throws {
         self.origin = origin
+        maxBody = options.maxBody
         let url = URL(string: origin)
         host = url?.host ?? origin
         peer = NetworkErrorText.peer(host: host, port: url?.port ?? (origin.hasPrefix("https:") ? 443 : 80))
@@ -65,7 +67,7 @@ public final class AsyncHTTPTransport: HTTPTransport {
             let expected = response.headers.first(name: "content-length").flatMap(Int.init)
             var body = Data()
             if spec.method != "HEAD" {
-                let buffer = try await response.body.collect(upTo: 1 << 30)
+                let buffer = try await response.body.collect(upTo: maxBody)
                 body = Data(buffer: buffer)
                 if let expected, body.count != expected {
                     throw StorageError(.transient, "\(spec.method) \(origin): the body was cut short (\(body.count) of \(expected) bytes)")

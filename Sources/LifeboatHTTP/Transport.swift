@@ -66,6 +66,8 @@ public struct HTTPOptions: Sendable {
     public var caCertFile: String? = nil
     /// Trust any certificate (testing only).
     public var insecureTLS = false
+    /// The largest answer body read (a longer one is an error, not a larger buffer).
+    public var maxBody = 1 << 30
 
     public init() {}
 

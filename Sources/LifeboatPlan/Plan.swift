@@ -2,6 +2,7 @@ import Foundation
 import LifeboatConfig
 import LifeboatCore
 import LifeboatFailover
+import LifeboatHA
 import LifeboatSites
 import Yams
 
@@ -280,6 +281,8 @@ public struct Plan: Sendable {
     public var checks: ChecksJob?
     public var prune: PeriodicJob?
     public var proxy: ProxyConfig?
+    /// `ha:` (issue 16; read and checked here, run by `lifeboat ha` once it exists: docs/HA.md).
+    public var ha: HAConfig?
     public var limits = Limits()
     public var alerts: [AlertTarget] = []
     public var agent = AgentSettings()
@@ -303,7 +306,7 @@ public struct Plan: Sendable {
     public static func parse(_ text: String, path: String, timeZone: TimeZone = .current) throws -> Plan {
         let y = YAMLReader(path: path)
         let (top, root) = try y.document(text, describedAs: "`sites:` and `sources:`")
-        try y.keys(top, ["sites", "sources", "checks", "prune", "replication", "proxy", "limits", "alerts", "agent", "timezone", "drills", "mass_change"])
+        try y.keys(top, ["sites", "sources", "checks", "prune", "replication", "proxy", "ha", "limits", "alerts", "agent", "timezone", "drills", "mass_change"])
         let sites = try SitesConfig.parse(top, root: root, reader: y, replicationKeys: ["max_lag"])
         var plan = Plan(path: path, sites: sites, sources: [])
         var zone = timeZone
@@ -338,6 +341,7 @@ public struct Plan: Sendable {
             plan.prune = try job(m, p, y, zone)
         }
         if let p = top["proxy"] { plan.proxy = try ProxyConfig.parse(try y.mapping(p, "`proxy:`"), root: p, reader: y) }
+        if let h = top["ha"] { plan.ha = try HAConfig.parse(try y.mapping(h, "`ha:`"), owner: h, reader: y) }
         if let l = top["limits"] {
             let m = try y.mapping(l, "`limits:`")
             try y.keys(m, ["jobs", "nice", "ionice"])

@@ -27,6 +27,10 @@ public struct SQLiteFollower: Sendable {
         case snapshot(ID, generation: String, bytes: Int)
         case shipped(ID, seq: Int, transactions: Int, bytes: Int, newest: Date)
         case checkpoint(log: Int, done: Int)
+        /// After a store: every transaction committed before `through` (the start of the read that copied the
+        /// newest one stored) is in the repository. A transaction's own time is when a read saw it, which may be
+        /// later than its commit; so "stored up to T" is said by this event, not by a record's newest time.
+        case synced(through: Date)
         /// Shipping or copying failed; the follower tries again (what is copied is kept).
         case retrying(String)
     }
@@ -156,7 +160,10 @@ public struct SQLiteFollower: Sendable {
                 }
                 // Nothing copied is waiting: every transaction committed before this turn's poll is stored.
                 let waiting = shippedNow || checkpointed ? try await onQueue(queue) { core.value.pendingBytes } : pending
-                if !failing && waiting == 0 { control?.synced(now) }
+                if !failing && waiting == 0 {
+                    control?.synced(now)
+                    if shippedNow { events(.synced(through: now)) }
+                }
                 // Stopping: once the WAL was read to its end and what it held is shipped.
                 if stopping && polled { return }
                 let asked = control?.snapshotWanted == true

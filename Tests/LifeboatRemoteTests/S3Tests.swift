@@ -86,18 +86,7 @@ final class MotoServer {
         throw StorageError(.permanent, "moto_server did not start (3 tries, last port \(port)): install it with pip install 'moto[server]'")
     }
 
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) { a in
-            a.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        return ok ? Int(UInt16(bigEndian: addr.sin_port)) : Int.random(in: 20000...30000)
-    }
+    static func freePort() -> Int { freeLoopbackPort() }
 
     /// Waits (at most 30 s) until the port accepts connections; false when the process exits first or time runs out.
     static func waitListening(_ port: Int, while process: Process) -> Bool {

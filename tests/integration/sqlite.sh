@@ -44,16 +44,17 @@ new_app() {
 }
 pause_writer() { kill -USR1 "$WRITER"; wait_until 30 "the writer to pause" test -f "$1/paused"; }
 resume_writer() { kill -USR2 "$WRITER"; wait_until 30 "the writer to resume" test ! -f "$1/paused"; }
-# stored_after LOG T: replicate's --json log has a WAL record whose newest transaction was seen at or after T
-# (Unix seconds): that poll began after T, so every transaction committed before T is stored.
+# stored_after LOG T: replicate's --json log says every transaction committed before a moment at or after T (Unix
+# seconds) is stored (`sqlite_synced`). (A WAL record's `newest` is when a read saw its last transaction, which can
+# be later than a read that began before that commit: it proves nothing about T.)
 stored_after() {
   python3 - "$1" "$2" <<'PYEOF'
 import json, sys, datetime
 t = float(sys.argv[2])
 for line in open(sys.argv[1]):
-    if '"sqlite_wal"' not in line: continue
+    if '"sqlite_synced"' not in line: continue
     d = json.loads(line)
-    n = datetime.datetime.fromisoformat(d["newest"][:26].rstrip("Z") + "+00:00").timestamp()
+    n = datetime.datetime.fromisoformat(d["through"][:26].rstrip("Z") + "+00:00").timestamp()
     if n >= t: sys.exit(0)
 sys.exit(1)
 PYEOF
