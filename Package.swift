@@ -198,7 +198,7 @@ let package = Package(
             "LifeboatREST", "LifeboatS3", "LifeboatServer", "LifeboatHTTP", "LifeboatTestSupport", "LifeboatCore",
         ], swiftSettings: swift6),
         .testTarget(name: "LifeboatFailoverTests", dependencies: ["LifeboatFailover"], swiftSettings: swift6),
-        .testTarget(name: "LifeboatProxyTests", dependencies: ["LifeboatProxy", "LifeboatFailover"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatProxyTests", dependencies: ["LifeboatProxy", "LifeboatFailover", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatAgentTests", dependencies: ["LifeboatAgent", "LifeboatDrill", "LifeboatProcess", "LifeboatPlan", "LifeboatCore", "LifeboatSnapshot", "LifeboatSites"], swiftSettings: swift6),
         .testTarget(name: "LifeboatDrillTests", dependencies: ["LifeboatDrill", "LifeboatPlan", "LifeboatProcess", "LifeboatCore"], swiftSettings: swift6),
         .testTarget(name: "LifeboatHATests", dependencies: ["LifeboatHA", "LifeboatFailover"], swiftSettings: swift6),

@@ -1,5 +1,6 @@
 import Foundation
 import LifeboatCore
+import LifeboatHA
 import LifeboatHTTP
 import Synchronization
 
@@ -43,8 +44,7 @@ public final class EtcdClient: Sendable {
         guard !endpoints.isEmpty, endpoints.count <= 16 else { throw LifeboatError.invalid("ha.etcd.endpoints: give 1 to 16 endpoints") }
         var t: [any HTTPTransport] = []
         for e in endpoints {
-            guard let u = URL(string: e), u.scheme == "http" || u.scheme == "https", u.host != nil, u.path.isEmpty || u.path == "/",
-                  u.query == nil, u.user == nil else {
+            guard HAConfig.validEndpoint(e) else {
                 throw LifeboatError.invalid("ha.etcd.endpoints: \"\(e.prefix(100))\" is not an http://host:port address")
             }
             var o = HTTPOptions()
@@ -160,9 +160,7 @@ public final class EtcdClient: Sendable {
     }
 
     public func put(_ key: String, _ value: [UInt8], lease: Int64 = 0) async throws {
-        var p: [String: Any] = ["key": Self.b64(key), "value": Data(value).base64EncodedString()]
-        if lease != 0 { p["lease"] = String(lease) }
-        _ = try await call("/v3/kv/put", p)
+        _ = try await call("/v3/kv/put", putRequest(key, value, lease))
     }
 
     /// Deletes `key` only if it holds `expected`. True when it did.
@@ -175,11 +173,14 @@ public final class EtcdClient: Sendable {
         _ = try await call("/v3/kv/deleterange", ["key": Self.b64(key)])
     }
 
-    func put(_ key: String, _ value: [UInt8], _ lease: Int64) -> [String: Any] {
+    /// A put's body (`/v3/kv/put`, or inside a transaction as `requestPut`).
+    func putRequest(_ key: String, _ value: [UInt8], _ lease: Int64) -> [String: Any] {
         var p: [String: Any] = ["key": Self.b64(key), "value": Data(value).base64EncodedString()]
         if lease != 0 { p["lease"] = String(lease) }
-        return ["requestPut": p]
+        return p
     }
+
+    func put(_ key: String, _ value: [UInt8], _ lease: Int64) -> [String: Any] { ["requestPut": putRequest(key, value, lease)] }
 
     func txn(_ compare: [[String: Any]], _ success: [String: Any]) async throws -> Bool {
         let o = try await call("/v3/kv/txn", ["compare": compare, "success": [success]])

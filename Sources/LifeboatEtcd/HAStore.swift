@@ -118,7 +118,8 @@ public struct HAStore: Sendable {
             switch action {
             case .startSession:
                 let sent = clock()
-                let g = try await client.grant(ttl: Int(settings.ttl.rounded(.up)))
+                let ttl = settings.ttl.isFinite ? Int(min(max(settings.ttl, 2), 3600).rounded(.up)) : 10
+                let g = try await client.grant(ttl: ttl)
                 node.sessionStarted(lease: g.id, sentAt: sent)
                 return (true, nil)
             case .renewLease:

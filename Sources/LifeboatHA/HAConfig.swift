@@ -56,8 +56,7 @@ public struct HAConfig: Sendable, Equatable {
             throw y.error(em["endpoints"] ?? e, "`etcd.endpoints` must list 1 to 16 addresses such as http://etcd1:2379")
         }
         for (i, s) in endpoints.enumerated() {
-            guard let u = URL(string: s), u.scheme == "http" || u.scheme == "https", u.host != nil, u.path.isEmpty || u.path == "/",
-                  u.query == nil, u.user == nil else {
+            guard validEndpoint(s) else {
                 throw y.error(em["endpoints"]?.sequence?[i] ?? em["endpoints"], "`etcd.endpoints`: \"\(s.prefix(100))\" is not http://HOST:PORT")
             }
         }
@@ -114,6 +113,12 @@ public struct HAConfig: Sendable, Equatable {
         }
         return HAConfig(settings: s, etcdEndpoints: endpoints, synchronous: try y.bool(m, "synchronous") ?? false, api: api,
                         postgres: pg, watchdog: watchdog)
+    }
+
+    /// An etcd endpoint: `http(s)://HOST[:PORT]`, nothing else (no path, query or credentials).
+    public static func validEndpoint(_ s: String) -> Bool {
+        guard let u = URL(string: s), u.scheme == "http" || u.scheme == "https", u.host != nil else { return false }
+        return (u.path.isEmpty || u.path == "/") && u.query == nil && u.user == nil
     }
 
     /// Bytes in `1048576`, `512kB`, `1MB`, `16MiB`, `1GB`: units as PostgreSQL reads them (kB, MB, GB, TB are

@@ -142,6 +142,21 @@ final class EtcdServer {
         await c.shutdown()
     }
 
+    /// Settings that never went through `validate()` (a NaN or huge TTL) start a session with a bounded TTL, no trap.
+    @Test func anUncheckedTTLIsBounded() async throws {
+        let server = try EtcdServer()
+        defer { server.stop() }
+        let c = try EtcdClient(endpoints: [server.endpoint], timeout: 2)
+        for ttl in [Double.nan, .infinity, 1e300, -5] {
+            var s = HASettings(cluster: "x", node: "n1")
+            s.ttl = ttl
+            var n = HANode(settings: s)
+            let r = await HAStore(client: c, settings: s).perform(.startSession, node: &n)
+            #expect(r.ok && n.lease != nil, "ttl \(ttl): \(r.note ?? "")")
+        }
+        await c.shutdown()
+    }
+
     /// The first endpoint is dead: the second answers, and is asked first from then on.
     @Test func aDeadEndpointIsPassedOver() async throws {
         let server = try EtcdServer()

@@ -1,5 +1,6 @@
 import Foundation
 import LifeboatFailover
+import LifeboatTestSupport
 import Synchronization
 import Testing
 @testable import LifeboatProxy
@@ -59,18 +60,7 @@ final class TestServer: @unchecked Sendable {
 }
 
 /// A port with nothing listening on it (bound to port 0, then closed).
-func closedPort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var a = sockaddr_in()
-    a.sin_family = sa_family_t(AF_INET)
-    a.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &a) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-    }
-    return Int(UInt16(bigEndian: a.sin_port))
-}
+func closedPort() -> Int { freeLoopbackPort() }
 
 func connectTo(_ port: Int) -> Int32 {
     let c = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
