@@ -99,7 +99,7 @@ public struct LifeboatCommand: AsyncParsableCommand {
             RestoreCommand.self, DumpCommand.self, FindCommand.self, StatsCommand.self, CheckCommand.self,
             ForgetCommand.self, PruneCommand.self, RepairCommand.self, UnlockCommand.self, KeyCommand.self, CopyCommand.self,
             ReplicateCommand.self, SitesCommand.self, ServeCommand.self, ProxyCommand.self, ConfigCommand.self, PlanCommand.self,
-            AgentCommand.self, StatusCommand.self, RecoveryKitCommand.self, DrillCommand.self, PlaybookCommand.self, PostgresCommand.self, SQLiteCommand.self, DatabaseCommand.self,
+            AgentCommand.self, StatusCommand.self, RecoveryKitCommand.self, DrillCommand.self, PlaybookCommand.self, PostgresCommand.self, SQLiteCommand.self, DatabaseCommand.self, HACommand.self,
             CompletionCommand.self, VersionCommand.self,
         ]
     )

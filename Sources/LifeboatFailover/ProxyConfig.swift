@@ -55,6 +55,12 @@ public struct CheckConfig: Sendable, Equatable {
     /// https: extra CA certificates (PEM) to trust, and whether to verify the certificate at all.
     public var caFile: String? = nil
     public var tlsVerify = true
+    /// Check this port (and host) instead of the backend's address: route to a node's PostgreSQL while asking its
+    /// HA API (`GET /primary` on port 8008), as HAProxy's `check port`/`addr`. A backend's own `check_port` and
+    /// `check_address` win over these.
+    public var port: Int? = nil
+    public var address: String? = nil
+    public init() {}
 }
 
 public struct BackendConfig: Sendable, Equatable {
@@ -64,6 +70,19 @@ public struct BackendConfig: Sendable, Equatable {
     public var weight: Int
     /// Drills may disable, promote or kill it (`chaos: true`); no drill touches another backend.
     public var chaos = false
+    /// Where its health check goes, when not to `address` (see `CheckConfig.port`).
+    public var checkPort: Int? = nil
+    public var checkAddress: String? = nil
+
+    public init(name: String, address: Endpoint, priority: Int, weight: Int, chaos: Bool = false, checkPort: Int? = nil, checkAddress: String? = nil) {
+        self.name = name; self.address = address; self.priority = priority; self.weight = weight; self.chaos = chaos
+        self.checkPort = checkPort; self.checkAddress = checkAddress
+    }
+
+    /// The endpoint its health check connects to.
+    public func checkTarget(_ c: CheckConfig) -> Endpoint {
+        Endpoint(host: checkAddress ?? c.address ?? address.host, port: checkPort ?? c.port ?? address.port)
+    }
 }
 
 public struct PoolConfig: Sendable, Equatable {
@@ -133,7 +152,7 @@ public struct ProxyConfig: Sendable, Equatable {
             if let c = m["check"] {
                 let cm = try y.mapping(c, "`check:`")
                 try y.keys(cm, ["type", "interval", "timeout", "fall", "rise", "path", "expect_status", "expect_body", "command",
-                                "ca_file", "tls_verify"])
+                                "ca_file", "tls_verify", "port", "address"])
                 check.kind = try y.enumValue(cm, "type", CheckConfig.Kind.self) ?? .tcp
                 check.interval = try y.duration(cm, "interval", DurationLimits.checkInterval) ?? check.interval
                 check.timeout = try y.duration(cm, "timeout", DurationLimits.checkTimeout) ?? check.timeout
@@ -145,6 +164,8 @@ public struct ProxyConfig: Sendable, Equatable {
                 check.command = try y.strings(cm, "command") ?? []
                 check.caFile = try y.string(cm, "ca_file")
                 check.tlsVerify = try y.bool(cm, "tls_verify") ?? true
+                check.port = try y.int(cm, "port", 1...65535)
+                check.address = try y.checkHost(cm, "address")
                 if let ca = check.caFile, !FileManager.default.isReadableFile(atPath: ca) {
                     throw y.error(cm["ca_file"], "cannot read the CA file \(ca)")
                 }
@@ -161,12 +182,13 @@ public struct ProxyConfig: Sendable, Equatable {
             var backends: [BackendConfig] = []
             for (i, b) in list.enumerated() {
                 let bm = try y.mapping(b, "each backend")
-                try y.keys(bm, ["name", "address", "priority", "weight", "chaos"])
+                try y.keys(bm, ["name", "address", "priority", "weight", "chaos", "check_port", "check_address"])
                 let bname = try y.string(bm, "name") ?? "backend\(i + 1)"
                 if backends.contains(where: { $0.name == bname }) { throw y.error(bm["name"], "duplicate backend name \"\(bname)\"") }
                 backends.append(BackendConfig(name: bname, address: try y.endpoint(bm, "address", owner: b),
                                               priority: try y.int(bm, "priority", 0...1_000_000) ?? (i + 1),
-                                              weight: try y.int(bm, "weight", 1...1000) ?? 1, chaos: try y.bool(bm, "chaos") ?? false))
+                                              weight: try y.int(bm, "weight", 1...1000) ?? 1, chaos: try y.bool(bm, "chaos") ?? false,
+                                              checkPort: try y.int(bm, "check_port", 1...65535), checkAddress: try y.checkHost(bm, "check_address")))
             }
             var onSwitch: [String]? = nil
             var hookTimeout = 10.0
@@ -198,6 +220,15 @@ public enum DurationLimits {
 }
 
 extension YAMLReader {
+    /// A host name or address for a check (`address`, `check_address`): what `Endpoint` accepts as a host.
+    func checkHost(_ m: Yams.Node.Mapping, _ k: String) throws -> String? {
+        guard let h = try string(m, k) else { return nil }
+        guard Endpoint.parse(h.contains(":") ? "[\(h)]:1" : "\(h):1") != nil else {
+            throw error(m[k], "`\(k)`: \"\(h.prefix(80))\" is not a host name or address")
+        }
+        return h
+    }
+
     public func endpoint(_ m: Yams.Node.Mapping, _ k: String, owner: Yams.Node?) throws -> Endpoint {
         let s = try string(m, k, required: true, owner: owner)!
         guard let e = Endpoint.parse(s) else { throw error(m[k], "`\(k)`: \"\(s)\" is not HOST:PORT (IPv6 as [ADDR]:PORT, port 1–65535)") }

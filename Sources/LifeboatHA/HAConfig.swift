@@ -17,6 +17,22 @@ public struct HAConfig: Sendable, Equatable {
         public var passwordFile: String?
         /// The operating-system user PostgreSQL runs as.
         public var runAs = "postgres"
+        /// The database superuser the agent connects as over the local socket (peer authentication as `run_as`).
+        public var superuser = "postgres"
+        /// Where the server's Unix socket lives (default: `<data_dir>.run`, beside the data directory: never inside
+        /// it, where pg_rewind would try to copy the socket, and never shared by two nodes on one host).
+        public var socketDir: String?
+        /// Server settings given on its command line (`-c name=value`) at every start, over the agent's own
+        /// (`wal_level`, `hot_standby`, `wal_log_hints`, `max_wal_senders`, `wal_keep_size`, …).
+        public var parameters: [String: String] = [:]
+        /// Lines appended to `pg_hba.conf` when this node bootstraps the cluster (`initdb`); the default lets the
+        /// replication user replicate and rewind from anywhere with a password (scram-sha-256).
+        public var pgHba: [String]? = nil
+        /// When `pg_rewind` fails (the old primary's WAL is gone), move the data directory aside (kept, renamed
+        /// `<data_dir>.rewind-failed-<time>`) and copy the leader anew; false: stay stopped and say so.
+        public var recloneOnRewindFailure = true
+        /// The socket directory in force.
+        public var socketDirectory: String { socketDir ?? dataDir + ".run" }
     }
 
     public var settings: HASettings
@@ -28,6 +44,9 @@ public struct HAConfig: Sendable, Equatable {
     public var postgres: PostgresNode
     /// Linux softdog for a stuck agent (validated; not used yet).
     public var watchdog = false
+    /// The token that actions on the API need (switchover, maintenance): `node.token_file`, else the agent's
+    /// `agent.token_file` when the section sits in lifeboat.yaml.
+    public var tokenFile: String?
 
     public static let ttlRange: ClosedRange<Double> = 2...3600
 
@@ -41,7 +60,11 @@ public struct HAConfig: Sendable, Equatable {
     public static func parse(_ text: String, path: String) throws -> HAConfig {
         let y = YAMLReader(path: path)
         let (top, root) = try y.document(text, describedAs: "`ha:`")
-        if let ha = top["ha"] { return try parse(try y.mapping(ha, "`ha:`"), owner: ha, reader: y) }
+        if let ha = top["ha"] {
+            var c = try parse(try y.mapping(ha, "`ha:`"), owner: ha, reader: y)
+            if c.tokenFile == nil, let a = top["agent"]?.mapping { c.tokenFile = try y.string(a, "token_file") }
+            return c
+        }
         return try parse(top, owner: root, reader: y)
     }
 
@@ -62,7 +85,7 @@ public struct HAConfig: Sendable, Equatable {
         }
         guard let n = m["node"] else { throw y.error(owner, "`node:` (this host's name, api and postgres) is required") }
         let nm = try y.mapping(n, "`node:`")
-        try y.keys(nm, ["name", "api", "postgres", "fencing", "no_failover"])
+        try y.keys(nm, ["name", "api", "postgres", "fencing", "no_failover", "token_file"])
         let name = try y.string(nm, "name", required: true, owner: n)!
         guard HASettings.validName(name) else { throw y.error(nm["name"], "`name`: \"\(name.prefix(80))\": use 1 to 63 letters, digits, '-', '_' or '.'") }
 
@@ -94,7 +117,8 @@ public struct HAConfig: Sendable, Equatable {
         let api = try y.endpoint(nm, "api", owner: n)
         guard let p = nm["postgres"] else { throw y.error(n, "`postgres: {data_dir: …, listen: HOST:PORT}` is required") }
         let pm = try y.mapping(p, "`postgres:`")
-        try y.keys(pm, ["bin_dir", "data_dir", "listen", "replication_user", "password_file", "run_as"])
+        try y.keys(pm, ["bin_dir", "data_dir", "listen", "replication_user", "password_file", "run_as", "superuser", "socket_dir",
+                         "parameters", "pg_hba", "reclone_on_rewind_failure"])
         let dataDir = try y.string(pm, "data_dir", required: true, owner: p)!
         guard dataDir.hasPrefix("/"), dataDir != "/" else { throw y.error(pm["data_dir"], "`data_dir` must be an absolute path (not /)") }
         var pg = PostgresNode(dataDir: dataDir, listen: try y.endpoint(pm, "listen", owner: p))
@@ -111,8 +135,55 @@ public struct HAConfig: Sendable, Equatable {
             guard HASettings.validName(r) else { throw y.error(pm["run_as"], "`run_as`: \"\(r.prefix(80))\" is not a user name") }
             pg.runAs = r
         }
+        if let u = try y.string(pm, "superuser") {
+            guard HASettings.validName(u) else { throw y.error(pm["superuser"], "`superuser`: \"\(u.prefix(80))\" is not a plain role name") }
+            pg.superuser = u
+        }
+        if let d = try y.string(pm, "socket_dir") {
+            guard d.hasPrefix("/"), d.utf8.count <= 80, plainSetting(d) else {
+                throw y.error(pm["socket_dir"], "`socket_dir` must be an absolute path of at most 80 plain characters (a socket's path is limited to 107 bytes)")
+            }
+            pg.socketDir = d
+        } else if dataDir.utf8.count > 76 || !plainSetting(dataDir) {
+            throw y.error(pm["data_dir"], "`data_dir` is long or holds unusual characters: give `socket_dir:` (an absolute path of at most 80 plain characters) for the server's socket")
+        }
+        if let params = pm["parameters"] {
+            let map = try y.mapping(params, "`parameters:`")
+            for (k, v) in map {
+                guard let name = k.string, name.utf8.count <= 63, !name.isEmpty,
+                      name.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F || $0 == 0x2E }) else {
+                    throw y.error(k, "`parameters`: \"\(k.string?.prefix(80) ?? "?")\" is not a PostgreSQL setting name")
+                }
+                guard let value = v.string ?? v.int.map(String.init), value.utf8.count <= 1024, plainSetting(value) else {
+                    throw y.error(v, "`parameters.\(name)`: give a plain value (letters, digits, spaces and . , : / _ - = * @ % ( ) only)")
+                }
+                guard !["port", "listen_addresses", "unix_socket_directories", "data_directory", "primary_conninfo", "cluster_name"].contains(name) else {
+                    throw y.error(k, "`parameters.\(name)` is set by the agent from `listen`, `socket_dir`, `data_dir` and the cluster")
+                }
+                pg.parameters[name] = value
+            }
+        }
+        pg.recloneOnRewindFailure = try y.bool(pm, "reclone_on_rewind_failure") ?? true
+        if let lines = try y.strings(pm, "pg_hba") {
+            for (i, l) in lines.enumerated() where l.contains("\n") || l.contains("\r") || l.utf8.count > 1024 {
+                throw y.error(pm["pg_hba"]?.sequence?[i] ?? pm["pg_hba"], "`pg_hba`: one line per entry, at most 1024 bytes")
+            }
+            pg.pgHba = lines
+        }
+        var tokenFile: String?
+        if let t = try y.string(nm, "token_file") {
+            guard t.hasPrefix("/") else { throw y.error(nm["token_file"], "`token_file` must be an absolute path") }
+            tokenFile = t
+        }
         return HAConfig(settings: s, etcdEndpoints: endpoints, synchronous: try y.bool(m, "synchronous") ?? false, api: api,
-                        postgres: pg, watchdog: watchdog)
+                        postgres: pg, watchdog: watchdog, tokenFile: tokenFile)
+    }
+
+    /// A value that passes through pg_ctl's shell inside single quotes and PostgreSQL's option parsing unchanged.
+    public static func plainSetting(_ s: String) -> Bool {
+        s.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || " .,:/_-=*@%()".utf8.contains(c)
+        }
     }
 
     /// An etcd endpoint: `http(s)://HOST[:PORT]`, nothing else (no path, query or credentials).

@@ -26,8 +26,11 @@ public enum HAAction: Sendable, Equatable {
     case start
     /// Promote the standby (`pg_promote()`).
     case promote
-    /// Stop taking writes now (stop the server), for the reason given.
+    /// Stop taking writes now (stop the server at once), for the reason given.
     case fence(String)
+    /// Stop the server cleanly (a checkpoint, every standby sent the last WAL) for a planned handover; the driver
+    /// falls back to `fence` if that does not end in time.
+    case stop(String)
     /// Make the server a standby of the named node (`primary_conninfo`, `standby.signal`), restarted.
     case follow(String)
     /// `pg_rewind` from the named node, then make the data directory its standby as `follow` does (the driver
@@ -208,6 +211,11 @@ public struct HANode: Sendable {
         var actions = base
         let me = settings.node
         if c.switchover?.to == me { actions.append(.clearSwitchover) }
+        // The key is still in this node's name, but its lease may be expiring (renewals failed): no start or
+        // promotion until a renewal succeeds.
+        guard mayWrite(at: now) else {
+            return HADecision(role: role(of: local), actions: actions, reason: "holding the leader key, but the lease was not renewed within \(format(settings.fencingDeadline)): not taking writes until a renewal succeeds")
+        }
         switch local.state {
         case .running(standby: false):
             needsRewind = false
@@ -221,7 +229,7 @@ public struct HANode: Sendable {
                     return HADecision(role: .primary, actions: actions, reason: "switchover to \(sw.to) waits: it is \(behind) bytes behind")
                 }
                 needsRewind = true
-                actions.append(.fence("switchover to \(sw.to)"))
+                actions.append(.stop("switchover to \(sw.to)"))
                 actions.append(.releaseLeader)
                 return HADecision(role: .fenced, actions: actions, reason: "switchover: stopping writes and handing the leader key to \(sw.to)")
             }
@@ -251,9 +259,11 @@ public struct HANode: Sendable {
         let leads = c.leader?.holder == me && c.leader?.lease == lease
         switch local.state {
         case .absent:
+            guard mayWrite(at: now) else { return HADecision(role: .bootstrapping, actions: actions, reason: "bootstrapping: waiting for a lease renewal before initdb") }
             actions.append(.initdb)
             return HADecision(role: .bootstrapping, actions: actions, reason: "bootstrapping: initdb")
         case .stopped:
+            guard mayWrite(at: now) else { return HADecision(role: .bootstrapping, actions: actions, reason: "bootstrapping: waiting for a lease renewal before starting the server") }
             actions.append(.start)
             return HADecision(role: .bootstrapping, actions: actions, reason: "bootstrapping: starting the server")
         case .running(let standby):
@@ -298,8 +308,9 @@ public struct HANode: Sendable {
             }
         }
         guard racing else { return nil }
-        if let sw = c.switchover, sw.to != me, c.members[sw.to] != nil {
-            return "a switchover to \(sw.to) is under way"
+        if let sw = c.switchover, c.members[sw.to] != nil {
+            // Only the target takes the key, and it defers to nobody (the others defer to it).
+            return sw.to == me ? nil : "a switchover to \(sw.to) is under way"
         }
         let ahead = c.members.values.filter { m in
             m.name != me && m.candidate && (m.timeline ?? 0) >= (local.timeline ?? 0)

@@ -281,7 +281,14 @@ public final class PoolController: Sendable {
 
     /// The backends to health-check now: ID, address as configured, and as resolved.
     var checkTargets: [(id: Int, endpoint: Endpoint, address: SocketAddress?)] {
-        live.withLock { l in l.state.members.enumerated().map { ($1.id, l.config.backends[$0].address, l.extras[$1.id]!.address) } }
+        live.withLock { l in
+            l.state.members.enumerated().map { i, m in
+                let b = l.config.backends[i]
+                let target = b.checkTarget(l.config.check)
+                // A check sent elsewhere than the traffic (`check.port`, `check_address`) resolves its own address.
+                return (m.id, target, target == b.address ? l.extras[m.id]!.address : nil)
+            }
+        }
     }
 }
 

@@ -38,7 +38,7 @@ import Testing
         return n
     }
 
-    func fences(_ d: HADecision) -> Bool { d.actions.contains { if case .fence = $0 { return true } else { return false } } }
+    func fences(_ d: HADecision) -> Bool { d.actions.contains { if case .fence = $0 { return true } else if case .stop = $0 { return true } else { return false } } }
     func acquires(_ d: HADecision) -> Bool { d.actions.contains { if case .acquireLeader = $0 { return true } else { return false } } }
 
     @Test func theLeaderRenewsPublishesAndStaysWhileRenewalsSucceed() {
@@ -102,6 +102,7 @@ import Testing
     @Test func aCaughtUpStandbyTakesAFreeLease() {
         var s = node("pg2")
         _ = s.step(now: 0, cluster: view(leader: "pg1"), local: standby(0x300_0000))
+        s.renewed(sentAt: 3.9)
         let d = s.step(now: 4, cluster: view(leader: nil, position: 0x300_1000), local: standby(0x300_0000, streaming: false))
         #expect(d.actions.contains(.acquireLeader(ifRevision: nil)))
         // Holding it, it promotes; promoted, it leads.
@@ -225,17 +226,37 @@ import Testing
         p.renewed(sentAt: 0)
         let near = MemberStatus(name: "pg3", role: .standby, timeline: 1, position: 0x300_0000, candidate: true)
         let go = p.step(now: 1, cluster: view(leader: "pg1", members: [near], switchover: sw), local: primary(0x300_0000))
-        #expect(go.actions.suffix(2) == [.fence("switchover to pg3"), .releaseLeader])
+        #expect(go.actions.suffix(2) == [.stop("switchover to pg3"), .releaseLeader])
         // pg2 may not take the freed key while pg3 is live; pg3 may.
         var other = node("pg2")
         _ = other.step(now: 0, cluster: view(leader: "pg1"), local: standby(0x300_0000))
         #expect(!acquires(other.step(now: 2, cluster: view(leader: nil, members: [near], switchover: sw), local: standby(0x300_0000))))
         var target = node("pg3")
         _ = target.step(now: 0, cluster: view(leader: "pg1"), local: standby(0x300_0000))
-        #expect(acquires(target.step(now: 2, cluster: view(leader: nil, switchover: sw), local: standby(0x300_0000))))
+        // …even though pg2, a live candidate at the same position, comes first by name (it defers to the target).
+        let pg2 = MemberStatus(name: "pg2", role: .standby, timeline: 1, position: 0x300_0000, candidate: true)
+        #expect(acquires(target.step(now: 2, cluster: view(leader: nil, members: [pg2, near], switchover: sw), local: standby(0x300_0000))))
+        #expect(!acquires(other.step(now: 2, cluster: view(leader: nil, members: [pg2, near], switchover: sw), local: standby(0x300_0000))))
         #expect(target.step(now: 2.1, cluster: view(leader: "pg3", switchover: sw), local: standby(0x300_0000)).actions.contains(.clearSwitchover))
         // The target gone: the others are not held back by a stale switchover.
         #expect(acquires(other.step(now: 3, cluster: view(leader: nil, switchover: sw), local: standby(0x300_0000))))
+    }
+
+    /// The store was frozen: the leader fenced at its deadline; when the store answers again, its key (not yet
+    /// expired there) still names it on its lease, but until a renewal succeeds it neither starts nor promotes.
+    @Test func aLeaderPastItsDeadlineDoesNotRestartOnAStaleKey() {
+        var n = node("pg1")
+        _ = n.step(now: 0, cluster: view(leader: "pg1"), local: primary())
+        let fenced = n.step(now: 2.5, cluster: nil, local: primary())
+        #expect(fenced.role == .fenced && fenced.actions.contains(.fence(fenced.reason)))
+        let stale = n.step(now: 3, cluster: view(leader: "pg1"), local: LocalPostgres(state: .stopped(standby: false), systemIdentifier: Self.system, timeline: 1, position: 0x300_0000))
+        #expect(!stale.actions.contains(.start) && !stale.actions.contains(.promote))
+        #expect(stale.actions.contains(.renewLease))
+        let asStandby = n.step(now: 3.1, cluster: view(leader: "pg1"), local: standby(0x300_0000, of: nil))
+        #expect(!asStandby.actions.contains(.promote))
+        // A renewal succeeds: it starts again.
+        n.renewed(sentAt: 3.2)
+        #expect(n.step(now: 3.3, cluster: view(leader: "pg1"), local: LocalPostgres(state: .stopped(standby: false), systemIdentifier: Self.system, timeline: 1, position: 0x300_0000)).actions.contains(.start))
     }
 
     @Test func aForeignDataDirectoryRefusesToJoin() {
