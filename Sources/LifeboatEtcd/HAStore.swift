@@ -105,7 +105,7 @@ public struct HAStore: Sendable {
         case .startSession, .renewLease, .publishMember, .takeInitializeKey, .publishInitialized, .acquireLeader, .publishLeader,
              .releaseLeader, .clearSwitchover:
             return true
-        case .initdb, .clone, .start, .promote, .fence, .stop, .follow, .rewind:
+        case .initdb, .clone, .start, .recover, .promote, .fence, .stop, .follow, .rewind:
             return false
         }
     }
@@ -158,7 +158,7 @@ public struct HAStore: Sendable {
                 _ = try await client.deleteIfValue(keys.leader, expected: Array(me.utf8))
             case .clearSwitchover:
                 try await client.delete(keys.switchover)
-            case .initdb, .clone, .start, .promote, .fence, .stop, .follow, .rewind:
+            case .initdb, .clone, .start, .recover, .promote, .fence, .stop, .follow, .rewind:
                 return (false, "not a store action")
             }
             return (true, nil)

@@ -154,8 +154,10 @@ public struct HAConfig: Sendable, Equatable {
                       name.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F || $0 == 0x2E }) else {
                     throw y.error(k, "`parameters`: \"\(k.string?.prefix(80) ?? "?")\" is not a PostgreSQL setting name")
                 }
-                guard let value = v.string ?? v.int.map(String.init), value.utf8.count <= 1024, plainSetting(value) else {
-                    throw y.error(v, "`parameters.\(name)`: give a plain value (letters, digits, spaces and . , : / _ - = * @ % ( ) only)")
+                // Values go into a settings file, single quotes doubled: anything printable on one line.
+                guard let value = v.string ?? v.int.map(String.init), value.utf8.count <= 1024,
+                      value.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F }) else {
+                    throw y.error(v, "`parameters.\(name)`: give a value on one line, at most 1024 bytes, without control characters")
                 }
                 guard !["port", "listen_addresses", "unix_socket_directories", "data_directory", "primary_conninfo", "cluster_name"].contains(name) else {
                     throw y.error(k, "`parameters.\(name)` is set by the agent from `listen`, `socket_dir`, `data_dir` and the cluster")
@@ -179,7 +181,7 @@ public struct HAConfig: Sendable, Equatable {
                         postgres: pg, watchdog: watchdog, tokenFile: tokenFile)
     }
 
-    /// A value that passes through pg_ctl's shell inside single quotes and PostgreSQL's option parsing unchanged.
+    /// A path that PostgreSQL's settings and libpq's connection strings take as it is (no quoting needed).
     public static func plainSetting(_ s: String) -> Bool {
         s.utf8.allSatisfy { c in
             (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || " .,:/_-=*@%()".utf8.contains(c)

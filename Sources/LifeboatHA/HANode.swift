@@ -24,6 +24,11 @@ public enum HAAction: Sendable, Equatable {
     case publishLeader(position: UInt64, timeline: UInt32)
     /// Start PostgreSQL as its data directory is (a primary's starts as primary).
     case start
+    /// Start PostgreSQL in recovery with no upstream (`standby.signal`, no `primary_conninfo`): it replays its own
+    /// WAL to the end, so that its position is known and it can take part in a race for the free key. A stopped
+    /// server's control file only gives its last checkpoint, which would make every node of a cluster that
+    /// stopped at once look behind, and none take over.
+    case recover
     /// Promote the standby (`pg_promote()`).
     case promote
     /// Stop taking writes now (stop the server at once), for the reason given.
@@ -71,6 +76,9 @@ public struct HANode: Sendable {
     public private(set) var lastStreaming: Double?
     /// The node ran as primary and stopped: it is rewound before it follows another.
     public private(set) var needsRewind = false
+    /// The server was started in recovery on its own WAL (`recover`): it streams from nobody by design, so the
+    /// replication-broken rule does not apply; its position (its WAL's end) is judged against the old leader's.
+    public private(set) var recoveredAlone = false
     /// Why the node refuses to take part (a cluster that is not its own); nil while it takes part.
     public private(set) var refused: String?
 
@@ -185,6 +193,12 @@ public struct HANode: Sendable {
                 actions.append(.rewind(from: l.holder))
                 return HADecision(role: .fenced, actions: actions, reason: "rewinding from the leader \(l.holder) before following it (this node was primary)")
             case .stopped(standby: true), .running(standby: true):
+                if needsRewind {
+                    // A former primary recovered on its own WAL (no leader then): it may hold WAL the leader never had.
+                    actions.append(.rewind(from: l.holder))
+                    return HADecision(role: .fenced, actions: actions, reason: "rewinding from the leader \(l.holder) before following it (this node was primary)")
+                }
+                recoveredAlone = false
                 if local.state != .running(standby: true) || local.following != l.holder {
                     actions.append(.follow(l.holder))
                     return HADecision(role: .standby, actions: actions, reason: "following the leader \(l.holder)")
@@ -199,6 +213,12 @@ public struct HANode: Sendable {
         if c.maintenance {
             return HADecision(role: role(of: local), actions: actions, reason: "no leader, and the cluster is in maintenance: no automatic failover")
         }
+        if case .stopped(let standby) = local.state, !settings.noFailover {
+            if !standby { needsRewind = true }
+            recoveredAlone = true
+            actions.append(.recover)
+            return HADecision(role: role(of: local), actions: actions, reason: "no leader: starting the server in recovery to learn how far its WAL goes")
+        }
         if let why = ineligible(now: now, c, local, racing: true) {
             return HADecision(role: role(of: local), actions: actions, reason: "no leader; not taking the lease: \(why)")
         }
@@ -210,6 +230,7 @@ public struct HANode: Sendable {
     mutating func lead(now: Double, _ c: ClusterView, _ local: LocalPostgres, _ base: [HAAction]) -> HADecision {
         var actions = base
         let me = settings.node
+        recoveredAlone = false
         if c.switchover?.to == me { actions.append(.clearSwitchover) }
         // The key is still in this node's name, but its lease may be expiring (renewals failed): no start or
         // promotion until a renewal succeeds.
@@ -300,7 +321,7 @@ public struct HANode: Sendable {
         if let lead = c.leaderPosition, lead > pos, lead - pos > settings.maximumLagOnFailover {
             return "it is \(lead - pos) bytes behind the old leader's last position \(formatLSN(lead)) (limit \(settings.maximumLagOnFailover))"
         }
-        if case .running(standby: true) = local.state {
+        if case .running(standby: true) = local.state, !recoveredAlone {
             let reference = leaderLastSeen ?? now
             guard let s = lastStreaming, s >= reference - settings.maximumReplicationBroken else {
                 let since = lastStreaming.map { "\(format(now - $0)) ago" } ?? "not since this agent started"

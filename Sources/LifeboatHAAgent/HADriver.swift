@@ -249,6 +249,8 @@ public final class HADriver: Sendable {
         case .start:
             makesPrimary = access(config.postgres.dataDir + "/standby.signal", F_OK) != 0
             work = { try await self.postgres.start() }
+        case .recover:
+            work = { try await self.postgres.recover() }
         case .promote:
             makesPrimary = true
             work = {
@@ -309,6 +311,7 @@ public final class HADriver: Sendable {
         case .acquireLeader: return "taking the leader key"
         case .publishLeader: return "publishing the leader's position"
         case .start: return "starting PostgreSQL"
+        case .recover: return "starting PostgreSQL in recovery (no upstream)"
         case .promote: return "promoting"
         case .fence: return "fencing"
         case .stop: return "stopping"

@@ -188,6 +188,28 @@ import Testing
         #expect(s.step(now: 0, cluster: view(leader: "pg2", lease: 9), local: stopped).actions.contains(.rewind(from: "pg2")))
     }
 
+    /// Every node stopped at once (a power cut) and no leader: each starts in recovery on its own WAL rather than
+    /// judging itself by its last checkpoint (which would leave every node "behind" and none taking over); a former
+    /// primary that recovered so, and lost the race, is rewound before it follows.
+    @Test func stoppedNodesRecoverBeforeRacingAndAFormerPrimaryIsRewoundAfter() {
+        var s = node("pg1")
+        let crashed = LocalPostgres(state: .stopped(standby: false), systemIdentifier: Self.system, timeline: 1, position: 0x100_0000)
+        let d = s.step(now: 0, cluster: view(leader: nil, position: 0x300_0000), local: crashed)
+        #expect(d.actions.contains(.recover) && !acquires(d) && !d.actions.contains(.start))
+        let recovered = LocalPostgres(state: .running(standby: true), systemIdentifier: Self.system, timeline: 1, position: 0x300_0100)
+        #expect(acquires(s.step(now: 0.5, cluster: view(leader: nil, position: 0x300_0000), local: recovered)))
+        // Another node won meanwhile: rewind, not follow.
+        #expect(s.step(now: 1, cluster: view(leader: "pg2", lease: 9), local: recovered).actions.contains(.rewind(from: "pg2")))
+        // A stopped standby recovers too, and then simply follows.
+        var t = node("pg3")
+        let stoppedStandby = LocalPostgres(state: .stopped(standby: true), systemIdentifier: Self.system, timeline: 1, position: 0x100_0000)
+        #expect(t.step(now: 0, cluster: view(leader: nil), local: stoppedStandby).actions.contains(.recover))
+        #expect(t.step(now: 1, cluster: view(leader: "pg2", lease: 9), local: recovered).actions.contains(.follow("pg2")))
+        // In maintenance nothing starts.
+        var m = node("pg4")
+        #expect(!m.step(now: 0, cluster: view(leader: nil, maintenance: true), local: crashed).actions.contains(.recover))
+    }
+
     /// A stale read that still names this node leader after its session was lost: no writes without a lease.
     @Test func aStaleReadDoesNotKeepAPrimaryWithoutLease() {
         var n = node("pg1")

@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# High availability on etcd (issue 16), proved on this machine: 3 etcd members and 3 PostgreSQL 15 nodes, each in a
+# network namespace of its own, joined by veth pairs to a bridge; `lifeboat proxy` in front (its checks ask each
+# node's API for /primary), a bounded writer through it recording every acknowledged write, and a checker after
+# each scenario (tests/integration/ha_check.py): no split brain (client record and server logs), lost writes
+# counted, the cluster converged on one timeline. Links are cut with blackhole routes or by taking a veth down;
+# nodes are frozen with SIGSTOP on every process of their namespace. PostgreSQL runs as postgres, never root.
+# Everything made here (namespaces, links, processes) is removed on exit, also when a step fails.
+# usage: ha.sh BIN   (HA_TESTS="t_bootstrap t_kill_primary" to pick)
+set -u
+source "$(dirname "$0")/lib.sh" "$1" ha
+
+PG_BIN=/usr/lib/postgresql/15/bin
+if [ ! -x "$PG_BIN/postgres" ] || ! command -v etcd >/dev/null || ! id postgres >/dev/null 2>&1 || ! /usr/bin/python3 -c 'import psycopg2' 2>/dev/null; then
+  echo "ha: SKIP (needs postgresql-15, etcd-server, python3-psycopg2 and a postgres user: scripts/install-deps.sh)"; exit 0
+fi
+if ! ip netns add "lbha-probe-$$" 2>/dev/null; then echo "ha: SKIP (network namespaces need root)"; exit 0; fi
+ip netns del "lbha-probe-$$"
+
+TAG=h$$                      # interface names: at most 15 bytes
+NET=10.78.$(( $$ % 200 + 20 ))
+BR=${TAG}br
+TTL=3
+NODES="1 2 3"
+
+ha_cleanup() {
+  set +e
+  for i in $NODES; do
+    [ -f "$WORK/n$i/data/postmaster.pid" ] && kill -CONT $(ip netns pids "${TAG}n$i" 2>/dev/null) 2>/dev/null
+  done
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^${TAG}"); do
+    kill -CONT $(ip netns pids "$ns") 2>/dev/null
+    kill -KILL $(ip netns pids "$ns") 2>/dev/null
+  done
+  for i in $NODES; do
+    p=$(head -1 "$WORK/n$i/data/postmaster.pid" 2>/dev/null) && kill -KILL "$p" 2>/dev/null
+  done
+  sleep 0.2
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^${TAG}"); do ip netns del "$ns"; done
+  rm -rf "$ETCD_DATA"
+  for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep "^${TAG}"); do ip link del "$l" 2>/dev/null; done
+  suite_cleanup
+}
+trap ha_cleanup EXIT
+
+# --- the network: a bridge in this namespace (NET.1), one namespace per etcd member (NET.21-23) and node (NET.11-13)
+ip link add "$BR" type bridge && ip addr add "$NET.1/24" dev "$BR" && ip link set "$BR" up
+add_ns() {  # add_ns NAME ADDRESS
+  local ns="${TAG}$1"
+  ip netns add "$ns"
+  ip link add "$ns" type veth peer name "${ns}p"
+  ip link set "${ns}p" netns "$ns"
+  ip link set "$ns" master "$BR" up
+  ip netns exec "$ns" ip link set lo up
+  ip netns exec "$ns" ip link set "${ns}p" name eth0
+  ip netns exec "$ns" ip addr add "$2/24" dev eth0
+  ip netns exec "$ns" ip link set eth0 up
+  ip netns exec "$ns" ip route add default via "$NET.1"
+}
+for i in 1 2 3; do add_ns "e$i" "$NET.2$i"; add_ns "n$i" "$NET.1$i"; done
+in_ns() { local ns="${TAG}$1"; shift; ip netns exec "$ns" "$@"; }
+
+# --- etcd: three members, their data on tmpfs (etcd stalls when an fsync takes seconds, as on a disk that
+# PostgreSQL's checkpoints keep busy; its own guidance is a dedicated fast disk)
+ETCD_DATA=/dev/shm/lifeboat-ha-$$
+mkdir -p "$ETCD_DATA"
+CLUSTER="e1=http://$NET.21:2380,e2=http://$NET.22:2380,e3=http://$NET.23:2380"
+ENDPOINTS="\"http://$NET.21:2379\", \"http://$NET.22:2379\", \"http://$NET.23:2379\""
+for i in 1 2 3; do
+  in_ns "e$i" etcd --name "e$i" --data-dir "$ETCD_DATA/e$i" --listen-peer-urls "http://$NET.2$i:2380" --initial-advertise-peer-urls "http://$NET.2$i:2380" \
+    --listen-client-urls "http://$NET.2$i:2379" --advertise-client-urls "http://$NET.2$i:2379" --initial-cluster "$CLUSTER" \
+    --initial-cluster-state new --initial-cluster-token "lbha-$$" > "$WORK/etcd$i.log" 2>&1 &
+done
+etcd_healthy() { ETCDCTL_API=3 etcdctl --endpoints "http://$NET.21:2379,http://$NET.22:2379,http://$NET.23:2379" endpoint health > /dev/null 2>&1; }
+
+# --- the nodes' configuration
+echo -n "repl-$$-secret" > "$WORK/repl.pw"; chmod 600 "$WORK/repl.pw"
+echo -n "token-$$" > "$WORK/token"; chmod 600 "$WORK/token"
+SYNC=${HA_SYNC:-false}
+for i in $NODES; do
+  mkdir -p "$WORK/n$i"; chmod 755 "$WORK/n$i"
+  cat > "$WORK/n$i.yaml" <<EOF
+ha:
+  cluster: shop
+  etcd: {endpoints: [$ENDPOINTS]}
+  ttl: ${TTL}s
+  maximum_lag_on_failover: 1MB
+  synchronous: $SYNC
+  node:
+    name: pg$i
+    api: $NET.1$i:8008
+    token_file: $WORK/token
+    postgres:
+      bin_dir: $PG_BIN
+      data_dir: $WORK/n$i/data
+      listen: $NET.1$i:5432
+      password_file: $WORK/repl.pw
+      pg_hba: ["host all all $NET.0/24 trust", "host replication replicator $NET.0/24 scram-sha-256"]
+      parameters: {log_min_duration_statement: 0, log_line_prefix: "%m [%p] ", log_timezone: UTC, log_checkpoints: "off"}
+EOF
+done
+# Each node's agent runs under a supervisor started here (a test's own processes are stopped when it ends): it
+# (re)starts the agent while $WORK/n$i.run exists. A test stops a node by removing the file and killing the agent.
+supervise() {
+  while :; do
+    if [ -f "$WORK/n$1.run" ]; then in_ns "n$1" "$BIN" ha run --config "$WORK/n$1.yaml" >> "$WORK/n$1.log" 2>&1; fi
+    sleep 0.1
+  done
+}
+start_node() { touch "$WORK/n$1.run"; }
+hold_node() { rm -f "$WORK/n$1.run"; }
+node_pid() { pgrep -f -- "ha run --config $WORK/n$1.yaml" | head -1; }
+api() { curl -s -m 2 -o /dev/null -w '%{http_code}' "http://$NET.1$1:8008/$2"; }
+
+# --- the proxy: routes to PostgreSQL (5432), checks each node's API (/primary on 8008)
+PPORT=$(free_port)
+cat > "$WORK/proxy.yaml" <<EOF
+pools:
+  - name: pg
+    listen: 127.0.0.1:$PPORT
+    mode: failover
+    failback: auto
+    check: {type: http, path: /primary, port: 8008, interval: 200ms, timeout: 500ms, fall: 2, rise: 1}
+    backends:
+      - {name: pg1, address: $NET.11:5432}
+      - {name: pg2, address: $NET.12:5432}
+      - {name: pg3, address: $NET.13:5432}
+EOF
+
+wait_until 60 "etcd to be healthy" etcd_healthy
+for i in $NODES; do start_node "$i"; supervise "$i" & done
+"$BIN" proxy --config "$WORK/proxy.yaml" > "$WORK/proxy.log" 2>&1 &
+wait_port "$PPORT"
+
+leader() {  # the node holding the leader key (from etcd), or nothing
+  "$BIN" ha list --config "$WORK/n1.yaml" --json 2>/dev/null | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); print((d.get("leader") or "").replace("pg",""))' 2>/dev/null
+}
+# One leader answering /primary, the two others streaming standbys within the lag limit (/replica), every member
+# on the leader's timeline.
+converged() {
+  local l i p=0 r=0
+  l=$(leader); [ -n "$l" ] || return 1
+  for i in $NODES; do
+    [ "$(api "$i" primary)" = 200 ] && p=$((p+1))
+    [ "$(api "$i" replica)" = 200 ] && r=$((r+1))
+  done
+  [ $p = 1 ] && [ $r = 2 ] && [ "$(api "$l" primary)" = 200 ] || return 1
+  "$BIN" ha list --config "$WORK/n1.yaml" --json 2>/dev/null | /usr/bin/python3 -c 'import json,sys
+d=json.load(sys.stdin); tl=d["leaderTimeline"]; ms=d["members"]
+sys.exit(0 if len(ms) == 3 and all(m["timeline"] == tl for m in ms) else 1)'
+}
+wait_converged() { wait_until "${1:-90}" "the cluster to converge (one primary, two streaming standbys, one timeline)" converged || { show_state; return 1; }; }
+show_state() {
+  "$BIN" ha list --config "$WORK/n1.yaml" 2>&1 | sed 's/^/    | /'
+  for i in $NODES; do echo "    | n$i:"; tail -n 6 "$WORK/n$i.log" | sed 's/^/    |   /'; done
+}
+psql_leader() { psql -X -A -t -h "$NET.1$(leader)" -p 5432 -U postgres -d postgres "$@"; }
+
+# --- the writer and the checker
+WRITER_N=0
+start_writer() {  # a writer for at most 120 s; sets WSTART and WREC
+  WRITER_N=$((WRITER_N+1)); WREC="$WORK/writes$WRITER_N.jsonl"; WSTOP="$WORK/stop$WRITER_N"; WSTART=$(date +%s.%N)
+  /usr/bin/python3 "$HERE/ha_writer.py" 127.0.0.1 "$PPORT" "$WREC" "$WSTOP" 120 100000 $((WRITER_N * 1000000)) &
+  WRITER_PID=$!
+  wait_until 30 "the writer's first acknowledged write" grep -qs '"ok": true' "$WREC"
+}
+acked_after() {  # acked_after TIME NODE: a write acknowledged after TIME by another node than NODE
+  /usr/bin/python3 -c "import json,sys; a=[json.loads(l) for l in open('$WREC')]; sys.exit(0 if any(x['ok'] and x['ack'] > $1 and x['node'] != '$2' for x in a) else 1)"
+}
+acked_by() { /usr/bin/python3 -c "import json; a=[json.loads(l) for l in open('$WREC')]; a=[x for x in a if x['ok']]; print(a[-1]['node'] if a else '')"; }
+stop_writer() { touch "$WSTOP"; wait "$WRITER_PID" 2>/dev/null; }
+check_scenario() {  # check_scenario NAME [checker flags]: after the cluster converged
+  local name=$1; shift
+  psql_leader -c "SELECT v FROM t" > "$WORK/final$WRITER_N.txt"
+  local logs=() i
+  for i in $NODES; do logs+=("pg$i=$WORK/n$i/data.log"); done
+  /usr/bin/python3 "$HERE/ha_check.py" "$WREC" "$WSTART" "$WORK/final$WRITER_N.txt" "$@" "${logs[@]}" | tee -a "$WORK/checks.jsonl" | sed "s/^/    $name: /"
+  return "${PIPESTATUS[0]}"
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+t_bootstrap() {
+  wait_converged 120
+  local l; l=$(leader)
+  grep -q "bootstrapping: initdb" "$WORK/n$l.log" || fail "the leader pg$l did not run initdb"
+  for i in $NODES; do [ "$i" = "$l" ] || grep -q "copying pg$l (pg_basebackup) done" "$WORK/n$i.log" || fail "pg$i did not copy the leader"; done
+  # PostgreSQL runs as postgres, never root.
+  [ -z "$(ps -o user= -C postgres | grep -v '^postgres$')" ] || fail "a postgres process does not run as the postgres user"
+  psql_leader -c "CREATE TABLE t(v bigint PRIMARY KEY, node text DEFAULT current_setting('cluster_name'), at timestamptz DEFAULT clock_timestamp())" > /dev/null
+  # ha list: members, roles, lag, timeline.
+  "$BIN" ha list --config "$WORK/n1.yaml" > "$WORK/list.txt"
+  grep -q "leader pg$l, timeline 1" "$WORK/list.txt" || { cat "$WORK/list.txt"; fail "ha list does not name the leader and timeline"; }
+  [ "$(grep -c "standby" "$WORK/list.txt")" = 2 ] || fail "ha list does not show two standbys"
+  # The API: reads need nothing, actions need the token; the replication password is never in an answer.
+  for e in cluster status health metrics; do curl -s -m 2 "http://$NET.1$l:8008/$e" >> "$WORK/answers.txt"; done
+  ! grep -q "repl-$$-secret" "$WORK/answers.txt" || fail "an API answer holds the replication password"
+  ! pgrep -f "repl-$$-secret" > /dev/null || fail "the replication password is in a process's arguments"
+  [ "$(curl -s -m 2 -o /dev/null -w '%{http_code}' -X POST "http://$NET.1$l:8008/pause")" = 401 ] || fail "an action without the token was not refused"
+  [ "$(curl -s -m 2 -o /dev/null -w '%{http_code}' -X POST -H 'Authorization: Bearer wrong' "http://$NET.1$l:8008/pause")" = 401 ] || fail "a wrong token was not refused"
+  curl -s -m 2 "http://$NET.1$l:8008/metrics" > "$WORK/metrics.txt"
+  grep -q "lifeboat_ha_role{cluster=\"shop\",node=\"pg$l\",role=\"primary\"} 1" "$WORK/metrics.txt" || fail "the leader's metrics do not say primary"
+  if command -v promtool > /dev/null; then promtool check metrics < "$WORK/metrics.txt" || fail "promtool rejects the metrics"; fi
+  # A standby answers /replica, not /primary.
+  local s; for s in $NODES; do [ "$s" = "$l" ] || break; done
+  [ "$(api "$s" primary)" = 503 ] && [ "$(api "$s" replica)" = 200 ] || fail "standby pg$s: /primary $(api "$s" primary), /replica $(api "$s" replica)"
+}
+
+# The primary node dies at once (its agent and PostgreSQL SIGKILLed): a standby takes over after the TTL, the
+# writer continues through the proxy, the old node comes back rewound as a standby.
+t_kill_primary() {
+  wait_converged
+  start_writer
+  local old; old=$(leader)
+  local killed; killed=$(date +%s.%N)
+  hold_node "$old"
+  kill -KILL "$(node_pid "$old")" "$(head -1 "$WORK/n$old/data/postmaster.pid")"
+  wait_until 30 "writes acknowledged by a new primary" acked_after "$killed" "pg$old"
+  start_node "$old"
+  wait_converged
+  stop_writer
+  grep -q "rewinding from" "$WORK/n$old.log" || fail "the old primary was not rewound"
+  check_scenario kill-primary --expect-changes 1
+}
+
+# The cluster outlives each test (its agents run under the supervisors), so tests run in order, each from a
+# converged cluster, and a test's leftovers are only its writer (stopped here), never a node.
+run_ha_test() {
+  local name=$1 rc
+  echo "--- $name"
+  ( set -eE; trap 'echo "    FAIL at line $LINENO: $BASH_COMMAND"' ERR; "$name" ) &
+  wait $!; rc=$?
+  touch "$WORK"/stop-all; pkill -f "ha_writer.py 127.0.0.1 $PPORT" 2>/dev/null
+  if [ $rc -eq 0 ]; then PASSED=$((PASSED+1)); echo "    ok"; else FAILED=$((FAILED+1)); FAILURES+=("$name"); show_state; fi
+}
+ALL_TESTS="t_bootstrap t_kill_primary"
+for t in ${HA_TESTS:-$ALL_TESTS}; do run_ha_test "$t"; done
+echo "ha: $PASSED passed, $FAILED failed${FAILURES[*]:+ (${FAILURES[*]})}"
+[ "$FAILED" -eq 0 ]
