@@ -182,6 +182,9 @@ public struct HANode: Sendable {
             }
             switch local.state {
             case .absent:
+                // A copy of the leader never needs a rewind, whatever this node was before.
+                needsRewind = false
+                recoveredAlone = false
                 actions.append(.clone(from: l.holder))
                 return HADecision(role: .bootstrapping, actions: actions, reason: "copying the leader \(l.holder) (pg_basebackup)")
             case .unknown:

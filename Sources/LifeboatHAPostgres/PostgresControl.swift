@@ -275,7 +275,13 @@ public struct PostgresControl: Sendable {
     /// `leaderTimeline`: the timeline the leader published; a pg_rewind that finds the source on this node's
     /// timeline (the leader has not yet checkpointed its promotion) is an error, tried again, never a silent no-op.
     public func rewind(from leader: Endpoint, leaderTimeline: UInt32?) async throws {
-        if let pid = postmasterPID(), kill(pid, 0) == 0 { await fence() }
+        // A clean stop when it runs (a standby that recovered on its own WAL): pg_rewind takes a data directory
+        // shut down in recovery as it is. A crashed one is recovered by pg_rewind in single-user mode, which
+        // refuses standby mode: the signal files go first (configureStandby puts standby.signal back).
+        if let pid = postmasterPID(), kill(pid, 0) == 0 {
+            do { try await stop(timeout: 30) } catch { await fence() }
+        }
+        for f in ["standby.signal", "recovery.signal"] { try? FileManager.default.removeItem(atPath: dataDir + "/" + f) }
         try writePassFile()
         let conninfo = "host=\(leader.host) port=\(leader.port) user=\(node.replicationUser) dbname=postgres application_name=\(name) passfile=\(passFile)"
         let before = try await controlData(timeout: 30)

@@ -200,6 +200,11 @@ import Testing
         #expect(acquires(s.step(now: 0.5, cluster: view(leader: nil, position: 0x300_0000), local: recovered)))
         // Another node won meanwhile: rewind, not follow.
         #expect(s.step(now: 1, cluster: view(leader: "pg2", lease: 9), local: recovered).actions.contains(.rewind(from: "pg2")))
+        // Its data directory gone (moved aside after a failed rewind), it copies the leader and then follows it:
+        // a fresh copy is never rewound.
+        #expect(s.step(now: 1.5, cluster: view(leader: "pg2", lease: 9), local: LocalPostgres(state: .absent)).actions.contains(.clone(from: "pg2")))
+        let copied = LocalPostgres(state: .stopped(standby: true), systemIdentifier: Self.system, timeline: 1, position: 0x300_0000)
+        #expect(s.step(now: 2, cluster: view(leader: "pg2", lease: 9), local: copied).actions.contains(.follow("pg2")))
         // A stopped standby recovers too, and then simply follows.
         var t = node("pg3")
         let stoppedStandby = LocalPostgres(state: .stopped(standby: true), systemIdentifier: Self.system, timeline: 1, position: 0x100_0000)

@@ -157,9 +157,10 @@ show_state() {
 psql_leader() { psql -X -A -t -h "$NET.1$(leader)" -p 5432 -U postgres -d postgres "$@"; }
 
 # --- the writer and the checker
-WRITER_N=0
 start_writer() {  # a writer for at most 120 s; sets WSTART and WREC
-  WRITER_N=$((WRITER_N+1)); WREC="$WORK/writes$WRITER_N.jsonl"; WSTOP="$WORK/stop$WRITER_N"; WSTART=$(date +%s.%N)
+  # (each test runs in a subshell: the count lives in a file)
+  WRITER_N=$(( $(cat "$WORK/writers" 2>/dev/null || echo 0) + 1 )); echo "$WRITER_N" > "$WORK/writers"
+  WREC="$WORK/writes$WRITER_N.jsonl"; WSTOP="$WORK/stop$WRITER_N"; WSTART=$(date +%s.%N)
   /usr/bin/python3 "$HERE/ha_writer.py" 127.0.0.1 "$PPORT" "$WREC" "$WSTOP" 120 100000 $((WRITER_N * 1000000)) &
   WRITER_PID=$!
   wait_until 30 "the writer's first acknowledged write" grep -qs '"ok": true' "$WREC"
@@ -222,6 +223,148 @@ t_kill_primary() {
   check_scenario kill-primary --expect-changes 1
 }
 
+other_than() {  # other_than N…: the first node that is none of them
+  local i x skip; for i in $NODES; do skip=; for x in "$@"; do [ "$i" = "$x" ] && skip=1; done; [ -z "$skip" ] && { echo "$i"; return; }; done
+}
+frozen_pids() { ip netns pids "${TAG}n$1"; }
+new_leader_other_than() { local l; l=$(leader); [ -n "$l" ] && [ "$l" != "$1" ]; }
+no_primary_answers() { local i; for i in $NODES; do [ "$(api "$i" primary)" = 200 ] && return 1; done; return 0; }
+
+# The whole primary node frozen (every process of its namespace stopped) for 3 × TTL, then resumed: a standby
+# takes over meanwhile; on resuming, the old primary stops at once (its deadline passed) and is rewound.
+t_freeze_primary() {
+  wait_converged
+  start_writer
+  local old t; old=$(leader); t=$(date +%s.%N)
+  kill -STOP $(frozen_pids "$old")
+  wait_until 30 "writes acknowledged by a new primary" acked_after "$t" "pg$old"
+  sleep $((TTL * 3 - 2))  # the freeze itself is the scenario: longer than the TTL, whatever the machine's speed
+  kill -CONT $(frozen_pids "$old")
+  wait_converged
+  stop_writer
+  grep -q "fenced" "$WORK/n$old.log" || fail "the resumed primary pg$old did not fence"
+  check_scenario freeze-primary --expect-changes 1
+}
+
+# The primary's namespace loses etcd (blackhole routes to the three members) but not its clients: it stops taking
+# writes before its lease can expire, a standby takes over, and once etcd is back the old primary follows.
+t_cut_primary_from_etcd() {
+  wait_converged
+  start_writer
+  local old t i; old=$(leader); t=$(date +%s.%N)
+  for i in 1 2 3; do in_ns "n$old" ip route add blackhole "$NET.2$i/32"; done
+  wait_until 30 "writes acknowledged by a new primary" acked_after "$t" "pg$old"
+  wait_log "$WORK/n$old.log" "fenced" 10
+  for i in 1 2 3; do in_ns "n$old" ip route del blackhole "$NET.2$i/32"; done
+  wait_converged
+  stop_writer
+  check_scenario cut-from-etcd --expect-changes 1
+}
+
+# The primary cut from everything (its veth down): the same, and the proxy's checks find it gone.
+t_cut_primary_from_all() {
+  wait_converged
+  start_writer
+  local old t; old=$(leader); t=$(date +%s.%N)
+  ip link set "${TAG}n$old" down
+  wait_until 30 "writes acknowledged by a new primary" acked_after "$t" "pg$old"
+  sleep "$TTL"
+  ip link set "${TAG}n$old" up
+  wait_converged
+  stop_writer
+  check_scenario cut-from-all --expect-changes 1
+}
+
+# A standby more than maximum_lag_on_failover behind (its replication cut and its replay paused) when the primary
+# dies: the caught-up standby is promoted, never the lagging one; the lagging one then catches up and follows.
+t_lagging_standby_not_promoted() {
+  wait_converged
+  local old lag good t; old=$(leader); lag=$(other_than "$old"); good=$(other_than "$old" "$lag")
+  psql -X -q -h "$NET.1$lag" -U postgres -d postgres -c "SELECT pg_wal_replay_pause()" > /dev/null
+  in_ns "n$lag" ip route add blackhole "$NET.1$old/32"
+  psql_leader -q -c "CREATE TABLE IF NOT EXISTS big(i int, pad text); INSERT INTO big SELECT g, repeat('x', 1000) FROM generate_series(1, 4000) g"
+  # Both standbys report; the lagging one is far behind the leader's published position.
+  wait_until 30 "pg$lag to report itself more than 1 MB behind" bash -c "'$BIN' ha list --config '$WORK/n1.yaml' --json | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); m=[x for x in d[\"members\"] if x[\"name\"]==\"pg$lag\"][0]; sys.exit(0 if (m[\"lagBytes\"] or 0) > 1048576 and not m[\"candidate\"] else 1)'"
+  wait_until 30 "pg$good to catch up" bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://$NET.1$good:8008/replica)\" = 200 ]"
+  start_writer
+  t=$(date +%s.%N)
+  hold_node "$old"
+  kill -KILL "$(node_pid "$old")" "$(head -1 "$WORK/n$old/data/postmaster.pid")"
+  wait_until 30 "writes acknowledged by a new primary" acked_after "$t" "pg$old"
+  [ "$(leader)" = "$good" ] || fail "pg$(leader) was promoted, not the caught-up pg$good"
+  grep -q "not taking the lease: it is .* bytes behind" "$WORK/n$lag.log" || fail "pg$lag did not say why it stayed out"
+  in_ns "n$lag" ip route del blackhole "$NET.1$old/32"
+  psql -X -q -h "$NET.1$lag" -U postgres -d postgres -c "SELECT pg_wal_replay_resume()" > /dev/null 2>&1 || true
+  start_node "$old"
+  wait_converged
+  stop_writer
+  ! grep -q "promoting" <(sed -n "/$(date -d @"${t%.*}" -u +%H:%M)/,\$p" "$WORK/n$lag.log") || fail "the lagging pg$lag promoted"
+  check_scenario lagging-standby --expect-changes 1
+}
+
+# etcd gone from every node (all three members stopped): nobody promotes, the primary fences after its deadline,
+# and everything recovers when etcd returns.
+t_etcd_unreachable() {
+  wait_converged
+  local e t
+  e=$(pgrep -f "etcd --name e[123] --data-dir $ETCD_DATA")
+  t=$(date +%s)
+  kill -STOP $e
+  wait_until 10 "no node to answer /primary" no_primary_answers
+  sleep $((TTL * 2))
+  no_primary_answers || fail "a node answered /primary while etcd was unreachable"
+  local i; for i in $NODES; do ! grep -q "promoting" <(awk -v t="$(date -u -d @"$t" +%H:%M:%S)" 'substr($1, 12, 8) >= t' "$WORK/n$i.log") || fail "pg$i promoted while etcd was unreachable"; done
+  kill -CONT $e
+  wait_converged 120
+}
+
+# A planned switchover: the leader stops cleanly once the target is caught up, the target leads, no acknowledged
+# write is lost (the clean stop sends the last WAL), and the old leader follows.
+t_switchover() {
+  wait_converged
+  start_writer
+  local old to; old=$(leader); to=$(other_than "$old")
+  "$BIN" ha switchover --config "$WORK/n$old.yaml" --to "pg$to" --timeout 60 > "$WORK/switchover.out" || { cat "$WORK/switchover.out"; fail "switchover failed"; }
+  [ "$(leader)" = "$to" ] || fail "pg$(leader) leads, not pg$to"
+  wait_converged
+  stop_writer
+  check_scenario switchover --expect-changes 1 --lossless
+  # Refused: to the leader itself, to a node that does not exist.
+  expect_code 1 "$BIN" ha switchover --config "$WORK/n1.yaml" --to "pg$to"
+  grep -q "is the leader already" "$WORK/err" || fail "a switchover to the leader was not refused clearly"
+  expect_code 1 "$BIN" ha switchover --config "$WORK/n1.yaml" --to pg9
+  grep -q "not a live member" "$WORK/err" || fail "a switchover to an unknown node was not refused clearly"
+}
+
+# Maintenance: no automatic failover while paused, even when the primary dies; a failover right after resume.
+t_pause_resume() {
+  wait_converged
+  local old; old=$(leader)
+  "$BIN" ha pause --config "$WORK/n1.yaml" | grep -q "paused" || fail "pause did not say so"
+  hold_node "$old"
+  kill -KILL "$(node_pid "$old")" "$(head -1 "$WORK/n$old/data/postmaster.pid")"
+  sleep $((TTL * 2 + 1))
+  [ -z "$(leader)" ] || fail "pg$(leader) took over while the cluster was paused"
+  "$BIN" ha list --config "$WORK/n1.yaml" | grep -q "PAUSED" || fail "ha list does not show the pause"
+  "$BIN" ha resume --config "$WORK/n1.yaml" | grep -q "resumed" || fail "resume did not say so"
+  wait_until 20 "a leader after resume" new_leader_other_than "$old"
+  start_node "$old"
+  wait_converged
+}
+
+# A node whose data directory is another database system refuses to join, and never takes the leader key.
+t_foreign_node_refused() {
+  wait_converged
+  mkdir -p "$WORK/x"; chown postgres "$WORK/x"
+  runuser -u postgres -- "$PG_BIN/initdb" -D "$WORK/x/data" > /dev/null
+  sed -e "s/name: pg1/name: pgx/" -e "s/$NET.11:8008/127.0.0.1:$(free_port)/" -e "s#$WORK/n1/data#$WORK/x/data#" -e "s/$NET.11:5432/127.0.0.1:$(free_port)/" \
+    "$WORK/n1.yaml" > "$WORK/x.yaml"
+  "$BIN" ha run --config "$WORK/x.yaml" > "$WORK/x.log" 2>&1 &
+  wait_log "$WORK/x.log" "does not join" 30
+  [ "$(leader)" != x ] && [ -n "$(leader)" ] || fail "the foreign node disturbed the leader"
+  kill %1 2>/dev/null || true
+}
+
 # The cluster outlives each test (its agents run under the supervisors), so tests run in order, each from a
 # converged cluster, and a test's leftovers are only its writer (stopped here), never a node.
 run_ha_test() {
@@ -229,10 +372,24 @@ run_ha_test() {
   echo "--- $name"
   ( set -eE; trap 'echo "    FAIL at line $LINENO: $BASH_COMMAND"' ERR; "$name" ) &
   wait $!; rc=$?
-  touch "$WORK"/stop-all; pkill -f "ha_writer.py 127.0.0.1 $PPORT" 2>/dev/null
+  pkill -f "ha_writer.py 127.0.0.1 $PPORT" 2>/dev/null
   if [ $rc -eq 0 ]; then PASSED=$((PASSED+1)); echo "    ok"; else FAILED=$((FAILED+1)); FAILURES+=("$name"); show_state; fi
+  heal
 }
-ALL_TESTS="t_bootstrap t_kill_primary"
+# Whatever a failed test left: every node running and unfrozen, links up, no blackhole route, etcd running.
+heal() {
+  local i ns
+  kill -CONT $(pgrep -f "etcd --name e[123] --data-dir $ETCD_DATA") 2>/dev/null
+  for i in $NODES; do
+    ns="${TAG}n$i"
+    kill -CONT $(ip netns pids "$ns") 2>/dev/null
+    ip link set "$ns" up
+    ip netns exec "$ns" ip route show type blackhole | while read -r _ dst _; do ip netns exec "$ns" ip route del blackhole "$dst"; done
+    start_node "$i"
+  done
+  "$BIN" ha resume --config "$WORK/n1.yaml" > /dev/null 2>&1 || true
+}
+ALL_TESTS="t_bootstrap t_kill_primary t_freeze_primary t_cut_primary_from_etcd t_cut_primary_from_all t_lagging_standby_not_promoted t_etcd_unreachable t_switchover t_pause_resume t_foreign_node_refused"
 for t in ${HA_TESTS:-$ALL_TESTS}; do run_ha_test "$t"; done
 echo "ha: $PASSED passed, $FAILED failed${FAILURES[*]:+ (${FAILURES[*]})}"
 [ "$FAILED" -eq 0 ]

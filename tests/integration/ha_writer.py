@@ -1,17 +1,37 @@
 #!/usr/bin/python3
 """A bounded client for the HA suite: writes unique, increasing values through the proxy, one autocommitted
 INSERT at a time, and records every attempt as a JSON line: {"v", "ok", "node", "sent", "ack"} or {"v", "ok": false,
-"err"}. "node" is the server's cluster_name (the HA node that acknowledged). Stops when STOP_FILE exists, after
-MAX_SECONDS, or after MAX_WRITES attempts.
+"err"}. "node" is the server's cluster_name (the HA node that acknowledged). Each connect and each statement gives
+up after 3 s (asynchronous libpq, polled): a write to a frozen server fails instead of hanging the client. Stops
+when STOP_FILE exists, after MAX_SECONDS, or after MAX_WRITES attempts.
 
 usage: ha_writer.py HOST PORT RECORD STOP_FILE MAX_SECONDS MAX_WRITES [FIRST_VALUE]"""
-import json, os, sys, time
+import json, os, select, sys, time
 import psycopg2
+import psycopg2.extensions as ext
 
 host, port, record, stop_file = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 max_seconds, max_writes = float(sys.argv[5]), int(sys.argv[6])
 v = int(sys.argv[7]) if len(sys.argv) > 7 else 1
 end = time.time() + max_seconds
+TIMEOUT = 3.0
+
+
+def wait(conn):
+    deadline = time.time() + TIMEOUT
+    while True:
+        state = conn.poll()
+        if state == ext.POLL_OK:
+            return
+        left = deadline - time.time()
+        if left <= 0:
+            raise TimeoutError("no answer within %.0f s" % TIMEOUT)
+        if state == ext.POLL_READ:
+            select.select([conn.fileno()], [], [], left)
+        elif state == ext.POLL_WRITE:
+            select.select([], [conn.fileno()], [], left)
+
+
 conn = None
 with open(record, "a", buffering=1) as out:
     for _ in range(max_writes):
@@ -19,17 +39,17 @@ with open(record, "a", buffering=1) as out:
             break
         try:
             if conn is None:
-                conn = psycopg2.connect(host=host, port=port, user="postgres", dbname="postgres", connect_timeout=2,
-                                        options="-c statement_timeout=3000")
-                conn.autocommit = True
+                conn = psycopg2.connect(host=host, port=port, user="postgres", dbname="postgres", connect_timeout=3, async_=1)
+                wait(conn)
             cur = conn.cursor()
             sent = time.time()
             cur.execute("INSERT INTO t(v) VALUES (%s) RETURNING current_setting('cluster_name')" % v)
+            wait(conn)
             node = cur.fetchone()[0]
             out.write(json.dumps({"v": v, "ok": True, "node": node, "sent": sent, "ack": time.time()}) + "\n")
         except Exception as e:
-            out.write(json.dumps({"v": v, "ok": False, "err": str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__,
-                                  "at": time.time()}) + "\n")
+            text = str(e).strip()
+            out.write(json.dumps({"v": v, "ok": False, "err": text.splitlines()[0][:200] if text else type(e).__name__, "at": time.time()}) + "\n")
             try:
                 conn.close()
             except Exception:
