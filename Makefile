@@ -31,6 +31,7 @@ integration: build
 	bash tests/integration/sqlite.sh $(BIN)
 	bash tests/integration/agent.sh $(BIN)
 	bash tests/integration/drills.sh $(BIN)
+	bash tests/integration/ha.sh $(BIN)
 	bash tests/integration/examples.sh $(BIN)
 
 test: unit integration
