@@ -113,6 +113,7 @@ struct HAListCommand: AsyncParsableCommand {
             var out = "cluster \(report.cluster)"
             out += report.leader.map { ", leader \($0)" } ?? ", NO LEADER"
             if let t = report.leaderTimeline { out += ", timeline \(t)" }
+            if let s = report.synchronous { out += ", synchronous standbys: \(s.isEmpty ? "none (no failover possible)" : s.joined(separator: ", "))" }
             if report.maintenance { out += ", PAUSED (no automatic failover)" }
             if let s = report.switchover { out += ", switchover \(s) under way" }
             print(out)

@@ -15,6 +15,7 @@ public struct HAKeys: Sendable {
     public var initialize: String { prefix + "initialize" }
     public var switchover: String { prefix + "switchover" }
     public var maintenance: String { prefix + "maintenance" }
+    public var sync: String { prefix + "sync" }
     public func member(_ name: String) -> String { prefix + "members/" + name }
 
     /// A member's report or an optime: at most this many bytes.
@@ -54,6 +55,12 @@ public struct HAKeys: Sendable {
                 v.switchover = .init(from: s.from, to: s.to)
             case "maintenance":
                 v.maintenance = true
+            case "sync":
+                guard let s = try? decoder.decode(ClusterView.Sync.self, from: Data(kv.value)), HASettings.validName(s.leader),
+                      s.standbys.count <= 16, s.standbys.allSatisfy(HASettings.validName) else {
+                    problems.append("\(kv.key): not a synchronous-standby record, left out"); continue
+                }
+                v.sync = s
             default:
                 if name.hasPrefix("members/") {
                     let member = String(name.dropFirst("members/".count))
@@ -103,9 +110,9 @@ public struct HAStore: Sendable {
     public static func performs(_ a: HAAction) -> Bool {
         switch a {
         case .startSession, .renewLease, .publishMember, .takeInitializeKey, .publishInitialized, .acquireLeader, .publishLeader,
-             .releaseLeader, .clearSwitchover:
+             .releaseLeader, .clearSwitchover, .publishSync:
             return true
-        case .initdb, .clone, .start, .recover, .promote, .fence, .stop, .follow, .rewind:
+        case .initdb, .clone, .start, .recover, .promote, .fence, .stop, .follow, .rewind, .setSynchronousStandbys:
             return false
         }
     }
@@ -154,11 +161,15 @@ public struct HAStore: Sendable {
                 let ok = try await client.putIf(keys.optime, keys.encode(HAKeys.Optime(position: position, timeline: timeline)),
                                                 guardKey: keys.leader, holds: Array(me.utf8))
                 return (ok, ok ? nil : "the leader key is no longer this node's")
+            case .publishSync(let standbys):
+                let ok = try await client.putIf(keys.sync, keys.encode(ClusterView.Sync(leader: me, standbys: standbys)),
+                                                guardKey: keys.leader, holds: Array(me.utf8))
+                return (ok, ok ? nil : "the leader key is no longer this node's")
             case .releaseLeader:
                 _ = try await client.deleteIfValue(keys.leader, expected: Array(me.utf8))
             case .clearSwitchover:
                 try await client.delete(keys.switchover)
-            case .initdb, .clone, .start, .recover, .promote, .fence, .stop, .follow, .rewind:
+            case .initdb, .clone, .start, .recover, .promote, .fence, .stop, .follow, .rewind, .setSynchronousStandbys:
                 return (false, "not a store action")
             }
             return (true, nil)

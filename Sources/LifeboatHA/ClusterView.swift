@@ -17,7 +17,16 @@ public struct ClusterView: Sendable, Equatable {
         public init(from: String, to: String) { self.from = from; self.to = to }
     }
 
+    /// Synchronous mode: the standbys that hold every acknowledged commit of `leader`, the only nodes that may take
+    /// over from it (the `sync` key).
+    public struct Sync: Sendable, Equatable, Codable {
+        public var leader: String
+        public var standbys: [String]
+        public init(leader: String, standbys: [String]) { self.leader = leader; self.standbys = standbys }
+    }
+
     public var leader: Leader?
+    public var sync: Sync?
     /// The last WAL position (flush LSN) and timeline the leader published; they stay after it vanishes.
     public var leaderPosition: UInt64?
     public var leaderTimeline: UInt32?
@@ -32,8 +41,9 @@ public struct ClusterView: Sendable, Equatable {
     public var maintenance = false
 
     public init(leader: Leader? = nil, leaderPosition: UInt64? = nil, leaderTimeline: UInt32? = nil, members: [String: MemberStatus] = [:],
-                initialized: String? = nil, bootstrapper: String? = nil, switchover: Switchover? = nil, maintenance: Bool = false) {
-        self.leader = leader; self.leaderPosition = leaderPosition; self.leaderTimeline = leaderTimeline; self.members = members
+                initialized: String? = nil, bootstrapper: String? = nil, switchover: Switchover? = nil, maintenance: Bool = false,
+                sync: Sync? = nil) {
+        self.leader = leader; self.sync = sync; self.leaderPosition = leaderPosition; self.leaderTimeline = leaderTimeline; self.members = members
         self.initialized = initialized; self.bootstrapper = bootstrapper; self.switchover = switchover; self.maintenance = maintenance
     }
 }
@@ -85,6 +95,10 @@ public struct LocalPostgres: Sendable, Equatable {
     public var streaming = false
     /// The node a standby's `primary_conninfo` names.
     public var following: String?
+    /// A primary's `synchronous_standby_names`, as the names it requires (nil: a value the agent did not write).
+    public var synchronousStandbys: [String]? = []
+    /// A primary's streaming standbys (`pg_stat_replication`): name (application_name) and flushed position.
+    public var replicas: [String: UInt64] = [:]
 
     public init(state: State, systemIdentifier: String? = nil, timeline: UInt32? = nil, position: UInt64? = nil,
                 streaming: Bool = false, following: String? = nil) {

@@ -177,7 +177,8 @@ public struct HAConfig: Sendable, Equatable {
             guard t.hasPrefix("/") else { throw y.error(nm["token_file"], "`token_file` must be an absolute path") }
             tokenFile = t
         }
-        return HAConfig(settings: s, etcdEndpoints: endpoints, synchronous: try y.bool(m, "synchronous") ?? false, api: api,
+        s.synchronous = try y.bool(m, "synchronous") ?? false
+        return HAConfig(settings: s, etcdEndpoints: endpoints, synchronous: s.synchronous, api: api,
                         postgres: pg, watchdog: watchdog, tokenFile: tokenFile)
     }
 

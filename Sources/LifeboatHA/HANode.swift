@@ -22,6 +22,12 @@ public enum HAAction: Sendable, Equatable {
     case acquireLeader(ifRevision: Int64?)
     /// Publish the leader's WAL position and timeline.
     case publishLeader(position: UInt64, timeline: UInt32)
+    /// Synchronous mode: require these standbys' acknowledgement for every commit (`synchronous_standby_names =
+    /// 'FIRST n (…)'`, all of them; empty: none).
+    case setSynchronousStandbys([String])
+    /// Synchronous mode: publish which standbys hold every acknowledged commit (the `sync` key, written only while
+    /// the leader key is this node's).
+    case publishSync([String])
     /// Start PostgreSQL as its data directory is (a primary's starts as primary).
     case start
     /// Start PostgreSQL in recovery with no upstream (`standby.signal`, no `primary_conninfo`): it replays its own
@@ -74,6 +80,9 @@ public struct HANode: Sendable {
     /// When the node last saw a leader key, and last saw its WAL receiver streaming.
     public private(set) var leaderLastSeen: Double?
     public private(set) var lastStreaming: Double?
+    /// Synchronous mode: the leader's flush position when it last widened `synchronous_standby_names`; a standby
+    /// added then holds every acknowledged commit once it has flushed past it.
+    public private(set) var syncWidenedAt: UInt64?
     /// The node ran as primary and stopped: it is rewound before it follows another.
     public private(set) var needsRewind = false
     /// The server was started in recovery on its own WAL (`recover`): it streams from nobody by design, so the
@@ -244,6 +253,7 @@ public struct HANode: Sendable {
         case .running(standby: false):
             needsRewind = false
             if let p = local.position, let t = local.timeline { actions.append(.publishLeader(position: p, timeline: t)) }
+            actions += synchronousActions(c, local)
             if let sw = c.switchover, sw.from == me, sw.to != me {
                 guard let target = c.members[sw.to], target.candidate else {
                     return HADecision(role: .primary, actions: actions, reason: "switchover to \(sw.to) waits: it is not a live candidate")
@@ -331,6 +341,11 @@ public struct HANode: Sendable {
                 return "its replication was last streaming \(since), more than \(format(settings.maximumReplicationBroken)) before the leader vanished"
             }
         }
+        if settings.synchronous, c.sync?.leader != me {
+            guard let sync = c.sync, sync.standbys.contains(me) else {
+                return "synchronous mode: only \(c.sync.map { $0.standbys.isEmpty ? "no node" : $0.standbys.joined(separator: ", ") } ?? "no node") may take over (the standbys that hold every acknowledged commit)"
+            }
+        }
         guard racing else { return nil }
         if let sw = c.switchover, c.members[sw.to] != nil {
             // Only the target takes the key, and it defers to nobody (the others defer to it).
@@ -344,6 +359,53 @@ public struct HANode: Sendable {
             return "\(best.name) is a candidate at \(formatLSN(best.position ?? 0)) (this node: \(formatLSN(pos)))"
         }
         return nil
+    }
+
+    /// The leader's management of synchronous replication. The `sync` key names the standbys that hold every
+    /// acknowledged commit (only they may take over); `synchronous_standby_names` makes every commit wait for all
+    /// of them. Narrowing the set is published first, then applied; widening is applied first (commits then wait for
+    /// the old and the new standbys), published only once each new standby has flushed past the position at the
+    /// change, then the old ones are let go. So at every moment each node in the key holds every acknowledged commit.
+    mutating func synchronousActions(_ c: ClusterView, _ local: LocalPostgres) -> [HAAction] {
+        let me = settings.node
+        let configured = local.synchronousStandbys
+        guard settings.synchronous else {
+            return configured == [] ? [] : [.setSynchronousStandbys([])]
+        }
+        let published = c.sync?.leader == me ? (c.sync?.standbys ?? []) : []
+        let streaming = Set(local.replicas.keys)
+        // Eligible standbys: live members that stream from this node and may fail over.
+        let healthy = local.replicas.filter { name, _ in
+            name != me && HASettings.validName(name) && c.members[name].map { $0.role == .standby } ?? false
+        }
+        // Keep the published ones that still stream; else one already required (a change under way is not
+        // restarted for another standby that overtook it); else the standby furthest ahead.
+        var desired = published.filter { streaming.contains($0) && healthy[$0] != nil }
+        if desired.isEmpty, let pending = (configured ?? []).first(where: { healthy[$0] != nil }) { desired = [pending] }
+        if desired.isEmpty, let best = healthy.max(by: { ($0.value, $1.key) < ($1.value, $0.key) }) { desired = [best.key] }
+        if c.sync?.leader != me && desired.isEmpty {
+            // A new leader with no standby yet: the key names it alone (nobody else may take over).
+            return (c.sync == .init(leader: me, standbys: []) ? [] : [.publishSync([])]) + (configured == [] ? [] : [.setSynchronousStandbys([])])
+        }
+        if Set(desired) == Set(published) {
+            // Published as wanted: narrow the configuration to it once the key says so.
+            syncWidenedAt = nil
+            return configured.map(Set.init) == Set(desired) ? [] : [.setSynchronousStandbys(desired)]
+        }
+        let added = desired.filter { !published.contains($0) }
+        if added.isEmpty {
+            // Only removals: publish the smaller set first (always safe), then stop waiting for the others.
+            return [.publishSync(desired)]
+        }
+        // Widening: every commit waits for the published and the new standbys together…
+        let both = published + added.filter { !published.contains($0) }
+        if configured.map(Set.init) != Set(both) {
+            syncWidenedAt = local.position
+            return [.setSynchronousStandbys(both)]
+        }
+        // …and the new ones are published once they hold everything up to the change.
+        guard let mark = syncWidenedAt ?? local.position, added.allSatisfy({ (local.replicas[$0] ?? 0) >= mark }) else { return [] }
+        return [.publishSync(desired)]
     }
 
     /// This node's report: its role, position and whether it is a candidate.

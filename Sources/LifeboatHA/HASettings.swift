@@ -22,6 +22,9 @@ public struct HASettings: Sendable, Equatable {
     public var maximumReplicationBroken: Double = 30
     /// Never takes the lease (a node for reads or backups only).
     public var noFailover = false
+    /// Synchronous replication managed: commits wait for the standbys in the `sync` key, and only they may take
+    /// over, so that no acknowledged commit is lost.
+    public var synchronous = false
 
     public init(cluster: String, node: String) {
         self.cluster = cluster

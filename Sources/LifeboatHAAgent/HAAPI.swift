@@ -147,6 +147,9 @@ public struct HAClusterReport: Sendable, Codable {
     public var maintenance: Bool
     public var switchover: String?
     public var initialized: String?
+    /// Synchronous mode: the standbys that hold every acknowledged commit of the leader (the only ones that may take
+    /// over); nil when the `sync` key is absent or belongs to another leader.
+    public var synchronous: [String]?
     public var members: [Member]
     public var problems: [String]
 
@@ -161,6 +164,7 @@ public struct HAClusterReport: Sendable, Codable {
         maintenance = view?.maintenance ?? fallback?.maintenance ?? false
         switchover = view?.switchover.map { "\($0.from) -> \($0.to)" }
         initialized = view?.initialized
+        synchronous = view?.sync.flatMap { $0.leader == view?.leader?.holder ? $0.standbys : nil }
         let top = view?.leaderPosition
         let leaderName = leader
         self.members = members.sorted { $0.name < $1.name }.map { m in

@@ -203,6 +203,11 @@ public final class HADriver: Sendable {
                 shared.withLock { $0.maybePrimary = false }
                 log("ha: stopped for \(why): \(what)")
                 soon = true
+            case .setSynchronousStandbys(let names):
+                do {
+                    try await postgres.setSynchronousStandbys(names)
+                    log("ha: synchronous standbys now \(names.isEmpty ? "none (asynchronous)" : names.joined(separator: ", "))")
+                } catch { notes.append("setting the synchronous standbys: \(error)") }
             case _ where HAStore.performs(action):
                 var n = shared.withLock { $0.node }
                 let r = await store.perform(action, node: &n)
@@ -211,6 +216,7 @@ public final class HADriver: Sendable {
                 if case .acquireLeader = action, r.ok { soon = true; log("ha: took the leader key") }
                 if case .takeInitializeKey = action, r.ok { soon = true }
                 if case .startSession = action, r.ok { soon = true }
+                if case .publishSync(let names) = action, r.ok { log("ha: published the synchronous standbys: \(names.isEmpty ? "none" : names.joined(separator: ", "))"); soon = true }
                 if let note = r.note, !r.ok { notes.append("\(describe(action)): \(note)") }
             default:
                 startJob(action, view: view)
@@ -319,6 +325,8 @@ public final class HADriver: Sendable {
         case .rewind(let f): return "rewinding from \(f) (pg_rewind)"
         case .releaseLeader: return "releasing the leader key"
         case .clearSwitchover: return "clearing the switchover"
+        case .setSynchronousStandbys: return "setting the synchronous standbys"
+        case .publishSync: return "publishing the synchronous standbys"
         }
     }
 

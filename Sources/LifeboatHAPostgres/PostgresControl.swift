@@ -65,16 +65,26 @@ public struct PostgresControl: Sendable {
                    ELSE ('x' || substr(pg_walfile_name(pg_current_wal_flush_lsn()), 1, 8))::bit(32)::bigint END,
               CASE WHEN pg_is_in_recovery() THEN greatest(coalesce(pg_last_wal_receive_lsn(), '0/0'), coalesce(pg_last_wal_replay_lsn(), '0/0')) - '0/0'
                    ELSE pg_current_wal_flush_lsn() - '0/0' END,
-              coalesce((SELECT status FROM pg_stat_wal_receiver), '')
+              coalesce((SELECT status FROM pg_stat_wal_receiver), ''),
+              current_setting('synchronous_standby_names'),
+              coalesce((SELECT string_agg(application_name || '=' || (coalesce(flush_lsn, '0/0') - '0/0')::text, ',')
+                        FROM pg_stat_replication WHERE state = 'streaming'), '')
             FROM pg_control_system()
             """
             do {
                 let rows = try await query(sql, timeout: timeout)
-                guard let r = rows.first, r.count == 5 else { return Probe(local: LocalPostgres(state: .unknown), upstream: upstream, problem: "an unexpected answer to the state query") }
+                guard let r = rows.first, r.count == 7 else { return Probe(local: LocalPostgres(state: .unknown), upstream: upstream, problem: "an unexpected answer to the state query") }
                 let standby = r[0] == "t"
                 var local = LocalPostgres(state: .running(standby: standby), systemIdentifier: r[1].isEmpty ? nil : r[1],
                                           timeline: UInt32(r[2]), position: UInt64(r[3].split(separator: ".").first ?? ""), streaming: r[4] == "streaming")
-                if !standby { local.streaming = false }
+                if !standby {
+                    local.streaming = false
+                    local.synchronousStandbys = Self.parseSynchronousStandbys(r[5])
+                    for pair in r[6].split(separator: ",") {
+                        let kv = pair.split(separator: "=", maxSplits: 1)
+                        if kv.count == 2, let flush = UInt64(kv[1].split(separator: ".").first ?? "") { local.replicas[String(kv[0])] = flush }
+                    }
+                }
                 return Probe(local: local, upstream: standby ? upstream : nil)
             } catch {
                 return Probe(local: LocalPostgres(state: .unknown), upstream: upstream, problem: "the server runs (pid \(pid)) but does not answer: \(error)")
@@ -234,6 +244,27 @@ public struct PostgresControl: Sendable {
     public func promote() async throws {
         _ = try await run([bin("pg_ctl"), "promote", "-D", dataDir, "-w", "-t", "60"], what: "pg_ctl promote", timeout: 70, tailOf: logFile)
         _ = try await query("CHECKPOINT", timeout: 300)
+    }
+
+    /// `synchronous_standby_names` as written by `setSynchronousStandbys` (`FIRST n ("a", "b")`, or empty) to
+    /// the names; nil for anything else (a value set by hand: the leader rewrites it).
+    static func parseSynchronousStandbys(_ v: String) -> [String]? {
+        let t = v.trimmingCharacters(in: .whitespaces)
+        if t.isEmpty { return [] }
+        guard t.hasPrefix("FIRST "), let open = t.firstIndex(of: "("), t.hasSuffix(")") else { return nil }
+        let names = t[t.index(after: open)..<t.index(before: t.endIndex)].split(separator: ",").map {
+            $0.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+        }
+        guard Int(t.dropFirst(6).prefix { $0.isNumber }) == names.count, names.allSatisfy(HASettings.validName) else { return nil }
+        return names
+    }
+
+    /// Every commit waits for all of `names` (`FIRST n (…)`; none: asynchronous), through ALTER SYSTEM and a reload.
+    public func setSynchronousStandbys(_ names: [String]) async throws {
+        guard names.allSatisfy(HASettings.validName) else { throw LifeboatError.invalid("not node names: \(names)") }
+        let value = names.isEmpty ? "" : "FIRST \(names.count) (" + names.map { "\"\($0)\"" }.joined(separator: ", ") + ")"
+        _ = try await query("ALTER SYSTEM SET synchronous_standby_names = '\(value)'", timeout: 10)
+        _ = try await query("SELECT pg_reload_conf()", timeout: 10)
     }
 
     /// Stops the server now (immediate shutdown: no new transaction commits once the postmaster has the signal);

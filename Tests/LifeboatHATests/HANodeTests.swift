@@ -215,6 +215,81 @@ import Testing
         #expect(!m.step(now: 0, cluster: view(leader: nil, maintenance: true), local: crashed).actions.contains(.recover))
     }
 
+    func syncNode(_ name: String) -> HANode {
+        var st = settings(name)
+        st.synchronous = true
+        var n = HANode(settings: st)
+        n.sessionStarted(lease: 1, sentAt: 0)
+        return n
+    }
+
+    func syncActions(_ d: HADecision) -> [HAAction] {
+        d.actions.filter { if case .setSynchronousStandbys = $0 { return true }; if case .publishSync = $0 { return true }; return false }
+    }
+
+    /// Synchronous mode, the leader's side: a standby is required by every commit first, published as the one that
+    /// may take over only once it has flushed past the position at that change; when it goes, the key is narrowed
+    /// before the configuration (never a moment where the key names a node that lacks an acknowledged commit).
+    @Test func synchronousStandbysAreWidenedThenPublishedAndNarrowedThenApplied() {
+        var n = syncNode("pg1")
+        let members = [MemberStatus(name: "pg2", role: .standby, timeline: 1, position: 0x300_0000, candidate: true),
+                       MemberStatus(name: "pg3", role: .standby, timeline: 1, position: 0x300_0000, candidate: true)]
+        func primary(_ pos: UInt64, configured: [String]?, replicas: [String: UInt64]) -> LocalPostgres {
+            var l = self.primary(pos)
+            l.synchronousStandbys = configured
+            l.replicas = replicas
+            return l
+        }
+        var t = 0.0
+        func step(_ sync: ClusterView.Sync?, _ local: LocalPostgres) -> [HAAction] {
+            t += 0.5
+            n.renewed(sentAt: t)
+            return syncActions(n.step(now: t, cluster: ClusterView(leader: .init(holder: "pg1", lease: 1, revision: 1), leaderPosition: local.position,
+                                                                    leaderTimeline: 1, members: Dictionary(uniqueKeysWithValues: members.map { ($0.name, $0) }),
+                                                                    initialized: Self.system, sync: sync), local: local))
+        }
+        // No standby required yet: require the one furthest ahead (pg3).
+        #expect(step(nil, primary(0x300_0000, configured: [], replicas: ["pg2": 0x2FF_0000, "pg3": 0x300_0000])) == [.setSynchronousStandbys(["pg3"])])
+        // Required, but not yet past the position at the change: not published.
+        #expect(step(nil, primary(0x300_1000, configured: ["pg3"], replicas: ["pg2": 0x300_1000, "pg3": 0x2FF_F000])) == [])
+        // Past it: published.
+        #expect(step(nil, primary(0x300_1000, configured: ["pg3"], replicas: ["pg2": 0x300_1000, "pg3": 0x300_1000])) == [.publishSync(["pg3"])])
+        let published = ClusterView.Sync(leader: "pg1", standbys: ["pg3"])
+        #expect(step(published, primary(0x300_2000, configured: ["pg3"], replicas: ["pg2": 0x300_2000, "pg3": 0x300_2000])) == [])
+        // pg3 stops streaming: pg2 is required alongside (commits wait for both), published once it has caught up,
+        // then pg3 is let go.
+        #expect(step(published, primary(0x300_3000, configured: ["pg3"], replicas: ["pg2": 0x300_3000])) == [.setSynchronousStandbys(["pg3", "pg2"])])
+        #expect(step(published, primary(0x300_3000, configured: ["pg3", "pg2"], replicas: ["pg2": 0x300_3000])) == [.publishSync(["pg2"])])
+        let second = ClusterView.Sync(leader: "pg1", standbys: ["pg2"])
+        #expect(step(second, primary(0x300_3000, configured: ["pg3", "pg2"], replicas: ["pg2": 0x300_3000])) == [.setSynchronousStandbys(["pg2"])])
+        // No standby left: the key is narrowed to nobody first (nobody may take over), then commits stop waiting.
+        #expect(step(second, primary(0x300_4000, configured: ["pg2"], replicas: [:])) == [.publishSync([])])
+        #expect(step(ClusterView.Sync(leader: "pg1", standbys: []), primary(0x300_4000, configured: ["pg2"], replicas: [:])) == [.setSynchronousStandbys([])])
+        // A value set by hand is rewritten.
+        #expect(step(second, primary(0x300_4000, configured: nil, replicas: ["pg2": 0x300_4000])) == [.setSynchronousStandbys(["pg2"])])
+    }
+
+    /// Synchronous mode, the standbys' side: only a node the `sync` key names may take over, however caught up
+    /// the others are; with no key, nobody.
+    @Test func inSynchronousModeOnlyThePublishedStandbyTakesOver() {
+        for (sync, pg2Takes, pg3Takes) in [(ClusterView.Sync(leader: "pg1", standbys: ["pg3"]), false, true),
+                                           (ClusterView.Sync(leader: "pg1", standbys: []), false, false), (nil, false, false)] {
+            for (name, takes) in [("pg2", pg2Takes), ("pg3", pg3Takes)] {
+                var n = syncNode(name)
+                _ = n.step(now: 0, cluster: view(leader: "pg1"), local: standby(0x300_0000))
+                n.renewed(sentAt: 3.9)
+                var v = view(leader: nil)
+                v.sync = sync
+                #expect(acquires(n.step(now: 4, cluster: v, local: standby(0x300_0000, streaming: false))) == takes)
+            }
+        }
+        // Asynchronous mode: a leftover synchronous_standby_names is cleared.
+        var a = node("pg1")
+        var l = primary()
+        l.synchronousStandbys = ["pg2"]
+        #expect(a.step(now: 0.1, cluster: view(leader: "pg1"), local: l).actions.contains(.setSynchronousStandbys([])))
+    }
+
     /// A stale read that still names this node leader after its session was lost: no writes without a lease.
     @Test func aStaleReadDoesNotKeepAPrimaryWithoutLease() {
         var n = node("pg1")

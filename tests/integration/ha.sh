@@ -367,6 +367,53 @@ t_foreign_node_refused() {
   kill %1 2>/dev/null || true
 }
 
+sync_published() {  # the sync key names a standby of the current leader
+  "$BIN" ha list --config "$WORK/n1.yaml" --json 2>/dev/null | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d.get("synchronous") else 1)'
+}
+
+# Synchronous mode (`synchronous: true`): the agents restart with it, the leader requires a standby for every commit
+# and publishes it; then the primary is killed, and frozen: no acknowledged write is lost, the new leader is the
+# published standby, and a frozen primary commits nothing after the switch (its commits wait for a standby that
+# follows someone else).
+t_synchronous_mode() {
+  wait_converged
+  local i p
+  for i in $NODES; do sed -i 's/synchronous: false/synchronous: true/' "$WORK/n$i.yaml"; done
+  for i in $NODES; do
+    [ "$i" = "$(leader)" ] && continue
+    kill -TERM "$(node_pid "$i")"; wait_converged
+  done
+  kill -TERM "$(node_pid "$(leader)")"
+  wait_converged
+  wait_until 30 "a synchronous standby to be published" sync_published
+  psql_leader -c "SHOW synchronous_standby_names" | grep -q FIRST || fail "the leader's synchronous_standby_names is not set"
+  # Killed.
+  start_writer
+  local old sync t; old=$(leader)
+  sync=$("$BIN" ha list --config "$WORK/n1.yaml" --json | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["synchronous"][0].replace("pg",""))')
+  t=$(date +%s.%N)
+  hold_node "$old"
+  kill -KILL "$(node_pid "$old")" "$(head -1 "$WORK/n$old/data/postmaster.pid")"
+  wait_until 30 "writes acknowledged by a new primary" acked_after "$t" "pg$old"
+  [ "$(leader)" = "$sync" ] || fail "pg$(leader) took over, not the synchronous standby pg$sync"
+  start_node "$old"
+  wait_converged
+  wait_until 30 "a synchronous standby to be published" sync_published
+  stop_writer
+  check_scenario sync-kill --expect-changes 1 --lossless
+  # Frozen.
+  start_writer
+  old=$(leader); t=$(date +%s.%N)
+  kill -STOP $(frozen_pids "$old")
+  wait_until 30 "writes acknowledged by a new primary" acked_after "$t" "pg$old"
+  sleep $((TTL * 3 - 2))  # the scenario: frozen for longer than the TTL
+  kill -CONT $(frozen_pids "$old")
+  wait_converged
+  stop_writer
+  check_scenario sync-freeze --expect-changes 1 --lossless
+  tail -n 1 "$WORK/checks.jsonl" | grep -q '"stale_commits": 0' || fail "the frozen primary committed after the switch in synchronous mode"
+}
+
 # The cluster outlives each test (its agents run under the supervisors), so tests run in order, each from a
 # converged cluster, and a test's leftovers are only its writer (stopped here), never a node.
 run_ha_test() {
@@ -391,7 +438,7 @@ heal() {
   done
   for i in $NODES; do "$BIN" ha resume --config "$WORK/n$i.yaml" > /dev/null 2>&1 && break; done
 }
-ALL_TESTS="t_bootstrap t_kill_primary t_freeze_primary t_cut_primary_from_etcd t_cut_primary_from_all t_lagging_standby_not_promoted t_etcd_unreachable t_switchover t_pause_resume t_foreign_node_refused"
+ALL_TESTS="t_bootstrap t_kill_primary t_freeze_primary t_cut_primary_from_etcd t_cut_primary_from_all t_lagging_standby_not_promoted t_etcd_unreachable t_switchover t_pause_resume t_foreign_node_refused t_synchronous_mode"
 for t in ${HA_TESTS:-$ALL_TESTS}; do run_ha_test "$t"; done
 echo "ha: $PASSED passed, $FAILED failed${FAILURES[*]:+ (${FAILURES[*]})}"
 [ "$FAILED" -eq 0 ]
