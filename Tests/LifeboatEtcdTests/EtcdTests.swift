@@ -3,6 +3,7 @@ import Glibc
 import Testing
 @testable import LifeboatEtcd
 import LifeboatHA
+@testable import LifeboatHAPostgres
 import LifeboatTestSupport
 
 /// A one-member etcd (Debian's etcd-server) on free loopback ports, with its own data directory, for one test.
@@ -104,9 +105,12 @@ final class EtcdServer {
             kv("initialize", "rm -rf /"),
             kv("switchover", #"{"from":"pg1"}"#),
             kv("members/pg4", String(repeating: "x", count: 70_000)),
+            kv("sync", #"{"leader":"pg1","standbys":["a b"]}"#),
         ])
         #expect(v.leader == nil && v.leaderPosition == nil && v.members.isEmpty && v.initialized == nil && v.bootstrapper == nil && v.switchover == nil)
-        #expect(problems.count == 8)
+        #expect(v.sync == nil)
+        #expect(problems.count == 9)
+        #expect(keys.view([kv("sync", #"{"leader":"pg1","standbys":["pg2"]}"#)]).view.sync == .init(leader: "pg1", standbys: ["pg2"]))
     }
 
     @Test func prefixEnds() {
@@ -214,5 +218,34 @@ final class EtcdServer {
         }
         #expect(gone)
         await c.shutdown()
+    }
+}
+
+@Suite struct PostgresControlTests {
+    /// PostgreSQL's stored SCRAM-SHA-256 form, against a verifier computed independently (Python's hashlib:
+    /// PBKDF2-HMAC-SHA-256 with 4096 iterations, then the RFC 5802 keys) for RFC 7677's password and salt.
+    @Test func scramVerifierMatchesAnIndependentComputation() throws {
+        let salt = try #require(Data(base64Encoded: "W22ZaJ0SNY7soEsUEjb6gQ=="))
+        #expect(SCRAM.verifier(password: "pencil", salt: Array(salt)) ==
+            "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=")
+        // A random salt each time: two verifiers of one password differ.
+        #expect(SCRAM.verifier(password: "pencil") != SCRAM.verifier(password: "pencil"))
+    }
+
+    @Test func synchronousStandbyNamesReadBackOnlyAsWritten() {
+        #expect(PostgresControl.parseSynchronousStandbys("") == [])
+        #expect(PostgresControl.parseSynchronousStandbys("FIRST 2 (\"pg2\", \"pg3\")") == ["pg2", "pg3"])
+        #expect(PostgresControl.parseSynchronousStandbys("FIRST 1 (pg2)") == ["pg2"])
+        for handMade in ["*", "pg2", "ANY 1 (pg2, pg3)", "FIRST 3 (pg2)", "FIRST 1 (\"a b\")", "FIRST 1 (pg2"] {
+            #expect(PostgresControl.parseSynchronousStandbys(handMade) == nil, "\(handMade)")
+        }
+    }
+
+    @Test func upstreamAndPositions() {
+        #expect(PostgresControl.upstream(of: "host=10.0.0.2 port=5433 user=r application_name=pg1 passfile=/x") == "10.0.0.2:5433")
+        #expect(PostgresControl.upstream(of: "host=pg1 user=r") == "pg1:5432")
+        #expect(PostgresControl.upstream(of: "user=r") == nil)
+        #expect(parseLSN("0/3000060") == 0x300_0060 && parseLSN("1F/A") == 0x1F_0000_000A)
+        for bad in ["", "3000060", "0/", "/1", "123456789/0", "x/y", "0/1/2"] { #expect(parseLSN(bad) == nil, "\(bad)") }
     }
 }

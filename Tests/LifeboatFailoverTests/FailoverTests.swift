@@ -208,6 +208,25 @@ func bad(_ t: Double) -> BackendHealth.CheckResult { .init(ok: false, latency: 0
         #expect(db.onSwitch == ["/usr/local/bin/promote.sh", "{new}", "{old}"])
     }
 
+    /// A check sent elsewhere than the traffic (HAProxy's `check port`/`addr`): per pool, and per backend over it.
+    @Test func checkTargetsOverride() throws {
+        let c = try ProxyConfig.parse(example.replacingOccurrences(of: "check: {type: tcp,", with: "check: {type: http, path: /primary, port: 8008,")
+            .replacingOccurrences(of: "{name: standby, address: \"[::1]:5433\", priority: 2}",
+                                  with: "{name: standby, address: \"[::1]:5433\", priority: 2, check_port: 8009, check_address: 10.0.0.9}"),
+            path: "p.yaml")
+        let db = c.pools[0]
+        #expect(db.backends[0].checkTarget(db.check) == Endpoint(host: "127.0.0.1", port: 8008))
+        #expect(db.backends[1].checkTarget(db.check) == Endpoint(host: "10.0.0.9", port: 8009))
+        // Without an override, the check goes where the traffic goes.
+        let plain = try ProxyConfig.parse(example, path: "p.yaml").pools[0]
+        #expect(plain.backends[1].checkTarget(plain.check) == Endpoint(host: "::1", port: 5433))
+        func problem(_ text: String) -> String {
+            do { _ = try ProxyConfig.parse(text, path: "p.yaml"); return "" } catch { return "\(error)" }
+        }
+        #expect(problem(example.replacingOccurrences(of: "check: {type: tcp,", with: "check: {type: tcp, port: 70000,")).hasPrefix("p.yaml:9:"))
+        #expect(problem(example.replacingOccurrences(of: "priority: 1}", with: "priority: 1, check_address: \"a b\"}")).contains("check_address"))
+    }
+
     @Test func errorsHaveLineAndColumn() {
         func problem(_ text: String) -> String {
             do { _ = try ProxyConfig.parse(text, path: "p.yaml"); return "" } catch { return "\(error)" }

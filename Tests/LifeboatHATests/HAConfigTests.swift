@@ -60,6 +60,46 @@ import Testing
         #expect(error("api: 0.0.0.0:8008", with: "api: 0.0.0.0:99999").contains("HOST:PORT"))
     }
 
+    /// The PostgreSQL keys the driver needs: settings in a file (anything printable, never the ones the agent
+    /// owns), pg_hba lines one per entry, the socket beside the data directory, the token for actions.
+    @Test func postgresSettings() throws {
+        let c = try HAConfig.parse("""
+        ha:
+          cluster: c
+          etcd: {endpoints: [http://127.0.0.1:2379]}
+          synchronous: true
+          node:
+            name: n1
+            api: 127.0.0.1:8008
+            postgres: {data_dir: /srv/pg, listen: 127.0.0.1:5432, parameters: {log_line_prefix: "%m [%p] 'x' ", max_connections: 50},
+                       pg_hba: ["host all all 10.0.0.0/8 trust"], reclone_on_rewind_failure: false}
+        agent: {token_file: /etc/lifeboat/agent.token}
+        """, path: "lifeboat.yaml")
+        #expect(c.postgres.parameters == ["log_line_prefix": "%m [%p] 'x' ", "max_connections": "50"])
+        #expect(c.postgres.pgHba == ["host all all 10.0.0.0/8 trust"] && !c.postgres.recloneOnRewindFailure)
+        #expect(c.postgres.socketDirectory == "/srv/pg.run" && c.tokenFile == "/etc/lifeboat/agent.token")
+        #expect(c.synchronous && c.settings.synchronous)
+        func error(_ postgres: String) -> String {
+            do {
+                _ = try HAConfig.parse("""
+                cluster: c
+                etcd: {endpoints: [http://127.0.0.1:2379]}
+                node: {name: n1, api: 127.0.0.1:8008, postgres: {listen: 127.0.0.1:5432, \(postgres)}}
+                """, path: "f.yaml")
+                return ""
+            } catch { return "\(error)" }
+        }
+        #expect(error("data_dir: /srv/pg, parameters: {port: 5433}").contains("set by the agent"))
+        #expect(error("data_dir: /srv/pg, parameters: {primary_conninfo: x}").contains("set by the agent"))
+        #expect(error("data_dir: /srv/pg, parameters: {\"a;b\": x}").contains("not a PostgreSQL setting name"))
+        #expect(error("data_dir: /srv/pg, parameters: {work_mem: \"1\\n2\"}").contains("one line"))
+        #expect(error("data_dir: /srv/pg, pg_hba: [\"host all\\nall\"]").contains("one line per entry"))
+        #expect(error("data_dir: /srv/pg, socket_dir: relative").contains("socket_dir"))
+        #expect(error("data_dir: \"/srv/\(String(repeating: "d", count: 90))\"").contains("socket_dir"))
+        #expect(error("data_dir: /srv/pg, superuser: \"a b\"").contains("superuser"))
+        #expect(error("data_dir: /srv/pg").isEmpty)
+    }
+
     @Test func sizes() {
         #expect(HAConfig.parseSize("1048576") == 1 << 20)
         #expect(HAConfig.parseSize("1MB") == 1 << 20 && HAConfig.parseSize("16MiB") == 16 << 20 && HAConfig.parseSize("512kB") == 512 << 10)
