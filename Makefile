@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # release-only crash that the debug build could not show (docs/ARCHITECTURE.md, "Tests").
 BIN := .build/release/lifeboat
 
-.PHONY: deps build test unit integration demo bench bench-failover bench-plan bench-agent bench-drills bench-pitr bench-sqlite fuzz clean
+.PHONY: deps build test unit integration demo bench bench-failover bench-plan bench-agent bench-drills bench-pitr bench-sqlite bench-ha fuzz clean
 
 deps:
 	@scripts/install-deps.sh
@@ -66,6 +66,12 @@ bench-drills: deps
 bench-pitr: deps
 	swift build -c release --product lifeboat
 	python3 bench/pitr.py
+
+# Failover against Patroni (Debian's 3.0) in network namespaces, same etcd, proxy, TTL and loop (docs/HA.md).
+bench-ha: deps
+	dpkg -s patroni >/dev/null 2>&1 || apt-get install -y patroni
+	swift build -c release --product lifeboat
+	bash bench/ha.sh .build/release/lifeboat
 
 bench-sqlite: deps
 	swift build -c release --product lifeboat

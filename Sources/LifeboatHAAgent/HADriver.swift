@@ -59,6 +59,10 @@ public final class HADriver: Sendable {
         var lastFailover: Date?
         /// A rewind finished (told to the node at the next step: the loop is the node's only writer).
         var rewound = false
+        /// When the last lease renewal was sent, and the last member report published (with its time): a node that
+        /// steps more often than the loop (a standby watching for the leader's expiry) writes no more often.
+        var lastRenewal: Double?
+        var lastPublished: (MemberStatus, Double)?
         /// The last PostgreSQL action that failed: it is not tried again before `until` (1 s, doubling to 30 s).
         var failed: (name: String, until: Double, count: Int)?
     }
@@ -174,12 +178,16 @@ public final class HADriver: Sendable {
 
         var soon = false
         var notes: [String] = []
+        let interval = config.settings.loopInterval
         for action in decision.actions {
             if Task.isCancelled { break }
             switch action {
             case .publishMember(var m):
                 m.api = config.api.description
                 m.postgres = connectAddress.description
+                let due = shared.withLock { s in s.lastPublished.map { $0.0 != m || now - $0.1 >= interval * 0.9 } ?? true }
+                guard due else { continue }
+                shared.withLock { $0.lastPublished = (m, now) }
                 var n = shared.withLock { $0.node }
                 let r = await store.perform(.publishMember(m), node: &n)
                 if let note = r.note { notes.append("publishing this member: \(note)") }
@@ -208,7 +216,10 @@ public final class HADriver: Sendable {
                     try await postgres.setSynchronousStandbys(names)
                     log("ha: synchronous standbys now \(names.isEmpty ? "none (asynchronous)" : names.joined(separator: ", "))")
                 } catch { notes.append("setting the synchronous standbys: \(error)") }
+            case .renewLease where shared.withLock({ s in s.lastRenewal.map { now - $0 < interval * 0.9 } ?? false }):
+                continue  // renewed within this loop already
             case _ where HAStore.performs(action):
+                if case .renewLease = action { shared.withLock { $0.lastRenewal = now } }
                 var n = shared.withLock { $0.node }
                 let r = await store.perform(action, node: &n)
                 // The store reports lease outcomes into the node: keep them (the loop is the only writer).
@@ -224,7 +235,11 @@ public final class HADriver: Sendable {
         }
         record(decision, view: view, local: local, problems: problems + notes + (probe.problem.map { [$0] } ?? []))
         let n = shared.withLock { $0.node }
-        return soon ? clock() + 0.02 : n.nextStep(after: clock())
+        if soon { return clock() + 0.02 }
+        // A node that does not lead steps (reads) more often than it writes, so that it sees the leader key expire
+        // within half a second (as a watch would), whatever the loop interval.
+        let leads = view?.leader?.holder == config.settings.node
+        return leads ? n.nextStep(after: clock()) : min(n.nextStep(after: clock()), clock() + min(0.5, interval))
     }
 
     /// Where the others reach this node's PostgreSQL (its `listen`; a wildcard is replaced by this host's name).

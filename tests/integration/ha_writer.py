@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """A bounded client for the HA suite: writes unique, increasing values through the proxy, one autocommitted
 INSERT at a time, and records every attempt as a JSON line: {"v", "ok", "node", "sent", "ack"} or {"v", "ok": false,
-"err"}. "node" is the server's cluster_name (the HA node that acknowledged). Each connect and each statement gives
+"err"}. "node" is the node that acknowledged: pgN for the server address NET.1N (inet_server_addr(): the same for
+every HA tool, whatever cluster_name it sets). Each connect and each statement gives
 up after 3 s (asynchronous libpq, polled): a write to a frozen server fails instead of hanging the client. Stops
 when STOP_FILE exists, after MAX_SECONDS, or after MAX_WRITES attempts.
 
@@ -43,9 +44,11 @@ with open(record, "a", buffering=1) as out:
                 wait(conn)
             cur = conn.cursor()
             sent = time.time()
-            cur.execute("INSERT INTO t(v) VALUES (%s) RETURNING current_setting('cluster_name')" % v)
+            cur.execute("INSERT INTO t(v) VALUES (%s) RETURNING host(inet_server_addr())" % v)
             wait(conn)
-            node = cur.fetchone()[0]
+            addr = cur.fetchone()[0] or ""
+            last = addr.rsplit(".", 1)[-1]
+            node = "pg%d" % (int(last) - 10) if last.isdigit() and 11 <= int(last) <= 19 else addr
             out.write(json.dumps({"v": v, "ok": True, "node": node, "sent": sent, "ack": time.time()}) + "\n")
         except Exception as e:
             text = str(e).strip()

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Failover, side by side: `lifeboat ha` and Patroni (Debian's 3.0) on the same etcd, network namespaces, proxy
+# (`lifeboat proxy` checking each node's /primary), writer and checker as tests/integration/ha.sh, with the same
+# TTL and loop (HA_TTL, default 10 s: Lifeboat steps every TTL/3, Patroni's loop_wait is TTL/3 rounded down and its
+# retry_timeout the rest halved, as Patroni requires loop_wait + 2 × retry_timeout ≤ ttl).
+# For each scenario and round: the time from the primary's death (the kill, the freeze, the cut) to the first write
+# acknowledged by the new primary through the proxy, the writes that failed meanwhile, acknowledged writes lost
+# (asynchronous replication), and split brain (acknowledged commits on a deposed primary: must be 0).
+# usage: bench/ha.sh BIN   (HA_ROUNDS=3, HA_TOOLS="lifeboat patroni", HA_SCENARIOS="kill freeze cut-etcd cut-all")
+set -u
+source "$(dirname "$0")/../tests/integration/lib.sh" "$1" habench
+SUITE=bench-ha
+HA_TTL=${HA_TTL:-10}
+source "$HERE/ha_net.sh"
+command -v patroni > /dev/null || { echo "bench-ha: Patroni is not installed (apt-get install patroni)"; exit 1; }
+ROUNDS=${HA_ROUNDS:-3}
+RESULTS="$WORK/results.jsonl"
+
+echo -n "repl-$$-secret" > "$WORK/repl.pw"; chmod 600 "$WORK/repl.pw"
+for i in $NODES; do
+  mkdir -p "$WORK/n$i"; chown postgres "$WORK/n$i"; chmod 755 "$WORK/n$i"
+  cat > "$WORK/lifeboat$i.yaml" <<EOF
+ha:
+  cluster: shop
+  etcd: {endpoints: [$ENDPOINTS]}
+  ttl: ${TTL}s
+  maximum_lag_on_failover: 1MB
+  node:
+    name: pg$i
+    api: $NET.1$i:8008
+    postgres:
+      bin_dir: $PG_BIN
+      data_dir: $WORK/n$i/data
+      listen: $NET.1$i:5432
+      password_file: $WORK/repl.pw
+      pg_hba: ["host all all $NET.0/24 trust", "host replication replicator $NET.0/24 scram-sha-256"]
+      parameters: {log_min_duration_statement: 0, log_line_prefix: "%m [%p] ", log_timezone: UTC, log_checkpoints: "off"}
+EOF
+  cat > "$WORK/patroni$i.yaml" <<EOF
+scope: shop
+name: pg$i
+restapi: {listen: "$NET.1$i:8008", connect_address: "$NET.1$i:8008"}
+etcd3: {hosts: ["$NET.21:2379", "$NET.22:2379", "$NET.23:2379"]}
+bootstrap:
+  dcs:
+    ttl: $TTL
+    loop_wait: $(( TTL / 3 ))
+    retry_timeout: $(( (TTL - TTL / 3) / 2 ))
+    maximum_lag_on_failover: 1048576
+    postgresql:
+      use_pg_rewind: true
+      parameters: {wal_level: replica, hot_standby: "on", wal_keep_size: 256MB, max_wal_senders: 10, wal_log_hints: "on", hot_standby_feedback: "on"}
+  initdb: [{encoding: UTF8}, data-checksums]
+postgresql:
+  listen: "$NET.1$i:5432"
+  connect_address: "$NET.1$i:5432"
+  data_dir: $WORK/n$i/data
+  bin_dir: $PG_BIN
+  pgpass: $WORK/n$i/pgpass
+  authentication:
+    replication: {username: replicator, password: repl-$$-secret}
+    superuser: {username: postgres, password: super-$$-secret}
+    rewind: {username: postgres, password: super-$$-secret}
+  parameters: {unix_socket_directories: "$WORK/n$i", log_min_duration_statement: 0, log_line_prefix: "%m [%p] ", log_timezone: UTC,
+               logging_collector: "on", log_directory: "$WORK/n$i", log_filename: data.log, log_rotation_age: 0, log_rotation_size: 0,
+               log_checkpoints: "off"}
+  pg_hba: ["local all all trust", "host all all $NET.0/24 trust", "host replication replicator $NET.0/24 trust"]
+EOF
+done
+
+# Each node runs under a supervisor (here, not in a scenario's subshell) while $WORK/n$i.run names the tool.
+supervise() {
+  local tool
+  while :; do
+    tool=$(cat "$WORK/n$1.run" 2>/dev/null)
+    case "$tool" in
+      lifeboat) in_ns "n$1" "$BIN" ha run --config "$WORK/lifeboat$1.yaml" >> "$WORK/n$1.agent.log" 2>&1 ;;
+      patroni) in_ns "n$1" runuser -u postgres -- patroni "$WORK/patroni$1.yaml" >> "$WORK/n$1.agent.log" 2>&1 ;;
+    esac
+    sleep 0.1
+  done
+}
+primary() { local i; for i in $NODES; do [ "$(api "$i" primary)" = 200 ] && { echo "$i"; return; }; done; }
+psql_leader() { psql -X -A -t -h "$NET.1$(primary)" -p 5432 -U postgres -d postgres "$@"; }
+converged() {
+  local i p=0 r=0
+  for i in $NODES; do
+    [ "$(api "$i" primary)" = 200 ] && p=$((p+1))
+    [ "$(api "$i" replica)" = 200 ] && r=$((r+1))
+  done
+  [ $p = 1 ] && [ $r = 2 ]
+}
+first_ack_after() {  # first_ack_after TIME NODE: seconds from TIME to the first ack by another node than NODE
+  /usr/bin/python3 -c "import json; a=[json.loads(l) for l in open('$WREC')]; a=[x['ack'] for x in a if x['ok'] and x['ack'] > $1 and x['node'] != '$2']; print('%.2f' % (min(a) - $1) if a else '')"
+}
+acked_after() { [ -n "$(first_ack_after "$1" "$2")" ]; }
+
+servers_stopped() { ! pgrep -f -- "-D $WORK/n" > /dev/null; }
+nodes_stopped() { ! pgrep -f -- "ha run --config $WORK/lifeboat|patroni $WORK/patroni" > /dev/null; }
+stop_tool() {
+  local i p
+  for i in $NODES; do rm -f "$WORK/n$i.run"; done
+  for i in $NODES; do p=$(pgrep -f -- "ha run --config $WORK/lifeboat$i.yaml|patroni $WORK/patroni$i.yaml"); [ -n "$p" ] && kill -TERM $p; done
+  wait_until 60 "the nodes to stop" nodes_stopped
+  # Standbys' servers outlive their agents: stopped here, and waited for, before the next tool bootstraps.
+  for i in $NODES; do
+    p=$(head -1 "$WORK/n$i/data/postmaster.pid" 2>/dev/null) && kill -QUIT "$p" 2>/dev/null
+  done
+  wait_until 60 "the servers to stop" servers_stopped || pkill -KILL -f -- "-D $WORK/n"
+  for i in $NODES; do rm -rf "$WORK/n$i"/data* "$WORK/n$i/data.log"; done
+}
+
+# One scenario, one round: break, measure, heal, converge, check.
+scenario() {  # scenario TOOL NAME ROUND
+  local tool=$1 name=$2 round=$3 old t gap ok=1
+  wait_until 120 "the cluster to converge" converged || return 1
+  start_writer
+  old=$(primary); t=$(date +%s.%N)
+  case "$name" in
+    kill) rm -f "$WORK/n$old.run"; kill -KILL $(pgrep -f -- "ha run --config $WORK/lifeboat$old.yaml|patroni $WORK/patroni$old.yaml") "$(head -1 "$WORK/n$old/data/postmaster.pid")" ;;
+    freeze) kill -STOP $(ip netns pids "${TAG}n$old") ;;
+    cut-etcd) for i in 1 2 3; do in_ns "n$old" ip route add blackhole "$NET.2$i/32"; done ;;
+    cut-all) ip link set "${TAG}n$old" down ;;
+  esac
+  wait_until 60 "a write acknowledged by a new primary" acked_after "$t" "pg$old" || ok=0
+  gap=$(first_ack_after "$t" "pg$old")
+  sleep 2   # writes go on through the new primary for a moment (the measure is taken)
+  case "$name" in
+    kill) echo "$tool" > "$WORK/n$old.run" ;;
+    freeze) kill -CONT $(ip netns pids "${TAG}n$old") ;;
+    cut-etcd) for i in 1 2 3; do in_ns "n$old" ip route del blackhole "$NET.2$i/32"; done ;;
+    cut-all) ip link set "${TAG}n$old" up ;;
+  esac
+  wait_until 180 "the cluster to converge again" converged || ok=0
+  stop_writer
+  local logs=() i
+  for i in $NODES; do logs+=("pg$i=$WORK/n$i/data.log"); done
+  psql_leader -c "SELECT v FROM t" > "$WORK/final.txt"
+  local check; check=$(/usr/bin/python3 "$HERE/ha_check.py" "$WREC" "$WSTART" "$WORK/final.txt" "${logs[@]}")
+  echo "$check" | /usr/bin/python3 -c "import json,sys; c=json.load(sys.stdin); c.update(tool='$tool', scenario='$name', round=$round, failover_seconds=float('${gap:-nan}'), converged=bool($ok)); print(json.dumps(c))" >> "$RESULTS"
+  printf '  %-9s %-9s round %s: first write on the new primary after %ss, failed %s, lost %s, split brain %s\n' "$tool" "$name" "$round" "${gap:-?}" \
+    "$(echo "$check" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["failed"])')" \
+    "$(echo "$check" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["lost"])')" \
+    "$(echo "$check" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["split_brain_commits"])')"
+}
+
+wait_until 60 "etcd to be healthy" etcd_healthy
+for i in $NODES; do supervise "$i" & done
+"$BIN" proxy --config "$WORK/proxy.yaml" > "$WORK/proxy.log" 2>&1 &
+wait_port "$PPORT"
+for tool in ${HA_TOOLS:-lifeboat patroni}; do
+  echo "$tool: bootstrapping"
+  for i in $NODES; do echo "$tool" > "$WORK/n$i.run"; done
+  wait_until 180 "$tool to bootstrap the cluster" converged || { tail -n 20 "$WORK"/n*.agent.log; exit 1; }
+  psql_leader -q -c "CREATE TABLE t(v bigint PRIMARY KEY, node text DEFAULT current_setting('cluster_name'))"
+  for name in ${HA_SCENARIOS:-kill freeze cut-etcd cut-all}; do
+    for round in $(seq 1 "$ROUNDS"); do scenario "$tool" "$name" "$round"; done
+  done
+  stop_tool
+done
+
+/usr/bin/python3 - "$RESULTS" <<'EOF'
+import json, math, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+tools = sorted(set(r["tool"] for r in rows), key=lambda t: t != "lifeboat")
+scenarios = []
+for r in rows:
+    if r["scenario"] not in scenarios: scenarios.append(r["scenario"])
+print("\n| scenario | tool | failover: fastest / median (s) | failed writes (median) | acknowledged writes lost (max) | split brain (max) | converged |")
+print("|---|---|---|---|---|---|---|")
+for s in scenarios:
+    for t in tools:
+        rs = [r for r in rows if r["tool"] == t and r["scenario"] == s]
+        if not rs: continue
+        times = [r["failover_seconds"] for r in rs if not math.isnan(r["failover_seconds"])]
+        f = "%.2f / %.2f" % (min(times), statistics.median(times)) if times else "none"
+        print("| %s | %s | %s | %d | %d | %d | %d/%d |" % (s, t, f, statistics.median([r["failed"] for r in rs]), max(r["lost"] for r in rs),
+              max(r["split_brain_commits"] + (1 if r["problems"] and "client" in " ".join(r["problems"]) else 0) for r in rs),
+              sum(1 for r in rs if r["converged"]), len(rs)))
+EOF
+cp "$RESULTS" "$(dirname "$0")/results/ha-last.jsonl" 2>/dev/null || true
