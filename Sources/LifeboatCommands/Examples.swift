@@ -179,6 +179,31 @@ enum Examples {
         ("Log events as JSON lines", "lifeboat proxy --config /etc/lifeboat/proxy.yml --json"),
     ])
 
+    static let haRun = render([
+        ("Check this node's ha: section and exit", "lifeboat ha run --config /etc/lifeboat/ha.yaml --check"),
+        ("The same for another node's file", "lifeboat ha run --config /etc/lifeboat/ha-pg2.yaml --check"),
+    ])
+
+    static let haList = render([
+        ("Members, roles, timeline, lag; exit 1 without a leader", "lifeboat ha list --config /etc/lifeboat/ha.yaml"),
+        ("The same, as one JSON object", "lifeboat ha list --config /etc/lifeboat/ha.yaml --json"),
+    ])
+
+    static let haSwitchover = render([
+        ("Hand the leader role to pg2 once it is caught up", "lifeboat ha switchover --config /etc/lifeboat/ha.yaml --to pg2"),
+        ("Back to pg1 (ha.yaml here); give up after 60 s", "lifeboat ha switchover --config ha.yaml --to pg1 --timeout 60"),
+    ])
+
+    static let haPause = render([
+        ("Maintenance: no automatic failover", "lifeboat ha pause --config /etc/lifeboat/ha.yaml"),
+        ("The same, through another node's API", "lifeboat ha pause --config /etc/lifeboat/ha-pg2.yaml"),
+    ])
+
+    static let haResume = render([
+        ("Automatic failover again", "lifeboat ha resume --config /etc/lifeboat/ha.yaml"),
+        ("The same, through another node's API", "lifeboat ha resume --config /etc/lifeboat/ha-pg2.yaml"),
+    ])
+
     static let configValidate = render([
         ("Check the plan file before the agent reads it", "lifeboat config validate"),
         ("Another file, findings as JSON lines", "lifeboat config validate --config ./lifeboat.yaml --json"),

@@ -46,6 +46,8 @@ struct HARunCommand: AsyncParsableCommand {
         discussion: """
         Stops on SIGTERM or SIGINT: a primary is stopped first, then the session lease is revoked, so that a \
         caught-up standby takes over at once rather than after the TTL.
+
+        \(Examples.haRun)
         """)
     @OptionGroup var options: HAConfigOption
     @Flag(help: "Check the configuration and exit.") var check = false
@@ -88,7 +90,8 @@ struct HARunCommand: AsyncParsableCommand {
 }
 
 struct HAListCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "list", abstract: "The cluster's members: role, timeline, position, lag.")
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "The cluster's members: role, timeline, position, lag.",
+                                                    discussion: "\(Examples.haList)")
     @OptionGroup var options: HAConfigOption
 
     func run() async throws {
@@ -154,6 +157,8 @@ struct HASwitchoverCommand: AsyncParsableCommand {
         The leader stops taking writes and releases its key only when NODE is within maximum_lag_on_failover \
         bytes; NODE promotes, the old leader is rewound and follows it. Waits until NODE leads, or --timeout \
         (then the request is withdrawn and the exit status is 1).
+
+        \(Examples.haSwitchover)
         """)
     @OptionGroup var options: HAConfigOption
     @Option(help: "The node that should lead.") var to: String
@@ -181,13 +186,15 @@ struct HASwitchoverCommand: AsyncParsableCommand {
 }
 
 struct HAPauseCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "pause", abstract: "Maintenance: no automatic failover until `ha resume`.")
+    static let configuration = CommandConfiguration(commandName: "pause", abstract: "Maintenance: no automatic failover until `ha resume`.",
+                                                    discussion: "\(Examples.haPause)")
     @OptionGroup var options: HAConfigOption
     func run() async throws { print(try await callHAAPI(try options.load(), method: "POST", path: "/pause")) }
 }
 
 struct HAResumeCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "resume", abstract: "End maintenance: automatic failover again.")
+    static let configuration = CommandConfiguration(commandName: "resume", abstract: "End maintenance: automatic failover again.",
+                                                    discussion: "\(Examples.haResume)")
     @OptionGroup var options: HAConfigOption
     func run() async throws { print(try await callHAAPI(try options.load(), method: "POST", path: "/resume")) }
 }

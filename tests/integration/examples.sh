@@ -218,6 +218,8 @@ drills:
   - {name: documents-weekly, source: documents, sandbox: $ROOT/var/lib/lifeboat/drills, playbook: $ME/playbooks/docs.yaml}
 YAML
   cp "$LIFEBOAT_CONFIG" "$ME/lifeboat.yaml"
+  cp "$WORK/haex/pg1.yaml" "$ROOT/etc/lifeboat/ha.yaml" 2>/dev/null; cp "$WORK/haex/pg1.yaml" "$ME/ha.yaml" 2>/dev/null
+  cp "$WORK/haex/pg2.yaml" "$ROOT/etc/lifeboat/ha-pg2.yaml" 2>/dev/null
   mkdir -p "$ME/playbooks"
   cat > "$ME/playbooks/docs.yaml" <<YAML
 name: restore documents
@@ -302,6 +304,45 @@ pg_world() {
   lb pg check > /dev/null || { lb pg check; return 1; }
   lb replicate > /dev/null || return 1
 }
+# A two-node HA cluster for the ha examples (outside ROOT, as the pg one): etcd on loopback, pg1 bootstrapped first
+# (so that it leads), pg2 its standby; their files at /etc/lifeboat/ha.yaml and ha-pg2.yaml in the world.
+ha_world_start() {
+  local d=$WORK/haex i
+  command -v etcd > /dev/null && id postgres > /dev/null 2>&1 || return 1
+  mkdir -p "$d"; chmod 755 "$d"
+  local ec ep; ec=$(free_port); ep=$(free_port)
+  etcd --data-dir "$d/etcd" --listen-client-urls "http://127.0.0.1:$ec" --advertise-client-urls "http://127.0.0.1:$ec" \
+    --listen-peer-urls "http://127.0.0.1:$ep" --initial-advertise-peer-urls "http://127.0.0.1:$ep" --initial-cluster "default=http://127.0.0.1:$ep" > "$d/etcd.log" 2>&1 &
+  wait_port "$ec" || return 1
+  echo -n "repl-secret" > "$d/repl.pw"; echo -n "ha-token" > "$d/token"; chmod 600 "$d/repl.pw" "$d/token"
+  for i in 1 2; do
+    cat > "$d/pg$i.yaml" <<YAML
+ha:
+  cluster: examples
+  etcd: {endpoints: ["http://127.0.0.1:$ec"]}
+  ttl: 3s
+  node:
+    name: pg$i
+    api: 127.0.0.1:$(free_port)
+    token_file: $d/token
+    postgres: {bin_dir: $PGBIN, data_dir: $d/data$i, listen: 127.0.0.1:$(free_port), password_file: $d/repl.pw,
+               pg_hba: ["host replication replicator 127.0.0.1/32 scram-sha-256"], parameters: {fsync: "off"}}
+YAML
+  done
+  "$BIN" ha run --config "$d/pg1.yaml" > "$d/pg1.log" 2>&1 &
+  ha_leads() { "$BIN" ha list --config "$d/pg1.yaml" --json 2>/dev/null | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("leader") == "pg1" else 1)'; }
+  wait_until 120 "pg1 to bootstrap the HA cluster" ha_leads || { tail -5 "$d/pg1.log"; return 1; }
+  "$BIN" ha run --config "$d/pg2.yaml" > "$d/pg2.log" 2>&1 &
+  ha_standby() { "$BIN" ha list --config "$d/pg1.yaml" --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if any(m["name"] == "pg2" and m["role"] == "standby" and m["candidate"] for m in d["members"]) else 1)'; }
+  wait_until 120 "pg2 to follow pg1" ha_standby || { tail -5 "$d/pg2.log"; return 1; }
+}
+ha_world_stop() {
+  local p; p=$(pgrep -f -- "ha run --config $WORK/haex/pg")
+  [ -n "$p" ] && kill -TERM $p && wait_until 30 "the HA examples' nodes to stop" eval '! pgrep -f -- "ha run --config $WORK/haex/pg" > /dev/null'
+  for p in "$WORK"/haex/data*/postmaster.pid; do [ -f "$p" ] && kill -QUIT "$(head -1 "$p")" 2>/dev/null; done
+  return 0
+}
+
 pg_world_stop() { [ -f "$WORK/pgex/data/postmaster.pid" ] && runuser -u postgres -- "$PGBIN/pg_ctl" stop -D "$WORK/pgex/data" -m fast > /dev/null; return 0; }
 
 # The examples as they run: paths under ROOT, the real IDs ($WORK/run.tsv: path, description, command, command run).
@@ -399,12 +440,14 @@ while IFS=$'\t' read -r path _; do
 done < "$WORK/examples.tsv"
 if [ ${#names[@]} -gt 0 ]; then
   pg_world_start || echo "    PostgreSQL for the pg examples did not start"
+  ha_world_start || echo "    the HA cluster for the ha examples did not start"
   run_test t_prepare_scratch_world
   if [ -d "$WORK/base" ]; then
     rewrite_examples
     for name in "${names[@]}"; do run_test "$name"; done
   fi
   pg_world_stop
+  ha_world_stop
 fi
 echo "examples: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"
 [ "$FAILED" -eq 0 ]
