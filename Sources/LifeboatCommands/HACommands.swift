@@ -167,11 +167,18 @@ struct HASwitchoverCommand: AsyncParsableCommand {
     func run() async throws {
         let c = try options.load()
         guard timeout.isFinite, (1...86400).contains(timeout) else { throw fatal("--timeout must be between 1 and 86400 seconds") }
-        let said = try await callHAAPI(c, method: "POST", path: "/switchover?to=\(to)")
-        print(said)
         let store = try options.store(c)
         defer { Task { await store.client.shutdown() } }
         let start = ContinuousClock.now
+        // A target that is a member but not yet a standby that could take over (still rewinding or copying, as
+        // right after another switchover) is waited for; anything else is refused by the node at once.
+        while ContinuousClock.now - start < .seconds(timeout) {
+            let (v, _) = await store.read()
+            guard let m = v?.members[to], v?.leader?.holder != to, m.role != .standby || !m.candidate else { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let said = try await callHAAPI(c, method: "POST", path: "/switchover?to=\(to)")
+        print(said)
         while ContinuousClock.now - start < .seconds(timeout) {
             let (v, _) = await store.read()
             if let l = v?.leader?.holder, l == to, v?.members[to]?.role == .primary {
