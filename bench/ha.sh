@@ -16,26 +16,9 @@ command -v patroni > /dev/null || { echo "bench-ha: Patroni is not installed (ap
 ROUNDS=${HA_ROUNDS:-3}
 RESULTS="$WORK/results.jsonl"
 
-echo -n "repl-$$-secret" > "$WORK/repl.pw"; chmod 600 "$WORK/repl.pw"
 for i in $NODES; do
   mkdir -p "$WORK/n$i"; chown postgres "$WORK/n$i"; chmod 755 "$WORK/n$i"
-  cat > "$WORK/lifeboat$i.yaml" <<EOF
-ha:
-  cluster: shop
-  etcd: {endpoints: [$ENDPOINTS]}
-  ttl: ${TTL}s
-  maximum_lag_on_failover: 1MB
-  node:
-    name: pg$i
-    api: $NET.1$i:8008
-    postgres:
-      bin_dir: $PG_BIN
-      data_dir: $WORK/n$i/data
-      listen: $NET.1$i:5432
-      password_file: $WORK/repl.pw
-      pg_hba: ["host all all $NET.0/24 trust", "host replication replicator $NET.0/24 scram-sha-256"]
-      parameters: {log_min_duration_statement: 0, log_line_prefix: "%m [%p] ", log_timezone: UTC, log_checkpoints: "off"}
-EOF
+  lifeboat_config "$i" false > "$WORK/lifeboat$i.yaml"
   cat > "$WORK/patroni$i.yaml" <<EOF
 scope: shop
 name: pg$i

@@ -173,18 +173,11 @@ public struct AgentAPI: Sendable {
             server: server,
             configuration: .init(address: .hostname(bindHost, port: listen.port), serverName: "lifeboat-agent"),
             onServerRunning: { ch in
-                ready(ch.localAddress.flatMap { a in a.ipAddress.map { ip in ip.contains(":") ? "[\(ip)]:\(a.port ?? 0)" : "\(ip):\(a.port ?? 0)" } } ?? me.listen.description)
+                ready(ch.localAddress.flatMap { a in a.ipAddress.map { NetworkErrorText.peer(host: $0, port: a.port ?? 0) } } ?? me.listen.description)
             },
             logger: logger)
         try await app.run()
     }
-}
-
-func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    guard a.count == b.count else { return false }
-    var d: UInt8 = 0
-    for i in 0..<a.count { d |= a[i] ^ b[i] }
-    return d == 0
 }
 
 /// swift-log's handler for the agent: logfmt lines (`time=… level=info msg="backup done" source=web …`) or JSON

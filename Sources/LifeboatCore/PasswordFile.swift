@@ -42,3 +42,12 @@ public func readPasswordFile(_ path: String, from source: String = "--password-f
     guard !s.isEmpty else { throw LifeboatError.invalid("the password file \(path) (from \(source)) is empty: put the password on its first line") }
     return s
 }
+
+/// Whether two secrets (tokens) are equal, in a time that depends on their length only: a client cannot learn a
+/// token byte by byte from how fast a wrong one is refused.
+public func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    guard a.count == b.count else { return false }
+    var d: UInt8 = 0
+    for i in 0..<a.count { d |= a[i] ^ b[i] }
+    return d == 0
+}

@@ -179,19 +179,6 @@ enum PostgresDrill {
         return text.split(separator: "\n").suffix(5).joined(separator: " | ")
     }
 
-    /// The last `last` bytes of a file the drill's user owns and could have replaced: a regular file only (never
-    /// through a link, never a FIFO that would block), as text.
-    static func readOwned(_ path: String, last: Int) -> String? {
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
-        let size = Int(st.st_size)
-        let want = min(max(0, size), last)
-        var bytes = [UInt8](repeating: 0, count: want)
-        let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, off_t(size - want)) }
-        guard n >= 0 else { return nil }
-        return String(decoding: bytes.prefix(n), as: UTF8.self)
-    }
+    /// The last `last` bytes of a file the drill's user owns and could have replaced (see `readRegularFile`).
+    static func readOwned(_ path: String, last: Int) -> String? { readRegularFile(path, limit: last, last: true) }
 }

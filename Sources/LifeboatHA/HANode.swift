@@ -1,4 +1,5 @@
 import Foundation
+import LifeboatWAL
 
 /// What a node's driver does for a decision, in order. The driver reports the outcome of the session actions
 /// (`sessionStarted`, `renewed`, `sessionLost`) and of `rewind` (`rewound`), then reads the cluster again.
@@ -235,7 +236,7 @@ public struct HANode: Sendable {
             return HADecision(role: role(of: local), actions: actions, reason: "no leader; not taking the lease: \(why)")
         }
         actions.append(.acquireLeader(ifRevision: nil))
-        return HADecision(role: role(of: local), actions: actions, reason: "no leader; taking the lease (position \(local.position.map(formatLSN) ?? "?"), the old leader's \(c.leaderPosition.map(formatLSN) ?? "unknown"))")
+        return HADecision(role: role(of: local), actions: actions, reason: "no leader; taking the lease (position \(local.position.map { LSN($0).description } ?? "?"), the old leader's \(c.leaderPosition.map { LSN($0).description } ?? "unknown"))")
     }
 
     /// The leader's step: keep the server a writable primary, publish its position, hand over on a switchover.
@@ -332,7 +333,7 @@ public struct HANode: Sendable {
             return "it is on timeline \(mine), the leader was on \(t)"
         }
         if let lead = c.leaderPosition, lead > pos, lead - pos > settings.maximumLagOnFailover {
-            return "it is \(lead - pos) bytes behind the old leader's last position \(formatLSN(lead)) (limit \(settings.maximumLagOnFailover))"
+            return "it is \(lead - pos) bytes behind the old leader's last position \(LSN(lead).description) (limit \(settings.maximumLagOnFailover))"
         }
         if case .running(standby: true) = local.state, !recoveredAlone {
             let reference = leaderLastSeen ?? now
@@ -356,7 +357,7 @@ public struct HANode: Sendable {
                 && ((m.position ?? 0) > pos || ((m.position ?? 0) == pos && m.name < me))
         }
         if let best = ahead.max(by: { ($0.position ?? 0, $1.name) < ($1.position ?? 0, $0.name) }) {
-            return "\(best.name) is a candidate at \(formatLSN(best.position ?? 0)) (this node: \(formatLSN(pos)))"
+            return "\(best.name) is a candidate at \(LSN(best.position ?? 0).description) (this node: \(LSN(pos).description))"
         }
         return nil
     }
@@ -430,9 +431,4 @@ public struct HANode: Sendable {
     }
 
     func format(_ s: Double) -> String { String(format: "%.1fs", s) }
-}
-
-/// `X/Y`, as PostgreSQL writes a WAL position.
-public func formatLSN(_ v: UInt64) -> String {
-    String(v >> 32, radix: 16, uppercase: true) + "/" + String(v & 0xFFFF_FFFF, radix: 16, uppercase: true)
 }

@@ -5,6 +5,7 @@ import LifeboatCore
 import LifeboatEtcd
 import LifeboatFailover
 import LifeboatHA
+import LifeboatWAL
 import Logging
 import NIOCore
 
@@ -111,18 +112,11 @@ public struct HAAPI: Sendable {
             responder: CallbackResponder<BasicRequestContext> { request, _ in await me.respond(request) },
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "lifeboat-ha"),
             onServerRunning: { ch in
-                ready(ch.localAddress.flatMap { a in a.ipAddress.map { ip in ip.contains(":") ? "[\(ip)]:\(a.port ?? 0)" : "\(ip):\(a.port ?? 0)" } } ?? listen.description)
+                ready(ch.localAddress.flatMap { a in a.ipAddress.map { NetworkErrorText.peer(host: $0, port: a.port ?? 0) } } ?? listen.description)
             },
             logger: logger)
         try await app.run()
     }
-}
-
-func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    guard a.count == b.count else { return false }
-    var d: UInt8 = 0
-    for i in 0..<a.count { d |= a[i] ^ b[i] }
-    return d == 0
 }
 
 /// The cluster for `GET /cluster` and `lifeboat ha list`: each member with its role, timeline, position and lag
@@ -159,7 +153,7 @@ public struct HAClusterReport: Sendable, Codable {
         self.problems = problems
         let members = view.map { Array($0.members.values) } ?? fallback?.members ?? []
         leader = view?.leader?.holder ?? fallback?.leader
-        leaderPosition = view?.leaderPosition.map(formatLSN)
+        leaderPosition = view?.leaderPosition.map { LSN($0).description }
         leaderTimeline = view?.leaderTimeline
         maintenance = view?.maintenance ?? fallback?.maintenance ?? false
         switchover = view?.switchover.map { "\($0.from) -> \($0.to)" }
@@ -169,7 +163,7 @@ public struct HAClusterReport: Sendable, Codable {
         let leaderName = leader
         self.members = members.sorted { $0.name < $1.name }.map { m in
             let lag: UInt64? = m.name == leaderName ? 0 : top.flatMap { t in m.position.map { t > $0 ? t - $0 : 0 } }
-            return Member(name: m.name, role: m.role.rawValue, leader: m.name == leaderName, timeline: m.timeline, position: m.position.map(formatLSN),
+            return Member(name: m.name, role: m.role.rawValue, leader: m.name == leaderName, timeline: m.timeline, position: m.position.map { LSN($0).description },
                           lagBytes: lag, candidate: m.candidate, api: m.api, postgres: m.postgres)
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import LifeboatConfig
+import LifeboatCore
 import LifeboatFailover
 import Logging
 import NIOCore
@@ -58,7 +59,7 @@ public struct AdminServer: Sendable {
     struct Problem: Error { var status: HTTPResponse.Status; var message: String }
 
     func respond(_ request: Request) async throws -> Response {
-        if let token, request.headers[.authorization] != "Bearer \(token)" {
+        if let token, !constantTimeEqual(Array((request.headers[.authorization] ?? "").utf8), Array("Bearer \(token)".utf8)) {
             return text(.unauthorized, "a bearer token is required\n")
         }
         return try await respond(request, parts: request.uri.path.split(separator: "/").map(String.init))

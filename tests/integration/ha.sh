@@ -14,30 +14,10 @@ SUITE=ha
 source "$HERE/ha_net.sh"
 
 # --- the nodes' configuration
-echo -n "repl-$$-secret" > "$WORK/repl.pw"; chmod 600 "$WORK/repl.pw"
-echo -n "token-$$" > "$WORK/token"; chmod 600 "$WORK/token"
 SYNC=${HA_SYNC:-false}
 for i in $NODES; do
   mkdir -p "$WORK/n$i"; chmod 755 "$WORK/n$i"
-  cat > "$WORK/n$i.yaml" <<EOF
-ha:
-  cluster: shop
-  etcd: {endpoints: [$ENDPOINTS]}
-  ttl: ${TTL}s
-  maximum_lag_on_failover: 1MB
-  synchronous: $SYNC
-  node:
-    name: pg$i
-    api: $NET.1$i:8008
-    token_file: $WORK/token
-    postgres:
-      bin_dir: $PG_BIN
-      data_dir: $WORK/n$i/data
-      listen: $NET.1$i:5432
-      password_file: $WORK/repl.pw
-      pg_hba: ["host all all $NET.0/24 trust", "host replication replicator $NET.0/24 scram-sha-256"]
-      parameters: {log_min_duration_statement: 0, log_line_prefix: "%m [%p] ", log_timezone: UTC, log_checkpoints: "off"}
-EOF
+  lifeboat_config "$i" "$SYNC" > "$WORK/n$i.yaml"
 done
 # Each node's agent runs under a supervisor started here (a test's own processes are stopped when it ends): it
 # (re)starts the agent while $WORK/n$i.run exists. A test stops a node by removing the file and killing the agent.

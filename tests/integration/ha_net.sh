@@ -108,3 +108,28 @@ check_scenario() {  # check_scenario NAME [checker flags]: after the cluster con
   return "${PIPESTATUS[0]}"
 }
 
+# lifeboat_config N SYNCHRONOUS: node pgN's `ha:` file (the suite's and the benchmark's), on stdout. The
+# replication password is $WORK/repl.pw; actions need $WORK/token.
+lifeboat_config() {
+  cat <<EOF
+ha:
+  cluster: shop
+  etcd: {endpoints: [$ENDPOINTS]}
+  ttl: ${TTL}s
+  maximum_lag_on_failover: 1MB
+  synchronous: $2
+  node:
+    name: pg$1
+    api: $NET.1$1:8008
+    token_file: $WORK/token
+    postgres:
+      bin_dir: $PG_BIN
+      data_dir: $WORK/n$1/data
+      listen: $NET.1$1:5432
+      password_file: $WORK/repl.pw
+      pg_hba: ["host all all $NET.0/24 trust", "host replication replicator $NET.0/24 scram-sha-256"]
+      parameters: {log_min_duration_statement: 0, log_line_prefix: "%m [%p] ", log_timezone: UTC, log_checkpoints: "off"}
+EOF
+}
+echo -n "repl-$$-secret" > "$WORK/repl.pw"; chmod 600 "$WORK/repl.pw"
+echo -n "token-$$" > "$WORK/token"; chmod 600 "$WORK/token"
