@@ -131,18 +131,18 @@ let package = Package(
         .target(name: "LifeboatWAL", dependencies: ["LifeboatCore"], swiftSettings: swift6),
         // The HA decisions (leader lease, fencing, failover candidates) and the `ha:` section: pure, no networking,
         // no processes.
-        .target(name: "LifeboatHA", dependencies: ["LifeboatCore", "LifeboatConfig", "LifeboatFailover", .product(name: "Yams", package: "Yams")], swiftSettings: swift6),
+        .target(name: "LifeboatHA", dependencies: ["LifeboatCore", "LifeboatConfig", "LifeboatFailover", "LifeboatWAL", .product(name: "Yams", package: "Yams")], swiftSettings: swift6),
         // etcd v3 through its JSON gateway (EtcdClient), the HA cluster's keys (HAKeys) and store actions (HAStore).
         .target(name: "LifeboatEtcd", dependencies: ["LifeboatHA", "LifeboatHTTP", "LifeboatCore"], swiftSettings: swift6),
         // What an HA node does to its PostgreSQL: state, initdb, pg_basebackup, start, promote, fence, follow,
         // pg_rewind, run as the cluster's user.
         .target(name: "LifeboatHAPostgres", dependencies: [
-            "LifeboatHA", "LifeboatProcess", "LifeboatFailover", "LifeboatCore", .product(name: "Crypto", package: "swift-crypto"),
+            "LifeboatHA", "LifeboatProcess", "LifeboatFailover", "LifeboatWAL", "LifeboatCore", .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: swift6),
         // `lifeboat ha`: the loop around the decision model (etcd + PostgreSQL), the fencing guard, the REST API,
         // metrics, the operator's actions.
         .target(name: "LifeboatHAAgent", dependencies: [
-            "LifeboatHA", "LifeboatEtcd", "LifeboatHAPostgres", "LifeboatFailover", "LifeboatCore",
+            "LifeboatHA", "LifeboatEtcd", "LifeboatHAPostgres", "LifeboatFailover", "LifeboatWAL", "LifeboatCore",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
@@ -217,7 +217,7 @@ let package = Package(
         .testTarget(name: "LifeboatAgentTests", dependencies: ["LifeboatAgent", "LifeboatDrill", "LifeboatProcess", "LifeboatPlan", "LifeboatCore", "LifeboatSnapshot", "LifeboatSites"], swiftSettings: swift6),
         .testTarget(name: "LifeboatDrillTests", dependencies: ["LifeboatDrill", "LifeboatPlan", "LifeboatProcess", "LifeboatCore"], swiftSettings: swift6),
         .testTarget(name: "LifeboatHATests", dependencies: ["LifeboatHA", "LifeboatFailover"], swiftSettings: swift6),
-        .testTarget(name: "LifeboatEtcdTests", dependencies: ["LifeboatEtcd", "LifeboatHA", "LifeboatHAPostgres", "LifeboatHAAgent", "LifeboatTestSupport"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatEtcdTests", dependencies: ["LifeboatEtcd", "LifeboatHA", "LifeboatHAPostgres", "LifeboatHAAgent", "LifeboatProcess", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatWALTests", dependencies: ["LifeboatWAL", "LifeboatCore", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatPostgresTests", dependencies: ["LifeboatPostgres", "LifeboatWAL", "LifeboatRepository", "LifeboatStorage", "LifeboatCrypto", "LifeboatCore"], swiftSettings: swift6),
         .testTarget(name: "LifeboatSQLiteTests", dependencies: [

@@ -4,6 +4,7 @@ import LifeboatCore
 import LifeboatFailover
 import LifeboatHA
 import LifeboatProcess
+import LifeboatWAL
 
 /// What an HA node does to its PostgreSQL: read its state, create it (`initdb`), copy the leader
 /// (`pg_basebackup`), start, promote, stop at once (fence), follow another node, rewind (`pg_rewind`). Every
@@ -68,7 +69,7 @@ public struct PostgresControl: Sendable {
               coalesce((SELECT status FROM pg_stat_wal_receiver), ''),
               current_setting('synchronous_standby_names'),
               coalesce((SELECT string_agg(application_name || '=' || (coalesce(flush_lsn, '0/0') - '0/0')::text, ',')
-                        FROM pg_stat_replication WHERE state = 'streaming'), '')
+                        FROM pg_stat_replication WHERE state = 'streaming' AND application_name ~ '^[A-Za-z0-9._-]{1,63}$'), '')
             FROM pg_control_system()
             """
             do {
@@ -82,7 +83,11 @@ public struct PostgresControl: Sendable {
                     local.synchronousStandbys = Self.parseSynchronousStandbys(r[5])
                     for pair in r[6].split(separator: ",") {
                         let kv = pair.split(separator: "=", maxSplits: 1)
-                        if kv.count == 2, let flush = UInt64(kv[1].split(separator: ".").first ?? "") { local.replicas[String(kv[0])] = flush }
+                        // application_name is what a replication client says it is: only node names count
+                        // (no ',' or '=' in them, so that one client cannot pass for two).
+                        if kv.count == 2, HASettings.validName(String(kv[0])), let flush = UInt64(kv[1].split(separator: ".").first ?? "") {
+                            local.replicas[String(kv[0])] = flush
+                        }
                     }
                 }
                 return Probe(local: local, upstream: standby ? upstream : nil)
@@ -124,8 +129,8 @@ public struct PostgresControl: Sendable {
             switch key {
             case "Database system identifier": c.system = value
             case "Latest checkpoint's TimeLineID": c.timeline = UInt32(value)
-            case "Latest checkpoint location": checkpoint = parseLSN(value)
-            case "Minimum recovery ending location": minRecovery = parseLSN(value)
+            case "Latest checkpoint location": checkpoint = LSN(value)?.value
+            case "Minimum recovery ending location": minRecovery = LSN(value)?.value
             case "Database cluster state": c.state = value
             default: break
             }
@@ -134,10 +139,19 @@ public struct PostgresControl: Sendable {
         return c
     }
 
+    /// The postmaster's PID from postmaster.pid, only when that process belongs to `run_as`: the file is the
+    /// cluster user's to write, and the agent (root) signals what it names, so a PID of anyone else's is ignored.
     func postmasterPID() -> pid_t? {
-        guard let text = readSmallFile(dataDir + "/postmaster.pid", limit: 4096),
-              let first = text.split(separator: "\n").first, let pid = Int32(first.trimmingCharacters(in: .whitespaces)), pid > 1 else { return nil }
+        guard let text = readRegularFile(dataDir + "/postmaster.pid", limit: 4096),
+              let first = text.split(separator: "\n").first, let pid = Int32(first.trimmingCharacters(in: .whitespaces)), pid > 1,
+              pid != getpid(), Self.owner(of: pid) == (user?.uid ?? getuid()) else { return nil }
         return pid
+    }
+
+    /// The user a process runs as (the owner of /proc/PID), nil when there is no such process.
+    static func owner(of pid: pid_t) -> uid_t? {
+        var st = stat()
+        return stat("/proc/\(pid)", &st) == 0 ? st.st_uid : nil
     }
 
     // MARK: actions
@@ -210,7 +224,7 @@ public struct PostgresControl: Sendable {
             + startOptions().sorted { $0.key < $1.key }.map { "\($0.key) = '\($0.value.replacingOccurrences(of: "'", with: "''"))'" }.joined(separator: "\n") + "\n"
         try writeOwned(dataDir + "/" + file, body, mode: 0o600)
         let conf = dataDir + "/postgresql.conf"
-        let text = readSmallFile(conf, limit: 16 << 20) ?? ""
+        let text = readRegularFile(conf, limit: 16 << 20) ?? ""
         let include = "include_if_exists = '\(file)'"
         if !text.split(separator: "\n").contains(where: { $0.trimmingCharacters(in: .whitespaces) == include }) {
             try writeOwned(conf, text + (text.hasSuffix("\n") || text.isEmpty ? "" : "\n") + "# lifeboat ha: its settings (listen, replication)\n" + include + "\n", mode: 0o600)
@@ -278,7 +292,7 @@ public struct PostgresControl: Sendable {
             if kill(pid, 0) != 0 { return "stopped the server (immediate shutdown)" }
             try? await Task.sleep(for: .milliseconds(10))
         }
-        for child in Self.children(of: pid) { kill(child, SIGKILL) }
+        for child in Self.children(of: pid) where Self.owner(of: child) == Self.owner(of: pid) { kill(child, SIGKILL) }
         kill(pid, SIGKILL)
         for _ in 0..<100 where kill(pid, 0) == 0 { try? await Task.sleep(for: .milliseconds(10)) }
         return "killed the server (it did not stop within 2 s of an immediate shutdown)"
@@ -348,7 +362,7 @@ public struct PostgresControl: Sendable {
     /// `standby.signal`, and `primary_conninfo` set to `upstream` (removed when nil).
     func setStandby(upstream conninfo: String?) throws {
         let path = dataDir + "/postgresql.auto.conf"
-        let old = readSmallFile(path, limit: 1 << 20) ?? "# Do not edit this file manually!\n# It will be overwritten by the ALTER SYSTEM command.\n"
+        let old = readRegularFile(path, limit: 1 << 20) ?? "# Do not edit this file manually!\n# It will be overwritten by the ALTER SYSTEM command.\n"
         var lines = old.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
             .filter { !$0.trimmingCharacters(in: .whitespaces).hasPrefix("primary_conninfo") && !$0.trimmingCharacters(in: .whitespaces).hasPrefix("primary_slot_name") }
         while lines.last == "" { lines.removeLast() }
@@ -359,7 +373,7 @@ public struct PostgresControl: Sendable {
     }
 
     func primaryConninfo() -> String? {
-        guard let text = readSmallFile(dataDir + "/postgresql.auto.conf", limit: 1 << 20) else { return nil }
+        guard let text = readRegularFile(dataDir + "/postgresql.auto.conf", limit: 1 << 20) else { return nil }
         for line in text.split(separator: "\n").reversed() {
             let t = line.trimmingCharacters(in: .whitespaces)
             guard t.hasPrefix("primary_conninfo"), let q = t.firstIndex(of: "'"), let e = t.lastIndex(of: "'"), q < e else { continue }
@@ -474,7 +488,7 @@ public struct PostgresControl: Sendable {
         guard exit.ok else {
             var why = await err.text(lines: 4)
             if why.isEmpty { why = String(text.split(separator: "\n").suffix(3).joined(separator: " | ")) }
-            if let log, let tail = readSmallFile(log, limit: 1 << 20, last: true) {
+            if let log, let tail = readRegularFile(log, limit: 1 << 20, last: true) {
                 why += " — server log: " + tail.split(separator: "\n").suffix(3).joined(separator: " | ")
             }
             throw LifeboatError(.io, "\(what) \(exit.description)\(why.isEmpty ? "" : ": \(why)")")
@@ -492,27 +506,4 @@ public struct PostgresControl: Sendable {
             return fields.count > 1 && Int32(fields[1]) == pid ? p : nil
         }
     }
-}
-
-/// `X/Y` (PostgreSQL's way of writing a WAL position) as a number.
-public func parseLSN(_ s: String) -> UInt64? {
-    let parts = s.split(separator: "/")
-    guard parts.count == 2, parts[0].count <= 8, parts[1].count <= 8, let hi = UInt64(parts[0], radix: 16), let lo = UInt64(parts[1], radix: 16) else { return nil }
-    return hi << 32 | lo
-}
-
-/// A regular file's text (never through a link or from a FIFO), at most `limit` bytes: the first, or with `last`,
-/// the last.
-func readSmallFile(_ path: String, limit: Int, last: Bool = false) -> String? {
-    let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var st = stat()
-    guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
-    let size = Int(st.st_size)
-    let want = min(max(0, size), limit)
-    var bytes = [UInt8](repeating: 0, count: want)
-    let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, off_t(last ? size - want : 0)) }
-    guard n >= 0 else { return nil }
-    return String(decoding: bytes.prefix(n), as: UTF8.self)
 }

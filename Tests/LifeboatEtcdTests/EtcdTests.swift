@@ -4,6 +4,7 @@ import Testing
 @testable import LifeboatEtcd
 import LifeboatHA
 @testable import LifeboatHAPostgres
+import LifeboatProcess
 import LifeboatTestSupport
 
 /// A one-member etcd (Debian's etcd-server) on free loopback ports, with its own data directory, for one test.
@@ -241,11 +242,35 @@ final class EtcdServer {
         }
     }
 
+    /// postmaster.pid is the cluster user's to write; the agent (root) signals what it names only when that
+    /// process is the cluster user's: a PID of root's (the agent itself, init) is ignored, never signalled.
+    @Test(.enabled(if: getuid() == 0 && Child.User(named: "postgres") != nil && Child.which("setpriv") != nil))
+    func postmasterPIDMustBeTheClusterUsers() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lb-pgctl-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = try HAConfig.parse("""
+        cluster: c
+        etcd: {endpoints: [http://127.0.0.1:2379]}
+        node: {name: n1, api: 127.0.0.1:8008, postgres: {data_dir: \(dir), listen: 127.0.0.1:5432}}
+        """, path: "ha.yaml")
+        let control = try PostgresControl(config: config)
+        for foreign in ["\(getpid())", "1", "0", "-5", "99999999999", "x"] {
+            try foreign.write(toFile: dir + "/postmaster.pid", atomically: true, encoding: .utf8)
+            #expect(control.postmasterPID() == nil, "\(foreign)")
+        }
+        #expect(await control.fence() == "the server was not running")
+        let sleeper = try Child.spawn(["sleep", "30"], user: Child.User(named: "postgres"))
+        defer { sleeper.killGroup() }
+        // setpriv execs sleep in place: the PID is the postgres user's once it has.
+        for _ in 0..<200 where PostgresControl.owner(of: sleeper.pid) != Child.User(named: "postgres")?.uid { try await Task.sleep(for: .milliseconds(10)) }
+        try "\(sleeper.pid)\n".write(toFile: dir + "/postmaster.pid", atomically: true, encoding: .utf8)
+        #expect(control.postmasterPID() == sleeper.pid)
+    }
+
     @Test func upstreamAndPositions() {
         #expect(PostgresControl.upstream(of: "host=10.0.0.2 port=5433 user=r application_name=pg1 passfile=/x") == "10.0.0.2:5433")
         #expect(PostgresControl.upstream(of: "host=pg1 user=r") == "pg1:5432")
         #expect(PostgresControl.upstream(of: "user=r") == nil)
-        #expect(parseLSN("0/3000060") == 0x300_0060 && parseLSN("1F/A") == 0x1F_0000_000A)
-        for bad in ["", "3000060", "0/", "/1", "123456789/0", "x/y", "0/1/2"] { #expect(parseLSN(bad) == nil, "\(bad)") }
     }
 }
