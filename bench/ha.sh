@@ -76,7 +76,6 @@ converged() {
 first_ack_after() {  # first_ack_after TIME NODE: seconds from TIME to the first ack by another node than NODE
   /usr/bin/python3 -c "import json; a=[json.loads(l) for l in open('$WREC')]; a=[x['ack'] for x in a if x['ok'] and x['ack'] > $1 and x['node'] != '$2']; print('%.2f' % (min(a) - $1) if a else '')"
 }
-acked_after() { [ -n "$(first_ack_after "$1" "$2")" ]; }
 
 servers_stopped() { ! pgrep -f -- "-D $WORK/n" > /dev/null; }
 nodes_stopped() { ! pgrep -f -- "ha run --config $WORK/lifeboat|patroni $WORK/patroni" > /dev/null; }

@@ -167,6 +167,8 @@ struct HASwitchoverCommand: AsyncParsableCommand {
     func run() async throws {
         let c = try options.load()
         guard timeout.isFinite, (1...86400).contains(timeout) else { throw fatal("--timeout must be between 1 and 86400 seconds") }
+        // It goes into the request's query as it is: a node name only (no '&', '#', space or '/').
+        guard HASettings.validName(to) else { throw fatal("--to \"\(to.prefix(80))\" is not a node name (1 to 63 letters, digits, '-', '_' or '.')") }
         let store = try options.store(c)
         defer { Task { await store.client.shutdown() } }
         let start = ContinuousClock.now

@@ -84,6 +84,9 @@ public struct LocalPostgres: Sendable, Equatable {
         case running(standby: Bool)
         /// The server does not answer and its state cannot be read.
         case unknown
+        /// A job of the agent rewrites the data directory (initdb, a copy, a rewind): what it holds says nothing
+        /// until the job ends, so no decision is taken on it.
+        case changing
     }
 
     public var state: State

@@ -162,6 +162,10 @@ public struct HAConfig: Sendable, Equatable {
                 guard !["port", "listen_addresses", "unix_socket_directories", "data_directory", "primary_conninfo", "cluster_name"].contains(name) else {
                     throw y.error(k, "`parameters.\(name)` is set by the agent from `listen`, `socket_dir`, `data_dir` and the cluster")
                 }
+                // Directives and file locations, not settings: they would make the server read other files.
+                guard !["include", "include_if_exists", "include_dir", "config_file", "hba_file", "ident_file"].contains(name) else {
+                    throw y.error(k, "`parameters.\(name)` is not a setting the agent passes on (it would make the server read another file)")
+                }
                 pg.parameters[name] = value
             }
         }

@@ -199,6 +199,8 @@ public struct HANode: Sendable {
                 return HADecision(role: .bootstrapping, actions: actions, reason: "copying the leader \(l.holder) (pg_basebackup)")
             case .unknown:
                 return HADecision(role: .stopped, actions: actions, reason: "the local server does not answer; waiting")
+            case .changing:
+                return HADecision(role: role(of: local), actions: actions, reason: "waiting for the job on the data directory to end (leader \(l.holder))")
             case .stopped(standby: false):
                 // A former primary's data directory (fenced, or found so after a restart): it may hold WAL the
                 // new leader never had.
@@ -275,6 +277,8 @@ public struct HANode: Sendable {
         case .stopped:
             actions.append(.start)
             return HADecision(role: .promoting, actions: actions, reason: "holding the leader key: starting the server")
+        case .changing:
+            return HADecision(role: .promoting, actions: actions, reason: "holding the leader key: waiting for the job on the data directory to end")
         case .absent, .unknown:
             actions.append(.releaseLeader)
             return HADecision(role: .stopped, actions: actions, reason: "holding the leader key without a working server: giving it up")
@@ -314,6 +318,8 @@ public struct HANode: Sendable {
             return HADecision(role: .primary, actions: actions, reason: "bootstrapped: system \(local.systemIdentifier ?? "?")")
         case .unknown:
             return HADecision(role: .bootstrapping, actions: actions, reason: "bootstrapping: the server does not answer")
+        case .changing:
+            return HADecision(role: .bootstrapping, actions: actions, reason: "bootstrapping: waiting for the job on the data directory to end")
         }
     }
 
@@ -326,6 +332,7 @@ public struct HANode: Sendable {
         switch local.state {
         case .absent: return "no data directory"
         case .unknown: return "the local server does not answer"
+        case .changing: return "a job is rewriting its data directory"
         default: break
         }
         guard let pos = local.position else { return "its WAL position is not known" }
@@ -419,8 +426,8 @@ public struct HANode: Sendable {
         switch local.state {
         case .running(standby: false): return .primary
         case .running(standby: true): return .standby
-        case .stopped(standby: false) where needsRewind: return .fenced
-        case .absent: return .bootstrapping
+        case .stopped(standby: false) where needsRewind, .changing where needsRewind: return .fenced
+        case .absent, .changing: return .bootstrapping
         default: return .stopped
         }
     }

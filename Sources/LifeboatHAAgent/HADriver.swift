@@ -51,7 +51,13 @@ public final class HADriver: Sendable {
         var status: HANodeStatus
         var lastReason = ""
         var job: Task<Void, Never>?
-        var jobName: String?
+        /// Which job `job` is: a job that ends clears `job` only while it is still the current one (one that was
+        /// cancelled must not clear its successor).
+        var jobID = 0
+        /// The running job rewrites the data directory (initdb, clone, rewind); `dataEpoch` counts such jobs'
+        /// starts and ends, so that a probe that overlapped one is known and not decided on.
+        var dataJob = false
+        var dataEpoch = 0
         /// The local server may take writes (it runs as a primary, or a job is making it one).
         var maybePrimary = false
         var wake = false
@@ -130,12 +136,7 @@ public final class HADriver: Sendable {
                 return !s.node.mayWrite(at: now)
             }
             if due {
-                let job = shared.withLock { s -> Task<Void, Never>? in
-                    let j = s.job
-                    s.job = nil; s.jobName = nil; s.maybePrimary = false
-                    return j
-                }
-                job?.cancel()
+                cancelJob(serverStops: true)
                 let late = now - (shared.withLock { $0.node.writableUntil } ?? now)
                 let what = await postgres.fence()
                 log("ha: fenced by the deadline guard \(seconds(late)) after the deadline: the lease was not renewed within \(seconds(config.settings.fencingDeadline)); \(what) (in \(seconds(clock() - now)))")
@@ -160,6 +161,7 @@ public final class HADriver: Sendable {
     /// One step: read, probe, decide, act. Returns when the next one is due.
     func step() async -> Double {
         let (view, problems) = await store.read()
+        let before = shared.withLock { s in (s.dataJob, s.dataEpoch) }
         let probe = await postgres.probe(timeout: max(1, config.settings.ttl / 3))
         var local = probe.local
         if let up = probe.upstream, let v = view {
@@ -168,6 +170,9 @@ public final class HADriver: Sendable {
         let now = clock()
         let decision = shared.withLock { s -> HADecision in
             if s.rewound { s.node.rewound(); s.rewound = false }
+            // A data directory a job was writing while it was probed (a copy whose pg_control is in but whose
+            // standby.signal is not yet, a rewind half done) would pass for a former primary's.
+            if before.0 || s.dataJob || s.dataEpoch != before.1 { local = LocalPostgres(state: .changing) }
             switch local.state {
             case .running(standby: false): s.maybePrimary = true
             case .running(standby: true), .absent: if s.job == nil { s.maybePrimary = false }
@@ -192,15 +197,13 @@ public final class HADriver: Sendable {
                 let r = await store.perform(.publishMember(m), node: &n)
                 if let note = r.note { notes.append("publishing this member: \(note)") }
             case .fence(let why):
-                let job = shared.withLock { s -> Task<Void, Never>? in let j = s.job; s.job = nil; s.jobName = nil; s.maybePrimary = false; return j }
-                job?.cancel()
+                cancelJob(serverStops: true)
                 let t0 = clock()
                 let what = await postgres.fence()
                 log("ha: fenced: \(why); \(what) (in \(seconds(clock() - t0)))")
                 soon = true
             case .stop(let why):
-                let job = shared.withLock { s -> Task<Void, Never>? in let j = s.job; s.job = nil; s.jobName = nil; return j }
-                job?.cancel()
+                cancelJob(serverStops: false)
                 let what: String
                 do {
                     try await postgres.stop(timeout: max(1, config.settings.fencingDeadline / 2))
@@ -260,12 +263,15 @@ public final class HADriver: Sendable {
         }
         let work: @Sendable () async throws -> Void
         var makesPrimary = false
+        var rewritesData = false
         switch action {
         case .initdb:
             makesPrimary = true
+            rewritesData = true
             work = { try await self.postgres.initdb() }
         case .clone(let from):
             guard let e = endpoint(of: from) else { log("ha: cannot copy \(from): it publishes no PostgreSQL address yet"); return }
+            rewritesData = true
             work = { try await self.postgres.clone(from: e) }
         case .start:
             makesPrimary = access(config.postgres.dataDir + "/standby.signal", F_OK) != 0
@@ -284,6 +290,7 @@ public final class HADriver: Sendable {
         case .rewind(let from):
             guard let e = endpoint(of: from) else { log("ha: cannot rewind from \(from): it publishes no PostgreSQL address yet"); return }
             let timeline = view?.leaderTimeline
+            rewritesData = true
             work = {
                 try await self.postgres.rewind(from: e, leaderTimeline: timeline)
                 self.shared.withLock { $0.rewound = true }
@@ -291,31 +298,52 @@ public final class HADriver: Sendable {
         default:
             return
         }
-        let task = Task {
-            let started = self.clock()
-            do {
-                try await work()
-                self.shared.withLock { $0.failed = nil }
-                self.log("ha: \(name) done in \(String(format: "%.1f", self.clock() - started))s")
-            } catch is CancellationError {
-                self.log("ha: \(name) cancelled")
-            } catch {
-                let wait = self.shared.withLock { s -> Double in
-                    let count = s.failed?.name == name ? (s.failed?.count ?? 0) + 1 : 1
-                    let wait = min(30, pow(2, Double(count - 1)))
-                    s.failed = (name, self.clock() + wait, count)
-                    return wait
-                }
-                self.log("ha: \(name) failed (next try in \(Int(wait))s): \(error)")
-            }
-            self.shared.withLock { s in s.job = nil; s.jobName = nil; s.wake = true }
-        }
-        shared.withLock { s in
-            s.job = task
-            s.jobName = name
-            if makesPrimary { s.maybePrimary = true }
-        }
         log("ha: \(name)…")
+        shared.withLock { s in
+            s.jobID &+= 1
+            let id = s.jobID
+            if makesPrimary { s.maybePrimary = true }
+            if rewritesData { s.dataJob = true; s.dataEpoch &+= 1 }
+            s.job = Task {
+                let started = self.clock()
+                do {
+                    try await work()
+                    self.shared.withLock { $0.failed = nil }
+                    self.log("ha: \(name) done in \(String(format: "%.1f", self.clock() - started))s")
+                } catch is CancellationError {
+                    self.log("ha: \(name) cancelled")
+                } catch {
+                    let wait = self.shared.withLock { s -> Double in
+                        let count = s.failed?.name == name ? (s.failed?.count ?? 0) + 1 : 1
+                        let wait = min(30, pow(2, Double(count - 1)))
+                        s.failed = (name, self.clock() + wait, count)
+                        return wait
+                    }
+                    self.log("ha: \(name) failed (next try in \(Int(wait))s): \(error)")
+                }
+                self.shared.withLock { s in
+                    if s.jobID == id {
+                        s.job = nil
+                        if s.dataJob { s.dataJob = false; s.dataEpoch &+= 1 }
+                    }
+                    s.wake = true
+                }
+            }
+        }
+    }
+
+    /// Cancels the running PostgreSQL job, if any (a fence or a stop comes first); `serverStops`: the server will
+    /// take no writes after this (the deadline guard has nothing left to stop).
+    func cancelJob(serverStops: Bool) {
+        let job = shared.withLock { s -> Task<Void, Never>? in
+            let j = s.job
+            s.job = nil
+            s.jobID &+= 1
+            if s.dataJob { s.dataJob = false; s.dataEpoch &+= 1 }
+            if serverStops { s.maybePrimary = false }
+            return j
+        }
+        job?.cancel()
     }
 
     func seconds(_ s: Double) -> String { String(format: "%.2fs", s) }
@@ -352,6 +380,7 @@ public final class HADriver: Sendable {
         case .stopped(let standby): pgState = standby ? "stopped-standby" : "stopped"
         case .running(let standby): pgState = standby ? "running-standby" : "running"
         case .unknown: pgState = "unknown"
+        case .changing: pgState = "changing"
         }
         let changed = shared.withLock { s -> Bool in
             var lag: UInt64?

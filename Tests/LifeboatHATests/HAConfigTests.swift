@@ -91,6 +91,9 @@ import Testing
         }
         #expect(error("data_dir: /srv/pg, parameters: {port: 5433}").contains("set by the agent"))
         #expect(error("data_dir: /srv/pg, parameters: {primary_conninfo: x}").contains("set by the agent"))
+        for directive in ["include", "include_if_exists", "include_dir", "hba_file", "config_file", "ident_file"] {
+            #expect(error("data_dir: /srv/pg, parameters: {\(directive): /etc/shadow}").contains("another file"), "\(directive)")
+        }
         #expect(error("data_dir: /srv/pg, parameters: {\"a;b\": x}").contains("not a PostgreSQL setting name"))
         #expect(error("data_dir: /srv/pg, parameters: {work_mem: \"1\\n2\"}").contains("one line"))
         #expect(error("data_dir: /srv/pg, pg_hba: [\"host all\\nall\"]").contains("one line per entry"))

@@ -188,6 +188,28 @@ import Testing
         #expect(s.step(now: 0, cluster: view(leader: "pg2", lease: 9), local: stopped).actions.contains(.rewind(from: "pg2")))
     }
 
+    /// While a job rewrites the data directory (a copy, a rewind, initdb) the driver reports it `.changing`: no
+    /// decision is taken on it (a copy whose pg_control arrived before its standby.signal once passed for a former
+    /// primary and was rewound, diverging from the leader on its own timeline), nothing is started or taken, and the
+    /// lease is still renewed.
+    @Test func aDataDirectoryBeingRewrittenIsNotJudged() {
+        var s = node("pg3")
+        #expect(s.step(now: 0, cluster: view(leader: "pg2", lease: 9), local: LocalPostgres(state: .absent)).actions.contains(.clone(from: "pg2")))
+        let d = s.step(now: 0.5, cluster: view(leader: "pg2", lease: 9), local: LocalPostgres(state: .changing))
+        #expect(d.actions.contains(.renewLease))
+        #expect(!d.actions.contains { if case .rewind = $0 { return true }; if case .follow = $0 { return true }; if case .start = $0 { return true }; return false })
+        #expect(d.role == .bootstrapping)
+        let copied = LocalPostgres(state: .stopped(standby: true), systemIdentifier: Self.system, timeline: 1, position: 0x300_0000)
+        #expect(s.step(now: 1, cluster: view(leader: "pg2", lease: 9), local: copied).actions.contains(.follow("pg2")))
+        // With no leader it is no candidate and takes nothing; the leader waits rather than let the key go.
+        var t = node("pg4")
+        let free = t.step(now: 0, cluster: view(leader: nil), local: LocalPostgres(state: .changing))
+        #expect(!acquires(free) && !free.actions.contains(.recover))
+        var l = node("pg1")
+        let held = l.step(now: 0, cluster: view(leader: "pg1"), local: LocalPostgres(state: .changing))
+        #expect(!held.actions.contains(.releaseLeader) && !held.actions.contains(.start))
+    }
+
     /// Every node stopped at once (a power cut) and no leader: each starts in recovery on its own WAL rather than
     /// judging itself by its last checkpoint (which would leave every node "behind" and none taking over); a former
     /// primary that recovered so, and lost the race, is rewound before it follows.

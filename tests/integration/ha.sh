@@ -215,6 +215,13 @@ t_switchover() {
   grep -q "is the leader already" "$WORK/err" || fail "a switchover to the leader was not refused clearly"
   expect_code 1 "$BIN" ha switchover --config "$WORK/n1.yaml" --to pg9
   grep -q "not a live member" "$WORK/err" || fail "a switchover to an unknown node was not refused clearly"
+  # A name that would smuggle another query parameter (or another node's name) into the request.
+  expect_code 1 "$BIN" ha switchover --config "$WORK/n1.yaml" --to "pg$old&to=pg$old"
+  grep -q "not a node name" "$WORK/err" || fail "a hostile --to was not refused"
+  for bad in 1e300 nan 0 inf; do
+    expect_code 1 "$BIN" ha switchover --config "$WORK/n1.yaml" --to "pg$old" --timeout "$bad"
+    grep -q "timeout must be between" "$WORK/err" || fail "--timeout $bad was not refused clearly"
+  done
 }
 
 # Maintenance: no automatic failover while paused, even when the primary dies; a failover right after resume.

@@ -97,7 +97,6 @@ start_writer() {  # a writer for at most 120 s; sets WSTART and WREC
 acked_after() {  # acked_after TIME NODE: a write acknowledged after TIME by another node than NODE
   /usr/bin/python3 -c "import json,sys; a=[json.loads(l) for l in open('$WREC')]; sys.exit(0 if any(x['ok'] and x['ack'] > $1 and x['node'] != '$2' for x in a) else 1)"
 }
-acked_by() { /usr/bin/python3 -c "import json; a=[json.loads(l) for l in open('$WREC')]; a=[x for x in a if x['ok']]; print(a[-1]['node'] if a else '')"; }
 stop_writer() { touch "$WSTOP"; wait "$WRITER_PID" 2>/dev/null; }
 check_scenario() {  # check_scenario NAME [checker flags]: after the cluster converged
   local name=$1; shift
