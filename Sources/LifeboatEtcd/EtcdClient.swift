@@ -169,6 +169,12 @@ public final class EtcdClient: Sendable {
                       ["requestDeleteRange": ["key": Self.b64(key)]])
     }
 
+    /// Deletes `key` only if another key, `guardKey`, holds `expected` now. True when the condition held.
+    public func deleteIf(_ key: String, guardKey: String, holds expected: [UInt8]) async throws -> Bool {
+        try await txn([["key": Self.b64(guardKey), "target": "VALUE", "result": "EQUAL", "value": Data(expected).base64EncodedString()]],
+                      ["requestDeleteRange": ["key": Self.b64(key)]])
+    }
+
     public func delete(_ key: String) async throws {
         _ = try await call("/v3/kv/deleterange", ["key": Self.b64(key)])
     }

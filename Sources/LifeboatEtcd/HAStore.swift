@@ -110,7 +110,7 @@ public struct HAStore: Sendable {
     public static func performs(_ a: HAAction) -> Bool {
         switch a {
         case .startSession, .renewLease, .publishMember, .takeInitializeKey, .publishInitialized, .acquireLeader, .publishLeader,
-             .releaseLeader, .clearSwitchover, .publishSync:
+             .releaseLeader, .clearSwitchover, .publishSync, .clearSync:
             return true
         case .initdb, .clone, .start, .recover, .promote, .fence, .stop, .follow, .rewind, .setSynchronousStandbys:
             return false
@@ -164,6 +164,9 @@ public struct HAStore: Sendable {
             case .publishSync(let standbys):
                 let ok = try await client.putIf(keys.sync, keys.encode(ClusterView.Sync(leader: me, standbys: standbys)),
                                                 guardKey: keys.leader, holds: Array(me.utf8))
+                return (ok, ok ? nil : "the leader key is no longer this node's")
+            case .clearSync:
+                let ok = try await client.deleteIf(keys.sync, guardKey: keys.leader, holds: Array(me.utf8))
                 return (ok, ok ? nil : "the leader key is no longer this node's")
             case .releaseLeader:
                 _ = try await client.deleteIfValue(keys.leader, expected: Array(me.utf8))

@@ -29,6 +29,9 @@ public enum HAAction: Sendable, Equatable {
     /// Synchronous mode: publish which standbys hold every acknowledged commit (the `sync` key, written only while
     /// the leader key is this node's).
     case publishSync([String])
+    /// Asynchronous mode: remove a `sync` key left from a synchronous period (only while the leader key is this
+    /// node's), so that it does not bind the standbys when the mode is turned on again.
+    case clearSync
     /// Start PostgreSQL as its data directory is (a primary's starts as primary).
     case start
     /// Start PostgreSQL in recovery with no upstream (`standby.signal`, no `primary_conninfo`): it replays its own
@@ -349,9 +352,13 @@ public struct HANode: Sendable {
                 return "its replication was last streaming \(since), more than \(format(settings.maximumReplicationBroken)) before the leader vanished"
             }
         }
-        if settings.synchronous, c.sync?.leader != me {
-            guard let sync = c.sync, sync.standbys.contains(me) else {
-                return "synchronous mode: only \(c.sync.map { $0.standbys.isEmpty ? "no node" : $0.standbys.joined(separator: ", ") } ?? "no node") may take over (the standbys that hold every acknowledged commit)"
+        // No `sync` key: no leader ever ran in synchronous mode (a sync-mode leader publishes one as it starts to
+        // lead, before any commit waits for a standby), so no commit was acknowledged synchronously and the
+        // asynchronous rules apply (as Patroni does). Without this, turning synchronous mode on by restarting every
+        // node, the leader last, leaves a cluster nobody may lead.
+        if settings.synchronous, let sync = c.sync, sync.leader != me {
+            guard sync.standbys.contains(me) else {
+                return "synchronous mode: only \(sync.standbys.isEmpty ? "no node" : sync.standbys.joined(separator: ", ")) may take over (the standbys that hold every acknowledged commit)"
             }
         }
         guard racing else { return nil }
@@ -378,9 +385,12 @@ public struct HANode: Sendable {
         let me = settings.node
         let configured = local.synchronousStandbys
         guard settings.synchronous else {
-            return configured == [] ? [] : [.setSynchronousStandbys([])]
+            return (c.sync == nil ? [] : [.clearSync]) + (configured == [] ? [] : [.setSynchronousStandbys([])])
         }
-        let published = c.sync?.leader == me ? (c.sync?.standbys ?? []) : []
+        // A new leader: the key names it alone first (nobody else may take over), before any of its commits waits
+        // for a standby; the key the old leader left names standbys that need not hold this leader's commits.
+        guard c.sync?.leader == me else { return [.publishSync([])] }
+        let published = c.sync?.standbys ?? []
         let streaming = Set(local.replicas.keys)
         // Eligible standbys: live members that stream from this node and may fail over.
         let healthy = local.replicas.filter { name, _ in
@@ -391,10 +401,6 @@ public struct HANode: Sendable {
         var desired = published.filter { streaming.contains($0) && healthy[$0] != nil }
         if desired.isEmpty, let pending = (configured ?? []).first(where: { healthy[$0] != nil }) { desired = [pending] }
         if desired.isEmpty, let best = healthy.max(by: { ($0.value, $1.key) < ($1.value, $0.key) }) { desired = [best.key] }
-        if c.sync?.leader != me && desired.isEmpty {
-            // A new leader with no standby yet: the key names it alone (nobody else may take over).
-            return (c.sync == .init(leader: me, standbys: []) ? [] : [.publishSync([])]) + (configured == [] ? [] : [.setSynchronousStandbys([])])
-        }
         if Set(desired) == Set(published) {
             // Published as wanted: narrow the configuration to it once the key says so.
             syncWidenedAt = nil

@@ -58,6 +58,8 @@ public final class HADriver: Sendable {
         /// starts and ends, so that a probe that overlapped one is known and not decided on.
         var dataJob = false
         var dataEpoch = 0
+        /// The store as the last step read it (nil: unreachable), for the peeks between steps.
+        var seen: Seen?
         /// The local server may take writes (it runs as a primary, or a job is making it one).
         var maybePrimary = false
         var wake = false
@@ -149,13 +151,30 @@ public final class HADriver: Sendable {
     func loop() async {
         while !Task.isCancelled {
             let next = await step()
-            // Sleep until the next step is due, or until something asks for one sooner.
+            // Sleep until the next step is due, or until something asks for one sooner. A node that does not lead
+            // reads the store every 0.1 s meanwhile (a read, no probe of the local server) and steps at once when
+            // the leader key, a switchover or maintenance changed: it sees the key expire as a watch would.
+            var peek = clock() + Self.peekInterval
             while !Task.isCancelled {
                 let woken = shared.withLock { s -> Bool in let w = s.wake; s.wake = false; return w }
                 if woken || clock() >= next { break }
+                if clock() >= peek, let seen = shared.withLock({ $0.seen }), seen.leader?.holder != config.settings.node {
+                    peek = clock() + Self.peekInterval
+                    if let v = await store.read().view, Seen(v) != seen { break }
+                }
                 try? await Task.sleep(for: .milliseconds(20))
             }
         }
+    }
+
+    static let peekInterval = 0.1
+
+    /// What a node that does not lead watches between its steps.
+    struct Seen: Equatable {
+        var leader: ClusterView.Leader?
+        var switchover: ClusterView.Switchover?
+        var maintenance: Bool
+        init(_ v: ClusterView) { leader = v.leader; switchover = v.switchover; maintenance = v.maintenance }
     }
 
     /// One step: read, probe, decide, act. Returns when the next one is due.
@@ -170,6 +189,7 @@ public final class HADriver: Sendable {
         let now = clock()
         let decision = shared.withLock { s -> HADecision in
             if s.rewound { s.node.rewound(); s.rewound = false }
+            s.seen = view.map(Seen.init)
             // A data directory a job was writing while it was probed (a copy whose pg_control is in but whose
             // standby.signal is not yet, a rewind half done) would pass for a former primary's.
             if before.0 || s.dataJob || s.dataEpoch != before.1 { local = LocalPostgres(state: .changing) }
@@ -230,6 +250,7 @@ public final class HADriver: Sendable {
                 if case .acquireLeader = action, r.ok { soon = true; log("ha: took the leader key") }
                 if case .takeInitializeKey = action, r.ok { soon = true }
                 if case .startSession = action, r.ok { soon = true }
+                if case .clearSync = action, r.ok { log("ha: asynchronous mode: removed the synchronous standbys' key left from synchronous mode") }
                 if case .publishSync(let names) = action, r.ok { log("ha: published the synchronous standbys: \(names.isEmpty ? "none" : names.joined(separator: ", "))"); soon = true }
                 if let note = r.note, !r.ok { notes.append("\(describe(action)): \(note)") }
             default:
@@ -281,7 +302,8 @@ public final class HADriver: Sendable {
         case .promote:
             makesPrimary = true
             work = {
-                try await self.postgres.promote()
+                // The loop steps as soon as the server takes writes (the checkpoint after it runs on).
+                try await self.postgres.promote { self.shared.withLock { s in s.wake = true } }
                 self.shared.withLock { s in s.failovers += 1; s.lastFailover = Date() }
             }
         case .follow(let leader):
@@ -370,6 +392,7 @@ public final class HADriver: Sendable {
         case .clearSwitchover: return "clearing the switchover"
         case .setSynchronousStandbys: return "setting the synchronous standbys"
         case .publishSync: return "publishing the synchronous standbys"
+        case .clearSync: return "removing the synchronous standbys' key (asynchronous mode)"
         }
     }
 

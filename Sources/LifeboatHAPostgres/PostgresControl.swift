@@ -269,11 +269,13 @@ public struct PostgresControl: Sendable {
         return o
     }
 
-    /// Promotes the standby and waits until it takes writes.
-    /// Then a checkpoint: until one, the control file still names the old timeline, and pg_rewind on the old
-    /// primary would find "the same timeline" and rewind nothing.
-    public func promote() async throws {
+    /// Promotes the standby and waits until it takes writes (`promoted` is called then, so that the agent reports
+    /// a primary at once). Then a checkpoint: until one, the control file still names the old timeline, and
+    /// pg_rewind on the old primary would find "the same timeline" and rewind nothing (a rewind that finds it
+    /// while the leader published a newer timeline is tried again).
+    public func promote(promoted: @Sendable () -> Void = {}) async throws {
         _ = try await run([bin("pg_ctl"), "promote", "-D", dataDir, "-w", "-t", "60"], what: "pg_ctl promote", timeout: 70, tailOf: logFile)
+        promoted()
         _ = try await query("CHECKPOINT", timeout: 300)
     }
 

@@ -270,12 +270,16 @@ import Testing
                                                                     leaderTimeline: 1, members: Dictionary(uniqueKeysWithValues: members.map { ($0.name, $0) }),
                                                                     initialized: Self.system, sync: sync), local: local))
         }
+        // A new leader (no key, or the old leader's): the key names it alone first, whatever its standbys.
+        #expect(step(nil, primary(0x300_0000, configured: [], replicas: ["pg2": 0x2FF_0000, "pg3": 0x300_0000])) == [.publishSync([])])
+        #expect(step(ClusterView.Sync(leader: "pg0", standbys: ["pg2"]), primary(0x300_0000, configured: [], replicas: ["pg2": 0x2FF_0000, "pg3": 0x300_0000])) == [.publishSync([])])
+        let alone = ClusterView.Sync(leader: "pg1", standbys: [])
         // No standby required yet: require the one furthest ahead (pg3).
-        #expect(step(nil, primary(0x300_0000, configured: [], replicas: ["pg2": 0x2FF_0000, "pg3": 0x300_0000])) == [.setSynchronousStandbys(["pg3"])])
+        #expect(step(alone, primary(0x300_0000, configured: [], replicas: ["pg2": 0x2FF_0000, "pg3": 0x300_0000])) == [.setSynchronousStandbys(["pg3"])])
         // Required, but not yet past the position at the change: not published.
-        #expect(step(nil, primary(0x300_1000, configured: ["pg3"], replicas: ["pg2": 0x300_1000, "pg3": 0x2FF_F000])) == [])
+        #expect(step(alone, primary(0x300_1000, configured: ["pg3"], replicas: ["pg2": 0x300_1000, "pg3": 0x2FF_F000])) == [])
         // Past it: published.
-        #expect(step(nil, primary(0x300_1000, configured: ["pg3"], replicas: ["pg2": 0x300_1000, "pg3": 0x300_1000])) == [.publishSync(["pg3"])])
+        #expect(step(alone, primary(0x300_1000, configured: ["pg3"], replicas: ["pg2": 0x300_1000, "pg3": 0x300_1000])) == [.publishSync(["pg3"])])
         let published = ClusterView.Sync(leader: "pg1", standbys: ["pg3"])
         #expect(step(published, primary(0x300_2000, configured: ["pg3"], replicas: ["pg2": 0x300_2000, "pg3": 0x300_2000])) == [])
         // pg3 stops streaming: pg2 is required alongside (commits wait for both), published once it has caught up,
@@ -292,10 +296,11 @@ import Testing
     }
 
     /// Synchronous mode, the standbys' side: only a node the `sync` key names may take over, however caught up
-    /// the others are; with no key, nobody.
+    /// the others are; a key naming no standby, nobody. No key at all (no leader ever ran in synchronous mode, as
+    /// when it is turned on by restarting every node): the asynchronous rules.
     @Test func inSynchronousModeOnlyThePublishedStandbyTakesOver() {
         for (sync, pg2Takes, pg3Takes) in [(ClusterView.Sync(leader: "pg1", standbys: ["pg3"]), false, true),
-                                           (ClusterView.Sync(leader: "pg1", standbys: []), false, false), (nil, false, false)] {
+                                           (ClusterView.Sync(leader: "pg1", standbys: []), false, false), (nil, true, true)] {
             for (name, takes) in [("pg2", pg2Takes), ("pg3", pg3Takes)] {
                 var n = syncNode(name)
                 _ = n.step(now: 0, cluster: view(leader: "pg1"), local: standby(0x300_0000))
@@ -305,11 +310,17 @@ import Testing
                 #expect(acquires(n.step(now: 4, cluster: v, local: standby(0x300_0000, streaming: false))) == takes)
             }
         }
-        // Asynchronous mode: a leftover synchronous_standby_names is cleared.
+        // Asynchronous mode: a leftover synchronous_standby_names is cleared, and so is a leftover key (which would
+        // bind the standbys once the mode is turned on again); a leader with neither does nothing of the kind.
         var a = node("pg1")
         var l = primary()
         l.synchronousStandbys = ["pg2"]
-        #expect(a.step(now: 0.1, cluster: view(leader: "pg1"), local: l).actions.contains(.setSynchronousStandbys([])))
+        var leftover = view(leader: "pg1")
+        leftover.sync = ClusterView.Sync(leader: "pg0", standbys: ["pg9"])
+        let d = a.step(now: 0.1, cluster: leftover, local: l)
+        #expect(d.actions.contains(.setSynchronousStandbys([])) && d.actions.contains(.clearSync))
+        let clean = a.step(now: 0.2, cluster: view(leader: "pg1"), local: primary())
+        #expect(!clean.actions.contains(.clearSync) && !clean.actions.contains(.setSynchronousStandbys([])))
     }
 
     /// A stale read that still names this node leader after its session was lost: no writes without a lease.

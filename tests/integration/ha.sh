@@ -265,6 +265,12 @@ sync_published() {  # the sync key names a standby of the current leader
 t_synchronous_mode() {
   wait_converged
   local i p
+  # A key left from an earlier synchronous period, naming standbys long gone: the asynchronous leader removes it
+  # (else it would bind the standbys once the mode is on, and nobody could take over).
+  local ectl=(env ETCDCTL_API=3 etcdctl --endpoints "http://$NET.21:2379,http://$NET.22:2379,http://$NET.23:2379")
+  "${ectl[@]}" put /lifeboat/ha/shop/sync '{"leader": "pg7", "standbys": ["pg8"]}' > /dev/null || fail "cannot write the test's sync key"
+  sync_key_gone() { [ -z "$("${ectl[@]}" get /lifeboat/ha/shop/sync --print-value-only)" ]; }
+  wait_until 30 "the asynchronous leader to remove the leftover sync key" sync_key_gone
   for i in $NODES; do sed -i 's/synchronous: false/synchronous: true/' "$WORK/n$i.yaml"; done
   for i in $NODES; do
     [ "$i" = "$(leader)" ] && continue
