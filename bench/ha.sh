@@ -92,11 +92,27 @@ stop_tool() {
   for i in $NODES; do rm -rf "$WORK/n$i"/data* "$WORK/n$i/data.log"; done
 }
 
+# The leader key's changes, each with the time it was seen (etcdctl watch from the host: it is never cut), so that
+# the time from the key's expiry to the first write on the new primary (the tool's own reaction, whatever the
+# fault's phase) is measured beside the time from the fault.
+leader_key() { [ "$1" = lifeboat ] && echo /lifeboat/ha/shop/leader || echo /service/shop/leader; }
+start_watch() {  # start_watch TOOL FILE
+  ETCDCTL_API=3 etcdctl --endpoints "http://$NET.21:2379,http://$NET.22:2379,http://$NET.23:2379" watch "$(leader_key "$1")" \
+    | /usr/bin/python3 -u -c "import sys, time
+for l in sys.stdin: print('%.6f %s' % (time.time(), l.strip()), flush=True)" > "$2" &
+  WATCH_PID=$!
+}
+stop_watch() { pkill -f -- "etcdctl --endpoints .* watch $(leader_key "$1")"; wait "$WATCH_PID" 2>/dev/null; }
+expired_at() {  # expired_at FILE TIME: when the key was first deleted after TIME
+  /usr/bin/python3 -c "import sys; t=[float(l.split()[0]) for l in open('$1') if l.split()[1:2] == ['DELETE'] and float(l.split()[0]) > $2]; print('%.6f' % t[0] if t else '')"
+}
+
 # One scenario, one round: break, measure, heal, converge, check.
 scenario() {  # scenario TOOL NAME ROUND
-  local tool=$1 name=$2 round=$3 old t gap delay ok=1
+  local tool=$1 name=$2 round=$3 old t gap delay expiry react ok=1 watch="$WORK/watch-$1-$2-$3.log"
   wait_until 120 "the cluster to converge" converged || return 1
   start_writer
+  start_watch "$tool" "$watch"
   # The fault falls at a uniformly random point of the leader's renewal period (Lifeboat renews every TTL/3,
   # Patroni every loop_wait): otherwise it falls at whatever phase the convergence check happens to catch (just
   # after a renewal, for one tool and not the other), and the time to failover measures that phase, not the tool.
@@ -111,6 +127,8 @@ scenario() {  # scenario TOOL NAME ROUND
   esac
   wait_until 60 "a write acknowledged by a new primary" acked_after "$t" "pg$old" || ok=0
   gap=$(first_ack_after "$t" "pg$old")
+  expiry=$(expired_at "$watch" "$t")
+  react=$([ -n "$gap" ] && [ -n "$expiry" ] && /usr/bin/python3 -c "print('%.2f' % ($t + $gap - $expiry))")
   sleep 2   # writes go on through the new primary for a moment (the measure is taken)
   case "$name" in
     kill) echo "$tool" > "$WORK/n$old.run" ;;
@@ -120,12 +138,13 @@ scenario() {  # scenario TOOL NAME ROUND
   esac
   wait_until 180 "the cluster to converge again" converged || ok=0
   stop_writer
+  stop_watch "$tool"
   local logs=() i
   for i in $NODES; do logs+=("pg$i=$WORK/n$i/data.log"); done
   psql_leader -c "SELECT v FROM t" > "$WORK/final.txt"
   local check; check=$(/usr/bin/python3 "$HERE/ha_check.py" "$WREC" "$WSTART" "$WORK/final.txt" "${logs[@]}")
-  echo "$check" | /usr/bin/python3 -c "import json,sys; c=json.load(sys.stdin); c.update(tool='$tool', scenario='$name', round=$round, failover_seconds=float('${gap:-nan}'), fault_delay_seconds=$delay, converged=bool($ok)); print(json.dumps(c))" >> "$RESULTS"
-  printf '  %-9s %-9s round %s: first write on the new primary after %ss, failed %s, lost %s, split brain %s\n' "$tool" "$name" "$round" "${gap:-?}" \
+  echo "$check" | /usr/bin/python3 -c "import json,sys; c=json.load(sys.stdin); c.update(tool='$tool', scenario='$name', round=$round, failover_seconds=float('${gap:-nan}'), after_expiry_seconds=float('${react:-nan}'), fault_delay_seconds=$delay, converged=bool($ok)); print(json.dumps(c))" >> "$RESULTS"
+  printf '  %-9s %-9s round %s: first write on the new primary after %ss (%ss after the key expired), failed %s, lost %s, split brain %s\n' "$tool" "$name" "$round" "${gap:-?}" "${react:-?}" \
     "$(echo "$check" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["failed"])')" \
     "$(echo "$check" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["lost"])')" \
     "$(echo "$check" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["split_brain_commits"])')"
@@ -153,15 +172,17 @@ tools = sorted(set(r["tool"] for r in rows), key=lambda t: t != "lifeboat")
 scenarios = []
 for r in rows:
     if r["scenario"] not in scenarios: scenarios.append(r["scenario"])
-print("\n| scenario | tool | failover: median / mean / fastest (s) | failed writes (median) | acknowledged writes lost (max) | split brain (max) | converged |")
-print("|---|---|---|---|---|---|---|")
+print("\n| scenario | tool | failover: median / mean / fastest (s) | after the key expired: median / mean (s) | failed writes (median) | acknowledged writes lost (max) | split brain (max) | converged |")
+print("|---|---|---|---|---|---|---|---|")
 for s in scenarios:
     for t in tools:
         rs = [r for r in rows if r["tool"] == t and r["scenario"] == s]
         if not rs: continue
         times = [r["failover_seconds"] for r in rs if not math.isnan(r["failover_seconds"])]
         f = "%.2f / %.2f / %.2f" % (statistics.median(times), statistics.mean(times), min(times)) if times else "none"
-        print("| %s | %s | %s | %d | %d | %d | %d/%d |" % (s, t, f, statistics.median([r["failed"] for r in rs]), max(r["lost"] for r in rs),
+        ex = [r["after_expiry_seconds"] for r in rs if not math.isnan(r.get("after_expiry_seconds", float("nan")))]
+        e = "%.2f / %.2f" % (statistics.median(ex), statistics.mean(ex)) if ex else "none"
+        print("| %s | %s | %s | %s | %d | %d | %d | %d/%d |" % (s, t, f, e, statistics.median([r["failed"] for r in rs]), max(r["lost"] for r in rs),
               max(r["split_brain_commits"] + (1 if r["problems"] and "client" in " ".join(r["problems"]) else 0) for r in rs),
               sum(1 for r in rs if r["converged"]), len(rs)))
 EOF

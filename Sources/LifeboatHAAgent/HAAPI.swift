@@ -12,7 +12,7 @@ import NIOCore
 /// A node's REST API on `ha.node.api`, as Patroni's:
 ///
 /// - `GET /primary` (also `/leader`, `/master`): 200 only on the node that holds the leader key on a lease renewed
-///   in time and runs as primary; 503 elsewhere. What a proxy's health check asks.
+///   in time and runs as primary or is being promoted (as Patroni's); 503 elsewhere. What a proxy's health check asks.
 /// - `GET /replica`: 200 only on a running standby that streams and is within `maximum_lag_on_failover`.
 /// - `GET /health`: 200 while the local PostgreSQL runs, whatever its role.
 /// - `GET /cluster`: the members, the leader, maintenance and a switchover under way (JSON); `GET /status`: this

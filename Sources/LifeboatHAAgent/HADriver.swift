@@ -94,10 +94,14 @@ public final class HADriver: Sendable {
 
     /// Whether the node may take writes now: it holds the leader key on a lease renewed in time, and its server
     /// runs as a primary (what `GET /primary` answers).
+    /// This node holds the leader key on a lease renewed in time, and its server runs as primary or is being
+    /// promoted (as Patroni's /primary: a proxy routes to it while the promotion ends, clients meet a read-only
+    /// server for those milliseconds rather than none).
     public func isWritablePrimary() -> Bool {
         let now = clock()
         return shared.withLock { s in
-            s.status.role == HARole.primary.rawValue && s.status.leader == config.settings.node && s.node.mayWrite(at: now)
+            (s.status.role == HARole.primary.rawValue || (s.status.role == HARole.promoting.rawValue && s.status.postgres.hasPrefix("running")))
+                && s.status.leader == config.settings.node && s.node.mayWrite(at: now)
         }
     }
 

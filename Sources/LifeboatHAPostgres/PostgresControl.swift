@@ -139,6 +139,24 @@ public struct PostgresControl: Sendable {
         return c
     }
 
+    /// `DB_IN_PRODUCTION` of the control file's `DBState` (the same in every release since 9.0).
+    static let inProduction: UInt32 = 6
+
+    /// The cluster state in a control file (what `pg_ctl promote -w` waits on): the 32-bit `state` after the
+    /// system identifier (8 bytes), `pg_control_version` and `catalog_version_no`; nil when the file cannot be read
+    /// or its version is not one of a release this reads (9.6 to 17: 960 to 1700), host byte order as the server
+    /// writes it.
+    static func clusterState(controlFile: String) -> UInt32? {
+        let fd = open(controlFile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var head = [UInt8](repeating: 0, count: 20)
+        guard pread(fd, &head, 20, 0) == 20 else { return nil }
+        func u32(_ at: Int) -> UInt32 { head.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) } }
+        guard (960...1700).contains(u32(8)) else { return nil }
+        return u32(16)
+    }
+
     /// The postmaster's PID from postmaster.pid, only when that process belongs to `run_as`: the file is the
     /// cluster user's to write, and the agent (root) signals what it names, so a PID of anyone else's is ignored.
     func postmasterPID() -> pid_t? {
@@ -273,8 +291,16 @@ public struct PostgresControl: Sendable {
     /// a primary at once). Then a checkpoint: until one, the control file still names the old timeline, and
     /// pg_rewind on the old primary would find "the same timeline" and rewind nothing (a rewind that finds it
     /// while the leader published a newer timeline is tried again).
+    /// The wait reads the control file every 10 ms (pg_ctl's own wait looks every 100 ms).
     public func promote(promoted: @Sendable () -> Void = {}) async throws {
-        _ = try await run([bin("pg_ctl"), "promote", "-D", dataDir, "-w", "-t", "60"], what: "pg_ctl promote", timeout: 70, tailOf: logFile)
+        _ = try await run([bin("pg_ctl"), "promote", "-D", dataDir, "-W"], what: "pg_ctl promote", timeout: 30, tailOf: logFile)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while Self.clusterState(controlFile: dataDir + "/global/pg_control") != Self.inProduction {
+            guard ContinuousClock.now < deadline else {
+                throw LifeboatError(.io, "the promotion did not finish within 60 s (the control file of \(dataDir) does not say \"in production\"); see \(logFile)")
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
         promoted()
         _ = try await query("CHECKPOINT", timeout: 300)
     }
