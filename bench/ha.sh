@@ -6,7 +6,7 @@
 # For each scenario and round: the time from the primary's death (the kill, the freeze, the cut) to the first write
 # acknowledged by the new primary through the proxy, the writes that failed meanwhile, acknowledged writes lost
 # (asynchronous replication), and split brain (acknowledged commits on a deposed primary: must be 0).
-# usage: bench/ha.sh BIN   (HA_ROUNDS=5, HA_TOOLS="lifeboat patroni", HA_SCENARIOS="kill freeze cut-etcd cut-all")
+# usage: bench/ha.sh BIN   (HA_SYNC=false, HA_ROUNDS=5, HA_TOOLS="lifeboat patroni", HA_SCENARIOS="kill freeze cut-etcd cut-all")
 set -u
 source "$(dirname "$0")/../tests/integration/lib.sh" "$1" habench
 SUITE=bench-ha
@@ -14,11 +14,13 @@ HA_TTL=${HA_TTL:-10}
 source "$HERE/ha_net.sh"
 command -v patroni > /dev/null || { echo "bench-ha: Patroni is not installed (apt-get install patroni)"; exit 1; }
 ROUNDS=${HA_ROUNDS:-5}
+SYNC=${HA_SYNC:-false}   # true: synchronous replication for both (Lifeboat's synchronous, Patroni's synchronous_mode)
+case "$SYNC" in true|false) ;; *) echo "bench-ha: HA_SYNC must be true or false"; exit 2 ;; esac
 RESULTS="$WORK/results.jsonl"
 
 for i in $NODES; do
   mkdir -p "$WORK/n$i"; chown postgres "$WORK/n$i"; chmod 755 "$WORK/n$i"
-  lifeboat_config "$i" false > "$WORK/lifeboat$i.yaml"
+  lifeboat_config "$i" "$SYNC" > "$WORK/lifeboat$i.yaml"
   cat > "$WORK/patroni$i.yaml" <<EOF
 scope: shop
 name: pg$i
@@ -30,6 +32,7 @@ bootstrap:
     loop_wait: $(( TTL / 3 ))
     retry_timeout: $(( (TTL - TTL / 3) / 2 ))
     maximum_lag_on_failover: 1048576
+    synchronous_mode: $SYNC
     postgresql:
       use_pg_rewind: true
       parameters: {wal_level: replica, hot_standby: "on", wal_keep_size: 256MB, max_wal_senders: 10, wal_log_hints: "on", hot_standby_feedback: "on"}
@@ -71,7 +74,14 @@ converged() {
     [ "$(api "$i" primary)" = 200 ] && p=$((p+1))
     [ "$(api "$i" replica)" = 200 ] && r=$((r+1))
   done
-  [ $p = 1 ] && [ $r = 2 ]
+  [ $p = 1 ] && [ $r = 2 ] && { [ "$SYNC" = false ] || sync_named; }
+}
+# Synchronous mode: the tool's sync key names a standby (else the next failover rightly waits for the old leader).
+sync_named() {
+  local key=/service/shop/sync
+  [ "$tool" = lifeboat ] && key=/lifeboat/ha/shop/sync   # $tool: the loop's or the scenario's
+  ETCDCTL_API=3 etcdctl --endpoints "http://$NET.21:2379,http://$NET.22:2379,http://$NET.23:2379" get "$key" --print-value-only \
+    | /usr/bin/python3 -c "import json,sys; v=json.loads(sys.stdin.read() or '{}'); sys.exit(0 if v.get('standbys') or v.get('sync_standby') else 1)"
 }
 first_ack_after() {  # first_ack_after TIME NODE: seconds from TIME to the first ack by another node than NODE
   /usr/bin/python3 -c "import json; a=[json.loads(l) for l in open('$WREC')]; a=[x['ack'] for x in a if x['ok'] and x['ack'] > $1 and x['node'] != '$2']; print('%.2f' % (min(a) - $1) if a else '')"

@@ -156,22 +156,24 @@ public final class HADriver: Sendable {
         while !Task.isCancelled {
             let next = await step()
             // Sleep until the next step is due, or until something asks for one sooner. A node that does not lead
-            // reads the store every 0.1 s meanwhile (a read, no probe of the local server) and steps at once when
+            // reads the store every 0.05 s meanwhile (a read, no probe of the local server) and steps at once when
             // the leader key, a switchover or maintenance changed: it sees the key expire as a watch would.
-            var peek = clock() + Self.peekInterval
+            // A read that fails (the store unreachable: it may have taken TTL/2) ends the peeks until the next step.
+            var peek: Double? = clock() + Self.peekInterval
             while !Task.isCancelled {
                 let woken = shared.withLock { s -> Bool in let w = s.wake; s.wake = false; return w }
                 if woken || clock() >= next { break }
-                if clock() >= peek, let seen = shared.withLock({ $0.seen }), seen.leader?.holder != config.settings.node {
+                if let p = peek, clock() >= p, let seen = shared.withLock({ $0.seen }), seen.leader?.holder != config.settings.node {
                     peek = clock() + Self.peekInterval
-                    if let v = await store.read().view, Seen(v) != seen { break }
+                    guard let v = await store.read().view else { peek = nil; continue }
+                    if Seen(v) != seen { break }
                 }
                 try? await Task.sleep(for: .milliseconds(20))
             }
         }
     }
 
-    static let peekInterval = 0.1
+    static let peekInterval = 0.05
 
     /// What a node that does not lead watches between its steps.
     struct Seen: Equatable {
