@@ -167,15 +167,18 @@ let package = Package(
         // Proof of recovery: playbooks (run, audit log, resume), drills per site in a sandbox (restore, site-loss,
         // corruption, from-kit), verification of restored trees, the engines' checks, reports.
         .target(name: "LifeboatDrill", dependencies: [
+            "LifeboatDashboard",
             "LifeboatPlan", "LifeboatProcess", "LifeboatReplication", "LifeboatSnapshot", "LifeboatRepository", "LifeboatSites",
             "LifeboatStorage", "LifeboatCore", "LifeboatConfig", "LifeboatBackends", "LifeboatS3", "LifeboatFailover", "LifeboatSQLite", "LifeboatSQLiteWAL",
             "LifeboatPostgres", "LifeboatWAL", "CLifeboatSys",
             .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: swift6),
+        // The web dashboard's pages, sessions and forms: pure (no server), rendered from plain values.
+        .target(name: "LifeboatDashboard", swiftSettings: swift6),
         // `lifeboat agent`: runs the plan (scheduler, jobs, state database, alerts, metrics, local API).
         .target(name: "LifeboatAgent", dependencies: [
             "LifeboatDrill", "LifeboatPostgres", "LifeboatSQLite", "LifeboatProcess", "LifeboatPlan", "LifeboatReplication", "LifeboatSnapshot", "LifeboatBackends", "LifeboatRepository", "LifeboatCore",
-            "LifeboatSites", "LifeboatServer", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatStorage", "LifeboatHTTP", "CLifeboatSys",
+            "LifeboatDashboard", "LifeboatSites", "LifeboatServer", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatStorage", "LifeboatHTTP", "CLifeboatSys",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
@@ -216,6 +219,7 @@ let package = Package(
         .testTarget(name: "LifeboatProxyTests", dependencies: ["LifeboatProxy", "LifeboatFailover", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatAgentTests", dependencies: ["LifeboatAgent", "LifeboatDrill", "LifeboatProcess", "LifeboatPlan", "LifeboatCore", "LifeboatSnapshot", "LifeboatSites"], swiftSettings: swift6),
         .testTarget(name: "LifeboatDrillTests", dependencies: ["LifeboatDrill", "LifeboatPlan", "LifeboatProcess", "LifeboatCore"], swiftSettings: swift6),
+        .testTarget(name: "LifeboatDashboardTests", dependencies: ["LifeboatDashboard"], swiftSettings: swift6),
         .testTarget(name: "LifeboatHATests", dependencies: ["LifeboatHA", "LifeboatFailover"], swiftSettings: swift6),
         .testTarget(name: "LifeboatEtcdTests", dependencies: ["LifeboatEtcd", "LifeboatHA", "LifeboatHAPostgres", "LifeboatHAAgent", "LifeboatProcess", "LifeboatTestSupport"], swiftSettings: swift6),
         .testTarget(name: "LifeboatWALTests", dependencies: ["LifeboatWAL", "LifeboatCore", "LifeboatTestSupport"], swiftSettings: swift6),

@@ -9,12 +9,13 @@
 # Prometheus server and promtool (prometheus); the suites use setsid and runuser (util-linux), ps/pgrep (procps), ss (iproute2) and
 # chattr (e2fsprogs); the HA store's tests a real etcd (etcd-server, etcd-client: 3.4, its JSON gateway), and the HA
 # suite (tests/integration/ha.sh: network namespaces, ip from iproute2) its writer's PostgreSQL driver (python3-psycopg2,
-# run with /usr/bin/python3).
+# run with /usr/bin/python3); the dashboard's browser test headless Chromium (chromium) driven over the DevTools
+# protocol (python3-websocket, with /usr/bin/python3).
 set -euo pipefail
 need=()
 for pkg in libzstd-dev pkg-config attr openssl apache2-utils curl restic rclone procps util-linux iproute2 e2fsprogs \
            postgresql-15 postgresql-client-15 mariadb-server mariadb-client redis-server redis-tools sqlite3 libsqlite3-dev prometheus \
-           etcd-server etcd-client python3-psycopg2; do
+           etcd-server etcd-client python3-psycopg2 chromium python3-websocket; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -4,6 +4,7 @@ import HummingbirdCore
 import LifeboatConfig
 import LifeboatFailover
 import LifeboatCore
+import LifeboatDashboard
 import LifeboatPlan
 import LifeboatReplication
 import LifeboatServer
@@ -11,6 +12,7 @@ import Logging
 import NIOCore
 import NIOSSL
 import HummingbirdTLS
+import HTTPTypes
 
 /// The agent's local API on `agent.listen`:
 ///
@@ -20,6 +22,7 @@ import HummingbirdTLS
 /// - `POST /jobs/{job}/pause`, `POST /jobs/{job}/resume`; `POST /sources/{name}/pause|resume|run` for backups.
 /// - `GET /metrics`: Prometheus text (the proxy's too when the plan has pools).
 /// - `/proxy/…`: the proxy's admin endpoints (`GET /proxy/status`, `POST /proxy/pools/P/backends/B/drain`, …).
+/// - `/`, `/login`, `/logout`, `/ui/…`: the web dashboard (Dashboard.swift), with a login of its own.
 ///
 /// With `token_file`, `Authorization: Bearer TOKEN` is accepted; with `users` (an htpasswd file, bcrypt), HTTP
 /// basic authentication is; with both, either. With neither, the API must listen on a loopback address
@@ -32,6 +35,9 @@ public struct AgentAPI: Sendable {
     let listen: Endpoint
     let bindHost: String
     let tls: TLSConfiguration?
+    /// Users of `users` who may act in the dashboard; the others only look.
+    let operators: Set<String>
+    let dashboardState = DashboardState()
 
     public init(agent: Agent, settings: AgentSettings) throws {
         self.agent = agent
@@ -53,8 +59,15 @@ public struct AgentAPI: Sendable {
         } else {
             token = nil
         }
+        operators = Set(settings.operators)
         if let f = settings.users {
-            do { users = try Htpasswd(path: f) } catch { throw LifeboatError.invalid("agent.users \(f): \(error)") }
+            let file: Htpasswd
+            do { file = try Htpasswd(path: f) } catch { throw LifeboatError.invalid("agent.users \(f): \(error)") }
+            users = file
+            let known = Set(file.users)
+            if let missing = settings.operators.first(where: { !known.contains($0) }) {
+                throw LifeboatError.invalid("agent.operators names \(missing), who is not a user of \(f)")
+            }
         } else {
             users = nil
         }
@@ -71,17 +84,21 @@ public struct AgentAPI: Sendable {
 
     struct Problem: Error { var status: HTTPResponse.Status; var message: String }
 
-    func authorized(_ request: Request) -> Bool {
-        if token == nil && users == nil { return true }
-        guard let header = request.headers[.authorization] else { return false }
+    /// The role of the request's credentials: the token and an open loopback API act; a user of `users` acts
+    /// only when `operators` names it. nil: no valid credentials.
+    func authorized(_ request: Request) -> DashboardRole? {
+        if token == nil && users == nil { return .operator }
+        guard let header = request.headers[.authorization] else { return nil }
         if let token, header.hasPrefix("Bearer ") {
-            return constantTimeEqual(Array(header.dropFirst(7).utf8), Array(token.utf8))
+            return constantTimeEqual(Array(header.dropFirst(7).utf8), Array(token.utf8)) ? .operator : nil
         }
         if let users, header.hasPrefix("Basic "), let d = Data(base64Encoded: String(header.dropFirst(6))),
            let s = String(data: d, encoding: .utf8), let colon = s.firstIndex(of: ":") {
-            return users.verify(user: String(s[..<colon]), password: String(s[s.index(after: colon)...]))
+            let user = String(s[..<colon])
+            guard users.verify(user: user, password: String(s[s.index(after: colon)...])) else { return nil }
+            return operators.contains(user) ? .operator : .readOnly
         }
-        return false
+        return nil
     }
 
     public static func encoder() -> JSONEncoder {
@@ -105,12 +122,23 @@ public struct AgentAPI: Sendable {
     }
 
     func respond(_ request: Request) async -> Response {
-        guard authorized(request) else {
+        let parts = request.uri.path.split(separator: "/").map { String($0).removingPercentEncoding ?? String($0) }
+        if AgentAPI.isDashboard(parts) { return await dashboard(request, parts: parts) }
+        guard let role = authorized(request) else {
             var r = text(.unauthorized, "authentication required\n")
             if users != nil { r.headers[.wwwAuthenticate] = "Basic realm=\"lifeboat agent\"" }
             return r
         }
-        let parts = request.uri.path.split(separator: "/").map { String($0).removingPercentEncoding ?? String($0) }
+        if request.method != .get && request.method != .head {
+            // A browser sends basic credentials on its own, even for a form posted from another site: the API's
+            // actions are for programs (the dashboard's forms carry a CSRF token instead).
+            if request.headers[.origin] != nil || request.headers[HTTPField.Name("Sec-Fetch-Site")!] != nil {
+                return text(.forbidden, "the API's actions do not take requests from a browser (Origin header): use the dashboard at /\n")
+            }
+            if role != .operator {
+                return text(.forbidden, "a read-only user cannot act: name it in agent.operators, or use the agent's token\n")
+            }
+        }
         do {
             switch (request.method, parts.count) {
             case (.get, 1) where parts[0] == "status":

@@ -1,5 +1,6 @@
 import Foundation
 import LifeboatCore
+import LifeboatDashboard
 
 /// One step as it ran: of a playbook (by hand or in a drill) or of the drill itself.
 public struct StepRecord: Sendable, Codable, Equatable {
@@ -126,20 +127,7 @@ public struct DrillReport: Sendable, Codable, Equatable {
     /// A self-contained page (no script, no outside asset): the verdict, RTO and RPO beside the objectives, the
     /// failures, and the timeline as bars on the drill's time axis.
     public func html() -> String {
-        func e(_ s: String) -> String {
-            var o = ""
-            for c in s.unicodeScalars {
-                switch c {
-                case "&": o += "&amp;"
-                case "<": o += "&lt;"
-                case ">": o += "&gt;"
-                case "\"": o += "&quot;"
-                case "'": o += "&#39;"
-                default: o.unicodeScalars.append(c)
-                }
-            }
-            return o
-        }
+        func e(_ s: String) -> String { HTML.escape(s) }
         let total = max(0.001, finished.timeIntervalSince(declared))
         var o = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Drill \(e(drill)) at \(e(site))</title><style>"
         o += "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"

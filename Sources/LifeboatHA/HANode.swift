@@ -84,6 +84,8 @@ public struct HANode: Sendable {
     /// When the node last saw a leader key, and last saw its WAL receiver streaming.
     public private(set) var leaderLastSeen: Double?
     public private(set) var lastStreaming: Double?
+    /// When the local server last answered a probe.
+    public private(set) var lastAnswered: Double?
     /// Synchronous mode: the leader's flush position when it last widened `synchronous_standby_names`; a standby
     /// added then holds every acknowledged commit once it has flushed past it.
     public private(set) var syncWidenedAt: UInt64?
@@ -134,6 +136,7 @@ public struct HANode: Sendable {
 
     public mutating func step(now: Double, cluster: ClusterView?, local: LocalPostgres) -> HADecision {
         if local.streaming { lastStreaming = now }
+        if case .running = local.state { lastAnswered = now }
         let me = settings.node
         if let refused { return HADecision(role: .refused, actions: [], reason: refused) }
         let writable = local.isWritablePrimary
@@ -282,6 +285,11 @@ public struct HANode: Sendable {
             return HADecision(role: .promoting, actions: actions, reason: "holding the leader key: starting the server")
         case .changing:
             return HADecision(role: .promoting, actions: actions, reason: "holding the leader key: waiting for the job on the data directory to end")
+        case .unknown where lastAnswered.map({ now - $0 < settings.ttl }) ?? false:
+            // A server that answered a moment ago and now does not is slow (a loaded host) more often than dead:
+            // the key is kept (no other node may write meanwhile) for one TTL, as a leader whose loop stalled would
+            // keep it; a server still silent after that is given up.
+            return HADecision(role: role(of: local), actions: actions, reason: "holding the leader key; the local server does not answer (for \(format(now - (lastAnswered ?? now)))): given up if it still does not after \(format(settings.ttl))")
         case .absent, .unknown:
             actions.append(.releaseLeader)
             return HADecision(role: .stopped, actions: actions, reason: "holding the leader key without a working server: giving it up")

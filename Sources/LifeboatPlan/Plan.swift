@@ -226,6 +226,8 @@ public struct AgentSettings: Sendable, Equatable {
     public var listen = "127.0.0.1:9900"
     public var tokenFile: String?
     public var users: String?
+    /// Users of `users` who may act in the dashboard (back up, drill, pause, backend actions); the others only look.
+    public var operators: [String] = []
     public var tlsCert: String?
     public var tlsKey: String?
     public var state = "/var/lib/lifeboat/agent.db"
@@ -358,7 +360,7 @@ public struct Plan: Sendable {
         }
         if let a = top["agent"] {
             let m = try y.mapping(a, "`agent:`")
-            try y.keys(m, ["listen", "token_file", "users", "tls", "state", "self_backup"])
+            try y.keys(m, ["listen", "token_file", "users", "operators", "tls", "state", "self_backup"])
             if let text = try y.string(m, "self_backup") {
                 switch Result(catching: { () throws(ScheduleError) -> Schedule in try Schedule(parsing: text, timeZone: zone) }) {
                 case .success(let schedule): plan.agent.selfBackup = schedule
@@ -369,6 +371,10 @@ public struct Plan: Sendable {
             if m["listen"] != nil { plan.agent.listen = try y.endpoint(m, "listen", owner: a).description }
             plan.agent.tokenFile = try y.string(m, "token_file")
             plan.agent.users = try y.string(m, "users")
+            plan.agent.operators = try y.strings(m, "operators") ?? []
+            if !plan.agent.operators.isEmpty && plan.agent.users == nil {
+                throw y.error(m["operators"], "`operators` names users of `users`, and there is no `users` file")
+            }
             plan.agent.state = try y.string(m, "state") ?? plan.agent.state
             if let t = m["tls"] {
                 let tm = try y.mapping(t, "`tls:`")

@@ -529,7 +529,106 @@ t_unit_and_rules_are_valid() {
   (cd "$REPO_ROOT/docs/deploy" && promtool test rules prometheus-rules.test.yml > /dev/null) || fail "promtool test rules"
 }
 
-ALL="t_unit_and_rules_are_valid t_api_authentication_choices t_full_disk_fails_the_job_then_the_next_run_succeeds t_bandwidth_limits t_append_only_site_prunes_through_admin_access t_proxy_pools_run_in_the_agent t_agent_runs_the_plan t_recovery_kit_rebuilds_from_one_site_alone t_site_outage_alerts_once_and_prometheus_fires t_webhook_retries_until_delivered
+# The web dashboard: a login before anything, sessions and CSRF, roles, actions written to the audit log, names
+# shown as text; in headless Chromium, an RPO breach turns a row red and a backup runs from the page.
+t_dashboard() {
+  setup_world; RPO=8s write_plan
+  sed -i '/name: shop-db/,/objectives/ { s#schedule: .*#schedule: every 24h#; s#rpo: 1m#rpo: 48h# }' "$WORK/lifeboat.yaml"  # runs at the start, then by hand
+  htpasswd -B -b -c "$WORK/agent.htpasswd" ops ops-password 2>/dev/null
+  htpasswd -B -b "$WORK/agent.htpasswd" viewer viewer-password 2>/dev/null
+  htpasswd -B -b "$WORK/agent.htpasswd" '<script>alert(1)</script>' xss-password 2>/dev/null
+  # An operator who is not a user is refused at the start.
+  sed -i "s#token_file: $WORK/agent.token,#token_file: $WORK/agent.token, users: $WORK/agent.htpasswd, operators: [ops, nobody],#" "$WORK/lifeboat.yaml"
+  local rc=0; "$BIN" agent --config "$WORK/lifeboat.yaml" > "$WORK/op.out" 2>&1 || rc=$?
+  [ "$rc" = 1 ] && grep -q "agent.operators names nobody" "$WORK/op.out" || { cat "$WORK/op.out"; fail "an operator who is not a user (exit $rc)"; }
+  sed -i "s#operators: \[ops, nobody\]#operators: [ops]#" "$WORK/lifeboat.yaml"
+  start_agent
+  successes() { api GET "/history?job=backup:shop-db&limit=100" | python3 -c "import json,sys; print(sum(r['result']=='success' for r in json.load(sys.stdin)))"; }
+  wait_until 60 "shop-db's first backup" eval '[ "$(successes)" -ge 1 ]'
+  local U="http://127.0.0.1:$API_PORT" code
+  # Without a login: the login page, and nothing of the plan.
+  for path in / "/ui/confirm?action=backup&target=www" /ui/nothing; do
+    code=$(curl -s -o "$WORK/anon.html" -w '%{http_code}' "$U$path")
+    [ "$code" = 401 ] && grep -q 'action="/login"' "$WORK/anon.html" && ! grep -q "www\|shop-db" "$WORK/anon.html" || fail "GET $path without a login: the login page only (got $code)"
+  done
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d "action=backup&target=www" "$U/ui/actions"); [ "$code" = 401 ] || fail "an action without a login (got $code)"
+  code=$(curl -s -o /dev/null -w '%{http_code}' -u ops:ops-password "$U/"); [ "$code" = 401 ] || fail "basic authentication does not open the dashboard (got $code)"
+  # The bearer token opens every page.
+  curl -sS --fail-with-body -H "Authorization: Bearer $(cat "$WORK/agent.token")" "$U/" > "$WORK/bearer.html" || fail "the overview with the token"
+  grep -q 'data-service="www"' "$WORK/bearer.html" || fail "the overview lists www"
+  curl -sS -D "$WORK/h.txt" -o /dev/null -H "Authorization: Bearer $(cat "$WORK/agent.token")" "$U/"
+  grep -qi "^content-security-policy: default-src 'none'" "$WORK/h.txt" && grep -qi "^x-frame-options: DENY" "$WORK/h.txt" || { cat "$WORK/h.txt"; fail "security headers"; }
+  # Logins: a wrong password, then a read-only user with a session cookie.
+  code=$(curl -s -o "$WORK/bad.html" -w '%{http_code}' --data-urlencode user=viewer --data-urlencode password=wrong "$U/login")
+  [ "$code" = 401 ] && grep -q "Wrong user or password" "$WORK/bad.html" || fail "a wrong password (got $code)"
+  curl -s -D "$WORK/login.h" -o /dev/null -c "$WORK/viewer.jar" --data-urlencode user=viewer --data-urlencode password=viewer-password "$U/login"
+  grep -q "^HTTP/1.1 303" "$WORK/login.h" && grep -qi "^set-cookie: lifeboat_session=.*HttpOnly; SameSite=Strict" "$WORK/login.h" || { cat "$WORK/login.h"; fail "a login sets an HTTP-only, same-site cookie"; }
+  curl -sS --fail-with-body -b "$WORK/viewer.jar" "$U/" > "$WORK/viewer.html" || fail "the overview with the viewer's session"
+  grep -q 'data-service="www"' "$WORK/viewer.html" && ! grep -q "/ui/confirm" "$WORK/viewer.html" || fail "a read-only user sees no action"
+  local csrf; csrf=$(grep -o 'name="csrf" value="[0-9a-f]*"' "$WORK/viewer.html" | head -1 | sed 's/.*value="//; s/"//')
+  [ ${#csrf} = 64 ] || fail "the page carries a CSRF token"
+  code=$(curl -s -o "$WORK/ro.html" -w '%{http_code}' -b "$WORK/viewer.jar" -d "action=backup&target=www&csrf=$csrf" "$U/ui/actions")
+  [ "$code" = 403 ] && grep -q "read-only" "$WORK/ro.html" || fail "a read-only user cannot act (got $code)"
+  # The operator: a form without the CSRF token, or with another session's, is refused; with it, it runs.
+  curl -s -o /dev/null -c "$WORK/ops.jar" --data-urlencode user=ops --data-urlencode password=ops-password "$U/login"
+  code=$(curl -s -o "$WORK/forged.html" -w '%{http_code}' -b "$WORK/ops.jar" -d "action=backup&target=www" "$U/ui/actions")
+  [ "$code" = 403 ] && grep -q "CSRF" "$WORK/forged.html" || fail "a forged form is refused (got $code)"
+  code=$(curl -s -o /dev/null -w '%{http_code}' -b "$WORK/ops.jar" -d "action=backup&target=www&csrf=$csrf" "$U/ui/actions")
+  [ "$code" = 403 ] || fail "another session's CSRF token is refused (got $code)"
+  [ ! -s "$WORK/audit.jsonl" ] || ! grep -q dashboard_action "$WORK/audit.jsonl" || fail "nothing refused is done or logged"
+  local ops_csrf; ops_csrf=$(curl -s -b "$WORK/ops.jar" "$U/" | grep -o 'name="csrf" value="[0-9a-f]*"' | head -1 | sed 's/.*value="//; s/"//')
+  code=$(curl -s -o "$WORK/unknown.html" -w '%{http_code}' -b "$WORK/ops.jar" -d "action=backup&target=nope&csrf=$ops_csrf" "$U/ui/actions")
+  [ "$code" = 400 ] && grep -q "no source nope" "$WORK/unknown.html" || fail "an unknown source is named (got $code)"
+  code=$(curl -s -o "$WORK/paused.html" -w '%{http_code}' -b "$WORK/ops.jar" -d "action=pause&target=shop-db&csrf=$ops_csrf" "$U/ui/actions")
+  [ "$code" = 200 ] || { cat "$WORK/paused.html"; fail "pause from the dashboard (got $code)"; }
+  grep -q '"action":"pause".*"result":"ok".*"user":"ops"' "$WORK/audit.jsonl" || { cat "$WORK/audit.jsonl"; fail "the action is in the audit log"; }
+  api GET /status | python3 -c "import json,sys; s=json.load(sys.stdin); sys.exit(0 if [x for x in s['sources'] if x['name']=='shop-db'][0]['paused'] else 1)" || fail "shop-db paused"
+  # The API's actions: a read-only user cannot act there either, and no browser request (CSRF) is taken.
+  code=$(curl -s -o /dev/null -w '%{http_code}' -u viewer:viewer-password -X POST "$U/jobs/backup:www/run"); [ "$code" = 403 ] || fail "a read-only user's API action (got $code)"
+  code=$(curl -s -o /dev/null -w '%{http_code}' -u ops:ops-password -X POST "$U/sources/shop-db/resume"); [ "$code" = 200 ] || fail "an operator's API action (got $code)"
+  code=$(curl -s -o /dev/null -w '%{http_code}' -u ops:ops-password -H "Origin: http://evil.example" -X POST "$U/sources/shop-db/pause"); [ "$code" = 403 ] || fail "an API action posted from a web page (got $code)"
+  curl -s -o /dev/null -u ops:ops-password -X POST "$U/sources/shop-db/pause"
+  # Logged out: the session no longer opens anything.
+  curl -s -o /dev/null -b "$WORK/ops.jar" -d "csrf=$ops_csrf" "$U/logout"
+  code=$(curl -s -o /dev/null -w '%{http_code}' -b "$WORK/ops.jar" "$U/"); [ "$code" = 401 ] || fail "a closed session (got $code)"
+
+  # In a browser: log in, see www green, the cloud stop (moto frozen) turn its row red, resume shop-db and back it up.
+  wait_until 60 "www at cloud" has_snapshot www cloud
+  local before; before=$(successes)
+  cat > "$WORK/browser.json" <<JSON
+[["goto", "$U/"],
+ ["expect", "document.querySelector('form[action=\"/login\"]') !== null && document.querySelector('#services') === null", "the login page first"],
+ ["fill", "input[name=user]", "<script>alert(1)</script>"], ["fill", "input[name=password]", "xss-password"], ["submit", "form.login"],
+ ["expect", "document.querySelector('header nav').innerText.includes('<script>alert(1)</script>') && document.querySelectorAll('script').length === 0", "a user named <script> shown as text"],
+ ["screenshot", "$WORK/artifacts/dashboard-xss.png"],
+ ["click", "form.inline button"],
+ ["fill", "input[name=user]", "ops"], ["fill", "input[name=password]", "ops-password"], ["submit", "form.login"],
+ ["expect", "document.querySelector('tr[data-service=\"www\"]').className === 'ok'", "www green while both sites keep up", "reload"],
+ ["screenshot", "$WORK/artifacts/dashboard-overview.png"]]
+JSON
+  mkdir -p "$WORK/artifacts"
+  /usr/bin/python3 "$HERE/cdp.py" "$WORK" "$WORK/browser.json" > "$WORK/cdp.out" 2>&1 || { cat "$WORK/cdp.out"; fail "the browser: login and overview"; }
+  kill -STOP "$MOTO_PID"
+  cat > "$WORK/browser2.json" <<JSON
+[["goto", "$U/login"], ["fill", "input[name=user]", "ops"], ["fill", "input[name=password]", "ops-password"], ["submit", "form.login"],
+ ["expect", "document.querySelector('tr[data-service=\"www\"]').className === 'breached'", "www red once the cloud stopped past its RPO", "reload"],
+ ["screenshot", "$WORK/artifacts/dashboard-breach.png"],
+ ["goto", "$U/ui/confirm?action=resume&target=shop-db"], ["click", "#confirm"],
+ ["expect", "document.querySelector('#message').innerText.includes('resumed')", "resumed"],
+ ["goto", "$U/"], ["click", "tr[data-service=\"shop-db\"] a.button"],
+ ["expect", "document.body.innerText.includes('Back up shop-db now?')", "the confirmation"],
+ ["click", "#confirm"],
+ ["expect", "document.querySelector('#message').innerText.includes('backup:shop-db')", "the backup started"]]
+JSON
+  /usr/bin/python3 "$HERE/cdp.py" "$WORK" "$WORK/browser2.json" > "$WORK/cdp2.out" 2>&1 || { kill -CONT "$MOTO_PID"; cat "$WORK/cdp2.out"; fail "the browser: breach and backup"; }
+  kill -CONT "$MOTO_PID"
+  grep -q '"action":"backup".*"target":"shop-db"' "$WORK/audit.jsonl" || fail "the backup is in the audit log"
+  wait_until 60 "the backup from the page to finish" eval '[ "$(successes)" -gt "$before" ]'
+  mkdir -p "$REPO_ROOT/.build/artifacts" && cp "$WORK"/artifacts/*.png "$REPO_ROOT/.build/artifacts/" 2>/dev/null || true
+  stop_agent
+}
+
+ALL="t_unit_and_rules_are_valid t_api_authentication_choices t_dashboard t_full_disk_fails_the_job_then_the_next_run_succeeds t_bandwidth_limits t_append_only_site_prunes_through_admin_access t_proxy_pools_run_in_the_agent t_agent_runs_the_plan t_recovery_kit_rebuilds_from_one_site_alone t_site_outage_alerts_once_and_prometheus_fires t_webhook_retries_until_delivered
 t_sighup_with_a_broken_plan_keeps_the_running_one t_sigkill_mid_backup_then_restart t_hook_timeout_kills_the_hook"
 for t in ${AGENT_TESTS:-$ALL}; do restart_log; rm -f "$WORK/hooks.jsonl" "$WORK/hook.log" "$WORK/agent.db"*; rm -rf "$WORK/home" "$WORK/prom" "$WORK/cache" "$WORK/replication.json"; run_test "$t"; done
 echo "agent: $PASSED passed, $FAILED failed${FAILURES:+ (${FAILURES[*]})}"

@@ -69,6 +69,15 @@ lb() { "$BIN" "$@"; }
 fail() { echo "    FAIL: $*"; return 1; }
 expect_code() { local want=$1 got=0; shift; "$@" >"$WORK/out" 2>"$WORK/err" || got=$?; [ "$got" -eq "$want" ] || { cat "$WORK/out" "$WORK/err" | tail -5; fail "expected exit $want, got $got: $*"; }; }
 json_field() { python3 -c "import json,sys; d=[json.loads(l) for l in open('$1') if l.strip().startswith('{')]; d=[x for x in d if x.get('message_type')=='$2'][-1]; print(d['$3'])"; }
+has_elder() {  # has_elder PID " PIDS… ": whether an ancestor of PID below the suite is one of PIDS
+  local p=$1 s
+  while :; do
+    read -r s 2>/dev/null < "/proc/$p/stat" || return 1
+    s=${s##*) }; s=${s#* }; p=${s%% *}   # after "(comm) ": state, then the parent's PID
+    { [ "$p" = $$ ] || [ "$p" -le 1 ]; } && return 1
+    [[ $2 == *" $p "* ]] && return 0
+  done
+}
 run_test() {
   local name=$1
   echo "--- $name"
@@ -78,7 +87,9 @@ run_test() {
   # background, waited for: a signal to the suite then runs its trap at once, not after the test.
   ( set -eE; trap 'echo "    FAIL at line $LINENO: $BASH_COMMAND"' ERR; "$name" ) &
   wait $!; rc=$?
-  suite_pids; for p in "${PIDS[@]}"; do [[ $before == *" $p "* ]] || left+=("$p"); done
+  # A process a server started before the test spawned meanwhile (an HA agent's psql probe or pg_basebackup) is
+  # that server's, not the test's: killing it failed the probe and made the leader give its key up.
+  suite_pids; for p in "${PIDS[@]}"; do [[ $before == *" $p "* ]] || has_elder "$p" "$before" || left+=("$p"); done
   stop_pids "${left[@]}"
   if [ $rc -eq 0 ]; then PASSED=$((PASSED+1)); echo "    ok"; else FAILED=$((FAILED+1)); FAILURES+=("$name"); fi
 }

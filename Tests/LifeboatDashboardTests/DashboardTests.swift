@@ -1,0 +1,192 @@
+import Foundation
+import Testing
+@testable import LifeboatDashboard
+
+@Suite struct HTMLTests {
+    @Test func escapesMarkupQuotesAndControlCharacters() {
+        #expect(HTML.escape("<script>alert('x')</script>") == "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;")
+        #expect(HTML.escape("a\"b&c") == "a&quot;b&amp;c")
+        #expect(HTML.escape("tab\tnew\nline") == "tab\tnew\nline")
+        #expect(HTML.escape("nul\u{0}esc\u{1B}") == "nul\u{FFFD}esc\u{FFFD}")
+        #expect(HTML.escape("héllo ✓") == "héllo ✓")
+    }
+
+    @Test func pathSegmentsEncodeEverythingButUnreserved() {
+        #expect(HTML.pathSegment("web-files_1.x~") == "web-files_1.x~")
+        #expect(HTML.pathSegment("a/b c&\"<") == "a%2Fb%20c%26%22%3C")
+        #expect(HTML.pathSegment("é") == "%C3%A9")
+    }
+
+    @Test func durationsAndSizes() {
+        #expect(HTML.duration(0.5) == "0.50s")
+        #expect(HTML.duration(45) == "45s")
+        #expect(HTML.duration(600) == "10m")
+        #expect(HTML.duration(3 * 3600 + 300) == "3h 5m")
+        #expect(HTML.duration(2 * 86400 + 4 * 3600) == "2d 4h")
+        #expect(HTML.duration(.infinity) == "?")
+        #expect(HTML.duration(-5) == "0.00s")
+        #expect(HTML.duration(1e300) != "")
+        #expect(HTML.bytes(512) == "512 B")
+        #expect(HTML.bytes(3 * 1024 * 1024 + 400_000) == "3.4 MiB")
+        #expect(HTML.bytes(UInt64.max).hasSuffix("PiB"))
+    }
+}
+
+@Suite struct FormTests {
+    @Test func decodesURLEncodedFields() throws {
+        let f = try FormBody(Array("user=al%C3%AFce&password=a+b%26c&csrf=&user=second".utf8))
+        #expect(f["user"] == "alïce")
+        #expect(f["password"] == "a b&c")
+        #expect(f["csrf"] == "")
+        #expect(f["missing"] == nil)
+    }
+
+    @Test func refusesBadAndOversizedBodies() {
+        #expect(throws: FormBody.Problem.notText) { try FormBody(Array("a=%zz".utf8)) }
+        #expect(throws: FormBody.Problem.notText) { try FormBody(Array("a=%4".utf8)) }
+        #expect(throws: FormBody.Problem.notText) { try FormBody(Array("a=%".utf8)) }
+        #expect(throws: FormBody.Problem.notText) { try FormBody(Array("a=%FF".utf8)) }
+        #expect(throws: FormBody.Problem.tooLarge) { try FormBody([UInt8](repeating: 0x61, count: FormBody.maxBytes + 1)) }
+        #expect(throws: FormBody.Problem.tooManyFields) { try FormBody(Array((0...FormBody.maxFields).map { "f\($0)=1" }.joined(separator: "&").utf8)) }
+        #expect((try? FormBody([]))?.fields.isEmpty == true)
+    }
+}
+
+@Suite struct SessionTests {
+    @Test func sessionsExpireWhenIdleOrOld() throws {
+        var t = SessionTable(idle: 100, lifetime: 1000, capacity: 10)
+        let s = t.open(user: "alice", role: .readOnly, now: 0)
+        #expect(s.id.count == 64 && s.csrf.count == 64 && s.id != s.csrf)
+        #expect(t.lookup(s.id, now: 50)?.user == "alice")
+        #expect(t.lookup(s.id, now: 149)?.role == .readOnly)  // seen at 50: idle counts from there
+        #expect(t.lookup(s.id, now: 250) == nil)  // idle 101 s
+        #expect(t.lookup(s.id, now: 260) == nil)  // and gone
+        var u = SessionTable(idle: 100, lifetime: 150, capacity: 10)
+        let o = u.open(user: "bob", role: .operator, now: 0)
+        #expect(u.lookup(o.id, now: 90) != nil)
+        #expect(u.lookup(o.id, now: 151) == nil)  // lifetime over, though seen 61 s ago
+    }
+
+    @Test func unknownForgedAndClockSkewedCookiesOpenNothing() {
+        var t = SessionTable()
+        let s = t.open(user: "alice", role: .operator, now: 1000)
+        #expect(t.lookup(String(repeating: "0", count: 64), now: 1000) == nil)
+        #expect(t.lookup(s.id + "0", now: 1000) == nil)
+        #expect(t.lookup("", now: 1000) == nil)
+        #expect(t.lookup(s.id, now: 10) == nil)  // the clock went back before the session began
+        t.close(user: "alice")
+        #expect(t.count == 0)
+    }
+
+    @Test func theTableIsBounded() {
+        var t = SessionTable(capacity: 3)
+        let first = t.open(user: "a", role: .readOnly, now: 0)
+        let second = t.open(user: "b", role: .readOnly, now: 1)
+        _ = t.lookup(first.id, now: 2)  // first is now the more recently seen
+        _ = t.open(user: "c", role: .readOnly, now: 3)
+        _ = t.open(user: "d", role: .readOnly, now: 4)
+        #expect(t.count == 3)
+        #expect(t.lookup(second.id, now: 5) == nil)
+        #expect(t.lookup(first.id, now: 5) != nil)
+    }
+
+    @Test func cookiesAreFoundAndSetSafely() {
+        #expect(SessionTable.cookie(in: "a=1; lifeboat_session=abc; b=2") == "abc")
+        #expect(SessionTable.cookie(in: "lifeboat_sessionx=abc") == nil)
+        #expect(SessionTable.cookie(in: nil) == nil)
+        #expect(SessionTable.cookie(in: String(repeating: "x", count: 9000)) == nil)
+        var t = SessionTable()
+        let s = t.open(user: "a", role: .operator, now: 0)
+        let c = SessionTable.setCookie(s, secure: true, lifetime: 3600)
+        #expect(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Secure") && c.hasPrefix("lifeboat_session=\(s.id);"))
+        #expect(!SessionTable.setCookie(s, secure: false, lifetime: 3600).contains("Secure"))
+        #expect(SessionTable.clearCookie(secure: false).contains("Max-Age=0"))
+    }
+
+    @Test func constantTimeComparison() {
+        #expect(constantTimeEquals("abc", "abc"))
+        #expect(!constantTimeEquals("abc", "abd"))
+        #expect(!constantTimeEquals("abc", "abcd"))
+        #expect(!constantTimeEquals("", "a"))
+        #expect(constantTimeEquals("", ""))
+    }
+}
+
+@Suite struct OverviewTests {
+    static func model(rpo: Double, failedDrill: Bool = false, name: String = "web") -> OverviewModel {
+        let t = Date(timeIntervalSince1970: 1_800_000_000)
+        return OverviewModel(
+            plan: "/etc/lifeboat/lifeboat.yaml", time: t,
+            services: [.init(name: name, kind: "files", paused: false, running: false, rpoObjective: 3600, rtoObjective: 600, measuredRTO: 120,
+                             sites: [.init(site: "local", rpoSeconds: rpo, newest: t, lastError: nil),
+                                     .init(site: "<b>s3</b>", rpoSeconds: 60, newest: t, lastError: "timed out <img src=x>")],
+                             lastBackup: .init(started: t, result: "success", duration: 12, bytes: 1 << 20, error: nil),
+                             lastDrill: .init(name: "weekly", site: "local", passed: !failedDrill, declared: t, rtoSeconds: 120, rpoSeconds: 30))],
+            sites: [.init(name: "local", role: "primary", reachable: true, lagSeconds: nil, bytesPending: nil, lastError: nil),
+                    .init(name: "offsite", role: "replica", reachable: false, lagSeconds: 7200, bytesPending: 5 << 20, lastError: "connection refused")],
+            pools: [.init(name: "db", active: "pg1", backends: [.init(name: "pg1", state: "up", disabled: false), .init(name: "pg2", state: "down", disabled: true)])],
+            problems: [])
+    }
+
+    @Test func objectiveStates() {
+        #expect(ObjectiveState.of(100, objective: 3600) == .ok)
+        #expect(ObjectiveState.of(2880, objective: 3600) == .near)
+        #expect(ObjectiveState.of(3601, objective: 3600) == .breached)
+        #expect(ObjectiveState.of(nil, objective: 3600) == .unknown)
+        #expect(ObjectiveState.of(10, objective: nil) == .unknown)
+        #expect(ObjectiveState.of(.nan, objective: 3600) == .unknown)
+        #expect(ObjectiveState.of(10, objective: 0) == .unknown)
+    }
+
+    @Test func aBreachTurnsTheRowRed() {
+        let ok = DashboardPages.overview(Self.model(rpo: 100), viewer: Viewer(user: "a", role: .readOnly, csrf: "c"))
+        #expect(ok.contains("<tr class=\"ok\" data-service=\"web\">"))
+        #expect(ok.contains("id=\"verdict\">Every objective met"))
+        let near = DashboardPages.overview(Self.model(rpo: 3000), viewer: Viewer(user: "a", role: .readOnly, csrf: "c"))
+        #expect(near.contains("<tr class=\"near\" data-service=\"web\">"))
+        let red = DashboardPages.overview(Self.model(rpo: 4000), viewer: Viewer(user: "a", role: .readOnly, csrf: "c"))
+        #expect(red.contains("<tr class=\"breached\" data-service=\"web\">"))
+        #expect(red.contains("1 of 1 service outside its objectives"))
+        let drill = DashboardPages.overview(Self.model(rpo: 100, failedDrill: true), viewer: Viewer(user: "a", role: .readOnly, csrf: "c"))
+        #expect(drill.contains("<tr class=\"breached\" data-service=\"web\">"))
+    }
+
+    @Test func namesFromOutsideAreText() {
+        let page = DashboardPages.overview(Self.model(rpo: 100, name: "<script>alert(1)</script>"), viewer: Viewer(user: "<i>u</i>", role: .operator, csrf: "\"c"))
+        #expect(!page.contains("<script>"))
+        #expect(!page.contains("<b>s3</b>"))
+        #expect(!page.contains("<img"))
+        #expect(!page.contains("<i>u</i>"))
+        #expect(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"))
+        #expect(page.contains("target=%3Cscript%3Ealert%281%29%3C%2Fscript%3E"))
+        #expect(page.contains("value=\"&quot;c\""))
+    }
+
+    @Test func onlyOperatorsSeeActions() {
+        let ro = DashboardPages.overview(Self.model(rpo: 100), viewer: Viewer(user: "a", role: .readOnly, csrf: "c"))
+        #expect(!ro.contains("/ui/confirm"))
+        let op = DashboardPages.overview(Self.model(rpo: 100), viewer: Viewer(user: "a", role: .operator, csrf: "c"))
+        #expect(op.contains("/ui/confirm?action=backup&amp;target=web"))
+        #expect(op.contains("/ui/confirm?action=enable&amp;target=db/pg2"))
+        #expect(op.contains("name=\"csrf\" value=\"c\""))
+        let bearer = DashboardPages.overview(Self.model(rpo: 100), viewer: Viewer(user: "token", role: .operator, csrf: nil))
+        #expect(!bearer.contains("/logout"))
+    }
+
+    @Test func problemsAreSaidAndThePageStillRenders() {
+        var m = Self.model(rpo: 100)
+        m.problems = ["the state database is busy"]
+        let page = DashboardPages.overview(m, viewer: Viewer(user: "a", role: .readOnly, csrf: "c"))
+        #expect(page.contains("Could not read everything"))
+        #expect(page.contains("the state database is busy"))
+        #expect(page.contains("id=\"services\""))
+    }
+
+    @Test func aHundredServicesStayUnder200kB() {
+        var m = Self.model(rpo: 100)
+        let s = m.services[0]
+        m.services = (0..<100).map { i in var x = s; x.name = "service-\(i)"; x.sites += [.init(site: "third", rpoSeconds: 10, newest: nil, lastError: nil)]; return x }
+        let page = DashboardPages.overview(m, viewer: Viewer(user: "a", role: .operator, csrf: String(repeating: "c", count: 64)))
+        #expect(page.utf8.count < 200_000)
+    }
+}
