@@ -252,7 +252,7 @@ public actor Agent {
         return s
     }
 
-    public func history(job: String?, limit: Int) throws -> [RunRecord] { try store.history(job: job, limit: limit) }
+    public func history(job: String?, limit: Int, since: Date? = nil) throws -> [RunRecord] { try store.history(job: job, limit: limit, since: since) }
 
     // MARK: - Objectives
 

@@ -5,6 +5,8 @@ import LifeboatCore
 import LifeboatDashboard
 import LifeboatDrill
 import LifeboatPlan
+import LifeboatProxy
+import LifeboatSites
 import LifeboatReplication
 import NIOCore
 import Synchronization
@@ -52,6 +54,15 @@ extension AgentAPI {
             var r = redirect("/login")
             r.headers[.setCookie] = SessionTable.clearCookie(secure: tls != nil)
             return r
+        case (.get, "ui", 3) where parts[1] == "services":
+            guard let m = await serviceModel(parts[2]) else {
+                return page(.notFound, DashboardPages.message("Not found", "no service \(parts[2]) in the plan", viewer: viewer, error: true))
+            }
+            return page(.ok, DashboardPages.service(m, viewer: viewer))
+        case (.get, "ui", 2) where parts[1] == "sites":
+            return page(.ok, DashboardPages.sites(await sitesModel(), viewer: viewer))
+        case (.get, "ui", 2) where parts[1] == "failover":
+            return page(.ok, DashboardPages.failover(failoverModel(), viewer: viewer))
         case (.get, "ui", 2) where parts[1] == "confirm":
             guard viewer.mayAct else { return readOnly(viewer) }
             let q = request.uri.queryParameters
@@ -198,8 +209,9 @@ extension AgentAPI {
     }
 
     /// The overview's figures: the agent's status, its drills and its proxy's pools.
-    func overviewModel() async -> OverviewModel {
-        let status = await agent.status()
+    func overviewModel() async -> OverviewModel { overviewModel(from: await agent.status()) }
+
+    func overviewModel(from status: AgentStatus) -> OverviewModel {
         var problems: [String] = []
         let services = status.sources.map { s in
             let drill = (status.drills ?? []).filter { $0.source == s.name }.max { $0.declared < $1.declared }
@@ -223,6 +235,69 @@ extension AgentAPI {
             }
         }
         return OverviewModel(plan: status.plan, time: status.time, services: services, sites: sites, pools: pools, problems: problems)
+    }
+
+    /// A service's page: its row of the overview, its backups of the last 30 days from the state database, its drills.
+    func serviceModel(_ name: String) async -> ServiceModel? {
+        let status = await agent.status()
+        guard let service = overviewModel(from: status).services.first(where: { $0.name == name }) else { return nil }
+        var problems: [String] = []
+        var backups: [ServiceModel.Backup] = []
+        do {
+            let since = status.time.addingTimeInterval(-30 * 86400)
+            backups = try await agent.history(job: JobID.backup(name).description, limit: 10_000, since: since).map {
+                ServiceModel.Backup(started: $0.started, duration: $0.duration, bytes: $0.bytes,
+                                    ok: $0.result == .success || $0.result == .warning, result: $0.result.rawValue, error: $0.error)
+            }
+        } catch {
+            problems.append("the backup history cannot be read: \(errorText(error))")
+        }
+        let drills = (status.drills ?? []).filter { $0.source == name }.map {
+            OverviewModel.Drill(name: $0.drill, site: $0.site, passed: $0.passed, declared: $0.declared, rtoSeconds: $0.rtoSeconds, rpoSeconds: $0.rpoSeconds)
+        }
+        return ServiceModel(service: service, time: status.time, backups: backups, drills: drills, problems: problems)
+    }
+
+    /// The sites page's figures: the status's per-site facts and the plan's protection of each site.
+    func sitesModel() async -> SitesModel {
+        let status = await agent.status()
+        let plan = await agent.plan
+        let sites = status.sites.map { row -> SitesModel.Site in
+            let site = plan.sites.sites.first { $0.name == row.site }
+            var protection: String?
+            if let days = site?.objectLockDays {
+                protection = "S3 Object Lock, \(site?.objectLockMode ?? "governance") mode, \(days) day\(days == 1 ? "" : "s")"
+            } else if site?.adminRepository != nil {
+                protection = "refuses deletes (append-only); prune deletes through its admin location"
+            }
+            let repo = site?.repository ?? ""
+            let kind = ["s3", "rest", "rclone", "sftp"].first { repo.hasPrefix($0 + ":") } ?? "local"
+            return SitesModel.Site(name: row.site, role: row.role, kind: kind, reachable: row.reachable, lagSeconds: row.lagSeconds,
+                                   bytesPending: row.bytesPending, snapshotsMissing: row.snapshotsMissing, scrubCoverage: row.scrubCoverage,
+                                   lastError: row.lastError, protection: protection)
+        }
+        return SitesModel(time: status.time, sites: sites, problems: [])
+    }
+
+    /// The failover page's figures: every pool of the agent's proxy, as its admin API reports them.
+    func failoverModel() -> FailoverModel {
+        guard let proxy = agent.proxy else { return FailoverModel(time: Date(), pools: []) }
+        let pools = proxy.server.pools.map { pool -> FailoverModel.Pool in
+            let st = pool.status()
+            let (c, s) = (st.config, st.state)
+            let backends = s.members.enumerated().map { i, m -> FailoverModel.Backend in
+                let x = i < st.backends.count ? st.backends[i] : nil
+                return FailoverModel.Backend(
+                    name: m.name, address: i < c.backends.count ? c.backends[i].address.description : "?", state: m.health.state.rawValue,
+                    since: m.health.since, disabled: m.health.disabled, draining: m.health.draining, priority: m.priority,
+                    connections: m.connections, lastCheckOK: m.health.lastCheck?.ok, lastCheckLatency: m.health.lastCheck?.latency,
+                    lastCheckDetail: m.health.lastCheck?.detail, checkFailures: x?.checkFailures ?? 0, fault: x?.fault?.name)
+            }
+            return FailoverModel.Pool(name: c.name, listen: c.listen.description, mode: c.mode.rawValue, active: s.activeName,
+                                      switches: st.switches, lastSwitch: st.lastSwitch, connectionsTotal: st.accepted,
+                                      refusedTotal: st.refused, backends: backends)
+        }
+        return FailoverModel(time: Date(), pools: pools)
     }
 
     func page(_ status: HTTPResponse.Status, _ html: String) -> Response {

@@ -146,7 +146,7 @@ public enum DashboardPages {
         if m.services.isEmpty { h += "<tr><td colspan=\"8\" class=\"muted\">The plan protects no source.</td></tr>\n" }
         for s in m.services {
             let name = HTML.escape(s.name)
-            h += "<tr class=\"\(s.state.rawValue)\" data-service=\"\(name)\"><td><b>\(name)</b> <span class=\"muted\">\(HTML.escape(s.kind))</span>"
+            h += "<tr class=\"\(s.state.rawValue)\" data-service=\"\(name)\"><td><a href=\"/ui/services/\(HTML.escape(HTML.pathSegment(s.name)))\"><b>\(name)</b></a> <span class=\"muted\">\(HTML.escape(s.kind))</span>"
             if s.paused { h += " <span class=\"tag\">paused</span>" }
             if s.running { h += " <span class=\"tag\">running</span>" }
             h += "</td><td>\(s.rpoObjective.map(HTML.duration) ?? "—")</td><td>"
@@ -254,7 +254,12 @@ public enum DashboardPages {
             }
             h += "</nav>"
         }
-        h += "</header>\n<main>\n" + body + "</main></body></html>\n"
+        if viewer != nil {
+            h += "</header>\n<nav class=\"pages\"><a href=\"/\">Overview</a> <a href=\"/ui/sites\">Sites</a> <a href=\"/ui/failover\">Failover</a></nav>"
+        } else {
+            h += "</header>"
+        }
+        h += "\n<main>\n" + body + "</main></body></html>\n"
         return h
     }
 
@@ -266,11 +271,12 @@ public enum DashboardPages {
     table{border-collapse:collapse;width:100%;background:#fff;margin-bottom:16px}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #e3e6ea;vertical-align:top}
     th{background:#eef1f5;font-weight:600}tr.breached td:first-child{border-left:4px solid #c62828}tr.near td:first-child{border-left:4px solid #ef8f00}
     tr.ok td:first-child{border-left:4px solid #2e7d32}tr.unknown td:first-child{border-left:4px solid #9aa3ad}
-    tr.breached{background:#fdecea}.badge{display:inline-block;padding:1px 6px;border-radius:3px;margin:1px;white-space:nowrap}
+    tr.breached{background:#fdecea}svg.chart{display:block;background:#fff;margin:6px 0;max-width:100%;height:auto}.badge{display:inline-block;padding:1px 6px;border-radius:3px;margin:1px;white-space:nowrap}
     .badge.ok{background:#e3f3e4;color:#1b5e20}.badge.near{background:#fff1d6;color:#8a5300}.badge.breached{background:#c62828;color:#fff}.badge.unknown{background:#eceff1;color:#455a64}
     .summary p{margin:4px 0}#verdict{font-size:16px;font-weight:600}#verdict.breached{color:#c62828}#verdict.near{color:#8a5300}#verdict.ok{color:#2e7d32}
     .muted{color:#68717a}.error{color:#c62828}.tag{font-size:11px;background:#e0e7ff;padding:0 4px;border-radius:3px}
     .problems{background:#fff6e0;border:1px solid #f0c36d;padding:4px 12px;margin:8px 0}form.inline{display:inline}
+    nav.pages{padding:6px 16px;background:#e8edf4}nav.pages a{margin-right:14px;color:#13294b;font-weight:600}
     form.login label{display:block;margin:6px 0}a.button,button{background:#13294b;color:#fff;border:0;padding:3px 8px;border-radius:3px;text-decoration:none;cursor:pointer}
     """
 }

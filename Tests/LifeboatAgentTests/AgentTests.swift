@@ -272,9 +272,17 @@ struct ReadDataSubsetPart: Hashable { var n: Int; var t: Int }
         #expect(try s.observations().first?.newest == t0)
         #expect(try s.breaches()["rpo:web@b"] == t0)
         #expect(try s.lastRuns(result: .success)["backup:web@a"]?.snapshot == "abcd")
+        #expect(try s.lastRuns()["backup:db@a"]?.result == .interrupted)  // the run interrupted counts as the last
+        // A later run of the same job and site replaces it in the last runs; another result keeps its own.
+        let again = try s.begin(job: "backup:web", site: "a", scheduled: nil, started: t0.addingTimeInterval(100))
+        try s.end(again, finished: t0.addingTimeInterval(101), result: .failure, error: "disk full")
+        #expect(try s.lastRuns()["backup:web@a"]?.result == .failure)
+        #expect(try s.lastRuns(result: .success)["backup:web@a"]?.snapshot == "abcd")
+        #expect(try s.lastRuns(result: .failure)["backup:web@a"]?.error == "disk full")
         // Read-only access (status without an agent) sees the same.
         let r = try StateStore(readingFrom: path)
-        #expect(try r.history(limit: 1).first?.result == .interrupted)
+        #expect(try r.history(limit: 1).first?.result == .failure)
+        #expect(try r.history(job: "backup:web", limit: 10, since: t0.addingTimeInterval(50)).map(\.result) == [.failure])
         #expect(throws: LifeboatError.self) { try StateStore(readingFrom: path + ".missing") }
         // The replicator's state lives in the database too.
         let storage = s.replicationStorage()

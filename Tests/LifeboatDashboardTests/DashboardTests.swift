@@ -190,3 +190,92 @@ import Testing
         #expect(page.utf8.count < 200_000)
     }
 }
+
+@Suite struct SitesAndFailoverTests {
+    let viewer = Viewer(user: "a", role: .operator, csrf: "c")
+    let readOnly = Viewer(user: "r", role: .readOnly, csrf: "c")
+
+    @Test func sitesShowReachabilityProtectionAndEscapedErrors() {
+        let m = SitesModel(time: Date(timeIntervalSince1970: 1_800_000_000), sites: [
+            .init(name: "home", role: "primary", kind: "local", reachable: true, lagSeconds: nil, bytesPending: nil, snapshotsMissing: 0,
+                  scrubCoverage: 0.42, lastError: nil, protection: nil),
+            .init(name: "vault", role: "replica", kind: "s3", reachable: false, lagSeconds: 7200, bytesPending: 1 << 30, snapshotsMissing: 3,
+                  scrubCoverage: 7, lastError: "<script>x</script>", protection: "S3 Object Lock, compliance mode, 30 days"),
+        ], problems: [])
+        let page = DashboardPages.sites(m, viewer: viewer)
+        #expect(page.contains("<tr class=\"ok\" data-site=\"home\">"))
+        #expect(page.contains("<tr class=\"breached\" data-site=\"vault\">"))
+        #expect(page.contains("S3 Object Lock, compliance mode, 30 days"))
+        #expect(page.contains("42%") && page.contains("100%"))  // a coverage out of range is clamped
+        #expect(page.contains("&lt;script&gt;x&lt;/script&gt;") && !page.contains("<script>"))
+        #expect(page.contains("1.0 GiB"))
+    }
+
+    @Test func failoverShowsPoolsBackendsAndOperatorActions() {
+        let t = Date(timeIntervalSince1970: 1_800_000_000)
+        let m = FailoverModel(time: t, pools: [.init(
+            name: "db", listen: "127.0.0.1:5432", mode: "failover", active: "pg1", switches: 2, lastSwitch: t, connectionsTotal: 10, refusedTotal: 1,
+            backends: [
+                .init(name: "pg1", address: "10.0.0.1:5432", state: "up", since: t, disabled: false, draining: false, priority: 1, connections: 3,
+                      lastCheckOK: true, lastCheckLatency: 0.0021, lastCheckDetail: "HTTP 200", checkFailures: 0, fault: nil),
+                .init(name: "pg2", address: "10.0.0.2:5432", state: "down", since: t, disabled: true, draining: false, priority: 2, connections: 0,
+                      lastCheckOK: false, lastCheckLatency: nil, lastCheckDetail: "<b>refused</b>", checkFailures: 7, fault: "blackhole"),
+            ])])
+        let page = DashboardPages.failover(m, viewer: viewer)
+        #expect(page.contains("<tr class=\"ok\" data-backend=\"pg1\">") && page.contains("serving"))
+        #expect(page.contains("<tr class=\"unknown\" data-backend=\"pg2\">"))
+        #expect(page.contains("in 2.1 ms"))
+        #expect(page.contains("disabled, fault: blackhole"))
+        #expect(page.contains("&lt;b&gt;refused&lt;/b&gt;"))
+        #expect(page.contains("action=enable&amp;target=db/pg2") && page.contains("action=promote&amp;target=db/pg2"))
+        #expect(!page.contains("action=promote&amp;target=db/pg1"))  // the serving backend is not offered
+        #expect(!DashboardPages.failover(m, viewer: readOnly).contains("/ui/confirm"))
+        #expect(DashboardPages.failover(FailoverModel(time: t, pools: []), viewer: viewer).contains("runs no proxy pool"))
+    }
+}
+
+@Suite struct ServicePageTests {
+    @Test func theRPOStepsFallAtEachSuccess() {
+        let from = Date(timeIntervalSince1970: 0), to = Date(timeIntervalSince1970: 100)
+        let p = Chart.rpoSteps(successes: [Date(timeIntervalSince1970: -10), Date(timeIntervalSince1970: 40), Date(timeIntervalSince1970: 70)], from: from, to: to)
+        #expect(p.map(\.1) == [10, 50, 0, 30, 0, 30])
+        #expect(p.first!.0 == from && p.last!.0 == to)
+        // The first backup in the window starts the line; none at all draws none (a success after the end does
+        // not count).
+        #expect(Chart.rpoSteps(successes: [Date(timeIntervalSince1970: 30)], from: from, to: to).map(\.1) == [0, 70])
+        #expect(Chart.rpoSteps(successes: [], from: from, to: to).isEmpty)
+        #expect(Chart.rpoSteps(successes: [Date(timeIntervalSince1970: 200)], from: from, to: to).isEmpty)
+    }
+
+    @Test func chartsAreBoundedAndEscaped() {
+        let from = Date(timeIntervalSince1970: 0), to = Date(timeIntervalSince1970: 100)
+        let svg = Chart.svg(id: "x\"y", title: "<t>", from: from, to: to,
+                            bars: [(Date(timeIntervalSince1970: 50), .infinity, true), (Date(timeIntervalSince1970: 60), -5, false), (Date(timeIntervalSince1970: 500), 1, true)],
+                            limit: 10, label: { "\(Int($0))" })
+        #expect(svg.hasPrefix("<svg id=\"x&quot;y\"") && svg.contains("&lt;t&gt;") && svg.hasSuffix("</svg>"))
+        #expect(svg.components(separatedBy: "<rect").count == 3)  // the bar after the window is left out
+        #expect(!svg.contains("nan") && !svg.contains("inf"))
+        #expect(svg.contains("class=\"limit\""))
+    }
+
+    @Test func theServicePageShowsTimelinesDrillsAndFailures() {
+        let m0 = OverviewTests.model(rpo: 100)
+        let now = m0.time
+        var backups: [ServiceModel.Backup] = []
+        for i in 0..<200 {
+            let ok = i % 50 != 7
+            let started = now.addingTimeInterval(-Double(i) * 3600)
+            backups.append(ServiceModel.Backup(started: started, duration: 12, bytes: 1 << 20, ok: ok, result: ok ? "success" : "failure",
+                                               error: ok ? nil : "disk <full>"))
+        }
+        let m = ServiceModel(service: m0.services[0], time: now, backups: backups + [.init(started: now.addingTimeInterval(-40 * 86400), duration: 1, bytes: 1, ok: true, result: "success", error: nil)],
+                             drills: [m0.services[0].lastDrill!], problems: [])
+        let page = DashboardPages.service(m, viewer: Viewer(user: "a", role: .operator, csrf: "c"))
+        #expect(page.contains("200 backups, 4 failed"))
+        #expect(page.contains("id=\"durations\"") && page.contains("id=\"sizes\"") && page.contains("id=\"rpo\""))
+        #expect(page.contains("disk &lt;full&gt;"))
+        #expect(page.contains("weekly"))
+        #expect(page.contains("action=backup&amp;target=web"))
+        #expect(page.utf8.count < 200_000)
+    }
+}

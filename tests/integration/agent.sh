@@ -453,6 +453,10 @@ YAML
   # Administered through the agent's API: drain, and the pool's admin answers under /proxy/.
   api POST /proxy/pools/web/backends/primary/disable | grep -q '"disabled":true' || fail "disable through the agent's API"
   [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$API_PORT/proxy/status")" = 401 ] || fail "the proxy's endpoints need the token too"
+  # The dashboard's failover page: the pool, the standby serving, the primary disabled and down.
+  api GET /ui/failover > "$WORK/failover.html"
+  grep -q '<tr class="unknown" data-backend="primary">' "$WORK/failover.html" && grep -q 'data-backend="standby"><td><b>standby</b> <span class="tag">serving' "$WORK/failover.html" \
+    || { cat "$WORK/failover.html"; fail "the failover page shows the pool"; }
   stop_agent
   grep -q "proxy drained" "$WORK/agent.log" || fail "the pools drain at the stop"
   ! port_open "$P" || fail "the pool stops listening"
@@ -556,6 +560,9 @@ t_dashboard() {
   # The bearer token opens every page.
   curl -sS --fail-with-body -H "Authorization: Bearer $(cat "$WORK/agent.token")" "$U/" > "$WORK/bearer.html" || fail "the overview with the token"
   grep -q 'data-service="www"' "$WORK/bearer.html" || fail "the overview lists www"
+  curl -sS --fail-with-body -H "Authorization: Bearer $(cat "$WORK/agent.token")" "$U/ui/sites" > "$WORK/sites.html" || fail "the sites page"
+  grep -q 'data-site="cloud"' "$WORK/sites.html" && ! grep -q "$CLOUD" "$WORK/sites.html" || fail "the sites page lists cloud, not its location"
+  curl -sS --fail-with-body -H "Authorization: Bearer $(cat "$WORK/agent.token")" "$U/ui/failover" | grep -q "runs no proxy pool" || fail "the failover page without a proxy"
   curl -sS -D "$WORK/h.txt" -o /dev/null -H "Authorization: Bearer $(cat "$WORK/agent.token")" "$U/"
   grep -qi "^content-security-policy: default-src 'none'" "$WORK/h.txt" && grep -qi "^x-frame-options: DENY" "$WORK/h.txt" || { cat "$WORK/h.txt"; fail "security headers"; }
   # Logins: a wrong password, then a read-only user with a session cookie.
@@ -613,6 +620,11 @@ JSON
 [["goto", "$U/login"], ["fill", "input[name=user]", "ops"], ["fill", "input[name=password]", "ops-password"], ["submit", "form.login"],
  ["expect", "document.querySelector('tr[data-service=\"www\"]').className === 'breached'", "www red once the cloud stopped past its RPO", "reload"],
  ["screenshot", "$WORK/artifacts/dashboard-breach.png"],
+ ["goto", "$U/ui/sites"], ["expect", "document.querySelector('tr[data-site=\"cloud\"]') !== null", "the sites page"],
+ ["screenshot", "$WORK/artifacts/dashboard-sites.png"],
+ ["goto", "$U/"], ["click", "tr[data-service=\"www\"] td a"],
+ ["expect", "document.querySelectorAll('svg#durations rect').length > 0 && document.querySelector('svg#rpo line.limit') !== null", "www's page with its timelines"],
+ ["screenshot", "$WORK/artifacts/dashboard-service.png"],
  ["goto", "$U/ui/confirm?action=resume&target=shop-db"], ["click", "#confirm"],
  ["expect", "document.querySelector('#message').innerText.includes('resumed')", "resumed"],
  ["goto", "$U/"], ["click", "tr[data-service=\"shop-db\"] a.button"],
