@@ -86,9 +86,15 @@ public struct HANode: Sendable {
     public private(set) var lastStreaming: Double?
     /// When the local server last answered a probe.
     public private(set) var lastAnswered: Double?
+    /// The leader this standby follows and since when (a standby that never streams from it may be ahead of it).
+    public private(set) var following: (leader: String, since: Double)?
     /// Synchronous mode: the leader's flush position when it last widened `synchronous_standby_names`; a standby
     /// added then holds every acknowledged commit once it has flushed past it.
     public private(set) var syncWidenedAt: UInt64?
+    /// The leader's flush position at its first step as a writable primary: a standby has switched to this
+    /// leader's timeline once it flushed past it (before that, pg_stat_replication can show it streaming the old
+    /// timeline up to the switch, then reconnecting, and commits made to wait for it would wait that long).
+    public private(set) var leadingFrom: UInt64?
     /// The node ran as primary and stopped: it is rewound before it follows another.
     public private(set) var needsRewind = false
     /// The server was started in recovery on its own WAL (`recover`): it streams from nobody by design, so the
@@ -164,6 +170,8 @@ public struct HANode: Sendable {
             return HADecision(role: role(of: local), actions: actions, reason: "the consensus store cannot be reached: no failover decision until it answers")
         }
 
+        if c.leader?.holder != me { leadingFrom = nil }
+
         // A cluster that is not this node's.
         if let sys = c.initialized, let mine = local.systemIdentifier, sys != mine {
             let why = "the cluster \(settings.cluster) is database system \(sys), and this node's data directory is system \(mine): it does not join (remove the data directory to clone it anew, or fix ha.cluster)"
@@ -224,6 +232,18 @@ public struct HANode: Sendable {
                     actions.append(.follow(l.holder))
                     return HADecision(role: .standby, actions: actions, reason: "following the leader \(l.holder)")
                 }
+                if following?.leader != l.holder { following = (l.holder, now) }
+                // A standby that received WAL the new leader never had (ahead of the standby promoted: in synchronous
+                // mode only the synchronous one may take over) cannot stream from it: it stays on the old timeline.
+                // After a TTL of following without streaming it is rewound (pg_rewind finds nothing to undo when it
+                // was not ahead), as Patroni checks a replica's timeline against the leader's history.
+                if let lt = c.leaderTimeline, let t = local.timeline, t < lt, !local.streaming,
+                   now - max(lastStreaming ?? -.infinity, following?.since ?? now) >= settings.ttl {
+                    needsRewind = true
+                    following = nil
+                    actions.append(.rewind(from: l.holder))
+                    return HADecision(role: .standby, actions: actions, reason: "on timeline \(t), behind the leader's \(lt), and not streaming from \(l.holder) for \(format(settings.ttl)): rewinding (it may hold WAL the leader never had)")
+                }
                 return HADecision(role: .standby, actions: actions, reason: "standby of \(l.holder)")
             case .running(standby: false):
                 return fence("node \(l.holder) holds the leader key")  // (writable: handled above)
@@ -261,6 +281,7 @@ public struct HANode: Sendable {
         switch local.state {
         case .running(standby: false):
             needsRewind = false
+            if leadingFrom == nil { leadingFrom = local.position ?? 0 }
             if let p = local.position, let t = local.timeline { actions.append(.publishLeader(position: p, timeline: t)) }
             actions += synchronousActions(c, local)
             if let sw = c.switchover, sw.from == me, sw.to != me {
@@ -401,8 +422,9 @@ public struct HANode: Sendable {
         let published = c.sync?.standbys ?? []
         let streaming = Set(local.replicas.keys)
         // Eligible standbys: live members that stream from this node and may fail over.
-        let healthy = local.replicas.filter { name, _ in
+        let healthy = local.replicas.filter { name, flushed in
             name != me && HASettings.validName(name) && c.members[name].map { $0.role == .standby } ?? false
+                && flushed >= (leadingFrom ?? 0)
         }
         // Keep the published ones that still stream; else one already required (a change under way is not
         // restarted for another standby that overtook it); else the standby furthest ahead.
