@@ -92,7 +92,7 @@ extension AgentAPI {
         guard let form = try? await readForm(request) else { return page(.badRequest, loginPage("the form cannot be read")) }
         let user = form["user"] ?? "", password = form["password"] ?? ""
         var who: (String, DashboardRole)?
-        if user.isEmpty, let token, constantTimeEquals(password, token) {
+        if user.isEmpty, let token, constantTimeEqual(Array(password.utf8), Array(token.utf8)) {
             who = ("token", .operator)
         } else if !user.isEmpty, let users, users.verify(user: user, password: password) {
             who = (user, operators.contains(user) ? .operator : .readOnly)
@@ -112,7 +112,7 @@ extension AgentAPI {
     /// The session of the request's cookie, or the operator with the bearer token.
     func identify(_ request: Request, now: Double) -> Viewer? {
         if let token, let header = request.headers[.authorization], header.hasPrefix("Bearer "),
-           constantTimeEquals(String(header.dropFirst(7)), token) {
+           constantTimeEqual(Array(header.dropFirst(7).utf8), Array(token.utf8)) {
             return Viewer(user: "token", role: .operator, csrf: nil)
         }
         guard let id = SessionTable.cookie(in: request.headers[.cookie]),
@@ -123,7 +123,7 @@ extension AgentAPI {
     /// A form posted with a session must carry its CSRF token; a bearer client (no cookie) needs none.
     func csrfPasses(_ form: FormBody, _ viewer: Viewer) -> Bool {
         guard let expected = viewer.csrf else { return true }
-        return constantTimeEquals(form["csrf"] ?? "", expected)
+        return constantTimeEqual(Array((form["csrf"] ?? "").utf8), Array(expected.utf8))
     }
 
     func readForm(_ request: Request) async throws -> FormBody {
