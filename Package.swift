@@ -179,6 +179,7 @@ let package = Package(
         .target(name: "LifeboatAgent", dependencies: [
             "LifeboatDrill", "LifeboatPostgres", "LifeboatSQLite", "LifeboatProcess", "LifeboatPlan", "LifeboatReplication", "LifeboatSnapshot", "LifeboatBackends", "LifeboatRepository", "LifeboatCore",
             "LifeboatDashboard", "LifeboatSites", "LifeboatServer", "LifeboatProxy", "LifeboatFailover", "LifeboatConfig", "LifeboatStorage", "LifeboatHTTP", "CLifeboatSys",
+            "LifeboatHA", "LifeboatHAAgent",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),

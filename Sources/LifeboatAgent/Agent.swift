@@ -36,8 +36,11 @@ public actor Agent {
     var undoFailuresLogged: Set<String> = []
     var observations: [String: SiteObservation] = [:]
     var facts: [String: SiteFacts] = [:]
+    /// What each site held of each source at its last listing ("source@site"), for the dashboard.
+    var holdings: [String: SourceHoldings] = [:]
     var watches: [String: RPOWatch] = [:]
     var stopping = false
+    public var isStopping: Bool { stopping }
     let alertBox: AlertBox
     /// Open conditions (alerted, not yet cleared): key → since.
     var conditions: [String: Date]?
@@ -49,6 +52,15 @@ public actor Agent {
 
     /// The plan's proxy pools, run by the agent (nil without a `proxy:` section at start).
     public nonisolated let proxy: AgentProxy?
+    /// The newest alerts (the dashboard's recent events), kept across reloads.
+    public nonisolated let events: RecentEvents
+
+    /// What each site held of `source` at its last listing, by site.
+    public func holdings(of source: String) -> [String: SourceHoldings] {
+        var out: [String: SourceHoldings] = [:]
+        for (key, h) in holdings where key.hasPrefix(source + "@") { out[String(key.dropFirst(source.count + 1))] = h }
+        return out
+    }
 
     public init(plan: Plan, store: StateStore, access: SiteAccess, logger: Logger, retryBase: Double = 1,
                 clock: @escaping @Sendable () -> Date = { currentTime() }) throws {
@@ -60,7 +72,9 @@ public actor Agent {
         scheduler = Scheduler()
         metrics = AgentMetrics(started: started)
         let log = logger
-        alerts = AlertDispatcher(targets: plan.alerts, retryBase: retryBase) { log.warning("\($0)") }
+        let events = RecentEvents()
+        self.events = events
+        alerts = AlertDispatcher(targets: plan.alerts, retryBase: retryBase, recent: events) { log.warning("\($0)") }
         self.access = access
         // A switch of a pool is an alert; the dispatcher is looked up when it happens (a reload may replace it).
         let box = AlertBox()
@@ -212,7 +226,7 @@ public actor Agent {
         if old.alerts != next.alerts {
             let log = logger
             let previous = alerts
-            alerts = AlertDispatcher(targets: next.alerts) { log.warning("\($0)") }
+            alerts = AlertDispatcher(targets: next.alerts, recent: events) { log.warning("\($0)") }
             alertBox.set(alerts)
             Task { await previous.finish(timeout: 30) }
         }
@@ -253,6 +267,14 @@ public actor Agent {
     }
 
     public func history(job: String?, limit: Int, since: Date? = nil) throws -> [RunRecord] { try store.history(job: job, limit: limit, since: since) }
+
+    /// The newest reports of the plan's drills of `source`, newest first, at most `limit` of each drill.
+    public func drillReports(source: String, limit: Int) throws -> [DrillReport] {
+        try plan.drills.filter { $0.source == source }.flatMap { try store.drillReports(drill: $0.name, limit: limit) }
+            .sorted { $0.declared > $1.declared }
+    }
+
+    public func drillReport(id: String) throws -> DrillReport? { try store.drillReport(id: id) }
 
     // MARK: - Objectives
 
@@ -637,8 +659,10 @@ public actor Agent {
                 let all = (primary ?? snapshots).filter { $0.snapshot.sqlite != nil && $0.snapshot.tags.contains(tag) }.allSatisfy { here.contains($0.id) }
                 if all { newest = max(newest ?? t, t) }
             }
+            let held = SourceHoldings.of(s, in: snapshots, listed: clock())
+            holdings["\(s.name)@\(site.name)"] = held
             if case .postgresArchive = s.kind {
-                let problems = SourceBackup.walProblems(s, in: snapshots)
+                let problems = held.problems
                 condition("wal_gap:\(s.name)@\(site.name)", !problems.isEmpty, event: .walGap, source: s.name, site: site.name,
                           message: problems.isEmpty ? "the WAL archive of source \(s.name) at site \(site.name) has no hole again"
                                                     : "the WAL archive of source \(s.name) at site \(site.name): \(problems[0])\(problems.count > 1 ? " (and \(problems.count - 1) more)" : "")")

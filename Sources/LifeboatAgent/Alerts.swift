@@ -53,6 +53,7 @@ public final class AlertDispatcher: Sendable {
     let tasks: [Task<Void, Never>]
     let log: @Sendable (String) -> Void
     let counters: Counters
+    let recent: RecentEvents?
 
     /// Deliveries per target index: sent, failed (after retries), dropped (queue full).
     public final class Counters: Sendable {
@@ -61,7 +62,7 @@ public final class AlertDispatcher: Sendable {
         public var snapshot: [String: Int] { values.withLock { $0 } }
     }
 
-    public init(targets: [AlertTarget], retryBase: Double = 1, log: @escaping @Sendable (String) -> Void) {
+    public init(targets: [AlertTarget], retryBase: Double = 1, recent: RecentEvents? = nil, log: @escaping @Sendable (String) -> Void) {
         var queues: [Queue] = []
         var tasks: [Task<Void, Never>] = []
         let counters = Counters()
@@ -79,11 +80,13 @@ public final class AlertDispatcher: Sendable {
         self.tasks = tasks
         self.log = log
         self.counters = counters
+        self.recent = recent
     }
 
     /// Queues an alert for every target whose `on` names its event (no `on`: every event; healthchecks targets
     /// take job pings, and failures as pings).
     public func send(_ alert: Alert) {
+        recent?.record(alert)
         for q in queues where q.target.kind != .healthchecks && (q.target.on.isEmpty || q.target.on.contains(alert.event)) {
             if case .dropped = q.continuation.yield(.alert(alert)) { counters.add("dropped") }
         }
@@ -182,3 +185,23 @@ public final class AlertDispatcher: Sendable {
 }
 
 import Synchronization
+
+/// The newest alerts, whether or not a target takes them (the dashboard's recent events): at most `capacity`,
+/// the oldest dropped first; in memory only.
+public final class RecentEvents: Sendable {
+    let items = Mutex<[Alert]>([])
+    public let capacity: Int
+    public init(capacity: Int = 500) { self.capacity = max(1, capacity) }
+
+    public func record(_ a: Alert) {
+        items.withLock {
+            if $0.count >= capacity { $0.removeFirst($0.count - capacity + 1) }
+            $0.append(a)
+        }
+    }
+
+    /// Newest first, at most `limit`, those `matching`.
+    public func newest(_ limit: Int, matching: (Alert) -> Bool = { _ in true }) -> [Alert] {
+        Array(items.withLock { $0 }.reversed().lazy.filter(matching).prefix(max(0, limit)))
+    }
+}

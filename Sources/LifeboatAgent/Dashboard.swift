@@ -1,9 +1,14 @@
+import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import HTTPTypes
 import LifeboatCore
 import LifeboatDashboard
 import LifeboatDrill
+import LifeboatFailover
+import LifeboatHA
+import LifeboatHAAgent
+import LifeboatHTTP
 import LifeboatPlan
 import LifeboatProxy
 import LifeboatSites
@@ -14,6 +19,11 @@ import Synchronization
 /// The dashboard's sessions, shared by the API's requests.
 final class DashboardState: Sendable {
     let sessions = Mutex(SessionTable())
+    /// Open live-refresh streams (at most `maxStreams`).
+    let streams = Mutex(0)
+    static let maxStreams = 32
+    /// The newest state digest and when it was computed (shared by the streams: one computation a second at most).
+    let digest = Mutex<(at: ContinuousClock.Instant, value: String)?>(nil)
 }
 
 /// The web dashboard on the agent's API port: `/` (the overview), `/login`, `/logout`, `/ui/…`. It always needs a
@@ -35,6 +45,10 @@ extension AgentAPI {
             var r = text(.ok, DashboardPages.css, contentType: "text/css; charset=utf-8")
             r.headers[.cacheControl] = "max-age=3600"
             return r
+        case (.get, "ui") where parts == ["ui", "live.js"]:
+            var r = text(.ok, DashboardPages.liveScript, contentType: "text/javascript; charset=utf-8")
+            r.headers[.cacheControl] = "max-age=3600"
+            return r
         case (.get, "login"):
             return page(.ok, loginPage(nil))
         case (.post, "login"):
@@ -42,12 +56,17 @@ extension AgentAPI {
         default:
             break
         }
-        guard let viewer = identify(request, now: now) else {
+        // The live refresh (its stream, and the page it fetches again) does not count as the user's activity.
+        let live = parts == ["ui", "events"] || request.headers[HTTPField.Name("X-Lifeboat-Live")!] == "1"
+        guard let viewer = identify(request, now: now, touch: !live) else {
             return page(.unauthorized, loginPage(nil))
         }
         switch (request.method, parts.first ?? "", parts.count) {
         case (.get, "", 0):
-            return page(.ok, DashboardPages.overview(await overviewModel(), viewer: viewer))
+            let m = await overviewModel()
+            return page(.ok, DashboardPages.overview(m, viewer: viewer, live: m.liveDigest))
+        case (.get, "ui", 2) where parts[1] == "events":
+            return liveEvents(request, viewer: viewer)
         case (.post, "logout", 1):
             guard let form = try? await readForm(request), csrfPasses(form, viewer) else { return forged(viewer) }
             if let id = SessionTable.cookie(in: request.headers[.cookie]) { dashboardState.sessions.withLock { $0.close(id) } }
@@ -58,11 +77,13 @@ extension AgentAPI {
             guard let m = await serviceModel(parts[2]) else {
                 return page(.notFound, DashboardPages.message("Not found", "no service \(parts[2]) in the plan", viewer: viewer, error: true))
             }
-            return page(.ok, DashboardPages.service(m, viewer: viewer))
+            return page(.ok, DashboardPages.service(m, viewer: viewer, live: await liveDigest()))
+        case (.get, "ui", 3) where parts[1] == "drills":
+            return await drillReportPage(parts[2], viewer: viewer)
         case (.get, "ui", 2) where parts[1] == "sites":
-            return page(.ok, DashboardPages.sites(await sitesModel(), viewer: viewer))
+            return page(.ok, DashboardPages.sites(await sitesModel(), viewer: viewer, live: await liveDigest()))
         case (.get, "ui", 2) where parts[1] == "failover":
-            return page(.ok, DashboardPages.failover(failoverModel(), viewer: viewer))
+            return page(.ok, DashboardPages.failover(await failoverModel(), viewer: viewer, live: await liveDigest()))
         case (.get, "ui", 2) where parts[1] == "confirm":
             guard viewer.mayAct else { return readOnly(viewer) }
             let q = request.uri.queryParameters
@@ -109,14 +130,15 @@ extension AgentAPI {
         return r
     }
 
-    /// The session of the request's cookie, or the operator with the bearer token.
-    func identify(_ request: Request, now: Double) -> Viewer? {
+    /// The session of the request's cookie (marked as seen unless `touch` is false), or the operator with the
+    /// bearer token.
+    func identify(_ request: Request, now: Double, touch: Bool = true) -> Viewer? {
         if let token, let header = request.headers[.authorization], header.hasPrefix("Bearer "),
            constantTimeEqual(Array(header.dropFirst(7).utf8), Array(token.utf8)) {
             return Viewer(user: "token", role: .operator, csrf: nil)
         }
         guard let id = SessionTable.cookie(in: request.headers[.cookie]),
-              let s = dashboardState.sessions.withLock({ $0.lookup(id, now: now) }) else { return nil }
+              let s = dashboardState.sessions.withLock({ $0.lookup(id, now: now, touch: touch) }) else { return nil }
         return Viewer(user: s.user, role: s.role, csrf: s.csrf)
     }
 
@@ -252,10 +274,48 @@ extension AgentAPI {
         } catch {
             problems.append("the backup history cannot be read: \(errorText(error))")
         }
-        let drills = (status.drills ?? []).filter { $0.source == name }.map {
-            OverviewModel.Drill(name: $0.drill, site: $0.site, passed: $0.passed, declared: $0.declared, rtoSeconds: $0.rtoSeconds, rpoSeconds: $0.rpoSeconds)
+        var drills: [OverviewModel.Drill] = []
+        do {
+            drills = try await agent.drillReports(source: name, limit: 10).map {
+                OverviewModel.Drill(name: $0.drill, site: $0.site, passed: $0.passed, declared: $0.declared, rtoSeconds: $0.rtoSeconds,
+                                    rpoSeconds: $0.rpoSeconds, report: $0.id)
+            }
+        } catch {
+            problems.append("the drill reports cannot be read: \(errorText(error))")
         }
-        return ServiceModel(service: service, time: status.time, backups: backups, drills: drills, problems: problems)
+        let plan = await agent.plan
+        let source = plan.sources.first { $0.name == name }
+        let held = await agent.holdings(of: name)
+        var m = ServiceModel(service: service, time: status.time, backups: backups, drills: drills, problems: problems)
+        m.holdings = service.sites.map { row in
+            guard let h = held[row.site] else {
+                return .init(site: row.site, listed: nil, count: 0, copies: [], walRecords: nil, restorableFrom: nil, restorableUntil: nil, problems: [])
+            }
+            return .init(site: row.site, listed: h.listed, count: h.count,
+                         copies: h.copies.map { .init(id: $0.id, time: $0.time, kind: $0.kind, bytes: $0.bytes, added: $0.added) },
+                         walRecords: h.walRecords, restorableFrom: h.restorableFrom, restorableUntil: h.restorableUntil, problems: h.problems)
+        }
+        switch source?.kind {
+        case .postgresArchive?, .sqliteContinuous?: m.pointInTime = true
+        default: break
+        }
+        let sites = Set(service.sites.map(\.site))
+        m.events = agent.events.newest(30) { $0.source == name || ($0.source == nil && $0.site.map(sites.contains) == true) }.map {
+            .init(time: $0.time, kind: $0.event.rawValue, site: $0.site, message: $0.message, resolved: $0.resolved)
+        }
+        m.drillNames = plan.drills.filter { $0.source == name }.map(\.name)
+        return m
+    }
+
+    /// `/ui/drills/ID`: a drill's HTML report, rebuilt from the state database's record (no file is read).
+    func drillReportPage(_ id: String, viewer: Viewer) async -> Response {
+        guard id.utf8.count <= 128, let report = try? await agent.drillReport(id: id) else {
+            return page(.notFound, DashboardPages.message("Not found", "no drill report \(id.prefix(128))", viewer: viewer, error: true))
+        }
+        var r = page(.ok, report.html())
+        // The report is a page of its own, with its own inline style (and still no script).
+        r.headers[.contentSecurityPolicy] = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        return r
     }
 
     /// The sites page's figures: the status's per-site facts and the plan's protection of each site.
@@ -279,8 +339,46 @@ extension AgentAPI {
         return SitesModel(time: status.time, sites: sites, problems: [])
     }
 
-    /// The failover page's figures: every pool of the agent's proxy, as its admin API reports them.
-    func failoverModel() -> FailoverModel {
+    /// The failover page's figures: every pool of the agent's proxy, as its admin API reports them, and the HA
+    /// cluster as this host's node reports it when the plan has an `ha` section.
+    func failoverModel() async -> FailoverModel {
+        var m = proxyPools()
+        if let ha = await agent.plan.ha {
+            switch await AgentAPI.haCluster(ha) {
+            case .success(let c): m.cluster = c
+            case .failure(let e): m.clusterError = e.message
+            }
+        }
+        return m
+    }
+
+    /// `GET /cluster` of this host's HA node (`ha.node.api`, a wildcard address read as loopback), within 2 s.
+    static func haCluster(_ ha: HAConfig) async -> Result<FailoverModel.Cluster, ActionProblem> {
+        var host = ha.api.host
+        if host.isEmpty || host == "0.0.0.0" { host = "127.0.0.1" } else if host == "::" { host = "::1" }
+        let address = Endpoint(host: host, port: ha.api.port)
+        do {
+            let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(address)/cluster"), timeout: .seconds(2))
+            let body = try await response.body.collect(upTo: 4 << 20)
+            guard response.status.code == 200 else {
+                return .failure(ActionProblem(message: "the node's API at \(address) answered \(response.status.code) to GET /cluster"))
+            }
+            let r = try AgentAPI.decoder().decode(HAClusterReport.self, from: Data(buffer: body))
+            let sync = Set(r.synchronous ?? [])
+            return .success(FailoverModel.Cluster(
+                name: r.cluster, storeReachable: r.storeReachable, leader: r.leader, maintenance: r.maintenance, switchover: r.switchover,
+                members: r.members.map { .init(name: $0.name, role: $0.role, leader: $0.leader, timeline: $0.timeline, position: $0.position,
+                                               lagBytes: $0.lagBytes, candidate: $0.candidate, synchronous: sync.contains($0.name)) },
+                problems: r.problems))
+        } catch is DecodingError {
+            return .failure(ActionProblem(message: "the node's API at \(address) answered GET /cluster with something that is not a cluster report"))
+        } catch {
+            let why = NetworkErrors.describe(error, peer: address.description) ?? "\(error)"
+            return .failure(ActionProblem(message: "the node's API at \(address) (ha.node.api) does not answer: \(why)"))
+        }
+    }
+
+    func proxyPools() -> FailoverModel {
         guard let proxy = agent.proxy else { return FailoverModel(time: Date(), pools: []) }
         let pools = proxy.server.pools.map { pool -> FailoverModel.Pool in
             let st = pool.status()
@@ -303,7 +401,7 @@ extension AgentAPI {
     func page(_ status: HTTPResponse.Status, _ html: String) -> Response {
         var r = text(status, html, contentType: "text/html; charset=utf-8")
         r.headers[.cacheControl] = "no-store"
-        r.headers[.contentSecurityPolicy] = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        r.headers[.contentSecurityPolicy] = "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         r.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
         r.headers[.xContentTypeOptions] = "nosniff"
         r.headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
@@ -314,5 +412,62 @@ extension AgentAPI {
         var r = Response(status: .seeOther, headers: [.location: to, .cacheControl: "no-store"])
         r.headers[.contentLength] = "0"
         return r
+    }
+
+    /// The state digest of the overview's figures, computed at most once a second.
+    func liveDigest() async -> String {
+        let now = ContinuousClock.now
+        if let d = dashboardState.digest.withLock({ $0 }), now - d.at < .milliseconds(900) { return d.value }
+        let value = await overviewModel().liveDigest
+        dashboardState.digest.withLock { $0 = (now, value) }
+        return value
+    }
+
+    /// `GET /ui/events`: server-sent events for the live refresh. `event: state` with the digest at once and
+    /// whenever it changes (checked every second); a comment every 5 s keeps proxies from closing the stream. It
+    /// ends after 5 minutes (the browser reconnects after `retry`), when the session ends, and when the agent stops.
+    /// At most 32 streams at once: beyond, the stream ends at once with `event: end` (the script then stops). A
+    /// stream is counted while its body runs, so a client gone before it started costs nothing.
+    func liveEvents(_ request: Request, viewer: Viewer) -> Response {
+        let me = self
+        let cookie = viewer.csrf == nil ? nil : SessionTable.cookie(in: request.headers[.cookie])
+        let body = ResponseBody { writer in
+            let admitted = me.dashboardState.streams.withLock { n -> Bool in
+                guard n < DashboardState.maxStreams else { return false }
+                n += 1
+                return true
+            }
+            guard admitted else {
+                try await writer.write(ByteBuffer(string: "event: end\ndata: too many live dashboards are open (at most \(DashboardState.maxStreams))\n\n"))
+                try await writer.finish(nil)
+                return
+            }
+            defer { me.dashboardState.streams.withLock { $0 -= 1 } }
+            var last = ""
+            var quiet = 0
+            try await writer.write(ByteBuffer(string: "retry: 3000\n\n"))
+            for _ in 0..<300 {
+                if await me.agent.isStopping || Task.isCancelled { break }
+                if let cookie, me.dashboardState.sessions.withLock({ $0.lookup(cookie, now: Date().timeIntervalSince1970, touch: false) }) == nil {
+                    try await writer.write(ByteBuffer(string: "event: end\ndata: the session ended\n\n"))
+                    break
+                }
+                let d = await me.liveDigest()
+                if d != last {
+                    try await writer.write(ByteBuffer(string: "event: state\ndata: \(d)\n\n"))
+                    last = d
+                    quiet = 0
+                } else {
+                    quiet += 1
+                    // Also how a client that left is noticed (the write fails): every 5 s.
+                    if quiet >= 5 { try await writer.write(ByteBuffer(string: ": still here\n\n")); quiet = 0 }
+                }
+                try await Task.sleep(for: .seconds(1))
+            }
+            try await writer.finish(nil)
+        }
+        var headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
+        headers[HTTPField.Name("X-Accel-Buffering")!] = "no"
+        return Response(status: .ok, headers: headers, body: body)
     }
 }

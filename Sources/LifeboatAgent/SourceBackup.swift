@@ -163,16 +163,6 @@ public enum SourceBackup {
         return snapshots.filter { $0.snapshot.isFiles && $0.snapshot.tags.contains(tag(source.name)) }.map(\.snapshot.date).max()
     }
 
-    /// A PostgreSQL PITR source's archive problems at a site (missing segments, base backups without their WAL).
-    public static func walProblems(_ source: Source, in snapshots: [(id: ID, snapshot: Snapshot)]) -> [String] {
-        guard case .postgresArchive = source.kind else { return [] }
-        let catalogs = WALCatalog.build(snapshots)
-        return systems(of: source, in: snapshots).sorted().flatMap { system -> [String] in
-            guard let c = catalogs[system] else { return [] }
-            return ArchiveReport(c).problems.filter { !$0.hasPrefix("no base backup") }
-        }
-    }
-
     /// Runs `argv` and backs up its standard output as one file; fails (no snapshot) when it fails.
     static func stream(_ argv: [String], environment: [String: String], name: String, archiver: Archiver) async throws -> BackupResult {
         var fds: [Int32] = [0, 0]

@@ -49,8 +49,11 @@ public struct OverviewModel: Sendable {
         public var declared: Date
         public var rtoSeconds: Double?
         public var rpoSeconds: Double?
-        public init(name: String, site: String, passed: Bool, declared: Date, rtoSeconds: Double?, rpoSeconds: Double?) {
+        /// The report's ID (its page: `/ui/drills/ID`).
+        public var report: String?
+        public init(name: String, site: String, passed: Bool, declared: Date, rtoSeconds: Double?, rpoSeconds: Double?, report: String? = nil) {
             self.name = name; self.site = site; self.passed = passed; self.declared = declared; self.rtoSeconds = rtoSeconds; self.rpoSeconds = rpoSeconds
+            self.report = report
         }
     }
     public struct Service: Sendable {
@@ -113,6 +116,28 @@ public struct OverviewModel: Sendable {
     public init(plan: String, time: Date, services: [Service], sites: [Site], pools: [Pool], problems: [String]) {
         self.plan = plan; self.time = time; self.services = services; self.sites = sites; self.pools = pools; self.problems = problems
     }
+
+    /// What the live refresh watches: a digest (FNV-1a, 16 hex digits) of everything the pages show that changes
+    /// by events (a row's colour, a backup or drill that ran, a job started or paused, a site down or back, a
+    /// backend's state), not of the RPOs' seconds ticking up.
+    public var liveDigest: String {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        func add(_ s: String) { for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }; h = (h ^ 0x1f) &* 0x100_0000_01b3 }
+        func t(_ d: Date?) -> String { d.map { String(format: "%.0f", $0.timeIntervalSince1970) } ?? "-" }
+        for s in services {
+            add(s.name); add(s.state.rawValue); add("\(s.running)\(s.paused)")
+            for site in s.sites { add(site.site); add(ObjectiveState.of(site.rpoSeconds, objective: s.rpoObjective).rawValue); add(t(site.newest)); add(site.lastError ?? "") }
+            if let b = s.lastBackup { add(t(b.started)); add(b.result) }
+            if let d = s.lastDrill { add(d.name); add(t(d.declared)); add("\(d.passed)") }
+        }
+        for s in sites { add(s.name); add("\(s.reachable)"); add(s.lastError ?? ""); add("\(s.bytesPending ?? 0)") }
+        for p in pools {
+            add(p.name); add(p.active ?? "-")
+            for b in p.backends { add(b.name); add(b.state); add("\(b.disabled)") }
+        }
+        add("\(problems.count)")
+        return String(format: "%016llx", h)
+    }
 }
 
 /// Who looks at a page: forms carry `csrf` (nil for a client with the bearer token, which sends no cookie).
@@ -126,7 +151,7 @@ public struct Viewer: Sendable, Equatable {
 
 public enum DashboardPages {
     /// The overview at `/`: one row per protected service, then the sites and the proxy's pools.
-    public static func overview(_ m: OverviewModel, viewer: Viewer) -> String {
+    public static func overview(_ m: OverviewModel, viewer: Viewer, live: String? = nil) -> String {
         var h = ""
         let breached = m.services.filter { $0.state == .breached }.count
         let near = m.services.filter { $0.state == .near }.count
@@ -209,7 +234,7 @@ public enum DashboardPages {
             }
             h += "</tbody></table>\n"
         }
-        return layout(title: "Lifeboat: \(m.plan)", viewer: viewer, body: h)
+        return layout(title: "Lifeboat: \(m.plan)", viewer: viewer, body: h, live: live)
     }
 
     static func problems(_ list: [String]) -> String {
@@ -244,9 +269,13 @@ public enum DashboardPages {
         return layout(title: "Lifeboat: log in", viewer: nil, body: h)
     }
 
-    static func layout(title: String, viewer: Viewer?, body: String) -> String {
+    /// `live`: the state digest the page was rendered from; the page then loads the live refresh (`/ui/live.js`),
+    /// which listens to `/ui/events` and reloads the page's content when the digest changes.
+    static func layout(title: String, viewer: Viewer?, body: String, live: String? = nil) -> String {
         var h = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        h += "<title>\(HTML.escape(title))</title><link rel=\"stylesheet\" href=\"/ui/style.css\"></head>\n<body><header><h1><a href=\"/\">Lifeboat</a></h1>"
+        h += "<title>\(HTML.escape(title))</title><link rel=\"stylesheet\" href=\"/ui/style.css\">"
+        if live != nil { h += "<script src=\"/ui/live.js\" defer></script>" }
+        h += "</head>\n<body><header><h1><a href=\"/\">Lifeboat</a></h1>"
         if let v = viewer {
             h += "<nav><span class=\"muted\">\(HTML.escape(v.user)) (\(v.role.rawValue))</span>"
             if let c = v.csrf {
@@ -259,9 +288,42 @@ public enum DashboardPages {
         } else {
             h += "</header>"
         }
-        h += "\n<main>\n" + body + "</main></body></html>\n"
+        h += "\n<main\(live.map { " data-live=\"\(HTML.escape($0))\"" } ?? "")>\n" + body + "</main></body></html>\n"
         return h
     }
+
+    /// The live refresh, embedded: pages work without it. It listens to `/ui/events` (server-sent events) and,
+    /// when the state digest differs from the page's `data-live`, fetches the page again and swaps its content.
+    public static let liveScript = """
+    (function () {
+      var main = document.querySelector('main[data-live]');
+      if (!main || !window.EventSource || !window.fetch || !window.DOMParser) return;
+      var busy = false, again = false;
+      function refresh() {
+        if (busy) { again = true; return; }
+        busy = true;
+        fetch(location.href, {credentials: 'same-origin', headers: {'X-Lifeboat-Live': '1'}, cache: 'no-store'})
+          .then(function (r) { return r.ok ? r.text() : null; })
+          .then(function (t) {
+            if (t === null) { events.close(); return; }
+            var doc = new DOMParser().parseFromString(t, 'text/html');
+            var next = doc.querySelector('main[data-live]');
+            if (!next) { events.close(); return; }
+            main.replaceWith(next);
+            main = next;
+            document.title = doc.title;
+          })
+          .catch(function () {})
+          .then(function () { busy = false; if (again) { again = false; refresh(); } });
+      }
+      var events = new EventSource('/ui/events');
+      events.addEventListener('state', function (e) {
+        if (e.data !== main.getAttribute('data-live')) refresh();
+      });
+      events.addEventListener('end', function () { events.close(); });
+    })();
+
+    """
 
     /// The one style sheet, embedded (nothing is fetched from elsewhere).
     public static let css = """

@@ -14,12 +14,57 @@ public struct ServiceModel: Sendable {
             self.started = started; self.duration = duration; self.bytes = bytes; self.ok = ok; self.result = result; self.error = error
         }
     }
+    /// What a site held of the service at the agent's last listing of it.
+    public struct Holdings: Sendable {
+        public struct Copy: Sendable {
+            public var id: String
+            public var time: Date
+            public var kind: String
+            public var bytes: UInt64?
+            public var added: UInt64?
+            public init(id: String, time: Date, kind: String, bytes: UInt64?, added: UInt64?) {
+                self.id = id; self.time = time; self.kind = kind; self.bytes = bytes; self.added = added
+            }
+        }
+        public var site: String
+        /// nil: not listed since the agent started.
+        public var listed: Date?
+        public var count: Int
+        public var copies: [Copy]
+        public var walRecords: Int?
+        public var restorableFrom: Date?
+        public var restorableUntil: Date?
+        public var problems: [String]
+        public init(site: String, listed: Date?, count: Int, copies: [Copy], walRecords: Int?, restorableFrom: Date?, restorableUntil: Date?, problems: [String]) {
+            self.site = site; self.listed = listed; self.count = count; self.copies = copies; self.walRecords = walRecords
+            self.restorableFrom = restorableFrom; self.restorableUntil = restorableUntil; self.problems = problems
+        }
+    }
+    /// An event of the agent about the service or one of its sites (an alert, a proxy switch).
+    public struct Event: Sendable {
+        public var time: Date
+        public var kind: String
+        public var site: String?
+        public var message: String
+        public var resolved: Bool
+        public init(time: Date, kind: String, site: String?, message: String, resolved: Bool) {
+            self.time = time; self.kind = kind; self.site = site; self.message = message; self.resolved = resolved
+        }
+    }
     public var service: OverviewModel.Service
     public var time: Date
     /// The runs of the window, any order.
     public var backups: [Backup]
     public var drills: [OverviewModel.Drill]
     public var problems: [String]
+    /// Per site of the service, in the plan's order.
+    public var holdings: [Holdings] = []
+    /// Newest first.
+    public var events: [Event] = []
+    /// Whether the service restores to any point in time (PostgreSQL archiving, continuous SQLite).
+    public var pointInTime = false
+    /// The plan's drills of this service, for the "Run a drill now" buttons.
+    public var drillNames: [String] = []
     /// The window the charts cover, in seconds before `time`.
     public var window: Double = 30 * 86400
     public init(service: OverviewModel.Service, time: Date, backups: [Backup], drills: [OverviewModel.Drill], problems: [String]) {
@@ -87,7 +132,7 @@ public enum Chart {
 }
 
 extension DashboardPages {
-    public static func service(_ m: ServiceModel, viewer: Viewer) -> String {
+    public static func service(_ m: ServiceModel, viewer: Viewer, live: String? = nil) -> String {
         let s = m.service
         let name = HTML.escape(s.name)
         var h = "<h2 data-service=\"\(name)\" class=\"\(s.state.rawValue)\">\(name) <span class=\"muted\">\(HTML.escape(s.kind))</span></h2>\n" + problems(m.problems)
@@ -100,6 +145,7 @@ extension DashboardPages {
             h += "<td><span class=\"badge \(st.rawValue)\">\(site.rpoSeconds.map(HTML.duration) ?? "?")</span></td><td>\(site.lastError.map { "<span class=\"error\">\(HTML.escape($0))</span>" } ?? "")</td></tr>\n"
         }
         h += "</tbody></table>\n"
+        h += holdings(m)
         let from = m.time.addingTimeInterval(-m.window)
         let runs = m.backups.filter { $0.started >= from && $0.started <= m.time }.sorted { $0.started < $1.started }
         h += "<h3>The last \(Int(m.window / 86400)) days: \(runs.count) backup\(runs.count == 1 ? "" : "s"), \(runs.filter { !$0.ok }.count) failed</h3>\n"
@@ -110,25 +156,68 @@ extension DashboardPages {
         let successes = runs.filter(\.ok).map(\.started)
         h += Chart.svg(id: "rpo", title: "RPO at the primary site (from the backups' starts)", from: from, to: m.time, bars: [],
                        line: Chart.rpoSteps(successes: successes, from: from, to: m.time), limit: s.rpoObjective, label: HTML.duration) + "\n"
-        h += "<h3>Drills</h3>\n<table id=\"drills\"><thead><tr><th>Drill</th><th>Site</th><th>Declared</th><th>Result</th><th>RTO</th><th>RPO</th></tr></thead><tbody>\n"
-        if m.drills.isEmpty { h += "<tr><td colspan=\"6\" class=\"muted\">No drill of this service has run.</td></tr>\n" }
+        h += "<h3>Drills</h3>\n<table id=\"drills\"><thead><tr><th>Drill</th><th>Site</th><th>Declared</th><th>Result</th><th>RTO</th><th>RPO</th><th>Report</th></tr></thead><tbody>\n"
+        if m.drills.isEmpty { h += "<tr><td colspan=\"7\" class=\"muted\">No drill of this service has run.</td></tr>\n" }
         for d in m.drills.sorted(by: { $0.declared > $1.declared }) {
             h += "<tr class=\"\(d.passed ? "ok" : "breached")\"><td>\(HTML.escape(d.name))</td><td>\(HTML.escape(d.site))</td><td>\(HTML.time(d.declared))</td>"
             h += "<td><span class=\"badge \(d.passed ? "ok" : "breached")\">\(d.passed ? "passed" : "failed")</span></td>"
-            h += "<td>\(d.rtoSeconds.map(HTML.duration) ?? "—")</td><td>\(d.rpoSeconds.map(HTML.duration) ?? "—")</td></tr>\n"
+            h += "<td>\(d.rtoSeconds.map(HTML.duration) ?? "—")</td><td>\(d.rpoSeconds.map(HTML.duration) ?? "—")</td>"
+            h += "<td>\(d.report.map { "<a href=\"/ui/drills/\(HTML.escape(HTML.pathSegment($0)))\">report</a>" } ?? "")</td></tr>\n"
         }
-        h += "</tbody></table>\n<h3>Recent failures</h3>\n<ul id=\"events\">"
-        let failures = runs.filter { !$0.ok }.suffix(20).reversed()
-        if failures.isEmpty { h += "<li class=\"muted\">None in the window.</li>" }
-        for r in failures {
-            h += "<li>\(HTML.time(r.started)) <b>\(HTML.escape(r.result))</b>\(r.error.map { ": <span class=\"error\">\(HTML.escape($0))</span>" } ?? "")</li>"
+        h += "</tbody></table>\n<h3>Recent events</h3>\n<ul id=\"events\">"
+        // Failed backups (from the history) and the agent's alerts about the service, newest first.
+        var lines: [(Date, String)] = runs.filter { !$0.ok }.suffix(20).map { r in
+            (r.started, "\(HTML.time(r.started)) <b>backup \(HTML.escape(r.result))</b>\(r.error.map { ": <span class=\"error\">\(HTML.escape($0))</span>" } ?? "")")
         }
+        lines += m.events.prefix(30).map { e in
+            (e.time, "\(HTML.time(e.time)) <b>\(HTML.escape(e.kind))\(e.resolved ? " (resolved)" : "")</b>\(e.site.map { " at \(HTML.escape($0))" } ?? ""): <span class=\"\(e.resolved ? "muted" : "error")\">\(HTML.escape(e.message))</span>")
+        }
+        if lines.isEmpty { h += "<li class=\"muted\">None in the window.</li>" }
+        for (_, line) in lines.sorted(by: { $0.0 > $1.0 }).prefix(40) { h += "<li>\(line)</li>" }
         h += "</ul>\n"
         if viewer.mayAct {
             let q = HTML.escape(HTML.pathSegment(s.name))
             h += "<p><a class=\"button\" href=\"/ui/confirm?action=backup&amp;target=\(q)\">Back up now</a> "
+            for d in m.drillNames {
+                h += "<a class=\"button\" href=\"/ui/confirm?action=drill&amp;target=\(HTML.escape(HTML.pathSegment(d)))\">Run the drill \(HTML.escape(d)) now</a> "
+            }
             h += s.paused ? "<a href=\"/ui/confirm?action=resume&amp;target=\(q)\">Resume</a></p>\n" : "<a href=\"/ui/confirm?action=pause&amp;target=\(q)\">Pause</a></p>\n"
         }
-        return layout(title: "Lifeboat: \(s.name)", viewer: viewer, body: h)
+        return layout(title: "Lifeboat: \(s.name)", viewer: viewer, body: h, live: live)
+    }
+
+    /// Each site's copies of the service (the newest, with sizes) and, for point-in-time sources, the range a
+    /// restore can reach there.
+    static func holdings(_ m: ServiceModel) -> String {
+        guard !m.holdings.isEmpty else { return "" }
+        var h = "<h3>Copies at each site</h3>\n"
+        for site in m.holdings {
+            let name = HTML.escape(site.site)
+            h += "<h4 data-site=\"\(name)\">\(name) <span class=\"muted\">"
+            guard let listed = site.listed else {
+                h += "not listed since the agent started (sites are listed after each replication pass)</span></h4>\n"
+                continue
+            }
+            h += "\(site.count) \(m.pointInTime ? "base backup" : "snapshot")\(site.count == 1 ? "" : "s")"
+            if let w = site.walRecords { h += ", \(w) WAL record\(w == 1 ? "" : "s")" }
+            h += ", as listed \(HTML.time(listed))</span></h4>\n"
+            if m.pointInTime {
+                if let f = site.restorableFrom, let u = site.restorableUntil {
+                    h += "<p class=\"restorable\">Restorable to any time from <b>\(HTML.time(f))</b> to <b>\(HTML.time(u))</b></p>\n"
+                } else {
+                    h += "<p class=\"restorable error\">No restorable range at this site yet.</p>\n"
+                }
+            }
+            for p in site.problems.prefix(5) { h += "<p class=\"error\">\(HTML.escape(p))</p>\n" }
+            guard !site.copies.isEmpty else { continue }
+            h += "<table class=\"copies\"><thead><tr><th>Snapshot</th><th>Time</th><th>Kind</th><th>Size</th><th>Added</th></tr></thead><tbody>\n"
+            for c in site.copies {
+                h += "<tr><td><code>\(HTML.escape(c.id))</code></td><td>\(HTML.time(c.time))</td><td>\(HTML.escape(c.kind))</td>"
+                h += "<td>\(c.bytes.map(HTML.bytes) ?? "?")</td><td>\(c.added.map(HTML.bytes) ?? "?")</td></tr>\n"
+            }
+            if site.count > site.copies.count { h += "<tr><td colspan=\"5\" class=\"muted\">and \(site.count - site.copies.count) older</td></tr>\n" }
+            h += "</tbody></table>\n"
+        }
+        return h
     }
 }

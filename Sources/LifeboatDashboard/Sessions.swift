@@ -45,15 +45,18 @@ public struct SessionTable: Sendable {
         return s
     }
 
-    /// The live session of cookie value `id`, marked as seen now; nil when unknown or expired (then removed).
-    public mutating func lookup(_ id: String, now: Double) -> DashboardSession? {
+    /// The live session of cookie value `id`, marked as seen now unless `touch` is false (the live refresh, which is
+    /// no sign of a user: an open tab does not keep a session alive); nil when unknown or expired (then removed).
+    public mutating func lookup(_ id: String, now: Double, touch: Bool = true) -> DashboardSession? {
         guard id.utf8.count == 64, var s = sessions[id] else { return nil }
         guard now - s.lastSeen <= idle, now - s.created <= lifetime, now >= s.created else {
             sessions[id] = nil
             return nil
         }
-        s.lastSeen = max(s.lastSeen, now)
-        sessions[id] = s
+        if touch {
+            s.lastSeen = max(s.lastSeen, now)
+            sessions[id] = s
+        }
         return s
     }
 

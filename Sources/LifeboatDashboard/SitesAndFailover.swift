@@ -68,13 +68,47 @@ public struct FailoverModel: Sendable {
             self.lastSwitch = lastSwitch; self.connectionsTotal = connectionsTotal; self.refusedTotal = refusedTotal; self.backends = backends
         }
     }
+    /// The quorum HA cluster as this host's `lifeboat ha` node reports it (its `/cluster`).
+    public struct Cluster: Sendable {
+        public struct Member: Sendable {
+            public var name: String
+            public var role: String
+            public var leader: Bool
+            public var timeline: UInt32?
+            public var position: String?
+            public var lagBytes: UInt64?
+            public var candidate: Bool
+            public var synchronous: Bool
+            public init(name: String, role: String, leader: Bool, timeline: UInt32?, position: String?, lagBytes: UInt64?, candidate: Bool, synchronous: Bool) {
+                self.name = name; self.role = role; self.leader = leader; self.timeline = timeline; self.position = position
+                self.lagBytes = lagBytes; self.candidate = candidate; self.synchronous = synchronous
+            }
+        }
+        public var name: String
+        public var storeReachable: Bool
+        public var leader: String?
+        public var maintenance: Bool
+        public var switchover: String?
+        public var members: [Member]
+        public var problems: [String]
+        public init(name: String, storeReachable: Bool, leader: String?, maintenance: Bool, switchover: String?, members: [Member], problems: [String]) {
+            self.name = name; self.storeReachable = storeReachable; self.leader = leader; self.maintenance = maintenance
+            self.switchover = switchover; self.members = members; self.problems = problems
+        }
+    }
     public var time: Date
     public var pools: [Pool]
-    public init(time: Date, pools: [Pool]) { self.time = time; self.pools = pools }
+    /// nil: the plan has no `ha` section.
+    public var cluster: Cluster?
+    /// Why the cluster could not be read (the node's API did not answer).
+    public var clusterError: String?
+    public init(time: Date, pools: [Pool], cluster: Cluster? = nil, clusterError: String? = nil) {
+        self.time = time; self.pools = pools; self.cluster = cluster; self.clusterError = clusterError
+    }
 }
 
 extension DashboardPages {
-    public static func sites(_ m: SitesModel, viewer: Viewer) -> String {
+    public static func sites(_ m: SitesModel, viewer: Viewer, live: String? = nil) -> String {
         var h = "<h2>Sites</h2>\n" + problems(m.problems)
         h += "<table id=\"sites\"><thead><tr><th>Site</th><th>Role</th><th>Kind</th><th>Reachable</th><th>Replication lag</th><th>Snapshots missing</th>"
         h += "<th>Bytes pending</th><th>Checked this cycle</th><th>Protection against deletes</th><th>Last error</th></tr></thead><tbody>\n"
@@ -88,10 +122,10 @@ extension DashboardPages {
             h += "<td>\(s.lastError.map { "<span class=\"error\">\(HTML.escape($0))</span>" } ?? "")</td></tr>\n"
         }
         h += "</tbody></table>\n<p class=\"muted\">As of \(HTML.time(m.time)) UTC. A replica's lag is the age of the newest snapshot it lacks.</p>\n"
-        return layout(title: "Lifeboat: sites", viewer: viewer, body: h)
+        return layout(title: "Lifeboat: sites", viewer: viewer, body: h, live: live)
     }
 
-    public static func failover(_ m: FailoverModel, viewer: Viewer) -> String {
+    public static func failover(_ m: FailoverModel, viewer: Viewer, live: String? = nil) -> String {
         var h = "<h2>Failover</h2>\n"
         if m.pools.isEmpty { h += "<p class=\"muted\" id=\"message\">This agent runs no proxy pool (the plan has no <code>proxy:</code> section).</p>\n" }
         for p in m.pools {
@@ -128,7 +162,32 @@ extension DashboardPages {
             }
             h += "</tbody></table>\n"
         }
-        h += "<p class=\"muted\">As of \(HTML.time(m.time)) UTC. The quorum HA cluster (<code>lifeboat ha</code>) runs on its nodes: <code>lifeboat ha list</code> or their <code>/cluster</code> API shows it.</p>\n"
-        return layout(title: "Lifeboat: failover", viewer: viewer, body: h)
+        h += cluster(m)
+        h += "<p class=\"muted\">As of \(HTML.time(m.time)) UTC.</p>\n"
+        return layout(title: "Lifeboat: failover", viewer: viewer, body: h, live: live)
+    }
+
+    /// The HA cluster's members (leader, timeline, lag, candidates), as this host's node sees them.
+    static func cluster(_ m: FailoverModel) -> String {
+        if let e = m.clusterError {
+            return "<h3>HA cluster</h3>\n<p class=\"error\" id=\"cluster-error\">The cluster cannot be read: \(HTML.escape(e))</p>\n"
+        }
+        guard let c = m.cluster else { return "" }
+        let name = HTML.escape(c.name)
+        var h = "<h3 data-cluster=\"\(name)\">HA cluster \(name)</h3>\n<p>Leader: <b>\(c.leader.map(HTML.escape) ?? "none")</b>"
+        if c.maintenance { h += " · <span class=\"badge near\">maintenance: no automatic failover</span>" }
+        if let s = c.switchover { h += " · switchover requested: \(HTML.escape(s))" }
+        if !c.storeReachable { h += " · <span class=\"badge breached\">etcd unreachable from this node</span>" }
+        h += "</p>\n"
+        for p in c.problems.prefix(5) { h += "<p class=\"error\">\(HTML.escape(p))</p>\n" }
+        h += "<table class=\"cluster\"><thead><tr><th>Member</th><th>Role</th><th>Timeline</th><th>Position</th><th>Lag</th><th>May take over</th></tr></thead><tbody>\n"
+        for x in c.members {
+            let st = x.leader ? "ok" : x.role == "standby" && x.candidate ? "ok" : x.role == "standby" ? "near" : "breached"
+            h += "<tr class=\"\(st)\" data-member=\"\(HTML.escape(x.name))\"><td><b>\(HTML.escape(x.name))</b>\(x.leader ? " <span class=\"tag\">leader</span>" : "")\(x.synchronous ? " <span class=\"tag\">sync</span>" : "")</td>"
+            h += "<td>\(HTML.escape(x.role))</td><td>\(x.timeline.map { String($0) } ?? "?")</td><td>\(HTML.escape(x.position ?? "?"))</td>"
+            h += "<td>\(x.lagBytes.map(HTML.bytes) ?? "?")</td><td>\(x.leader ? "—" : x.candidate ? "yes" : "no")</td></tr>\n"
+        }
+        if c.members.isEmpty { h += "<tr><td colspan=\"6\" class=\"muted\">No member has registered.</td></tr>\n" }
+        return h + "</tbody></table>\n"
     }
 }

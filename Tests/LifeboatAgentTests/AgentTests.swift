@@ -432,3 +432,83 @@ struct ReadDataSubsetPart: Hashable { var n: Int; var t: Int }
         #expect(throws: (any Error).self) { _ = try plan("  - {name: lifeboat-agent, paths: [/x], schedule: every 1h}") }
     }
 }
+
+func tid(_ s: String) -> ID {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+    return ID(w0: h, w1: 1, w2: 2, w3: 3)
+}
+
+@Suite struct HoldingsTests {
+    func plan() throws -> Plan {
+        try Plan.parse("""
+            sites:
+              - {name: a, repository: /tmp/a, password_file: /dev/null, role: primary}
+              - {name: b, repository: /tmp/b, password_file: /dev/null, role: replica}
+            sources:
+              - {name: web, paths: [/srv], schedule: every 1h}
+              - {name: db, sqlite: {path: /var/db.sqlite, continuous: true}, schedule: every 1h}
+            """, path: "plan.yaml", timeZone: utc)
+    }
+
+    func files(_ n: Int, source: String) -> [(id: ID, snapshot: Snapshot)] {
+        (0..<n).map { i in
+            var summary = SnapshotSummary()
+            summary.totalBytesProcessed = UInt64(1000 + i)
+            summary.dataAddedPacked = UInt64(i)
+            let s = Snapshot(time: t0.addingTimeInterval(Double(i) * 60), tree: tid("t\(i)"), paths: ["/srv"], hostname: "h",
+                             tags: [SourceBackup.tag(source)], summary: summary)
+            return (tid("\(source)\(i)"), s)
+        }
+    }
+
+    func sqlite(_ kind: String, seq: Int, at: Date, last: Date? = nil, source: String = "db") -> (id: ID, snapshot: Snapshot) {
+        var s = Snapshot(time: at, tree: tid("\(kind)\(seq)"), paths: ["/var/db.sqlite"], hostname: "h", tags: [SourceBackup.tag(source)])
+        s.kind = kind
+        var r = SQLiteRecord(database: "/var/db.sqlite", generation: "0123456789abcdef", seq: seq, pageSize: 4096, cycle: "0011223344556677",
+                             firstFrame: kind == "sqlite-wal" ? 1 : 0, lastFrame: kind == "sqlite-wal" ? 4 : 0, checksum: "8899aabbccddeeff", pages: 10)
+        if kind == "sqlite-wal" { r.transactions = 2; r.firstTime = Timestamp.format(at); r.lastTime = Timestamp.format(last ?? at) }
+        s.sqlite = r
+        return (tid("\(kind)\(seq)\(source)"), s)
+    }
+
+    @Test func aSiteListsTheNewestSnapshotsOfASourceWithSizes() throws {
+        let p = try plan()
+        let web = p.sources.first { $0.name == "web" }!
+        let h = SourceHoldings.of(web, in: files(30, source: "web") + files(5, source: "other"), listed: t0, keep: 20)
+        #expect(h.count == 30)
+        #expect(h.copies.count == 20)  // bounded, newest first
+        #expect(h.copies.first!.time == t0.addingTimeInterval(29 * 60) && h.copies.first!.bytes == 1029 && h.copies.first!.added == 29)
+        #expect(h.copies.allSatisfy { $0.kind == "files" })
+        #expect(h.walRecords == nil && h.restorableFrom == nil)
+        #expect(SourceHoldings.of(web, in: [], listed: t0).count == 0)
+    }
+
+    @Test func aContinuousSQLiteSourceShowsItsRestorableRange() throws {
+        let p = try plan()
+        let db = p.sources.first { $0.name == "db" }!
+        let snaps = [sqlite("sqlite-snapshot", seq: 0, at: t0), sqlite("sqlite-wal", seq: 0, at: t0.addingTimeInterval(1), last: t0.addingTimeInterval(2)),
+                     sqlite("sqlite-wal", seq: 1, at: t0.addingTimeInterval(3), last: t0.addingTimeInterval(4)),
+                     // After a hole (record 2 missing) the chain stops: record 3 does not extend the range.
+                     sqlite("sqlite-wal", seq: 3, at: t0.addingTimeInterval(9), last: t0.addingTimeInterval(10)),
+                     // Another source's records of the same path are not this source's.
+                     sqlite("sqlite-wal", seq: 2, at: t0.addingTimeInterval(5), last: t0.addingTimeInterval(6), source: "intruder")]
+        let h = SourceHoldings.of(db, in: snaps, listed: t0)
+        #expect(h.count == 1 && h.copies.first?.kind == "sqlite-snapshot")
+        #expect(h.walRecords == 3)
+        #expect(h.restorableFrom == t0)
+        #expect(h.restorableUntil == t0.addingTimeInterval(4))
+    }
+
+    @Test func recentEventsAreBoundedNewestFirst() {
+        let r = RecentEvents(capacity: 3)
+        for i in 0..<5 { r.record(Alert(.failure, source: i % 2 == 0 ? "web" : "db", message: "m\(i)", time: t0.addingTimeInterval(Double(i)))) }
+        #expect(r.newest(10).map(\.message) == ["m4", "m3", "m2"])
+        #expect(r.newest(10) { $0.source == "web" }.map(\.message) == ["m4", "m2"])
+        #expect(r.newest(1).map(\.message) == ["m4"])
+        // Every alert sent is recorded, with or without targets.
+        let events = RecentEvents()
+        AlertDispatcher(targets: [], recent: events) { _ in }.send(Alert(.rpoBreach, source: "web", message: "late", time: t0))
+        #expect(events.newest(5).map(\.message) == ["late"])
+    }
+}

@@ -271,3 +271,105 @@ import Testing
         #expect(page.utf8.count < 200_000)
     }
 }
+
+@Suite struct LiveAndHoldingsTests {
+    let op = Viewer(user: "a", role: .operator, csrf: "c")
+
+    @Test func theDigestChangesWithEventsNotWithTheClock() {
+        let a = OverviewTests.model(rpo: 100)
+        #expect(a.liveDigest.count == 16)
+        #expect(OverviewTests.model(rpo: 200).liveDigest == a.liveDigest)  // seconds ticking, still green
+        #expect(OverviewTests.model(rpo: 3000).liveDigest != a.liveDigest)  // amber
+        #expect(OverviewTests.model(rpo: 4000).liveDigest != OverviewTests.model(rpo: 3000).liveDigest)  // red
+        #expect(OverviewTests.model(rpo: 100, failedDrill: true).liveDigest != a.liveDigest)
+        var b = a
+        b.services[0].running = true
+        #expect(b.liveDigest != a.liveDigest)
+        b = a
+        b.services[0].lastBackup!.started = a.time.addingTimeInterval(60)
+        #expect(b.liveDigest != a.liveDigest)
+        b = a
+        b.pools[0].active = "pg2"
+        #expect(b.liveDigest != a.liveDigest)
+        b = a
+        b.sites[1].reachable = true
+        #expect(b.liveDigest != a.liveDigest)
+    }
+
+    @Test func livePagesLoadTheScriptAndCarryTheirDigest() {
+        let m = OverviewTests.model(rpo: 100)
+        let page = DashboardPages.overview(m, viewer: op, live: m.liveDigest)
+        #expect(page.contains("<script src=\"/ui/live.js\" defer></script>"))
+        #expect(page.contains("<main data-live=\"\(m.liveDigest)\">"))
+        let plain = DashboardPages.overview(m, viewer: op)
+        #expect(!plain.contains("<script") && plain.contains("<main>"))
+        // Pages that are not watched (login, confirmations, messages) load no script.
+        #expect(!DashboardPages.login(error: nil, tokenAccepted: true, usersAccepted: false).contains("<script"))
+        #expect(!DashboardPages.confirm(what: "x", action: "backup", target: "web", viewer: op).contains("<script"))
+        #expect(DashboardPages.liveScript.contains("new EventSource('/ui/events')") && DashboardPages.liveScript.contains("X-Lifeboat-Live"))
+    }
+
+    @Test func theLiveRefreshDoesNotKeepASessionAlive() {
+        var t = SessionTable(idle: 100, lifetime: 1000)
+        let s = t.open(user: "a", role: .readOnly, now: 0)
+        #expect(t.lookup(s.id, now: 90, touch: false) != nil)
+        #expect(t.lookup(s.id, now: 150, touch: false) == nil)  // not seen by the user since 0
+        let u = t.open(user: "b", role: .readOnly, now: 0)
+        #expect(t.lookup(u.id, now: 90) != nil)
+        #expect(t.lookup(u.id, now: 150, touch: false) != nil)  // seen at 90
+    }
+
+    func service(pointInTime: Bool) -> ServiceModel {
+        let m0 = OverviewTests.model(rpo: 100)
+        let t = m0.time
+        var m = ServiceModel(service: m0.services[0], time: t, backups: [], drills: [
+            .init(name: "weekly", site: "local", passed: false, declared: t, rtoSeconds: 30, rpoSeconds: 5, report: "2026-12-01T00-00-00Z-weekly-local")], problems: [])
+        m.pointInTime = pointInTime
+        m.holdings = [
+            .init(site: "local", listed: t, count: 25,
+                  copies: (0..<20).map { .init(id: String(format: "%08x", $0), time: t.addingTimeInterval(-Double($0) * 3600), kind: pointInTime ? "pg-base" : "files", bytes: 3 << 30, added: 5 << 20) },
+                  walRecords: pointInTime ? 120 : nil, restorableFrom: pointInTime ? t.addingTimeInterval(-86400) : nil, restorableUntil: pointInTime ? t : nil,
+                  problems: ["timeline 1: 1 WAL segment(s) missing <x>"]),
+            .init(site: "<b>s3</b>", listed: nil, count: 0, copies: [], walRecords: nil, restorableFrom: nil, restorableUntil: nil, problems: []),
+        ]
+        m.events = [.init(time: t, kind: "rpo_breach", site: "local", message: "RPO of <web> breached", resolved: false),
+                    .init(time: t.addingTimeInterval(-60), kind: "switch", site: nil, message: "pool db: pg1 -> pg2", resolved: true)]
+        m.drillNames = ["weekly", "<evil>"]
+        return m
+    }
+
+    @Test func theServicePageListsCopiesRangesEventsAndDrillReports() {
+        let page = DashboardPages.service(service(pointInTime: false), viewer: op)
+        #expect(page.contains("Copies at each site"))
+        #expect(page.contains("25 snapshots") && page.contains("and 5 older") && page.contains("3.0 GiB") && page.contains("5.0 MiB"))
+        #expect(page.contains("&lt;b&gt;s3&lt;/b&gt; <span class=\"muted\">not listed since the agent started"))
+        #expect(!page.contains("Restorable to any time"))
+        #expect(page.contains("missing &lt;x&gt;"))
+        #expect(page.contains("<b>rpo_breach</b> at local: <span class=\"error\">RPO of &lt;web&gt; breached</span>"))
+        #expect(page.contains("<b>switch (resolved)</b>"))
+        #expect(page.contains("href=\"/ui/drills/2026-12-01T00-00-00Z-weekly-local\">report</a>"))
+        #expect(page.contains("action=drill&amp;target=weekly\">Run the drill weekly now</a>"))
+        #expect(page.contains("action=drill&amp;target=%3Cevil%3E\">Run the drill &lt;evil&gt; now</a>"))
+        #expect(!DashboardPages.service(service(pointInTime: false), viewer: Viewer(user: "r", role: .readOnly, csrf: "c")).contains("action=drill"))
+        let pitr = DashboardPages.service(service(pointInTime: true), viewer: op)
+        #expect(pitr.contains("25 base backups, 120 WAL records"))
+        #expect(pitr.contains("Restorable to any time from <b>"))
+        #expect(pitr.contains("No restorable range at this site yet") == false)  // the unlisted site says it was not listed
+    }
+
+    @Test func theFailoverPageShowsTheHACluster() {
+        let t = Date(timeIntervalSince1970: 1_800_000_000)
+        let c = FailoverModel.Cluster(name: "shop", storeReachable: true, leader: "pg1", maintenance: true, switchover: nil, members: [
+            .init(name: "pg1", role: "primary", leader: true, timeline: 3, position: "0/3000060", lagBytes: 0, candidate: false, synchronous: false),
+            .init(name: "pg2", role: "standby", leader: false, timeline: 3, position: "0/3000000", lagBytes: 96, candidate: true, synchronous: true),
+            .init(name: "<pg3>", role: "stopped", leader: false, timeline: 2, position: nil, lagBytes: nil, candidate: false, synchronous: false),
+        ], problems: ["pg3: <down>"])
+        let page = DashboardPages.failover(FailoverModel(time: t, pools: [], cluster: c), viewer: op)
+        #expect(page.contains("HA cluster shop") && page.contains("Leader: <b>pg1</b>") && page.contains("maintenance"))
+        #expect(page.contains("<tr class=\"ok\" data-member=\"pg2\">") && page.contains("<span class=\"tag\">sync</span>") && page.contains("96 B"))
+        #expect(page.contains("<tr class=\"breached\" data-member=\"&lt;pg3&gt;\">") && page.contains("pg3: &lt;down&gt;"))
+        let down = DashboardPages.failover(FailoverModel(time: t, pools: [], clusterError: "the node's API at 127.0.0.1:8008 <refused>"), viewer: op)
+        #expect(down.contains("id=\"cluster-error\"") && down.contains("&lt;refused&gt;"))
+        #expect(!DashboardPages.failover(FailoverModel(time: t, pools: []), viewer: op).contains("HA cluster"))
+    }
+}

@@ -595,9 +595,27 @@ t_dashboard() {
   code=$(curl -s -o /dev/null -w '%{http_code}' -u ops:ops-password -X POST "$U/sources/shop-db/resume"); [ "$code" = 200 ] || fail "an operator's API action (got $code)"
   code=$(curl -s -o /dev/null -w '%{http_code}' -u ops:ops-password -H "Origin: http://evil.example" -X POST "$U/sources/shop-db/pause"); [ "$code" = 403 ] || fail "an API action posted from a web page (got $code)"
   curl -s -o /dev/null -u ops:ops-password -X POST "$U/sources/shop-db/pause"
-  # Logged out: the session no longer opens anything.
+  # The live refresh: server-sent events carrying the state digest, for a login only, and only while it lasts.
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$U/ui/events"); [ "$code" = 401 ] || fail "the live stream without a login (got $code)"
+  # At most 32 live streams (none is open before this): the 33rd ends at once and says why; a stream whose client left frees its place.
+  local auth="Authorization: Bearer $(cat "$WORK/agent.token")" pids=() i
+  for i in $(seq 32); do curl -sN --max-time 60 -H "$auth" "$U/ui/events" > "$WORK/sse-$i.txt" & pids+=($!); done
+  wait_until 30 "32 live streams to open" eval '[ "$(grep -l "^event: state" "$WORK"/sse-*.txt | wc -l)" = 32 ]'
+  curl -sN --max-time 10 -H "$auth" "$U/ui/events" > "$WORK/sse-over.txt" || true
+  grep -q "^event: end" "$WORK/sse-over.txt" && grep -q "too many live dashboards" "$WORK/sse-over.txt" || { cat "$WORK/sse-over.txt"; fail "the 33rd live stream is refused"; }
+  kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true
+  wait_until 30 "a live stream's place to be freed" eval 'curl -sN --max-time 2 -H "$auth" "$U/ui/events" > "$WORK/sse-free.txt"; grep -q "^event: state" "$WORK/sse-free.txt"'
+  curl -sN --max-time 3 -b "$WORK/ops.jar" "$U/ui/events" > "$WORK/sse.txt" || true
+  grep -q '^retry: 3000' "$WORK/sse.txt" && grep -q '^event: state' "$WORK/sse.txt" && grep -qE '^data: [0-9a-f]{16}$' "$WORK/sse.txt" || { cat "$WORK/sse.txt"; fail "the live stream sends the state digest"; }
+  curl -s "$U/ui/live.js" | grep -q "new EventSource('/ui/events')" || fail "the live script is served"
+  curl -s -b "$WORK/ops.jar" "$U/" | grep -q '<main data-live="[0-9a-f]\{16\}">' || fail "the overview carries its digest"
+  curl -sN --max-time 60 -b "$WORK/ops.jar" "$U/ui/events" > "$WORK/sse2.txt" & local sse=$!
+  wait_until 10 "the live stream to open" grep -q '^event: state' "$WORK/sse2.txt"
+  # Logged out: the session no longer opens anything, and its live stream ends.
   curl -s -o /dev/null -b "$WORK/ops.jar" -d "csrf=$ops_csrf" "$U/logout"
   code=$(curl -s -o /dev/null -w '%{http_code}' -b "$WORK/ops.jar" "$U/"); [ "$code" = 401 ] || fail "a closed session (got $code)"
+  wait_until 10 "the live stream to end with its session" grep -q '^event: end' "$WORK/sse2.txt"
+  wait_until 10 "the live stream to close" eval '! kill -0 $sse 2>/dev/null'
 
   # In a browser: log in, see www green, the cloud stop (moto frozen) turn its row red, resume shop-db and back it up.
   wait_until 60 "www at cloud" has_snapshot www cloud
@@ -606,7 +624,7 @@ t_dashboard() {
 [["goto", "$U/"],
  ["expect", "document.querySelector('form[action=\"/login\"]') !== null && document.querySelector('#services') === null", "the login page first"],
  ["fill", "input[name=user]", "<script>alert(1)</script>"], ["fill", "input[name=password]", "xss-password"], ["submit", "form.login"],
- ["expect", "document.querySelector('header nav').innerText.includes('<script>alert(1)</script>') && document.querySelectorAll('script').length === 0", "a user named <script> shown as text"],
+ ["expect", "document.querySelector('header nav').innerText.includes('<script>alert(1)</script>') && Array.from(document.querySelectorAll('script')).every(function (s) { return s.getAttribute('src') === '/ui/live.js'; })", "a user named <script> shown as text (no script but the live refresh)"],
  ["screenshot", "$WORK/artifacts/dashboard-xss.png"],
  ["click", "form.inline button"],
  ["fill", "input[name=user]", "ops"], ["fill", "input[name=password]", "ops-password"], ["submit", "form.login"],
@@ -624,7 +642,7 @@ JSON
  ["screenshot", "$WORK/artifacts/dashboard-sites.png"],
  ["goto", "$U/"], ["click", "tr[data-service=\"www\"] td a"],
  ["expect", "document.querySelectorAll('svg#durations rect').length > 0 && document.querySelector('svg#rpo line.limit') !== null", "www's page with its timelines"],
- ["screenshot", "$WORK/artifacts/dashboard-service.png"],
+ ["expect", "document.querySelector('#events').innerText.includes('rpo_breach') && document.querySelector('#events').innerText.includes('cloud')", "www's page shows the breach at cloud in its events"],
  ["goto", "$U/ui/confirm?action=resume&target=shop-db"], ["click", "#confirm"],
  ["expect", "document.querySelector('#message').innerText.includes('resumed')", "resumed"],
  ["goto", "$U/"], ["click", "tr[data-service=\"shop-db\"] a.button"],
@@ -636,8 +654,27 @@ JSON
   kill -CONT "$MOTO_PID"
   grep -q '"action":"backup".*"target":"shop-db"' "$WORK/audit.jsonl" || fail "the backup is in the audit log"
   wait_until 60 "the backup from the page to finish" eval '[ "$(successes)" -gt "$before" ]'
-  mkdir -p "$REPO_ROOT/.build/artifacts" && cp "$WORK"/artifacts/*.png "$REPO_ROOT/.build/artifacts/" 2>/dev/null || true
+  # The live refresh in the browser: a change (www paused through the page's own form) shows without a reload;
+  # then each site's copies of www with their sizes, and the failover page.
+  cat > "$WORK/browser3.json" <<JSON
+[["goto", "$U/login"], ["fill", "input[name=user]", "ops"], ["fill", "input[name=password]", "ops-password"], ["submit", "form.login"],
+ ["expect", "document.querySelector('main[data-live]') !== null && document.querySelectorAll('script[src=\"/ui/live.js\"]').length === 1", "the overview loads the live refresh"],
+ ["eval", "window.notReloaded = true; fetch('/ui/actions', {method: 'POST', body: new URLSearchParams({action: 'pause', target: 'www', csrf: document.querySelector('input[name=csrf]').value})}).then(function () { window.posted = true; })"],
+ ["expect", "window.posted === true && window.notReloaded === true && document.querySelector('tr[data-service=\"www\"]').innerText.includes('paused')", "www shown paused by the live refresh, without a reload"],
+ ["goto", "$U/ui/services/www"],
+ ["expect", "document.querySelector('h4[data-site=\"home\"]').innerText.includes('snapshot') && document.querySelectorAll('table.copies tr').length > 1", "www's copies at home with their sizes", "reload"],
+ ["screenshot", "$WORK/artifacts/dashboard-service.png"],
+ ["goto", "$U/ui/failover"], ["expect", "document.body.innerText.includes('runs no proxy pool')", "the failover page"],
+ ["screenshot", "$WORK/artifacts/dashboard-failover.png"]]
+JSON
+  /usr/bin/python3 "$HERE/cdp.py" "$WORK" "$WORK/browser3.json" > "$WORK/cdp3.out" 2>&1 || { cat "$WORK/cdp3.out"; fail "the browser: live refresh"; }
+  grep -q '"action":"pause".*"target":"www"' "$WORK/audit.jsonl" || fail "the pause from the page's script is in the audit log"
+  # An open live stream does not hold up the agent's stop.
+  curl -sN --max-time 120 -H "Authorization: Bearer $(cat "$WORK/agent.token")" "$U/ui/events" > "$WORK/sse3.txt" & sse=$!
+  wait_until 10 "the live stream to open" grep -q '^event: state' "$WORK/sse3.txt"
   stop_agent
+  wait_until 10 "the live stream to close with the agent" eval '! kill -0 $sse 2>/dev/null'
+  mkdir -p "$REPO_ROOT/.build/artifacts" && cp "$WORK"/artifacts/*.png "$REPO_ROOT/.build/artifacts/" 2>/dev/null || true
 }
 
 ALL="t_unit_and_rules_are_valid t_api_authentication_choices t_dashboard t_full_disk_fails_the_job_then_the_next_run_succeeds t_bandwidth_limits t_append_only_site_prunes_through_admin_access t_proxy_pools_run_in_the_agent t_agent_runs_the_plan t_recovery_kit_rebuilds_from_one_site_alone t_site_outage_alerts_once_and_prometheus_fires t_webhook_retries_until_delivered

@@ -284,17 +284,35 @@ t_mass_change_flags_encryption_not_ordinary_change() {
 t_agent_runs_drills_on_schedule_and_sweeps_killed_ones() {
   setup_world
   DRILL_SCHEDULE=', schedule: "*/3 * * * * *"' write_plan
+  # With a token, so that the dashboard serves the drills' reports.
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/agent.token"; chmod 600 "$WORK/agent.token"
+  sed -i "s#agent: {listen: 127.0.0.1:$API_PORT,#agent: {listen: 127.0.0.1:$API_PORT, token_file: $WORK/agent.token,#" "$WORK/lifeboat.yaml"
+  local auth="Authorization: Bearer $(cat "$WORK/agent.token")"
   "$BIN" agent --config "$WORK/lifeboat.yaml" > "$WORK/agent.log" 2>&1 &
   local agent=$!
   wait_port "$API_PORT"
-  wait_until 90 "a scheduled drill at both sites" sh -c "curl -s http://127.0.0.1:$API_PORT/metrics | grep -c '^lifeboat_drill_passed{' | grep -q 2"
-  curl -s "http://127.0.0.1:$API_PORT/metrics" > "$WORK/metrics"
+  wait_until 90 "a scheduled drill at both sites" sh -c "curl -s -H '$auth' http://127.0.0.1:$API_PORT/metrics | grep -c '^lifeboat_drill_passed{' | grep -q 2"
+  curl -s -H "$auth" "http://127.0.0.1:$API_PORT/metrics" > "$WORK/metrics"
   grep -q '^lifeboat_drill_passed{drill="www-restore",site="usb"} 1' "$WORK/metrics" && grep -q '^lifeboat_drill_rto_seconds{drill="www-restore",site="home"}' "$WORK/metrics" \
     && grep -q '^lifeboat_drill_rpo_seconds{' "$WORK/metrics" && grep -q '^lifeboat_drill_last_run_timestamp_seconds{' "$WORK/metrics" || { grep drill "$WORK/metrics"; fail "drill metrics"; }
   promtool check metrics < "$WORK/metrics" >/dev/null 2>&1 || { promtool check metrics < "$WORK/metrics"; fail "promtool check metrics"; }
   lb status --config "$WORK/lifeboat.yaml" --json > "$WORK/status" || true
   python3 -c "import json; s=json.load(open('$WORK/status')); d=[x for x in s['drills'] if x['drill']=='www-restore']; assert len(d)==2 and all(x['passed'] for x in d), d; assert [x for x in s['sources'] if x['name']=='www'][0]['measured_rto_seconds'] > 0" \
     || { cat "$WORK/status"; fail "status shows drills and the measured RTO"; }
+  # The dashboard: www's page links each drill's report and offers to run the drill; the report is served from
+  # the state database, as a page with no script; a made-up or hostile report name is not found.
+  local U="http://127.0.0.1:$API_PORT" code
+  curl -sS --fail-with-body -H "$auth" "$U/ui/services/www" > "$WORK/www.html" || fail "www's page"
+  grep -q 'Run the drill www-restore now' "$WORK/www.html" || fail "www's page offers the drill"
+  local report; report=$(grep -o 'href="/ui/drills/[^"]*"' "$WORK/www.html" | head -1 | sed 's#href="/ui/drills/##; s#"##')
+  [ -n "$report" ] || { cat "$WORK/www.html"; fail "www's page links a drill report"; }
+  curl -sS --fail-with-body -D "$WORK/report.h" -H "$auth" "$U/ui/drills/$report" > "$WORK/report.html" || fail "the drill report $report"
+  grep -q "Drill www-restore at site" "$WORK/report.html" && grep -q "PASSED" "$WORK/report.html" || fail "the drill report's content"
+  grep -qi "^content-security-policy: default-src 'none'; style-src 'unsafe-inline'" "$WORK/report.h" || { cat "$WORK/report.h"; fail "the report's page runs no script"; }
+  for bad in nope ..%2F..%2Fagent.db "%3Cscript%3E" "$(printf 'x%.0s' $(seq 200))"; do
+    code=$(curl -s -o "$WORK/bad.html" -w '%{http_code}' -H "$auth" "$U/ui/drills/$bad"); [ "$code" = 404 ] || fail "drill report $bad (got $code)"
+  done
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$U/ui/drills/$report"); [ "$code" = 401 ] || fail "a drill report without a login (got $code)"
   # A drill that hangs when the agent is killed: its sandbox and processes go at the next start.
   kill -TERM "$agent"; wait "$agent" || true
   sed -i 's/echo serving on port $LIFEBOAT_PORT/sleep 120/' "$WORK/playbooks/www.yaml"

@@ -85,6 +85,28 @@ t_bootstrap() {
   # A standby answers /replica, not /primary.
   local s; for s in $NODES; do [ "$s" = "$l" ] || break; done
   [ "$(api "$s" primary)" = 503 ] && [ "$(api "$s" replica)" = 200 ] || fail "standby pg$s: /primary $(api "$s" primary), /replica $(api "$s" replica)"
+  # The dashboard of an agent whose plan holds a node's ha section shows the cluster as that node reports it.
+  local port; port=$(free_port)
+  echo -n "dash-$$" > "$WORK/dash.pw"; chmod 600 "$WORK/dash.pw"; mkdir -p "$WORK/dash"
+  lb -r "$WORK/dash-a" --password-file "$WORK/dash.pw" init > /dev/null
+  lb -r "$WORK/dash-b" --password-file "$WORK/dash.pw" init --copy-chunker-params-from "$WORK/dash-a" --from-password-file "$WORK/dash.pw" > /dev/null
+  { cat <<EOF
+sites:
+  - {name: a, repository: $WORK/dash-a, password_file: $WORK/dash.pw, role: primary}
+  - {name: b, repository: $WORK/dash-b, password_file: $WORK/dash.pw, role: replica}
+sources:
+  - {name: conf, paths: [$WORK/n$s.yaml], schedule: every 24h}
+agent: {listen: 127.0.0.1:$port, token_file: $WORK/token, state: $WORK/dash/agent.db}
+EOF
+    cat "$WORK/n$s.yaml"; } > "$WORK/dash.yaml"
+  "$BIN" agent --config "$WORK/dash.yaml" > "$WORK/dash.log" 2>&1 &
+  local dash=$!
+  wait_port "$port"
+  curl -s -m 10 -H "Authorization: Bearer token-$$" "http://127.0.0.1:$port/ui/failover" > "$WORK/failover.html"
+  kill -TERM "$dash"; wait "$dash"
+  grep -q "HA cluster shop" "$WORK/failover.html" && grep -q "Leader: <b>pg$l</b>" "$WORK/failover.html" \
+    && [ "$(grep -o 'data-member="pg[123]"' "$WORK/failover.html" | wc -l)" = 3 ] && grep -Eq "data-member=\"pg$s\"><td><b>pg$s</b>( <span class=\"tag\">sync</span>)?</td><td>standby</td>" "$WORK/failover.html" \
+    || { cat "$WORK/failover.html" "$WORK/dash.log"; fail "the dashboard's failover page shows the cluster"; }
 }
 
 # The primary node dies at once (its agent and PostgreSQL SIGKILLed): a standby takes over after the TTL, the
