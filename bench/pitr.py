@@ -12,6 +12,10 @@
 4. a backlog: archiving stopped (archive_command fails), --backlog segments of bulk inserts, then the tool's
    archive_command again: the time until PostgreSQL has no segment left to archive;
 5. the repository's size at the end.
+Then, since each tool's load writes its own WAL (not the same amount), a restore on the same WAL: both tools archive
+at once (archive_command runs one, then the other), each takes a base backup, one pgbench load of
+--same-wal-seconds (default 120; 0 skips it), and each restores to the same time in its middle, --restore-rounds
+times, the fastest counted: the restore comparison with equal work.
 Both encrypt (Lifeboat always; pgBackRest aes-256-cbc) and compress with zstd (pgBackRest compress-type=zst).
 Targets (issue 15): backlog drained at least as fast as pgBackRest, archive lag p99 below 2 s, restore time at most
 1.0x pgBackRest's, storage at most 1.1x.
@@ -30,6 +34,7 @@ ap.add_argument("--bin", default=os.environ.get("LIFEBOAT_BIN", ".build/release/
 ap.add_argument("--out", default="bench/results")
 ap.add_argument("--tools", default="lifeboat,pgbackrest")
 ap.add_argument("--restore-rounds", type=int, default=3)
+ap.add_argument("--same-wal-seconds", type=int, default=120)
 a = ap.parse_args()
 PGBIN = "/usr/lib/postgresql/15/bin"
 if not shutil.which("pgbackrest"):
@@ -127,6 +132,39 @@ def pct(xs, p):
 def du(path):
     return int(sh(["du", "-sb", path]).split()[0])
 
+def restore_rounds(tool, target):
+    rounds = []
+    for rnd in range(a.restore_rounds):
+        dest = work + "/restored"
+        shutil.rmtree(dest, ignore_errors=True); os.makedirs(dest); sh(["chown", "postgres:", dest]); os.chmod(dest, 0o700)
+        os.makedirs(work + "/rsock", exist_ok=True); sh(["chown", "postgres:", work + "/rsock"])
+        if os.path.exists(work + "/restored.log"): os.unlink(work + "/restored.log")
+        sh(["sync"])
+        with open("/proc/sys/vm/drop_caches", "w") as f: f.write("3\n")
+        t = time.time()
+        if tool == "lifeboat":
+            pg(*LBR, "pg", "restore", "--time", target, "--target", dest, "--no-archive")
+        else:
+            pg(*BR, "--pg1-path=" + dest, "restore", "--type=time", "--target=" + target.replace("T", " ").replace("Z", "+00"),
+               "--target-action=promote", "--archive-mode=off")
+        files = time.time() - t
+        pg(PGBIN + "/pg_ctl", "start", "-D", dest, "-l", work + "/restored.log", "-o", f"-c listen_addresses='' -k {work}/rsock -c port=5433")
+        while True:
+            q = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-q", "-h", work + "/rsock", "-p", "5433", "-U", "postgres",
+                                "-c", "SELECT pg_is_in_recovery()"], capture_output=True, text=True)
+            if q.stdout.strip() == "f": break
+            if time.time() - t > 3600: sys.exit("the restored server did not promote")
+            time.sleep(0.05)
+        total = time.time() - t
+        pg(PGBIN + "/pg_ctl", "stop", "-D", dest, "-m", "fast")
+        # Each tool's load writes its own WAL: the segments replayed say how much work the restore had.
+        replayed = sum(1 for l in open(work + "/restored.log") if "restored log file" in l and ".history" not in l)
+        rounds.append((total, files, replayed))
+        print("  restore to %s, round %d: %.1f s (files %.1f s, replay and promotion %.1f s; %d segments restored by restore_command)" % (
+            target, rnd + 1, total, files, total - files, replayed), flush=True)
+    return rounds
+
+
 # The cluster.
 pg(PGBIN + "/initdb", "-D", DATA, "-U", "postgres", "--auth=trust", "--no-sync")
 with open(DATA + "/postgresql.conf", "a") as f:
@@ -188,35 +226,7 @@ for tool in a.tools.split(","):
     # 3. Restore to the middle of the load, replay included: --restore-rounds times from the same repository, each
     # with the page cache dropped first (neither tool finds its repository or the last copy in memory); the
     # fastest round counts, as for every other figure of the benchmarks.
-    rounds = []
-    for rnd in range(a.restore_rounds):
-        dest = work + "/restored"
-        shutil.rmtree(dest, ignore_errors=True); os.makedirs(dest); sh(["chown", "postgres:", dest]); os.chmod(dest, 0o700)
-        os.makedirs(work + "/rsock", exist_ok=True); sh(["chown", "postgres:", work + "/rsock"])
-        if os.path.exists(work + "/restored.log"): os.unlink(work + "/restored.log")
-        sh(["sync"])
-        with open("/proc/sys/vm/drop_caches", "w") as f: f.write("3\n")
-        t = time.time()
-        if tool == "lifeboat":
-            pg(*LBR, "pg", "restore", "--time", target, "--target", dest, "--no-archive")
-        else:
-            pg(*BR, "--pg1-path=" + dest, "restore", "--type=time", "--target=" + target.replace("T", " ").replace("Z", "+00"),
-               "--target-action=promote", "--archive-mode=off")
-        files = time.time() - t
-        pg(PGBIN + "/pg_ctl", "start", "-D", dest, "-l", work + "/restored.log", "-o", f"-c listen_addresses='' -k {work}/rsock -c port=5433")
-        while True:
-            q = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-q", "-h", work + "/rsock", "-p", "5433", "-U", "postgres",
-                                "-c", "SELECT pg_is_in_recovery()"], capture_output=True, text=True)
-            if q.stdout.strip() == "f": break
-            if time.time() - t > 3600: sys.exit("the restored server did not promote")
-            time.sleep(0.05)
-        total = time.time() - t
-        pg(PGBIN + "/pg_ctl", "stop", "-D", dest, "-m", "fast")
-        # Each tool's load writes its own WAL: the segments replayed say how much work the restore had.
-        replayed = sum(1 for l in open(work + "/restored.log") if "restored log file" in l and ".history" not in l)
-        rounds.append((total, files, replayed))
-        print("  restore to %s, round %d: %.1f s (files %.1f s, replay and promotion %.1f s; %d segments restored by restore_command)" % (
-            target, rnd + 1, total, files, total - files, replayed), flush=True)
+    rounds = restore_rounds(tool, target)
     best = min(rounds)
     r["restore_seconds"], r["restore_files_seconds"], r["replayed_segments"] = best
     r["restore_rounds"] = [x[0] for x in rounds]
@@ -235,11 +245,40 @@ for tool in a.tools.split(","):
     r["repo_bytes"] = du(work + ("/lb-repo" if tool == "lifeboat" else "/pgbr-repo"))
     print("  repository: %.2f GiB" % (r["repo_bytes"] / 2**30), flush=True)
 
+# 6. The same WAL for both: both archive every segment, each takes a base backup, one load, each restores to the
+# same time in its middle.
+same = {}
+tools = a.tools.split(",")
+if a.same_wal_seconds > 0 and len(tools) > 1:
+    print("== same WAL for %s" % " and ".join(tools), flush=True)
+    both = " && ".join(ARCHIVE[t] for t in tools)
+    set_archive(both, "same-warmup")
+    wait_archived()
+    for tool in tools:
+        if tool == "lifeboat":
+            pg("env", "PGHOST=" + SOCK, "PGUSER=postgres", *LBR, "pg", "backup")
+        else:
+            pg(*BR, "backup", "--type=full")
+    set_archive(both, "same")
+    bench = subprocess.Popen(["runuser", "-u", "postgres", "--", "pgbench", "-c", str(a.clients), "-j", "2", "-T", str(a.same_wal_seconds),
+                              "-h", SOCK, "-U", "postgres", "postgres"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(a.same_wal_seconds / 2)
+    target = psql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+    bench.communicate()
+    wait_archived()
+    for tool in tools:
+        print("  %s:" % tool, flush=True)
+        rounds = restore_rounds(tool, target)
+        best = min(rounds)
+        same[tool] = {"restore_seconds": best[0], "restore_files_seconds": best[1], "replayed_segments": best[2], "restore_rounds": [x[0] for x in rounds]}
+    for tool in tools: results[tool]["same_wal"] = same[tool]
+
 cleanup()
 os.makedirs(a.out, exist_ok=True)
 stamp = time.strftime("%Y%m%d-%H%M%S")
 with open(os.path.join(a.out, "pitr-%s.json" % stamp), "w") as f:
-    json.dump({"scale": a.scale, "clients": a.clients, "seconds": a.seconds, "backlog": a.backlog, "results": results}, f, indent=1)
+    json.dump({"scale": a.scale, "clients": a.clients, "seconds": a.seconds, "backlog": a.backlog, "same_wal_seconds": a.same_wal_seconds,
+               "results": results}, f, indent=1)
 rows = [("base backup", "backup_seconds", "%.1f s"), ("base backup size", "backup_bytes", "MiB"), ("archive lag p50", "lag_p50", "%.2f s"),
         ("archive lag p99", "lag_p99", "%.2f s"), ("restore to mid-run, replay included", "restore_seconds", "%.1f s"),
         ("segments restore_command fetched in that restore", "replayed_segments", "%d"),
@@ -253,3 +292,8 @@ for label, key, fmt in rows:
         if v is None: cells.append("-"); continue
         cells.append("%.0f MiB" % (v / 2**20) if fmt == "MiB" else "%.2f GiB" % (v / 2**30) if fmt == "GiB" else fmt % v)
     print("| %s | %s |" % (label, " | ".join(cells)))
+if same:
+    print("| restore on the same WAL (%d s load), replay included | %s |" % (a.same_wal_seconds, " | ".join("%.1f s" % same[t]["restore_seconds"] for t in results)))
+    print("| segments restore_command fetched in that restore | %s |" % " | ".join("%d" % same[t]["replayed_segments"] for t in results))
+    if "lifeboat" in same and "pgbackrest" in same:
+        print("restore on the same WAL: Lifeboat %.2fx pgBackRest (target at most 1.0x)" % (same["lifeboat"]["restore_seconds"] / same["pgbackrest"]["restore_seconds"]))

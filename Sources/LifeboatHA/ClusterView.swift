@@ -102,6 +102,10 @@ public struct LocalPostgres: Sendable, Equatable {
     public var synchronousStandbys: [String]? = []
     /// A primary's streaming standbys (`pg_stat_replication`): name (application_name) and flushed position.
     public var replicas: [String: UInt64] = [:]
+    /// A running standby's own timeline: its WAL receiver's while it streams, else its last restartpoint's; never
+    /// raised by a history file it fetched (`timeline` is: a standby holding the history of a timeline that forked
+    /// before its position cannot follow it, and still reports it).
+    public var replayTimeline: UInt32?
 
     public init(state: State, systemIdentifier: String? = nil, timeline: UInt32? = nil, position: UInt64? = nil,
                 streaming: Bool = false, following: String? = nil) {

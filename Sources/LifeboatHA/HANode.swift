@@ -236,8 +236,10 @@ public struct HANode: Sendable {
                 // A standby that received WAL the new leader never had (ahead of the standby promoted: in synchronous
                 // mode only the synchronous one may take over) cannot stream from it: it stays on the old timeline.
                 // After a TTL of following without streaming it is rewound (pg_rewind finds nothing to undo when it
-                // was not ahead), as Patroni checks a replica's timeline against the leader's history.
-                if let lt = c.leaderTimeline, let t = local.timeline, t < lt, !local.streaming,
+                // was not ahead), as Patroni checks a replica's timeline against the leader's history. Its own
+                // timeline counts, not the newest history file it holds: it fetches the leader's and still cannot
+                // follow it.
+                if let lt = c.leaderTimeline, let t = local.replayTimeline ?? local.timeline, t < lt, !local.streaming,
                    now - max(lastStreaming ?? -.infinity, following?.since ?? now) >= settings.ttl {
                     needsRewind = true
                     following = nil

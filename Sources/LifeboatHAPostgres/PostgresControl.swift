@@ -69,15 +69,19 @@ public struct PostgresControl: Sendable {
               coalesce((SELECT status FROM pg_stat_wal_receiver), ''),
               current_setting('synchronous_standby_names'),
               coalesce((SELECT string_agg(application_name || '=' || (coalesce(flush_lsn, '0/0') - '0/0')::text, ',')
-                        FROM pg_stat_replication WHERE state = 'streaming' AND application_name ~ '^[A-Za-z0-9._-]{1,63}$'), '')
+                        FROM pg_stat_replication WHERE state = 'streaming' AND application_name ~ '^[A-Za-z0-9._-]{1,63}$'), ''),
+              CASE WHEN pg_is_in_recovery() THEN greatest(coalesce((SELECT received_tli FROM pg_stat_wal_receiver WHERE status = 'streaming'), 0),
+                                                          (SELECT timeline_id FROM pg_control_checkpoint()))
+                   ELSE 0 END
             FROM pg_control_system()
             """
             do {
                 let rows = try await query(sql, timeout: timeout)
-                guard let r = rows.first, r.count == 7 else { return Probe(local: LocalPostgres(state: .unknown), upstream: upstream, problem: "an unexpected answer to the state query") }
+                guard let r = rows.first, r.count == 8 else { return Probe(local: LocalPostgres(state: .unknown), upstream: upstream, problem: "an unexpected answer to the state query") }
                 let standby = r[0] == "t"
                 var local = LocalPostgres(state: .running(standby: standby), systemIdentifier: r[1].isEmpty ? nil : r[1],
                                           timeline: UInt32(r[2]), position: UInt64(r[3].split(separator: ".").first ?? ""), streaming: r[4] == "streaming")
+                if standby { local.replayTimeline = UInt32(r[7]).flatMap { $0 > 0 ? $0 : nil } }
                 if !standby {
                     local.streaming = false
                     local.synchronousStandbys = Self.parseSynchronousStandbys(r[5])

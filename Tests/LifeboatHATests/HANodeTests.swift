@@ -260,6 +260,18 @@ import Testing
         for x in [0.0, 2.0, 4.0, 6.0] { #expect(!rewinds(t.step(now: x, cluster: v, local: standby(0x2F0_0000, of: "pg2", streaming: true, tl: 1)))) }
         var u = node("pg3")
         for x in [0.0, 2.0, 4.0, 6.0] { #expect(!rewinds(u.step(now: x, cluster: v, local: standby(0x300_0000, of: "pg2", streaming: false, tl: 2)))) }
+        // The stuck standby fetched the leader's history file (its reported timeline is the leader's) but replays
+        // on the old one: rewound all the same (a CI run's t_synchronous_mode never converged on this).
+        var w = node("pg3")
+        var fetched = standby(0x310_0000, of: "pg2", streaming: false, tl: 2)
+        fetched.replayTimeline = 1
+        #expect(!rewinds(w.step(now: 0, cluster: v, local: fetched)))
+        #expect(rewinds(w.step(now: 3.1, cluster: v, local: fetched)))
+        // On the leader's timeline by its own account, only disconnected: left alone.
+        var x = node("pg3")
+        var onIt = standby(0x300_0000, of: "pg2", streaming: false, tl: 2)
+        onIt.replayTimeline = 2
+        for t in [0.0, 2.0, 4.0, 6.0] { #expect(!rewinds(x.step(now: t, cluster: v, local: onIt))) }
     }
 
     /// Every node stopped at once (a power cut) and no leader: each starts in recovery on its own WAL rather than
