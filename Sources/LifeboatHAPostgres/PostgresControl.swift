@@ -71,7 +71,9 @@ public struct PostgresControl: Sendable {
               coalesce((SELECT string_agg(application_name || '=' || (coalesce(flush_lsn, '0/0') - '0/0')::text, ',')
                         FROM pg_stat_replication WHERE state = 'streaming' AND application_name ~ '^[A-Za-z0-9._-]{1,63}$'), ''),
               CASE WHEN pg_is_in_recovery() THEN greatest(coalesce((SELECT received_tli FROM pg_stat_wal_receiver WHERE status = 'streaming'), 0),
-                                                          (SELECT timeline_id FROM pg_control_checkpoint()))
+                                                          (SELECT timeline_id FROM pg_control_checkpoint()),
+                                                          (SELECT min_recovery_end_timeline FROM pg_control_recovery()),
+                     coalesce((SELECT max(('x' || substr(f, 1, 8))::bit(32)::bigint) FROM pg_ls_dir('pg_wal') f WHERE f ~ '^[0-9A-F]{24}$'), 0))
                    ELSE 0 END
             FROM pg_control_system()
             """
@@ -372,12 +374,20 @@ public struct PostgresControl: Sendable {
         // A clean stop when it runs (a standby that recovered on its own WAL): pg_rewind takes a data directory
         // shut down in recovery as it is. A crashed one is recovered by pg_rewind in single-user mode, which
         // refuses standby mode: the signal files go first (configureStandby puts standby.signal back).
+        try writePassFile()
+        let conninfo = "host=\(leader.host) port=\(leader.port) user=\(node.replicationUser) dbname=postgres application_name=\(name) passfile=\(passFile)"
+        // The source must answer first: a leader that died, or a link cut, is no reason to stop this server, and a
+        // pg_rewind that cannot connect would count as failed and send the data directory aside for a new copy.
+        do {
+            _ = try await run([bin("psql"), "-X", "-A", "-t", "-q", "--no-password", "-c", "SELECT 1", conninfo + " connect_timeout=5"],
+                              what: "a connection to \(leader)", timeout: 10)
+        } catch {
+            throw LifeboatError(.io, "not rewinding from \(leader): its server does not answer (\(error)); the data directory is kept as it is; trying again")
+        }
         if let pid = postmasterPID(), kill(pid, 0) == 0 {
             do { try await stop(timeout: 30) } catch { await fence() }
         }
         for f in ["standby.signal", "recovery.signal"] { try? FileManager.default.removeItem(atPath: dataDir + "/" + f) }
-        try writePassFile()
-        let conninfo = "host=\(leader.host) port=\(leader.port) user=\(node.replicationUser) dbname=postgres application_name=\(name) passfile=\(passFile)"
         let before = try await controlData(timeout: 30)
         do {
             let out = try await run([bin("pg_rewind"), "-D", dataDir, "--source-server=\(conninfo)"], what: "pg_rewind from \(leader)",
