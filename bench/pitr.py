@@ -97,7 +97,15 @@ ARCHIVE = {
     "pgbackrest": " ".join(BR) + " archive-push %p",
 }
 
+def stop_helpers():
+    # The tools' background archivers (Lifeboat's wal-push helper, pgBackRest's async archive-push) push what
+    # PostgreSQL marks ready ahead of the calls: when a phase turns archiving off or hands it to the other tool, a
+    # helper still running would archive a backlog before it is measured, or compete with the other tool.
+    subprocess.run(["pkill", "-KILL", "-f", "pg wal-push-helper"], capture_output=True)
+    subprocess.run(["pkill", "-KILL", "-f", "archive-push:async"], capture_output=True)
+
 def set_archive(cmd, log):
+    if cmd is None or log.endswith("warmup"): stop_helpers()
     full = "false" if cmd is None else f"{cmd} && echo \"%f $(date +%s.%N)\" >> {work}/times/{log}"
     psql("ALTER SYSTEM SET archive_command = '%s'" % full.replace("'", "''"))
     psql("SELECT pg_reload_conf()")

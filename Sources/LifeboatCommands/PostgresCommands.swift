@@ -5,6 +5,7 @@ import LifeboatConfig
 import LifeboatCore
 import LifeboatPlan
 import LifeboatPostgres
+import LifeboatCompression
 import LifeboatProcess
 import LifeboatReplication
 import LifeboatRepository
@@ -112,13 +113,15 @@ struct PGWalPush: AsyncParsableCommand {
     @Option(name: .customLong("spool"), help: "Spool folder (or LIFEBOAT_SPOOL; default lifeboat-spool in the data directory); a folder given gets a subfolder per cluster.") var spool: String?
     @Option(name: .customLong("wait"), help: "Seconds to wait for the acknowledgement with --async (default 60).") var wait: Double = 60
     @Option(name: .customLong("tag"), help: "Tag the records (repeatable).") var tags: [String] = []
+    @Option(name: .customLong("compression"), help: "Compression of the WAL: off, fast, auto, max (default: the repository's).") var compression: String?
 
     func run() async throws {
         try await runCommand(global) {
             let input = try WALInput(path: path)
             _ = try Bounds.check(wait, 0.1...86400, "--wait")
+            if let c = compression, CompressionMode(rawValue: c) == nil { throw LifeboatError.invalid("invalid --compression \"\(c)\": use off, fast, auto or max") }
             if async { return try await handOver(input) }
-            let repo = try await global.open()
+            let repo = try await global.open(compression: compression)
             let store = WALStore(repo: repo, tags: tags)
             let system = localSystemIdentifier()
             let r = try await withRepositoryLock(repo, .shared, "wal-push") {
@@ -136,6 +139,7 @@ struct PGWalPush: AsyncParsableCommand {
     func handOver(_ input: WALInput) async throws -> Int32 {
         let spool = Spool(root: spoolPath(self.spool, system: localSystemIdentifier().map(String.init)))
         try spool.prepare()
+        spool.noteCall()
         let name = input.name.name
         switch spool.ack(name) {
         case .ok: spool.consume(name); return 0
@@ -166,6 +170,7 @@ struct PGWalPush: AsyncParsableCommand {
         var argv = [CommandLine.executablePath, "pg", "wal-push-helper", "--spool", spool.root, "--wal-dir", walDirectory]
         argv += PGSourceOptions.arguments(global)
         for t in tags { argv += ["--tag", t] }
+        if let c = compression { argv += ["--compression", c] }
         if let s = localSystemIdentifier() { argv += ["--system", String(s)] }
         let log = open(spool.push + "/helper.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         defer { if log >= 0 { close(log) } }
@@ -193,9 +198,10 @@ struct PGPushHelper: AsyncParsableCommand {
     @Option(name: .customLong("spool")) var spool: String
     @Option(name: .customLong("wal-dir")) var walDirectory: String
     @Option(name: .customLong("system")) var system: UInt64?
-    @Option(name: .customLong("idle"), help: "Seconds without work before the helper exits.") var idle: Double = 60
+    @Option(name: .customLong("idle"), help: "Seconds without a wal-push call before the helper exits.") var idle: Double = 60
     @Option(name: .customLong("tag")) var tags: [String] = []
     @Option(name: .customLong("batch"), help: "Files per record.") var batch: Int = 16
+    @Option(name: .customLong("compression")) var compression: String?
 
     func run() async throws {
         try await runCommand(global) {
@@ -203,7 +209,7 @@ struct PGPushHelper: AsyncParsableCommand {
             try spool.prepare()
             guard let lock = spool.lockHelper(spool.push) else { return 0 }  // another helper runs
             defer { close(lock) }
-            let repo = try await global.open()
+            let repo = try await global.open(compression: compression)
             try await repo.loadIndex()
             var helper = PushHelper(store: WALStore(repo: repo, tags: tags), spool: spool, walDirectory: walDirectory, system: system)
             helper.idle = try Bounds.check(idle, 1...86400, "--idle")

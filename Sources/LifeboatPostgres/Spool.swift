@@ -80,6 +80,21 @@ public struct Spool: Sendable {
         unlink(push + "/" + name + ".error")
     }
 
+    /// Marks a call of `wal-push --async` (the helper lives while they come: see `PushHelper.idle`).
+    public func noteCall() {
+        let fd = open(push + "/called", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return }
+        _ = futimens(fd, nil)
+        close(fd)
+    }
+
+    /// When `wal-push --async` was last called (wall-clock seconds), if ever.
+    public func lastCall() -> Double? {
+        var st = stat()
+        guard stat(push + "/called", &st) == 0 else { return nil }
+        return Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9
+    }
+
     /// Takes an acknowledgement (wal-push returns 0 on it; a retry of the same file is acknowledged again, as the
     /// archive already holds it).
     public func consume(_ name: String) { unlink(push + "/" + name + ".ok") }
@@ -174,13 +189,15 @@ public struct Spool: Sendable {
 
 /// The long-lived helper of `wal-push --async`: the repository opened once, files pushed in batches (one record,
 /// one index, one lock per batch) as soon as PostgreSQL marks them ready, so that archive_command usually finds its
-/// acknowledgement waiting. Exits after `idle` seconds without work, or when `stop` says so.
+/// acknowledgement waiting. Exits after `idle` seconds without a call of `wal-push --async` (so that a helper whose
+/// cluster stopped archiving, or archives with another tool now, stops pushing), or when `stop` says so.
 public struct PushHelper: Sendable {
     public var store: WALStore
     public var spool: Spool
     public var walDirectory: String
     public var system: UInt64?
     public var batchFiles = 16
+    public var batchBytes = 256 << 20
     public var idle: Double = 60
     public init(store: WALStore, spool: Spool, walDirectory: String, system: UInt64?) {
         self.store = store; self.spool = spool; self.walDirectory = walDirectory; self.system = system
@@ -189,7 +206,7 @@ public struct PushHelper: Sendable {
     public func run(stop: @Sendable () -> Bool, log: @Sendable (String) -> Void) async throws {
         var catalog: WALCatalog? = nil
         var loaded = false
-        var lastWork = ContinuousClock.now
+        let started = Date().timeIntervalSince1970
         var backoff = 0.05
         // The index as loaded now (read again here, so that a prune since the caller's load is seen).
         var indexNames: Set<String>? = Set(try await store.repo.backend.list(.index).map(\.name))
@@ -207,13 +224,23 @@ public struct PushHelper: Sendable {
             var seen = Set<String>()
             let ready = Spool.ready(walDirectory: walDirectory).filter { !acknowledged.contains($0.name.name) }
             let candidates = (spool.wants() + ready).filter { seen.insert($0.name.name).inserted }
-            let todo = Array(candidates.filter { spool.ack($0.name.name) == nil }.prefix(batchFiles))
+            // No call for `idle` seconds: whatever is ready is not this helper's to push (archiving was turned off,
+            // or another tool archives now), and a call would start a helper again. (Wall-clock times: a clock jump
+            // ends a helper early, which costs one start, or keeps it up to one more `idle`.)
+            if Date().timeIntervalSince1970 - max(started, spool.lastCall() ?? started) > idle { return }
+            // At most `batchFiles` files and `batchBytes` bytes (one file at least): a batch is held in memory.
+            var todo: [WALInput] = []
+            var bytes = 0
+            for c in candidates where todo.count < batchFiles && spool.ack(c.name.name) == nil {
+                var st = stat()
+                let size = stat(c.path, &st) == 0 ? max(0, Int(st.st_size)) : 0
+                if !todo.isEmpty, bytes + size > batchBytes { break }
+                todo.append(c); bytes += size
+            }
             if todo.isEmpty {
-                if ContinuousClock.now - lastWork > .seconds(idle) { return }
                 try? await Task.sleep(for: .milliseconds(20))
                 continue
             }
-            lastWork = .now
             do {
                 let r = try await push(todo, catalog: catalog, indexNames: indexNames)
                 catalog = r.catalog
@@ -238,17 +265,22 @@ public struct PushHelper: Sendable {
         }
     }
 
+    struct ReadFailure: Error { var text: String }
+
     /// Pushes a batch; a file that fails its own checks (name, size, header) fails alone, with its reason.
     /// The repository's index is loaded once; when a batch finds that index files have gone since (a prune or an
     /// index rebuild ran between batches), it is read again, so that no new record refers to a blob pruned meanwhile.
     func push(_ todo: [WALInput], catalog: WALCatalog?, indexNames: Set<String>?) async throws -> (done: [String], catalog: WALCatalog?, indexNames: Set<String>?) {
         var good: [WALStore.Read] = []
         let expected = system ?? catalog.flatMap { UInt64($0.system) }
-        for t in todo {
-            // Read once: checked here, stored from these bytes.
-            do { good.append(try WALStore.read(t, expectedSystem: expected)) } catch {
-                spool.fail(t.name.name, "\(error)")
-                continue
+        // Read once (checked here, stored from these bytes), as many at a time as the store compresses.
+        let reads = try await tryBoundedMap(todo, width: store.width) { t in
+            Result { try WALStore.read(t, expectedSystem: expected) }.mapError { ReadFailure(text: "\($0)") }
+        }
+        for (t, r) in zip(todo, reads) {
+            switch r {
+            case .success(let read): good.append(read)
+            case .failure(let message): spool.fail(t.name.name, message.text)
             }
         }
         guard !good.isEmpty else { return ([], catalog, indexNames) }

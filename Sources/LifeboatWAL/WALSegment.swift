@@ -37,8 +37,13 @@ public struct WALSegmentInfo: Sendable, Equatable {
 
     /// Checks a segment file's bytes against its name and reads its header and commit times.
     /// `expected`: the system identifier and segment size of the cluster the archive holds, when known.
-    public static func inspect<B: RandomAccessCollection<UInt8>>(_ bytes: B, name: WALFileName,
-                                                                   expectedSystem: UInt64? = nil) throws -> WALSegmentInfo where B.Index == Int {
+    public static func inspect(_ bytes: [UInt8], name: WALFileName, expectedSystem: UInt64? = nil) throws -> WALSegmentInfo {
+        try bytes.withUnsafeBytes { try inspect(raw: $0, name: name, expectedSystem: expectedSystem) }
+    }
+
+    /// `inspect` on raw bytes (not generic: it reads every record header of a 16 MiB segment, and an unspecialised
+    /// collection costs more than compressing it).
+    public static func inspect(raw bytes: UnsafeRawBufferPointer, name: WALFileName, expectedSystem: UInt64? = nil) throws -> WALSegmentInfo {
         guard name.kind == .segment || name.kind == .partial else {
             throw LifeboatError.invalid("\(name) is a \(name.kind.rawValue) file, not a WAL segment")
         }
@@ -46,10 +51,10 @@ public struct WALSegmentInfo: Sendable, Equatable {
         guard let size = SegmentSize(UInt64(n)) else {
             throw LifeboatError.invalid("WAL segment \(name) has \(n) bytes: a segment is a power of two from 1 MiB to 1 GiB (a partly written or truncated file?)")
         }
-        let base = bytes.startIndex
-        func u16(_ o: Int) -> UInt16 { UInt16(bytes[base + o]) | UInt16(bytes[base + o + 1]) << 8 }
-        func u32(_ o: Int) -> UInt32 { UInt32(u16(o)) | UInt32(u16(o + 2)) << 16 }
-        func u64(_ o: Int) -> UInt64 { UInt64(u32(o)) | UInt64(u32(o + 4)) << 32 }
+        // Callers check their offsets; a read outside the bytes anyway (a bug) gives 0, never memory beyond them.
+        func u16(_ o: Int) -> UInt16 { o >= 0 && o <= n - 2 ? UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: o, as: UInt16.self)) : 0 }
+        func u32(_ o: Int) -> UInt32 { o >= 0 && o <= n - 4 ? UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: o, as: UInt32.self)) : 0 }
+        func u64(_ o: Int) -> UInt64 { o >= 0 && o <= n - 8 ? UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: o, as: UInt64.self)) : 0 }
         let magic = u16(0), info = u16(2), tli = u32(4), pageAddress = u64(8)
         let sysid = u64(24), segSize = u32(32), blockSize = u32(36)
         guard info & flagLongHeader != 0, UInt64(segSize) == size.bytes, magic >= 0xD000 else {
@@ -79,11 +84,9 @@ public struct WALSegmentInfo: Sendable, Equatable {
 
     /// Walks the records that start in this segment. A record is a 24-byte header (total length, xid, previous
     /// record, info, resource manager, CRC) and its body, 8-byte aligned, split across pages after each page header.
-    mutating func scan<B: RandomAccessCollection<UInt8>>(_ bytes: B, u16: (Int) -> UInt16, u32: (Int) -> UInt32,
-                                                         u64: (Int) -> UInt64) where B.Index == Int {
+    mutating func scan(_ bytes: UnsafeRawBufferPointer, u16: (Int) -> UInt16, u32: (Int) -> UInt32, u64: (Int) -> UInt64) {
         let n = bytes.count
         let page = Int(blockSize)
-        let base = bytes.startIndex
         // Whether page `p` (its offset) is a page of this segment, written by this cluster.
         func pageValid(_ p: Int) -> Bool {
             p + WALSegmentInfo.pageHeaderShort <= n && u16(p) == magic && u64(p + 8) == start.value &+ UInt64(p)
@@ -116,7 +119,8 @@ public struct WALSegmentInfo: Sendable, Equatable {
                     pos += headerLength(pos)
                 }
                 guard pos < n else { return nil }
-                out.append(bytes[base + pos]); pos += 1
+                guard pos >= 0 else { return nil }
+                out.append(bytes[pos]); pos += 1
             }
             return out
         }
@@ -142,11 +146,16 @@ public struct WALSegmentInfo: Sendable, Equatable {
                 guard pageValid(pos) else { break }
                 pos += headerLength(pos)
             }
-            guard let head = read(pos, WALSegmentInfo.recordHeader) else { break }
-            let total = Int(le(head, 0, UInt32.self))
+            // The header: read in place when it lies within the page (nearly always), else gathered across it.
+            let total: Int, info: UInt8, rmid: UInt8
+            if pos % page + WALSegmentInfo.recordHeader <= page, pos + WALSegmentInfo.recordHeader <= n {
+                total = Int(u32(pos)); info = bytes[pos + 16]; rmid = bytes[pos + 17]  // (pos + 24 <= n)
+            } else {
+                guard let head = read(pos, WALSegmentInfo.recordHeader) else { break }
+                total = Int(le(head, 0, UInt32.self)); info = head[16]; rmid = head[17]
+            }
             guard total >= WALSegmentInfo.recordHeader, total <= maxRecord else { break }  // zeroes: the end of the WAL
             let recordStart = pos
-            let info = head[16], rmid = head[17]
             // RM_XACT_ID = 1: commit (0x00), abort (0x20), commit prepared (0x30), abort prepared (0x40).
             if rmid == 1, [0x00, 0x20, 0x30, 0x40].contains(info & 0x70), let t = transactionTime(recordStart, total, read) {
                 if firstTime == nil || t < firstTime! { firstTime = t }
