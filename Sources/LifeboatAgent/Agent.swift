@@ -38,6 +38,8 @@ public actor Agent {
     var facts: [String: SiteFacts] = [:]
     /// What each site held of each source at its last listing ("source@site"), for the dashboard.
     var holdings: [String: SourceHoldings] = [:]
+    /// Changes of `holdings` since the start (the live refresh watches it).
+    public private(set) var holdingsVersion = 0
     var watches: [String: RPOWatch] = [:]
     var stopping = false
     public var isStopping: Bool { stopping }
@@ -660,14 +662,17 @@ public actor Agent {
                 if all { newest = max(newest ?? t, t) }
             }
             let held = SourceHoldings.of(s, in: snapshots, listed: clock())
-            holdings["\(s.name)@\(site.name)"] = held
+            let key = "\(s.name)@\(site.name)"
+            var before = holdings[key]
+            before?.listed = held.listed  // (a new listing of the same holdings is no change)
+            if before != held { holdingsVersion &+= 1 }
+            holdings[key] = held
             if case .postgresArchive = s.kind {
                 let problems = held.problems
                 condition("wal_gap:\(s.name)@\(site.name)", !problems.isEmpty, event: .walGap, source: s.name, site: site.name,
                           message: problems.isEmpty ? "the WAL archive of source \(s.name) at site \(site.name) has no hole again"
                                                     : "the WAL archive of source \(s.name) at site \(site.name): \(problems[0])\(problems.count > 1 ? " (and \(problems.count - 1) more)" : "")")
             }
-            let key = "\(s.name)@\(site.name)"
             var o = observations[key] ?? SiteObservation(source: s.name, site: site.name, newest: nil, checked: clock())
             o.checked = clock()
             // Forgotten or pruned snapshots move the newest back: the listing is the truth.

@@ -182,11 +182,13 @@ public struct AgentAPI: Sendable {
 
     func json<T: Encodable>(_ value: T) throws -> Response {
         let data = try AgentAPI.encoder().encode(value)
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return Response(status: .ok, headers: [.contentType: "application/json", .xContentTypeOptions: "nosniff"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
+    /// (`nosniff` on every answer: the dashboard's pages allow scripts from this origin, and no JSON or text answer,
+    /// some of which echo a request's path, may ever be taken for one.)
     func text(_ status: HTTPResponse.Status, _ s: String, contentType: String = "text/plain; charset=utf-8") -> Response {
-        Response(status: status, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(string: s)))
+        Response(status: status, headers: [.contentType: contentType, .xContentTypeOptions: "nosniff"], body: .init(byteBuffer: ByteBuffer(string: s)))
     }
 
     /// Serves until cancelled; `ready` receives the bound address.

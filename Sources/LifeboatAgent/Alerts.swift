@@ -193,12 +193,18 @@ public final class RecentEvents: Sendable {
     public let capacity: Int
     public init(capacity: Int = 500) { self.capacity = max(1, capacity) }
 
+    let recorded = Mutex(0)
+
     public func record(_ a: Alert) {
         items.withLock {
             if $0.count >= capacity { $0.removeFirst($0.count - capacity + 1) }
             $0.append(a)
         }
+        recorded.withLock { $0 &+= 1 }
     }
+
+    /// How many were recorded since the start (the live refresh watches it).
+    public var count: Int { recorded.withLock { $0 } }
 
     /// Newest first, at most `limit`, those `matching`.
     public func newest(_ limit: Int, matching: (Alert) -> Bool = { _ in true }) -> [Alert] {

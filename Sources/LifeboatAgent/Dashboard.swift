@@ -24,6 +24,8 @@ final class DashboardState: Sendable {
     static let maxStreams = 32
     /// The newest state digest and when it was computed (shared by the streams: one computation a second at most).
     let digest = Mutex<(at: ContinuousClock.Instant, value: String)?>(nil)
+    /// The HA cluster's summary for the digest, and when it was read (at most every 5 s).
+    let cluster = Mutex<(at: ContinuousClock.Instant, value: String)?>(nil)
 }
 
 /// The web dashboard on the agent's API port: `/` (the overview), `/login`, `/logout`, `/ui/…`. It always needs a
@@ -63,8 +65,8 @@ extension AgentAPI {
         }
         switch (request.method, parts.first ?? "", parts.count) {
         case (.get, "", 0):
-            let m = await overviewModel()
-            return page(.ok, DashboardPages.overview(m, viewer: viewer, live: m.liveDigest))
+            let live = await liveDigest()
+            return page(.ok, DashboardPages.overview(await overviewModel(), viewer: viewer, live: live))
         case (.get, "ui", 2) where parts[1] == "events":
             return liveEvents(request, viewer: viewer)
         case (.post, "logout", 1):
@@ -74,16 +76,20 @@ extension AgentAPI {
             r.headers[.setCookie] = SessionTable.clearCookie(secure: tls != nil)
             return r
         case (.get, "ui", 3) where parts[1] == "services":
+            // The digest before the model: content newer than its digest costs one extra refresh; older, a stale page.
+            let live = await liveDigest()
             guard let m = await serviceModel(parts[2]) else {
                 return page(.notFound, DashboardPages.message("Not found", "no service \(parts[2]) in the plan", viewer: viewer, error: true))
             }
-            return page(.ok, DashboardPages.service(m, viewer: viewer, live: await liveDigest()))
+            return page(.ok, DashboardPages.service(m, viewer: viewer, live: live))
         case (.get, "ui", 3) where parts[1] == "drills":
             return await drillReportPage(parts[2], viewer: viewer)
         case (.get, "ui", 2) where parts[1] == "sites":
-            return page(.ok, DashboardPages.sites(await sitesModel(), viewer: viewer, live: await liveDigest()))
+            let live = await liveDigest()
+            return page(.ok, DashboardPages.sites(await sitesModel(), viewer: viewer, live: live))
         case (.get, "ui", 2) where parts[1] == "failover":
-            return page(.ok, DashboardPages.failover(await failoverModel(), viewer: viewer, live: await liveDigest()))
+            let live = await liveDigest()
+            return page(.ok, DashboardPages.failover(await failoverModel(), viewer: viewer, live: live))
         case (.get, "ui", 2) where parts[1] == "confirm":
             guard viewer.mayAct else { return readOnly(viewer) }
             let q = request.uri.queryParameters
@@ -289,11 +295,11 @@ extension AgentAPI {
         var m = ServiceModel(service: service, time: status.time, backups: backups, drills: drills, problems: problems)
         m.holdings = service.sites.map { row in
             guard let h = held[row.site] else {
-                return .init(site: row.site, listed: nil, count: 0, copies: [], walRecords: nil, restorableFrom: nil, restorableUntil: nil, problems: [])
+                return .init(site: row.site, listed: nil, count: 0, copies: [], walRecords: nil, windows: [], problems: [])
             }
             return .init(site: row.site, listed: h.listed, count: h.count,
                          copies: h.copies.map { .init(id: $0.id, time: $0.time, kind: $0.kind, bytes: $0.bytes, added: $0.added) },
-                         walRecords: h.walRecords, restorableFrom: h.restorableFrom, restorableUntil: h.restorableUntil, problems: h.problems)
+                         walRecords: h.walRecords, windows: h.windows.map { ($0.from, $0.until) }, problems: h.problems)
         }
         switch source?.kind {
         case .postgresArchive?, .sqliteContinuous?: m.pointInTime = true
@@ -309,7 +315,11 @@ extension AgentAPI {
 
     /// `/ui/drills/ID`: a drill's HTML report, rebuilt from the state database's record (no file is read).
     func drillReportPage(_ id: String, viewer: Viewer) async -> Response {
-        guard id.utf8.count <= 128, let report = try? await agent.drillReport(id: id) else {
+        let found: DrillReport?
+        do { found = id.utf8.count <= 128 ? try await agent.drillReport(id: id) : nil } catch {
+            return page(.internalServerError, DashboardPages.message("Cannot read the report", "the state database did not answer: \(errorText(error))", viewer: viewer, error: true))
+        }
+        guard let report = found else {
             return page(.notFound, DashboardPages.message("Not found", "no drill report \(id.prefix(128))", viewer: viewer, error: true))
         }
         var r = page(.ok, report.html())
@@ -358,18 +368,30 @@ extension AgentAPI {
         if host.isEmpty || host == "0.0.0.0" { host = "127.0.0.1" } else if host == "::" { host = "::1" }
         let address = Endpoint(host: host, port: ha.api.port)
         do {
-            let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(address)/cluster"), timeout: .seconds(2))
-            let body = try await response.body.collect(upTo: 4 << 20)
-            guard response.status.code == 200 else {
-                return .failure(ActionProblem(message: "the node's API at \(address) answered \(response.status.code) to GET /cluster"))
+            // Within 2 s, the body included (execute's own timeout ends with the headers): a node that trickles its
+            // answer does not hold the page.
+            let (code, body) = try await withThrowingTaskGroup(of: (UInt, ByteBuffer)?.self) { group in
+                group.addTask {
+                    let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(address)/cluster"), timeout: .seconds(2))
+                    return (response.status.code, try await response.body.collect(upTo: 1 << 20))
+                }
+                group.addTask { try await Task.sleep(for: .seconds(2)); return nil }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let answer = first else {
+                    throw LifeboatError(.io, "no whole answer within 2 s")
+                }
+                return answer
+            }
+            guard code == 200 else {
+                return .failure(ActionProblem(message: "the node's API at \(address) answered \(code) to GET /cluster"))
             }
             let r = try AgentAPI.decoder().decode(HAClusterReport.self, from: Data(buffer: body))
             let sync = Set(r.synchronous ?? [])
             return .success(FailoverModel.Cluster(
                 name: r.cluster, storeReachable: r.storeReachable, leader: r.leader, maintenance: r.maintenance, switchover: r.switchover,
-                members: r.members.map { .init(name: $0.name, role: $0.role, leader: $0.leader, timeline: $0.timeline, position: $0.position,
+                members: r.members.prefix(100).map { .init(name: $0.name, role: $0.role, leader: $0.leader, timeline: $0.timeline, position: $0.position,
                                                lagBytes: $0.lagBytes, candidate: $0.candidate, synchronous: sync.contains($0.name)) },
-                problems: r.problems))
+                problems: Array(r.problems.prefix(20))))
         } catch is DecodingError {
             return .failure(ActionProblem(message: "the node's API at \(address) answered GET /cluster with something that is not a cluster report"))
         } catch {
@@ -418,15 +440,38 @@ extension AgentAPI {
     func liveDigest() async -> String {
         let now = ContinuousClock.now
         if let d = dashboardState.digest.withLock({ $0 }), now - d.at < .milliseconds(900) { return d.value }
-        let value = await overviewModel().liveDigest
+        let overview = await overviewModel()
+        let holdings = await agent.holdingsVersion
+        let events = agent.events.count
+        let cluster = await haSummary()
+        let value = OverviewModel.digest { add in
+            add(overview.liveDigest); add("\(holdings)"); add("\(events)"); add(cluster)
+        }
         dashboardState.digest.withLock { $0 = (now, value) }
+        return value
+    }
+
+    /// What the failover page shows of the HA cluster, as one string (the leader, each member's role and timeline,
+    /// maintenance, a switchover, or why it cannot be read), asked of the node at most every 5 s.
+    func haSummary() async -> String {
+        guard let ha = await agent.plan.ha else { return "" }
+        let now = ContinuousClock.now
+        if let c = dashboardState.cluster.withLock({ $0 }), now - c.at < .seconds(5) { return c.value }
+        let value: String
+        switch await AgentAPI.haCluster(ha) {
+        case .success(let c):
+            value = ([c.leader ?? "-", "\(c.maintenance)", c.switchover ?? "-", "\(c.storeReachable)"]
+                     + c.members.map { "\($0.name)=\($0.role)/\($0.timeline.map(String.init) ?? "-")/\($0.candidate)" } + c.problems).joined(separator: ",")
+        case .failure(let e): value = "unreadable: " + e.message
+        }
+        dashboardState.cluster.withLock { $0 = (now, value) }
         return value
     }
 
     /// `GET /ui/events`: server-sent events for the live refresh. `event: state` with the digest at once and
     /// whenever it changes (checked every second); a comment every 5 s keeps proxies from closing the stream. It
     /// ends after 5 minutes (the browser reconnects after `retry`), when the session ends, and when the agent stops.
-    /// At most 32 streams at once: beyond, the stream ends at once with `event: end` (the script then stops). A
+    /// At most 32 streams at once: beyond, the stream ends at once and tells the browser to try again in 30 s. A
     /// stream is counted while its body runs, so a client gone before it started costs nothing.
     func liveEvents(_ request: Request, viewer: Viewer) -> Response {
         let me = self
@@ -438,7 +483,8 @@ extension AgentAPI {
                 return true
             }
             guard admitted else {
-                try await writer.write(ByteBuffer(string: "event: end\ndata: too many live dashboards are open (at most \(DashboardState.maxStreams))\n\n"))
+                // Not `event: end` (the script would stop for good): the browser tries again in 30 s.
+                try await writer.write(ByteBuffer(string: "retry: 30000\n: too many live dashboards are open (at most \(DashboardState.maxStreams)); trying again in 30 s\n\n"))
                 try await writer.finish(nil)
                 return
             }

@@ -23,9 +23,28 @@ public struct SourceHoldings: Sendable, Equatable {
     public var copies: [Copy]
     /// WAL records of a point-in-time source (PostgreSQL segments, SQLite WAL records).
     public var walRecords: Int?
-    public var restorableFrom: Date?
-    public var restorableUntil: Date?
+    /// The times a point-in-time source restores to, oldest first, overlapping ones merged: one per base backup
+    /// (to the end of its WAL without a hole) or per stretch of a SQLite generation. A time between two windows
+    /// cannot be restored.
+    public var windows: [Window] = []
+    public var restorableFrom: Date? { windows.first?.from }
+    public var restorableUntil: Date? { windows.map(\.until).max() }
     public var problems: [String] = []
+
+    public struct Window: Sendable, Equatable {
+        public var from: Date
+        public var until: Date
+        public init(from: Date, until: Date) { self.from = from; self.until = until }
+    }
+
+    /// Sorted, overlapping windows merged; empty ones (until before from) dropped.
+    public static func merge(_ windows: [Window]) -> [Window] {
+        var out: [Window] = []
+        for w in windows.filter({ $0.until >= $0.from }).sorted(by: { $0.from < $1.from }) {
+            if let last = out.last, w.from <= last.until { out[out.count - 1].until = max(last.until, w.until) } else { out.append(w) }
+        }
+        return out
+    }
 
     public static let keep = 20
 
@@ -34,6 +53,7 @@ public struct SourceHoldings: Sendable, Equatable {
         let tag = SourceBackup.tag(source.name)
         var mine: [(id: ID, snapshot: Snapshot)]
         var h = SourceHoldings(listed: listed, count: 0, copies: [])
+        var windows: [Window] = []
         switch source.kind {
         case .postgresArchive:
             let systems = SourceBackup.systems(of: source, in: snapshots)
@@ -44,11 +64,15 @@ public struct SourceHoldings: Sendable, Equatable {
                 guard let c = catalogs[system] else { continue }
                 let r = ArchiveReport(c)
                 wal += r.walFiles
-                if let f = r.firstRestorable.flatMap(Timestamp.parse) { h.restorableFrom = min(h.restorableFrom ?? f, f) }
-                if let l = r.lastRestorable.flatMap(Timestamp.parse) { h.restorableUntil = max(h.restorableUntil ?? l, l) }
+                for b in r.backups {
+                    if let f = b.restorableFrom.flatMap(Timestamp.parse), let u = b.restorableUntil.flatMap(Timestamp.parse) {
+                        windows.append(Window(from: f, until: u))
+                    }
+                }
                 h.problems += r.problems.filter { !$0.hasPrefix("no base backup") }
             }
             h.walRecords = wal
+            h.windows = merge(windows)
         case .sqliteContinuous(let path, _):
             mine = snapshots.filter { $0.snapshot.kind == "sqlite-snapshot" && $0.snapshot.sqlite?.database == path && $0.snapshot.tags.contains(tag) }
             let own = Set(snapshots.filter { $0.snapshot.sqlite?.database == path && $0.snapshot.tags.contains(tag) }.map(\.id))
@@ -56,11 +80,17 @@ public struct SourceHoldings: Sendable, Equatable {
             for (_, c) in SQLiteCatalog.build(snapshots.filter { own.contains($0.id) }) where c.database == path {
                 for g in c.ordered {
                     wal += g.wal.count
-                    if let s = g.start { h.restorableFrom = min(h.restorableFrom ?? s, s) }
-                    if let e = g.end { h.restorableUntil = max(h.restorableUntil ?? e, e) }
+                    windows += g.stretches.map { Window(from: $0.from, until: $0.until) }
+                    if let first = g.snapshots.first?.record.seq {
+                        let hole = g.missing(from: first)
+                        if hole.count > 0, let at = hole.first {
+                            h.problems.append("generation \(g.name): \(hole.count) WAL record\(hole.count == 1 ? "" : "s") missing from number \(at): the times in the hole cannot be restored")
+                        }
+                    }
                 }
             }
             h.walRecords = wal
+            h.windows = merge(windows)
         default:
             mine = snapshots.filter { $0.snapshot.isFiles && $0.snapshot.tags.contains(tag) }
         }

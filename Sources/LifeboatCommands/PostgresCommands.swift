@@ -92,6 +92,19 @@ func spoolPath(_ option: String?, system: String?) -> String {
 /// The cluster's system identifier from `global/pg_control` in the working directory, when it is a data directory.
 func localSystemIdentifier() -> UInt64? { BaseBackup.systemIdentifier(dataDirectory: ".") }
 
+/// The repository for archiving WAL: compressed as `--compression` says, else as the repository says, except that
+/// its default (`auto`, zstd level 3) becomes `fast` (level 1) for WAL: on PostgreSQL's WAL level 1 is as small as
+/// level 3 (pgbench's WAL and bulk inserts, measured in bench/pitr.py runs) and two to three times faster, and
+/// archiving must keep up with the server. A repository created with `off`, `fast` or `max` keeps its choice.
+func openForWAL(_ global: GlobalOptions, compression: String?) async throws -> Repository {
+    let repo = try await global.open(compression: compression)
+    guard compression == nil, repo.config.compression == .auto else { return repo }
+    let wal = try repo.with(compression: .fast, dryRun: false)
+    let out = global.output
+    wal.onDamage { out.warn("warning: \($0)") }
+    return wal
+}
+
 struct PGWalPush: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wal-push",
@@ -113,7 +126,7 @@ struct PGWalPush: AsyncParsableCommand {
     @Option(name: .customLong("spool"), help: "Spool folder (or LIFEBOAT_SPOOL; default lifeboat-spool in the data directory); a folder given gets a subfolder per cluster.") var spool: String?
     @Option(name: .customLong("wait"), help: "Seconds to wait for the acknowledgement with --async (default 60).") var wait: Double = 60
     @Option(name: .customLong("tag"), help: "Tag the records (repeatable).") var tags: [String] = []
-    @Option(name: .customLong("compression"), help: "Compression of the WAL: off, fast, auto, max (default: the repository's).") var compression: String?
+    @Option(name: .customLong("compression"), help: "Compression of the WAL: off, fast, auto, max (default: the repository's, fast for its default auto).") var compression: String?
 
     func run() async throws {
         try await runCommand(global) {
@@ -121,7 +134,7 @@ struct PGWalPush: AsyncParsableCommand {
             _ = try Bounds.check(wait, 0.1...86400, "--wait")
             if let c = compression, CompressionMode(rawValue: c) == nil { throw LifeboatError.invalid("invalid --compression \"\(c)\": use off, fast, auto or max") }
             if async { return try await handOver(input) }
-            let repo = try await global.open(compression: compression)
+            let repo = try await openForWAL(global, compression: compression)
             let store = WALStore(repo: repo, tags: tags)
             let system = localSystemIdentifier()
             let r = try await withRepositoryLock(repo, .shared, "wal-push") {
@@ -209,7 +222,7 @@ struct PGPushHelper: AsyncParsableCommand {
             try spool.prepare()
             guard let lock = spool.lockHelper(spool.push) else { return 0 }  // another helper runs
             defer { close(lock) }
-            let repo = try await global.open(compression: compression)
+            let repo = try await openForWAL(global, compression: compression)
             try await repo.loadIndex()
             var helper = PushHelper(store: WALStore(repo: repo, tags: tags), spool: spool, walDirectory: walDirectory, system: system)
             helper.idle = try Bounds.check(idle, 1...86400, "--idle")

@@ -120,9 +120,16 @@ public struct OverviewModel: Sendable {
     /// What the live refresh watches: a digest (FNV-1a, 16 hex digits) of everything the pages show that changes
     /// by events (a row's colour, a backup or drill that ran, a job started or paused, a site down or back, a
     /// backend's state), not of the RPOs' seconds ticking up.
-    public var liveDigest: String {
+    public var liveDigest: String { Self.digest { add in liveParts(add) } }
+
+    /// FNV-1a (16 hex digits) of the strings `feed` adds, each one delimited.
+    public static func digest(_ feed: ((String) -> Void) -> Void) -> String {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        func add(_ s: String) { for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }; h = (h ^ 0x1f) &* 0x100_0000_01b3 }
+        feed { s in for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }; h = (h ^ 0x1f) &* 0x100_0000_01b3 }
+        return String(format: "%016llx", h)
+    }
+
+    func liveParts(_ add: (String) -> Void) {
         func t(_ d: Date?) -> String { d.map { String(format: "%.0f", $0.timeIntervalSince1970) } ?? "-" }
         for s in services {
             add(s.name); add(s.state.rawValue); add("\(s.running)\(s.paused)")
@@ -135,8 +142,7 @@ public struct OverviewModel: Sendable {
             add(p.name); add(p.active ?? "-")
             for b in p.backends { add(b.name); add(b.state); add("\(b.disabled)") }
         }
-        add("\(problems.count)")
-        return String(format: "%016llx", h)
+        for p in problems { add(p) }
     }
 }
 

@@ -32,15 +32,15 @@ public struct ServiceModel: Sendable {
         public var count: Int
         public var copies: [Copy]
         public var walRecords: Int?
-        public var restorableFrom: Date?
-        public var restorableUntil: Date?
+        /// The times it restores to, oldest first (a time between two windows cannot be restored).
+        public var windows: [(from: Date, until: Date)]
         public var problems: [String]
-        public init(site: String, listed: Date?, count: Int, copies: [Copy], walRecords: Int?, restorableFrom: Date?, restorableUntil: Date?, problems: [String]) {
+        public init(site: String, listed: Date?, count: Int, copies: [Copy], walRecords: Int?, windows: [(from: Date, until: Date)], problems: [String]) {
             self.site = site; self.listed = listed; self.count = count; self.copies = copies; self.walRecords = walRecords
-            self.restorableFrom = restorableFrom; self.restorableUntil = restorableUntil; self.problems = problems
+            self.windows = windows; self.problems = problems
         }
     }
-    /// An event of the agent about the service or one of its sites (an alert, a proxy switch).
+    /// An event of the agent about the service or one of its sites (an alert: a failure, a breach, a WAL gap, …).
     public struct Event: Sendable {
         public var time: Date
         public var kind: String
@@ -202,8 +202,13 @@ extension DashboardPages {
             if let w = site.walRecords { h += ", \(w) WAL record\(w == 1 ? "" : "s")" }
             h += ", as listed \(HTML.time(listed))</span></h4>\n"
             if m.pointInTime {
-                if let f = site.restorableFrom, let u = site.restorableUntil {
-                    h += "<p class=\"restorable\">Restorable to any time from <b>\(HTML.time(f))</b> to <b>\(HTML.time(u))</b></p>\n"
+                if site.windows.count == 1, let w = site.windows.first {
+                    h += "<p class=\"restorable\">Restorable to any time from <b>\(HTML.time(w.from))</b> to <b>\(HTML.time(w.until))</b></p>\n"
+                } else if !site.windows.isEmpty {
+                    h += "<p class=\"restorable\">Restorable to any time in \(site.windows.count) windows, not between them:</p>\n<ul class=\"restorable\">"
+                    for w in site.windows.suffix(10) { h += "<li><b>\(HTML.time(w.from))</b> to <b>\(HTML.time(w.until))</b></li>" }
+                    if site.windows.count > 10 { h += "<li class=\"muted\">and \(site.windows.count - 10) older</li>" }
+                    h += "</ul>\n"
                 } else {
                     h += "<p class=\"restorable error\">No restorable range at this site yet.</p>\n"
                 }

@@ -37,8 +37,13 @@ public struct SQLiteCatalog: Sendable {
 
         /// The last time the records reach without a hole: from each snapshot that starts a stretch (the first,
         /// and any at or past a hole), the newest transaction before the next missing record.
-        public var end: Date? {
-            var best: Date?
+        public var end: Date? { stretches.map(\.until).max() }
+
+        /// The times the generation restores to: from each snapshot that starts a stretch (the first, and any at or
+        /// past a hole) to the newest transaction before the next missing record. A time between two stretches (in
+        /// a hole) cannot be restored.
+        public var stretches: [(from: Date, until: Date)] {
+            var out: [(from: Date, until: Date)] = []
             var walked = Int.min  // the first record number the stretches walked so far do not reach
             for s in snapshots where s.record.seq >= walked {
                 var t = s.date
@@ -48,9 +53,9 @@ public struct SQLiteCatalog: Sendable {
                     k += 1
                 }
                 walked = k
-                best = max(best ?? t, t)
+                out.append((s.date, t))
             }
-            return best
+            return out
         }
     }
 

@@ -462,10 +462,10 @@ func tid(_ s: String) -> ID {
         }
     }
 
-    func sqlite(_ kind: String, seq: Int, at: Date, last: Date? = nil, source: String = "db") -> (id: ID, snapshot: Snapshot) {
-        var s = Snapshot(time: at, tree: tid("\(kind)\(seq)"), paths: ["/var/db.sqlite"], hostname: "h", tags: [SourceBackup.tag(source)])
+    func sqlite(_ kind: String, seq: Int, at: Date, last: Date? = nil, source: String = "db", generation: String = "0123456789abcdef") -> (id: ID, snapshot: Snapshot) {
+        var s = Snapshot(time: at, tree: tid("\(kind)\(seq)\(generation)"), paths: ["/var/db.sqlite"], hostname: "h", tags: [SourceBackup.tag(source)])
         s.kind = kind
-        var r = SQLiteRecord(database: "/var/db.sqlite", generation: "0123456789abcdef", seq: seq, pageSize: 4096, cycle: "0011223344556677",
+        var r = SQLiteRecord(database: "/var/db.sqlite", generation: generation, seq: seq, pageSize: 4096, cycle: "0011223344556677",
                              firstFrame: kind == "sqlite-wal" ? 1 : 0, lastFrame: kind == "sqlite-wal" ? 4 : 0, checksum: "8899aabbccddeeff", pages: 10)
         if kind == "sqlite-wal" { r.transactions = 2; r.firstTime = Timestamp.format(at); r.lastTime = Timestamp.format(last ?? at) }
         s.sqlite = r
@@ -498,6 +498,25 @@ func tid(_ s: String) -> ID {
         #expect(h.walRecords == 3)
         #expect(h.restorableFrom == t0)
         #expect(h.restorableUntil == t0.addingTimeInterval(4))
+        #expect(h.windows.count == 1)
+        // The hole is named.
+        #expect(h.problems.count == 1 && h.problems[0].contains("1 WAL record missing from number 2"))
+    }
+
+    @Test func twoGenerationsAreTwoWindowsNotOneRange() throws {
+        let p = try plan()
+        let db = p.sources.first { $0.name == "db" }!
+        let day = 86400.0
+        let snaps = [sqlite("sqlite-snapshot", seq: 0, at: t0), sqlite("sqlite-wal", seq: 0, at: t0.addingTimeInterval(day), last: t0.addingTimeInterval(2 * day)),
+                     sqlite("sqlite-snapshot", seq: 0, at: t0.addingTimeInterval(4 * day), generation: "fedcba9876543210"),
+                     sqlite("sqlite-wal", seq: 0, at: t0.addingTimeInterval(5 * day), last: t0.addingTimeInterval(6 * day), generation: "fedcba9876543210")]
+        let h = SourceHoldings.of(db, in: snaps, listed: t0)
+        #expect(h.windows == [.init(from: t0, until: t0.addingTimeInterval(2 * day)),
+                              .init(from: t0.addingTimeInterval(4 * day), until: t0.addingTimeInterval(6 * day))])
+        #expect(h.problems.isEmpty)
+        // Overlapping windows merge; touching ones too; an empty one goes.
+        let w = { (a: Double, b: Double) in SourceHoldings.Window(from: t0.addingTimeInterval(a), until: t0.addingTimeInterval(b)) }
+        #expect(SourceHoldings.merge([w(5, 9), w(0, 3), w(3, 4), w(8, 12), w(20, 19)]) == [w(0, 4), w(5, 12)])
     }
 
     @Test func recentEventsAreBoundedNewestFirst() {
@@ -510,5 +529,9 @@ func tid(_ s: String) -> ID {
         let events = RecentEvents()
         AlertDispatcher(targets: [], recent: events) { _ in }.send(Alert(.rpoBreach, source: "web", message: "late", time: t0))
         #expect(events.newest(5).map(\.message) == ["late"])
+        // The count the live refresh watches goes on past the capacity.
+        let small = RecentEvents(capacity: 2)
+        for i in 0..<5 { small.record(Alert(.failure, source: "web", message: "m\(i)", time: t0)) }
+        #expect(small.count == 5 && small.newest(10).count == 2)
     }
 }

@@ -294,6 +294,10 @@ import Testing
         b = a
         b.sites[1].reachable = true
         #expect(b.liveDigest != a.liveDigest)
+        // What could not be read counts by its words, not only by how many problems there are.
+        b = a; b.problems = ["site s3 does not answer"]
+        var c = a; c.problems = ["the state database is busy"]
+        #expect(b.liveDigest != c.liveDigest)
     }
 
     @Test func livePagesLoadTheScriptAndCarryTheirDigest() {
@@ -328,9 +332,9 @@ import Testing
         m.holdings = [
             .init(site: "local", listed: t, count: 25,
                   copies: (0..<20).map { .init(id: String(format: "%08x", $0), time: t.addingTimeInterval(-Double($0) * 3600), kind: pointInTime ? "pg-base" : "files", bytes: 3 << 30, added: 5 << 20) },
-                  walRecords: pointInTime ? 120 : nil, restorableFrom: pointInTime ? t.addingTimeInterval(-86400) : nil, restorableUntil: pointInTime ? t : nil,
+                  walRecords: pointInTime ? 120 : nil, windows: pointInTime ? [(t.addingTimeInterval(-86400), t)] : [],
                   problems: ["timeline 1: 1 WAL segment(s) missing <x>"]),
-            .init(site: "<b>s3</b>", listed: nil, count: 0, copies: [], walRecords: nil, restorableFrom: nil, restorableUntil: nil, problems: []),
+            .init(site: "<b>s3</b>", listed: nil, count: 0, copies: [], walRecords: nil, windows: [], problems: []),
         ]
         m.events = [.init(time: t, kind: "rpo_breach", site: "local", message: "RPO of <web> breached", resolved: false),
                     .init(time: t.addingTimeInterval(-60), kind: "switch", site: nil, message: "pool db: pg1 -> pg2", resolved: true)]
