@@ -378,9 +378,13 @@ public struct PostgresControl: Sendable {
         let conninfo = "host=\(leader.host) port=\(leader.port) user=\(node.replicationUser) dbname=postgres application_name=\(name) passfile=\(passFile)"
         // The source must answer first: a leader that died, or a link cut, is no reason to stop this server, and a
         // pg_rewind that cannot connect would count as failed and send the data directory aside for a new copy.
+        // pg_isready asks the server whether it accepts connections without logging in: a server that answers but
+        // refuses this login (no pg_hba.conf line for a normal connection to the database postgres) is no reason
+        // to wait, pg_rewind will never pass: its failure sends the directory aside for a copy, which needs only
+        // the replication connection.
         do {
-            _ = try await run([bin("psql"), "-X", "-A", "-t", "-q", "--no-password", "-c", "SELECT 1", conninfo + " connect_timeout=5"],
-                              what: "a connection to \(leader)", timeout: 10)
+            _ = try await run([bin("pg_isready"), "-t", "5", "-d", conninfo + " connect_timeout=5"],
+                              what: "pg_isready on \(leader)", timeout: 10)
         } catch {
             throw LifeboatError(.io, "not rewinding from \(leader): its server does not answer (\(error)); the data directory is kept as it is; trying again")
         }
