@@ -40,6 +40,17 @@ public actor Agent {
     var holdings: [String: SourceHoldings] = [:]
     /// Changes of `holdings` since the start (the live refresh watches it).
     public private(set) var holdingsVersion = 0
+    /// Orders listings and observations without the wall clock (which may jump): a listing takes a ticket when it
+    /// begins (`listingTicket()`); `observedAt` and `heldAt` keep, per "source@site", the ticket of the newest
+    /// listing recorded or of a later observation (a backup, a follower's progress).
+    var ticks: UInt64 = 0
+    var observedAt: [String: UInt64] = [:]
+    var heldAt: [String: UInt64] = [:]
+
+    func listingTicket() -> UInt64 {
+        ticks &+= 1
+        return ticks
+    }
     var watches: [String: RPOWatch] = [:]
     var stopping = false
     public var isStopping: Bool { stopping }
@@ -641,6 +652,7 @@ public actor Agent {
         let key = "\(source)@\(site)"
         var o = observations[key] ?? SiteObservation(source: source, site: site, newest: nil, checked: clock())
         o.checked = clock()
+        observedAt[key] = listingTicket()
         if let newest, let n = newest { o.newest = max(o.newest ?? n, n) }
         if let success { o.lastSuccess = success; o.lastError = nil }
         if let error { o.lastError = error }
@@ -648,12 +660,18 @@ public actor Agent {
         do { try store.observe(o) } catch { logger.error("\(errorText(error))") }
     }
 
-    /// Lists a site's snapshots and records each source's newest one there.
+    /// Records what a listing of a site's snapshots, begun at `listedAt` with `ticket`, says of each source there:
+    /// its newest snapshot and its holdings. A replication pass and a prune list the same site concurrently, and the
+    /// one that began first may end last: a listing older than the holdings recorded is dropped, and one older than
+    /// an observation recorded (a newer listing, a backup since) may only raise the source's newest snapshot.
     /// `synced`: for continuous SQLite sources, when the primary held every transaction committed before (taken
     /// before the primary's listing); a site that holds all of the primary's records of such a source is that fresh.
-    func refresh(site: Site, plan: Plan, snapshots: [(id: ID, snapshot: Snapshot)], primary: [(id: ID, snapshot: Snapshot)]? = nil,
+    func refresh(site: Site, plan: Plan, snapshots: [(id: ID, snapshot: Snapshot)], listedAt: Date, ticket: UInt64, primary: [(id: ID, snapshot: Snapshot)]? = nil,
                  synced: [String: Date] = [:]) {
         for s in plan.sources where StatusBuilder.sites(of: s, in: plan).contains(site.name) {
+            let key = "\(s.name)@\(site.name)"
+            if let recorded = heldAt[key], recorded > ticket { continue }
+            heldAt[key] = ticket
             var newest = SourceBackup.newest(s, in: snapshots)
             if case .sqliteContinuous = s.kind, let t = synced[s.name] {
                 let tag = SourceBackup.tag(s.name)
@@ -661,8 +679,7 @@ public actor Agent {
                 let all = (primary ?? snapshots).filter { $0.snapshot.sqlite != nil && $0.snapshot.tags.contains(tag) }.allSatisfy { here.contains($0.id) }
                 if all { newest = max(newest ?? t, t) }
             }
-            let held = SourceHoldings.of(s, in: snapshots, listed: clock())
-            let key = "\(s.name)@\(site.name)"
+            let held = SourceHoldings.of(s, in: snapshots, listed: listedAt)
             var before = holdings[key]
             before?.listed = held.listed  // (a new listing of the same holdings is no change)
             if before != held { holdingsVersion &+= 1 }
@@ -673,10 +690,16 @@ public actor Agent {
                           message: problems.isEmpty ? "the WAL archive of source \(s.name) at site \(site.name) has no hole again"
                                                     : "the WAL archive of source \(s.name) at site \(site.name): \(problems[0])\(problems.count > 1 ? " (and \(problems.count - 1) more)" : "")")
             }
-            var o = observations[key] ?? SiteObservation(source: s.name, site: site.name, newest: nil, checked: clock())
-            o.checked = clock()
-            // Forgotten or pruned snapshots move the newest back: the listing is the truth.
-            o.newest = newest
+            var o = observations[key] ?? SiteObservation(source: s.name, site: site.name, newest: nil, checked: listedAt)
+            if let recorded = observedAt[key], recorded > ticket {
+                // Something recorded since the listing began: the listing may only add to it.
+                if let n = newest { o.newest = max(o.newest ?? n, n) }
+            } else {
+                // Forgotten or pruned snapshots move the newest back: the listing is the truth.
+                o.newest = newest
+                o.checked = listedAt
+                observedAt[key] = ticket
+            }
             observations[key] = o
             try? store.observe(o)
         }
@@ -722,8 +745,9 @@ public actor Agent {
             guard site.role == .primary || due.contains(where: { $0.name == site.name }) else { continue }
             do {
                 let repo = try await repository(site)
+                let listedAt = clock(), ticket = listingTicket()
                 let snaps = try await repo.listSnapshots()
-                refresh(site: site, plan: plan, snapshots: snaps, primary: primarySnaps, synced: synced)
+                refresh(site: site, plan: plan, snapshots: snaps, listedAt: listedAt, ticket: ticket, primary: primarySnaps, synced: synced)
                 siteUp(site.name)
                 var f = facts[site.name] ?? SiteFacts()
                 if site.role == .primary { primarySnaps = snaps; primaryRepo = repo } else if let p = primarySnaps {
@@ -781,7 +805,8 @@ public actor Agent {
                 run.files = Int64(r.packsDeleted)
                 logger.info("prune done", metadata: ["site": "\(site.name)", "forgotten": "\(forgotten)", "packs_deleted": "\(r.packsDeleted)",
                                                      "bytes_freed": "\(r.bytesDeleted)", "pending_bytes": "\(r.pending.bytes)"])
-                refresh(site: site, plan: plan, snapshots: try await repo.listSnapshots())
+                let listedAt = clock(), ticket = listingTicket()
+                refresh(site: site, plan: plan, snapshots: try await repo.listSnapshots(), listedAt: listedAt, ticket: ticket)
                 succeeded("prune@\(site.name)", event: .failure, source: nil, site: site.name, message: "prune at \(site.name) succeeds again")
             } catch {
                 allOK = false

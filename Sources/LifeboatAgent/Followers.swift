@@ -114,6 +114,7 @@ extension Agent {
             o.newest = t
             o.checked = clock()
             observations[key] = o
+            observedAt[key] = listingTicket()
             // Persisted now and then (the state database is not written every second).
             if clock().timeIntervalSince(persisted[key] ?? .distantPast) >= 10 {
                 persisted[key] = clock()

@@ -160,6 +160,7 @@ struct PGWalPush: AsyncParsableCommand {
         case nil: break
         }
         try spool.want(name, path: absolutePath(input.path))
+        spool.noteCall()  // again, after the request: a helper reads the spool again when this changes
         let deadline = ContinuousClock.now + .seconds(wait)
         var lastStart: ContinuousClock.Instant? = nil
         while ContinuousClock.now < deadline {
