@@ -652,8 +652,11 @@ public actor Agent {
         let key = "\(source)@\(site)"
         var o = observations[key] ?? SiteObservation(source: source, site: site, newest: nil, checked: clock())
         o.checked = clock()
-        observedAt[key] = listingTicket()
-        if let newest, let n = newest { o.newest = max(o.newest ?? n, n) }
+        if let newest, let n = newest {
+            o.newest = max(o.newest ?? n, n)
+            // A snapshot seen since a listing began: that listing may only add to it (a failed backup saw nothing).
+            observedAt[key] = listingTicket()
+        }
         if let success { o.lastSuccess = success; o.lastError = nil }
         if let error { o.lastError = error }
         observations[key] = o
@@ -662,7 +665,7 @@ public actor Agent {
 
     /// Records what a listing of a site's snapshots, begun at `listedAt` with `ticket`, says of each source there:
     /// its newest snapshot and its holdings. A replication pass and a prune list the same site concurrently, and the
-    /// one that began first may end last: a listing older than the holdings recorded is dropped, and one older than
+    /// one that began first may end last: a listing older than the holdings recorded changes none of them, and one older than
     /// an observation recorded (a newer listing, a backup since) may only raise the source's newest snapshot.
     /// `synced`: for continuous SQLite sources, when the primary held every transaction committed before (taken
     /// before the primary's listing); a site that holds all of the primary's records of such a source is that fresh.
@@ -670,30 +673,36 @@ public actor Agent {
                  synced: [String: Date] = [:]) {
         for s in plan.sources where StatusBuilder.sites(of: s, in: plan).contains(site.name) {
             let key = "\(s.name)@\(site.name)"
-            if let recorded = heldAt[key], recorded > ticket { continue }
-            heldAt[key] = ticket
             var newest = SourceBackup.newest(s, in: snapshots)
+            var fresh: Date?  // a continuous SQLite source's freshness by its follower's sync
             if case .sqliteContinuous = s.kind, let t = synced[s.name] {
                 let tag = SourceBackup.tag(s.name)
                 let here = Set(snapshots.map(\.id))
                 let all = (primary ?? snapshots).filter { $0.snapshot.sqlite != nil && $0.snapshot.tags.contains(tag) }.allSatisfy { here.contains($0.id) }
-                if all { newest = max(newest ?? t, t) }
+                if all { newest = max(newest ?? t, t); fresh = t }
             }
-            let held = SourceHoldings.of(s, in: snapshots, listed: listedAt)
-            var before = holdings[key]
-            before?.listed = held.listed  // (a new listing of the same holdings is no change)
-            if before != held { holdingsVersion &+= 1 }
-            holdings[key] = held
-            if case .postgresArchive = s.kind {
-                let problems = held.problems
-                condition("wal_gap:\(s.name)@\(site.name)", !problems.isEmpty, event: .walGap, source: s.name, site: site.name,
-                          message: problems.isEmpty ? "the WAL archive of source \(s.name) at site \(site.name) has no hole again"
-                                                    : "the WAL archive of source \(s.name) at site \(site.name): \(problems[0])\(problems.count > 1 ? " (and \(problems.count - 1) more)" : "")")
+            // The holdings (and the WAL chain's holes) are those of the newest listing begun; an older one that ends
+            // later changes none of them, nor the newest snapshot (it may show snapshots forgotten since), but its
+            // follower's sync may still raise a SQLite source's freshness (a prune's listing carries none).
+            let current = heldAt[key].map { $0 <= ticket } ?? true
+            if current {
+                heldAt[key] = ticket
+                let held = SourceHoldings.of(s, in: snapshots, listed: listedAt)
+                var before = holdings[key]
+                before?.listed = held.listed  // (a new listing of the same holdings is no change)
+                if before != held { holdingsVersion &+= 1 }
+                holdings[key] = held
+                if case .postgresArchive = s.kind {
+                    let problems = held.problems
+                    condition("wal_gap:\(s.name)@\(site.name)", !problems.isEmpty, event: .walGap, source: s.name, site: site.name,
+                              message: problems.isEmpty ? "the WAL archive of source \(s.name) at site \(site.name) has no hole again"
+                                                        : "the WAL archive of source \(s.name) at site \(site.name): \(problems[0])\(problems.count > 1 ? " (and \(problems.count - 1) more)" : "")")
+                }
             }
             var o = observations[key] ?? SiteObservation(source: s.name, site: site.name, newest: nil, checked: listedAt)
             if let recorded = observedAt[key], recorded > ticket {
                 // Something recorded since the listing began: the listing may only add to it.
-                if let n = newest { o.newest = max(o.newest ?? n, n) }
+                if let n = current ? newest : fresh { o.newest = max(o.newest ?? n, n) }
             } else {
                 // Forgotten or pruned snapshots move the newest back: the listing is the truth.
                 o.newest = newest

@@ -403,6 +403,11 @@ public struct PostgresControl: Sendable {
             throw LifeboatError(.io, r.message)
         } catch {
             guard node.recloneOnRewindFailure else { throw error }
+            if Self.rewindNeverConnected(String(describing: error)) {
+                // pg_isready passed, but the login did not: too many clients, a password or role refused, a time-out.
+                // A new copy would log in with the same credentials; nothing was written: keep the directory, retry.
+                throw LifeboatError(.io, "\(error); pg_rewind could not log in to \(leader), so nothing was changed: the data directory is kept as it is; trying again")
+            }
             // The data directory is kept, renamed: the next step finds none and copies the leader anew.
             let aside = dataDir + ".rewind-failed-" + Timestamp.format(Date()).replacingOccurrences(of: ":", with: "")
             guard rename(dataDir, aside) == 0 else { throw LifeboatError(.io, "\(error); and cannot move \(dataDir) aside: \(String(cString: strerror(errno)))") }
@@ -413,6 +418,14 @@ public struct PostgresControl: Sendable {
     }
 
     struct Retry: Error { var message: String }
+
+    /// Whether a failed pg_rewind's message says it never logged in to its source, for a reason other than a
+    /// pg_hba.conf refusal (which a copy over the replication connection may not meet): then it wrote nothing.
+    static func rewindNeverConnected(_ message: String) -> Bool {
+        let m = message.lowercased()
+        guard m.contains("could not connect") || m.contains("connection to server") && m.contains("failed:") else { return false }
+        return !m.contains("no pg_hba.conf entry") && !m.contains("server closed the connection unexpectedly")
+    }
 
     // MARK: files
 

@@ -227,7 +227,11 @@ public struct PushHelper: Sendable {
             if call == seenCall && ContinuousClock.now < nextScan {
                 if let watch {
                     let left = nextScan - ContinuousClock.now
-                    await watch.wait(timeout: Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18)
+                    // A call's request is news even when its touch left `called`'s time as it was (file times
+                    // move by the kernel's tick): the folders are read at once.
+                    if await watch.wait(timeout: Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18) {
+                        nextScan = .now
+                    }
                 } else {
                     try? await Task.sleep(for: .milliseconds(20))
                 }

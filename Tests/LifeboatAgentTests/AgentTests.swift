@@ -478,14 +478,19 @@ func tid(_ s: String) -> ID {
         return (tid("\(kind)\(seq)\(source)"), s)
     }
 
+    /// An agent of `plan()` whose sites cannot be opened, its state in `dir`, at `t0`.
+    func offlineAgent(_ dir: String) throws -> (Plan, Agent) {
+        let p = try plan()
+        let access = SiteAccess(settings: BackendSettings(http: .fromEnvironment(), retry: RetryPolicy(attempts: 1), environment: [:]),
+                                password: { site in throw LifeboatError.invalid("no password for \(site.name)") })
+        return (p, try Agent(plan: p, store: try StateStore(path: dir + "/agent.db"), access: access, logger: Logger(label: "test"), clock: { t0 }))
+    }
+
     /// A prune and a replication pass list the same site at once: the listing that began first may end last.
     @Test func aListingOlderThanWhatIsRecordedTakesNothingAway() async throws {
         let dir = NSTemporaryDirectory() + "lifeboat-agent-\(UInt64.random(in: 0...UInt64.max))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let p = try plan()
-        let access = SiteAccess(settings: BackendSettings(http: .fromEnvironment(), retry: RetryPolicy(attempts: 1), environment: [:]),
-                                password: { site in throw LifeboatError.invalid("no password for \(site.name)") })
-        let agent = try Agent(plan: p, store: try StateStore(path: dir + "/agent.db"), access: access, logger: Logger(label: "test"), clock: { t0 })
+        let (p, agent) = try offlineAgent(dir)
         let a = p.sites.sites.first { $0.name == "a" }!
         func newest() async -> Date? { await agent.observations["web@a"]?.newest }
         // The prune's listing (30 snapshots) begins, then the pass's, after a forget (20 left); the pass ends first.
@@ -513,6 +518,34 @@ func tid(_ s: String) -> ID {
         #expect(await newest() == t0.addingTimeInterval(9 * 60))
         #expect(await agent.holdings(of: "web")["a"]?.count == 10)
         #expect(await agent.holdingsVersion != version)
+    }
+
+    /// Neighbours of the listing order: a failed backup (nothing seen) does not make a listing begun before it
+    /// stale, and a stale listing still raises a continuous SQLite source's freshness at a replica.
+    @Test func aFailedBackupOrAStaleListingKeepsWhatTheyShould() async throws {
+        let dir = NSTemporaryDirectory() + "lifeboat-agent-\(UInt64.random(in: 0...UInt64.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (p, agent) = try offlineAgent(dir)
+        let a = p.sites.sites.first { $0.name == "a" }!, b = p.sites.sites.first { $0.name == "b" }!
+        await agent.refresh(site: a, plan: p, snapshots: files(30, source: "web"), listedAt: t0, ticket: await agent.listingTicket())
+        #expect(await agent.observations["web@a"]?.newest == t0.addingTimeInterval(29 * 60))
+        // Snapshots forgotten; a backup fails while the listing that shows it runs: the listing is still the truth.
+        let listing = await agent.listingTicket()
+        await agent.observe(source: "web", site: "a", newest: nil, success: nil, error: "the site is unreachable")
+        await agent.refresh(site: a, plan: p, snapshots: files(5, source: "web"), listedAt: t0.addingTimeInterval(1), ticket: listing)
+        #expect(await agent.observations["web@a"]?.newest == t0.addingTimeInterval(4 * 60))
+        #expect(await agent.holdings(of: "web")["a"]?.count == 5)
+        // A replica holding every record of the primary is as fresh as the follower's sync, even by a listing
+        // that began before a newer one was recorded (which keeps its holdings).
+        let records = [sqlite("sqlite-snapshot", seq: 0, at: t0), sqlite("sqlite-wal", seq: 0, at: t0.addingTimeInterval(1), last: t0.addingTimeInterval(2))]
+        let early = await agent.listingTicket(), late = await agent.listingTicket()
+        await agent.refresh(site: b, plan: p, snapshots: [records[0]], listedAt: t0.addingTimeInterval(5), ticket: late, primary: records,
+                            synced: ["db": t0.addingTimeInterval(50)])
+        #expect(await agent.observations["db@b"]?.newest == t0)
+        await agent.refresh(site: b, plan: p, snapshots: records, listedAt: t0.addingTimeInterval(4), ticket: early, primary: records,
+                            synced: ["db": t0.addingTimeInterval(50)])
+        #expect(await agent.observations["db@b"]?.newest == t0.addingTimeInterval(50))
+        #expect(await agent.holdings(of: "db")["b"]?.walRecords == 0)
     }
 
     @Test func aSiteListsTheNewestSnapshotsOfASourceWithSizes() throws {

@@ -233,6 +233,25 @@ final class EtcdServer {
         #expect(SCRAM.verifier(password: "pencil") != SCRAM.verifier(password: "pencil"))
     }
 
+    /// A pg_rewind that never logged in keeps the data directory (a copy would meet the same refusal); a pg_hba
+    /// refusal, or a failure after connecting, sends it aside for a copy.
+    @Test func aRewindThatNeverLoggedInKeepsTheDataDirectory() {
+        let head = "pg_rewind from pg2:5432 exited with status 1: pg_rewind: error: "
+        for kept in ["connection to server at \"10.0.0.2\", port 5432 failed: FATAL:  sorry, too many clients already",
+                     "connection to server at \"10.0.0.2\", port 5432 failed: FATAL:  password authentication failed for user \"replicator\"",
+                     "connection to server at \"10.0.0.2\", port 5432 failed: FATAL:  role \"replicator\" does not exist",
+                     "connection to server at \"10.0.0.2\", port 5432 failed: timeout expired",
+                     "could not connect to server: Connection refused"] {
+            #expect(PostgresControl.rewindNeverConnected(head + kept), "\(kept)")
+        }
+        for aside in ["connection to server at \"10.0.0.2\", port 5432 failed: FATAL:  no pg_hba.conf entry for host \"10.0.0.1\", user \"replicator\", database \"postgres\", no encryption",
+                      "could not find common ancestor of the source and target cluster's timelines",
+                      "error while fetching files: server closed the connection unexpectedly",
+                      "timed out after 3600 s", ""] {
+            #expect(!PostgresControl.rewindNeverConnected(head + aside), "\(aside)")
+        }
+    }
+
     @Test func synchronousStandbyNamesReadBackOnlyAsWritten() {
         #expect(PostgresControl.parseSynchronousStandbys("") == [])
         #expect(PostgresControl.parseSynchronousStandbys("FIRST 2 (\"pg2\", \"pg3\")") == ["pg2", "pg3"])

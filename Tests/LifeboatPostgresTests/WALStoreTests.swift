@@ -231,3 +231,46 @@ func segmentFile(_ dir: String, _ name: String, system: UInt64 = 77, fill: UInt8
         #expect(WALRetention.plan(c, policy: RetentionPolicy(last: 2)).removeRecords.flatMap(\.names) == ["000000010000000000000001"])
     }
 }
+
+@Suite struct FolderWatchTests {
+    /// A wal-push call's request (a `.want` renamed in, `called` touched) is news; a waiting wal-push's look at the
+    /// lock, or the helper's own acknowledgements, are not.
+    @Test func onlyACallsRequestWakesTheHelperWithNews() async throws {
+        let d = NSTemporaryDirectory() + "lifeboat-watch-\(UInt64.random(in: 0...UInt64.max))"
+        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: d) }
+        let watch = try #require(FolderWatch(d))
+        let lock = open(d + "/helper.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        close(lock)
+        _ = await watch.wait(timeout: 0.05)  // the lock's creation
+        close(open(d + "/helper.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600))
+        try writeFileAtomically(d + "/000000010000000000000001.ok", Data())
+        #expect(await watch.wait(timeout: 0.2) == false)
+        try writeFileAtomically(d + "/000000010000000000000002.want", Data("/x".utf8))
+        #expect(await watch.wait(timeout: 10) == true)
+        close(open(d + "/called", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600))
+        #expect(await watch.wait(timeout: 10) == true)
+    }
+
+    /// Event records as the kernel writes them, and hostile ones: a length past the read ends the scan.
+    @Test func eventRecordsAreReadWithinTheirBounds() {
+        func event(_ name: String, pad: Int = 0) -> [UInt8] {
+            let bytes = Array(name.utf8) + [UInt8](repeating: 0, count: 1 + pad)
+            var h = [UInt8](repeating: 0, count: 16)
+            withUnsafeBytes(of: UInt32(bytes.count)) { for (i, b) in $0.enumerated() { h[12 + i] = b } }
+            return h + bytes
+        }
+        #expect(FolderWatch.announcesCall(ArraySlice(event("helper.lock", pad: 3) + event("called"))))
+        #expect(FolderWatch.announcesCall(ArraySlice(event("x.ok") + event("000000010000000000000002.want", pad: 2))))
+        #expect(!FolderWatch.announcesCall(ArraySlice(event("helper.lock") + event("a.ok") + event(".want.tmp"))))
+        #expect(!FolderWatch.announcesCall(ArraySlice(event(".want"))))
+        var overrun = event("called")
+        overrun[12] = 200
+        #expect(!FolderWatch.announcesCall(ArraySlice(overrun)))
+        #expect(!FolderWatch.announcesCall(ArraySlice(event("called").prefix(10))))
+        #expect(!FolderWatch.announcesCall([]))
+        // A slice that does not start at 0 (as a read into part of a buffer).
+        let both = event("junk") + event("called")
+        #expect(FolderWatch.announcesCall(both[event("junk").count...]))
+    }
+}
