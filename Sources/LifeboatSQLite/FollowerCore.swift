@@ -81,12 +81,18 @@ final class FollowerCore {
     var checksum = WALChecksum(0, 0)
     /// The database size in pages after the last transaction copied (0: not known yet).
     var pages: UInt32 = 0
+    /// The frames of a cycle that the follower's own checkpoint put into the database file whole (`checkpoint`):
+    /// from then on the file holds them, and nothing newer while the read transaction that began after it lasts
+    /// (a checkpoint cannot write past the oldest reader, and one that reads only the file blocks it), so a
+    /// snapshot reads those pages from the file. Their frames in the WAL may be overwritten at any moment by a
+    /// writer that restarts the log.
+    var backfilled: (cycle: WALCycle, frames: Int)?
     /// Transactions copied and not shipped: finished logs (a log covers one cycle) and the one being filled.
     var done: [FrameLogBuilder] = []
     var filling: FrameLogBuilder?
     /// Frames are read in pieces of about this many bytes: after a restart the file keeps its size and the old
     /// cycle's frames, which the scan stops at; one piece is read to find that out, not the whole file.
-    let readPiece = 256 << 10
+    var readPiece = 256 << 10
     var buffer: [UInt8] = []
     let debug = ProcessInfo.processInfo.environment["LIFEBOAT_SQLITE_DEBUG"] != nil
 
@@ -205,20 +211,27 @@ final class FollowerCore {
         if header != nil { lastHeader = header }
     }
 
-    /// Copies the whole transactions written since the last call. Returns how many.
+    /// Copies the whole transactions written since the last call, up to the end of the log as it is written now
+    /// (the first frame that is not valid, or the file's end): every transaction committed before the call is
+    /// copied when it returns. Returns how many.
+    ///
+    /// The log is read in pieces of `readPiece` bytes; a piece that ends inside a transaction is read again from
+    /// that transaction's first frame, and a transaction longer than a piece is read in a piece grown to hold it
+    /// (the application made it: its size is the WAL's, not a hostile input's).
     @discardableResult
     func poll(now: Date) throws -> Int {
         try readHeader()
         guard let h = header, walFD >= 0 else { return 0 }
         var total = 0
+        let fs = h.frameSize
+        var piece = max(fs, readPiece - readPiece % fs)
         while true {
-            let fs = h.frameSize
             let offset = SQLiteWALHeader.size + (nextFrame - 1) * fs
             var st = stat()
             fstat(walFD, &st)
             let avail = Int(st.st_size) - offset
             guard avail >= fs else { return total }
-            let want = min(avail - avail % fs, max(fs, readPiece - readPiece % fs))
+            let want = min(avail - avail % fs, piece)
             if buffer.count < want { buffer = [UInt8](repeating: 0, count: want) }
             let n = buffer.withUnsafeMutableBytes { pread(walFD, $0.baseAddress!, want, off_t(offset)) }
             guard n >= fs else { return total }
@@ -226,18 +239,23 @@ final class FollowerCore {
             let scanned = buffer.withUnsafeBytes { b in
                 WALScan.scan(UnsafeRawBufferPointer(rebasing: b[0..<got]), header: h, firstFrame: nextFrame, checksum: checksum)
             }
-            if debug { FileHandle.standardError.write(Data("poll: offset \(offset) size \(st.st_size) got \(got) scanned \(scanned.frames) frames \(scanned.commits.count) commits\n".utf8)) }
-            guard scanned.frames > 0 else { return total }
-            if filling == nil { filling = FrameLogBuilder(header: h, firstFrame: nextFrame, checksum: checksum) }
-            // Stamped after the read: a transaction seen by it committed before this moment (a stamp taken before
-            // the read could precede the commit of a transaction that landed in between).
-            let ms = Int64((currentTime().timeIntervalSince1970 * 1000).rounded(.up))
-            buffer.withUnsafeBytes { b in filling!.append(UnsafeRawBufferPointer(rebasing: b[0..<scanned.bytes]), scan: scanned, timeMillis: ms) }
-            nextFrame += scanned.frames
-            checksum = scanned.checksum
-            pages = scanned.commits.last!.pages
-            total += scanned.commits.count
-            if scanned.bytes < got { return total }  // an unfinished transaction: later
+            if debug { FileHandle.standardError.write(Data("poll: offset \(offset) size \(st.st_size) got \(got) valid \(scanned.validFrames) scanned \(scanned.frames) frames \(scanned.commits.count) commits\n".utf8)) }
+            if scanned.frames > 0 {
+                if filling == nil { filling = FrameLogBuilder(header: h, firstFrame: nextFrame, checksum: checksum) }
+                // Stamped after the read: a transaction seen by it committed before this moment (a stamp taken
+                // before the read could precede the commit of a transaction that landed in between).
+                let ms = Int64((currentTime().timeIntervalSince1970 * 1000).rounded(.up))
+                buffer.withUnsafeBytes { b in filling!.append(UnsafeRawBufferPointer(rebasing: b[0..<scanned.bytes]), scan: scanned, timeMillis: ms) }
+                nextFrame += scanned.frames
+                checksum = scanned.checksum
+                pages = scanned.commits.last!.pages
+                total += scanned.commits.count
+            }
+            // A frame that is not valid: the end of the log as written now (an unfinished transaction, the old
+            // cycle's tail, a frame being written). Else every frame read was valid and the file may hold more.
+            if scanned.validFrames * fs < got || got >= avail - avail % fs { return total }
+            // The piece ended inside a transaction: read on from its first frame, in a piece that holds it whole.
+            if scanned.frames == 0 { piece = min(piece * 2, avail - avail % fs) }
         }
     }
 
@@ -255,15 +273,31 @@ final class FollowerCore {
 
     /// The follower's checkpoint (see the type's comment). False when an application holds the write lock: the
     /// checkpoint waits for a later turn. Returns the passive checkpoint's counts when it ran.
+    ///
+    /// Before the read transaction is taken again (while the write lock still holds every writer off, so that the
+    /// WAL cannot restart), the checkpoint's count of frames in the log is compared with the frames copied: a log
+    /// that holds more than was copied is read again, and if the copy still falls short the history is broken
+    /// (a new generation begins with a snapshot) rather than frames lost at the next restart.
     func checkpoint(now: Date) throws -> (log: Int, done: Int)? {
         guard try writer.exec("BEGIN IMMEDIATE", busyOK: true) else { return nil }
         defer { _ = try? writer.exec("ROLLBACK") }
         try poll(now: now)
         try reader.exec("COMMIT")
         let r = reader.checkpointPassive()
+        if let r, r.log > 0, r.log != copiedFrames {
+            try poll(now: now)
+            if r.log != copiedFrames {
+                try beginRead()
+                throw HistoryBroken("the follower copied \(copiedFrames) frames of the WAL of \(dbPath), which holds \(r.log)")
+            }
+        }
+        if let r, r.log > 0, r.done >= r.log, let h = header { backfilled = (h.cycle, r.log) }
         try beginRead()
         return r
     }
+
+    /// Frames of the current cycle copied (0 with no WAL).
+    var copiedFrames: Int { header == nil ? 0 : nextFrame - 1 }
 
     /// Lets go of the read transaction without the write lock, for at most `window` seconds, when an application
     /// has held the write lock for a while without writing: that is a checkpoint of its own (RESTART or TRUNCATE)
@@ -296,7 +330,9 @@ final class FollowerCore {
         guard let h = header, walFD >= 0, nextFrame > 1 else { return [:] }
         var map: [UInt32: off_t] = [:]
         var fh = [UInt8](repeating: 0, count: 4)
-        for f in 1..<nextFrame {
+        let first = backfilled.map { $0.cycle == h.cycle ? $0.frames + 1 : 1 } ?? 1
+        guard first < nextFrame else { return [:] }
+        for f in first..<nextFrame {
             let off = off_t(SQLiteWALHeader.size + (f - 1) * h.frameSize)
             guard pread(walFD, &fh, 4, off) == 4 else { throw LifeboatError(.io, "cannot read frame \(f) of \(walPath): \(String(cString: strerror(errno)))") }
             let pgno = UInt32(fh[0]) << 24 | UInt32(fh[1]) << 16 | UInt32(fh[2]) << 8 | UInt32(fh[3])

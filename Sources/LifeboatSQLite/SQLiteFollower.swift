@@ -50,6 +50,7 @@ public struct SQLiteFollower: Sendable {
                     events: @escaping @Sendable (Event) -> Void = { _ in }) async throws {
         let queue = DispatchQueue(label: "lifeboat.sqlite.\(path)")
         var reason = "the follower started"
+        var lastBreak: ContinuousClock.Instant?
         control?.setRunning(true)
         defer { control?.setRunning(false) }
         let stop: @Sendable () -> Bool = { shouldStop() || control?.stopRequested == true }
@@ -58,6 +59,10 @@ public struct SQLiteFollower: Sendable {
                 try await follow(queue: queue, firstReason: reason, shouldStop: stop, control: control, events: events)
                 return
             } catch let b as HistoryBroken {
+                // Broken again at once (a WAL the follower cannot read to its end): a pause, not a busy loop.
+                let now = ContinuousClock.now
+                if let last = lastBreak, now - last < .seconds(1) { try? await Task.sleep(for: .seconds(1)) }
+                lastBreak = now
                 reason = b.description
             } catch {
                 control?.failed("\(error)")
@@ -198,6 +203,9 @@ public struct SQLiteFollower: Sendable {
     func snapshot(_ core: CoreBox, queue: DispatchQueue, generation: String, seq: Int, fresh: Bool, events: @Sendable (Event) -> Void) async throws -> ID {
         var source = try await onQueue(queue) { () -> PageSource in
             if fresh {
+                // The follower's checkpoint first when it can run (the database file then holds the WAL's frames
+                // and stays so, and a restart of the log cannot change what the snapshot reads), then the rest.
+                _ = try core.value.checkpoint(now: currentTime())
                 try core.value.poll(now: currentTime())
                 _ = core.value.take()
             }

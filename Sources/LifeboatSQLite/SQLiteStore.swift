@@ -99,6 +99,22 @@ public struct PageSource: @unchecked Sendable {
     init(dbFD: Int32, walFD: Int32, map: [UInt32: off_t], pages: UInt32, pageSize: Int, cycle: String, lastFrame: Int, checksum: String) {
         self.dbFD = dbFD; self.walFD = walFD; self.map = map; self.pages = pages; self.pageSize = pageSize
         self.cycle = cycle; self.lastFrame = lastFrame; self.checksum = checksum
+        let c = WALCycle(hex: cycle) ?? WALCycle(salt1: 0, salt2: 0)
+        var b: [UInt8] = []
+        for v in [c.salt1, c.salt2] {
+            for shift: UInt32 in [24, 16, 8, 0] { b.append(UInt8(truncatingIfNeeded: v >> shift)) }
+        }
+        salts = b
+    }
+
+    /// The cycle's salts as a frame header holds them (bytes 8 to 15).
+    let salts: [UInt8]
+
+    func frameHeader(at off: off_t, page: Int) throws -> [UInt8] {
+        var h = [UInt8](repeating: 0, count: SQLiteWALHeader.frameHeaderSize)
+        let n = h.withUnsafeMutableBytes { pread(walFD, $0.baseAddress!, $0.count, off) }
+        guard n == h.count else { throw LifeboatError(.io, "cannot read the WAL frame of page \(page): \(n < 0 ? String(cString: strerror(errno)) : "short read")") }
+        return h
     }
 
     /// Closes the WAL descriptor (the database's belongs to the follower and stays open).
@@ -117,8 +133,16 @@ public struct PageSource: @unchecked Sendable {
             for k in 0..<count {
                 guard let off = map[UInt32(next + k)] else { continue }
                 let size = pageSize
+                // The frame's header before and after its page: a writer that restarted the log meanwhile wrote a
+                // header of another cycle there first, so the same header on both sides means the page read is the
+                // frame's own.
+                let before = try frameHeader(at: off - off_t(SQLiteWALHeader.frameHeaderSize), page: next + k)
                 let m = staged.withUnsafeMutableBytes { pread(walFD, $0.baseAddress! + k * size, size, off) }
                 guard m == pageSize else { throw LifeboatError(.io, "cannot read page \(next + k) from the WAL: \(m < 0 ? String(cString: strerror(errno)) : "short read")") }
+                let after = try frameHeader(at: off - off_t(SQLiteWALHeader.frameHeaderSize), page: next + k)
+                guard before == after, before.count == 24, Array(before[8..<16]) == salts else {
+                    throw HistoryBroken("the WAL of the database restarted while a snapshot read it (page \(next + k))")
+                }
             }
             next += count
             stagedAt = 0

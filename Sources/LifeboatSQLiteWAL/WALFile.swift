@@ -118,9 +118,12 @@ public struct WALScan: Sendable, Equatable {
     public var commits: [(frame: Int, pages: UInt32)]
     /// Bytes taken (frames × frame size).
     public var bytes: Int
+    /// Frames that passed every check, those after the last commit frame included: when every frame scanned is
+    /// valid, the scan ran out of bytes (a transaction may go on past them), not into the end of the log.
+    public var validFrames = 0
 
     public static func == (a: WALScan, b: WALScan) -> Bool {
-        a.frames == b.frames && a.checksum == b.checksum && a.bytes == b.bytes
+        a.frames == b.frames && a.checksum == b.checksum && a.bytes == b.bytes && a.validFrames == b.validFrames
             && a.commits.map(\.frame) == b.commits.map(\.frame) && a.commits.map(\.pages) == b.commits.map(\.pages)
     }
 
@@ -146,6 +149,7 @@ public struct WALScan: Sendable, Equatable {
             sum = s
             i += 1
             off += fs
+            taken.validFrames = i
             if pages != 0 {
                 taken.frames = i
                 taken.checksum = sum
