@@ -115,79 +115,79 @@ import Testing
         return max(0, size - 32) / (24 + pageSize)
     }
 
+    /// A database of `rows` rows in WAL mode and a core following it, for `body`; everything removed after.
+    func withCore(_ rows: Int, _ body: (OpaquePointer, String, FollowerCore) throws -> Void) throws {
+        let dir = tempDir("follower-core")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (db, path, _) = try walWithRows(rows, dir: dir)
+        defer { sqlite3_close(db) }
+        try body(db, path, try FollowerCore(path: path, busyTimeoutMillis: 1000))
+    }
+
     /// A poll copies every transaction committed before it, whatever its pieces: transactions that straddle the
     /// end of a piece and one longer than a piece (a piece of 3 frames here). Before, a piece that ended inside a
     /// transaction ended the poll, and the follower's checkpoint then let SQLite restart the log over frames
     /// never copied: restores missed transactions or were malformed (FollowerTests, 1 run in 10 under load).
     @Test func aPollReadsPastPiecesThatEndInsideATransaction() throws {
-        let dir = tempDir("follower-pieces")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let (db, path, _) = try walWithRows(0, dir: dir)
-        defer { sqlite3_close(db) }
-        let core = try FollowerCore(path: path, busyTimeoutMillis: 1000)
-        core.readPiece = 3 * (24 + 4096)
-        for i in 0..<20 { exec(db, "INSERT INTO t (v) VALUES ('\(i) \(String(repeating: "y", count: 1500))')") }
-        exec(db, "INSERT INTO t (v) VALUES ('\(String(repeating: "z", count: 40_000))')")  // 10 overflow pages, one transaction
-        exec(db, "INSERT INTO t (v) VALUES ('after')")
-        let n = try core.poll(now: Date())
-        #expect(n == 23)  // CREATE TABLE, 20 rows, the long row, the last one
-        #expect(core.copiedFrames == walFrames(path))
-        let logs = core.take()
-        #expect(logs.reduce(0) { $0 + $1.transactions } == 23)
-        // Nothing new: nothing more.
-        #expect(try core.poll(now: Date()) == 0)
+        try withCore(0) { db, path, core in
+            core.readPiece = 3 * (24 + 4096)
+            for i in 0..<20 { exec(db, "INSERT INTO t (v) VALUES ('\(i) \(String(repeating: "y", count: 1500))')") }
+            exec(db, "INSERT INTO t (v) VALUES ('\(String(repeating: "z", count: 40_000))')")  // 10 overflow pages, one transaction
+            exec(db, "INSERT INTO t (v) VALUES ('after')")
+            let n = try core.poll(now: Date())
+            #expect(n == 23)  // CREATE TABLE, 20 rows, the long row, the last one
+            #expect(core.copiedFrames == walFrames(path))
+            let logs = core.take()
+            #expect(logs.reduce(0) { $0 + $1.transactions } == 23)
+            // Nothing new: nothing more.
+            #expect(try core.poll(now: Date()) == 0)
+        }
     }
 
     /// The follower's checkpoint compares the frames it copied with those the log holds before it lets go of its
     /// read transaction: a log it cannot follow (a frame damaged on disk past the copy) is a broken history (a new
     /// generation), never a restart of the log over frames not copied.
     @Test func aCheckpointThatCopiedLessThanTheLogHoldsBreaksTheHistory() throws {
-        let dir = tempDir("follower-short")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let (db, path, _) = try walWithRows(3, dir: dir)
-        defer { sqlite3_close(db) }
-        let core = try FollowerCore(path: path, busyTimeoutMillis: 1000)
-        try core.poll(now: Date())
-        let copied = core.copiedFrames
-        for i in 0..<3 { exec(db, "INSERT INTO t (v) VALUES ('more \(i)')") }
-        // A byte of the first new frame's page changed on disk: SQLite's index still counts the frame, the
-        // follower's scan stops before it.
-        let fd = open(path + "-wal", O_RDWR)
-        #expect(fd >= 0)
-        var b: UInt8 = 0x5a
-        #expect(pwrite(fd, &b, 1, off_t(32 + copied * (24 + 4096) + 24 + 100)) == 1)
-        close(fd)
-        #expect(throws: HistoryBroken.self) { _ = try core.checkpoint(now: Date()) }
-        #expect(core.copiedFrames == copied)
+        try withCore(3) { db, path, core in
+            try core.poll(now: Date())
+            let copied = core.copiedFrames
+            for i in 0..<3 { exec(db, "INSERT INTO t (v) VALUES ('more \(i)')") }
+            // A byte of the first new frame's page changed on disk: SQLite's index still counts the frame, the
+            // follower's scan stops before it.
+            let fd = open(path + "-wal", O_RDWR)
+            #expect(fd >= 0)
+            var b: UInt8 = 0x5a
+            #expect(pwrite(fd, &b, 1, off_t(32 + copied * (24 + 4096) + 24 + 100)) == 1)
+            close(fd)
+            #expect(throws: HistoryBroken.self) { _ = try core.checkpoint(now: Date()) }
+            #expect(core.copiedFrames == copied)
+        }
     }
 
     /// After the follower's own checkpoint put every frame into the database file, a snapshot reads those pages
     /// from the file (a writer may restart the log over their frames at any moment), and only newer frames from
     /// the log; a frame whose header no longer carries the snapshot's cycle stops the snapshot as a broken history.
     @Test func snapshotsReadBackfilledPagesFromTheFileAndNoticeARestart() throws {
-        let dir = tempDir("follower-snap")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let (db, path, _) = try walWithRows(5, dir: dir)
-        defer { sqlite3_close(db) }
-        let core = try FollowerCore(path: path, busyTimeoutMillis: 1000)
-        let r = try #require(try core.checkpoint(now: Date()))
-        #expect(r.log > 0 && r.done == r.log && core.copiedFrames == r.log)
-        #expect(try core.pageMap().isEmpty)  // everything is in the file
-        exec(db, "INSERT INTO t (v) VALUES ('new')")  // restarts the log (every frame was in the file)
-        try core.poll(now: Date())
-        _ = core.take()
-        let map = try core.pageMap()
-        #expect(!map.isEmpty && map.count <= core.copiedFrames)
-        var source = try core.pageSource()
-        defer { source.close() }
-        // A frame's salts changed under the snapshot (as a restart would write them): the read stops.
-        let fd = open(path + "-wal", O_RDWR)
-        var junk: [UInt8] = [1, 2, 3, 4]
-        #expect(pwrite(fd, &junk, 4, map.values.min()! - 16) == 4)
-        close(fd)
-        var buf = [UInt8](repeating: 0, count: 1 << 20)
-        #expect(throws: HistoryBroken.self) {
-            while try buf.withUnsafeMutableBytes({ try source.read(into: $0) }) > 0 {}
+        try withCore(5) { db, path, core in
+            let r = try #require(try core.checkpoint(now: Date()))
+            #expect(r.log > 0 && r.done == r.log && core.copiedFrames == r.log)
+            #expect(try core.pageMap().isEmpty)  // everything is in the file
+            exec(db, "INSERT INTO t (v) VALUES ('new')")  // restarts the log (every frame was in the file)
+            try core.poll(now: Date())
+            _ = core.take()
+            let map = try core.pageMap()
+            #expect(!map.isEmpty && map.count <= core.copiedFrames)
+            var source = try core.pageSource()
+            defer { source.close() }
+            // A frame's salts changed under the snapshot (as a restart would write them): the read stops.
+            let fd = open(path + "-wal", O_RDWR)
+            var junk: [UInt8] = [1, 2, 3, 4]
+            #expect(pwrite(fd, &junk, 4, map.values.min()! - 16) == 4)
+            close(fd)
+            var buf = [UInt8](repeating: 0, count: 1 << 20)
+            #expect(throws: HistoryBroken.self) {
+                while try buf.withUnsafeMutableBytes({ try source.read(into: $0) }) > 0 {}
+            }
         }
     }
 }
