@@ -102,6 +102,7 @@ public struct SQLiteFollower: Sendable {
         var lastGrowth = currentTime()
         var quietDone = -1
         var lastYield = Date.distantPast
+        var confirm = false
         /// Stores logs as the next WAL records, in order, until one fails: how many were stored, and the failure.
         func storeLogs(_ logs: [FrameLogBuilder]) async -> (Int, (any Error)?) {
             for (k, log) in logs.enumerated() {
@@ -167,7 +168,12 @@ public struct SQLiteFollower: Sendable {
                 let waiting = shippedNow || checkpointed ? try await onQueue(queue) { core.value.pendingBytes } : pending
                 if !failing && waiting == 0 {
                     control?.synced(now)
-                    if shippedNow { events(.synced(through: now)) }
+                    // Said after each store, once more at the first turn after it that copied nothing, and after a
+                    // checkpoint (the quiet one a second after writes stop): a transaction committed between a
+                    // turn's start and its read is stored by that turn, which can only say "through" its start;
+                    // a later turn says the rest.
+                    if shippedNow || confirm || checkpointed { events(.synced(through: now)) }
+                    confirm = shippedNow
                 }
                 // Stopping: once the WAL was read to its end and what it held is shipped.
                 if stopping && polled { return }

@@ -22,18 +22,22 @@ import Testing
         defer { sqlite3_finalize(st) }
         return sqlite3_step(st) == SQLITE_ROW ? Int(sqlite3_column_int64(st, 0)) : -1
     }
-
-    @Test func followsRestartsAndRestoresAtTimes() async throws {
-        let dir = tempDir("follower")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+    /// A database in WAL mode with table t, its writing connection, and an in-memory repository.
+    func setUp(_ name: String) async throws -> (dir: String, path: String, writer: OpaquePointer?, repo: Repository) {
+        let dir = tempDir(name)
         let path = dir + "/app.db"
         var w: OpaquePointer?
         #expect(sqlite3_open(path, &w) == SQLITE_OK)
-        defer { sqlite3_close(w) }
         sqlite3_busy_timeout(w, 5000)
         exec(w, "PRAGMA journal_mode=WAL")
         exec(w, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
         let repo = try await Repository.initialize(backend: MemoryBackend(), password: "pw", kdf: ScryptParameters(n: 1024, r: 8, p: 1))
+        return (dir, path, w, repo)
+    }
+
+    @Test func followsRestartsAndRestoresAtTimes() async throws {
+        let (dir, path, w, repo) = try await setUp("follower")
+        defer { sqlite3_close(w); try? FileManager.default.removeItem(atPath: dir) }
         var o = SQLiteFollower.Options()
         o.interval = 0.1
         o.poll = 0.01
@@ -73,6 +77,45 @@ import Testing
         await #expect(throws: LifeboatError.self) {
             _ = try await SQLiteRestore.run(try catalog.plan(.latest), store: SQLiteStore(repo: repo), target: dir + "/restored0.db")
         }
+    }
+}
+
+extension FollowerTests {
+    /// A transaction committed between a turn's start and its read is stored by that turn, whose `synced` can only
+    /// say "through" the turn's start: once the application is quiet, a later `synced` says it is stored (the CLI's
+    /// log is how a script learns that what it committed is safe; CI saw a script wait for that in vain).
+    @Test func aQuietTurnAfterAStoreSaysEverythingIsStored() async throws {
+        let (dir, path, w, repo) = try await setUp("follower-synced")
+        defer { sqlite3_close(w); try? FileManager.default.removeItem(atPath: dir) }
+        var o = SQLiteFollower.Options()
+        o.interval = 0.1
+        o.poll = 0.01
+        let follower = SQLiteFollower(path: path, store: SQLiteStore(repo: repo), options: o)
+        let stop = Mutex(false)
+        let control = FollowerControl()
+        // (time a store was seen, newest `through` said after it)
+        let seen = Mutex<(shipped: Date?, through: Date?)>((nil, nil))
+        let task = Task {
+            try await follower.run(shouldStop: { stop.withLock { $0 } }, control: control) { e in
+                switch e {
+                case .shipped: seen.withLock { $0 = (currentTime(), nil) }
+                case .synced(let t): seen.withLock { if $0.shipped != nil { $0.through = t } }
+                default: break
+                }
+            }
+        }
+        while control.syncedAt == nil { try await Task.sleep(for: .milliseconds(10)) }
+        exec(w, "INSERT INTO t (v) VALUES ('one')")
+        let deadline = ContinuousClock.now + .seconds(30)
+        var ok = false
+        while ContinuousClock.now < deadline {
+            let s = seen.withLock { $0 }
+            if let shipped = s.shipped, let through = s.through, through > shipped { ok = true; break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        stop.withLock { $0 = true }
+        try await task.value
+        #expect(ok, "no sqlite_synced after the store said it (seen: \(seen.withLock { $0 }))")
     }
 }
 

@@ -74,7 +74,9 @@ t_three_times_match_three_copies() {
     wait_until 60 "$(( k * 700 )) transactions" committed_at_least "$state" $(( k * 700 ))
     pause_writer "$state"
     c=$(cat "$state/paused")
-    wait_until 30 "the follower to store what was committed before the pause" stored_after "$WORK/rep1.log" "$c"
+    wait_until 30 "the follower to store what was committed before the pause" stored_after "$WORK/rep1.log" "$c" || {
+      echo "    paused after a commit at $c; the follower's last lines:"; tail -5 "$WORK/rep1.log" | sed 's/^/    | /'
+      tail -5 "$WORK/rep1.err" | sed 's/^/    ! /'; return 1; }
     now_rfc3339 > "$WORK/t$k"
     save_copy "$db" "$WORK/copy$k.db"
     resume_writer "$state"
