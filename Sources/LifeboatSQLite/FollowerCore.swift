@@ -56,8 +56,10 @@ final class HeldFiles: @unchecked Sendable {
 /// Follows one SQLite database's WAL, synchronously, on one thread (`SQLiteFollower` drives it from a queue).
 ///
 /// How no transaction is missed: connection `reader` always holds a read transaction, so SQLite cannot restart
-/// the WAL over frames not yet copied (a restart needs every reader off the WAL's frames, and a checkpoint cannot
-/// copy past the oldest reader's snapshot). The follower's own checkpoint is the only time that transaction ends:
+/// the WAL over frames not yet copied (a restart needs every frame in the database file and no reader on the
+/// WAL's frames, and a checkpoint cannot copy past the oldest reader's snapshot; a reader that began with every
+/// frame in the file, on read mark 0, keeps any newer frame out of it). A read begun without the write lock is
+/// made whole at once (`catchUp`). The follower's own checkpoint is the only time that transaction ends:
 /// connection `writer` takes the write lock (`BEGIN IMMEDIATE`) so that nothing new is written, the rest of the
 /// WAL is copied, the read transaction ends, a passive checkpoint runs, a new read transaction begins, and the
 /// write lock is let go. The next writer may then restart the WAL (a new header, new salts), which the follower
@@ -72,6 +74,8 @@ final class FollowerCore {
     let dbIdentity: (dev: UInt, ino: ino_t)
     /// The database file, read for pages: from `HeldFiles`, never closed (see there).
     let dbFD: Int32
+    /// The `-shm` file, read for SQLite's count of commits (`walIndex`): from `HeldFiles` too, when first needed.
+    var shmFD: Int32 = -1
 
     /// The current cycle's header (nil: no WAL, or an empty one), the last one seen, the next frame to copy, and
     /// the running checksum before it.
@@ -134,6 +138,7 @@ final class FollowerCore {
         reader.close()
         writer.close()
         HeldFiles.shared.release(dbFD)
+        if shmFD >= 0 { HeldFiles.shared.release(shmFD) }
     }
 
     func beginRead() throws {
@@ -301,12 +306,18 @@ final class FollowerCore {
 
     /// Lets go of the read transaction without the write lock, for at most `window` seconds, when an application
     /// has held the write lock for a while without writing: that is a checkpoint of its own (RESTART or TRUNCATE)
-    /// waiting for readers, which would otherwise wait out its busy timeout. Unprotected, the follower cannot tell
-    /// what was written meanwhile; so if the WAL restarted or emptied, the history is broken (a new generation
-    /// begins with a snapshot, as Litestream does), else it goes on.
+    /// waiting for readers, which would otherwise wait out its busy timeout.
+    ///
+    /// Then: the same cycle goes on once the rest of it is copied (`catchUp`). A log restarted or emptied goes on
+    /// in its next cycle when SQLite's count of commits (its shared index) did not move since the follower copied
+    /// every frame the index counted: the application's checkpoint restarted the log and nothing was committed
+    /// in between, so nothing was lost. Otherwise the history is broken (a new generation begins with a
+    /// snapshot, as Litestream does).
     func yieldToCheckpointer(now: Date, window: Double = 0.2) throws {
         try poll(now: now)
         let before = header
+        let index = walIndex()
+        let copiedAll = index.map { Int($0.mxFrame) == copiedFrames && $0.salts == before?.cycle } ?? false
         var st = stat()
         let size = walFD >= 0 && fstat(walFD, &st) == 0 ? Int(st.st_size) : 0
         try reader.exec("COMMIT")
@@ -317,12 +328,55 @@ final class FollowerCore {
             usleep(5000)
         }
         try beginRead()
-        try readHeader()
-        var w = stat()
-        let gone = walFD < 0 || fstat(walFD, &w) != 0 || Int(w.st_size) < SQLiteWALHeader.size
-        if header != before || gone {
-            throw HistoryBroken("the application checkpointed the WAL itself (RESTART or TRUNCATE) while the follower let go of its read transaction")
+        if let before, try catchUp(before) { return }
+        if copiedAll, let a = index, let b = walIndex(), b.commits == a.commits {
+            // (The read began before `b`: no commit came before it, so it sits where nothing is left to copy.)
+            try readHeader()
+            try poll(now: currentTime())
+            return
         }
+        throw HistoryBroken("the application checkpointed the WAL itself (RESTART or TRUNCATE) while the follower let go of its read transaction, and committed meanwhile")
+    }
+
+    /// After a read transaction that began without the write lock (the follower started, or let go for an
+    /// application's checkpoint), copies the rest of the log and makes sure that cycle `expected` still holds it;
+    /// false when it does not (what was written meanwhile may be lost: a new generation).
+    ///
+    /// Such a read may sit on SQLite's read mark 0 (every frame already in the database file), which keeps
+    /// checkpoints from copying more but does not keep the next writer from restarting the log: frames committed
+    /// while the follower held no read, and put into the file by an application's checkpoint, would be
+    /// overwritten before the follower read them. A restart writes the WAL's header before any frame of its own,
+    /// so the same header after the poll proves that every frame the poll read was the cycle's own and that the
+    /// copy reached the read's end; from then on the frames a restart overwrites were copied (a reader on mark 0
+    /// keeps newer frames out of the file, and a restart needs them all there).
+    func catchUp(_ expected: SQLiteWALHeader) throws -> Bool {
+        try readHeader()
+        guard header == expected else { return false }
+        try poll(now: currentTime())
+        return header == expected && walHeaderOnDisk() == expected
+    }
+
+    /// SQLite's shared WAL index header, read through a descriptor of the `-shm` file from `HeldFiles`, never
+    /// closed: SQLite's read marks are POSIX locks on that file, and closing any descriptor of it would free the
+    /// follower's own read lock (the application's checkpoints then ran past it: found by the tests).
+    func walIndex() -> WALIndexHeader? {
+        if shmFD < 0 {
+            let path = dbPath + "-shm"
+            var st = stat()
+            guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG,
+                  let fd = try? HeldFiles.shared.descriptor(path: path, dev: UInt(st.st_dev), ino: st.st_ino) else { return nil }
+            shmFD = fd
+        }
+        return WALIndexHeader.read(fd: shmFD)
+    }
+
+    /// The WAL's header as the file holds it now (nil: no WAL, another file, or a header being written).
+    func walHeaderOnDisk() -> SQLiteWALHeader? {
+        var w = stat()
+        guard walFD >= 0, stat(walPath, &w) == 0, w.st_ino == walIno else { return nil }
+        var b = [UInt8](repeating: 0, count: SQLiteWALHeader.size)
+        guard pread(walFD, &b, b.count, 0) == b.count else { return nil }
+        return try? SQLiteWALHeader.parse(b)
     }
 
     /// The frames of the current cycle up to the position (for a snapshot): the newest frame of each page.
@@ -342,13 +396,14 @@ final class FollowerCore {
     }
 
     /// Whether the WAL continues a stored record: same cycle, and its frames up to the record's last one carry the
-    /// record's checksum. If so, the position moves there.
+    /// record's checksum. If so, the position moves there and the rest of the log is copied (`catchUp`: the read
+    /// began without the write lock).
     func resume(at r: SQLiteRecord) throws -> Bool {
         guard let h = header, h.cycle.description == r.cycle, h.pageSize == r.pageSize, let want = WALChecksum(hex: r.checksum) else { return false }
         if r.lastFrame == 0 {
             guard want == h.checksum else { return false }
             nextFrame = 1; checksum = h.checksum; pages = r.pages
-            return true
+            return try catchUp(h)
         }
         let need = r.lastFrame * h.frameSize
         var st = stat()
@@ -360,6 +415,34 @@ final class FollowerCore {
         guard s.frames == r.lastFrame, s.checksum == want else { return false }
         nextFrame = r.lastFrame + 1; checksum = want; pages = r.pages
         filling = nil; done = []
-        return true
+        return try catchUp(h)
+    }
+}
+
+/// The header of SQLite's shared WAL index (the `-shm` file; native byte order, two copies that a writer updates
+/// one after the other): its count of commits and of frames, and the salts of the log's cycle. Read only as a
+/// hint that is checked: both copies equal and initialised, else nil.
+struct WALIndexHeader: Equatable {
+    var commits: UInt32
+    var mxFrame: UInt32
+    var salts: WALCycle
+
+    /// (`fd` must never be closed by a process using SQLite on the database: see `FollowerCore.walIndex`.)
+    static func read(fd: Int32) -> WALIndexHeader? {
+        var b = [UInt8](repeating: 0, count: 96)
+        for _ in 0..<3 {
+            guard pread(fd, &b, 96, 0) == 96 else { return nil }
+            if let h = parse(b) { return h }
+        }
+        return nil
+    }
+
+    static func parse(_ b: [UInt8]) -> WALIndexHeader? {
+        guard b.count >= 96, b[0..<48].elementsEqual(b[48..<96]) else { return nil }
+        func u32(_ o: Int) -> UInt32 { b[o..<o + 4].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } }  // native order
+        // iVersion 3007000, isInit 1; the salts are the WAL header's bytes, big-endian as stored there.
+        guard u32(0) == 3_007_000, b[12] == 1 else { return nil }
+        func be32(_ o: Int) -> UInt32 { UInt32(b[o]) << 24 | UInt32(b[o + 1]) << 16 | UInt32(b[o + 2]) << 8 | UInt32(b[o + 3]) }
+        return WALIndexHeader(commits: u32(8), mxFrame: u32(16), salts: WALCycle(salt1: be32(32), salt2: be32(36)))
     }
 }

@@ -166,13 +166,16 @@ public struct SQLiteFollower: Sendable {
                 }
                 // Nothing copied is waiting: every transaction committed before this turn's poll is stored.
                 let waiting = shippedNow || checkpointed ? try await onQueue(queue) { core.value.pendingBytes } : pending
-                if !failing && waiting == 0 {
+                // (A turn that did not read the WAL says nothing: what was committed since the last read is not
+                // copied.)
+                if shippedNow { confirm = true }
+                if !failing && waiting == 0 && polled {
                     control?.synced(now)
                     // Said after each store, once more at the first turn after it that copied nothing, and after a
                     // checkpoint (the quiet one a second after writes stop): a transaction committed between a
                     // turn's start and its read is stored by that turn, which can only say "through" its start;
                     // a later turn says the rest.
-                    if shippedNow || confirm || checkpointed { events(.synced(through: now)) }
+                    if confirm || checkpointed { events(.synced(through: now)) }
                     confirm = shippedNow
                 }
                 // Stopping: once the WAL was read to its end and what it held is shipped.

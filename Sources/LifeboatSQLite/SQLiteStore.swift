@@ -113,7 +113,9 @@ public struct PageSource: @unchecked Sendable {
     func frameHeader(at off: off_t, page: Int) throws -> [UInt8] {
         var h = [UInt8](repeating: 0, count: SQLiteWALHeader.frameHeaderSize)
         let n = h.withUnsafeMutableBytes { pread(walFD, $0.baseAddress!, $0.count, off) }
-        guard n == h.count else { throw LifeboatError(.io, "cannot read the WAL frame of page \(page): \(n < 0 ? String(cString: strerror(errno)) : "short read")") }
+        guard n >= 0 else { throw LifeboatError(.io, "cannot read the WAL frame of page \(page): \(String(cString: strerror(errno)))") }
+        // Shorter: an application's checkpoint truncated the log under the snapshot.
+        guard n == h.count else { throw HistoryBroken("the WAL of the database was truncated while a snapshot read it (page \(page))") }
         return h
     }
 
@@ -138,7 +140,8 @@ public struct PageSource: @unchecked Sendable {
                 // frame's own.
                 let before = try frameHeader(at: off - off_t(SQLiteWALHeader.frameHeaderSize), page: next + k)
                 let m = staged.withUnsafeMutableBytes { pread(walFD, $0.baseAddress! + k * size, size, off) }
-                guard m == pageSize else { throw LifeboatError(.io, "cannot read page \(next + k) from the WAL: \(m < 0 ? String(cString: strerror(errno)) : "short read")") }
+                guard m >= 0 else { throw LifeboatError(.io, "cannot read page \(next + k) from the WAL: \(String(cString: strerror(errno)))") }
+                guard m == pageSize else { throw HistoryBroken("the WAL of the database was truncated while a snapshot read it (page \(next + k))") }
                 let after = try frameHeader(at: off - off_t(SQLiteWALHeader.frameHeaderSize), page: next + k)
                 guard before == after, before.count == 24, Array(before[8..<16]) == salts else {
                     throw HistoryBroken("the WAL of the database restarted while a snapshot read it (page \(next + k))")

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import GRDBSQLite
 import LifeboatCore
@@ -204,6 +205,141 @@ extension FollowerTests {
             close(fd)
             #expect(throws: HistoryBroken.self) { _ = try core.checkpoint(now: Date()) }
             #expect(core.copiedFrames == copied)
+        }
+    }
+
+    /// A read begun without the write lock (the follower started, or let go for an application's checkpoint) may
+    /// sit on read mark 0, which does not keep the next writer from restarting the log: what was committed while
+    /// the follower held no read, and put into the file by an application's checkpoint, is copied at once
+    /// (`catchUp`), before a restart can overwrite it. Before, the next poll came after the restart and the
+    /// transaction was lost without a word.
+    @Test func aReadBegunWithoutTheWriteLockCatchesUpBeforeARestart() throws {
+        try withCore(3) { db, path, core in
+            let n0 = try core.poll(now: Date())
+            let h = try #require(core.header)
+            try core.reader.exec("COMMIT")
+            exec(db, "INSERT INTO t (v) VALUES ('while away')")
+            exec(db, "PRAGMA wal_checkpoint(PASSIVE)")  // every frame in the file: a new read takes mark 0
+            try core.beginRead()
+            #expect(try core.catchUp(h))
+            exec(db, "INSERT INTO t (v) VALUES ('after')")  // restarts the log over 'while away'
+            try core.poll(now: Date())
+            #expect(core.header != h)
+            #expect(core.take().reduce(0) { $0 + $1.transactions } == n0 + 2)
+        }
+    }
+
+    /// A restart that came before the follower caught up: what it overwrote is unknown, so the history is broken.
+    @Test func aRestartBeforeTheCatchUpIsNoContinuation() throws {
+        try withCore(3) { db, path, core in
+            try core.poll(now: Date())
+            let h = try #require(core.header)
+            try core.reader.exec("COMMIT")
+            exec(db, "INSERT INTO t (v) VALUES ('while away')")
+            exec(db, "PRAGMA wal_checkpoint(PASSIVE)")
+            try core.beginRead()
+            exec(db, "INSERT INTO t (v) VALUES ('restart')")
+            #expect(try core.catchUp(h) == false)
+        }
+    }
+
+    /// An application's own TRUNCATE checkpoint waits for the follower's read: the follower lets go, the log is
+    /// emptied, and since nothing was committed meanwhile (SQLite's count of commits did not move) the history
+    /// goes on in the next cycle, without a new generation and its snapshot.
+    @Test func anApplicationsTruncateWithNothingCommittedContinuesTheHistory() throws {
+        try withCore(3) { db, path, core in
+            let n0 = try core.poll(now: Date())
+            let result = Mutex("")
+            let done = DispatchSemaphore(value: 0)
+            DispatchQueue.global().async {
+                var c: OpaquePointer?
+                sqlite3_open(path, &c)
+                sqlite3_busy_timeout(c, 20_000)
+                var st: OpaquePointer?
+                sqlite3_prepare_v2(c, "PRAGMA wal_checkpoint(TRUNCATE)", -1, &st, nil)
+                let rc = sqlite3_step(st)
+                let busy = sqlite3_column_int(st, 0)
+                sqlite3_finalize(st)
+                sqlite3_close(c)
+                result.withLock { $0 = "\(rc) \(busy)" }
+                done.signal()
+            }
+            // The checkpoint holds the write lock while it waits for the follower's read.
+            let deadline = Date().addingTimeInterval(20)
+            while try core.writer.exec("BEGIN IMMEDIATE", busyOK: true), Date() < deadline {
+                try core.writer.exec("ROLLBACK")
+                usleep(5000)
+            }
+            try core.yieldToCheckpointer(now: Date(), window: 10)
+            done.wait()
+            #expect(result.withLock { $0 } == "\(SQLITE_ROW) 0")
+            #expect(core.header == nil)  // emptied
+            exec(db, "INSERT INTO t (v) VALUES ('next cycle')")
+            try core.poll(now: Date())
+            #expect(core.header != nil)
+            #expect(core.take().reduce(0) { $0 + $1.transactions } == n0 + 1)
+        }
+    }
+
+    /// What that decision reads: SQLite's shared index counts commits, and a checkpoint that restarts or empties
+    /// the log does not count as one.
+    @Test func theSharedIndexCountsCommitsNotRestarts() throws {
+        try withCore(2) { db, path, core in
+            let a = try #require(core.walIndex())
+            #expect(a.salts == core.header?.cycle)
+            exec(db, "INSERT INTO t (v) VALUES ('one more')")
+            let b = try #require(core.walIndex())
+            #expect(b.commits == a.commits &+ 1 && b.mxFrame > a.mxFrame)
+            try core.reader.exec("COMMIT")
+            exec(db, "PRAGMA wal_checkpoint(TRUNCATE)")
+            let c = try #require(core.walIndex())
+            #expect(c.commits == b.commits && c.mxFrame == 0)
+            // Damage: the two copies differ, or the version is not SQLite's: no header.
+            var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path + "-shm")).prefix(96))
+            #expect(WALIndexHeader.parse(bytes) == c)
+            bytes[20] ^= 1
+            #expect(WALIndexHeader.parse(bytes) == nil)
+            #expect(WALIndexHeader.parse([UInt8](repeating: 0, count: 96)) == nil)
+            #expect(WALIndexHeader.parse([]) == nil)
+        }
+    }
+
+    /// Reading SQLite's index never frees the follower's read lock (a POSIX lock on the `-shm` file, dropped by
+    /// closing any descriptor of it): another process's TRUNCATE checkpoint still cannot run past the follower.
+    /// (Once it did: restores were malformed.)
+    @Test func readingTheIndexKeepsTheFollowersReadLock() throws {
+        try withCore(3) { db, path, core in
+            try core.poll(now: Date())
+            exec(db, "INSERT INTO t (v) VALUES ('after the read began')")
+            for _ in 0..<3 { #expect(core.walIndex() != nil) }
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            p.arguments = ["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1], timeout=0.2).execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchone()[0])", path]
+            let out = Pipe()
+            p.standardOutput = out
+            try p.run()
+            p.waitUntilExit()
+            let busy = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(busy.trimmingCharacters(in: .whitespacesAndNewlines) == "1", "the checkpoint of another process was not held off by the follower's read")
+            try core.poll(now: Date())
+            #expect(core.header != nil && core.copiedFrames == walFrames(path))
+        }
+    }
+
+    /// A log truncated under a snapshot (an application's TRUNCATE checkpoint) is a broken history that the
+    /// follower starts again from, not an I/O error that stops it.
+    @Test func aLogTruncatedUnderASnapshotBreaksTheHistory() throws {
+        try withCore(5) { db, path, core in
+            try core.poll(now: Date())
+            _ = core.take()
+            #expect(try !core.pageMap().isEmpty)
+            var source = try core.pageSource()
+            defer { source.close() }
+            #expect(truncate(path + "-wal", 32) == 0)
+            var buf = [UInt8](repeating: 0, count: 1 << 20)
+            #expect(throws: HistoryBroken.self) {
+                while try buf.withUnsafeMutableBytes({ try source.read(into: $0) }) > 0 {}
+            }
         }
     }
 
