@@ -184,8 +184,7 @@ final class FollowerCore {
         var w = stat()
         fstat(walFD, &w)
         guard w.st_size >= SQLiteWALHeader.size else { return noWAL() }
-        var b = [UInt8](repeating: 0, count: SQLiteWALHeader.size)
-        guard pread(walFD, &b, b.count, 0) == b.count, let h = try? SQLiteWALHeader.parse(b) else { return }  // being written
+        guard let h = walHeaderInFile() else { return }  // being written
         if h == header { return }
         // A restart (new salts; SQLite makes them random for a connection that never restarted the WAL before).
         // While the read transaction is held, SQLite restarts the WAL only once every frame is in the database
@@ -316,8 +315,8 @@ final class FollowerCore {
     func yieldToCheckpointer(now: Date, window: Double = 0.2) throws {
         try poll(now: now)
         let before = header
-        let index = walIndex()
-        let copiedAll = index.map { Int($0.mxFrame) == copiedFrames && $0.salts == before?.cycle } ?? false
+        // SQLite's index, when it counts no frame that was not copied.
+        let index = walIndex().flatMap { Int($0.mxFrame) == copiedFrames && $0.salts == before?.cycle ? $0 : nil }
         var st = stat()
         let size = walFD >= 0 && fstat(walFD, &st) == 0 ? Int(st.st_size) : 0
         try reader.exec("COMMIT")
@@ -329,9 +328,8 @@ final class FollowerCore {
         }
         try beginRead()
         if let before, try catchUp(before) { return }
-        if copiedAll, let a = index, let b = walIndex(), b.commits == a.commits {
+        if let a = index, let b = walIndex(), b.commits == a.commits {
             // (The read began before `b`: no commit came before it, so it sits where nothing is left to copy.)
-            try readHeader()
             try poll(now: currentTime())
             return
         }
@@ -350,10 +348,9 @@ final class FollowerCore {
     /// copy reached the read's end; from then on the frames a restart overwrites were copied (a reader on mark 0
     /// keeps newer frames out of the file, and a restart needs them all there).
     func catchUp(_ expected: SQLiteWALHeader) throws -> Bool {
-        try readHeader()
-        guard header == expected else { return false }
         try poll(now: currentTime())
-        return header == expected && walHeaderOnDisk() == expected
+        var w = stat()
+        return header == expected && stat(walPath, &w) == 0 && w.st_ino == walIno && walHeaderInFile() == expected
     }
 
     /// SQLite's shared WAL index header, read through a descriptor of the `-shm` file from `HeldFiles`, never
@@ -370,12 +367,10 @@ final class FollowerCore {
         return WALIndexHeader.read(fd: shmFD)
     }
 
-    /// The WAL's header as the file holds it now (nil: no WAL, another file, or a header being written).
-    func walHeaderOnDisk() -> SQLiteWALHeader? {
-        var w = stat()
-        guard walFD >= 0, stat(walPath, &w) == 0, w.st_ino == walIno else { return nil }
+    /// The header of the open WAL file as it is now (nil: none, or one being written).
+    func walHeaderInFile() -> SQLiteWALHeader? {
         var b = [UInt8](repeating: 0, count: SQLiteWALHeader.size)
-        guard pread(walFD, &b, b.count, 0) == b.count else { return nil }
+        guard walFD >= 0, pread(walFD, &b, b.count, 0) == b.count else { return nil }
         return try? SQLiteWALHeader.parse(b)
     }
 

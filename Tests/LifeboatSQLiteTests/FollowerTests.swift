@@ -301,6 +301,16 @@ extension FollowerTests {
             #expect(WALIndexHeader.parse(bytes) == nil)
             #expect(WALIndexHeader.parse([UInt8](repeating: 0, count: 96)) == nil)
             #expect(WALIndexHeader.parse([]) == nil)
+            #expect(WALIndexHeader.parse([UInt8](repeating: 0xff, count: 95)) == nil)
+            // Any bytes with two equal copies (a hostile or stray file): numbers taken as they are, no trap.
+            var rng = SystemRandomNumberGenerator()
+            for _ in 0..<1000 {
+                var x = (0..<48).map { _ in UInt8.random(in: 0...255, using: &rng) }
+                x[0..<4] = [0x18, 0xe2, 0x2d, 0x00]  // 3007000, little-endian
+                x[12] = 1
+                let h = try #require(WALIndexHeader.parse(x + x + [UInt8](repeating: 7, count: 40)))
+                #expect(h.salts.salt1 == UInt32(x[32]) << 24 | UInt32(x[33]) << 16 | UInt32(x[34]) << 8 | UInt32(x[35]))
+            }
         }
     }
 
